@@ -1,0 +1,25 @@
+"""gradwatch: live gradient-health monitoring for Keras/TensorFlow training.
+
+The trainer side (``GradientMonitor``) needs TensorFlow; the server side does
+not. Exports are therefore resolved lazily so that ``import gradwatch`` works in
+either environment and only pulls in what is used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from gradwatch.trainer_hooks.monitor import GradientMonitor
+
+__all__ = ["GradientMonitor", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GradientMonitor":
+        from gradwatch.trainer_hooks.monitor import GradientMonitor
+
+        return GradientMonitor
+    raise AttributeError(f"module 'gradwatch' has no attribute {name!r}")

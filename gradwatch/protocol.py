@@ -1,0 +1,287 @@
+"""The gradwatch wire protocol: the one contract between trainer, server and page.
+
+Every websocket frame is one JSON text message with a ``type`` field. The
+trainer and the page each open with a handshake that carries
+``PROTOCOL_VERSION``; a peer speaking another version is refused with
+``CloseCode.PROTOCOL_MISMATCH``. See docs/protocol.md for the narrative.
+
+Plain JSON cannot carry NaN or Infinity, and gradient statistics are exactly
+where they show up, so every float on the wire may also be one of the strings
+``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (``encode_float`` / ``decode_float``).
+
+This module depends on pydantic and the standard library only, so both the
+training process and the server can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import IntEnum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, TypeAdapter
+
+PROTOCOL_VERSION = 1
+
+#: Largest websocket frame either side accepts. A step record of 2,000
+#: variables is about 60 KB; a batch of records stays well under this.
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+
+#: Upper bound on a clip threshold; anything larger is a typo, not a setting.
+MAX_CLIP_THRESHOLD = 1e9
+
+TRAINER_PATH = "/ws/trainer"
+BROWSER_PATH = "/ws/browser"
+
+
+class CloseCode(IntEnum):
+    """Websocket close codes used by gradwatch (4000-4999 is the private range)."""
+
+    UNAUTHORIZED = 4401
+    FORBIDDEN_ORIGIN = 4403
+    PROTOCOL_MISMATCH = 4426
+    BAD_MESSAGE = 4400
+    TOO_SLOW = 4408  # a viewer fell too far behind; it should reconnect and backfill
+    SERVER_SHUTDOWN = 1001
+
+
+# --------------------------------------------------------------------------- floats
+
+NonFinite = Literal["NaN", "Infinity", "-Infinity"]
+WireFloat = Union[StrictFloat, NonFinite]
+WireCount = Annotated[StrictInt, Field(ge=0)]
+
+_NONFINITE_TO_FLOAT: dict[str, float] = {
+    "NaN": math.nan,
+    "Infinity": math.inf,
+    "-Infinity": -math.inf,
+}
+
+
+def encode_float(x: float) -> float | str:
+    """A float as it travels: itself if finite, else its string spelling."""
+    if math.isfinite(x):
+        return x
+    if math.isnan(x):
+        return "NaN"
+    return "Infinity" if x > 0 else "-Infinity"
+
+
+def decode_float(x: float | int | str) -> float:
+    """Inverse of ``encode_float``; raises ValueError on any other string."""
+    if isinstance(x, str):
+        try:
+            return _NONFINITE_TO_FLOAT[x]
+        except KeyError:
+            raise ValueError(f"not a wire float: {x!r}; expected a number, 'NaN', 'Infinity' or '-Infinity'") from None
+    return float(x)
+
+
+def _default(obj: Any) -> Any:
+    raise TypeError(f"cannot encode {type(obj).__name__} on the gradwatch wire")
+
+
+def _sanitize(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return encode_float(obj)
+    if isinstance(obj, dict):
+        return {k: _sanitize(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_sanitize(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """Serialise a message (plain dict/list data) with non-finite floats spelled out."""
+    try:
+        return json.dumps(obj, allow_nan=False, separators=(",", ":"), default=_default)
+    except ValueError:  # a NaN/Inf somewhere: take the slow path once
+        return json.dumps(_sanitize(obj), allow_nan=False, separators=(",", ":"), default=_default)
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+ClipMode = Literal["global_norm", "norm", "value"]
+CLIP_MODES: tuple[str, ...] = ("global_norm", "norm", "value")
+RunStatus = Literal["running", "paused", "finished", "disconnected"]
+CommandType = Literal["pause", "resume", "stop", "set_clip"]
+CommandState = Literal["pending", "applied", "rejected"]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClipSetting(_Msg):
+    mode: ClipMode = "global_norm"
+    #: ``None`` means "measure, clip nothing".
+    threshold: Annotated[StrictFloat, Field(gt=0, le=MAX_CLIP_THRESHOLD, allow_inf_nan=False)] | None = None
+
+
+class Command(_Msg):
+    """A control command, as posted by the page and forwarded to the trainer.
+
+    ``set_clip`` needs a finite positive ``threshold``; ``mode`` defaults to the
+    run's current mode. The other types take no parameters.
+    """
+
+    type: CommandType
+    mode: ClipMode | None = None
+    threshold: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_CLIP_THRESHOLD, allow_inf_nan=False)] | None = None
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.type == "set_clip":
+            if self.threshold is None:
+                raise ValueError("set_clip needs 'threshold': a finite number > 0, e.g. {'type': 'set_clip', 'threshold': 1.0}")
+        elif self.mode is not None or self.threshold is not None:
+            raise ValueError(f"{self.type!r} takes no 'mode' or 'threshold'; only set_clip does")
+
+
+# --------------------------------------------------------------------------- trainer -> server
+
+
+class StepRecord(_Msg):
+    """Statistics of one optimizer step, reported by the trainer.
+
+    Vectors are in the order of ``TrainerHello.variables`` (``grad_*``) and
+    ``TrainerHello.bn_layers`` (``bn``). ``bn`` rows are ``BN_FIELDS``.
+    """
+
+    step: WireCount
+    epoch: WireCount
+    time: StrictFloat  # unix seconds at the end of the step
+    loss: WireFloat | None = None
+    lr: WireFloat | None = None
+    global_norm: WireFloat
+    clip_mode: ClipMode
+    clip_threshold: WireFloat | None = None
+    clip_scale: WireFloat  # post-clip global norm / pre-clip global norm (1.0 when not clipped)
+    clipped: StrictBool
+    clipped_fraction: WireFloat | None = None  # share of elements clipped; value mode only
+    steps_per_sec: WireFloat | None = None
+    grad_norm: list[WireFloat]
+    grad_nan: list[WireCount]
+    grad_inf: list[WireCount]
+    weight_nonfinite: WireCount = 0
+    loss_nonfinite: StrictBool = False
+    bn: list[list[WireFloat]] = Field(default_factory=list)
+
+
+#: Column names of each ``StepRecord.bn`` row.
+BN_FIELDS: tuple[str, ...] = (
+    "moving_mean_mean",
+    "moving_mean_min",
+    "moving_mean_max",
+    "moving_mean_delta",  # RMS change of moving_mean since the previous report
+    "moving_variance_mean",
+    "moving_variance_min",
+    "moving_variance_max",
+    "moving_variance_delta",
+)
+
+
+class TrainerHello(_Msg):
+    type: Literal["hello"]
+    protocol: StrictInt
+    run_name: str = Field(min_length=1, max_length=200)
+    #: Set when reconnecting, so the server continues the same run.
+    run_id: StrictInt | None = None
+    variables: list[Annotated[str, Field(max_length=500)]] = Field(max_length=100_000)
+    bn_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
+    clip: ClipSetting
+    every: WireCount = 1
+    meta: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+
+class Steps(_Msg):
+    type: Literal["steps"]
+    records: list[StepRecord] = Field(min_length=1)
+
+
+class Gap(_Msg):
+    """The trainer dropped records (its buffer overflowed while the server was away)."""
+
+    type: Literal["gap"]
+    from_step: WireCount
+    to_step: WireCount
+    dropped: WireCount
+
+
+class Ack(_Msg):
+    type: Literal["ack"]
+    id: StrictInt
+    state: Literal["applied", "rejected"]
+    #: The first step that ran under the change (``None`` when rejected).
+    applied_step: WireCount | None = None
+    detail: str | None = Field(default=None, max_length=1000)
+
+
+class Status(_Msg):
+    type: Literal["status"]
+    state: Literal["running", "paused", "finished"]
+    step: WireCount
+
+
+TrainerMessage = Annotated[Union[Steps, Gap, Ack, Status], Field(discriminator="type")]
+_trainer_message: TypeAdapter[Steps | Gap | Ack | Status] = TypeAdapter(TrainerMessage)
+
+
+def parse_trainer_message(data: str | bytes) -> Steps | Gap | Ack | Status:
+    """Decode one trainer frame after the handshake; raises pydantic.ValidationError."""
+    return _trainer_message.validate_json(data)
+
+
+def parse_trainer_hello(data: str | bytes) -> TrainerHello:
+    return TrainerHello.model_validate_json(data)
+
+
+# --------------------------------------------------------------------------- server -> trainer
+
+
+class Welcome(_Msg):
+    type: Literal["welcome"] = "welcome"
+    protocol: StrictInt = PROTOCOL_VERSION
+    run_id: StrictInt
+
+
+class CommandMessage(_Msg):
+    type: Literal["command"] = "command"
+    id: StrictInt
+    command: Command
+
+
+ServerToTrainer = Annotated[Union[Welcome, CommandMessage], Field(discriminator="type")]
+_server_to_trainer: TypeAdapter[Welcome | CommandMessage] = TypeAdapter(ServerToTrainer)
+
+
+def parse_server_message(data: str | bytes) -> Welcome | CommandMessage:
+    """Decode one server frame on the trainer side; raises pydantic.ValidationError."""
+    return _server_to_trainer.validate_json(data)
+
+
+# --------------------------------------------------------------------------- browser <-> server
+
+
+class BrowserHello(_Msg):
+    type: Literal["hello"]
+    protocol: StrictInt
+
+
+class Subscribe(_Msg):
+    """Ask for live ``steps`` of one run (``None``: run list updates only)."""
+
+    type: Literal["subscribe"]
+    run_id: StrictInt | None
+
+
+BrowserMessage = Annotated[Union[BrowserHello, Subscribe], Field(discriminator="type")]
+_browser_message: TypeAdapter[BrowserHello | Subscribe] = TypeAdapter(BrowserMessage)
+
+
+def parse_browser_message(data: str | bytes) -> BrowserHello | Subscribe:
+    return _browser_message.validate_json(data)
+
+
+def version_mismatch_reason(got: object) -> str:
+    return f"protocol version {got!r} is not supported; this server speaks {PROTOCOL_VERSION}. Upgrade gradwatch on both sides."

@@ -1,0 +1,49 @@
+"""Where the access token lives, shared by `gradwatch serve` and local trainers.
+
+`serve` writes a generated token to a user-only file; a trainer on the same
+machine reads it, so the common local case needs no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+TOKEN_ENV = "GRADWATCH_TOKEN"
+TOKEN_FILE_ENV = "GRADWATCH_TOKEN_FILE"
+
+
+def default_token_file() -> Path:
+    """``$GRADWATCH_TOKEN_FILE`` if set, else ``~/.gradwatch/token``."""
+    override = os.environ.get(TOKEN_FILE_ENV)
+    return Path(override) if override else Path.home() / ".gradwatch" / "token"
+
+
+def generate_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def write_token_file(token: str, path: Path | None = None) -> Path:
+    """Write ``token`` readable by the current user only (0600 in a 0700 folder)."""
+    path = path or default_token_file()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to an existing file
+    return path
+
+
+def resolve_token(explicit: str | None = None, path: Path | None = None) -> str | None:
+    """The token to use: ``explicit``, else ``$GRADWATCH_TOKEN``, else the token file, else None."""
+    if explicit:
+        return explicit
+    env = os.environ.get(TOKEN_ENV)
+    if env:
+        return env
+    path = path or default_token_file()
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None

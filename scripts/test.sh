@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One command for the whole test suite on a fresh machine: venv, installs,
+# Debian's Chromium for the browser tests, lint, types, tests.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/bootstrap.sh test
+VENV="${GRADWATCH_VENV:-$ROOT/.venv}"
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  else
+    sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  fi
+fi
+"$VENV/bin/ruff" check .
+"$VENV/bin/mypy"
+"$VENV/bin/python" -m pytest "$@"
