@@ -1,0 +1,106 @@
+"""Run control on the trainer side: an explicit running / paused / stopping state machine.
+
+Commands arrive on the transport's thread (``submit``); they are applied on the
+training thread at a batch boundary (``apply_pending``), because only there is
+it safe to touch the clip variables or to block the loop. Every command gets
+exactly one acknowledgement: applied (with the first step it affected) or
+rejected (with why).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from enum import Enum
+
+from gradwatch.protocol import Ack, Command, CommandMessage, Status
+
+
+class RunState(str, Enum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+
+
+# command type -> (states it may be applied in, state it leads to)
+_TRANSITIONS: dict[str, tuple[frozenset[RunState], RunState | None]] = {
+    "pause": (frozenset({RunState.RUNNING}), RunState.PAUSED),
+    "resume": (frozenset({RunState.PAUSED}), RunState.RUNNING),
+    "stop": (frozenset({RunState.RUNNING, RunState.PAUSED}), RunState.STOPPING),
+    "set_clip": (frozenset({RunState.RUNNING, RunState.PAUSED}), None),
+}
+
+
+class RunControl:
+    """Thread-safe holder of the run state and the inbox of commands.
+
+    ``on_clip`` is called on the training thread with (mode, threshold) for
+    ``set_clip`` (mode ``None``: keep the current one); ``send`` hands an
+    acknowledgement or a status change to the transport.
+    """
+
+    def __init__(self, on_clip: Callable[[str | None, float], None], send: Callable[[Ack | Status], None]) -> None:
+        self._on_clip = on_clip
+        self._send = send
+        self._state = RunState.RUNNING
+        self._inbox: collections.deque[CommandMessage] = collections.deque()
+        self._cond = threading.Condition()
+
+    @property
+    def state(self) -> RunState:
+        return self._state
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._state in (RunState.STOPPING, RunState.FINISHED)
+
+    def submit(self, message: CommandMessage) -> None:
+        """Queue a command (any thread); wakes a paused training loop."""
+        with self._cond:
+            self._inbox.append(message)
+            self._cond.notify_all()
+
+    def apply_pending(self, next_step: int) -> None:
+        """Apply queued commands (training thread). ``next_step`` is the first step they affect."""
+        while self._inbox:
+            message = self._inbox.popleft()
+            self._apply(message.id, message.command, next_step)
+
+    def wait_while_paused(self, next_step: int, poll: float = 0.5) -> None:
+        """Block the training thread while paused, still applying commands (resume, stop, set_clip)."""
+        self.apply_pending(next_step)
+        while self._state is RunState.PAUSED:
+            with self._cond:
+                if not self._inbox:
+                    self._cond.wait(poll)
+            self.apply_pending(next_step)
+
+    def finish(self) -> None:
+        """Training ended; commands still queued are rejected so none stays pending forever."""
+        self._state = RunState.FINISHED
+        while self._inbox:
+            message = self._inbox.popleft()
+            self._send(Ack(type="ack", id=message.id, state="rejected", detail="training had already ended"))
+        with self._cond:
+            self._cond.notify_all()
+
+    def _apply(self, command_id: int, command: Command, next_step: int) -> None:
+        allowed, target = _TRANSITIONS[command.type]
+        if self._state not in allowed:
+            detail = f"cannot {command.type} while {self._state.value}"
+            self._send(Ack(type="ack", id=command_id, state="rejected", detail=detail))
+            return
+        if command.type == "set_clip":
+            assert command.threshold is not None  # guaranteed by Command's validation
+            try:
+                self._on_clip(command.mode, float(command.threshold))
+            except ValueError as err:
+                self._send(Ack(type="ack", id=command_id, state="rejected", detail=str(err)))
+                return
+        self._send(Ack(type="ack", id=command_id, state="applied", applied_step=next_step))
+        if target is not None:
+            self._state = target
+            if target in (RunState.PAUSED, RunState.RUNNING):
+                self._send(Status(type="status", state=target.value, step=next_step))

@@ -1,0 +1,301 @@
+"""In-graph gradient statistics and live-controlled clipping.
+
+``GradientStats.process`` runs inside the compiled train step on the gradients
+the optimizer is about to apply. It clips them under a threshold held in a
+``tf.Variable`` (so a change applies on the next step without retracing) and
+writes every statistic of the step into one row of a small ``tf.Variable``
+ring buffer. The host reads that buffer once per reported step: one transfer.
+
+Cost control, because this is on the hot path of every step:
+- per-variable norms use one fused ``l2_loss`` kernel per variable;
+- NaN/Inf element counts are only computed when the global norm (or the loss)
+  is not finite, so healthy steps pay nothing for them;
+- weights are only scanned for NaN/Inf after a non-finite step, until found
+  clean: with finite gradients and finite weights an update cannot make them
+  non-finite (short of float overflow, which shows up as an infinite norm);
+- BatchNorm statistics of all layers are computed with a handful of segment
+  ops on one concatenated vector, independent of the number of layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from gradwatch.protocol import BN_FIELDS, CLIP_MODES
+
+CLIP_MODE_IDS = {name: i for i, name in enumerate(CLIP_MODES)}
+_GLOBAL, _NORM, _VALUE = (CLIP_MODE_IDS[m] for m in ("global_norm", "norm", "value"))
+
+#: Scalars at the start of every buffer row, in this order.
+SCALARS: tuple[str, ...] = (
+    "step",
+    "loss",
+    "lr",
+    "global_norm",
+    "clip_mode",
+    "clip_threshold",
+    "clip_scale",
+    "clipped",
+    "clipped_fraction",
+    "weight_nonfinite",
+    "loss_nonfinite",
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each statistic sits in a buffer row."""
+
+    n_vars: int
+    n_bn: int
+
+    @property
+    def width(self) -> int:
+        return len(SCALARS) + 3 * self.n_vars + len(BN_FIELDS) * self.n_bn
+
+    def unpack(self, row: np.ndarray) -> dict[str, Any]:
+        """Split one host-side row into named scalars and vectors."""
+        s = len(SCALARS)
+        n = self.n_vars
+        out: dict[str, Any] = {name: float(row[i]) for i, name in enumerate(SCALARS)}
+        out["grad_norm"] = row[s : s + n]
+        out["grad_nan"] = row[s + n : s + 2 * n]
+        out["grad_inf"] = row[s + 2 * n : s + 3 * n]
+        out["bn"] = row[s + 3 * n :].reshape(self.n_bn, len(BN_FIELDS))
+        return out
+
+
+def _values(g: Any) -> tf.Tensor:
+    """The dense values of a gradient (IndexedSlices carry theirs in ``.values``)."""
+    return g.values if isinstance(g, tf.IndexedSlices) else g
+
+
+def _scale(g: Any, s: tf.Tensor) -> Any:
+    if g is None:
+        return None
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(g.values * tf.cast(s, g.values.dtype), g.indices, g.dense_shape)
+    return g * tf.cast(s, g.dtype)
+
+
+def _clip_value(g: Any, t: tf.Tensor) -> Any:
+    if g is None:
+        return None
+    if isinstance(g, tf.IndexedSlices):
+        v = g.values
+        return tf.IndexedSlices(tf.clip_by_value(v, -tf.cast(t, v.dtype), tf.cast(t, v.dtype)), g.indices, g.dense_shape)
+    return tf.clip_by_value(g, -tf.cast(t, g.dtype), tf.cast(t, g.dtype))
+
+
+def _sq_norms(grads: Sequence[Any]) -> tf.Tensor:
+    zero = tf.constant(0.0, tf.float32)
+    return tf.stack([zero if g is None else 2.0 * tf.nn.l2_loss(tf.cast(_values(g), tf.float32)) for g in grads])
+
+
+def _count(grads: Sequence[Any], pred: Any) -> tf.Tensor:
+    zero = tf.constant(0.0, tf.float32)
+    return tf.stack(
+        [zero if g is None else tf.reduce_sum(tf.cast(pred(_values(g)), tf.float32)) for g in grads]
+    )
+
+
+class GradientStats:
+    """Holds the control variables and the stats buffer; ``process`` is traced into the step.
+
+    Build it eagerly (outside any ``tf.function``), e.g. in ``on_train_begin``.
+    """
+
+    def __init__(
+        self,
+        variables: Sequence[Any],
+        bn_layers: Sequence[Any] = (),
+        clip_mode: str = "global_norm",
+        clip_threshold: float | None = None,
+        ring: int = 1,
+    ) -> None:
+        if clip_mode not in CLIP_MODE_IDS:
+            raise ValueError(f"clip_mode={clip_mode!r} is not one of {CLIP_MODES}")
+        self.variables = list(variables)
+        self.bn_layers = list(bn_layers)
+        self.layout = Layout(len(self.variables), len(self.bn_layers))
+        self.ring = max(1, int(ring))
+        self.loss_recorded = False  # set while tracing, once the step's loss is known
+        self.traces = 0  # how many times ``process`` was traced; a retrace would show here
+        self.clip_mode = tf.Variable(CLIP_MODE_IDS[clip_mode], dtype=tf.int32, trainable=False, name="gw_clip_mode")
+        # A threshold <= 0 means "measure, clip nothing".
+        self.clip_threshold = tf.Variable(
+            float(clip_threshold or 0.0), dtype=tf.float32, trainable=False, name="gw_clip_threshold"
+        )
+        self.buffer = tf.Variable(
+            tf.fill([self.ring, self.layout.width], tf.constant(-1.0, tf.float64)),
+            trainable=False,
+            name="gw_stats",
+        )
+        self.loss = tf.Variable(np.nan, dtype=tf.float32, trainable=False, name="gw_loss")
+        self.weights_suspect = tf.Variable(False, trainable=False, name="gw_weights_suspect")
+        bn_sizes = [int(np.prod(layer.moving_mean.shape)) for layer in self.bn_layers]
+        self._bn_segments = tf.constant(np.repeat(np.arange(len(bn_sizes)), bn_sizes), tf.int32)
+        total = int(sum(bn_sizes))
+        self._bn_prev_mean = tf.Variable(tf.zeros([total]), trainable=False, name="gw_bn_prev_mean")
+        self._bn_prev_var = tf.Variable(tf.zeros([total]), trainable=False, name="gw_bn_prev_var")
+        if self.bn_layers:
+            self._bn_prev_mean.assign(self._bn_concat("moving_mean"))
+            self._bn_prev_var.assign(self._bn_concat("moving_variance"))
+
+    # ------------------------------------------------------------------ host side
+
+    def set_clip(self, mode: str, threshold: float | None) -> None:
+        """Change clipping from the host; the next step uses it, no retrace."""
+        if mode not in CLIP_MODE_IDS:
+            raise ValueError(f"clip mode {mode!r} is not one of {CLIP_MODES}")
+        self.clip_mode.assign(CLIP_MODE_IDS[mode])
+        self.clip_threshold.assign(float(threshold or 0.0))
+
+    def read(self) -> np.ndarray:
+        """The whole ring buffer (``ring`` × ``layout.width``), one host transfer."""
+        return self.buffer.numpy()
+
+    # ------------------------------------------------------------------ graph side
+
+    def record_loss(self, loss: Any) -> None:
+        """Remember this step's loss for ``process`` (traced where the train step scales its loss)."""
+        self.loss.assign(tf.cast(tf.reduce_mean(loss), tf.float32))
+        self.loss_recorded = True
+
+    def process(
+        self, grads: Sequence[Any], step: Any, lr: Any, loss: Any = None, report_every: int = 1
+    ) -> list[Any]:
+        """Clip ``grads`` under the live setting, record the step's statistics, return clipped grads.
+
+        ``loss`` may be given directly (hand-written loops); otherwise the value
+        seen by ``record_loss`` in this step is used, if any. A step with no
+        known loss records NaN there and judges health by the gradients alone.
+        """
+        self.traces += 1
+        grads = list(grads)
+        sq = _sq_norms(grads)
+        norms = tf.sqrt(sq)
+        gnorm = tf.sqrt(tf.reduce_sum(sq))
+        if loss is not None:
+            loss = tf.cast(tf.reduce_mean(loss), tf.float32)
+            self.loss_recorded = True
+        elif self.loss_recorded:
+            loss = self.loss.read_value()
+        known_loss = loss is not None
+        if loss is None:
+            loss = tf.constant(np.nan, tf.float32)
+        loss_bad = tf.logical_not(tf.math.is_finite(loss)) if known_loss else tf.constant(False)
+        healthy = tf.math.is_finite(gnorm) & ~loss_bad
+        zeros = tf.zeros_like(norms)
+        nan_c, inf_c = tf.cond(
+            healthy,
+            lambda: (zeros, zeros),
+            lambda: (_count(grads, tf.math.is_nan), _count(grads, tf.math.is_inf)),
+        )
+
+        mode = self.clip_mode.read_value()
+        t = self.clip_threshold.read_value()
+        # tf.cond cannot carry None: clip the present gradients, then put the gaps back.
+        present = [i for i, g in enumerate(grads) if g is not None]
+        clipped, post_sq, frac = self._clip([grads[i] for i in present], present, sq, norms, gnorm, mode, t)
+        clipped_grads: list[Any] = [None] * len(grads)
+        for i, g in zip(present, clipped):
+            clipped_grads[i] = g
+        post_norm = tf.sqrt(tf.reduce_sum(post_sq))
+        scale = tf.where(gnorm > 0, post_norm / tf.maximum(gnorm, 1e-30), 1.0)
+        was_clipped = tf.cast((t > 0) & ((scale < 1.0) | (frac > 0)), tf.float32)
+
+        w_bad = tf.cond(~healthy | self.weights_suspect, self._count_weight_nonfinite, lambda: tf.constant(0.0))
+        self.weights_suspect.assign(~healthy | (w_bad > 0))
+
+        scalars = tf.stack(
+            [
+                tf.cast(step, tf.float32),
+                loss,
+                tf.cast(lr, tf.float32),
+                gnorm,
+                tf.cast(mode, tf.float32),
+                t,
+                scale,
+                was_clipped,
+                tf.where(mode == _VALUE, frac, tf.constant(np.nan, tf.float32)),
+                w_bad,
+                tf.cast(loss_bad, tf.float32),
+            ]
+        )
+        parts = [tf.cast(scalars, tf.float64), tf.cast(norms, tf.float64), tf.cast(nan_c, tf.float64)]
+        parts.append(tf.cast(inf_c, tf.float64))
+        if self.bn_layers:
+            parts.append(tf.cast(tf.reshape(self._bn_stats(step, report_every), [-1]), tf.float64))
+        row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)
+        self.buffer.scatter_nd_update([[row]], [tf.concat(parts, 0)])
+        return clipped_grads
+
+    def _clip(
+        self,
+        grads: list[Any],
+        present: list[int],
+        sq: tf.Tensor,
+        norms: tf.Tensor,
+        gnorm: tf.Tensor,
+        mode: tf.Tensor,
+        t: tf.Tensor,
+    ) -> tuple[list[Any], tf.Tensor, tf.Tensor]:
+        """Clip the present (non-None) ``grads``; ``sq``/``norms`` cover all variables."""
+        def by_value() -> tuple[list[Any], tf.Tensor, tf.Tensor]:
+            out = [_clip_value(g, t) for g in grads]
+            over = tf.reduce_sum(_count(grads, lambda v: tf.abs(v) > tf.cast(t, v.dtype)))
+            size = tf.add_n([tf.size(_values(g), out_type=tf.float32) for g in grads]) if grads else 1.0
+            post = tf.tensor_scatter_nd_update(sq, [[i] for i in present], _sq_norms(out)) if present else sq
+            return out, post, over / tf.maximum(size, 1.0)
+
+        def by_scale() -> tuple[list[Any], tf.Tensor, tf.Tensor]:
+            per_var = tf.minimum(1.0, t / tf.maximum(norms, 1e-30))
+            global_s = tf.minimum(1.0, t / tf.maximum(gnorm, 1e-30))
+            s = tf.where(mode == _GLOBAL, tf.fill(tf.shape(norms), global_s), per_var)
+            # Scaling every gradient costs a pass over them: only pay it when a scale bites.
+            s_present = [s[i] for i in present]
+            out = tf.cond(
+                tf.reduce_any(s < 1.0),
+                lambda: [_scale(g, si) for g, si in zip(grads, s_present)],
+                lambda: [tf.identity(g) for g in grads],
+            )
+            return out, sq * tf.square(s), tf.constant(0.0)
+
+        def no_clip() -> tuple[list[Any], tf.Tensor, tf.Tensor]:
+            return [tf.identity(g) for g in grads], sq, tf.constant(0.0)
+
+        return tf.case(
+            [(t <= 0, no_clip), (mode == _VALUE, by_value)],
+            default=by_scale,
+            exclusive=False,
+        )
+
+    def _count_weight_nonfinite(self) -> tf.Tensor:
+        return tf.reduce_sum(_count(self.variables, lambda v: ~tf.math.is_finite(v)))
+
+    def _bn_concat(self, attr: str) -> tf.Tensor:
+        return tf.concat([tf.reshape(tf.cast(getattr(layer, attr), tf.float32), [-1]) for layer in self.bn_layers], 0)
+
+    def _bn_stats(self, step: Any, report_every: int) -> tf.Tensor:
+        """[n_bn, 8] rows in ``BN_FIELDS`` order; deltas are RMS moves since the last reported step."""
+        seg = self._bn_segments
+        n = len(self.bn_layers)
+        cols = []
+        report = tf.equal(tf.math.floormod(tf.cast(step, tf.int64), report_every), 0)
+        for attr, prev in (("moving_mean", self._bn_prev_mean), ("moving_variance", self._bn_prev_var)):
+            cur = self._bn_concat(attr)
+            delta = tf.sqrt(tf.math.unsorted_segment_mean(tf.square(cur - prev), seg, n))
+            prev.assign(tf.where(report, cur, prev))
+            cols += [
+                tf.math.unsorted_segment_mean(cur, seg, n),
+                tf.math.unsorted_segment_min(cur, seg, n),
+                tf.math.unsorted_segment_max(cur, seg, n),
+                delta,
+            ]
+        return tf.stack(cols, axis=1)

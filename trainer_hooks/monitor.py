@@ -1,0 +1,186 @@
+"""``GradientMonitor``: the Keras callback users add to ``model.fit``."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import warnings
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from gradwatch.tokens import resolve_token
+
+from .graph_stats import GradientStats
+from .optimizer_hook import OptimizerHook, optimizer_clipping
+from .session import RunSession, trainer_ws_url, validate_clip
+
+
+def find_batchnorm_layers(model: Any) -> list[Any]:
+    """Every BatchNormalization layer in ``model``, nested ones included, in model order."""
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    return [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def default_run_name(model: Any) -> str:
+    return f"{model.name}@{socket.gethostname()}:{os.getpid()}"
+
+
+class GradientMonitor(keras.callbacks.Callback):
+    """Streams per-layer gradient health to a gradwatch server and obeys its commands.
+
+    Args:
+        server: the gradwatch server, e.g. ``"http://127.0.0.1:8765"``.
+        token: access token; ``None`` reads ``$GRADWATCH_TOKEN``, else the token
+            file that ``gradwatch serve`` writes on this machine.
+        run_name: shown on the dashboard; defaults to ``model@host:pid``.
+        every: report every ``every``-th step (statistics and clipping run on every step).
+        clip_mode: ``"global_norm"``, ``"norm"`` (per variable) or ``"value"``.
+        clip_threshold: initial threshold; ``None`` adopts the optimizer's
+            ``global_clipnorm``/``clipnorm``/``clipvalue`` if set, else clips nothing
+            until a threshold is set from the dashboard.
+        max_buffer_mb: reports kept in memory while the server is unreachable;
+            past it the oldest are dropped and the gap is reported.
+        flush_timeout: seconds ``on_train_end`` waits at most to deliver what is buffered.
+
+    The callback never raises into training: any failure of the monitor itself
+    is reported once with a warning and monitoring stops, training goes on.
+    """
+
+    def __init__(
+        self,
+        server: str = "http://127.0.0.1:8765",
+        token: str | None = None,
+        run_name: str | None = None,
+        every: int = 1,
+        clip_mode: str = "global_norm",
+        clip_threshold: float | None = None,
+        *,
+        max_buffer_mb: float = 64.0,
+        flush_timeout: float = 10.0,
+        transport_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        trainer_ws_url(server)  # validates the URL now, with a clear message
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every={every!r} must be a whole number >= 1 (report every N-th step)")
+        validate_clip(clip_mode, clip_threshold)
+        if not (isinstance(max_buffer_mb, (int, float)) and math.isfinite(max_buffer_mb) and max_buffer_mb > 0):
+            raise ValueError(f"max_buffer_mb={max_buffer_mb!r} must be a positive number of MiB")
+        if run_name is not None and not (isinstance(run_name, str) and 0 < len(run_name) <= 200):
+            raise ValueError(f"run_name={run_name!r} must be a non-empty string of at most 200 characters")
+        self.server = server
+        self.token = token
+        self.run_name = run_name
+        self.every = every
+        self.clip_mode = clip_mode
+        self.clip_threshold = clip_threshold
+        self.max_buffer_mb = max_buffer_mb
+        self.flush_timeout = flush_timeout
+        self.transport_options = transport_options
+        self.session: RunSession | None = None
+        self.stats: GradientStats | None = None
+        self._hook: OptimizerHook | None = None
+        self._warned = False
+
+    # ------------------------------------------------------------------ Keras hooks
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        try:
+            self._begin()
+        except Exception as err:
+            self._disable(f"could not start monitoring ({type(err).__name__}: {err})")
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+        self._last_batch = -1
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        session = self.session
+        if session is None:
+            return
+        self._steps += batch - self._last_batch
+        self._last_batch = batch
+        try:
+            loss = logs.get("loss") if logs else None
+            if session.after_steps(self._steps, self._epoch, loss if isinstance(loss, float) else None):
+                self.model.stop_training = True
+        except Exception as err:
+            self._disable(f"monitoring failed ({type(err).__name__}: {err})")
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        try:
+            if self.session is not None:
+                self.session.finish(self._steps - 1)
+        except Exception as err:
+            self._disable(f"could not finish cleanly ({type(err).__name__}: {err})")
+        finally:
+            self._unhook()
+
+    # ------------------------------------------------------------------ internals
+
+    def _begin(self) -> None:
+        model = self.model
+        optimizer = model.optimizer
+        mode, threshold = self.clip_mode, self.clip_threshold
+        adopted = optimizer_clipping(optimizer)
+        if adopted is not None:
+            if threshold is None:
+                mode, threshold = adopted
+            else:
+                warnings.warn(
+                    f"gradwatch: the optimizer clips with {adopted[0]}={adopted[1]}; using clip_threshold="
+                    f"{threshold} ({mode}) instead, and the optimizer's own clipping is switched off for this run",
+                    stacklevel=3,
+                )
+        spe = int(getattr(model, "steps_per_execution", 1) or 1)
+        self.stats = GradientStats(
+            model.trainable_variables, find_batchnorm_layers(model), mode, threshold, ring=max(spe, 1)
+        )
+        self.session = RunSession(
+            stats=self.stats,
+            run_name=self.run_name or default_run_name(model),
+            server=self.server,
+            token=resolve_token(self.token),
+            every=self.every,
+            clip_mode=mode,
+            clip_threshold=threshold,
+            meta={
+                "model": model.name,
+                "optimizer": type(optimizer).__name__,
+                "keras": keras.__version__,
+                "tensorflow": tf.__version__,
+            },
+            max_buffer_bytes=int(self.max_buffer_mb * 2**20),
+            flush_timeout=self.flush_timeout,
+            transport_options=self.transport_options,
+        )
+        self._hook = OptimizerHook(optimizer, self.stats, self.every)
+        self._hook.install()
+        # fit() built its step function before on_train_begin; rebuild it so the
+        # trace (which happens on the first step) goes through the hook.
+        model.make_train_function(force=True)
+        self._steps = int(optimizer.iterations.numpy())
+        self._epoch, self._last_batch = 0, -1
+        self.session.start()
+
+    def _unhook(self) -> None:
+        if self._hook is not None:
+            self._hook.uninstall()
+            self._hook = None
+            # The cached step function has the hook traced in; drop it so a later
+            # fit() without the monitor builds a clean one.
+            self.model.train_function = None
+
+    def _disable(self, reason: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"gradwatch: {reason}; training continues without monitoring", RuntimeWarning, stacklevel=3)
+        session, self.session = self.session, None
+        if session is not None:
+            try:
+                session.transport.close(0.0)
+            except Exception:
+                pass

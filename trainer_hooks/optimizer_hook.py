@@ -1,0 +1,79 @@
+"""Routes a Keras optimizer's updates through ``GradientStats`` while installed.
+
+Keras callbacks never see gradients, but ``fit`` traces its train step after
+``on_train_begin``: wrapping the optimizer's ``apply`` (and ``scale_loss``, to
+see the step's loss) on the instance there puts the statistics and the live
+clipping inside the compiled step. Nothing is patched on any class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .graph_stats import GradientStats
+
+_CLIP_ATTRS = {"global_clipnorm": "global_norm", "clipnorm": "norm", "clipvalue": "value"}
+
+
+def optimizer_clipping(optimizer: Any) -> tuple[str, float] | None:
+    """The (mode, threshold) the optimizer was built with, if any."""
+    for attr, mode in _CLIP_ATTRS.items():
+        value = getattr(optimizer, attr, None)
+        if value:
+            return mode, float(value)
+    return None
+
+
+class OptimizerHook:
+    """Install with ``install()``, undo with ``uninstall()``; constructing it changes nothing."""
+
+    def __init__(self, optimizer: Any, stats: GradientStats, every: int = 1) -> None:
+        self.optimizer = optimizer
+        self.stats = stats
+        self.every = every
+        self._saved_clip: dict[str, Any] = {}
+        self._index = {id(v): i for i, v in enumerate(stats.variables)}
+
+    def install(self) -> None:
+        opt = self.optimizer
+        # The monitor clips from now on: the optimizer's own clipping is switched
+        # off so gradients are never clipped twice; uninstall() restores it.
+        self._saved_clip = {attr: getattr(opt, attr, None) for attr in _CLIP_ATTRS}
+        for attr in _CLIP_ATTRS:
+            setattr(opt, attr, None)
+        original_apply = opt.apply
+        original_scale_loss = opt.scale_loss
+
+        def apply(grads: Sequence[Any], trainable_variables: Sequence[Any] | None = None) -> Any:
+            variables = list(trainable_variables) if trainable_variables is not None else opt._trainable_variables
+            return original_apply(self.route(list(grads), variables), trainable_variables)
+
+        def scale_loss(loss: Any) -> Any:
+            self.stats.record_loss(loss)
+            return original_scale_loss(loss)
+
+        opt.apply = apply
+        opt.scale_loss = scale_loss
+
+    def uninstall(self) -> None:
+        opt = self.optimizer
+        for name in ("apply", "scale_loss"):
+            if name in vars(opt):
+                delattr(opt, name)
+        for attr, value in self._saved_clip.items():
+            setattr(opt, attr, value)
+
+    def route(self, grads: list[Any], variables: Sequence[Any], loss: Any = None) -> list[Any]:
+        """Clip and measure ``grads`` (in ``variables`` order); returns them in the same order."""
+        full: list[Any] = [None] * len(self.stats.variables)
+        positions = []
+        for g, v in zip(grads, variables):
+            i = self._index.get(id(v))
+            positions.append(i)
+            if i is not None:
+                full[i] = g
+        clipped = self.stats.process(
+            full, self.optimizer.iterations, self.optimizer.learning_rate, loss=loss, report_every=self.every
+        )
+        return [g if i is None else clipped[i] for g, i in zip(grads, positions)]

@@ -1,0 +1,292 @@
+"""The trainer's link to the server: one websocket, run by background threads.
+
+The training thread only ever calls ``put_record`` / ``put_control``, which
+append to an in-memory buffer under a lock and return: no I/O, no waiting,
+nothing that can raise. A sender thread owns the connection: it connects
+(with backoff), says hello, sends batches, and reconnects after any failure;
+a receiver thread per connection turns server frames into commands.
+
+When the server is away the buffer holds up to ``max_buffer_bytes`` of
+records; past that the oldest are dropped and an explicit ``gap`` message is
+sent on reconnect, so the charts show the hole instead of hiding it.
+Acknowledgements and status changes are small and rare: they are never dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.sync.client import ClientConnection, connect
+
+from gradwatch.protocol import (
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    Ack,
+    CloseCode,
+    CommandMessage,
+    Status,
+    TrainerHello,
+    Welcome,
+    dumps,
+    parse_server_message,
+)
+
+log = logging.getLogger("gradwatch.trainer")
+
+#: Records per ``steps`` frame at most; keeps frames far below MAX_FRAME_BYTES.
+MAX_BATCH = 64
+_PERMANENT_CLOSE = {CloseCode.UNAUTHORIZED, CloseCode.PROTOCOL_MISMATCH, CloseCode.BAD_MESSAGE}
+
+
+@dataclass
+class _Item:
+    step: int
+    nbytes: int
+    payload: Any
+
+
+class PermanentError(Exception):
+    """The server refused us for a reason retrying cannot fix (token, protocol)."""
+
+
+class Transport:
+    """Buffered, reconnecting websocket sender; safe to call from the training thread.
+
+    ``encode`` turns a buffered payload into a ``StepRecord`` dict on the
+    sender thread, so the training thread never serialises anything.
+    ``connect_fn`` is injectable for tests of the transport alone.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        hello: Callable[[int | None], TrainerHello],
+        on_command: Callable[[CommandMessage], None],
+        encode: Callable[[Any], dict[str, Any]],
+        max_buffer_bytes: int = 64 * 2**20,
+        connect_timeout: float = 5.0,
+        connect_fn: Callable[..., ClientConnection] = connect,
+    ) -> None:
+        self.url = url
+        self._token = token
+        self._hello = hello
+        self._on_command = on_command
+        self._encode = encode
+        self.max_buffer_bytes = max_buffer_bytes
+        self._connect_timeout = connect_timeout
+        self._connect_fn = connect_fn
+        self._records: collections.deque[_Item] = collections.deque()
+        self._control: collections.deque[Ack | Status] = collections.deque()
+        self._bytes = 0
+        self._gap: list[int] | None = None  # [from_step, to_step, dropped] not yet reported
+        self._cond = threading.Condition()
+        self._stop = False  # set once close() has given up waiting, ends the sender
+        self._thread: threading.Thread | None = None
+        self._ws: ClientConnection | None = None
+        self.run_id: int | None = None
+        self.connected = threading.Event()
+        self.dropped = 0
+        self.sent = 0
+        self._warned = False
+        self._failed: str | None = None
+
+    # ------------------------------------------------------------------ training thread
+
+    def put_record(self, step: int, payload: Any, nbytes: int) -> None:
+        with self._cond:
+            self._records.append(_Item(step, nbytes, payload))
+            self._bytes += nbytes
+            while self._bytes > self.max_buffer_bytes and len(self._records) > 1:
+                old = self._records.popleft()
+                self._bytes -= old.nbytes
+                self.dropped += 1
+                if self._gap is None:
+                    self._gap = [old.step, old.step, 0]
+                self._gap[1] = old.step
+                self._gap[2] += 1
+            self._cond.notify()
+
+    def put_control(self, message: Ack | Status) -> None:
+        with self._cond:
+            self._control.append(message)
+            self._cond.notify()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gradwatch-sender", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float) -> bool:
+        """Deliver what is buffered within ``timeout`` seconds, then disconnect. True if all was sent."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while self._pending() and self._failed is None and time.monotonic() < deadline:
+                self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            delivered = not self._pending()
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        if not delivered:
+            self._warn(f"gradwatch: {self._pending_count()} reports could not be delivered to {self.url} before training ended")
+        return delivered
+
+    # ------------------------------------------------------------------ sender thread
+
+    def _pending(self) -> bool:
+        return bool(self._records or self._control or self._gap)
+
+    def _pending_count(self) -> int:
+        return len(self._records) + len(self._control)
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stop:
+            if self._ws is None:
+                try:
+                    self._connect()
+                    backoff = 0.2
+                except PermanentError as err:
+                    self._fail(str(err))
+                    return
+                except Exception as err:
+                    self._warn(
+                        f"gradwatch: cannot reach the server at {self.url} ({err}); training continues, "
+                        f"reports are buffered (up to {self.max_buffer_bytes // 2**20} MiB) and sent on reconnect"
+                    )
+                    with self._cond:
+                        self._cond.wait_for(lambda: self._stop, timeout=backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+            try:
+                self._send_pending()
+            except Exception as err:
+                log.info("gradwatch: connection lost (%s); reconnecting", err)
+                self._disconnect()
+        self._disconnect()
+
+    def _connect(self) -> None:
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        try:
+            ws = self._connect_fn(
+                self.url,
+                additional_headers=headers,
+                open_timeout=self._connect_timeout,
+                close_timeout=1.0,
+                max_size=MAX_FRAME_BYTES,
+                compression=None,
+                proxy=None,
+            )
+        except InvalidStatus as err:
+            code = err.response.status_code
+            if code in (401, 403):
+                raise PermanentError(
+                    f"the server at {self.url} refused the token (HTTP {code}); pass token=... or set GRADWATCH_TOKEN "
+                    "to the token `gradwatch serve` printed"
+                ) from err
+            raise
+        try:
+            ws.send(self._hello(self.run_id).model_dump_json())
+            reply = parse_server_message(ws.recv(timeout=self._connect_timeout))
+        except WebSocketException as err:
+            rcvd = getattr(err, "rcvd", None)
+            ws.close()
+            if rcvd is not None and rcvd.code in _PERMANENT_CLOSE:
+                raise PermanentError(f"the server refused this trainer: {rcvd.reason} (code {rcvd.code})") from err
+            raise
+        except (TimeoutError, ValidationError):
+            ws.close()
+            raise
+        if not isinstance(reply, Welcome) or reply.protocol != PROTOCOL_VERSION:
+            ws.close()
+            raise PermanentError(f"unexpected handshake reply from {self.url}: {reply!r}")
+        if self.run_id is not None and self._warned:
+            log.warning("gradwatch: reconnected to %s", self.url)
+        self.run_id = reply.run_id
+        self._ws = ws
+        self.connected.set()
+        threading.Thread(target=self._receive, args=(ws,), name="gradwatch-receiver", daemon=True).start()
+
+    def _send_pending(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending() or self._stop or self._ws is None, timeout=0.5)
+            control = list(self._control)
+            gap = self._gap
+            batch = [self._records[i] for i in range(min(MAX_BATCH, len(self._records)))]
+        for message in control:
+            ws.send(message.model_dump_json())
+            with self._cond:
+                self._control.popleft()
+        if gap is not None:
+            ws.send(dumps({"type": "gap", "from_step": gap[0], "to_step": gap[1], "dropped": gap[2]}))
+            with self._cond:
+                if self._gap is gap:
+                    self._gap = None
+        if batch:
+            ws.send(dumps({"type": "steps", "records": [self._encode(item.payload) for item in batch]}))
+            with self._cond:
+                # Only drop what was sent: overflow may have already evicted some of it.
+                for item in batch:
+                    if self._records and self._records[0] is item:
+                        self._records.popleft()
+                        self._bytes -= item.nbytes
+                self.sent += len(batch)
+                self._cond.notify_all()
+
+    def _receive(self, ws: ClientConnection) -> None:
+        try:
+            for raw in ws:
+                try:
+                    message = parse_server_message(raw)
+                except ValidationError as err:
+                    log.warning("gradwatch: ignoring a malformed server message: %s", err.errors()[:1])
+                    continue
+                if isinstance(message, CommandMessage):
+                    self._on_command(message)
+        except Exception as err:
+            log.debug("gradwatch: receiver stopped: %s", err)
+        finally:
+            with self._cond:
+                if self._ws is ws:
+                    self._ws = None
+                    self.connected.clear()
+                self._cond.notify_all()
+
+    def _disconnect(self) -> None:
+        with self._cond:
+            ws, self._ws = self._ws, None
+            self.connected.clear()
+        if ws is not None:
+            try:
+                ws.close()
+            except Exception:
+                pass
+
+    def _fail(self, reason: str) -> None:
+        self._warn(f"gradwatch: {reason}; monitoring is off for this run, training continues")
+        with self._cond:
+            self._failed = reason
+            self._records.clear()
+            self._control.clear()
+            self._bytes = 0
+            self._cond.notify_all()
+
+    def _warn(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        else:
+            log.debug(message)
