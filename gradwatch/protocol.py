@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from enum import IntEnum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, TypeAdapter
 
@@ -49,7 +49,7 @@ class CloseCode(IntEnum):
 # --------------------------------------------------------------------------- floats
 
 NonFinite = Literal["NaN", "Infinity", "-Infinity"]
-WireFloat = Union[StrictFloat, NonFinite]
+WireFloat = StrictFloat | NonFinite
 WireCount = Annotated[StrictInt, Field(ge=0)]
 
 _NONFINITE_TO_FLOAT: dict[str, float] = {
@@ -133,7 +133,9 @@ class Command(_Msg):
     def model_post_init(self, __context: Any) -> None:
         if self.type == "set_clip":
             if self.threshold is None:
-                raise ValueError("set_clip needs 'threshold': a finite number > 0, e.g. {'type': 'set_clip', 'threshold': 1.0}")
+                raise ValueError(
+                    "set_clip needs 'threshold': a finite number > 0, e.g. {'type': 'set_clip', 'threshold': 1.0}"
+                )
         elif self.mode is not None or self.threshold is not None:
             raise ValueError(f"{self.type!r} takes no 'mode' or 'threshold'; only set_clip does")
 
@@ -223,7 +225,7 @@ class Status(_Msg):
     step: WireCount
 
 
-TrainerMessage = Annotated[Union[Steps, Gap, Ack, Status], Field(discriminator="type")]
+TrainerMessage = Annotated[Steps | Gap | Ack | Status, Field(discriminator="type")]
 _trainer_message: TypeAdapter[Steps | Gap | Ack | Status] = TypeAdapter(TrainerMessage)
 
 
@@ -251,7 +253,7 @@ class CommandMessage(_Msg):
     command: Command
 
 
-ServerToTrainer = Annotated[Union[Welcome, CommandMessage], Field(discriminator="type")]
+ServerToTrainer = Annotated[Welcome | CommandMessage, Field(discriminator="type")]
 _server_to_trainer: TypeAdapter[Welcome | CommandMessage] = TypeAdapter(ServerToTrainer)
 
 
@@ -275,7 +277,7 @@ class Subscribe(_Msg):
     run_id: StrictInt | None
 
 
-BrowserMessage = Annotated[Union[BrowserHello, Subscribe], Field(discriminator="type")]
+BrowserMessage = Annotated[BrowserHello | Subscribe, Field(discriminator="type")]
 _browser_message: TypeAdapter[BrowserHello | Subscribe] = TypeAdapter(BrowserMessage)
 
 
@@ -284,4 +286,7 @@ def parse_browser_message(data: str | bytes) -> BrowserHello | Subscribe:
 
 
 def version_mismatch_reason(got: object) -> str:
-    return f"protocol version {got!r} is not supported; this server speaks {PROTOCOL_VERSION}. Upgrade gradwatch on both sides."
+    return (
+        f"protocol version {got!r} is not supported; this server speaks {PROTOCOL_VERSION}. "
+        "Upgrade gradwatch on both sides."
+    )

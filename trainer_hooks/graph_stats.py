@@ -88,7 +88,9 @@ def _clip_value(g: Any, t: tf.Tensor) -> Any:
         return None
     if isinstance(g, tf.IndexedSlices):
         v = g.values
-        return tf.IndexedSlices(tf.clip_by_value(v, -tf.cast(t, v.dtype), tf.cast(t, v.dtype)), g.indices, g.dense_shape)
+        return tf.IndexedSlices(
+            tf.clip_by_value(v, -tf.cast(t, v.dtype), tf.cast(t, v.dtype)), g.indices, g.dense_shape
+        )
     return tf.clip_by_value(g, -tf.cast(t, g.dtype), tf.cast(t, g.dtype))
 
 
@@ -99,9 +101,7 @@ def _sq_norms(grads: Sequence[Any]) -> tf.Tensor:
 
 def _count(grads: Sequence[Any], pred: Any) -> tf.Tensor:
     zero = tf.constant(0.0, tf.float32)
-    return tf.stack(
-        [zero if g is None else tf.reduce_sum(tf.cast(pred(_values(g)), tf.float32)) for g in grads]
-    )
+    return tf.stack([zero if g is None else tf.reduce_sum(tf.cast(pred(_values(g)), tf.float32)) for g in grads])
 
 
 class GradientStats:
@@ -167,9 +167,7 @@ class GradientStats:
         self.loss.assign(tf.cast(tf.reduce_mean(loss), tf.float32))
         self.loss_recorded = True
 
-    def process(
-        self, grads: Sequence[Any], step: Any, lr: Any, loss: Any = None, report_every: int = 1
-    ) -> list[Any]:
+    def process(self, grads: Sequence[Any], step: Any, lr: Any, loss: Any = None, report_every: int = 1) -> list[Any]:
         """Clip ``grads`` under the live setting, record the step's statistics, return clipped grads.
 
         ``loss`` may be given directly (hand-written loops); otherwise the value
@@ -247,6 +245,7 @@ class GradientStats:
         t: tf.Tensor,
     ) -> tuple[list[Any], tf.Tensor, tf.Tensor]:
         """Clip the present (non-None) ``grads``; ``sq``/``norms`` cover all variables."""
+
         def by_value() -> tuple[list[Any], tf.Tensor, tf.Tensor]:
             out = [_clip_value(g, t) for g in grads]
             over = tf.reduce_sum(_count(grads, lambda v: tf.abs(v) > tf.cast(t, v.dtype)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -180,7 +181,5 @@ class GradientMonitor(keras.callbacks.Callback):
             warnings.warn(f"gradwatch: {reason}; training continues without monitoring", RuntimeWarning, stacklevel=3)
         session, self.session = self.session, None
         if session is not None:
-            try:
+            with contextlib.suppress(Exception):
                 session.transport.close(0.0)
-            except Exception:
-                pass

@@ -46,7 +46,8 @@ def validate_clip(mode: str, threshold: float | None) -> None:
         isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0 < threshold <= MAX_CLIP_THRESHOLD
     ):
         raise ValueError(
-            f"clip_threshold={threshold!r} must be None (measure only) or a finite number in (0, {MAX_CLIP_THRESHOLD:g}]"
+            f"clip_threshold={threshold!r} must be None (measure only) "
+            f"or a finite number in (0, {MAX_CLIP_THRESHOLD:g}]"
         )
 
 
@@ -102,9 +103,15 @@ class RunSession:
         if last // self.every * self.every > self._last_reported:  # a reportable step is due
             now = time.time()
             rows = self.stats.read()
-            new = sorted((int(r[0]), r) for r in rows if int(r[0]) > self._last_reported and int(r[0]) % self.every == 0)
+            new = sorted(
+                (int(r[0]), r) for r in rows if int(r[0]) > self._last_reported and int(r[0]) % self.every == 0
+            )
             if new:
-                sps = (last - self._last_step_done) / max(now - self._last_time, 1e-9) if self._last_step_done >= 0 else None
+                sps = (
+                    (last - self._last_step_done) / max(now - self._last_time, 1e-9)
+                    if self._last_step_done >= 0
+                    else None
+                )
                 for step, row in new:
                     self.transport.put_record(step, (row.copy(), epoch, now, sps, fallback_loss), row.nbytes)
                 self._last_reported = new[-1][0]

@@ -15,6 +15,7 @@ Acknowledgements and status changes are small and rare: they are never dropped.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -139,7 +140,9 @@ class Transport:
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         if not delivered:
-            self._warn(f"gradwatch: {self._pending_count()} reports could not be delivered to {self.url} before training ended")
+            self._warn(
+                f"gradwatch: {self._pending_count()} reports could not be delivered to {self.url} before training ended"
+            )
         return delivered
 
     # ------------------------------------------------------------------ sender thread
@@ -270,10 +273,8 @@ class Transport:
             ws, self._ws = self._ws, None
             self.connected.clear()
         if ws is not None:
-            try:
+            with contextlib.suppress(Exception):
                 ws.close()
-            except Exception:
-                pass
 
     def _fail(self, reason: str) -> None:
         self._warn(f"gradwatch: {reason}; monitoring is off for this run, training continues")
