@@ -1,0 +1,531 @@
+// gradwatch dashboard: run list, run selection (also via #run=ID), live
+// charts, training controls and the command log.
+//
+// Selecting a run (and every websocket reconnect while a run is selected):
+//   1. send {"type":"subscribe"} and buffer live `steps` for that run,
+//   2. fetch /api/runs/{id}, /api/runs/{id}/metrics (since the last step we
+//      already have) and /api/runs/{id}/commands,
+//   3. merge REST data, then the buffer; duplicates (by step) are dropped.
+// After that live records go straight into the RunStore and the charts
+// render them once per animation frame.
+
+import { Charts } from "./charts.js";
+import { LiveSocket } from "./live.js";
+import { RunStore } from "./store.js";
+import { el, errorDetail, fmtAgo, fmtClip, fmtInt, fmtNum, getJSON, num, postJSON } from "./util.js";
+
+const METRICS_MAX_POINTS = 2000;
+const $ = (id) => document.getElementById(id);
+
+// Test/automation hook, kept current.
+const gw = { steps: 0, lastStep: null, runId: null, connected: false };
+window.gradwatch = gw;
+
+const state = {
+  runs: new Map(), // id -> RunSummary (+ detail fields from `run` messages)
+  selected: null, // run id
+  detail: null, // RunDetail of the selected run
+  store: null, // RunStore of the selected run
+  commands: new Map(), // id -> CommandView (selected run)
+  buffering: false,
+  buffer: [],
+  selectSeq: 0, // bumps on every run selection
+  syncSeq: 0, // bumps on every (re)sync
+  fatal: false,
+  autoSelected: false,
+};
+
+const charts = new Charts(
+  {
+    heatmap: $("chart-heatmap"),
+    global: $("chart-global-norm"),
+    nonfinite: $("chart-nonfinite"),
+    bn: $("chart-bn"),
+    losslr: $("chart-loss-lr"),
+  },
+  { onStats: renderStats },
+);
+
+// ------------------------------------------------------------------ connection indicator
+
+function setConn(s) {
+  const box = $("conn");
+  const text = $("conn-text");
+  box.dataset.state = s.state;
+  gw.connected = s.state === "connected";
+  if (s.state === "connected") {
+    text.textContent = "Live";
+    box.title = "Connected to the gradwatch server";
+  } else if (s.state === "connecting") {
+    text.textContent = "Connecting…";
+    box.title = "";
+  } else if (s.state === "reconnecting") {
+    const secs = Math.max(1, Math.round((s.retryIn || 0) / 1000));
+    text.textContent = `Reconnecting in ${secs} s`;
+    box.title = s.detail || "";
+  } else {
+    text.textContent = "Disconnected";
+    box.title = s.detail || "";
+  }
+}
+
+function showFatal(message) {
+  state.fatal = true;
+  const f = $("fatal");
+  f.textContent = message;
+  f.hidden = false;
+  setConn({ state: "error", detail: message });
+}
+
+// ------------------------------------------------------------------ run list
+
+let runListRaf = 0;
+function scheduleRunList() {
+  if (!runListRaf) runListRaf = requestAnimationFrame(() => {
+    runListRaf = 0;
+    renderRunList();
+  });
+}
+
+function sortedRuns() {
+  return [...state.runs.values()].sort((a, b) => (b.created_at || 0) - (a.created_at || 0) || b.id - a.id);
+}
+
+function statusBadge(status, testid) {
+  return el("span", { class: `badge badge-${String(status || "unknown").replace(/[^a-z]/g, "")}`, dataset: testid ? { testid } : undefined }, status || "unknown");
+}
+
+function renderRunList() {
+  const list = $("run-list");
+  const runs = sortedRuns();
+  const items = runs.map((r) => {
+    const selected = r.id === state.selected;
+    const a = el(
+      "a",
+      { href: `#run=${r.id}`, class: "run-link", "aria-current": selected ? "true" : null },
+      el("span", { class: "run-line1" },
+        el("span", { class: "run-name", dataset: { testid: "run-item-name" } }, r.name),
+        statusBadge(r.status, "run-item-status")),
+      el("span", { class: "run-line2 muted" },
+        el("span", {}, `#${r.id}`),
+        el("span", { dataset: { testid: "run-item-step" } }, r.step === null || r.step === undefined ? "no steps yet" : `step ${fmtInt(r.step)}`),
+        el("span", { class: "run-age" }, fmtAgo(r.updated_at))),
+    );
+    return el("li", { class: selected ? "run-item selected" : "run-item", dataset: { testid: "run-item", runId: String(r.id), status: r.status || "" } }, a);
+  });
+  list.replaceChildren(...items);
+  $("runs-empty").hidden = runs.length > 0;
+  $("runs-count").textContent = runs.length ? String(runs.length) : "";
+}
+
+function upsertRun(r) {
+  if (!r || typeof r.id !== "number") return;
+  const old = state.runs.get(r.id) || {};
+  state.runs.set(r.id, { ...old, ...r });
+  if (r.id === state.selected && state.detail) {
+    const { variables, bn_layers, ...rest } = r; // a `run` message has neither; keep ours
+    void variables;
+    void bn_layers;
+    state.detail = { ...state.detail, ...rest };
+    renderRunHead();
+  }
+  scheduleRunList();
+}
+
+// Refresh "x s ago" labels now and then.
+setInterval(scheduleRunList, 15000);
+
+// ------------------------------------------------------------------ selection
+
+function runIdFromHash() {
+  const m = /(?:^#|&)run=(\d+)/.exec(location.hash);
+  return m ? Number(m[1]) : null;
+}
+
+window.addEventListener("hashchange", () => {
+  const id = runIdFromHash();
+  if (id !== null && id !== state.selected) selectRun(id);
+});
+
+function selectRun(id) {
+  if (state.selected === id && state.store) return;
+  state.selected = id;
+  state.selectSeq += 1;
+  state.detail = null;
+  state.store = null;
+  state.commands.clear();
+  state.buffer = [];
+  state.buffering = true;
+  charts.reset();
+  gw.runId = id;
+  gw.steps = 0;
+  gw.lastStep = null;
+  if (runIdFromHash() !== id) history.replaceState(null, "", `#run=${id}`);
+  hideControlError();
+  $("placeholder").hidden = true;
+  $("run-view").hidden = false;
+  $("controls").hidden = false;
+  const known = state.runs.get(id);
+  $("run-name").textContent = known ? known.name : `Run ${id}`;
+  $("run-id").textContent = `#${id}`;
+  setNotice("Loading…");
+  renderNanBanner();
+  renderCommands();
+  renderRunList();
+  syncRun();
+}
+
+/**
+ * Subscribe (when connected), fetch the run, its metrics since our last step
+ * and its commands, then merge the live records buffered meanwhile.
+ */
+async function syncRun() {
+  const id = state.selected;
+  if (id === null) return;
+  const selectSeq = state.selectSeq;
+  const seq = ++state.syncSeq;
+  state.buffering = true;
+  state.buffer = [];
+  live.send({ type: "subscribe", run_id: id }); // FIRST, so nothing falls between REST and live
+  try {
+    const detail = await getJSON(`/api/runs/${id}`);
+    if (seq !== state.syncSeq || selectSeq !== state.selectSeq) return;
+    const since = state.store && state.store.lastStep !== null ? state.store.lastStep + 1 : null;
+    let url = `/api/runs/${id}/metrics?max_points=${METRICS_MAX_POINTS}`;
+    if (since !== null) url += `&since_step=${since}`;
+    const [metrics, commands] = await Promise.all([getJSON(url), getJSON(`/api/runs/${id}/commands`)]);
+    if (seq !== state.syncSeq || selectSeq !== state.selectSeq) return;
+
+    const fresh = !state.store;
+    if (fresh) state.store = new RunStore(detail);
+    state.detail = detail;
+    state.runs.set(id, { ...(state.runs.get(id) || {}), ...summaryOf(detail) });
+    const store = state.store;
+    store.addColumns(metrics);
+    for (const rec of state.buffer) store.addRecord(rec);
+    state.buffer = [];
+    state.buffering = false;
+    for (const c of commands || []) mergeCommand(c);
+    if (fresh) {
+      fillClipForm(detail.clip);
+      charts.attach(store);
+    } else {
+      charts.schedule();
+    }
+    setNotice(null);
+    updateProgress();
+    renderRunHead();
+    renderCommands();
+    scheduleRunList();
+  } catch (e) {
+    if (seq !== state.syncSeq || selectSeq !== state.selectSeq) return;
+    state.buffering = false;
+    if (e.status === 404) setNotice(`Run ${id} does not exist (it may have been deleted).`, "error");
+    else if (e.status === 401 || e.status === 403) setNotice(`Not signed in: open the login link printed by \`gradwatch serve\`. (${e.message})`, "error");
+    else setNotice(`Could not load run ${id}: ${e.message}. Retrying on reconnect.`, "error");
+  }
+}
+
+function summaryOf(d) {
+  const { id, name, status, step, created_at, updated_at } = d;
+  return { id, name, status, step, created_at, updated_at };
+}
+
+function setNotice(text, kind) {
+  const n = $("run-notice");
+  n.hidden = !text;
+  n.textContent = text || "";
+  n.className = kind === "error" ? "notice notice-error" : "notice";
+}
+
+function updateProgress() {
+  const s = state.store;
+  if (!s) return;
+  gw.steps = s.received;
+  gw.lastStep = s.lastStep;
+  $("run-points").textContent = fmtInt(s.received);
+  const r = state.runs.get(state.selected);
+  if (r && s.lastStep !== null && (r.step === null || r.step === undefined || s.lastStep > r.step)) {
+    r.step = s.lastStep;
+    scheduleRunList();
+  }
+}
+
+// ------------------------------------------------------------------ run header / stats
+
+function renderRunHead() {
+  const d = state.detail || state.runs.get(state.selected);
+  if (!d) return;
+  $("run-name").textContent = d.name;
+  document.title = `${d.name} · gradwatch`;
+  $("run-id").textContent = `#${d.id}`;
+  const st = $("run-status");
+  st.textContent = d.status || "unknown";
+  st.className = `badge badge-${String(d.status || "unknown").replace(/[^a-z]/g, "")}`;
+  st.dataset.status = d.status || "";
+  const step = state.store && state.store.lastStep !== null ? state.store.lastStep : d.step;
+  $("run-step").textContent = fmtInt(step);
+  $("run-clip").textContent = fmtClip(d.clip);
+  const finished = d.status === "finished";
+  for (const b of document.querySelectorAll("[data-cmd]")) b.disabled = finished || b.dataset.busy === "1";
+  $("clip-apply").disabled = finished;
+  $("btn-pause").classList.toggle("is-active", d.status === "paused");
+  $("controls").classList.toggle("is-finished", finished);
+}
+
+function renderStats(s) {
+  updateProgress();
+  const st = Charts.stats(s);
+  $("stat-clip").textContent = st.clippedShare === null ? "" : `${(100 * st.clippedShare).toFixed(1)}% of steps clipped`;
+  $("stat-loss").textContent = st.lastLoss === null ? "" : `loss ${fmtNum(st.lastLoss, 4)} · lr ${fmtNum(st.lastLr, 3)}`;
+  $("run-sps").textContent = st.lastSps === null ? "–" : fmtNum(st.lastSps, 3);
+  const step = s.lastStep;
+  if (step !== null) $("run-step").textContent = fmtInt(step);
+  renderNanBanner();
+}
+
+function renderNanBanner() {
+  const s = state.store;
+  const banner = $("nan-banner");
+  const stat = $("stat-nan");
+  renderNonfiniteList(s);
+  if (!s || !s.firstNonfinite) {
+    banner.hidden = true;
+    stat.textContent = s ? "none so far" : "";
+    stat.className = "stat stat-ok";
+    return;
+  }
+  const bad = s.nonfiniteVariables();
+  const parts = [];
+  if (bad.length) parts.push(`${bad.length} variable${bad.length === 1 ? "" : "s"}`);
+  if (s.lossNonfinite) parts.push(`loss on ${s.lossNonfinite} step${s.lossNonfinite === 1 ? "" : "s"}`);
+  if (s.weightNonfinite) parts.push(`weights on ${s.weightNonfinite} step${s.weightNonfinite === 1 ? "" : "s"}`);
+  $("nan-title").textContent = `NaN/Inf detected since step ${fmtInt(s.firstNonfinite.step)}`;
+  const names = bad.slice(0, 12).map((b) => `${b.name} (${fmtInt(b.count)})`);
+  let detail = parts.length ? ` in ${parts.join(", ")}` : " in the global gradient norm";
+  if (names.length) detail += `: ${names.join(", ")}${bad.length > names.length ? `, and ${bad.length - names.length} more` : ""}`;
+  $("nan-detail").textContent = detail;
+  banner.dataset.variables = JSON.stringify(bad.map((b) => b.name));
+  banner.hidden = false;
+  stat.textContent = `${bad.length} variable${bad.length === 1 ? "" : "s"} affected`;
+  stat.className = "stat stat-bad";
+}
+
+let nfRendered = -1;
+function renderNonfiniteList(s) {
+  const version = s ? s.nfVersion : -1;
+  if (version === nfRendered && s) return;
+  nfRendered = version;
+  const bad = s ? s.nonfiniteVariables() : [];
+  const items = bad.slice(0, 200).map((b) =>
+    el("li", { class: "nf-item", dataset: { testid: "nonfinite-var" }, title: b.name },
+      el("span", { class: "nf-name" }, el("bdi", {}, b.name)),
+      el("span", { class: "nf-count" }, fmtInt(b.count)),
+      el("span", { class: "nf-sub" }, `${fmtInt(b.steps)} step${b.steps === 1 ? "" : "s"} · last at step ${fmtInt(b.last)}`)),
+  );
+  $("nf-list").replaceChildren(...items);
+  $("nf-empty").hidden = bad.length > 0;
+}
+
+// ------------------------------------------------------------------ controls
+
+function fillClipForm(clip) {
+  if (!clip) return;
+  $("clip-mode").value = clip.mode || "global_norm";
+  const t = num(clip.threshold);
+  $("clip-threshold").value = t === null || !Number.isFinite(t) ? "" : String(t);
+}
+
+function showControlError(message) {
+  const box = $("control-error");
+  box.textContent = message;
+  box.hidden = false;
+}
+
+function hideControlError() {
+  $("control-error").hidden = true;
+  $("control-error").textContent = "";
+}
+
+async function sendCommand(cmd, button) {
+  const id = state.selected;
+  if (id === null) return;
+  hideControlError();
+  if (button) {
+    button.dataset.busy = "1";
+    button.disabled = true;
+  }
+  try {
+    const res = await postJSON(`/api/runs/${id}/commands`, cmd);
+    if (id === state.selected && res && typeof res.id === "number") {
+      mergeCommand({
+        id: res.id, run_id: id, type: cmd.type, mode: cmd.mode ?? null, threshold: cmd.threshold ?? null,
+        origin: "browser", created_at: Date.now() / 1000, state: res.state || "pending", applied_step: null,
+        detail: null, updated_at: Date.now() / 1000,
+      });
+      renderCommands();
+    }
+  } catch (e) {
+    const code = e.status ? `${e.status}: ` : "";
+    showControlError(`${cmd.type} was not sent — ${code}${e.message}`);
+  } finally {
+    if (button) {
+      delete button.dataset.busy;
+      renderRunHead();
+      if (!state.detail) button.disabled = false;
+    }
+  }
+}
+
+for (const b of document.querySelectorAll("[data-cmd]")) {
+  b.addEventListener("click", () => sendCommand({ type: b.dataset.cmd }, b));
+}
+
+$("clip-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const raw = $("clip-threshold").value.trim();
+  const mode = $("clip-mode").value;
+  if (raw === "") {
+    showControlError("Enter a clip threshold: a number greater than 0, e.g. 1.0.");
+    $("clip-threshold").focus();
+    return;
+  }
+  const threshold = Number(raw);
+  if (!Number.isFinite(threshold)) {
+    showControlError(`"${raw}" is not a number; enter a threshold greater than 0, e.g. 1.0.`);
+    return;
+  }
+  sendCommand({ type: "set_clip", mode, threshold }, $("clip-apply"));
+});
+
+// ------------------------------------------------------------------ command log
+
+const STATE_RANK = { pending: 0, applied: 1, rejected: 1 };
+
+function mergeCommand(c) {
+  if (!c || typeof c.id !== "number") return;
+  const old = state.commands.get(c.id);
+  if (old && (STATE_RANK[old.state] ?? 0) > (STATE_RANK[c.state] ?? 0)) return; // never go back to pending
+  state.commands.set(c.id, { ...(old || {}), ...c });
+}
+
+function describeCommand(c) {
+  if (c.type === "set_clip") {
+    const parts = ["set clip"];
+    if (c.mode) parts.push(c.mode);
+    if (c.threshold !== null && c.threshold !== undefined) parts.push(`≤ ${fmtNum(num(c.threshold), 4)}`);
+    return parts.join(" ");
+  }
+  return c.type;
+}
+
+function describeState(c) {
+  if (c.state === "applied") return c.applied_step === null || c.applied_step === undefined ? "applied" : `applied at step ${c.applied_step}`;
+  if (c.state === "rejected") return `rejected: ${c.detail || "no reason given"}`;
+  return "pending";
+}
+
+function renderCommands() {
+  const cmds = [...state.commands.values()].sort((a, b) => b.id - a.id); // newest first
+  const items = cmds.map((c) =>
+    el("li", { class: `cmd cmd-${c.state}`, dataset: { testid: "command-entry", commandId: String(c.id), state: c.state, type: c.type } },
+      el("span", { class: "cmd-what" }, describeCommand(c)),
+      el("span", { class: "cmd-state", dataset: { testid: "command-state" } }, describeState(c)),
+      el("span", { class: "cmd-meta muted" }, `#${c.id}${c.origin ? ` · ${c.origin}` : ""}${c.created_at ? ` · ${new Date(c.created_at * 1000).toLocaleTimeString()}` : ""}`)),
+  );
+  $("cmd-log").replaceChildren(...items);
+  $("cmd-empty").hidden = cmds.length > 0;
+  $("cmd-count").textContent = cmds.length ? String(cmds.length) : "";
+}
+
+// ------------------------------------------------------------------ websocket
+
+function onMessage(msg) {
+  switch (msg.type) {
+    case "runs": {
+      const runs = Array.isArray(msg.runs) ? msg.runs : [];
+      const seen = new Set();
+      for (const r of runs) {
+        seen.add(r.id);
+        upsertRun(r);
+      }
+      for (const id of [...state.runs.keys()]) if (!seen.has(id) && id !== state.selected) state.runs.delete(id);
+      scheduleRunList();
+      maybeAutoSelect();
+      break;
+    }
+    case "run":
+      upsertRun(msg.run);
+      if (msg.run && msg.run.id === state.selected && msg.run.clip && state.detail) renderRunHead();
+      maybeAutoSelect();
+      break;
+    case "steps": {
+      if (msg.run_id !== state.selected || !Array.isArray(msg.records)) break;
+      if (state.buffering || !state.store) {
+        state.buffer.push(...msg.records);
+        break;
+      }
+      let kept = 0;
+      for (const r of msg.records) if (state.store.addRecord(r)) kept += 1;
+      if (kept) {
+        updateProgress();
+        charts.schedule();
+      }
+      break;
+    }
+    case "command":
+      if (msg.run_id !== state.selected || !msg.command) break;
+      mergeCommand(msg.command);
+      renderCommands();
+      break;
+    case "gap":
+      if (msg.run_id !== state.selected || !state.store) break;
+      state.store.mergeGaps([msg]);
+      charts.refreshGaps();
+      break;
+    default:
+      break; // unknown types are ignored (forward compatible)
+  }
+}
+
+function maybeAutoSelect() {
+  if (state.selected !== null || state.autoSelected || runIdFromHash() !== null) return;
+  const first = sortedRuns()[0];
+  if (!first) return;
+  state.autoSelected = true;
+  selectRun(first.id);
+}
+
+const live = new LiveSocket({
+  onOpen: () => {
+    // New socket: (re)subscribe and backfill from REST since the last step seen.
+    if (state.selected !== null) syncRun();
+  },
+  onMessage,
+  onState: setConn,
+  onFatal: showFatal,
+});
+
+// ------------------------------------------------------------------ start
+
+function start() {
+  if (!window.Plotly) {
+    showFatal("plotly.min.js did not load from /static/plotly.min.js; charts cannot be drawn. Is the gradwatch server installed with its [server] extras?");
+  }
+  const id = runIdFromHash();
+  if (id !== null) selectRun(id);
+  else getJSON("/api/runs").then((runs) => {
+    for (const r of runs || []) upsertRun(r);
+    maybeAutoSelect();
+  }).catch((e) => {
+    if (e.status === 401 || e.status === 403) {
+      $("placeholder-text").textContent = "Not signed in: open the login link printed by `gradwatch serve` (it sets a cookie; the token never goes in page URLs).";
+    }
+  });
+  live.connect();
+}
+
+// Expose a little more for debugging from the console (not a stable API).
+gw._debug = { state, charts, live, errorDetail };
+
+start();

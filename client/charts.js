@@ -1,0 +1,495 @@
+// The five live charts of the selected run. The RunStore is the source of
+// truth; this module renders it incrementally: new points are appended with
+// Plotly.extendTraces (line charts, bounded by MAX_POINTS) and the heatmap
+// arrays are grown in place and redrawn at most once per animation frame.
+
+import { plotlyText, fmtNum } from "./util.js";
+
+// plotly.min.js is a classic script loaded before this module; looked up lazily.
+const Plotly = new Proxy({}, { get: (_, k) => window.Plotly[k] });
+
+export const MAX_POINTS = 5000; // points per line trace kept on screen
+const MAX_HEAT_CELLS = 1_500_000;
+const MAX_NAN_MARKERS = 4000;
+
+const PALETTE = ["#4361ee", "#f77f00", "#2a9d8f", "#e63946", "#7b2cbf", "#588157", "#d4a017", "#0096c7", "#c9184a", "#6c757d"];
+const INK = "#1f2733";
+const MUTED = "#6b7685";
+const GRID = "#eceff3";
+
+const CONFIG = {
+  responsive: true,
+  displaylogo: false,
+  modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toImage"],
+};
+
+function baseLayout(extra) {
+  return {
+    margin: { l: 56, r: 16, t: 8, b: 36 },
+    paper_bgcolor: "rgba(0,0,0,0)",
+    plot_bgcolor: "rgba(0,0,0,0)",
+    font: { family: "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 11, color: INK },
+    hovermode: "x unified",
+    hoverlabel: { bgcolor: "#ffffff", bordercolor: "#d5dae1", font: { color: INK } },
+    showlegend: true,
+    legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom", font: { size: 10, color: MUTED } },
+    ...extra,
+  };
+}
+
+function axis(extra) {
+  return {
+    gridcolor: GRID,
+    zerolinecolor: GRID,
+    linecolor: "#d5dae1",
+    tickfont: { color: MUTED },
+    title: { font: { size: 11, color: MUTED } },
+    automargin: true,
+    ...extra,
+  };
+}
+
+function pos(x) {
+  return x !== null && Number.isFinite(x) && x > 0 ? x : null;
+}
+
+function fin(x) {
+  return x !== null && Number.isFinite(x) ? x : null;
+}
+
+function log10Tick(k) {
+  if (k >= -2 && k <= 3) return String(10 ** k >= 1 ? 10 ** k : Number((10 ** k).toFixed(-k)));
+  return `1e${k}`;
+}
+
+function heatColorbar(zmin, zmax) {
+  const lo = Math.floor(zmin);
+  const hi = Math.ceil(zmax);
+  const stepK = Math.max(1, Math.ceil((hi - lo) / 8));
+  const vals = [];
+  for (let k = lo; k <= hi; k += stepK) vals.push(k);
+  return {
+    title: { text: "‖grad‖", side: "right", font: { size: 11, color: MUTED } },
+    tickmode: "array",
+    tickvals: vals,
+    ticktext: vals.map(log10Tick),
+    tickfont: { size: 10, color: MUTED },
+    thickness: 12,
+    outlinewidth: 0,
+    len: 1,
+  };
+}
+
+export class Charts {
+  constructor(divs, hooks = {}) {
+    this.divs = divs; // {heatmap, global, nonfinite, bn, losslr}
+    this.hooks = hooks; // {onStats(store)}
+    this.store = null;
+    this.raf = 0;
+    this.rendered = 0; // absolute store index rendered into the line charts
+    this.heatRendered = 0;
+    this.heat = null;
+    this.lastHeatDraw = 0;
+    this.heatCost = 0;
+    this.needsFull = true;
+  }
+
+  attach(store) {
+    this.store = store;
+    this.needsFull = true;
+    this.schedule();
+  }
+
+  reset() {
+    this.store = null;
+    if (this.raf) cancelAnimationFrame(this.raf);
+    this.raf = 0;
+    this.heat = null;
+    for (const d of Object.values(this.divs)) {
+      if (d && d._gwPlotted) {
+        Plotly.purge(d);
+        d._gwPlotted = false;
+      }
+    }
+  }
+
+  /** Ask for a render on the next animation frame (coalesces any number of calls). */
+  schedule() {
+    if (this.raf || !this.store) return;
+    this.raf = requestAnimationFrame(() => {
+      this.raf = 0;
+      try {
+        this.flush();
+      } catch (e) {
+        console.error("gradwatch: chart update failed", e);
+        this.needsFull = true;
+      }
+    });
+  }
+
+  get heatCols() {
+    const V = Math.max(1, this.store ? this.store.V : 1);
+    return Math.max(200, Math.min(2000, Math.floor(MAX_HEAT_CELLS / V)));
+  }
+
+  flush() {
+    const s = this.store;
+    if (!s) return;
+    if (this.needsFull || this.rendered < s.base || s.end - this.rendered > MAX_POINTS / 2) {
+      this.fullRender();
+      return;
+    }
+    if (s.end > this.rendered) {
+      const from = this.rendered - s.base;
+      const to = s.length;
+      this.extendLines(from, to);
+      this.rendered = s.end;
+    }
+    this.maybeDrawHeat();
+    if (this.hooks.onStats) this.hooks.onStats(s);
+  }
+
+  fullRender() {
+    const s = this.store;
+    this.needsFull = false;
+    const from = Math.max(0, s.length - MAX_POINTS);
+    this.drawGlobal(from);
+    this.drawLossLr(from);
+    this.drawNonfinite(from);
+    this.drawBn(from);
+    const h = Math.max(260, Math.min(560, 70 + 22 * s.V));
+    this.divs.heatmap.style.height = `${h}px`;
+    this.rebuildHeat();
+    this.drawHeat();
+    this.rendered = s.end;
+    if (this.hooks.onStats) this.hooks.onStats(s);
+  }
+
+  _plot(div, data, layout) {
+    Plotly.react(div, data, layout, CONFIG);
+    div._gwPlotted = true;
+  }
+
+  // ------------------------------------------------------------------ line charts
+
+  _lineSeries(from, to) {
+    const s = this.store;
+    const c = s.c;
+    const x = c.step.slice(from, to);
+    const map = (arr, f) => arr.slice(from, to).map(f);
+    return {
+      x,
+      gnorm: map(c.gnorm, pos),
+      thr: map(c.thr, pos),
+      scale: map(c.scale, fin),
+      share: map(c.clipShare, fin),
+      loss: map(c.loss, fin),
+      lr: map(c.lr, pos),
+      nfTotal: c.nfTotal.slice(from, to),
+      wnf: c.wnf.slice(from, to),
+      lnfX: x.filter((_, i) => c.lnf[from + i]),
+      bnMean: s.bnMean.map((a) => a.slice(from, to).map(fin)),
+      bnVar: s.bnVar.map((a) => a.slice(from, to).map(pos)),
+    };
+  }
+
+  extendLines(from, to) {
+    const d = this._lineSeries(from, to);
+    const n = d.x.length;
+    if (!n) return;
+    const xs = (k) => Array.from({ length: k }, () => d.x);
+    Plotly.extendTraces(this.divs.global, { x: xs(4), y: [d.gnorm, d.thr, d.scale, d.share] }, [0, 1, 2, 3], MAX_POINTS);
+    Plotly.extendTraces(this.divs.losslr, { x: xs(2), y: [d.loss, d.lr] }, [0, 1], MAX_POINTS);
+    Plotly.extendTraces(this.divs.nonfinite, { x: xs(2), y: [d.nfTotal, d.wnf] }, [0, 1], MAX_POINTS);
+    const L = this.store.L;
+    if (L > 0) {
+      const idx = [];
+      for (let i = 0; i < 2 * L; i++) idx.push(i);
+      Plotly.extendTraces(this.divs.bn, { x: xs(2 * L), y: [...d.bnMean, ...d.bnVar] }, idx, MAX_POINTS);
+    }
+  }
+
+  drawGlobal(from) {
+    const d = this._lineSeries(from, this.store.length);
+    const data = [
+      { name: "global norm", x: d.x, y: d.gnorm, type: "scatter", mode: "lines", line: { color: PALETTE[0], width: 1.5 } },
+      {
+        name: "clip threshold", x: d.x, y: d.thr, type: "scatter", mode: "lines",
+        line: { color: "#e63946", width: 1.5, dash: "dash", shape: "hv" },
+      },
+      {
+        name: "clip scale", x: d.x, y: d.scale, type: "scatter", mode: "lines", yaxis: "y2",
+        line: { color: PALETTE[2], width: 1.2 },
+      },
+      {
+        name: "clipped share (last 50)", x: d.x, y: d.share, type: "scatter", mode: "lines", yaxis: "y2",
+        line: { color: PALETTE[1], width: 1.2 }, fill: "tozeroy", fillcolor: "rgba(247,127,0,0.08)",
+      },
+    ];
+    const layout = baseLayout({
+      uirevision: this.store.runId,
+      xaxis: axis({ title: { text: "step", font: { size: 11, color: MUTED } }, anchor: "y2" }),
+      yaxis: axis({ type: "log", domain: [0.4, 1], title: { text: "‖g‖ (log)", font: { size: 11, color: MUTED } } }),
+      yaxis2: axis({ domain: [0, 0.3], range: [0, 1.05], title: { text: "scale", font: { size: 11, color: MUTED } } }),
+      shapes: this._gapShapes(),
+    });
+    this._plot(this.divs.global, data, layout);
+  }
+
+  _gapShapes() {
+    return this.store.gaps.map((g) => ({
+      type: "rect", xref: "x", yref: "paper", x0: g.from_step, x1: g.to_step, y0: 0, y1: 1,
+      fillcolor: "rgba(107,118,133,0.12)", line: { width: 0 }, layer: "below",
+    }));
+  }
+
+  refreshGaps() {
+    if (this.store && this.divs.global._gwPlotted) Plotly.relayout(this.divs.global, { shapes: this._gapShapes() });
+  }
+
+  drawLossLr(from) {
+    const d = this._lineSeries(from, this.store.length);
+    const data = [
+      { name: "loss", x: d.x, y: d.loss, type: "scatter", mode: "lines", line: { color: PALETTE[4], width: 1.5 } },
+      {
+        name: "learning rate", x: d.x, y: d.lr, type: "scatter", mode: "lines", yaxis: "y2",
+        line: { color: PALETTE[5], width: 1.5, shape: "hv" },
+      },
+    ];
+    const layout = baseLayout({
+      uirevision: this.store.runId,
+      xaxis: axis({ title: { text: "step", font: { size: 11, color: MUTED } }, anchor: "y2" }),
+      yaxis: axis({ domain: [0.42, 1], title: { text: "loss", font: { size: 11, color: MUTED } } }),
+      yaxis2: axis({ domain: [0, 0.32], type: "log", title: { text: "lr", font: { size: 11, color: MUTED } } }),
+    });
+    this._plot(this.divs.losslr, data, layout);
+  }
+
+  drawNonfinite(from) {
+    const d = this._lineSeries(from, this.store.length);
+    const data = [
+      {
+        name: "NaN/Inf gradient elements", x: d.x, y: d.nfTotal, type: "scatter", mode: "lines",
+        line: { color: "#e63946", width: 1.5 },
+      },
+      {
+        name: "non-finite weights", x: d.x, y: d.wnf, type: "scatter", mode: "lines",
+        line: { color: "#7b2cbf", width: 1.2, dash: "dot" },
+      },
+    ];
+    const layout = baseLayout({
+      uirevision: this.store.runId,
+      xaxis: axis({ title: { text: "step", font: { size: 11, color: MUTED } } }),
+      yaxis: axis({ rangemode: "tozero", title: { text: "count per step", font: { size: 11, color: MUTED } } }),
+    });
+    this._plot(this.divs.nonfinite, data, layout);
+  }
+
+  drawBn(from) {
+    const s = this.store;
+    const d = this._lineSeries(from, s.length);
+    const data = [];
+    s.bnLayers.forEach((name, l) => {
+      const color = PALETTE[l % PALETTE.length];
+      data.push({
+        name: plotlyText(name), legendgroup: `bn${l}`, x: d.x, y: d.bnMean[l], type: "scatter", mode: "lines",
+        line: { color, width: 1.3 }, hovertemplate: "%{y:.4g}",
+      });
+    });
+    s.bnLayers.forEach((name, l) => {
+      const color = PALETTE[l % PALETTE.length];
+      data.push({
+        name: plotlyText(name), legendgroup: `bn${l}`, showlegend: false, x: d.x, y: d.bnVar[l], type: "scatter",
+        mode: "lines", yaxis: "y2", line: { color, width: 1.3, dash: "dot" }, hovertemplate: "%{y:.4g}",
+      });
+    });
+    const layout = baseLayout({
+      uirevision: s.runId,
+      xaxis: axis({ title: { text: "step", font: { size: 11, color: MUTED } }, anchor: "y2" }),
+      yaxis: axis({ domain: [0.54, 1], title: { text: "moving mean", font: { size: 11, color: MUTED } } }),
+      yaxis2: axis({ domain: [0, 0.44], type: "log", title: { text: "moving var", font: { size: 11, color: MUTED } } }),
+      showlegend: s.L > 0 && s.L <= 12,
+      annotations: s.L ? [] : [{
+        text: "This model has no BatchNorm layers", xref: "paper", yref: "paper", x: 0.5, y: 0.5,
+        showarrow: false, font: { color: MUTED, size: 12 },
+      }],
+    });
+    this._plot(this.divs.bn, data, layout);
+  }
+
+  // ------------------------------------------------------------------ heatmap
+
+  rebuildHeat() {
+    const s = this.store;
+    const from = Math.max(0, s.length - this.heatCols);
+    this.heat = {
+      x: s.c.step.slice(from),
+      z: s.gn.map((row) => row.slice(from).map((g) => (g !== null && g > 0 && Number.isFinite(g) ? Math.log10(g) : null))),
+      nanX: [],
+      nanY: [],
+      zmin: Infinity,
+      zmax: -Infinity,
+    };
+    this._scanHeat(0, s.length - from, from);
+    this.heatRendered = s.end;
+  }
+
+  _scanHeat(colFrom, colTo, storeFrom) {
+    const h = this.heat;
+    const s = this.store;
+    for (let v = 0; v < s.V; v++) {
+      const row = h.z[v];
+      const nf = s.nf[v];
+      const gn = s.gn[v];
+      for (let j = colFrom; j < colTo; j++) {
+        const z = row[j];
+        if (z !== null) {
+          if (z < h.zmin) h.zmin = z;
+          if (z > h.zmax) h.zmax = z;
+        }
+        const i = storeFrom + j;
+        if (nf[i] > 0 || (gn[i] !== null && !Number.isFinite(gn[i]))) {
+          h.nanX.push(s.c.step[i]);
+          h.nanY.push(plotlyText(s.variables[v]));
+        }
+      }
+    }
+    if (h.nanX.length > MAX_NAN_MARKERS) {
+      h.nanX.splice(0, h.nanX.length - MAX_NAN_MARKERS);
+      h.nanY.splice(0, h.nanY.length - MAX_NAN_MARKERS);
+    }
+  }
+
+  _appendHeat() {
+    const s = this.store;
+    const h = this.heat;
+    const from = this.heatRendered - s.base;
+    const n = s.length - from;
+    if (n <= 0) return false;
+    const oldLen = h.x.length;
+    for (let i = from; i < s.length; i++) h.x.push(s.c.step[i]);
+    for (let v = 0; v < s.V; v++) {
+      const row = h.z[v];
+      const gn = s.gn[v];
+      for (let i = from; i < s.length; i++) {
+        const g = gn[i];
+        row.push(g !== null && g > 0 && Number.isFinite(g) ? Math.log10(g) : null);
+      }
+    }
+    // scan only the new columns
+    const storeFromForCol0 = from - oldLen;
+    this._scanHeat(oldLen, oldLen + n, storeFromForCol0);
+    const extra = h.x.length - this.heatCols;
+    if (extra > 0) {
+      h.x.splice(0, extra);
+      for (const row of h.z) row.splice(0, extra);
+      const firstStep = h.x[0];
+      let k = 0;
+      while (k < h.nanX.length && h.nanX[k] < firstStep) k++;
+      if (k) {
+        h.nanX.splice(0, k);
+        h.nanY.splice(0, k);
+      }
+    }
+    this.heatRendered = s.end;
+    return true;
+  }
+
+  maybeDrawHeat() {
+    if (!this.heat || this.heatRendered >= this.store.end) return;
+    const now = performance.now();
+    // Adaptive throttle: a big heatmap that takes t ms to draw waits 3t between draws.
+    if (now - this.lastHeatDraw < 3 * this.heatCost) {
+      this.schedule();
+      return;
+    }
+    if (this.heatRendered < this.store.base) this.rebuildHeat();
+    else this._appendHeat();
+    this.drawHeat();
+  }
+
+  // Variable names can be long and many: show a readable subset of
+  // shortened labels (hover shows the full name) and size the margin to them.
+  _heatTicks(labels) {
+    const s = this.store;
+    const div = this.divs.heatmap;
+    const rows = Math.max(1, labels.length);
+    const plotH = Math.max(100, (div.clientHeight || 340) - 60);
+    const every = Math.max(1, Math.ceil(rows / Math.floor(plotH / 13)));
+    const tickvals = [];
+    const ticktext = [];
+    let longest = 0;
+    for (let v = 0; v < labels.length; v += every) {
+      const name = s.variables[v];
+      const short = name.length > 40 ? `…${name.slice(-39)}` : name;
+      longest = Math.max(longest, short.length);
+      tickvals.push(labels[v]);
+      ticktext.push(plotlyText(short));
+    }
+    this._heatMargin = Math.min(300, 16 + Math.round(longest * 6.1));
+    return { tickmode: "array", tickvals, ticktext };
+  }
+
+  drawHeat() {
+    const s = this.store;
+    const h = this.heat;
+    const t0 = performance.now();
+    const labels = s.variables.map(plotlyText);
+    let zmin = h.zmin;
+    let zmax = h.zmax;
+    if (!Number.isFinite(zmin) || !Number.isFinite(zmax)) {
+      zmin = -3;
+      zmax = 1;
+    }
+    if (zmax - zmin < 1) {
+      const mid = (zmax + zmin) / 2;
+      zmin = mid - 0.5;
+      zmax = mid + 0.5;
+    }
+    this.heatRevision = (this.heatRevision || 0) + 1;
+    const data = [
+      {
+        type: "heatmap", name: "‖grad‖", x: h.x, y: labels, z: h.z, zmin, zmax, colorscale: "Viridis",
+        colorbar: heatColorbar(zmin, zmax), hoverongaps: false, xgap: 0, ygap: s.V <= 40 ? 1 : 0,
+        hovertemplate: "step %{x}<br>%{y}<br>log10 ‖g‖ = %{z:.2f}<extra></extra>",
+      },
+      {
+        type: "scatter", mode: "markers", name: "NaN/Inf", x: h.nanX, y: h.nanY, showlegend: h.nanX.length > 0,
+        marker: { symbol: "x-thin", size: 6, line: { width: 1.5, color: "#ff2d55" }, color: "#ff2d55", opacity: 0.9 },
+        hovertemplate: "step %{x}<br>%{y}<br>NaN/Inf gradient<extra></extra>",
+      },
+    ];
+    const layout = baseLayout({
+      uirevision: s.runId,
+      datarevision: this.heatRevision,
+      hovermode: "closest",
+      margin: { l: 8, r: 8, t: 8, b: 36 },
+      legend: { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom", font: { size: 10, color: MUTED } },
+      xaxis: axis({ title: { text: "step", font: { size: 11, color: MUTED } }, showgrid: false }),
+      yaxis: axis({
+        type: "category", autorange: "reversed", showgrid: false, tickfont: { size: 10, color: MUTED },
+        categoryorder: "array", categoryarray: labels, automargin: false, ...this._heatTicks(labels),
+      }),
+    });
+    layout.margin = { l: this._heatMargin, r: 8, t: 8, b: 36 };
+    this._plot(this.divs.heatmap, data, layout);
+    const t1 = performance.now();
+    this.heatCost = 0.8 * this.heatCost + 0.2 * (t1 - t0);
+    this.lastHeatDraw = t1;
+  }
+
+  /** Short summary numbers for the card headers. */
+  static stats(s) {
+    const n = s.length;
+    const last = n ? n - 1 : -1;
+    return {
+      clippedShare: s.received ? s.clippedCount / s.received : null,
+      lastGnorm: last >= 0 ? s.c.gnorm[last] : null,
+      lastThr: last >= 0 ? s.c.thr[last] : null,
+      lastLoss: last >= 0 ? s.c.loss[last] : null,
+      lastLr: last >= 0 ? s.c.lr[last] : null,
+      lastSps: last >= 0 ? s.c.sps[last] : null,
+      fmt: fmtNum,
+    };
+  }
+}

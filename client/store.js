@@ -1,0 +1,226 @@
+// Columnar store of one run's step statistics, fed by REST metrics (columns)
+// and live websocket StepRecords. Steps only ever move forward: a record whose
+// step is not after the last one kept is a duplicate (REST backfill and live
+// stream overlap by design) and is dropped.
+
+import { num } from "./util.js";
+
+// Row layout of StepRecord.bn, protocol.BN_FIELDS.
+const BN_MEAN = 0; // moving_mean_mean
+const BN_VAR = 4; // moving_variance_mean
+
+const CLIP_SHARE_WINDOW = 50;
+const MAX_CELLS = 3_000_000; // bound on kept per-variable numbers (variables x steps)
+
+export class RunStore {
+  constructor(detail) {
+    this.runId = detail.id;
+    this.variables = (detail.variables || []).map(String);
+    this.bnLayers = (detail.bn_layers || []).map(String);
+    this.V = this.variables.length;
+    this.L = this.bnLayers.length;
+    // Keep at most this many steps in memory (charts show a window of it).
+    this.cap = Math.max(2000, Math.min(20000, Math.floor(MAX_CELLS / Math.max(1, this.V))));
+    this.c = {
+      step: [], epoch: [], time: [], loss: [], lr: [], gnorm: [], thr: [], scale: [],
+      clipped: [], clipShare: [], clipfrac: [], sps: [], wnf: [], lnf: [], nfTotal: [],
+    };
+    this.gn = this.variables.map(() => []);
+    this.nf = this.variables.map(() => []);
+    this.bnMean = this.bnLayers.map(() => []);
+    this.bnVar = this.bnLayers.map(() => []);
+    this.base = 0; // points trimmed from the front
+    this.received = 0; // points accepted, ever
+    this.duplicates = 0; // points dropped as already seen
+    this.lastStep = null;
+    this.clippedCount = 0;
+    this.nfByVar = new Float64Array(this.V); // cumulative non-finite gradient elements per variable
+    this.nfSteps = new Float64Array(this.V); // steps with any non-finite element, per variable
+    this.nfLast = new Array(this.V).fill(null); // last such step, per variable
+    this.nfVersion = 0; // bumps whenever nfByVar changes
+    this.firstNonfinite = null; // {step, kind}
+    this.lossNonfinite = 0;
+    this.weightNonfinite = 0;
+    this.gaps = [];
+    this._recentClipped = [];
+  }
+
+  get length() {
+    return this.c.step.length;
+  }
+
+  /** Absolute index one past the newest point. */
+  get end() {
+    return this.base + this.c.step.length;
+  }
+
+  _pushCommon(step, f) {
+    const c = this.c;
+    c.step.push(step);
+    c.epoch.push(f.epoch);
+    c.time.push(f.time);
+    c.loss.push(f.loss);
+    c.lr.push(f.lr);
+    c.gnorm.push(f.gnorm);
+    c.thr.push(f.thr);
+    c.scale.push(f.scale);
+    const clipped = f.clipped ? 1 : 0;
+    c.clipped.push(clipped);
+    this.clippedCount += clipped;
+    this._recentClipped.push(clipped);
+    if (this._recentClipped.length > CLIP_SHARE_WINDOW) this._recentClipped.shift();
+    c.clipShare.push(this._recentClipped.reduce((a, b) => a + b, 0) / this._recentClipped.length);
+    c.clipfrac.push(f.clipfrac);
+    c.sps.push(f.sps);
+    c.wnf.push(f.wnf);
+    c.lnf.push(f.lnf);
+    if (f.wnf > 0) this.weightNonfinite += 1;
+    if (f.lnf) this.lossNonfinite += 1;
+    this.lastStep = step;
+    this.received += 1;
+  }
+
+  _noteNonfinite(step, total, f) {
+    if (this.firstNonfinite === null && (total > 0 || f.lnf || f.wnf > 0 || !Number.isFinite(f.gnorm))) {
+      this.firstNonfinite = { step };
+    }
+  }
+
+  /** Add one live StepRecord (wire form). Returns true when kept. */
+  addRecord(r) {
+    const step = Number(r.step);
+    if (!Number.isFinite(step)) return false;
+    if (this.lastStep !== null && step <= this.lastStep) {
+      this.duplicates += 1;
+      return false;
+    }
+    const f = {
+      epoch: Number(r.epoch), time: Number(r.time), loss: num(r.loss), lr: num(r.lr),
+      gnorm: num(r.global_norm), thr: num(r.clip_threshold), scale: num(r.clip_scale),
+      clipped: !!r.clipped, clipfrac: num(r.clipped_fraction), sps: num(r.steps_per_sec),
+      wnf: Number(r.weight_nonfinite || 0), lnf: r.loss_nonfinite ? 1 : 0,
+    };
+    const gn = r.grad_norm || [];
+    const nan = r.grad_nan || [];
+    const inf = r.grad_inf || [];
+    let total = 0;
+    let changed = false;
+    for (let v = 0; v < this.V; v++) {
+      this.gn[v].push(v < gn.length ? num(gn[v]) : null);
+      const k = (Number(nan[v]) || 0) + (Number(inf[v]) || 0);
+      this.nf[v].push(k);
+      if (k > 0) {
+        this.nfByVar[v] += k;
+        this.nfSteps[v] += 1;
+        this.nfLast[v] = step;
+        changed = true;
+      }
+      total += k;
+    }
+    const bn = r.bn || [];
+    for (let l = 0; l < this.L; l++) {
+      const row = bn[l] || [];
+      this.bnMean[l].push(row.length > BN_MEAN ? num(row[BN_MEAN]) : null);
+      this.bnVar[l].push(row.length > BN_VAR ? num(row[BN_VAR]) : null);
+    }
+    this.c.nfTotal.push(total);
+    if (changed) this.nfVersion += 1;
+    this._noteNonfinite(step, total, f);
+    this._pushCommon(step, f);
+    this._trim();
+    return true;
+  }
+
+  /**
+   * Add a REST metrics response (columns). Points whose step is after the last
+   * kept step are taken; equal steps inside one response are kept (a
+   * downsampled bucket may report its min and max at one step).
+   * Returns the number of points kept.
+   */
+  addColumns(m) {
+    const steps = m.step || [];
+    const floor = this.lastStep;
+    const col = (name, i) => {
+      const a = m[name];
+      return a && i < a.length ? a[i] : null;
+    };
+    const gnCols = this.variables.map((name) => (m.grad_norm && m.grad_norm[name]) || null);
+    const nfCols = this.variables.map((name) => (m.nonfinite && m.nonfinite[name]) || null);
+    const bnCols = this.bnLayers.map((name) => (m.bn && m.bn[name]) || null);
+    let kept = 0;
+    for (let i = 0; i < steps.length; i++) {
+      const step = Number(steps[i]);
+      if (!Number.isFinite(step)) continue;
+      if (floor !== null && step <= floor) {
+        this.duplicates += 1;
+        continue;
+      }
+      if (this.lastStep !== null && step < this.lastStep) continue; // out of order: never happens with a sane server
+      const f = {
+        epoch: num(col("epoch", i)), time: num(col("time", i)), loss: num(col("loss", i)), lr: num(col("lr", i)),
+        gnorm: num(col("global_norm", i)), thr: num(col("clip_threshold", i)), scale: num(col("clip_scale", i)),
+        clipped: !!num(col("clipped", i)), clipfrac: num(col("clipped_fraction", i)),
+        sps: num(col("steps_per_sec", i)), wnf: Number(num(col("weight_nonfinite", i)) || 0),
+        lnf: num(col("loss_nonfinite", i)) ? 1 : 0,
+      };
+      let total = 0;
+      let changed = false;
+      for (let v = 0; v < this.V; v++) {
+        const g = gnCols[v];
+        this.gn[v].push(g && i < g.length ? num(g[i]) : null);
+        const n = nfCols[v];
+        const k = n && i < n.length ? Number(num(n[i])) || 0 : 0;
+        this.nf[v].push(k);
+        if (k > 0) {
+          this.nfByVar[v] += k;
+          this.nfSteps[v] += 1;
+          this.nfLast[v] = step;
+          changed = true;
+        }
+        total += k;
+      }
+      for (let l = 0; l < this.L; l++) {
+        const b = bnCols[l];
+        this.bnMean[l].push(b && b.moving_mean && i < b.moving_mean.length ? num(b.moving_mean[i]) : null);
+        this.bnVar[l].push(b && b.moving_variance && i < b.moving_variance.length ? num(b.moving_variance[i]) : null);
+      }
+      this.c.nfTotal.push(total);
+      if (changed) this.nfVersion += 1;
+      this._noteNonfinite(step, total, f);
+      this._pushCommon(step, f);
+      kept += 1;
+    }
+    if (Array.isArray(m.gaps)) this.mergeGaps(m.gaps);
+    this._trim();
+    return kept;
+  }
+
+  mergeGaps(gaps) {
+    for (const g of gaps) {
+      const key = `${g.from_step}-${g.to_step}`;
+      if (!this.gaps.some((x) => `${x.from_step}-${x.to_step}` === key)) {
+        this.gaps.push({ from_step: Number(g.from_step), to_step: Number(g.to_step), dropped: Number(g.dropped) });
+      }
+    }
+  }
+
+  _trim() {
+    const extra = this.c.step.length - this.cap;
+    if (extra < Math.max(256, this.cap / 10)) return; // trim in chunks, not per point
+    for (const a of Object.values(this.c)) a.splice(0, extra);
+    for (const a of this.gn) a.splice(0, extra);
+    for (const a of this.nf) a.splice(0, extra);
+    for (const a of this.bnMean) a.splice(0, extra);
+    for (const a of this.bnVar) a.splice(0, extra);
+    this.base += extra;
+  }
+
+  /** Variables with any non-finite gradient element so far, in model order. */
+  nonfiniteVariables() {
+    const out = [];
+    for (let v = 0; v < this.V; v++) if (this.nfByVar[v] > 0) {
+        out.push({ name: this.variables[v], count: this.nfByVar[v], steps: this.nfSteps[v], last: this.nfLast[v] });
+      }
+    return out;
+  }
+}
