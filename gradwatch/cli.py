@@ -1,0 +1,64 @@
+"""The ``gradwatch`` command: ``gradwatch serve`` runs the server, ``gradwatch demo`` the demo."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the gradwatch server (dashboard + trainer endpoint)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; others print a warning)")
+    p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
+    p.add_argument("--db", type=Path, default=None, help="SQLite file (default ~/.gradwatch/gradwatch.db)")
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="where a generated token is written (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token); "
+                        "the token itself comes from $GRADWATCH_TOKEN when set")
+    p.add_argument("--allowed-host", action="append", default=None, metavar="NAME",
+                   help="Host header to accept; repeat for several. Replaces the default list "
+                        "(localhost, 127.0.0.1, ::1 and --host); '*' accepts any")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def serve(args: argparse.Namespace) -> int:
+    from gradwatch.server.config import ServerConfig
+    from gradwatch.server.serve import GradwatchServer
+
+    kwargs: dict[str, object] = {"host": args.host, "port": args.port, "log_level": args.log_level}
+    if args.db is not None:
+        kwargs["db_path"] = args.db
+    if args.token_file is not None:
+        kwargs["token_file"] = args.token_file
+    if args.allowed_host:
+        kwargs["allowed_hosts"] = tuple(args.allowed_host)
+    try:
+        config = ServerConfig(**kwargs)  # type: ignore[arg-type]
+    except ValueError as e:
+        print(f"gradwatch serve: {e}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        GradwatchServer(config).serve()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "demo":  # everything after 'demo' belongs to the demo's own parser
+        from gradwatch.demo import main as demo_main  # type: ignore[import-not-found,unused-ignore]
+
+        return int(demo_main(argv[1:]) or 0)
+    parser = argparse.ArgumentParser(prog="gradwatch", description="Live gradient-health monitoring for Keras.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    sub.add_parser("demo", help="train a small model with a live dashboard (options: gradwatch demo --help)")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""``create_app(config)``: the FastAPI application (REST, websockets, static page)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse, Response
+
+from gradwatch.protocol import BROWSER_PATH, PROTOCOL_VERSION, TRAINER_PATH, Command, dumps
+from gradwatch.tokens import TOKEN_ENV
+
+from .auth import COOKIE_NAME, HostCheckMiddleware, require_token, token_matches
+from .config import ServerConfig
+from .service import Gradwatch, RunFinished, RunNotFound
+from .static import add_static_routes
+from .views import CommandAccepted, CommandView, ErrorBody, Health, Metrics, RunDetail, RunSummary, command_view
+from .ws_browser import browser_endpoint
+from .ws_trainer import trainer_endpoint
+
+COOKIE_MAX_AGE = 30 * 24 * 3600
+Auth = Annotated[str, Depends(require_token)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or wrong token"},
+    404: {"model": ErrorBody, "description": "no such run"},
+}
+
+
+def _json(body: Any, status_code: int = 200) -> Response:
+    return Response(dumps(body), status_code=status_code, media_type="application/json")
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    parts, clean = [], []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        where = ".".join(loc) or "body"
+        value = err.get("input")
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        msg = str(err.get("msg", "invalid"))
+        parts.append(f"{where}: {msg} (got {shown})")
+        safe = value if isinstance(value, (int, float, str, bool, type(None))) else shown
+        clean.append({"loc": loc, "msg": msg, "input": safe})
+    return "invalid request: " + "; ".join(parts), clean
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """The application for ``config``; it needs a token (``config.token`` or ``$GRADWATCH_TOKEN``)."""
+    token = config.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise ValueError("create_app needs a token: pass ServerConfig(token=...) or set GRADWATCH_TOKEN "
+                         "(GradwatchServer generates one when neither is given)")
+    gw = Gradwatch(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    app = FastAPI(title="gradwatch", version="0.1.0", lifespan=lifespan,
+                  description="Live gradient-health monitoring for Keras training. See docs/api.md.")
+    app.state.token = token
+    app.state.gradwatch = gw
+    app.add_middleware(HostCheckMiddleware, allowed_hosts=config.effective_allowed_hosts)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        message, errors = _validation_message(list(exc.errors()))
+        return _json({"detail": message, "errors": errors}, 422)
+
+    @app.exception_handler(RunNotFound)
+    async def on_not_found(request: Request, exc: RunNotFound) -> Response:
+        return _json({"detail": f"run {exc.args[0]} does not exist; GET /api/runs lists the runs"}, 404)
+
+    @app.get("/api/health", response_model=Health, tags=["api"])
+    async def health() -> Health:
+        return Health(protocol=PROTOCOL_VERSION)
+
+    @app.get("/api/runs", response_model=list[RunSummary], responses=_ERRORS, tags=["api"])
+    async def list_runs(_: Auth) -> list[RunSummary]:
+        return await gw.list_runs()
+
+    @app.get("/api/runs/{run_id}", response_model=RunDetail, responses=_ERRORS, tags=["api"])
+    async def get_run(run_id: int, _: Auth) -> Response:
+        return Response(await gw.run_detail_json(run_id), media_type="application/json")
+
+    @app.get("/api/runs/{run_id}/metrics", response_model=Metrics, responses=_ERRORS, tags=["api"])
+    async def get_metrics(
+        run_id: int,
+        _: Auth,
+        since_step: Annotated[int | None, Query(ge=0, description="first step, inclusive")] = None,
+        until_step: Annotated[int | None, Query(ge=0, description="last step, inclusive")] = None,
+        max_points: Annotated[int | None, Query(ge=2, le=1_000_000, description="min/max-downsample above")] = None,
+    ) -> Response:
+        body = await gw.metrics(run_id, since_step, until_step, max_points)
+        return Response(body, media_type="application/json")
+
+    @app.post("/api/runs/{run_id}/commands", status_code=202, response_model=CommandAccepted, tags=["api"],
+              responses={**_ERRORS, 403: {"model": ErrorBody, "description": "cross-site request"},
+                         409: {"model": ErrorBody, "description": "run finished"},
+                         422: {"model": ErrorBody, "description": "invalid command"}})
+    async def post_command(run_id: int, command: Command, request: Request, _: Auth) -> CommandAccepted:
+        host = request.client.host if request.client else "unknown"
+        agent = request.headers.get("user-agent", "")[:200]
+        origin = f"{host} ({agent})" if agent else host
+        try:
+            cmd = await gw.post_command(run_id, command, origin)
+        except RunFinished:
+            raise HTTPException(409, f"run {run_id} is finished; it takes no more commands") from None
+        return CommandAccepted(id=cmd.id, state=cmd.state)
+
+    @app.get("/api/runs/{run_id}/commands", response_model=list[CommandView], responses=_ERRORS, tags=["api"])
+    async def list_commands(run_id: int, _: Auth) -> list[CommandView]:
+        return [command_view(c) for c in await gw.list_commands(run_id)]
+
+    @app.get("/login", status_code=303, tags=["page"], responses={401: {"model": ErrorBody}})
+    async def login(token: Annotated[str, Query(description="the server token")], request: Request) -> Response:
+        if not token_matches(token, app.state.token):
+            raise HTTPException(401, "wrong token: use the login URL printed by 'gradwatch serve'")
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE_NAME, token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict", path="/",
+                            secure=request.url.scheme == "https")
+        return response
+
+    app.add_api_websocket_route(TRAINER_PATH, trainer_endpoint)
+    app.add_api_websocket_route(BROWSER_PATH, browser_endpoint)
+    add_static_routes(app)
+    return app

@@ -1,0 +1,115 @@
+"""Fan-out to browsers: one bounded queue and one sender task per viewer.
+
+Messages are encoded once by the caller and the same text is queued for
+every viewer. ``put_nowait`` never waits, so a slow viewer cannot slow the
+trainer or the other viewers; when its queue is full it is closed with
+``CloseCode.TOO_SLOW`` and should reconnect and backfill over REST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.websockets import WebSocket
+
+from gradwatch.protocol import CloseCode
+
+log = logging.getLogger("gradwatch.server.hub")
+
+#: Sentinel put on a queue to make its sender close the socket.
+_CLOSE = object()
+
+
+class Viewer:
+    def __init__(self, websocket: WebSocket, queue_size: int) -> None:
+        self.websocket = websocket
+        self.run_id: int | None = None
+        self.queue: asyncio.Queue[str | object] = asyncio.Queue(maxsize=queue_size)
+        self.closed = False
+        self.close_code: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._sender(), name="gradwatch-viewer-sender")
+
+    def offer(self, text: str) -> bool:
+        """Queue ``text``; False (and the viewer is being closed) if it fell behind."""
+        if self.closed:
+            return False
+        try:
+            self.queue.put_nowait(text)
+            return True
+        except asyncio.QueueFull:
+            log.warning("viewer fell %d messages behind; closing it with %d", self.queue.maxsize, CloseCode.TOO_SLOW)
+            self.close(CloseCode.TOO_SLOW, "too slow: reconnect and reload history over REST")
+            return False
+
+    def close(self, code: int, reason: str) -> None:
+        """Stop sending and close the socket from a separate task (closing may itself block)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        if self._task is not None:
+            self._task.cancel()
+        self._closer = asyncio.create_task(self._close(code, reason), name="gradwatch-viewer-close")
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.websocket.close(code=code, reason=reason), timeout=5)
+
+    async def _sender(self) -> None:
+        try:
+            while True:
+                item = await self.queue.get()
+                if not isinstance(item, str):
+                    return
+                await self.websocket.send_text(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the socket went away; the receive loop notices and unregisters
+            self.closed = True
+
+    async def stop(self) -> None:
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+class Hub:
+    def __init__(self, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self.viewers: set[Viewer] = set()
+
+    def add(self, websocket: WebSocket) -> Viewer:
+        viewer = Viewer(websocket, self.queue_size)
+        self.viewers.add(viewer)
+        viewer.start()
+        return viewer
+
+    async def remove(self, viewer: Viewer) -> None:
+        self.viewers.discard(viewer)
+        await viewer.stop()
+
+    def broadcast(self, text: str) -> None:
+        """To every viewer (run list changes)."""
+        for viewer in list(self.viewers):
+            viewer.offer(text)
+
+    def publish(self, run_id: int, text: str) -> None:
+        """To the viewers subscribed to ``run_id`` (steps, gaps, commands)."""
+        for viewer in list(self.viewers):
+            if viewer.run_id == run_id:
+                viewer.offer(text)
+
+    def has_subscribers(self, run_id: int) -> bool:
+        return any(v.run_id == run_id and not v.closed for v in self.viewers)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for viewer in list(self.viewers):
+            viewer.close(code, reason)

@@ -1,0 +1,87 @@
+"""Turns stored step columns into the ``/api/runs/{id}/metrics`` JSON body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gradwatch.protocol import BN_FIELDS, dumps
+
+from .downsample import BoolArray, FloatArray, bucket_starts, minmax, minmax_int, positions
+from .stepcodec import FLOAT_COLUMNS, StepColumns
+from .store import GapRow, RunRow
+
+#: Metrics key for each ``BN_FIELDS`` column (the two means drop their suffix).
+_RENAMED = {"moving_mean_mean": "moving_mean", "moving_variance_mean": "moving_variance"}
+BN_KEYS: tuple[str, ...] = tuple(_RENAMED.get(f, f) for f in BN_FIELDS)
+
+
+def _floats(values: FloatArray, missing: BoolArray) -> list[Any]:
+    out: list[Any] = values.tolist()
+    for i in np.flatnonzero(missing).tolist():
+        out[i] = None
+    return out
+
+
+def _columns(values: FloatArray, missing: BoolArray) -> list[list[Any]]:
+    """2-D (n, k) floats -> k lists, ``None`` on missing rows."""
+    cols: list[list[Any]] = values.T.tolist()
+    rows = np.flatnonzero(missing).tolist()
+    for col in cols:
+        for i in rows:
+            col[i] = None
+    return cols
+
+
+def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points: int | None) -> str:
+    """The metrics body as JSON text (NaN/Inf spelt the wire way)."""
+    n = len(data)
+    starts = bucket_starts(n, max_points) if max_points is not None else None
+    body: dict[str, Any] = {"run_id": run.id}
+
+    if starts is None:
+        idx = np.arange(n)
+
+        def f(v: FloatArray, m: BoolArray) -> tuple[FloatArray, BoolArray]:
+            return v, m
+
+        def i(v: Any) -> Any:
+            return v
+    else:
+        idx = positions(starts, n)
+        s = starts
+
+        def f(v: FloatArray, m: BoolArray) -> tuple[FloatArray, BoolArray]:
+            return minmax(v, s, m)
+
+        def i(v: Any) -> Any:
+            return minmax_int(v, s)
+
+    body["step"] = data.step[idx].tolist()
+    body["epoch"] = data.ints["epoch"][idx].tolist()
+    body["time"] = data.time[idx].tolist()
+    for name in FLOAT_COLUMNS:
+        v, m = f(data.floats[name], data.missing[name])
+        body[name] = _floats(v, m)
+    body["clipped"] = i(data.ints["clipped"]).astype(bool).tolist()
+    body["weight_nonfinite"] = i(data.ints["weight_nonfinite"]).tolist()
+    body["loss_nonfinite"] = i(data.ints["loss_nonfinite"]).astype(bool).tolist()
+
+    no_missing = np.zeros(n, dtype=bool)
+    g, gm = f(data.grad_norm, no_missing)
+    body["grad_norm"] = dict(zip(run.variables, _columns(g, gm), strict=True))
+    nf = i(data.nonfinite)
+    body["nonfinite"] = dict(zip(run.variables, nf.T.tolist(), strict=True))
+    bn: dict[str, dict[str, list[Any]]] = {}
+    if run.bn_layers:
+        width = len(BN_FIELDS)
+        flat = data.bn.reshape(n, len(run.bn_layers) * width)
+        b, bm = f(flat, data.bn_missing)
+        cols = _columns(b, bm)
+        for li, layer in enumerate(run.bn_layers):
+            bn[layer] = {BN_KEYS[k]: cols[li * width + k] for k in range(width)}
+    body["bn"] = bn
+    body["gaps"] = [{"from_step": g_.from_step, "to_step": g_.to_step, "dropped": g_.dropped} for g_ in gaps]
+    body["downsampled"] = starts is not None
+    return dumps(body)

@@ -1,0 +1,294 @@
+"""The server's core: runs, trainer links, commands; glues store, writer and hub together.
+
+All methods run on the event loop; database work goes through ``Store.call``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field, replace
+
+from starlette.websockets import WebSocket
+
+from gradwatch.protocol import (
+    BN_FIELDS,
+    Ack,
+    CloseCode,
+    Command,
+    CommandMessage,
+    Gap,
+    Status,
+    StepRecord,
+    TrainerHello,
+    Welcome,
+    decode_float,
+    dumps,
+)
+
+from .config import ServerConfig
+from .hub import Hub
+from .metrics import build_metrics
+from .runstate import InvalidTransition, RunEvent, accepts_commands, next_status
+from .store import CommandRow, RunRow, Store
+from .views import RunSummary, command_view, run_detail, run_state, summary
+from .writer import StepWriter
+
+log = logging.getLogger("gradwatch.server")
+
+
+class ProtocolError(Exception):
+    """A peer broke the protocol; the connection is closed with ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+class RunFinished(Exception):
+    pass
+
+
+@dataclass(eq=False)
+class TrainerLink:
+    """One connected trainer websocket and the commands already sent on it."""
+
+    websocket: WebSocket
+    run_id: int
+    sent: set[int] = field(default_factory=set)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def send(self, text: str) -> None:
+        async with self.lock:
+            await asyncio.wait_for(self.websocket.send_text(text), timeout=10)
+
+
+class Gradwatch:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.store = Store(config.db_path)
+        self.writer = StepWriter(self.store, config.flush_interval, config.max_buffered_records)
+        self.hub = Hub(config.viewer_queue_size)
+        self.links: dict[int, TrainerLink] = {}
+        #: Runs with a trainer connected, kept current in memory (last_step included).
+        self.active: dict[int, RunRow] = {}
+
+    async def start(self) -> None:
+        await self.store.call(self.store.mark_stale_runs_disconnected)
+        self.writer.start()
+
+    async def stop(self) -> None:
+        self.hub.close_all(CloseCode.SERVER_SHUTDOWN, "server shutting down")
+        for link in list(self.links.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(link.websocket.close(CloseCode.SERVER_SHUTDOWN, "server shutting down"), 2)
+        await self.writer.stop()
+        for run_id in list(self.active):
+            await self._transition(run_id, "disconnect")
+        await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_run(self, run_id: int) -> RunRow:
+        await self.writer.flush()
+        run = await self.store.call(self.store.get_run, run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    async def list_runs(self) -> list[RunSummary]:
+        await self.writer.flush()
+        return [summary(r) for r in await self.store.call(self.store.list_runs)]
+
+    async def run_detail_json(self, run_id: int) -> str:
+        run = await self.get_run(run_id)
+        gaps = await self.store.call(self.store.list_gaps, run_id)
+        return run_detail(run, gaps).model_dump_json()
+
+    async def metrics(self, run_id: int, since: int | None, until: int | None, max_points: int | None) -> str:
+        run = await self.get_run(run_id)
+        data = await self.store.call(self.store.read_steps, run, since, until)
+        gaps = await self.store.call(self.store.list_gaps, run_id)
+        return await asyncio.get_running_loop().run_in_executor(None, build_metrics, run, data, gaps, max_points)
+
+    async def list_commands(self, run_id: int) -> list[CommandRow]:
+        await self.get_run(run_id)
+        return await self.store.call(self.store.list_commands, run_id)
+
+    # ------------------------------------------------------------------ trainer side
+
+    async def open_run(self, hello: TrainerHello, websocket: WebSocket) -> TrainerLink:
+        """Create or continue the run of a trainer that just said hello; send welcome and pending commands."""
+        run = await self.store.call(self.store.get_run, hello.run_id) if hello.run_id is not None else None
+        if run is not None and run.status == "finished":
+            log.info("run %d is finished; trainer %r starts a new run", run.id, hello.run_name)
+            run = None
+        if run is not None:
+            if run.variables != hello.variables or run.bn_layers != hello.bn_layers:
+                raise ProtocolError(CloseCode.BAD_MESSAGE, f"run {run.id} was recorded with other variables or BN "
+                                                           "layers; reconnect without run_id to start a new run")
+            old = self.links.pop(run.id, None)
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.websocket.close(1000, "replaced by a newer connection of the same run")
+            self.active[run.id] = run
+            await self._transition(run.id, "reconnect")
+            run = await self.store.call(self.store.update_run, run.id, clip_mode=hello.clip.mode,
+                                        clip_threshold=hello.clip.threshold, every=hello.every,
+                                        meta=hello.meta or run.meta)
+            assert run is not None
+        else:
+            run = await self.store.call(self.store.create_run, hello)
+        self.active[run.id] = run
+        link = TrainerLink(websocket, run.id)
+        self.links[run.id] = link
+        await link.send(Welcome(run_id=run.id).model_dump_json())
+        await self._broadcast_run(run.id)
+        for cmd in await self.store.call(self.store.list_commands, run.id, "pending"):
+            await self._forward(link, cmd)
+        return link
+
+    def _check_shapes(self, run: RunRow, rec: StepRecord) -> None:
+        nv, nb = len(run.variables), len(run.bn_layers)
+        for name in ("grad_norm", "grad_nan", "grad_inf"):
+            got = len(getattr(rec, name))
+            if got != nv:
+                raise ProtocolError(CloseCode.BAD_MESSAGE, f"step {rec.step}: {name} has {got} entries, "
+                                                           f"expected {nv} (one per hello.variables)")
+        if rec.bn and (len(rec.bn) != nb or any(len(row) != len(BN_FIELDS) for row in rec.bn)):
+            raise ProtocolError(CloseCode.BAD_MESSAGE, f"step {rec.step}: bn must be {nb} rows of "
+                                                       f"{len(BN_FIELDS)} values (or empty)")
+
+    async def ingest_steps(self, link: TrainerLink, records: list[StepRecord]) -> None:
+        run = self.active[link.run_id]
+        for rec in records:
+            self._check_shapes(run, rec)
+        top = max(r.step for r in records)
+        if run.last_step is None or top > run.last_step:
+            run.last_step = top
+        text = dumps({"type": "steps", "run_id": run.id, "records": [r.model_dump() for r in records]})
+        self.hub.publish(run.id, text)
+        await self.writer.add(run.id, records)
+        last = records[-1]
+        threshold = None if last.clip_threshold is None else decode_float(last.clip_threshold)
+        if (last.clip_mode, threshold) != (run.clip_mode, run.clip_threshold):
+            updated = await self.store.call(self.store.update_run, run.id, clip_mode=last.clip_mode,
+                                              clip_threshold=threshold)
+            if updated is not None:
+                self.active[run.id] = replace(updated, last_step=run.last_step)
+                await self._broadcast_run(run.id)
+
+    async def add_gap(self, link: TrainerLink, gap: Gap) -> None:
+        await self.writer.flush()
+        await self.store.call(self.store.add_gap, link.run_id, gap.from_step, gap.to_step, gap.dropped)
+        self.hub.publish(link.run_id, dumps({"type": "gap", "run_id": link.run_id, "from_step": gap.from_step,
+                                             "to_step": gap.to_step, "dropped": gap.dropped}))
+        await self._broadcast_run(link.run_id)
+
+    async def handle_ack(self, link: TrainerLink, ack: Ack) -> None:
+        cmd = await self.store.call(self.store.get_command, ack.id)
+        if cmd is None or cmd.run_id != link.run_id:
+            log.warning("run %d acknowledged unknown command %d; ignored", link.run_id, ack.id)
+            return
+        step = ack.applied_step if ack.state == "applied" else None
+        updated = await self.store.call(self.store.resolve_command, ack.id, ack.state, step, ack.detail)
+        if updated is None:
+            log.info("command %d was already %s; repeated ack ignored", ack.id, cmd.state)
+            return
+        self._publish_command(updated)
+        if updated.state == "applied" and updated.type == "set_clip":
+            run = self.active.get(link.run_id)
+            mode = updated.mode or (run.clip_mode if run else "global_norm")
+            row = await self.store.call(self.store.update_run, link.run_id, clip_mode=mode,
+                                        clip_threshold=updated.threshold)
+            if row is not None and run is not None:
+                self.active[link.run_id] = replace(row, last_step=run.last_step)
+            await self._broadcast_run(link.run_id)
+
+    async def handle_status(self, link: TrainerLink, status: Status) -> None:
+        await self._transition(link.run_id, status.state)
+
+    async def trainer_gone(self, link: TrainerLink) -> None:
+        if self.links.get(link.run_id) is not link:
+            return  # already replaced by a newer connection
+        del self.links[link.run_id]
+        await self.writer.flush()
+        await self._transition(link.run_id, "disconnect")
+        self.active.pop(link.run_id, None)
+
+    async def _transition(self, run_id: int, event: RunEvent) -> None:
+        run = self.active.get(run_id) or await self.store.call(self.store.get_run, run_id)
+        if run is None:
+            return
+        try:
+            new = next_status(run.status, event)
+        except InvalidTransition as e:
+            log.warning("run %d: %s; ignored", run_id, e)
+            return
+        if new == run.status:
+            return
+        row = await self.store.call(self.store.update_run, run_id, status=new)
+        if row is not None and run_id in self.active:
+            self.active[run_id] = replace(row, last_step=run.last_step)
+        if new == "finished":
+            for cmd in await self.store.call(self.store.reject_pending, run_id, "run finished before it applied"):
+                self._publish_command(cmd)
+        await self._broadcast_run(run_id)
+
+    # ------------------------------------------------------------------ commands
+
+    async def post_command(self, run_id: int, command: Command, origin: str) -> CommandRow:
+        run = self.active.get(run_id) or await self.store.call(self.store.get_run, run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        if not accepts_commands(run.status):
+            raise RunFinished(run_id)
+        cmd = await self.store.call(self.store.create_command, run_id, command, origin)
+        self._publish_command(cmd)
+        link = self.links.get(run_id)
+        if link is not None:
+            await self._forward(link, cmd)
+        return cmd
+
+    async def _forward(self, link: TrainerLink, cmd: CommandRow) -> None:
+        if cmd.id in link.sent:
+            return
+        link.sent.add(cmd.id)
+        try:
+            await link.send(CommandMessage(id=cmd.id, command=cmd.to_command()).model_dump_json())
+        except Exception:  # the trainer is going away; it gets the command again when it reconnects
+            log.info("could not deliver command %d to run %d now; it stays pending", cmd.id, link.run_id)
+
+    def _publish_command(self, cmd: CommandRow) -> None:
+        self.hub.publish(cmd.run_id, dumps({"type": "command", "run_id": cmd.run_id,
+                                            "command": command_view(cmd).model_dump()}))
+
+    # ------------------------------------------------------------------ browser side
+
+    async def runs_message(self) -> str:
+        runs = await self.list_runs()
+        return dumps({"type": "runs", "runs": [self._live(r).model_dump() for r in runs]})
+
+    def _live(self, s: RunSummary) -> RunSummary:
+        run = self.active.get(s.id)
+        if run is not None and run.last_step is not None and (s.step is None or run.last_step > s.step):
+            return s.model_copy(update={"step": run.last_step})
+        return s
+
+    async def run_message(self, run_id: int) -> str | None:
+        run = self.active.get(run_id) or await self.store.call(self.store.get_run, run_id)
+        if run is None:
+            return None
+        gaps = await self.store.call(self.store.list_gaps, run_id)
+        return dumps({"type": "run", "run": run_state(run, gaps).model_dump()})
+
+    async def _broadcast_run(self, run_id: int) -> None:
+        text = await self.run_message(run_id)
+        if text is not None:
+            self.hub.broadcast(text)

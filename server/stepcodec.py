@@ -1,0 +1,123 @@
+"""How one ``StepRecord`` becomes one SQLite row, and rows become numpy columns.
+
+Scalars are ordinary columns. SQLite stores a NaN REAL as NULL, so a bitmask
+column ``nan_mask`` remembers which NULLs were NaN (``None`` on the wire stays
+NULL without its bit). Per-variable vectors are raw numpy blobs:
+``grad_norm`` float32, ``nonfinite`` (nan+inf count) uint32 or NULL when all
+zero, ``bn`` float32 ``len(bn_layers) x len(BN_FIELDS)`` or NULL when the step
+carried no BN rows. float32 keeps about 7 significant digits; a gradient norm
+above 3.4e38 is stored as Infinity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gradwatch.protocol import BN_FIELDS, StepRecord, decode_float
+
+#: Float scalar columns in ``steps``; bit i of ``nan_mask`` is FLOAT_COLUMNS[i].
+FLOAT_COLUMNS: tuple[str, ...] = (
+    "loss", "lr", "global_norm", "clip_threshold", "clip_scale", "clipped_fraction", "steps_per_sec",
+)
+INT_COLUMNS: tuple[str, ...] = ("epoch", "clipped", "weight_nonfinite", "loss_nonfinite")
+ROW_COLUMNS: tuple[str, ...] = (
+    "run_id", "step", "time", *FLOAT_COLUMNS, *INT_COLUMNS, "clip_mode", "nan_mask", "grad_norm", "nonfinite", "bn",
+)
+_U32_MAX = 2**32 - 1
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+
+def _wire(x: float | str | None) -> float | None:
+    return None if x is None else decode_float(x)
+
+
+def record_to_row(run_id: int, rec: StepRecord) -> tuple[Any, ...]:
+    """One INSERT row, columns in ``ROW_COLUMNS`` order."""
+    floats: list[float | None] = []
+    nan_mask = 0
+    for i, name in enumerate(FLOAT_COLUMNS):
+        v = _wire(getattr(rec, name))
+        if v is not None and math.isnan(v):
+            nan_mask |= 1 << i
+            v = None
+        floats.append(v)
+    grad = np.array([decode_float(x) for x in rec.grad_norm], dtype=np.float32)
+    counts = np.asarray(rec.grad_nan, dtype=np.int64) + np.asarray(rec.grad_inf, dtype=np.int64)
+    nonfinite = np.minimum(counts, _U32_MAX).astype(np.uint32).tobytes() if counts.any() else None
+    bn = None
+    if rec.bn:
+        bn = np.array([[decode_float(x) for x in row] for row in rec.bn], dtype=np.float32).tobytes()
+    return (
+        run_id, rec.step, rec.time, *floats,
+        rec.epoch, int(rec.clipped), rec.weight_nonfinite, int(rec.loss_nonfinite),
+        rec.clip_mode, nan_mask, grad.tobytes(), nonfinite, bn,
+    )
+
+
+@dataclass
+class StepColumns:
+    """All stored steps of one run in a step range, column-wise.
+
+    ``floats[name]`` holds NaN both for NaN and for missing; ``missing[name]``
+    tells them apart. ``bn`` is ``(n, layers, len(BN_FIELDS))`` with NaN where
+    ``bn_missing`` (a step without BN rows).
+    """
+
+    step: IntArray
+    time: FloatArray
+    floats: dict[str, FloatArray] = field(default_factory=dict)
+    missing: dict[str, BoolArray] = field(default_factory=dict)
+    ints: dict[str, IntArray] = field(default_factory=dict)
+    grad_norm: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    nonfinite: IntArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    bn: FloatArray = field(default_factory=lambda: np.zeros((0, 0, len(BN_FIELDS))))
+    bn_missing: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def __len__(self) -> int:
+        return int(self.step.shape[0])
+
+
+def rows_to_columns(rows: list[tuple[Any, ...]], n_vars: int, n_bn: int) -> StepColumns:
+    """Decode rows selected as ``ROW_COLUMNS[1:]`` (no run_id), ordered by step."""
+    n = len(rows)
+    nf = len(FLOAT_COLUMNS)
+    cols = list(zip(*rows, strict=True)) if rows else [() for _ in ROW_COLUMNS[1:]]
+    step = np.array(cols[0], dtype=np.int64)
+    time = np.array(cols[1], dtype=np.float64)
+    nan_mask = np.array(cols[2 + nf + len(INT_COLUMNS) + 1], dtype=np.int64)
+    out = StepColumns(step=step, time=time)
+    for i, name in enumerate(FLOAT_COLUMNS):
+        raw = cols[2 + i]
+        values = np.array(raw, dtype=np.float64) if n else np.zeros(0)
+        null = np.array([v is None for v in raw], dtype=bool)
+        is_nan = (nan_mask >> i) & 1 == 1
+        out.floats[name] = values
+        out.missing[name] = null & ~is_nan
+    for j, name in enumerate(INT_COLUMNS):
+        out.ints[name] = np.array(cols[2 + nf + j], dtype=np.int64)
+    base = 2 + nf + len(INT_COLUMNS) + 2
+    grad_blobs, nonfinite_blobs, bn_blobs = cols[base], cols[base + 1], cols[base + 2]
+    if n and n_vars:
+        out.grad_norm = np.frombuffer(b"".join(grad_blobs), dtype=np.float32).reshape(n, n_vars).astype(np.float64)
+    else:
+        out.grad_norm = np.zeros((n, n_vars))
+    out.nonfinite = np.zeros((n, n_vars), dtype=np.int64)
+    for i, blob in enumerate(nonfinite_blobs):
+        if blob is not None:
+            out.nonfinite[i] = np.frombuffer(blob, dtype=np.uint32)
+    width = len(BN_FIELDS)
+    out.bn = np.full((n, n_bn, width), np.nan)
+    out.bn_missing = np.array([b is None for b in bn_blobs], dtype=bool) if n else np.zeros(0, dtype=bool)
+    if n_bn:
+        for i, blob in enumerate(bn_blobs):
+            if blob is not None:
+                out.bn[i] = np.frombuffer(blob, dtype=np.float32).reshape(n_bn, width)
+    return out

@@ -1,0 +1,270 @@
+"""SQLite persistence (WAL): runs, steps, commands, gaps.
+
+``Store`` is synchronous and owns one connection; every call goes through its
+single worker thread (``await store.call(fn, ...)``), which both keeps big
+SQLite work off the event loop and serialises writes with reads, so a read
+submitted after a write sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gradwatch.protocol import Command, CommandState, RunStatus, StepRecord, TrainerHello
+
+from .stepcodec import ROW_COLUMNS, StepColumns, record_to_row, rows_to_columns
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_step INTEGER,
+    variables TEXT NOT NULL,
+    bn_layers TEXT NOT NULL,
+    clip_mode TEXT NOT NULL,
+    clip_threshold REAL,
+    every INTEGER NOT NULL,
+    meta TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    step INTEGER NOT NULL,
+    time REAL NOT NULL,
+    loss REAL, lr REAL, global_norm REAL, clip_threshold REAL, clip_scale REAL,
+    clipped_fraction REAL, steps_per_sec REAL,
+    epoch INTEGER NOT NULL, clipped INTEGER NOT NULL, weight_nonfinite INTEGER NOT NULL,
+    loss_nonfinite INTEGER NOT NULL,
+    clip_mode TEXT NOT NULL,
+    nan_mask INTEGER NOT NULL,
+    grad_norm BLOB NOT NULL,
+    nonfinite BLOB,
+    bn BLOB,
+    PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    type TEXT NOT NULL,
+    mode TEXT,
+    threshold REAL,
+    origin TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    applied_step INTEGER,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS commands_run ON commands(run_id, id);
+CREATE TABLE IF NOT EXISTS gaps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    from_step INTEGER NOT NULL,
+    to_step INTEGER NOT NULL,
+    dropped INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gaps_run ON gaps(run_id, id);
+"""
+
+
+@dataclass
+class RunRow:
+    id: int
+    name: str
+    status: RunStatus
+    created_at: float
+    updated_at: float
+    last_step: int | None
+    variables: list[str]
+    bn_layers: list[str]
+    clip_mode: str
+    clip_threshold: float | None
+    every: int
+    meta: dict[str, Any]
+
+
+@dataclass
+class CommandRow:
+    id: int
+    run_id: int
+    type: str
+    mode: str | None
+    threshold: float | None
+    origin: str
+    created_at: float
+    updated_at: float
+    state: CommandState
+    applied_step: int | None
+    detail: str | None
+
+    def to_command(self) -> Command:
+        return Command(type=self.type, mode=self.mode, threshold=self.threshold)
+
+
+@dataclass
+class GapRow:
+    from_step: int
+    to_step: int
+    dropped: int
+
+
+_RUN_COLS = "id, name, status, created_at, updated_at, last_step, variables, bn_layers, clip_mode, clip_threshold, " \
+            "every, meta"
+_CMD_COLS = "id, run_id, type, mode, threshold, origin, created_at, updated_at, state, applied_step, detail"
+_INSERT_STEP = f"INSERT OR REPLACE INTO steps ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
+
+
+def _run(row: Sequence[Any]) -> RunRow:
+    return RunRow(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), json.loads(row[7]),
+                  row[8], row[9], row[10], json.loads(row[11]))
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
+        self._conn.executescript(_SCHEMA)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradwatch-db")
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._conn.close()
+
+    # ------------------------------------------------------------------ runs
+
+    def mark_stale_runs_disconnected(self) -> None:
+        """At start-up no trainer is connected yet, whatever the last process believed."""
+        self._conn.execute("UPDATE runs SET status='disconnected' WHERE status IN ('running', 'paused')")
+
+    def create_run(self, hello: TrainerHello) -> RunRow:
+        now = time.time()
+        cur = self._conn.execute(
+            "INSERT INTO runs (name, status, created_at, updated_at, last_step, variables, bn_layers, clip_mode, "
+            "clip_threshold, every, meta) VALUES (?, 'running', ?, ?, NULL, ?, ?, ?, ?, ?, ?)",
+            (hello.run_name, now, now, json.dumps(hello.variables), json.dumps(hello.bn_layers), hello.clip.mode,
+             hello.clip.threshold, hello.every, json.dumps(hello.meta)),
+        )
+        run = self.get_run(int(cur.lastrowid or 0))
+        assert run is not None
+        return run
+
+    def get_run(self, run_id: int) -> RunRow | None:
+        row = self._conn.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
+        return _run(row) if row else None
+
+    def list_runs(self) -> list[RunRow]:
+        return [_run(r) for r in self._conn.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY id DESC")]
+
+    def update_run(self, run_id: int, **fields: Any) -> RunRow | None:
+        allowed = {"status", "clip_mode", "clip_threshold", "every", "meta", "name"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update run fields {sorted(unknown)}")
+        if "meta" in fields:
+            fields["meta"] = json.dumps(fields["meta"])
+        sets = ", ".join(f"{k}=?" for k in fields)
+        self._conn.execute(f"UPDATE runs SET {sets}, updated_at=? WHERE id=?", (*fields.values(), time.time(), run_id))
+        return self.get_run(run_id)
+
+    # ------------------------------------------------------------------ steps
+
+    def insert_steps(self, batch: list[tuple[int, list[StepRecord]]]) -> None:
+        """Write a batch in one transaction; a re-sent step replaces the stored one."""
+        now = time.time()
+        with self._conn:
+            self._conn.execute("BEGIN")
+            for run_id, records in batch:
+                self._conn.executemany(_INSERT_STEP, [record_to_row(run_id, r) for r in records])
+                top = max(r.step for r in records)
+                self._conn.execute(
+                    "UPDATE runs SET last_step=MAX(COALESCE(last_step, -1), ?), updated_at=? WHERE id=?",
+                    (top, now, run_id),
+                )
+
+    def read_steps(self, run: RunRow, since_step: int | None, until_step: int | None) -> StepColumns:
+        lo = since_step if since_step is not None else -1
+        hi = until_step if until_step is not None else 2**62
+        rows = self._conn.execute(
+            f"SELECT {', '.join(ROW_COLUMNS[1:])} FROM steps WHERE run_id=? AND step BETWEEN ? AND ? ORDER BY step",
+            (run.id, lo, hi),
+        ).fetchall()
+        return rows_to_columns(rows, len(run.variables), len(run.bn_layers))
+
+    def count_steps(self, run_id: int) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM steps WHERE run_id=?", (run_id,)).fetchone()[0])
+
+    # ------------------------------------------------------------------ gaps
+
+    def add_gap(self, run_id: int, from_step: int, to_step: int, dropped: int) -> None:
+        self._conn.execute("INSERT INTO gaps (run_id, from_step, to_step, dropped, created_at) VALUES (?, ?, ?, ?, ?)",
+                           (run_id, from_step, to_step, dropped, time.time()))
+
+    def list_gaps(self, run_id: int) -> list[GapRow]:
+        rows = self._conn.execute("SELECT from_step, to_step, dropped FROM gaps WHERE run_id=? ORDER BY id", (run_id,))
+        return [GapRow(*r) for r in rows]
+
+    # ------------------------------------------------------------------ commands
+
+    def create_command(self, run_id: int, command: Command, origin: str) -> CommandRow:
+        now = time.time()
+        threshold = float(command.threshold) if command.threshold is not None else None
+        cur = self._conn.execute(
+            "INSERT INTO commands (run_id, type, mode, threshold, origin, created_at, updated_at, state) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+            (run_id, command.type, command.mode, threshold, origin, now, now),
+        )
+        cmd = self.get_command(int(cur.lastrowid or 0))
+        assert cmd is not None
+        return cmd
+
+    def get_command(self, command_id: int) -> CommandRow | None:
+        row = self._conn.execute(f"SELECT {_CMD_COLS} FROM commands WHERE id=?", (command_id,)).fetchone()
+        return CommandRow(*row) if row else None
+
+    def list_commands(self, run_id: int, state: CommandState | None = None) -> list[CommandRow]:
+        if state is None:
+            rows = self._conn.execute(f"SELECT {_CMD_COLS} FROM commands WHERE run_id=? ORDER BY id", (run_id,))
+        else:
+            rows = self._conn.execute(f"SELECT {_CMD_COLS} FROM commands WHERE run_id=? AND state=? ORDER BY id",
+                                      (run_id, state))
+        return [CommandRow(*r) for r in rows]
+
+    def resolve_command(self, command_id: int, state: CommandState, applied_step: int | None,
+                        detail: str | None) -> CommandRow | None:
+        """pending -> applied/rejected; returns None when the command was not pending (guarded transition)."""
+        cur = self._conn.execute(
+            "UPDATE commands SET state=?, applied_step=?, detail=?, updated_at=? WHERE id=? AND state='pending'",
+            (state, applied_step, detail, time.time(), command_id),
+        )
+        return self.get_command(command_id) if cur.rowcount == 1 else None
+
+    def reject_pending(self, run_id: int, detail: str) -> list[CommandRow]:
+        """Commands still pending when a run finishes can never apply."""
+        ids = [c.id for c in self.list_commands(run_id, "pending")]
+        out = []
+        for cid in ids:
+            cmd = self.resolve_command(cid, "rejected", None, detail)
+            if cmd is not None:
+                out.append(cmd)
+        return out

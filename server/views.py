@@ -1,0 +1,140 @@
+"""JSON objects the server hands out (REST bodies and browser messages), as pydantic models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from gradwatch.protocol import ClipMode, CommandState, CommandType, RunStatus, WireFloat, encode_float
+
+from .store import CommandRow, GapRow, RunRow
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    protocol: int
+
+
+class ClipView(BaseModel):
+    mode: ClipMode
+    threshold: WireFloat | None
+
+
+class GapView(BaseModel):
+    from_step: int
+    to_step: int
+    dropped: int
+
+
+class RunSummary(BaseModel):
+    id: int
+    name: str
+    status: RunStatus
+    step: int | None = Field(description="last step received")
+    created_at: float
+    updated_at: float
+
+
+class RunState(RunSummary):
+    """What the browser's ``run`` message carries: a run without its variable lists."""
+
+    clip: ClipView
+    paused: bool
+    every: int
+    meta: dict[str, Any]
+    gaps: list[GapView]
+
+
+class RunDetail(RunState):
+    variables: list[str]
+    bn_layers: list[str]
+
+
+class CommandView(BaseModel):
+    id: int
+    run_id: int
+    type: CommandType
+    mode: ClipMode | None
+    threshold: float | None
+    origin: str
+    created_at: float
+    state: CommandState
+    applied_step: int | None
+    detail: str | None
+    updated_at: float
+
+
+class CommandAccepted(BaseModel):
+    id: int
+    state: CommandState
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class BnSeries(BaseModel):
+    moving_mean: list[WireFloat | None]
+    moving_variance: list[WireFloat | None]
+    moving_mean_min: list[WireFloat | None]
+    moving_mean_max: list[WireFloat | None]
+    moving_mean_delta: list[WireFloat | None]
+    moving_variance_min: list[WireFloat | None]
+    moving_variance_max: list[WireFloat | None]
+    moving_variance_delta: list[WireFloat | None]
+
+
+class Metrics(BaseModel):
+    """Column-wise series of one run; every list has one entry per returned step."""
+
+    run_id: int
+    step: list[int]
+    epoch: list[int]
+    time: list[float]
+    loss: list[WireFloat | None]
+    lr: list[WireFloat | None]
+    global_norm: list[WireFloat | None]
+    clip_threshold: list[WireFloat | None]
+    clip_scale: list[WireFloat | None]
+    clipped: list[bool]
+    clipped_fraction: list[WireFloat | None]
+    steps_per_sec: list[WireFloat | None]
+    weight_nonfinite: list[int]
+    loss_nonfinite: list[bool]
+    grad_norm: dict[str, list[WireFloat | None]]
+    nonfinite: dict[str, list[int]]
+    bn: dict[str, BnSeries]
+    gaps: list[GapView]
+    downsampled: bool
+
+
+def summary(run: RunRow) -> RunSummary:
+    return RunSummary(id=run.id, name=run.name, status=run.status, step=run.last_step,
+                      created_at=run.created_at, updated_at=run.updated_at)
+
+
+def _clip(run: RunRow) -> ClipView:
+    t = run.clip_threshold
+    return ClipView(mode=run.clip_mode, threshold=None if t is None else encode_float(t))
+
+
+def _gaps(gaps: list[GapRow]) -> list[GapView]:
+    return [GapView(from_step=g.from_step, to_step=g.to_step, dropped=g.dropped) for g in gaps]
+
+
+def run_state(run: RunRow, gaps: list[GapRow]) -> RunState:
+    return RunState(**summary(run).model_dump(), clip=_clip(run), paused=run.status == "paused", every=run.every,
+                    meta=run.meta, gaps=_gaps(gaps))
+
+
+def run_detail(run: RunRow, gaps: list[GapRow]) -> RunDetail:
+    return RunDetail(**run_state(run, gaps).model_dump(), variables=run.variables, bn_layers=run.bn_layers)
+
+
+def command_view(cmd: CommandRow) -> CommandView:
+    return CommandView(id=cmd.id, run_id=cmd.run_id, type=cmd.type,
+                       mode=cmd.mode, threshold=cmd.threshold,
+                       origin=cmd.origin, created_at=cmd.created_at, state=cmd.state,
+                       applied_step=cmd.applied_step, detail=cmd.detail, updated_at=cmd.updated_at)

@@ -1,0 +1,85 @@
+"""The trainer websocket (``protocol.TRAINER_PATH``): handshake, then steps/gap/ack/status in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pydantic import ValidationError
+from starlette.websockets import WebSocket
+
+from gradwatch.protocol import (
+    Ack,
+    CloseCode,
+    Gap,
+    Status,
+    Steps,
+    TrainerHello,
+    parse_trainer_hello,
+    parse_trainer_message,
+)
+
+from .auth import presented_token, same_origin, token_matches
+from .service import Gradwatch, ProtocolError, TrainerLink
+from .wsutil import Disconnected, check_handshake, close, describe, receive_text
+
+log = logging.getLogger("gradwatch.server.trainer")
+
+
+async def _hello(websocket: WebSocket, timeout: float) -> TrainerHello:
+    try:
+        text = await receive_text(websocket, timeout)
+    except asyncio.TimeoutError:
+        raise ProtocolError(CloseCode.BAD_MESSAGE, f"no hello within {timeout:g} s") from None
+    check_handshake(text)
+    try:
+        return parse_trainer_hello(text)
+    except ValidationError as e:
+        raise ProtocolError(CloseCode.BAD_MESSAGE, f"bad hello: {describe(e)}") from None
+
+
+async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
+    try:
+        msg = parse_trainer_message(text)
+    except ValidationError as e:
+        raise ProtocolError(CloseCode.BAD_MESSAGE, f"bad message: {describe(e)}") from None
+    if isinstance(msg, Steps):
+        await gw.ingest_steps(link, msg.records)
+    elif isinstance(msg, Gap):
+        await gw.add_gap(link, msg)
+    elif isinstance(msg, Ack):
+        await gw.handle_ack(link, msg)
+    elif isinstance(msg, Status):
+        await gw.handle_status(link, msg)
+
+
+async def trainer_endpoint(websocket: WebSocket) -> None:
+    gw: Gradwatch = websocket.app.state.gradwatch
+    await websocket.accept()
+    origin = websocket.headers.get("origin")
+    if origin is not None and not same_origin(origin, websocket.headers.get("host", "")):
+        await close(websocket, CloseCode.FORBIDDEN_ORIGIN, "foreign Origin refused")
+        return
+    token, source = presented_token(websocket.headers, {})  # trainers use the header, never the cookie
+    if source is None or not token_matches(token, websocket.app.state.token):
+        await close(websocket, CloseCode.UNAUTHORIZED, "missing or wrong token: send 'Authorization: Bearer <token>'")
+        return
+    link: TrainerLink | None = None
+    try:
+        hello = await _hello(websocket, gw.config.hello_timeout)
+        link = await gw.open_run(hello, websocket)
+        log.info("trainer connected: run %d (%s)", link.run_id, hello.run_name)
+        while True:
+            await _dispatch(gw, link, await receive_text(websocket))
+    except Disconnected:
+        pass
+    except ProtocolError as e:
+        log.warning("closing trainer connection%s: %s", f" of run {link.run_id}" if link else "", e.reason)
+        await close(websocket, e.code, e.reason)
+    except Exception:
+        log.exception("internal error on a trainer connection")
+        await close(websocket, 1011, "internal server error; see the server log")
+    finally:
+        if link is not None:
+            await gw.trainer_gone(link)
+            log.info("trainer of run %d disconnected", link.run_id)
