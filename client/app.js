@@ -431,7 +431,8 @@ function renderCommands() {
     el("li", { class: `cmd cmd-${c.state}`, dataset: { testid: "command-entry", commandId: String(c.id), state: c.state, type: c.type } },
       el("span", { class: "cmd-what" }, describeCommand(c)),
       el("span", { class: "cmd-state", dataset: { testid: "command-state" } }, describeState(c)),
-      el("span", { class: "cmd-meta muted" }, `#${c.id}${c.origin ? ` · ${c.origin}` : ""}${c.created_at ? ` · ${new Date(c.created_at * 1000).toLocaleTimeString()}` : ""}`)),
+      el("span", { class: "cmd-meta muted", title: c.origin || "" },
+        `#${c.id}${c.origin ? ` · ${String(c.origin).split(" (")[0]}` : ""}${c.created_at ? ` · ${new Date(c.created_at * 1000).toLocaleTimeString()}` : ""}`)),
   );
   $("cmd-log").replaceChildren(...items);
   $("cmd-empty").hidden = cmds.length > 0;

@@ -57,22 +57,35 @@ function fin(x) {
   return x !== null && Number.isFinite(x) ? x : null;
 }
 
-function log10Tick(k) {
-  if (k >= -2 && k <= 3) return String(10 ** k >= 1 ? 10 ** k : Number((10 ** k).toFixed(-k)));
-  return `1e${k}`;
+function tickLabel(v) {
+  if (v >= 1e-3 && v < 1e5) return String(Number(v.toPrecision(3)));
+  const k = Math.floor(Math.log10(v) + 1e-9);
+  const m = Math.round(v / 10 ** k);
+  return m === 1 ? `1e${k}` : `${m}e${k}`;
 }
 
 function heatColorbar(zmin, zmax) {
+  // Ticks in the data's log10 space, labelled with the real norm:
+  // decades when the range is wide, 1-2-5 steps when it is narrow.
   const lo = Math.floor(zmin);
   const hi = Math.ceil(zmax);
-  const stepK = Math.max(1, Math.ceil((hi - lo) / 8));
   const vals = [];
-  for (let k = lo; k <= hi; k += stepK) vals.push(k);
+  if (hi - lo <= 2) {
+    for (let k = lo; k <= hi; k++) {
+      for (const m of [1, 2, 5]) {
+        const z = k + Math.log10(m);
+        if (z >= zmin - 1e-9 && z <= zmax + 1e-9) vals.push(z);
+      }
+    }
+  } else {
+    const stepK = Math.max(1, Math.ceil((hi - lo) / 8));
+    for (let k = lo; k <= hi; k += stepK) if (k >= zmin - 1e-9 && k <= zmax + 1e-9) vals.push(k);
+  }
   return {
     title: { text: "‖grad‖", side: "right", font: { size: 11, color: MUTED } },
     tickmode: "array",
     tickvals: vals,
-    ticktext: vals.map(log10Tick),
+    ticktext: vals.map((z) => tickLabel(10 ** z)),
     tickfont: { size: 10, color: MUTED },
     thickness: 12,
     outlinewidth: 0,
