@@ -91,29 +91,59 @@ function sortedRuns() {
   return [...state.runs.values()].sort((a, b) => (b.created_at || 0) - (a.created_at || 0) || b.id - a.id);
 }
 
-function statusBadge(status, testid) {
-  return el("span", { class: `badge badge-${String(status || "unknown").replace(/[^a-z]/g, "")}`, dataset: testid ? { testid } : undefined }, status || "unknown");
+// Run list items are kept and updated in place (keyed by run id), so a
+// click or hover is never interrupted by a live update replacing the node.
+const runItems = new Map(); // id -> {li, name, status, step, age}
+
+function makeRunItem(id) {
+  const name = el("span", { class: "run-name", dataset: { testid: "run-item-name" } });
+  const status = el("span", { dataset: { testid: "run-item-status" } });
+  const step = el("span", { dataset: { testid: "run-item-step" } });
+  const age = el("span", { class: "run-age" });
+  const a = el("a", { href: `#run=${id}`, class: "run-link" },
+    el("span", { class: "run-line1" }, name, status),
+    el("span", { class: "run-line2 muted" }, el("span", {}, `#${id}`), step, age));
+  const li = el("li", { class: "run-item", dataset: { testid: "run-item", runId: String(id) } }, a);
+  return { li, a, name, status, step, age };
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 
 function renderRunList() {
   const list = $("run-list");
   const runs = sortedRuns();
-  const items = runs.map((r) => {
+  const keep = new Set(runs.map((r) => r.id));
+  for (const [id, it] of runItems) {
+    if (!keep.has(id)) {
+      it.li.remove();
+      runItems.delete(id);
+    }
+  }
+  let prev = null;
+  for (const r of runs) {
+    let it = runItems.get(r.id);
+    if (!it) {
+      it = makeRunItem(r.id);
+      runItems.set(r.id, it);
+    }
     const selected = r.id === state.selected;
-    const a = el(
-      "a",
-      { href: `#run=${r.id}`, class: "run-link", "aria-current": selected ? "true" : null },
-      el("span", { class: "run-line1" },
-        el("span", { class: "run-name", dataset: { testid: "run-item-name" } }, r.name),
-        statusBadge(r.status, "run-item-status")),
-      el("span", { class: "run-line2 muted" },
-        el("span", {}, `#${r.id}`),
-        el("span", { dataset: { testid: "run-item-step" } }, r.step === null || r.step === undefined ? "no steps yet" : `step ${fmtInt(r.step)}`),
-        el("span", { class: "run-age" }, fmtAgo(r.updated_at))),
-    );
-    return el("li", { class: selected ? "run-item selected" : "run-item", dataset: { testid: "run-item", runId: String(r.id), status: r.status || "" } }, a);
-  });
-  list.replaceChildren(...items);
+    it.li.classList.toggle("selected", selected);
+    if (selected) it.a.setAttribute("aria-current", "true");
+    else it.a.removeAttribute("aria-current");
+    it.li.dataset.status = r.status || "";
+    setText(it.name, r.name);
+    it.name.title = r.name;
+    setText(it.status, r.status || "unknown");
+    it.status.className = `badge badge-${String(r.status || "unknown").replace(/[^a-z]/g, "")}`;
+    setText(it.step, r.step === null || r.step === undefined ? "no steps yet" : `step ${fmtInt(r.step)}`);
+    setText(it.age, fmtAgo(r.updated_at));
+    // keep DOM order = sorted order, moving nodes only when needed
+    const want = prev ? prev.nextSibling : list.firstChild;
+    if (want !== it.li) list.insertBefore(it.li, want);
+    prev = it.li;
+  }
   $("runs-empty").hidden = runs.length > 0;
   $("runs-count").textContent = runs.length ? String(runs.length) : "";
 }

@@ -1,0 +1,261 @@
+"""The page against the real server: a real ``gradwatch serve`` process, a
+simulated trainer speaking the real wire protocol, and headless Chromium.
+
+The simulated trainer runs in a background thread (websockets' sync client):
+it sends one StepRecord every ``interval`` seconds, acks every command at the
+step it is about to run, and reports its paused/running status, like the real
+callback does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from gradwatch.protocol import PROTOCOL_VERSION, TRAINER_PATH, dumps
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+XSS_NAME = "<img src=x onerror=alert(1)>"
+VARIABLES = ["mlp/dense/kernel", "mlp/dense/bias", "mlp/bn/gamma", "mlp/bn/beta", "mlp/out/kernel", "mlp/out/bias"]
+BN_LAYERS = ["mlp/bn"]
+
+
+class SimTrainer(threading.Thread):
+    """A stand-in for the Keras callback: hello, steps, acks, status."""
+
+    def __init__(self, server: Any, run_name: str, *, run_id: int | None = None, first_step: int = 0,
+                 n_steps: int | None = None, nan_steps: tuple[int, ...] = (), interval: float = 0.04,
+                 variables: list[str] | None = None) -> None:
+        super().__init__(daemon=True, name=f"sim-trainer-{run_name[:20]}")
+        self.url = server.ws_url + TRAINER_PATH
+        self.headers = server.headers
+        self.run_name = run_name
+        self.run_id = run_id
+        self.step = first_step
+        self.n_steps = n_steps
+        self.nan_steps = set(nan_steps)
+        self.interval = interval
+        self.variables = variables or VARIABLES
+        self.paused = False
+        self.clip = 1.0
+        self.commands: list[dict[str, Any]] = []  # as received
+        self.acks: list[dict[str, Any]] = []  # as sent
+        self.welcomed = threading.Event()
+        self.done = threading.Event()
+        self._halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def record(self, step: int) -> dict[str, Any]:
+        gn: list[float] = [10 ** (-1 + 0.4 * math.sin(step / 9 + i)) for i in range(len(self.variables))]
+        nan = [0] * len(self.variables)
+        if step in self.nan_steps:
+            nan[2] = 3
+            gn[2] = math.nan
+        g = math.sqrt(sum(x * x for x in gn if math.isfinite(x)))
+        return {
+            "step": step, "epoch": step // 50, "time": time.time(), "loss": 2.0 * math.exp(-step / 80), "lr": 1e-3,
+            "global_norm": g, "clip_mode": "global_norm", "clip_threshold": self.clip,
+            "clip_scale": min(1.0, self.clip / g), "clipped": g > self.clip, "steps_per_sec": 1 / self.interval,
+            "grad_norm": gn, "grad_nan": nan, "grad_inf": [0] * len(self.variables),
+            "bn": [[0.1, 0.0, 0.2, 0.01, 1.0 + 0.1 * math.sin(step / 7), 0.9, 1.1, 0.01]],
+        }
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as e:
+            self.error = e
+        finally:
+            self.done.set()
+
+    def _run(self) -> None:
+        with connect(self.url, additional_headers=self.headers, open_timeout=10) as ws:
+            hello: dict[str, Any] = {
+                "type": "hello", "protocol": PROTOCOL_VERSION, "run_name": self.run_name, "variables": self.variables,
+                "bn_layers": BN_LAYERS, "clip": {"mode": "global_norm", "threshold": self.clip},
+            }
+            if self.run_id is not None:
+                hello["run_id"] = self.run_id
+            ws.send(json.dumps(hello))
+            welcome = json.loads(ws.recv(timeout=10))
+            assert welcome["type"] == "welcome", welcome
+            self.run_id = welcome["run_id"]
+            self.welcomed.set()
+            sent = 0
+            while not self._halt.is_set():
+                self._handle_commands(ws)
+                if not self.paused:
+                    ws.send(dumps({"type": "steps", "records": [self.record(self.step)]}))
+                    self.step += 1
+                    sent += 1
+                    if self.n_steps is not None and sent >= self.n_steps:
+                        break
+                time.sleep(self.interval)
+
+    def _handle_commands(self, ws: Any) -> None:
+        while True:
+            try:
+                msg = json.loads(ws.recv(timeout=0))
+            except TimeoutError:
+                return
+            if msg.get("type") != "command":
+                continue
+            self.commands.append(msg)
+            cmd = msg["command"]
+            if cmd["type"] == "pause":
+                self.paused = True
+            elif cmd["type"] == "resume":
+                self.paused = False
+            elif cmd["type"] == "set_clip":
+                self.clip = float(cmd["threshold"])
+            ack = {"type": "ack", "id": msg["id"], "state": "applied", "applied_step": self.step}
+            ws.send(json.dumps(ack))
+            self.acks.append(ack)
+            ws.send(json.dumps({"type": "status", "state": "paused" if self.paused else "running", "step": self.step}))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(15)
+
+
+@pytest.fixture
+def trainers() -> Any:
+    started: list[SimTrainer] = []
+
+    def start(*args: Any, **kwargs: Any) -> SimTrainer:
+        t = SimTrainer(*args, **kwargs)
+        started.append(t)
+        t.start()
+        assert t.welcomed.wait(15), f"trainer not welcomed: {t.error!r}"
+        return t
+
+    yield start
+    for t in started:
+        t.stop()
+
+
+def login(page: Any, server: Any) -> None:
+    page.goto(f"{server.url}/login?token={server.token}")
+    page.wait_for_url(re.compile(re.escape(server.url) + r"/(#.*)?$"))
+    assert server.token not in page.url
+    page.wait_for_function("window.gradwatch && window.gradwatch.connected === true")
+
+
+def step_list(page: Any) -> list[int]:
+    return page.evaluate("window.gradwatch._debug.state.store ? window.gradwatch._debug.state.store.c.step : []")
+
+
+def test_live_dashboard_controls_nan_and_xss(gradwatch_server: Any, trainers: Any, browser_page: Any) -> None:
+    page = browser_page
+    srv = gradwatch_server()
+    trainer = trainers(srv, XSS_NAME, nan_steps=(25,))
+    run_id = trainer.run_id
+
+    login(page, srv)
+
+    # run list shows the run, its name as literal text
+    item = page.locator(f"[data-testid=run-item][data-run-id='{run_id}']")
+    item.wait_for()
+    assert item.locator("[data-testid=run-item-name]").text_content() == XSS_NAME
+    assert page.locator("[data-testid=run-list] img").count() == 0
+    item.locator("a").click()
+    page.wait_for_function(f"window.gradwatch.runId === {run_id}")
+    assert page.evaluate("location.hash") == f"#run={run_id}"
+    assert page.locator("[data-testid=run-name]").text_content() == XSS_NAME
+
+    # live steps arrive and reach the charts
+    page.wait_for_function("window.gradwatch.steps > 15")
+    before = page.evaluate("window.gradwatch.steps")
+    page.wait_for_function(f"window.gradwatch.steps >= {before + 10}")
+    page.wait_for_function(
+        "(() => { const d = document.querySelector('[data-testid=chart-heatmap]');"
+        " return d && d.data && d.data[0].z.length === 6 && d.data[0].z[0].length > 10; })()"
+    )
+    for testid in ("chart-global-norm", "chart-nonfinite", "chart-bn", "chart-loss-lr"):
+        n = page.evaluate(f"document.querySelector('[data-testid={testid}]').data[0].x.length")
+        assert n > 0, testid
+    steps, last = page.evaluate("[window.gradwatch._debug.state.store.c.step, window.gradwatch.lastStep]")
+    assert steps == sorted(set(steps)), "steps must be unique and in order"
+    assert last == steps[-1]
+
+    # the NaN at step 25 raises the banner and names the variable
+    banner = page.locator("[data-testid=nan-banner]")
+    banner.wait_for(state="visible")
+    assert "mlp/bn/gamma" in banner.text_content()
+    assert "25" in banner.text_content()
+
+    # Pause: posted, received by the trainer, acked, shown as applied at that step
+    page.locator("[data-testid=btn-pause]").click()
+    entry = page.locator("[data-testid=command-entry][data-type=pause]")
+    entry.wait_for()
+    page.wait_for_selector("[data-testid=command-entry][data-type=pause][data-state=applied]")
+    assert [c["command"]["type"] for c in trainer.commands] == ["pause"]
+    applied_step = trainer.acks[0]["applied_step"]
+    assert f"applied at step {applied_step}" in entry.text_content()
+    page.wait_for_function("document.querySelector('[data-testid=run-status]').textContent === 'paused'")
+
+    # set_clip: a 4xx is shown with the server's message; a valid one is applied
+    page.locator("[data-testid=clip-threshold]").fill("-2")
+    page.locator("[data-testid=clip-apply]").click()
+    err = page.locator("[data-testid=control-error]")
+    err.wait_for(state="visible")
+    assert "422" in err.text_content() and "threshold" in err.text_content()
+    page.locator("[data-testid=clip-mode]").select_option("global_norm")
+    page.locator("[data-testid=clip-threshold]").fill("0.25")
+    page.locator("[data-testid=clip-apply]").click()
+    page.wait_for_selector("[data-testid=command-entry][data-type=set_clip][data-state=applied]")
+    assert trainer.commands[-1]["command"] == {"type": "set_clip", "mode": "global_norm", "threshold": 0.25}
+    page.wait_for_function("document.querySelector('[data-testid=run-clip]').textContent.includes('0.25')")
+
+    # Resume: steps flow again
+    page.locator("[data-testid=btn-resume]").click()
+    page.wait_for_selector("[data-testid=command-entry][data-type=resume][data-state=applied]")
+    after = page.evaluate("window.gradwatch.steps")
+    page.wait_for_function(f"window.gradwatch.steps >= {after + 5}")
+
+    # a reload keeps the run (hash) and rebuilds the same history from REST without duplicates
+    page.reload()
+    page.wait_for_function(f"window.gradwatch.runId === {run_id} && window.gradwatch.steps > 0")
+    page.wait_for_function(f"window.gradwatch.steps >= {after + 5}")
+    steps = step_list(page)
+    assert steps == sorted(set(steps))
+    assert page.locator("[data-testid=command-entry]").count() == 3  # pause, set_clip, resume (the 422 made none)
+    page.locator("[data-testid=nan-banner]").wait_for(state="visible")
+
+    assert page.gradwatch_problems == [], page.gradwatch_problems
+    assert trainer.error is None, trainer.error
+
+
+def test_reconnects_after_server_restart_and_backfills(gradwatch_server: Any, trainers: Any,
+                                                       browser_page: Any) -> None:
+    page = browser_page
+    srv = gradwatch_server()
+    first = trainers(srv, "restart-me", n_steps=40, interval=0.02)
+    run_id = first.run_id
+    login(page, srv)
+    page.goto(f"{srv.url}/#run={run_id}")
+    page.wait_for_function("window.gradwatch.lastStep === 39")
+    first.stop()
+
+    srv.restart()  # SIGTERM, same port and database
+    # the trainer continues the run while the page may still be backing off
+    second = trainers(srv, "restart-me", run_id=run_id, first_step=40, n_steps=60, interval=0.02)
+    assert second.run_id == run_id
+    page.wait_for_function("window.gradwatch.connected === true", timeout=30_000)
+    page.wait_for_function("window.gradwatch.lastStep === 99", timeout=30_000)
+    steps = step_list(page)
+    assert steps == list(range(100)), "every step exactly once after the reconnect"
+    assert page.evaluate("window.gradwatch.steps") == 100
+    # the REST view agrees
+    m = httpx.get(f"{srv.url}/api/runs/{run_id}/metrics", headers=srv.headers, timeout=10).json()
+    assert m["step"] == list(range(100))
+    assert page.gradwatch_problems == [], page.gradwatch_problems
