@@ -18,8 +18,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                    help="where a generated token is written (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token); "
                         "the token itself comes from $GRADWATCH_TOKEN when set")
     p.add_argument("--allowed-host", action="append", default=None, metavar="NAME",
-                   help="Host header to accept; repeat for several. Replaces the default list "
-                        "(localhost, 127.0.0.1, ::1 and --host); '*' accepts any")
+                   help="Host header to accept; repeat for several. Replaces the default names "
+                        "(localhost, 127.0.0.1, ::1); the --host address stays allowed; '*' accepts any")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 

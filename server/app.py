@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,14 +36,21 @@ def _json(body: Any, status_code: int = 200) -> Response:
 
 
 def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """One readable sentence (where, what, the offending value) plus a JSON-safe error list."""
     parts, clean = [], []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        where = ".".join(loc) or "body"
         value = err.get("input")
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         msg = str(err.get("msg", "invalid"))
-        parts.append(f"{where}: {msg} (got {shown})")
+        if err.get("type") == "json_invalid":
+            loc, value = [], None
+            msg = f"the body is not valid JSON ({err.get('ctx', {}).get('error', 'decode error')})"
+        elif isinstance(value, float) and not math.isfinite(value):
+            msg = "must be a finite number"
+        msg = msg.removeprefix("Value error, ")
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        where = ".".join(loc) or "body"
+        parts.append(f"{where}: {msg}" + ("" if err.get("type") == "json_invalid" else f" (got {shown})"))
         safe = value if isinstance(value, (int, float, str, bool, type(None))) else shown
         clean.append({"loc": loc, "msg": msg, "input": safe})
     return "invalid request: " + "; ".join(parts), clean

@@ -26,7 +26,8 @@ class ServerConfig:
     ``token`` ``None`` means: use ``$GRADWATCH_TOKEN``, else generate one at start
     and write it to ``token_file`` (default ``tokens.default_token_file()``).
     ``allowed_hosts`` ``None`` means localhost, 127.0.0.1, ::1 and ``host``;
-    an explicit tuple replaces that list (``"*"`` allows any Host header).
+    an explicit tuple replaces the loopback names, the bind host stays allowed
+    (``"*"`` allows any Host header).
     """
 
     host: str = "127.0.0.1"
@@ -88,10 +89,10 @@ class ServerConfig:
 
     @property
     def effective_allowed_hosts(self) -> tuple[str, ...]:
-        if self.allowed_hosts is not None:
-            return self.allowed_hosts
-        extra = () if self.host.lower() in LOOPBACK_HOSTS else (self.host.lower(),)
-        return (*LOOPBACK_HOSTS, *extra)
+        """The Host names accepted: ``allowed_hosts`` (or the loopback names) plus the bind host itself."""
+        base = self.allowed_hosts if self.allowed_hosts is not None else LOOPBACK_HOSTS
+        host = self.host.lower()
+        return base if host in base else (*base, host)
 
     @property
     def is_loopback(self) -> bool:

@@ -14,6 +14,9 @@ The factory takes optional keyword arguments:
 * ``env``: extra environment variables for the server process;
 * ``db``: database path (default ``<tmp_path>/x.db``; pass another server's ``.db`` to share history).
 
+``shared_server`` is one already started ``ServerProcess`` per test module,
+for tests that only create their own runs and never stop or restart it.
+
 Each call starts one more server (own free port). Every server is stopped at
 teardown, whatever the test did. The returned ``ServerProcess`` has:
 
@@ -29,6 +32,7 @@ server points there), ``log_path`` / ``log()`` (the server's stdout+stderr),
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -152,13 +156,12 @@ class ServerProcess:
         return self.start()
 
 
-@pytest.fixture
-def gradwatch_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Factory: ``gradwatch_server(extra_args=None, env=None, db=None) -> ServerProcess`` (started, healthy)."""
+@contextlib.contextmanager
+def _server_factory(base: Path) -> Iterator[Callable[..., ServerProcess]]:
     servers: list[ServerProcess] = []
 
     def start(**kwargs: Any) -> ServerProcess:
-        srv = ServerProcess(tmp_path / f"server{len(servers)}", **kwargs)
+        srv = ServerProcess(base / f"server{len(servers)}", **kwargs)
         servers.append(srv)
         for attempt in range(3):  # the free port may be taken between probing and binding
             try:
@@ -169,6 +172,22 @@ def gradwatch_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
                 srv.port = free_port()
         raise AssertionError("unreachable")
 
-    yield start
-    for srv in servers:
-        srv.stop()
+    try:
+        yield start
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+@pytest.fixture
+def gradwatch_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: ``gradwatch_server(extra_args=None, env=None, db=None) -> ServerProcess`` (started, healthy)."""
+    with _server_factory(tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for a whole test module, for tests that only add their own runs (faster than one per test)."""
+    with _server_factory(tmp_path_factory.mktemp("shared")) as start:
+        yield start()
