@@ -107,7 +107,7 @@ def _count(grads: Sequence[Any], pred: Any) -> tf.Tensor:
 class GradientStats:
     """Holds the control variables and the stats buffer; ``process`` is traced into the step.
 
-    Build it eagerly (outside any ``tf.function``), e.g. in ``on_train_begin``.
+    Build it eagerly: outside any ``tf.function``, or under ``tf.init_scope()``.
     """
 
     def __init__(
@@ -124,7 +124,7 @@ class GradientStats:
         self.bn_layers = list(bn_layers)
         self.layout = Layout(len(self.variables), len(self.bn_layers))
         self.ring = max(1, int(ring))
-        self.loss_recorded = False  # set while tracing, once the step's loss is known
+        self.loss_recorded = False  # set while tracing: does the step know its loss?
         self.traces = 0  # how many times ``process`` was traced; a retrace would show here
         self.clip_mode = tf.Variable(CLIP_MODE_IDS[clip_mode], dtype=tf.int32, trainable=False, name="gw_clip_mode")
         # A threshold <= 0 means "measure, clip nothing".
@@ -136,7 +136,6 @@ class GradientStats:
             trainable=False,
             name="gw_stats",
         )
-        self.loss = tf.Variable(np.nan, dtype=tf.float32, trainable=False, name="gw_loss")
         self.weights_suspect = tf.Variable(False, trainable=False, name="gw_weights_suspect")
         bn_sizes = [int(np.prod(layer.moving_mean.shape)) for layer in self.bn_layers]
         self._bn_segments = tf.constant(np.repeat(np.arange(len(bn_sizes)), bn_sizes), tf.int32)
@@ -162,31 +161,20 @@ class GradientStats:
 
     # ------------------------------------------------------------------ graph side
 
-    def record_loss(self, loss: Any) -> None:
-        """Remember this step's loss for ``process`` (traced where the train step scales its loss)."""
-        self.loss.assign(tf.cast(tf.reduce_mean(loss), tf.float32))
-        self.loss_recorded = True
-
     def process(self, grads: Sequence[Any], step: Any, lr: Any, loss: Any = None, report_every: int = 1) -> list[Any]:
         """Clip ``grads`` under the live setting, record the step's statistics, return clipped grads.
 
-        ``loss`` may be given directly (hand-written loops); otherwise the value
-        seen by ``record_loss`` in this step is used, if any. A step with no
-        known loss records NaN there and judges health by the gradients alone.
+        A step with no known ``loss`` records NaN there and judges health by
+        the gradients alone.
         """
         self.traces += 1
         grads = list(grads)
         sq = _sq_norms(grads)
         norms = tf.sqrt(sq)
         gnorm = tf.sqrt(tf.reduce_sum(sq))
-        if loss is not None:
-            loss = tf.cast(tf.reduce_mean(loss), tf.float32)
-            self.loss_recorded = True
-        elif self.loss_recorded:
-            loss = self.loss.read_value()
         known_loss = loss is not None
-        if loss is None:
-            loss = tf.constant(np.nan, tf.float32)
+        self.loss_recorded = known_loss
+        loss = tf.cast(tf.reduce_mean(loss), tf.float32) if known_loss else tf.constant(np.nan, tf.float32)
         loss_bad = tf.logical_not(tf.math.is_finite(loss)) if known_loss else tf.constant(False)
         healthy = tf.math.is_finite(gnorm) & ~loss_bad
         zeros = tf.zeros_like(norms)

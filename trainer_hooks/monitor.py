@@ -84,11 +84,13 @@ class GradientMonitor(keras.callbacks.Callback):
         self.session: RunSession | None = None
         self.stats: GradientStats | None = None
         self._hook: OptimizerHook | None = None
-        self._warned = False
+        self._clip: tuple[str, float | None] = (clip_mode, clip_threshold)
+        self._disabled = False
 
     # ------------------------------------------------------------------ Keras hooks
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.session, self.stats, self._disabled = None, None, False
         try:
             self._begin()
         except Exception as err:
@@ -99,12 +101,16 @@ class GradientMonitor(keras.callbacks.Callback):
         self._last_batch = -1
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        session = self.session
-        if session is None:
+        if self._hook is None:
             return
         self._steps += batch - self._last_batch
         self._last_batch = batch
         try:
+            session = self.session
+            if session is None:
+                if self._hook.stats is None or self._disabled:
+                    return
+                session = self.session = self._start_session(self._hook.stats)
             loss = logs.get("loss") if logs else None
             if session.after_steps(self._steps, self._epoch, loss if isinstance(loss, float) else None):
                 self.model.stop_training = True
@@ -136,21 +142,35 @@ class GradientMonitor(keras.callbacks.Callback):
                     f"{threshold} ({mode}) instead, and the optimizer's own clipping is switched off for this run",
                     stacklevel=3,
                 )
-        spe = int(getattr(model, "steps_per_execution", 1) or 1)
-        self.stats = GradientStats(
-            model.trainable_variables, find_batchnorm_layers(model), mode, threshold, ring=max(spe, 1)
-        )
-        self.session = RunSession(
-            stats=self.stats,
+        self._clip = (mode, threshold)
+        ring = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
+
+        def make_stats(variables: list[Any]) -> GradientStats:
+            # Runs while the first step is traced: the model is built by then.
+            return GradientStats(variables, find_batchnorm_layers(model), mode, threshold, ring=ring)
+
+        self._hook = OptimizerHook(optimizer, make_stats, self.every)
+        self._hook.install()
+        # fit() built its step function before on_train_begin; rebuild it so the
+        # trace (which happens on the first step) goes through the hook.
+        model.make_train_function(force=True)
+        self._steps = int(optimizer.iterations.numpy())
+        self._epoch, self._last_batch = 0, -1
+
+    def _start_session(self, stats: GradientStats) -> RunSession:
+        model = self.model
+        self.stats = stats
+        session = RunSession(
+            stats=stats,
             run_name=self.run_name or default_run_name(model),
             server=self.server,
             token=resolve_token(self.token),
             every=self.every,
-            clip_mode=mode,
-            clip_threshold=threshold,
+            clip_mode=self._clip[0],
+            clip_threshold=self._clip[1],
             meta={
                 "model": model.name,
-                "optimizer": type(optimizer).__name__,
+                "optimizer": type(model.optimizer).__name__,
                 "keras": keras.__version__,
                 "tensorflow": tf.__version__,
             },
@@ -158,14 +178,8 @@ class GradientMonitor(keras.callbacks.Callback):
             flush_timeout=self.flush_timeout,
             transport_options=self.transport_options,
         )
-        self._hook = OptimizerHook(optimizer, self.stats, self.every)
-        self._hook.install()
-        # fit() built its step function before on_train_begin; rebuild it so the
-        # trace (which happens on the first step) goes through the hook.
-        model.make_train_function(force=True)
-        self._steps = int(optimizer.iterations.numpy())
-        self._epoch, self._last_batch = 0, -1
-        self.session.start()
+        session.start()
+        return session
 
     def _unhook(self) -> None:
         if self._hook is not None:
@@ -176,8 +190,8 @@ class GradientMonitor(keras.callbacks.Callback):
             self.model.train_function = None
 
     def _disable(self, reason: str) -> None:
-        if not self._warned:
-            self._warned = True
+        if not self._disabled:
+            self._disabled = True
             warnings.warn(f"gradwatch: {reason}; training continues without monitoring", RuntimeWarning, stacklevel=3)
         session, self.session = self.session, None
         if session is not None:

@@ -4,12 +4,19 @@ Keras callbacks never see gradients, but ``fit`` traces its train step after
 ``on_train_begin``: wrapping the optimizer's ``apply`` (and ``scale_loss``, to
 see the step's loss) on the instance there puts the statistics and the live
 clipping inside the compiled step. Nothing is patched on any class.
+
+With the TensorFlow backend a model may only be built (its variables created)
+while that first step is traced, so ``GradientStats`` is created lazily, on
+the first ``apply``, under ``tf.init_scope()``: its variables are made eagerly
+and the gradients' variables are known by then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import tensorflow as tf
 
 from .graph_stats import GradientStats
 
@@ -26,14 +33,20 @@ def optimizer_clipping(optimizer: Any) -> tuple[str, float] | None:
 
 
 class OptimizerHook:
-    """Install with ``install()``, undo with ``uninstall()``; constructing it changes nothing."""
+    """Install with ``install()``, undo with ``uninstall()``; constructing it changes nothing.
 
-    def __init__(self, optimizer: Any, stats: GradientStats, every: int = 1) -> None:
+    ``make_stats(variables)`` builds the ``GradientStats`` for the variables of
+    the first update; ``stats`` is ``None`` until then.
+    """
+
+    def __init__(self, optimizer: Any, make_stats: Callable[[list[Any]], GradientStats], every: int = 1) -> None:
         self.optimizer = optimizer
-        self.stats = stats
+        self.make_stats = make_stats
         self.every = every
+        self.stats: GradientStats | None = None
         self._saved_clip: dict[str, Any] = {}
-        self._index = {id(v): i for i, v in enumerate(stats.variables)}
+        self._index: dict[int, int] = {}
+        self._loss: Any = None  # the loss tensor of the step being traced
 
     def install(self) -> None:
         opt = self.optimizer
@@ -50,7 +63,7 @@ class OptimizerHook:
             return original_apply(self.route(list(grads), variables), trainable_variables)
 
         def scale_loss(loss: Any) -> Any:
-            self.stats.record_loss(loss)
+            self._loss = loss
             return original_scale_loss(loss)
 
         opt.apply = apply
@@ -66,6 +79,13 @@ class OptimizerHook:
 
     def route(self, grads: list[Any], variables: Sequence[Any], loss: Any = None) -> list[Any]:
         """Clip and measure ``grads`` (in ``variables`` order); returns them in the same order."""
+        if self.stats is None:
+            with tf.init_scope():
+                self.stats = self.make_stats(list(variables))
+            self._index = {id(v): i for i, v in enumerate(self.stats.variables)}
+        if loss is None and self._loss is not None and _same_graph(self._loss, grads):
+            loss = self._loss
+        self._loss = None
         full: list[Any] = [None] * len(self.stats.variables)
         positions = []
         for g, v in zip(grads, variables):
@@ -77,3 +97,9 @@ class OptimizerHook:
             full, self.optimizer.iterations, self.optimizer.learning_rate, loss=loss, report_every=self.every
         )
         return [g if i is None else clipped[i] for g, i in zip(grads, positions)]
+
+
+def _same_graph(tensor: Any, grads: list[Any]) -> bool:
+    """True when ``tensor`` belongs to the graph (or eager context) the gradients live in."""
+    g = next((g for g in grads if g is not None), None)
+    return g is None or getattr(tensor, "graph", None) is getattr(g, "graph", None)

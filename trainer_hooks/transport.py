@@ -15,7 +15,6 @@ Acknowledgements and status changes are small and rare: they are never dropped.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import threading
 import time
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from gradwatch.protocol import (
@@ -156,33 +155,37 @@ class Transport:
     def _run(self) -> None:
         backoff = 0.2
         while not self._stop:
-            if self._ws is None:
-                try:
-                    self._connect()
-                    backoff = 0.2
-                except PermanentError as err:
-                    self._fail(str(err))
-                    return
-                except Exception as err:
+            handshake_done = False
+            try:
+                with self._open() as ws:
+                    self._handshake(ws)
+                    handshake_done, backoff = True, 0.2
+                    while not self._stop:
+                        self._send_pending(ws)
+            except PermanentError as err:
+                self._fail(str(err))
+                return
+            except Exception as err:
+                if handshake_done:
+                    log.info("gradwatch: connection to %s lost (%s); reconnecting", self.url, err)
+                else:
                     self._warn(
                         f"gradwatch: cannot reach the server at {self.url} ({err}); training continues, "
                         f"reports are buffered (up to {self.max_buffer_bytes // 2**20} MiB) and sent on reconnect"
                     )
-                    with self._cond:
-                        self._cond.wait_for(lambda: self._stop, timeout=backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-            try:
-                self._send_pending()
-            except Exception as err:
-                log.info("gradwatch: connection lost (%s); reconnecting", err)
-                self._disconnect()
-        self._disconnect()
+            finally:
+                with self._cond:
+                    self._ws = None
+                    self.connected.clear()
+            if not self._stop:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stop, timeout=backoff)
+                backoff = min(backoff * 2, 5.0)
 
-    def _connect(self) -> None:
+    def _open(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         try:
-            ws = self._connect_fn(
+            return self._connect_fn(
                 self.url,
                 additional_headers=headers,
                 open_timeout=self._connect_timeout,
@@ -199,33 +202,31 @@ class Transport:
                     "to the token `gradwatch serve` printed"
                 ) from err
             raise
+
+    def _handshake(self, ws: ClientConnection) -> None:
         try:
             ws.send(self._hello(self.run_id).model_dump_json())
             reply = parse_server_message(ws.recv(timeout=self._connect_timeout))
-        except WebSocketException as err:
-            rcvd = getattr(err, "rcvd", None)
-            ws.close()
+        except ConnectionClosed as err:
+            rcvd = err.rcvd
             if rcvd is not None and rcvd.code in _PERMANENT_CLOSE:
                 raise PermanentError(f"the server refused this trainer: {rcvd.reason} (code {rcvd.code})") from err
             raise
-        except (TimeoutError, ValidationError):
-            ws.close()
-            raise
         if not isinstance(reply, Welcome) or reply.protocol != PROTOCOL_VERSION:
-            ws.close()
             raise PermanentError(f"unexpected handshake reply from {self.url}: {reply!r}")
-        if self.run_id is not None and self._warned:
+        if self.run_id is not None:
             log.warning("gradwatch: reconnected to %s", self.url)
         self.run_id = reply.run_id
-        self._ws = ws
+        with self._cond:
+            self._ws = ws
         self.connected.set()
         threading.Thread(target=self._receive, args=(ws,), name="gradwatch-receiver", daemon=True).start()
 
-    def _send_pending(self) -> None:
-        ws = self._ws
-        assert ws is not None
+    def _send_pending(self, ws: ClientConnection) -> None:
         with self._cond:
             self._cond.wait_for(lambda: self._pending() or self._stop or self._ws is None, timeout=0.5)
+            if self._ws is None:
+                raise ConnectionError("the receiver saw the connection close")
             control = list(self._control)
             gap = self._gap
             batch = [self._records[i] for i in range(min(MAX_BATCH, len(self._records)))]
@@ -267,14 +268,6 @@ class Transport:
                     self._ws = None
                     self.connected.clear()
                 self._cond.notify_all()
-
-    def _disconnect(self) -> None:
-        with self._cond:
-            ws, self._ws = self._ws, None
-            self.connected.clear()
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                ws.close()
 
     def _fail(self, reason: str) -> None:
         self._warn(f"gradwatch: {reason}; monitoring is off for this run, training continues")

@@ -115,6 +115,29 @@ def monitor_for(server: Any, **kwargs: Any) -> GradientMonitor:
     return GradientMonitor(server=server.url, token=server.token, flush_timeout=10, **kwargs)
 
 
+class TraceSpy(keras.callbacks.Callback):
+    """Records how often the monitored step was traced by the end of the first step.
+
+    TensorFlow may trace a function twice during its very first call (when the
+    first trace creates variables, e.g. SGD momentum slots); what matters is
+    that nothing traces it again afterwards, whatever is changed mid-run.
+    """
+
+    def __init__(self, monitor: GradientMonitor) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.after_first_step: int | None = None
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        if self.after_first_step is None and self.monitor.stats is not None:
+            self.after_first_step = self.monitor.stats.traces
+
+    def assert_no_retrace(self) -> None:
+        assert self.monitor.stats is not None and self.after_first_step is not None
+        assert 1 <= self.after_first_step <= 2
+        assert self.monitor.stats.traces == self.after_first_step
+
+
 @pytest.mark.parametrize("build", [sequential, functional, Subclassed], ids=["sequential", "functional", "subclassed"])
 @pytest.mark.parametrize(
     "make_optimizer",
@@ -125,7 +148,8 @@ def test_fit_streams_every_variable_and_batchnorm(server: Any, build: Any, make_
     x, y = data()
     model = compiled(build, make_optimizer())
     mon = monitor_for(server, run_name="integration")
-    model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, callbacks=[mon])
+    spy = TraceSpy(mon)
+    model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, callbacks=[mon, spy])
     steps = 2 * len(x) // BATCH
     api = Api(server)
     run = api.only_run()
@@ -145,7 +169,7 @@ def test_fit_streams_every_variable_and_batchnorm(server: Any, build: Any, make_
     assert len(bn["moving_mean"]) == steps
     # BatchNorm trained in fit: its moving statistics leave their initial values.
     assert decode_float(bn["moving_variance"][-1]) != pytest.approx(1.0, abs=1e-3)
-    assert mon.stats is not None and mon.stats.traces == 1
+    spy.assert_no_retrace()
 
 
 def test_reported_norms_match_an_independent_computation(server: Any) -> None:
@@ -180,7 +204,11 @@ def test_nan_inputs_are_counted(server: Any) -> None:
     totals = [sum(series[i] for series in m["nonfinite"].values()) for i in range(len(m["step"]))]
     assert all(t == 0 for t in totals[:first_bad])
     assert totals[first_bad] > 0
-    assert m["loss_nonfinite"][first_bad]
+    assert not math.isfinite(decode_float(m["global_norm"][first_bad]))
+    # ReLU turns the NaN activations into zeros, so the loss stays finite, but the
+    # kernel's gradient is NaN and the update poisons the weights (as in the seed case).
+    assert m["weight_nonfinite"][first_bad] == 0
+    assert m["weight_nonfinite"][first_bad + 1] > 0
 
 
 def test_optimizer_clipping_is_adopted_and_restored(server: Any) -> None:
@@ -209,11 +237,12 @@ def test_pause_resume_and_live_clip_change(server: Any) -> None:
     x, y = data(n=256)
     model = compiled(sequential)
     mon = monitor_for(server, clip_threshold=100.0)
+    spy = TraceSpy(mon)
     errors: list[BaseException] = []
 
     def train() -> None:
         try:
-            model.fit(x, y, batch_size=BATCH, epochs=1000, verbose=0, callbacks=[mon])
+            model.fit(x, y, batch_size=BATCH, epochs=1000, verbose=0, callbacks=[mon, spy])
         except BaseException as err:
             errors.append(err)
 
@@ -253,8 +282,8 @@ def test_pause_resume_and_live_clip_change(server: Any) -> None:
     applied = clip["applied_step"]
     by_step = dict(zip(m["step"], m["clip_threshold"]))
     assert all(t == 100.0 for s, t in by_step.items() if s < applied)
-    assert all(t == 0.05 for s, t in by_step.items() if s >= applied)
-    assert mon.stats is not None and mon.stats.traces == 1  # the threshold change did not retrace
+    assert all(t == pytest.approx(0.05) for s, t in by_step.items() if s >= applied)  # float32 in-graph
+    spy.assert_no_retrace()  # the threshold change did not retrace the step
     assert api.get(f"/api/runs/{run_id}")["status"] == "finished"
 
 
