@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -109,7 +110,13 @@ class GradwatchServer:
             raise RuntimeError("already started")
         server = self._uvicorn()
         self._server = server
-        thread = threading.Thread(target=server.run, name="gradwatch-server", daemon=True)
+
+        def run() -> None:
+            # uvicorn exits with SystemExit when it cannot bind; start() reports that itself.
+            with contextlib.suppress(SystemExit):
+                server.run()
+
+        thread = threading.Thread(target=run, name="gradwatch-server", daemon=True)
         self._thread = thread
         thread.start()
         deadline = time.monotonic() + timeout
