@@ -216,6 +216,9 @@ async function syncRun() {
   const seq = ++state.syncSeq;
   state.buffering = true;
   state.buffer = [];
+  // While the first connection is being made, wait for it: onOpen subscribes
+  // and then fetches. If it fails, onState falls back to REST alone.
+  if (!live.connected && live.firstAttemptPending) return;
   live.send({ type: "subscribe", run_id: id }); // FIRST, so nothing falls between REST and live
   try {
     const detail = await getJSON(`/api/runs/${id}`);
@@ -494,6 +497,8 @@ function onMessage(msg) {
       if (msg.run_id !== state.selected || !Array.isArray(msg.records)) break;
       if (state.buffering || !state.store) {
         state.buffer.push(...msg.records);
+        // bound memory if REST never answers; the next sync backfills from REST anyway
+        if (state.buffer.length > 50000) state.buffer.splice(0, state.buffer.length - 50000);
         break;
       }
       let kept = 0;
@@ -527,13 +532,36 @@ function maybeAutoSelect() {
   selectRun(first.id);
 }
 
+// The websocket is down: show what REST has meanwhile (once per outage).
+let restFallbackDone = false;
+function restFallback() {
+  if (restFallbackDone) return;
+  restFallbackDone = true;
+  if (state.selected !== null && !state.store) syncRun();
+  if (state.runs.size === 0) {
+    getJSON("/api/runs").then((runs) => {
+      for (const r of runs || []) upsertRun(r);
+      maybeAutoSelect();
+    }).catch((e) => {
+      if (e.status === 401 || e.status === 403) {
+        $("placeholder-text").textContent =
+          "Not signed in: open the login link printed by `gradwatch serve` (it sets a cookie; the token never goes in page URLs).";
+      }
+    });
+  }
+}
+
 const live = new LiveSocket({
   onOpen: () => {
+    restFallbackDone = false;
     // New socket: (re)subscribe and backfill from REST since the last step seen.
     if (state.selected !== null) syncRun();
   },
   onMessage,
-  onState: setConn,
+  onState: (s) => {
+    setConn(s);
+    if (s.state === "reconnecting") restFallback();
+  },
   onFatal: showFatal,
 });
 
@@ -544,15 +572,7 @@ function start() {
     showFatal("plotly.min.js did not load from /static/plotly.min.js; charts cannot be drawn. Is the gradwatch server installed with its [server] extras?");
   }
   const id = runIdFromHash();
-  if (id !== null) selectRun(id);
-  else getJSON("/api/runs").then((runs) => {
-    for (const r of runs || []) upsertRun(r);
-    maybeAutoSelect();
-  }).catch((e) => {
-    if (e.status === 401 || e.status === 403) {
-      $("placeholder-text").textContent = "Not signed in: open the login link printed by `gradwatch serve` (it sets a cookie; the token never goes in page URLs).";
-    }
-  });
+  if (id !== null) selectRun(id); // fetches once the socket is up (or has failed)
   live.connect();
 }
 

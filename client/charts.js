@@ -11,6 +11,7 @@ const Plotly = new Proxy({}, { get: (_, k) => window.Plotly[k] });
 export const MAX_POINTS = 5000; // points per line trace kept on screen
 const MAX_HEAT_CELLS = 1_500_000;
 const MAX_NAN_MARKERS = 4000;
+const MIN_FLUSH_MS = 150;
 
 const PALETTE = ["#4361ee", "#f77f00", "#2a9d8f", "#e63946", "#7b2cbf", "#588157", "#d4a017", "#0096c7", "#c9184a", "#6c757d"];
 const INK = "#1f2733";
@@ -99,12 +100,27 @@ export class Charts {
     this.hooks = hooks; // {onStats(store)}
     this.store = null;
     this.raf = 0;
+    this.timer = 0;
+    this.lastFlush = 0;
     this.rendered = 0; // absolute store index rendered into the line charts
     this.heatRendered = 0;
     this.heat = null;
     this.lastHeatDraw = 0;
     this.heatCost = 0;
     this.needsFull = true;
+    this.visible = {};
+    this.stale = {};
+    const keyOf = new Map(Object.entries(divs).map(([k, d]) => [d, k]));
+    const io = typeof IntersectionObserver === "function"
+      ? new IntersectionObserver((entries) => {
+        for (const e of entries) this.visible[keyOf.get(e.target)] = e.isIntersecting;
+        this.schedule();
+      }, { rootMargin: "200px" })
+      : null;
+    for (const [k, d] of Object.entries(divs)) {
+      this.visible[k] = true; // until the observer says otherwise
+      if (io) io.observe(d);
+    }
   }
 
   attach(store) {
@@ -116,7 +132,9 @@ export class Charts {
   reset() {
     this.store = null;
     if (this.raf) cancelAnimationFrame(this.raf);
+    clearTimeout(this.timer);
     this.raf = 0;
+    this.timer = 0;
     this.heat = null;
     for (const d of Object.values(this.divs)) {
       if (d && d._gwPlotted) {
@@ -127,10 +145,22 @@ export class Charts {
   }
 
   /** Ask for a render on the next animation frame (coalesces any number of calls). */
+  // Renders are also spaced by MIN_FLUSH_MS so a fast trainer does not keep
+  // the page busy redrawing: at most ~6 updates a second, each batching
+  // every record that arrived since the previous one.
   schedule() {
-    if (this.raf || !this.store) return;
+    if (this.raf || this.timer || !this.store) return;
+    const wait = MIN_FLUSH_MS - (performance.now() - this.lastFlush);
+    if (wait > 0) {
+      this.timer = setTimeout(() => {
+        this.timer = 0;
+        this.schedule();
+      }, wait);
+      return;
+    }
     this.raf = requestAnimationFrame(() => {
       this.raf = 0;
+      this.lastFlush = performance.now();
       try {
         this.flush();
       } catch (e) {
@@ -152,19 +182,21 @@ export class Charts {
       this.fullRender();
       return;
     }
+    this.refreshStale();
     if (s.end > this.rendered) {
       const from = this.rendered - s.base;
       const to = s.length;
       this.extendLines(from, to);
       this.rendered = s.end;
     }
-    this.maybeDrawHeat();
+    if (this.visible.heatmap) this.maybeDrawHeat();
     if (this.hooks.onStats) this.hooks.onStats(s);
   }
 
   fullRender() {
     const s = this.store;
     this.needsFull = false;
+    this.stale = {};
     const from = Math.max(0, s.length - MAX_POINTS);
     this.drawGlobal(from);
     this.drawLossLr(from);
@@ -206,19 +238,37 @@ export class Charts {
     };
   }
 
+  // Line charts scrolled out of view are not touched; they are marked stale
+  // and redrawn from the store once they scroll back into view.
   extendLines(from, to) {
     const d = this._lineSeries(from, to);
-    const n = d.x.length;
-    if (!n) return;
+    if (!d.x.length) return;
     const xs = (k) => Array.from({ length: k }, () => d.x);
-    Plotly.extendTraces(this.divs.global, { x: xs(4), y: [d.gnorm, d.thr, d.scale, d.share] }, [0, 1, 2, 3], MAX_POINTS);
-    Plotly.extendTraces(this.divs.losslr, { x: xs(2), y: [d.loss, d.lr] }, [0, 1], MAX_POINTS);
-    Plotly.extendTraces(this.divs.nonfinite, { x: xs(2), y: [d.nfTotal, d.wnf] }, [0, 1], MAX_POINTS);
     const L = this.store.L;
-    if (L > 0) {
-      const idx = [];
-      for (let i = 0; i < 2 * L; i++) idx.push(i);
-      Plotly.extendTraces(this.divs.bn, { x: xs(2 * L), y: [...d.bnMean, ...d.bnVar] }, idx, MAX_POINTS);
+    const bnIdx = [];
+    for (let i = 0; i < 2 * L; i++) bnIdx.push(i);
+    const jobs = {
+      global: () => Plotly.extendTraces(this.divs.global, { x: xs(4), y: [d.gnorm, d.thr, d.scale, d.share] }, [0, 1, 2, 3], MAX_POINTS),
+      losslr: () => Plotly.extendTraces(this.divs.losslr, { x: xs(2), y: [d.loss, d.lr] }, [0, 1], MAX_POINTS),
+      nonfinite: () => Plotly.extendTraces(this.divs.nonfinite, { x: xs(2), y: [d.nfTotal, d.wnf] }, [0, 1], MAX_POINTS),
+      bn: () => L > 0 && Plotly.extendTraces(this.divs.bn, { x: xs(2 * L), y: [...d.bnMean, ...d.bnVar] }, bnIdx, MAX_POINTS),
+    };
+    for (const [key, job] of Object.entries(jobs)) {
+      if (!this.visible[key]) this.stale[key] = true;
+      else if (!this.stale[key]) job();
+    }
+  }
+
+  /** Redraw, from the store, line charts that came back into view. */
+  refreshStale() {
+    const from = Math.max(0, this.store.length - MAX_POINTS);
+    const draw = { global: () => this.drawGlobal(from), losslr: () => this.drawLossLr(from),
+      nonfinite: () => this.drawNonfinite(from), bn: () => this.drawBn(from) };
+    for (const key of Object.keys(draw)) {
+      if (this.stale[key] && this.visible[key]) {
+        this.stale[key] = false;
+        draw[key]();
+      }
     }
   }
 
@@ -411,8 +461,8 @@ export class Charts {
   maybeDrawHeat() {
     if (!this.heat || this.heatRendered >= this.store.end) return;
     const now = performance.now();
-    // Adaptive throttle: a big heatmap that takes t ms to draw waits 3t between draws.
-    if (now - this.lastHeatDraw < 3 * this.heatCost) {
+    // Adaptive throttle: at most 5 heatmap draws a second, and a big heatmap that takes t ms waits 4t.
+    if (now - this.lastHeatDraw < Math.max(200, 4 * this.heatCost)) {
       this.schedule();
       return;
     }

@@ -21,6 +21,12 @@ export class LiveSocket {
     this.timer = 0;
     this.ready = false; // hello received and accepted
     this.stopped = false;
+    this.everConnected = false;
+  }
+
+  /** True while the very first connection attempt is still under way. */
+  get firstAttemptPending() {
+    return !this.everConnected && this.attempt === 0 && !this.stopped;
   }
 
   url() {
@@ -68,6 +74,7 @@ export class LiveSocket {
           return;
         }
         this.ready = true;
+        this.everConnected = true;
         this.attempt = 0;
         this.h.onState({ state: "connected" });
         this.h.onOpen();

@@ -258,4 +258,6 @@ def test_reconnects_after_server_restart_and_backfills(gradwatch_server: Any, tr
     # the REST view agrees
     m = httpx.get(f"{srv.url}/api/runs/{run_id}/metrics", headers=srv.headers, timeout=10).json()
     assert m["step"] == list(range(100))
-    assert page.gradwatch_problems == [], page.gradwatch_problems
+    # while the server was down the browser logged refused connections; nothing else may fail
+    problems = [p for p in page.gradwatch_problems if "ERR_CONNECTION_REFUSED" not in p]
+    assert problems == [], problems
