@@ -7,7 +7,7 @@ import math
 import os
 import socket
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
@@ -17,6 +17,9 @@ from gradwatch.tokens import resolve_token
 from .graph_stats import GradientStats
 from .optimizer_hook import OptimizerHook, optimizer_clipping
 from .session import RunSession, trainer_ws_url, validate_clip
+
+if TYPE_CHECKING:
+    from .watch import Watch
 
 
 def find_batchnorm_layers(model: Any) -> list[Any]:
@@ -130,7 +133,23 @@ class GradientMonitor(keras.callbacks.Callback):
 
     def _begin(self) -> None:
         model = self.model
-        optimizer = model.optimizer
+        ring = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
+        self._hook = self.new_hook(model, model.optimizer, ring)
+        self._hook.install()
+        # fit() built its step function before on_train_begin; rebuild it so the
+        # trace (which happens on the first step) goes through the hook.
+        model.make_train_function(force=True)
+        self._steps = int(model.optimizer.iterations.numpy())
+        self._epoch, self._last_batch = 0, -1
+
+    def _start_session(self, stats: GradientStats) -> RunSession:
+        self.stats = stats
+        return self.new_session(self.model, self.model.optimizer, stats)
+
+    # ------------------------------------------------------------------ shared with Watch
+
+    def new_hook(self, model: Any, optimizer: Any, ring: int = 1) -> OptimizerHook:
+        """An (uninstalled) hook whose statistics cover ``model`` and clip as configured."""
         mode, threshold = self.clip_mode, self.clip_threshold
         adopted = optimizer_clipping(optimizer)
         if adopted is not None:
@@ -140,26 +159,18 @@ class GradientMonitor(keras.callbacks.Callback):
                 warnings.warn(
                     f"gradwatch: the optimizer clips with {adopted[0]}={adopted[1]}; using clip_threshold="
                     f"{threshold} ({mode}) instead, and the optimizer's own clipping is switched off for this run",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
         self._clip = (mode, threshold)
-        ring = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
 
         def make_stats(variables: list[Any]) -> GradientStats:
             # Runs while the first step is traced: the model is built by then.
             return GradientStats(variables, find_batchnorm_layers(model), mode, threshold, ring=ring)
 
-        self._hook = OptimizerHook(optimizer, make_stats, self.every)
-        self._hook.install()
-        # fit() built its step function before on_train_begin; rebuild it so the
-        # trace (which happens on the first step) goes through the hook.
-        model.make_train_function(force=True)
-        self._steps = int(optimizer.iterations.numpy())
-        self._epoch, self._last_batch = 0, -1
+        return OptimizerHook(optimizer, make_stats, self.every)
 
-    def _start_session(self, stats: GradientStats) -> RunSession:
-        model = self.model
-        self.stats = stats
+    def new_session(self, model: Any, optimizer: Any, stats: GradientStats) -> RunSession:
+        """A started session streaming ``stats`` of ``model``."""
         session = RunSession(
             stats=stats,
             run_name=self.run_name or default_run_name(model),
@@ -170,7 +181,7 @@ class GradientMonitor(keras.callbacks.Callback):
             clip_threshold=self._clip[1],
             meta={
                 "model": model.name,
-                "optimizer": type(model.optimizer).__name__,
+                "optimizer": type(optimizer).__name__,
                 "keras": keras.__version__,
                 "tensorflow": tf.__version__,
             },
@@ -180,6 +191,12 @@ class GradientMonitor(keras.callbacks.Callback):
         )
         session.start()
         return session
+
+    def watch(self, model: Any, optimizer: Any) -> Watch:
+        """Monitor a hand-written ``tf.GradientTape`` loop; see ``Watch``."""
+        from .watch import Watch
+
+        return Watch(self, model, optimizer)
 
     def _unhook(self) -> None:
         if self._hook is not None:

@@ -48,13 +48,17 @@ class OptimizerHook:
         self._index: dict[int, int] = {}
         self._loss: Any = None  # the loss tensor of the step being traced
 
-    def install(self) -> None:
+    def take_over_clipping(self) -> None:
+        """Switch the optimizer's own clipping off (the monitor clips now); ``uninstall`` restores it."""
         opt = self.optimizer
-        # The monitor clips from now on: the optimizer's own clipping is switched
-        # off so gradients are never clipped twice; uninstall() restores it.
         self._saved_clip = {attr: getattr(opt, attr, None) for attr in _CLIP_ATTRS}
         for attr in _CLIP_ATTRS:
             setattr(opt, attr, None)
+
+    def install(self) -> None:
+        """Route the optimizer's ``apply`` (as ``fit`` calls it) through the statistics."""
+        opt = self.optimizer
+        self.take_over_clipping()
         original_apply = opt.apply
         original_scale_loss = opt.scale_loss
 

@@ -1,0 +1,101 @@
+"""``Watch``: the one-line hook for hand-written ``tf.GradientTape`` loops.
+
+    with monitor.watch(model, optimizer) as watch:
+        for x, y in dataset:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            watch.apply_gradients(grads, model.trainable_variables, loss=loss)
+            if watch.stop_requested:
+                break
+
+``apply_gradients`` replaces ``optimizer.apply_gradients(zip(grads, vars))``
+and runs the same in-graph statistics and live clipping as the callback.
+Called eagerly, it runs them in a compiled function of its own; called inside
+the user's ``tf.function``, it is traced into it and reaches the host once per
+step through ``tf.numpy_function`` (reporting, commands, pause).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import tensorflow as tf
+
+if TYPE_CHECKING:
+    from .monitor import GradientMonitor
+    from .optimizer_hook import OptimizerHook
+    from .session import RunSession
+
+
+class Watch:
+    """Context manager returned by ``GradientMonitor.watch``; set ``watch.epoch`` to label reports."""
+
+    def __init__(self, monitor: GradientMonitor, model: Any, optimizer: Any) -> None:
+        self.monitor = monitor
+        self.model = model
+        self.optimizer = optimizer
+        self.epoch = 0
+        self.session: RunSession | None = None
+        self._hook: OptimizerHook | None = None
+        self._compiled: dict[tuple[int, ...], Any] = {}
+        self._stop = False
+        self._steps = 0
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once ``stop`` was sent from the dashboard: end the loop."""
+        return self._stop
+
+    def __enter__(self) -> Watch:
+        self._hook = self.monitor.new_hook(self.model, self.optimizer)
+        self._hook.take_over_clipping()
+        self._steps = int(self.optimizer.iterations.numpy())  # counted on the host from here on
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.session is not None:
+                self.session.finish(self._steps - 1)
+        finally:
+            if self._hook is not None:
+                self._hook.uninstall()
+
+    def apply_gradients(self, grads: Sequence[Any], variables: Sequence[Any], loss: Any = None) -> None:
+        """Clip with the live threshold, record statistics, update the weights, then report."""
+        if self._hook is None:
+            raise RuntimeError("use `with monitor.watch(model, optimizer) as watch:` before apply_gradients")
+        grads, variables = list(grads), list(variables)
+        if not self.optimizer.built:
+            self.optimizer.build(variables)
+        if tf.executing_eagerly():
+            key = tuple(id(v) for v in variables)
+            step = self._compiled.get(key)
+            if step is None:
+                step = self._compiled[key] = tf.function(lambda g, loss_: self._update(g, variables, loss_))
+            step(grads, loss)
+            self._after()
+        else:
+            self._update(grads, variables, loss)
+            tf.numpy_function(self._after, [], [], stateful=True)
+
+    def _update(self, grads: list[Any], variables: list[Any], loss: Any) -> None:
+        assert self._hook is not None
+        self.optimizer.apply(self._hook.route(grads, variables, loss=loss), variables)
+
+    def _after(self) -> None:
+        """Host side of one step: never raises into the loop (see GradientMonitor)."""
+        assert self._hook is not None
+        self._steps += 1
+        if self.monitor._disabled:
+            return
+        try:
+            if self.session is None:
+                if self._hook.stats is None:
+                    return
+                self.session = self.monitor.new_session(self.model, self.optimizer, self._hook.stats)
+                self.monitor.stats = self._hook.stats
+            self._stop = self.session.after_steps(self._steps, self.epoch)
+        except Exception as err:
+            self.monitor._disable(f"monitoring failed ({type(err).__name__}: {err})")
