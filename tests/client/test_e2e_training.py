@@ -1,0 +1,113 @@
+"""End to end with nothing simulated: real `gradwatch serve`, real Keras `model.fit`
+with `GradientMonitor`, real Chromium. Pausing and changing the clip threshold on
+the page must act on the training run. Saves the README screenshot.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gradwatch import GradientMonitor
+from gradwatch.demo import build_model, digits_data, pace_callback
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+
+
+class Training(threading.Thread):
+    """The demo's digits MLP, paced so the page has something to watch, until stopped."""
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(daemon=True, name="keras-fit")
+        self.monitor = GradientMonitor(server=server.url, token=server.token, run_name="e2e: digits MLP",
+                                       clip_threshold=1.0)
+        self.model = build_model()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        x, y = digits_data()
+        try:
+            self.model.fit(x, y, batch_size=32, epochs=10_000, verbose=0,
+                           callbacks=[self.monitor, pace_callback(40.0)])
+        except BaseException as e:  # surfaced by the test
+            self.error = e
+
+    def halt(self) -> None:
+        self.model.stop_training = True
+        if self.monitor.session is not None:
+            self.monitor.session.control.finish()  # releases a paused loop
+        self.join(60)
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: Any) -> None:
+    server = gradwatch_server()
+    api = httpx.Client(base_url=server.url, headers=server.headers, timeout=10)
+    training = Training(server)
+    training.start()
+    page = browser_page
+    try:
+        run = wait_for(lambda: (runs := api.get("/api/runs").json()) and runs[0]["step"] is not None and runs[0],
+                       what="the run to stream")
+        page.goto(f"{server.url}/login?token={server.token}")
+        page.get_by_test_id("run-item").first.click()
+        page.wait_for_function("window.gradwatch.runId !== null && window.gradwatch.steps > 40")
+        first = page.evaluate("window.gradwatch.lastStep")
+        page.wait_for_function(f"window.gradwatch.lastStep > {first + 20}")  # live, not just backfilled
+        assert "heatmap" in page.get_by_test_id("chart-heatmap").inner_html()
+
+        # Pause from the page: the trainer stops stepping and confirms where.
+        page.get_by_test_id("btn-pause").click()
+        entry = page.get_by_test_id("command-entry").filter(has_text="pause")
+        entry.get_by_text(re.compile(r"applied at step \d+")).wait_for()
+        wait_for(lambda: api.get(f"/api/runs/{run['id']}").json()["status"] == "paused", what="paused status")
+        held = api.get(f"/api/runs/{run['id']}").json()["step"]
+        time.sleep(1.0)
+        assert api.get(f"/api/runs/{run['id']}").json()["step"] == held
+        page.get_by_test_id("run-status").get_by_text("paused").wait_for()
+
+        # Change the threshold while paused, resume, and see the trainer use it.
+        page.get_by_test_id("clip-mode").select_option("global_norm")
+        page.get_by_test_id("clip-threshold").fill("0.25")
+        page.get_by_test_id("clip-apply").click()
+        clip_entry = page.get_by_test_id("command-entry").filter(has_text="0.25")
+        clip_entry.get_by_text(re.compile(r"applied at step \d+")).wait_for()
+        applied = int(re.search(r"applied at step (\d+)", clip_entry.inner_text()).group(1))  # type: ignore[union-attr]
+        assert applied == held + 1
+        page.get_by_test_id("btn-resume").click()
+        page.wait_for_function(f"window.gradwatch.lastStep > {applied + 60}")
+        page.get_by_test_id("run-clip").get_by_text("0.25").wait_for()
+
+        metrics = api.get(f"/api/runs/{run['id']}/metrics", params={"since_step": applied - 5}).json()
+        by_step = dict(zip(metrics["step"], metrics["clip_threshold"]))
+        assert by_step[applied - 1] == 1.0
+        assert all(abs(t - 0.25) < 1e-6 for s, t in by_step.items() if s >= applied)
+        assert not page.gradwatch_problems, page.gradwatch_problems
+
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+        page.get_by_test_id("btn-stop").click()
+        training.join(60)
+        assert not training.is_alive() and training.error is None
+        wait_for(lambda: api.get(f"/api/runs/{run['id']}").json()["status"] == "finished", what="finished status")
+    finally:
+        if training.is_alive():
+            training.halt()
