@@ -172,8 +172,9 @@ class Gradwatch:
         top = max(r.step for r in records)
         if run.last_step is None or top > run.last_step:
             run.last_step = top
-        text = dumps({"type": "steps", "run_id": run.id, "records": [r.model_dump() for r in records]})
-        self.hub.publish(run.id, text)
+        if self.hub.has_subscribers(run.id):  # encoded once, the same text for every viewer
+            text = dumps({"type": "steps", "run_id": run.id, "records": [r.model_dump() for r in records]})
+            self.hub.publish(run.id, text)
         await self.writer.add(run.id, records)
         last = records[-1]
         threshold = None if last.clip_threshold is None else decode_float(last.clip_threshold)
