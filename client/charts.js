@@ -229,7 +229,7 @@ export class Charts {
       scale: map(c.scale, fin),
       share: map(c.clipShare, fin),
       loss: map(c.loss, fin),
-      lr: map(c.lr, pos),
+      lr: map(c.lr, fin),
       nfTotal: c.nfTotal.slice(from, to),
       wnf: c.wnf.slice(from, to),
       lnfX: x.filter((_, i) => c.lnf[from + i]),
@@ -292,7 +292,7 @@ export class Charts {
     const layout = baseLayout({
       uirevision: this.store.runId,
       xaxis: axis({ title: { text: "step", font: { size: 11, color: MUTED } }, anchor: "y2" }),
-      yaxis: axis({ type: "log", domain: [0.4, 1], title: { text: "‖g‖ (log)", font: { size: 11, color: MUTED } } }),
+      yaxis: axis({ type: "log", domain: [0.4, 1], nticks: 6, title: { text: "‖g‖ (log)", font: { size: 11, color: MUTED } } }),
       yaxis2: axis({ domain: [0, 0.3], range: [0, 1.05], title: { text: "scale", font: { size: 11, color: MUTED } } }),
       shapes: this._gapShapes(),
     });
@@ -323,7 +323,7 @@ export class Charts {
       uirevision: this.store.runId,
       xaxis: axis({ title: { text: "step", font: { size: 11, color: MUTED } }, anchor: "y2" }),
       yaxis: axis({ domain: [0.42, 1], title: { text: "loss", font: { size: 11, color: MUTED } } }),
-      yaxis2: axis({ domain: [0, 0.32], type: "log", title: { text: "lr", font: { size: 11, color: MUTED } } }),
+      yaxis2: axis({ domain: [0, 0.32], rangemode: "tozero", nticks: 4, tickformat: "~g", title: { text: "lr", font: { size: 11, color: MUTED } } }),
     });
     this._plot(this.divs.losslr, data, layout);
   }
@@ -370,7 +370,7 @@ export class Charts {
       uirevision: s.runId,
       xaxis: axis({ title: { text: "step", font: { size: 11, color: MUTED } }, anchor: "y2" }),
       yaxis: axis({ domain: [0.54, 1], title: { text: "moving mean", font: { size: 11, color: MUTED } } }),
-      yaxis2: axis({ domain: [0, 0.44], type: "log", title: { text: "moving var", font: { size: 11, color: MUTED } } }),
+      yaxis2: axis({ domain: [0, 0.44], type: "log", nticks: 4, title: { text: "moving var", font: { size: 11, color: MUTED } } }),
       showlegend: s.L > 0 && s.L <= 12,
       annotations: s.L ? [] : [{
         text: "This model has no BatchNorm layers", xref: "paper", yref: "paper", x: 0.5, y: 0.5,
