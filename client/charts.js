@@ -313,9 +313,9 @@ export class Charts {
   drawLossLr(from) {
     const d = this._lineSeries(from, this.store.length);
     const data = [
-      { name: "loss", x: d.x, y: d.loss, type: "scatter", mode: "lines", line: { color: PALETTE[4], width: 1.5 } },
+      { name: "loss", x: d.x, y: d.loss, type: "scatter", mode: "lines", connectgaps: true, line: { color: PALETTE[4], width: 1.5 } },
       {
-        name: "learning rate", x: d.x, y: d.lr, type: "scatter", mode: "lines", yaxis: "y2",
+        name: "learning rate", x: d.x, y: d.lr, type: "scatter", mode: "lines", yaxis: "y2", connectgaps: true,
         line: { color: PALETTE[5], width: 1.5, shape: "hv" },
       },
     ];
@@ -356,14 +356,14 @@ export class Charts {
       const color = PALETTE[l % PALETTE.length];
       data.push({
         name: plotlyText(name), legendgroup: `bn${l}`, x: d.x, y: d.bnMean[l], type: "scatter", mode: "lines",
-        line: { color, width: 1.3 }, hovertemplate: "%{y:.4g}",
+        line: { color, width: 1.3 }, hovertemplate: "%{y:.4g}", connectgaps: true, // BN is reported on some steps only
       });
     });
     s.bnLayers.forEach((name, l) => {
       const color = PALETTE[l % PALETTE.length];
       data.push({
         name: plotlyText(name), legendgroup: `bn${l}`, showlegend: false, x: d.x, y: d.bnVar[l], type: "scatter",
-        mode: "lines", yaxis: "y2", line: { color, width: 1.3, dash: "dot" }, hovertemplate: "%{y:.4g}",
+        mode: "lines", yaxis: "y2", line: { color, width: 1.3, dash: "dot" }, hovertemplate: "%{y:.4g}", connectgaps: true, // BN is reported on some steps only
       });
     });
     const layout = baseLayout({
