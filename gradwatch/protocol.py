@@ -20,7 +20,7 @@ import math
 from enum import IntEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, TypeAdapter, model_validator
 
 PROTOCOL_VERSION = 1
 
@@ -105,7 +105,21 @@ def dumps(obj: Any) -> str:
 ClipMode = Literal["global_norm", "norm", "value"]
 CLIP_MODES: tuple[str, ...] = ("global_norm", "norm", "value")
 RunStatus = Literal["running", "paused", "finished", "disconnected"]
-CommandType = Literal["pause", "resume", "stop", "set_clip"]
+CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr"]
+AlertKind = Literal[
+    "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated"
+]
+ALERT_KINDS: tuple[str, ...] = (
+    "exploding_gradients",
+    "vanishing_gradients",
+    "nonfinite",
+    "dead_relu",
+    "frozen_batchnorm",
+    "clip_saturated",
+)
+
+#: Upper bound on a learning rate set from the page.
+MAX_LEARNING_RATE = 1e3
 CommandState = Literal["pending", "applied", "rejected"]
 
 
@@ -123,21 +137,32 @@ class Command(_Msg):
     """A control command, as posted by the page and forwarded to the trainer.
 
     ``set_clip`` needs a finite positive ``threshold``; ``mode`` defaults to the
-    run's current mode. The other types take no parameters.
+    run's current mode. ``set_lr`` needs a finite positive ``lr``. The other
+    types take no parameters.
     """
 
     type: CommandType
     mode: ClipMode | None = None
     threshold: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_CLIP_THRESHOLD, allow_inf_nan=False)] | None = None
+    lr: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False)] | None = None
 
-    def model_post_init(self, __context: Any) -> None:
+    @model_validator(mode="after")
+    def _parameters_match_type(self) -> Command:
         if self.type == "set_clip":
             if self.threshold is None:
                 raise ValueError(
                     "set_clip needs 'threshold': a finite number > 0, e.g. {'type': 'set_clip', 'threshold': 1.0}"
                 )
-        elif self.mode is not None or self.threshold is not None:
-            raise ValueError(f"{self.type!r} takes no 'mode' or 'threshold'; only set_clip does")
+            if self.lr is not None:
+                raise ValueError("set_clip takes no 'lr'; send a separate set_lr command")
+        elif self.type == "set_lr":
+            if self.lr is None:
+                raise ValueError("set_lr needs 'lr': a finite number > 0, e.g. {'type': 'set_lr', 'lr': 0.001}")
+            if self.mode is not None or self.threshold is not None:
+                raise ValueError("set_lr takes no 'mode' or 'threshold'; send a separate set_clip command")
+        elif self.mode is not None or self.threshold is not None or self.lr is not None:
+            raise ValueError(f"{self.type!r} takes no parameters; only set_clip and set_lr do")
+        return self
 
 
 # --------------------------------------------------------------------------- trainer -> server
@@ -168,6 +193,10 @@ class StepRecord(_Msg):
     weight_nonfinite: WireCount = 0
     loss_nonfinite: StrictBool = False
     bn: list[list[WireFloat]] = Field(default_factory=list)
+    #: Per variable ||w_after - w_before|| / ||w_before|| for this step, when measured.
+    update_ratio: list[WireFloat] | None = None
+    #: The step's update was skipped because its gradients were not finite (``guard_nonfinite``).
+    skipped: StrictBool = False
 
 
 #: Column names of each ``StepRecord.bn`` row.
@@ -194,6 +223,12 @@ class TrainerHello(_Msg):
     clip: ClipSetting
     every: WireCount = 1
     meta: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    #: Alert kinds on which the server should pause this run automatically.
+    pause_on: list[AlertKind] = Field(default_factory=list)
+    #: Non-finite steps are skipped by the trainer (weights untouched).
+    guard_nonfinite: StrictBool = False
+    #: Layer names the trainer probes for dead ReLU units (``Probe.dead_relu`` keys).
+    relu_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
 
 
 class Steps(_Msg):
@@ -225,11 +260,36 @@ class Status(_Msg):
     step: WireCount
 
 
-TrainerMessage = Annotated[Steps | Gap | Ack | Status, Field(discriminator="type")]
-_trainer_message: TypeAdapter[Steps | Gap | Ack | Status] = TypeAdapter(TrainerMessage)
+class Probe(_Msg):
+    """Activation statistics on a fixed probe batch, measured every N steps (see docs/alerts.md).
+
+    ``dead_relu``: per ReLU layer, the share of units that output zero for every
+    example of the probe batch. ``bn_gap``: per BatchNormalization layer, how far
+    the batch statistics of its input are from its moving statistics (mean
+    absolute z-distance of the batch mean, plus |log| ratio of the variances).
+    """
+
+    type: Literal["probe"]
+    step: WireCount
+    dead_relu: dict[str, WireFloat] = Field(default_factory=dict)
+    bn_gap: dict[str, WireFloat] = Field(default_factory=dict)
 
 
-def parse_trainer_message(data: str | bytes) -> Steps | Gap | Ack | Status:
+class NonfiniteOrigin(_Msg):
+    """Where a non-finite step came from, found by replaying that one batch layer by layer."""
+
+    type: Literal["nonfinite_origin"]
+    step: WireCount
+    source: Literal["features", "labels", "layer", "loss", "unknown"]
+    layer: str | None = Field(default=None, max_length=500)
+    detail: str = Field(default="", max_length=2000)
+
+
+TrainerMessage = Annotated[Steps | Gap | Ack | Status | Probe | NonfiniteOrigin, Field(discriminator="type")]
+_trainer_message: TypeAdapter[Steps | Gap | Ack | Status | Probe | NonfiniteOrigin] = TypeAdapter(TrainerMessage)
+
+
+def parse_trainer_message(data: str | bytes) -> Steps | Gap | Ack | Status | Probe | NonfiniteOrigin:
     """Decode one trainer frame after the handshake; raises pydantic.ValidationError."""
     return _trainer_message.validate_json(data)
 

@@ -34,7 +34,7 @@ def test_command_round_trip(shared_server):
         assert r.json() == {"id": cmd_id, "state": "pending"}
         msg = await recv_json(ws)
         assert msg == {"type": "command", "id": cmd_id, "command": {"type": "set_clip", "mode": "norm",
-                                                                     "threshold": 0.5}}
+                                                                     "threshold": 0.5, "lr": None}}
         pending = commands(srv, run_id)
         await ws.send(dumps({"type": "ack", "id": cmd_id, "state": "applied", "applied_step": 42}))
         await asyncio.sleep(0.2)
