@@ -262,7 +262,7 @@ class Gradwatch:
             return
         link.sent.add(cmd.id)
         try:
-            await link.send(CommandMessage(id=cmd.id, command=cmd.to_command()).model_dump_json())
+            await link.send(CommandMessage(id=cmd.id, command=cmd.to_command()).model_dump_json(exclude_none=True))
         except Exception:  # the trainer is going away; it gets the command again when it reconnects
             log.info("could not deliver command %d to run %d now; it stays pending", cmd.id, link.run_id)
 

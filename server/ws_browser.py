@@ -50,10 +50,13 @@ async def browser_endpoint(websocket: WebSocket) -> None:
     if source is None or not token_matches(token, websocket.app.state.token):
         await close(websocket, CloseCode.UNAUTHORIZED, "missing or wrong token: open /login?token=<token> first")
         return
+    # Snapshot first, then register and queue hello + runs with no await in
+    # between, so no broadcast can overtake the greeting the protocol promises.
+    snapshot = await gw.runs_message()
     viewer = gw.hub.add(websocket)
     try:
         viewer.offer(dumps({"type": "hello", "protocol": PROTOCOL_VERSION}))
-        viewer.offer(await gw.runs_message())
+        viewer.offer(snapshot)
         while not viewer.closed:
             await _handle(gw, viewer, await receive_text(websocket))
     except Disconnected:
