@@ -30,6 +30,7 @@ _TRANSITIONS: dict[str, tuple[frozenset[RunState], RunState | None]] = {
     "resume": (frozenset({RunState.PAUSED}), RunState.RUNNING),
     "stop": (frozenset({RunState.RUNNING, RunState.PAUSED}), RunState.STOPPING),
     "set_clip": (frozenset({RunState.RUNNING, RunState.PAUSED}), None),
+    "set_lr": (frozenset({RunState.RUNNING, RunState.PAUSED}), None),
 }
 
 
@@ -41,8 +42,14 @@ class RunControl:
     acknowledgement or a status change to the transport.
     """
 
-    def __init__(self, on_clip: Callable[[str | None, float], None], send: Callable[[Ack | Status], None]) -> None:
+    def __init__(
+        self,
+        on_clip: Callable[[str | None, float], None],
+        send: Callable[[Ack | Status], None],
+        on_lr: Callable[[float], None] | None = None,
+    ) -> None:
         self._on_clip = on_clip
+        self._on_lr = on_lr
         self._send = send
         self._state = RunState.RUNNING
         self._inbox: collections.deque[CommandMessage] = collections.deque()
@@ -92,13 +99,18 @@ class RunControl:
             detail = f"cannot {command.type} while {self._state.value}"
             self._send(Ack(type="ack", id=command_id, state="rejected", detail=detail))
             return
-        if command.type == "set_clip":
-            assert command.threshold is not None  # guaranteed by Command's validation
-            try:
+        try:
+            if command.type == "set_clip":
+                assert command.threshold is not None  # guaranteed by Command's validation
                 self._on_clip(command.mode, float(command.threshold))
-            except ValueError as err:
-                self._send(Ack(type="ack", id=command_id, state="rejected", detail=str(err)))
-                return
+            elif command.type == "set_lr":
+                assert command.lr is not None
+                if self._on_lr is None:
+                    raise ValueError("this trainer cannot change its learning rate")
+                self._on_lr(float(command.lr))
+        except ValueError as err:
+            self._send(Ack(type="ack", id=command_id, state="rejected", detail=str(err)))
+            return
         self._send(Ack(type="ack", id=command_id, state="applied", applied_step=next_step))
         if target is not None:
             self._state = target

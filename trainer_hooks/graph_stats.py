@@ -19,7 +19,7 @@ Cost control, because this is on the hot path of every step:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,10 @@ SCALARS: tuple[str, ...] = (
     "clipped_fraction",
     "weight_nonfinite",
     "loss_nonfinite",
+    "skipped",
+    "origin_features",  # non-finite elements in the step's input features (non-finite steps only)
+    "origin_labels",  # ... in its labels
+    "origin_layer",  # index of the first layer whose forward output is non-finite, -1 if none / unknown
 )
 
 
@@ -56,7 +60,11 @@ class Layout:
 
     @property
     def width(self) -> int:
-        return len(SCALARS) + 3 * self.n_vars + len(BN_FIELDS) * self.n_bn
+        return len(SCALARS) + 4 * self.n_vars + len(BN_FIELDS) * self.n_bn
+
+    @property
+    def update_ratio_offset(self) -> int:
+        return len(SCALARS) + 3 * self.n_vars
 
     def unpack(self, row: np.ndarray) -> dict[str, Any]:
         """Split one host-side row into named scalars and vectors."""
@@ -66,7 +74,8 @@ class Layout:
         out["grad_norm"] = row[s : s + n]
         out["grad_nan"] = row[s + n : s + 2 * n]
         out["grad_inf"] = row[s + 2 * n : s + 3 * n]
-        out["bn"] = row[s + 3 * n :].reshape(self.n_bn, len(BN_FIELDS))
+        out["update_ratio"] = row[s + 3 * n : s + 4 * n]
+        out["bn"] = row[s + 4 * n :].reshape(self.n_bn, len(BN_FIELDS))
         return out
 
 
@@ -161,11 +170,21 @@ class GradientStats:
 
     # ------------------------------------------------------------------ graph side
 
-    def process(self, grads: Sequence[Any], step: Any, lr: Any, loss: Any = None, report_every: int = 1) -> list[Any]:
-        """Clip ``grads`` under the live setting, record the step's statistics, return clipped grads.
+    def process(
+        self,
+        grads: Sequence[Any],
+        step: Any,
+        lr: Any,
+        loss: Any = None,
+        report_every: int = 1,
+        origin: Callable[[], tuple[tf.Tensor, tf.Tensor, tf.Tensor]] | None = None,
+    ) -> tuple[list[Any], tf.Tensor]:
+        """Clip ``grads`` under the live setting and record the step's statistics.
 
-        A step with no known ``loss`` records NaN there and judges health by
-        the gradients alone.
+        Returns the clipped gradients and whether the step is healthy (finite
+        gradient norm and loss). A step with no known ``loss`` records NaN there
+        and judges health by the gradients alone. ``origin`` (features, labels,
+        first bad layer) is only evaluated on unhealthy steps.
         """
         self.traces += 1
         grads = list(grads)
@@ -197,6 +216,8 @@ class GradientStats:
         was_clipped = tf.cast((t > 0) & ((scale < 1.0) | (frac > 0)), tf.float32)
 
         w_bad = tf.cond(~healthy | self.weights_suspect, self._count_weight_nonfinite, lambda: tf.constant(0.0))
+        unknown = (tf.constant(0.0), tf.constant(0.0), tf.constant(-1.0))
+        origin_stats = tf.cond(healthy, lambda: unknown, origin) if origin is not None else unknown
         self.weights_suspect.assign(~healthy | (w_bad > 0))
 
         scalars = tf.stack(
@@ -212,15 +233,25 @@ class GradientStats:
                 tf.where(mode == _VALUE, frac, tf.constant(np.nan, tf.float32)),
                 w_bad,
                 tf.cast(loss_bad, tf.float32),
+                tf.constant(0.0),  # skipped: written by record_update
+                *origin_stats,
             ]
         )
         parts = [tf.cast(scalars, tf.float64), tf.cast(norms, tf.float64), tf.cast(nan_c, tf.float64)]
-        parts.append(tf.cast(inf_c, tf.float64))
+        parts += [tf.cast(inf_c, tf.float64), tf.fill([self.layout.n_vars], tf.constant(np.nan, tf.float64))]
         if self.bn_layers:
             parts.append(tf.cast(tf.reshape(self._bn_stats(step, report_every), [-1]), tf.float64))
         row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)
         self.buffer.scatter_nd_update([[row]], [tf.concat(parts, 0)])
-        return clipped_grads
+        return clipped_grads, healthy
+
+    def record_update(self, step: Any, skipped: tf.Tensor, update_ratio: tf.Tensor | None) -> None:
+        """After the optimizer ran: whether the step was skipped and, if measured, ‖Δw‖/‖w‖ per variable."""
+        row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)
+        self.buffer[row, SCALARS.index("skipped")].assign(tf.cast(skipped, tf.float64))
+        if update_ratio is not None and self.layout.n_vars:
+            off = self.layout.update_ratio_offset
+            self.buffer[row, off : off + self.layout.n_vars].assign(tf.cast(update_ratio, tf.float64))
 
     def _clip(
         self,

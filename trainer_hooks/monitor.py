@@ -7,15 +7,19 @@ import math
 import os
 import socket
 import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
 
+from gradwatch.protocol import ALERT_KINDS
 from gradwatch.tokens import resolve_token
 
 from .graph_stats import GradientStats
 from .optimizer_hook import OptimizerHook, optimizer_clipping
+from .origin import OriginFinder
+from .probe import Prober
 from .session import RunSession, trainer_ws_url, validate_clip
 
 if TYPE_CHECKING:
@@ -45,6 +49,14 @@ class GradientMonitor(keras.callbacks.Callback):
         clip_threshold: initial threshold; ``None`` adopts the optimizer's
             ``global_clipnorm``/``clipnorm``/``clipvalue`` if set, else clips nothing
             until a threshold is set from the dashboard.
+        guard_nonfinite: skip (and count) any step whose gradients or loss are not
+            finite, so one bad batch cannot poison the weights.
+        pause_on: alert kinds on which the server pauses the run automatically,
+            e.g. ``("nonfinite", "exploding_gradients")``.
+        update_ratio_every: measure ‖Δw‖/‖w‖ per variable every N-th step (0: never).
+        probe_data: a small fixed batch of inputs (at most 256 examples are used) for the
+            activation probe (dead ReLU units, BatchNorm batch-vs-moving gap); ``None``: no probe.
+        probe_every: run the probe every N steps.
         max_buffer_mb: reports kept in memory while the server is unreachable;
             past it the oldest are dropped and the gap is reported.
         flush_timeout: seconds ``on_train_end`` waits at most to deliver what is buffered.
@@ -62,6 +74,11 @@ class GradientMonitor(keras.callbacks.Callback):
         clip_mode: str = "global_norm",
         clip_threshold: float | None = None,
         *,
+        guard_nonfinite: bool = False,
+        pause_on: Sequence[str] = (),
+        update_ratio_every: int = 10,
+        probe_data: Any = None,
+        probe_every: int = 100,
         max_buffer_mb: float = 64.0,
         flush_timeout: float = 10.0,
         transport_options: dict[str, Any] | None = None,
@@ -75,6 +92,12 @@ class GradientMonitor(keras.callbacks.Callback):
             raise ValueError(f"max_buffer_mb={max_buffer_mb!r} must be a positive number of MiB")
         if run_name is not None and not (isinstance(run_name, str) and 0 < len(run_name) <= 200):
             raise ValueError(f"run_name={run_name!r} must be a non-empty string of at most 200 characters")
+        unknown = [k for k in pause_on if k not in ALERT_KINDS] if not isinstance(pause_on, str) else [pause_on]
+        if unknown:
+            raise ValueError(f"pause_on={pause_on!r}: {unknown} not alert kinds; choose from {ALERT_KINDS} (a tuple)")
+        for name, value, low in (("update_ratio_every", update_ratio_every, 0), ("probe_every", probe_every, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r} must be a whole number >= {low}")
         self.server = server
         self.token = token
         self.run_name = run_name
@@ -84,6 +107,11 @@ class GradientMonitor(keras.callbacks.Callback):
         self.max_buffer_mb = max_buffer_mb
         self.flush_timeout = flush_timeout
         self.transport_options = transport_options
+        self.guard_nonfinite = bool(guard_nonfinite)
+        self.pause_on = tuple(pause_on)
+        self.update_ratio_every = update_ratio_every
+        self.probe_data = probe_data
+        self.probe_every = probe_every
         self.session: RunSession | None = None
         self.stats: GradientStats | None = None
         self._hook: OptimizerHook | None = None
@@ -113,7 +141,7 @@ class GradientMonitor(keras.callbacks.Callback):
             if session is None:
                 if self._hook.stats is None or self._disabled:
                     return
-                session = self.session = self._start_session(self._hook.stats)
+                session = self.session = self._start_session()
             loss = logs.get("loss") if logs else None
             if session.after_steps(self._steps, self._epoch, loss if isinstance(loss, float) else None):
                 self.model.stop_training = True
@@ -134,17 +162,26 @@ class GradientMonitor(keras.callbacks.Callback):
     def _begin(self) -> None:
         model = self.model
         ring = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
-        self._hook = self.new_hook(model, model.optimizer, ring)
-        self._hook.install()
+        self._hook = hook = self.new_hook(model, model.optimizer, ring)
+        hook.install()
+        original_train_step = model.train_step
+
+        def train_step(data: Any) -> Any:
+            # Only to see the batch (for finding where a non-finite step came from).
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+            hook.note_inputs((x, y))
+            return original_train_step(data)
+
+        model.train_step = train_step
         # fit() built its step function before on_train_begin; rebuild it so the
         # trace (which happens on the first step) goes through the hook.
         model.make_train_function(force=True)
         self._steps = int(model.optimizer.iterations.numpy())
         self._epoch, self._last_batch = 0, -1
 
-    def _start_session(self, stats: GradientStats) -> RunSession:
-        self.stats = stats
-        return self.new_session(self.model, self.model.optimizer, stats)
+    def _start_session(self) -> RunSession:
+        assert self._hook is not None
+        return self.new_session(self.model, self.model.optimizer, self._hook)
 
     # ------------------------------------------------------------------ shared with Watch
 
@@ -167,10 +204,32 @@ class GradientMonitor(keras.callbacks.Callback):
             # Runs while the first step is traced: the model is built by then.
             return GradientStats(variables, find_batchnorm_layers(model), mode, threshold, ring=ring)
 
-        return OptimizerHook(optimizer, make_stats, self.every)
+        return OptimizerHook(
+            optimizer,
+            make_stats,
+            self.every,
+            guard_nonfinite=self.guard_nonfinite,
+            update_ratio_every=self.update_ratio_every,
+            make_origin=lambda: OriginFinder(model),
+        )
 
-    def new_session(self, model: Any, optimizer: Any, stats: GradientStats) -> RunSession:
-        """A started session streaming ``stats`` of ``model``."""
+    def new_session(self, model: Any, optimizer: Any, hook: OptimizerHook) -> RunSession:
+        """A started session streaming the statistics of ``hook`` (built by now) for ``model``."""
+        stats = hook.stats
+        assert stats is not None
+        self.stats = stats
+        prober = None
+        if self.probe_data is not None:
+            try:
+                prober = Prober(model, self.probe_data, stats.bn_layers)
+            except Exception as err:
+                warnings.warn(f"gradwatch: activation probe unavailable ({err})", RuntimeWarning, stacklevel=3)
+
+        def set_lr(lr: float) -> None:
+            if not isinstance(optimizer._learning_rate, (keras.Variable, tf.Variable)):
+                raise ValueError("the learning rate is a schedule or callable here; it cannot be set from the page")
+            optimizer.learning_rate = lr
+
         session = RunSession(
             stats=stats,
             run_name=self.run_name or default_run_name(model),
@@ -188,6 +247,12 @@ class GradientMonitor(keras.callbacks.Callback):
             max_buffer_bytes=int(self.max_buffer_mb * 2**20),
             flush_timeout=self.flush_timeout,
             transport_options=self.transport_options,
+            pause_on=self.pause_on,
+            guard_nonfinite=self.guard_nonfinite,
+            set_lr=set_lr,
+            prober=prober,
+            probe_every=self.probe_every,
+            origin_layers=hook.origin.layer_names if hook.origin is not None else [],
         )
         session.start()
         return session
@@ -201,6 +266,8 @@ class GradientMonitor(keras.callbacks.Callback):
     def _unhook(self) -> None:
         if self._hook is not None:
             self._hook.uninstall()
+            if "train_step" in vars(self.model):
+                del self.model.train_step
             self._hook = None
             # The cached step function has the hook traced in; drop it so a later
             # fit() without the monitor builds a clean one.

@@ -9,6 +9,10 @@ With the TensorFlow backend a model may only be built (its variables created)
 while that first step is traced, so ``GradientStats`` is created lazily, on
 the first ``apply``, under ``tf.init_scope()``: its variables are made eagerly
 and the gradients' variables are known by then.
+
+Around the optimizer's own update the hook can skip a non-finite step
+(``guard_nonfinite``: weights and slots untouched, the step still counted) and,
+every ``update_ratio_every`` steps, measure ‖Δw‖/‖w‖ per variable.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from .graph_stats import GradientStats
+from .origin import OriginFinder
 
 _CLIP_ATTRS = {"global_clipnorm": "global_norm", "clipnorm": "norm", "clipvalue": "value"}
+ApplyFn = Callable[[list[Any], list[Any]], Any]
 
 
 def optimizer_clipping(optimizer: Any) -> tuple[str, float] | None:
@@ -32,21 +39,44 @@ def optimizer_clipping(optimizer: Any) -> tuple[str, float] | None:
     return None
 
 
+def _same_graph(tensor: Any, grads: list[Any]) -> bool:
+    """True when ``tensor`` belongs to the graph (or eager context) the gradients live in."""
+    g = next((g for g in grads if g is not None), None)
+    return g is None or all(getattr(t, "graph", None) is getattr(g, "graph", None) for t in tf.nest.flatten(tensor))
+
+
 class OptimizerHook:
     """Install with ``install()``, undo with ``uninstall()``; constructing it changes nothing.
 
     ``make_stats(variables)`` builds the ``GradientStats`` for the variables of
-    the first update; ``stats`` is ``None`` until then.
+    the first update; ``stats`` is ``None`` until then. ``make_origin()`` builds
+    the ``OriginFinder`` used on non-finite steps.
     """
 
-    def __init__(self, optimizer: Any, make_stats: Callable[[list[Any]], GradientStats], every: int = 1) -> None:
+    def __init__(
+        self,
+        optimizer: Any,
+        make_stats: Callable[[list[Any]], GradientStats],
+        every: int = 1,
+        *,
+        guard_nonfinite: bool = False,
+        update_ratio_every: int = 0,
+        make_origin: Callable[[], OriginFinder] | None = None,
+    ) -> None:
         self.optimizer = optimizer
         self.make_stats = make_stats
         self.every = every
+        self.guard_nonfinite = guard_nonfinite
+        self.update_ratio_every = update_ratio_every
+        self.make_origin = make_origin
         self.stats: GradientStats | None = None
+        self.origin: OriginFinder | None = None
         self._saved_clip: dict[str, Any] = {}
         self._index: dict[int, int] = {}
         self._loss: Any = None  # the loss tensor of the step being traced
+        self._inputs: Any = None  # (x, y) of the step being traced
+
+    # ------------------------------------------------------------------ install / uninstall
 
     def take_over_clipping(self) -> None:
         """Switch the optimizer's own clipping off (the monitor clips now); ``uninstall`` restores it."""
@@ -64,7 +94,7 @@ class OptimizerHook:
 
         def apply(grads: Sequence[Any], trainable_variables: Sequence[Any] | None = None) -> Any:
             variables = list(trainable_variables) if trainable_variables is not None else opt._trainable_variables
-            return original_apply(self.route(list(grads), variables), trainable_variables)
+            self.update(list(grads), variables, lambda g, v: original_apply(g, trainable_variables))
 
         def scale_loss(loss: Any) -> Any:
             self._loss = loss
@@ -72,6 +102,10 @@ class OptimizerHook:
 
         opt.apply = apply
         opt.scale_loss = scale_loss
+
+    def note_inputs(self, inputs: Any) -> None:
+        """The (x, y) of the step being traced, for finding where a non-finite step came from."""
+        self._inputs = inputs
 
     def uninstall(self) -> None:
         opt = self.optimizer
@@ -81,29 +115,68 @@ class OptimizerHook:
         for attr, value in self._saved_clip.items():
             setattr(opt, attr, value)
 
-    def route(self, grads: list[Any], variables: Sequence[Any], loss: Any = None) -> list[Any]:
-        """Clip and measure ``grads`` (in ``variables`` order); returns them in the same order."""
+    # ------------------------------------------------------------------ the update, traced
+
+    def update(
+        self, grads: list[Any], variables: list[Any], apply_fn: ApplyFn, loss: Any = None, inputs: Any = None
+    ) -> None:
+        """Measure and clip ``grads``, then let ``apply_fn(grads, variables)`` update the weights."""
+        opt = self.optimizer
         if self.stats is None:
             with tf.init_scope():
                 self.stats = self.make_stats(list(variables))
+                self.origin = self.make_origin() if self.make_origin is not None else None
+                if not opt.built:  # build slots here: nothing may be created inside the tf.cond below
+                    opt.build(variables)
             self._index = {id(v): i for i, v in enumerate(self.stats.variables)}
+        stats = self.stats
         if loss is None and self._loss is not None and _same_graph(self._loss, grads):
             loss = self._loss
-        self._loss = None
-        full: list[Any] = [None] * len(self.stats.variables)
-        positions = []
-        for g, v in zip(grads, variables):
-            i = self._index.get(id(v))
-            positions.append(i)
+        if inputs is None and self._inputs is not None and _same_graph(self._inputs, grads):
+            inputs = self._inputs
+        self._loss = self._inputs = None
+        origin = None
+        if inputs is not None and self.origin is not None:
+            finder, (x, y) = self.origin, inputs
+            origin = lambda: finder(x, y)  # noqa: E731
+
+        full: list[Any] = [None] * len(stats.variables)
+        positions = [self._index.get(id(v)) for v in variables]
+        for g, i in zip(grads, positions):
             if i is not None:
                 full[i] = g
-        clipped = self.stats.process(
-            full, self.optimizer.iterations, self.optimizer.learning_rate, loss=loss, report_every=self.every
+        step = tf.identity(opt.iterations)  # read before the update increments it
+        clipped_full, healthy = stats.process(full, step, opt.learning_rate, loss, self.every, origin)
+        clipped = [g if i is None else clipped_full[i] for g, i in zip(grads, positions)]
+
+        if not self.guard_nonfinite and self.update_ratio_every <= 0:
+            apply_fn(clipped, variables)
+            return
+        skip = tf.logical_not(healthy) if self.guard_nonfinite else tf.constant(False)
+        measure = (
+            tf.equal(tf.math.floormod(tf.cast(step, tf.int64), self.update_ratio_every), 0)
+            if self.update_ratio_every > 0
+            else tf.constant(False)
         )
-        return [g if i is None else clipped[i] for g, i in zip(grads, positions)]
+        unmeasured = tf.fill([len(stats.variables)], tf.constant(np.nan, tf.float32))
 
+        def skipped() -> tf.Tensor:
+            opt.iterations.assign_add(1)  # the step still counts; weights and slots stay as they were
+            return unmeasured
 
-def _same_graph(tensor: Any, grads: list[Any]) -> bool:
-    """True when ``tensor`` belongs to the graph (or eager context) the gradients live in."""
-    g = next((g for g in grads if g is not None), None)
-    return g is None or getattr(tensor, "graph", None) is getattr(g, "graph", None)
+        def plain() -> tf.Tensor:
+            apply_fn(clipped, variables)
+            return unmeasured
+
+        def measured() -> tf.Tensor:
+            before = [tf.identity(tf.convert_to_tensor(v)) for v in variables]
+            apply_fn(clipped, variables)
+            ratios = [np.nan] * len(stats.variables)
+            for v, b, i in zip(variables, before, positions):
+                if i is not None:
+                    delta = tf.norm(tf.cast(tf.convert_to_tensor(v) - b, tf.float32))
+                    ratios[i] = delta / tf.maximum(tf.norm(tf.cast(b, tf.float32)), 1e-12)
+            return tf.stack([tf.constant(r, tf.float32) if isinstance(r, float) else r for r in ratios])
+
+        ratios = tf.case([(skip, skipped), (measure, measured)], default=plain, exclusive=False)
+        stats.record_update(step, skip, ratios)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,12 +22,15 @@ from gradwatch.protocol import (
     PROTOCOL_VERSION,
     TRAINER_PATH,
     ClipSetting,
+    NonfiniteOrigin,
+    Probe,
     Status,
     TrainerHello,
 )
 
 from .control import RunControl
 from .graph_stats import GradientStats
+from .probe import Prober
 from .transport import Transport
 
 
@@ -68,8 +72,21 @@ class RunSession:
         max_buffer_bytes: int,
         flush_timeout: float,
         transport_options: dict[str, Any] | None = None,
+        pause_on: Sequence[str] = (),
+        guard_nonfinite: bool = False,
+        set_lr: Callable[[float], None] | None = None,
+        prober: Prober | None = None,
+        probe_every: int = 100,
+        origin_layers: Sequence[str] = (),
     ) -> None:
         self.stats = stats
+        self.pause_on = list(pause_on)
+        self.guard_nonfinite = guard_nonfinite
+        self.prober = prober
+        self.probe_every = probe_every
+        self.origin_layers = list(origin_layers)
+        self._last_probe_block = -1
+        self._origins_sent: list[tuple[str, str | None]] = []
         self.run_name = run_name
         self.every = every
         self.clip = (clip_mode, clip_threshold)
@@ -86,7 +103,7 @@ class RunSession:
             max_buffer_bytes=max_buffer_bytes,
             **(transport_options or {}),
         )
-        self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control)
+        self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control, on_lr=set_lr)
         self._last_reported = -1
         self._last_time = time.time()
         self._last_step_done = -1
@@ -97,12 +114,17 @@ class RunSession:
 
     # ------------------------------------------------------------------ training thread
 
-    def after_steps(self, next_step: int, epoch: int, fallback_loss: float | None = None) -> bool:
-        """Called after the step ``next_step - 1``; returns True when training should stop."""
+    def after_steps(
+        self, next_step: int, epoch: int, fallback_loss: float | None = None, rows: np.ndarray | None = None
+    ) -> bool:
+        """Called after the step ``next_step - 1``; returns True when training should stop.
+
+        ``rows`` is the statistics buffer when the caller already has it on the host.
+        """
         last = next_step - 1
         if last // self.every * self.every > self._last_reported:  # a reportable step is due
             now = time.time()
-            rows = self.stats.read()
+            rows = self.stats.read() if rows is None else rows
             new = sorted(
                 (int(r[0]), r) for r in rows if int(r[0]) > self._last_reported and int(r[0]) % self.every == 0
             )
@@ -114,8 +136,13 @@ class RunSession:
                 )
                 for step, row in new:
                     self.transport.put_record(step, (row.copy(), epoch, now, sps, fallback_loss), row.nbytes)
+                    self._maybe_send_origin(step, row)
                 self._last_reported = new[-1][0]
                 self._last_time, self._last_step_done = now, last
+        if self.prober is not None and last // self.probe_every > self._last_probe_block:
+            self._last_probe_block = last // self.probe_every
+            dead, gap = self.prober.run()
+            self.transport.put_control(Probe(type="probe", step=last, dead_relu=dead, bn_gap=gap))
         self.control.wait_while_paused(next_step)
         return self.control.stop_requested
 
@@ -123,6 +150,34 @@ class RunSession:
         self.control.finish()
         self.transport.put_control(Status(type="status", state="finished", step=max(step, 0)))
         self.transport.close(self.flush_timeout)
+
+    #: At most this many nonfinite_origin messages per run: the first ones are what matters.
+    MAX_ORIGINS = 10
+
+    def _maybe_send_origin(self, step: int, row: np.ndarray) -> None:
+        u = self.stats.layout.unpack(row)
+        if not (u["grad_nan"].any() or u["grad_inf"].any() or u["loss_nonfinite"]):
+            return
+        layer_index = int(u["origin_layer"])
+        if u["origin_features"] > 0:
+            origin = ("features", None, f"{int(u['origin_features'])} non-finite values in this batch's input features")
+        elif u["origin_labels"] > 0:
+            origin = ("labels", None, f"{int(u['origin_labels'])} non-finite values in this batch's labels")
+        elif 0 <= layer_index < len(self.origin_layers):
+            name = self.origin_layers[layer_index]
+            origin = ("layer", name, f"replaying the batch, {name} is the first layer with a non-finite output")
+        elif u["loss_nonfinite"]:
+            origin = ("loss", None, "the forward pass is finite but the loss is not")
+        else:
+            origin = ("unknown", None, "inputs, labels and layer outputs are finite; the backward pass overflowed")
+        key = (origin[0], origin[1])
+        if key in self._origins_sent or len(self._origins_sent) >= self.MAX_ORIGINS:
+            return
+        self._origins_sent.append(key)
+        message = NonfiniteOrigin(
+            type="nonfinite_origin", step=step, source=origin[0], layer=origin[1], detail=origin[2]
+        )  # type: ignore[arg-type]
+        self.transport.put_control(message)
 
     def _set_clip(self, mode: str | None, threshold: float) -> None:
         mode = mode or self.clip[0]
@@ -143,6 +198,9 @@ class RunSession:
             clip=ClipSetting(mode=self.clip[0], threshold=self.clip[1]),  # type: ignore[arg-type]
             every=self.every,
             meta=self.meta,
+            pause_on=self.pause_on,  # type: ignore[arg-type]
+            guard_nonfinite=self.guard_nonfinite,
+            relu_layers=self.prober.relu_names if self.prober is not None else [],
         )
 
     def _encode(self, payload: tuple[np.ndarray, int, float, float | None, float | None]) -> dict[str, Any]:
@@ -169,4 +227,6 @@ class RunSession:
             "weight_nonfinite": int(u["weight_nonfinite"]),
             "loss_nonfinite": bool(u["loss_nonfinite"]),
             "bn": u["bn"].tolist(),
+            "update_ratio": None if np.isnan(u["update_ratio"]).all() else u["update_ratio"].tolist(),
+            "skipped": bool(u["skipped"]),
         }

@@ -62,8 +62,14 @@ class Watch:
             if self._hook is not None:
                 self._hook.uninstall()
 
-    def apply_gradients(self, grads: Sequence[Any], variables: Sequence[Any], loss: Any = None) -> None:
-        """Clip with the live threshold, record statistics, update the weights, then report."""
+    def apply_gradients(
+        self, grads: Sequence[Any], variables: Sequence[Any], loss: Any = None, inputs: Any = None
+    ) -> None:
+        """Clip with the live threshold, record statistics, update the weights, then report.
+
+        ``inputs=(x, y)`` (optional) lets a non-finite step be traced back to the
+        batch's features, labels or first layer.
+        """
         if self._hook is None:
             raise RuntimeError("use `with monitor.watch(model, optimizer) as watch:` before apply_gradients")
         grads, variables = list(grads), list(variables)
@@ -73,18 +79,20 @@ class Watch:
             key = tuple(id(v) for v in variables)
             step = self._compiled.get(key)
             if step is None:
-                step = self._compiled[key] = tf.function(lambda g, loss_: self._update(g, variables, loss_))
-            step(grads, loss)
+                step = self._compiled[key] = tf.function(lambda g, l_, i_: self._update(g, variables, l_, i_))
+            step(grads, loss, inputs)
             self._after()
         else:
-            self._update(grads, variables, loss)
-            tf.numpy_function(self._after, [], [], stateful=True)
+            self._update(grads, variables, loss, inputs)
+            assert self._hook.stats is not None  # built by the update just traced
+            # The buffer as an input orders this host call after the step's writes.
+            tf.numpy_function(self._after, [self._hook.stats.buffer.read_value()], [], stateful=True)
 
-    def _update(self, grads: list[Any], variables: list[Any], loss: Any) -> None:
+    def _update(self, grads: list[Any], variables: list[Any], loss: Any, inputs: Any) -> None:
         assert self._hook is not None
-        self.optimizer.apply(self._hook.route(grads, variables, loss=loss), variables)
+        self._hook.update(grads, variables, lambda g, v: self.optimizer.apply(g, v), loss=loss, inputs=inputs)
 
-    def _after(self) -> None:
+    def _after(self, rows: Any = None) -> None:
         """Host side of one step: never raises into the loop (see GradientMonitor)."""
         assert self._hook is not None
         self._steps += 1
@@ -94,8 +102,7 @@ class Watch:
             if self.session is None:
                 if self._hook.stats is None:
                     return
-                self.session = self.monitor.new_session(self.model, self.optimizer, self._hook.stats)
-                self.monitor.stats = self._hook.stats
-            self._stop = self.session.after_steps(self._steps, self.epoch)
+                self.session = self.monitor.new_session(self.model, self.optimizer, self._hook)
+            self._stop = self.session.after_steps(self._steps, self.epoch, rows=rows)
         except Exception as err:
             self.monitor._disable(f"monitoring failed ({type(err).__name__}: {err})")

@@ -14,7 +14,7 @@ SHAPES = [(3, 4), (4,), (2, 2)]
 def make_stats(mode: str = "global_norm", threshold: float | None = None, bn_layers=()):
     variables = [tf.Variable(np.ones(s, np.float32)) for s in SHAPES]
     stats = GradientStats(variables, bn_layers, mode, threshold)
-    step_fn = tf.function(lambda grads, step: stats.process(grads, step, 0.01, loss=tf.constant(0.5)))
+    step_fn = tf.function(lambda grads, step: stats.process(grads, step, 0.01, loss=tf.constant(0.5))[0])
     return stats, step_fn
 
 
