@@ -10,12 +10,22 @@ When the server is away the buffer holds up to ``max_buffer_bytes`` of
 records; past that the oldest are dropped and an explicit ``gap`` message is
 sent on reconnect, so the charts show the hole instead of hiding it.
 Acknowledgements and status changes are small and rare: they are never dropped.
+
+A record handed to the socket is not yet a record on the server's disk (it
+may sit in a kernel buffer, or in the server's batched writer for up to its
+flush interval when the server is killed). So the records sent in the last
+``RESEND_WINDOW`` seconds are kept (at most a quarter of ``max_buffer_bytes``)
+and sent again after every reconnect; the server replaces a step it already
+has, so this is idempotent and a crash of the server leaves no silent hole.
+See docs/reliability.md for every bound.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import socket
 import threading
 import time
 import warnings
@@ -23,17 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from gradwatch.protocol import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
-    Ack,
     CloseCode,
     CommandMessage,
-    Status,
     TrainerHello,
     Welcome,
     dumps,
@@ -44,6 +52,11 @@ log = logging.getLogger("gradwatch.trainer")
 
 #: Records per ``steps`` frame at most; keeps frames far below MAX_FRAME_BYTES.
 MAX_BATCH = 64
+#: Seconds of already-sent records re-sent after a reconnect (covers the server's
+#: batched-writer flush interval, 0.2 s by default, plus what sat in socket buffers).
+RESEND_WINDOW = 2.0
+#: First and largest wait between connection attempts (doubling in between).
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 _PERMANENT_CLOSE = {CloseCode.UNAUTHORIZED, CloseCode.PROTOCOL_MISMATCH, CloseCode.BAD_MESSAGE}
 
 
@@ -86,9 +99,14 @@ class Transport:
         self._connect_timeout = connect_timeout
         self._connect_fn = connect_fn
         self._records: collections.deque[_Item] = collections.deque()
-        self._control: collections.deque[Ack | Status] = collections.deque()
+        self._control: collections.deque[BaseModel] = collections.deque()
         self._bytes = 0
         self._gap: list[int] | None = None  # [from_step, to_step, dropped] not yet reported
+        # Sent recently, kept for re-sending after a reconnect: (monotonic send time, item).
+        self._recent: collections.deque[tuple[float, _Item]] = collections.deque()
+        self._recent_bytes = 0
+        self._resend: collections.deque[_Item] = collections.deque()  # to send first on this connection
+        self._conn: ClientConnection | None = None  # the open connection, for close() to cut a stuck send
         self._cond = threading.Condition()
         self._stop = False  # set once close() has given up waiting, ends the sender
         self._thread: threading.Thread | None = None
@@ -104,6 +122,8 @@ class Transport:
 
     def put_record(self, step: int, payload: Any, nbytes: int) -> None:
         with self._cond:
+            if self._failed is not None:
+                return  # monitoring is off for this run: keep nothing
             self._records.append(_Item(step, nbytes, payload))
             self._bytes += nbytes
             while self._bytes > self.max_buffer_bytes and len(self._records) > 1:
@@ -116,7 +136,8 @@ class Transport:
                 self._gap[2] += 1
             self._cond.notify()
 
-    def put_control(self, message: Ack | Status) -> None:
+    def put_control(self, message: BaseModel) -> None:
+        """Queue a small message (ack, status, probe, origin) that is never dropped."""
         with self._cond:
             self._control.append(message)
             self._cond.notify()
@@ -136,6 +157,12 @@ class Transport:
             delivered = not self._pending()
             self._stop = True
             self._cond.notify_all()
+            conn = self._conn
+        if not delivered and conn is not None:
+            # A server that stopped reading leaves the sender blocked in send(); cut the socket so
+            # the thread ends now instead of whenever the kernel gives up.
+            with contextlib.suppress(OSError):
+                conn.socket.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         if not delivered:
@@ -147,19 +174,21 @@ class Transport:
     # ------------------------------------------------------------------ sender thread
 
     def _pending(self) -> bool:
-        return bool(self._records or self._control or self._gap)
+        return bool(self._records or self._control or self._gap or self._resend)
 
     def _pending_count(self) -> int:
-        return len(self._records) + len(self._control)
+        return len(self._records) + len(self._control) + len(self._resend)
 
     def _run(self) -> None:
-        backoff = 0.2
+        backoff = BACKOFF_MIN
         while not self._stop:
             handshake_done = False
             try:
                 with self._open() as ws:
+                    with self._cond:
+                        self._conn = ws
                     self._handshake(ws)
-                    handshake_done, backoff = True, 0.2
+                    handshake_done, backoff = True, BACKOFF_MIN
                     while not self._stop:
                         self._send_pending(ws)
             except PermanentError as err:
@@ -175,12 +204,12 @@ class Transport:
                     )
             finally:
                 with self._cond:
-                    self._ws = None
+                    self._ws = self._conn = None
                     self.connected.clear()
             if not self._stop:
                 with self._cond:
                     self._cond.wait_for(lambda: self._stop, timeout=backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _open(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
@@ -219,6 +248,12 @@ class Transport:
         self.run_id = reply.run_id
         with self._cond:
             self._ws = ws
+            # Whatever was sent shortly before the last connection ended may not have reached the
+            # server's disk: send it again first (the server replaces steps it already has).
+            again = {id(item): item for item in (*(i for _, i in self._recent), *self._resend)}
+            self._resend = collections.deque(sorted(again.values(), key=lambda i: i.step))
+            self._recent.clear()
+            self._recent_bytes = 0
         self.connected.set()
         threading.Thread(target=self._receive, args=(ws,), name="gradwatch-receiver", daemon=True).start()
 
@@ -228,27 +263,46 @@ class Transport:
             if self._ws is None:
                 raise ConnectionError("the receiver saw the connection close")
             control = list(self._control)
-            gap = self._gap
-            batch = [self._records[i] for i in range(min(MAX_BATCH, len(self._records)))]
+            # Take the gap over now: drops that happen while it is being sent start a new one.
+            gap, self._gap = self._gap, None
+            resend = [self._resend[i] for i in range(min(MAX_BATCH, len(self._resend)))]
+            batch = [self._records[i] for i in range(min(MAX_BATCH - len(resend), len(self._records)))]
         for message in control:
             ws.send(message.model_dump_json())
             with self._cond:
                 self._control.popleft()
         if gap is not None:
-            ws.send(dumps({"type": "gap", "from_step": gap[0], "to_step": gap[1], "dropped": gap[2]}))
+            try:
+                ws.send(dumps({"type": "gap", "from_step": gap[0], "to_step": gap[1], "dropped": gap[2]}))
+            except BaseException:
+                with self._cond:  # not sent: report it (merged with any newer drops) on the next connection
+                    self._gap = gap if self._gap is None else [gap[0], self._gap[1], gap[2] + self._gap[2]]
+                raise
+        items = resend + batch
+        if items:
+            ws.send(dumps({"type": "steps", "records": [self._encode(item.payload) for item in items]}))
+            now = time.monotonic()
             with self._cond:
-                if self._gap is gap:
-                    self._gap = None
-        if batch:
-            ws.send(dumps({"type": "steps", "records": [self._encode(item.payload) for item in batch]}))
-            with self._cond:
+                for item in resend:
+                    if self._resend and self._resend[0] is item:
+                        self._resend.popleft()
                 # Only drop what was sent: overflow may have already evicted some of it.
                 for item in batch:
                     if self._records and self._records[0] is item:
                         self._records.popleft()
                         self._bytes -= item.nbytes
+                self._remember(now, items)
                 self.sent += len(batch)
                 self._cond.notify_all()
+
+    def _remember(self, now: float, items: list[_Item]) -> None:
+        """Keep ``items`` for a re-send after a reconnect; forget what is older than the window or over budget."""
+        for item in items:
+            self._recent.append((now, item))
+            self._recent_bytes += item.nbytes
+        budget = max(1, self.max_buffer_bytes // 4)
+        while self._recent and (self._recent[0][0] < now - RESEND_WINDOW or self._recent_bytes > budget):
+            self._recent_bytes -= self._recent.popleft()[1].nbytes
 
     def _receive(self, ws: ClientConnection) -> None:
         try:
@@ -275,7 +329,9 @@ class Transport:
             self._failed = reason
             self._records.clear()
             self._control.clear()
-            self._bytes = 0
+            self._resend.clear()
+            self._recent.clear()
+            self._bytes = self._recent_bytes = 0
             self._cond.notify_all()
 
     def _warn(self, message: str) -> None:
