@@ -1,0 +1,171 @@
+"""Per-run alert bookkeeping: runs the rules on every batch and probe, one open alert per (kind, layer).
+
+``RunAlerts`` is synchronous and does no I/O. It returns ``Change``s that must be
+saved and pushed now (an alert raised for the first time, re-triggered after
+its condition had cleared, or given its non-finite origin), and collects
+continuations (the same episode still going: ``last_step`` and evidence move
+on) in ``dirty`` for the caller to save at its own pace.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradwatch.protocol import NonfiniteOrigin, Probe, StepRecord
+
+from .params import RuleSettings, settings
+from .probe_rules import DeadRelu, FrozenBatchnorm
+from .rules import ClipSaturated, Evidence, ExplodingGradients, Hit, Nonfinite, Rule, RunInfo, VanishingGradients
+from .series import StepBatch
+from .texts import REMEDIES, SEVERITY, message
+
+#: Evaluation order: exploding before nonfinite, so growth that ends in NaN is raised first.
+RULE_TYPES: dict[str, type[Rule]] = {
+    "exploding_gradients": ExplodingGradients,
+    "vanishing_gradients": VanishingGradients,
+    "nonfinite": Nonfinite,
+    "dead_relu": DeadRelu,
+    "frozen_batchnorm": FrozenBatchnorm,
+    "clip_saturated": ClipSaturated,
+}
+
+
+@dataclass(eq=False)
+class Alert:
+    run_id: int
+    kind: str
+    severity: str
+    step: int
+    last_step: int
+    layer: str | None
+    layers: list[str]
+    evidence: Evidence
+    message: str
+    remedies: list[str]
+    count: int = 1
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    id: int = 0  # assigned when first stored
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "run_id": self.run_id, "kind": self.kind, "severity": self.severity,
+                "step": self.step, "last_step": self.last_step, "layer": self.layer, "layers": list(self.layers),
+                "evidence": dict(self.evidence), "message": self.message, "remedies": list(self.remedies),
+                "count": self.count, "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+@dataclass
+class Change:
+    alert: Alert
+    created: bool
+
+
+class RunAlerts:
+    def __init__(self, run_id: int, info: RunInfo, rules: dict[str, RuleSettings] | None = None,
+                 existing: list[Alert] | None = None) -> None:
+        self.run_id = run_id
+        self.info = info
+        self.settings = {k: (rules or {}).get(k) or settings(k) for k in RULE_TYPES}
+        self.rules: dict[str, Rule] = {}
+        for kind in RULE_TYPES:
+            self._build(kind)
+        self.open: dict[tuple[str, str | None], Alert] = {(a.kind, a.layer): a for a in existing or []}
+        #: Episodes that held in the previous evaluation: (kind, source, key) -> alert.
+        self.active: dict[tuple[str, str, str | None], Alert] = {}
+        self.dirty: set[Alert] = set()
+        self.pending_origin: NonfiniteOrigin | None = None
+
+    def _build(self, kind: str) -> None:
+        s = self.settings[kind]
+        if s.muted:
+            self.rules.pop(kind, None)
+        else:
+            self.rules[kind] = RULE_TYPES[kind](self.info, s)
+
+    def configure(self, kind: str, new: RuleSettings) -> None:
+        """New settings for one rule: its rolling state starts over."""
+        self.settings[kind] = new
+        self._build(kind)
+        for key in [k for k in self.active if k[0] == kind]:
+            del self.active[key]
+
+    # ------------------------------------------------------------------ inputs
+
+    def observe_steps(self, records: list[StepRecord]) -> list[Change]:
+        batch = StepBatch.from_records(records, len(self.info.variables), len(self.info.bn_layers))
+        changes: list[Change] = []
+        for kind, rule in list(self.rules.items()):
+            self._apply(kind, "steps", rule.observe(batch), changes)
+        return changes
+
+    def observe_probe(self, probe: Probe) -> list[Change]:
+        changes: list[Change] = []
+        for kind, rule in list(self.rules.items()):
+            self._apply(kind, "probe", rule.observe_probe(probe), changes)
+        return changes
+
+    def origin(self, msg: NonfiniteOrigin) -> Change | None:
+        """Attach where a non-finite step came from to its alert (or to the next one raised)."""
+        if "nonfinite" not in self.rules:
+            return None
+        alerts = [a for a in self.open.values() if a.kind == "nonfinite"]
+        if not alerts:
+            self.pending_origin = msg
+            return None
+        covering = [a for a in alerts if a.step <= msg.step <= a.last_step]
+        alert = max(covering or alerts, key=lambda a: a.updated_at)
+        self._set_origin(alert, msg)
+        self.dirty.discard(alert)
+        return Change(alert, created=False)
+
+    def _set_origin(self, alert: Alert, msg: NonfiniteOrigin) -> None:
+        alert.evidence.update({"origin_step": msg.step, "origin_source": msg.source, "origin_layer": msg.layer,
+                               "origin_detail": msg.detail or None})
+        alert.message = message(alert.kind, alert.step, alert.layer, alert.evidence)
+        alert.updated_at = time.time()
+
+    # ------------------------------------------------------------------ episodes
+
+    def _apply(self, kind: str, source: str, hits: list[Hit], changes: list[Change]) -> None:
+        now = time.time()
+        seen: set[tuple[str, str, str | None]] = set()
+        for hit in hits:
+            key = (kind, source, hit.key)
+            seen.add(key)
+            alert = self.active.get(key)
+            if alert is not None:  # the same episode goes on
+                alert.last_step = max(alert.last_step, hit.last_step)
+                alert.evidence.update(hit.evidence)
+                alert.message = message(kind, alert.step, alert.layer, alert.evidence)
+                alert.updated_at = now
+                self.dirty.add(alert)
+                continue
+            alert = self.open.get((kind, hit.layer))
+            if alert is None:
+                alert = Alert(self.run_id, kind, SEVERITY[kind], hit.step, hit.last_step, hit.layer, list(hit.layers),
+                              dict(hit.evidence), "", list(REMEDIES[kind]), created_at=now, updated_at=now)
+                self.open[(kind, hit.layer)] = alert
+                created = True
+            else:
+                alert.count += 1
+                alert.last_step = max(alert.last_step, hit.last_step)
+                alert.layers = list(dict.fromkeys([*alert.layers, *hit.layers]))
+                alert.evidence.update(hit.evidence)
+                alert.updated_at = now
+                created = False
+            if kind == "nonfinite" and self.pending_origin is not None:
+                self._set_origin(alert, self.pending_origin)
+                self.pending_origin = None
+            alert.message = message(kind, alert.step, alert.layer, alert.evidence)
+            self.active[key] = alert
+            self.dirty.discard(alert)
+            changes.append(Change(alert, created))
+        for key in [k for k in self.active if k[0] == kind and k[1] == source and k not in seen]:
+            del self.active[key]
+
+    def take_dirty(self) -> list[Alert]:
+        out = [a for a in self.dirty if a.id]
+        self.dirty.clear()
+        return out

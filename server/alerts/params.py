@@ -1,0 +1,133 @@
+"""Every alert rule's tunable numbers: names, defaults, bounds and what they mean.
+
+A rule's settings for one run are ``RuleSettings(muted, params)``; ``validate_patch``
+checks a PATCH body against ``RULES`` and names the offending key when it is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradwatch.protocol import ALERT_KINDS
+
+
+@dataclass(frozen=True)
+class Param:
+    default: float
+    low: float
+    high: float
+    integer: bool
+    doc: str
+
+
+def _i(default: int, low: int, high: int, doc: str) -> Param:
+    return Param(float(default), float(low), float(high), True, doc)
+
+
+def _f(default: float, low: float, high: float, doc: str) -> Param:
+    return Param(default, low, high, False, doc)
+
+
+#: kind -> parameter name -> Param. docs/alerts.md documents the same table.
+RULES: dict[str, dict[str, Param]] = {
+    "exploding_gradients": {
+        "warmup": _i(20, 1, 100_000, "reported steps with finite norms before the rule looks at spikes"),
+        "window": _i(50, 5, 10_000, "steps in the rolling median (and in the clip-multiple count)"),
+        "long_window": _i(1000, 10, 1_000_000, "steps over which the rolling medians are remembered: the usual level "
+                                               "is the larger of the current median and their median over this span"),
+        "spike_factor": _f(10.0, 1.5, 1e6, "a norm above spike_factor x its usual level is a spike"),
+        "sustain": _i(4, 1, 1000, "consecutive spiking steps that raise the alert (single outlier batches are normal)"),
+        "min_share": _f(0.01, 0.0, 1.0, "a variable's spike counts only if its norm is at least min_share x the "
+                                        "global norm's usual level (ignores noise in tiny variables)"),
+        "clip_multiple": _f(10.0, 1.0, 1e6, "a global norm above clip_multiple x the clip threshold is a hit"),
+        "min_hits": _i(3, 1, 10_000, "hits within the last window steps that raise the alert"),
+        "refresh": _i(10, 1, 1000, "steps between recomputations of the rolling medians"),
+    },
+    "vanishing_gradients": {
+        "ratio": _f(1e-3, 1e-12, 1.0, "an earlier kernel's gradient norm below ratio x the last kernel's is starved"),
+        "sustain": _i(30, 1, 100_000, "consecutive reported steps a variable must stay starved"),
+    },
+    "nonfinite": {},
+    "dead_relu": {
+        "threshold": _f(0.5, 0.0, 1.0, "share of a layer's units dead on the probe batch above which it is dying"),
+        "sustain": _i(2, 1, 1000, "consecutive probes above the threshold"),
+    },
+    "frozen_batchnorm": {
+        "eps": _f(1e-8, 0.0, 1.0, "moving-mean and moving-variance RMS changes below eps count as frozen"),
+        "grad_eps": _f(0.0, 0.0, 1e6, "gamma/beta gradient norms above grad_eps count as training"),
+        "sustain": _i(20, 1, 100_000, "consecutive BN-reporting steps frozen while gamma/beta train"),
+        "gap_threshold": _f(1.0, 0.0, 1e6, "probe bn_gap above which a layer's moving statistics are off"),
+        "gap_sustain": _i(3, 1, 1000, "consecutive probes with bn_gap above gap_threshold"),
+        "gap_min_step": _i(500, 0, 10**9, "probes before this step are ignored (moving statistics still warm up; "
+                                          "Keras' momentum 0.99 needs a few hundred steps)"),
+    },
+    "clip_saturated": {
+        "fraction": _f(0.9, 0.01, 1.0, "share of the last window steps that were clipped"),
+        "window": _i(100, 2, 100_000, "steps considered (the rule waits for this many)"),
+    },
+}
+assert tuple(RULES) == ALERT_KINDS
+
+
+def defaults(kind: str) -> dict[str, float]:
+    return {name: p.default for name, p in RULES[kind].items()}
+
+
+@dataclass
+class RuleSettings:
+    muted: bool = False
+    params: dict[str, float] = field(default_factory=dict)
+
+    def get(self, name: str) -> float:
+        return self.params[name]
+
+    def view(self) -> dict[str, Any]:
+        return {"muted": self.muted, "params": {k: _number(k, v, self.kind_params) for k, v in self.params.items()}}
+
+    kind_params: dict[str, Param] = field(default_factory=dict, repr=False)
+
+
+def _number(name: str, value: float, spec: dict[str, Param]) -> float | int:
+    return int(value) if name in spec and spec[name].integer else value
+
+
+def settings(kind: str, muted: bool = False, params: dict[str, float] | None = None) -> RuleSettings:
+    merged = defaults(kind)
+    for k, v in (params or {}).items():
+        if k in merged:  # a stored parameter that a newer version dropped is ignored
+            merged[k] = float(v)
+    return RuleSettings(muted, merged, RULES[kind])
+
+
+class PatchError(ValueError):
+    """A PATCH body the rules cannot take; ``str(e)`` names the key and the allowed values."""
+
+
+def validate_patch(kind: str, body: dict[str, Any]) -> tuple[bool | None, dict[str, float]]:
+    """``(muted or None, params)`` from ``{muted?: bool, params?: {name: number}}``; raises PatchError."""
+    spec = RULES[kind]
+    unknown = set(body) - {"muted", "params"}
+    if unknown:
+        raise PatchError(f"unknown field(s) {sorted(unknown)}; the body takes 'muted' (bool) and 'params' (object)")
+    muted = body.get("muted")
+    if muted is not None and not isinstance(muted, bool):
+        raise PatchError(f"muted must be true or false (got {muted!r})")
+    raw = body.get("params") or {}
+    if not isinstance(raw, dict):
+        raise PatchError(f"params must be an object of name: number (got {raw!r})")
+    out: dict[str, float] = {}
+    for name, value in raw.items():
+        if name not in spec:
+            known = ", ".join(sorted(spec)) or "none"
+            raise PatchError(f"{kind} has no parameter {name!r}; its parameters: {known}")
+        p = spec[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise PatchError(f"{kind}.{name} must be a finite number (got {value!r})")
+        if p.integer and float(value) != int(value):
+            raise PatchError(f"{kind}.{name} must be a whole number (got {value!r})")
+        if not p.low <= value <= p.high:
+            raise PatchError(f"{kind}.{name} must be between {p.low:g} and {p.high:g} (got {value!r})")
+        out[name] = float(value)
+    return muted, out

@@ -1,0 +1,127 @@
+"""What an alert says: severities, one or two plain-language sentences, and the standard remedies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SEVERITY: dict[str, str] = {
+    "exploding_gradients": "critical",
+    "vanishing_gradients": "warning",
+    "nonfinite": "critical",
+    "dead_relu": "warning",
+    "frozen_batchnorm": "warning",
+    "clip_saturated": "warning",
+}
+
+REMEDIES: dict[str, list[str]] = {
+    "exploding_gradients": [
+        "Clip gradients (set a global-norm clip threshold from the page, or clipnorm/global_clipnorm).",
+        "Lower the learning rate (set_lr from the page) or add warm-up.",
+        "Use He/Xavier (Glorot) initialisation instead of large random weights.",
+        "Add BatchNormalization or LayerNormalization; check the inputs are scaled.",
+    ],
+    "vanishing_gradients": [
+        "Use He (for ReLU) or Xavier/Glorot initialisation.",
+        "Use ReLU-family activations (ReLU, LeakyReLU, ELU, GELU) instead of sigmoid/tanh in hidden layers.",
+        "Add BatchNormalization between layers.",
+        "Add residual (skip) connections, or make the network shallower.",
+    ],
+    "nonfinite": [
+        "Check the inputs and labels for NaN/Inf (e.g. log of zero or negative values in preprocessing).",
+        "Lower the learning rate and clip gradients.",
+        "Use numerically safe ops: from_logits=True losses, epsilon in divisions, log and sqrt.",
+        "Enable the trainer's non-finite guard (guard_nonfinite) so a bad batch skips its update "
+        "instead of poisoning every weight.",
+    ],
+    "dead_relu": [
+        "Lower the learning rate (large updates push units into the always-negative region).",
+        "Use LeakyReLU, ELU or GELU, which keep a gradient for negative inputs.",
+        "Use He initialisation and a small positive bias initialiser.",
+        "Add BatchNormalization before the activation.",
+    ],
+    "frozen_batchnorm": [
+        "In a hand-written loop call the model with training=True for the training step "
+        "(model(x, training=True)); model.fit does this for you.",
+        "If the layer is frozen on purpose (fine-tuning), also make gamma/beta non-trainable.",
+        "Check the BatchNormalization momentum is not 1.0.",
+    ],
+    "clip_saturated": [
+        "Raise the clip threshold (set_clip) toward the typical global norm, or lower the learning rate "
+        "(set_lr) explicitly, so clipping only catches outliers.",
+        "Look for the cause of the large gradients (scale of inputs or loss, initialisation).",
+    ],
+}
+
+
+def _g(x: Any) -> str:
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def _at(layer: str | None) -> str:
+    return f" in {layer}" if layer else ""
+
+
+def message(kind: str, step: int, layer: str | None, evidence: dict[str, Any]) -> str:
+    e = evidence
+    if kind == "exploding_gradients":
+        if e.get("rule") == "clip_multiple":
+            head = (f"The global gradient norm reached {_g(e.get('global_norm'))}, over {_g(e.get('clip_multiple'))}x "
+                    f"the clip threshold {_g(e.get('clip_threshold'))}, on {e.get('hits_in_window')} recent steps")
+        else:
+            head = (f"Gradients are exploding: the global norm reached {_g(e.get('global_norm'))} against a usual "
+                    f"level of {_g(e.get('global_norm_usual'))}")
+        where = f", growing most{_at(layer)} ({_g(e.get('growth'))}x its usual level)" if layer else ""
+        return f"{head} at step {step}{where}."
+    if kind == "vanishing_gradients":
+        return (f"Gradients are vanishing: since step {e.get('since_step')} the gradient norm of {layer} stays below "
+                f"{_g(e.get('threshold'))}x that of the last layer {e.get('last_layer')} (ratio {_g(e.get('ratio'))}), "
+                "so the early layers barely learn.")
+    if kind == "nonfinite":
+        what = []
+        if e.get("grad_nan"):
+            what.append(f"{e['grad_nan']} NaN")
+        if e.get("grad_inf"):
+            what.append(f"{e['grad_inf']} Inf")
+        grads = f"gradients ({', '.join(what)} elements)" if what else "values"
+        text = f"Non-finite {grads} appeared at step {step}"
+        text += f", first in {layer}." if layer else "."
+        if e.get("loss_nonfinite"):
+            text += " The loss is NaN/Inf."
+        if e.get("weight_nonfinite"):
+            text += f" {e['weight_nonfinite']} weights are already non-finite."
+        source = e.get("origin_source")
+        if source == "features":
+            text += " The NaN/Inf comes from the input features" + _detail(e) + "."
+        elif source == "labels":
+            text += " The NaN/Inf comes from the labels" + _detail(e) + "."
+        elif source == "layer":
+            text += f" It first appears in the forward output of layer {e.get('origin_layer')}" + _detail(e) + "."
+        elif source == "loss":
+            text += " The inputs and every layer output are finite; the loss itself produces it" + _detail(e) + "."
+        elif source == "unknown":
+            text += " Replaying the batch did not reproduce it" + _detail(e) + "."
+        if e.get("skipped_steps"):
+            text += f" The trainer's guard skipped {e['skipped_steps']} steps, so the weights were not updated with it."
+        return text
+    if kind == "dead_relu":
+        return (f"{_g(100 * float(e.get('dead_share', 0)))}% of the ReLU units in {layer} output zero for every probe "
+                f"example (over {_g(100 * float(e.get('threshold', 0)))}% on {e.get('probes')} probes in a row, "
+                f"seen at step {step}); they no longer learn.")
+    if kind == "frozen_batchnorm":
+        if e.get("rule") == "probe_gap":
+            return (f"BatchNormalization layer {layer}: its moving statistics are far from the batch statistics "
+                    f"(gap {_g(e.get('bn_gap'))} on {e.get('probes')} probes, step {step}); inference will not match "
+                    "training.")
+        return (f"BatchNormalization layer {layer} is frozen: its moving mean and variance have not changed for "
+                f"{e.get('sustained_steps')} steps (as of step {step}) while gamma/beta still train — the model is "
+                "probably called without training=True.")
+    if kind == "clip_saturated":
+        return (f"Clipping bites on {_g(100 * float(e.get('clipped_share', 0)))}% of the last {e.get('window')} steps "
+                f"(as of step {step}; median scale {_g(e.get('median_clip_scale'))}): the clip threshold "
+                f"{_g(e.get('clip_threshold'))} now acts as a lower learning rate.")
+    return f"{kind} at step {step}{_at(layer)}."
+
+
+def _detail(e: dict[str, Any]) -> str:
+    d = e.get("origin_detail")
+    return f" ({d})" if d else ""
