@@ -9,10 +9,14 @@
 // After that live records go straight into the RunStore and the charts
 // render them once per animation frame.
 
-import { Charts } from "./charts.js";
+import {
+  ALERT_KINDS, alertLayers, bannerAlert, isOpen, kindLabel, matchVariables, renderBanner, renderRules, renderTimeline,
+  summarize,
+} from "./alerts.js";
+import { Charts, RATIO_RULE } from "./charts.js";
 import { LiveSocket } from "./live.js";
 import { RunStore } from "./store.js";
-import { el, errorDetail, fmtAgo, fmtClip, fmtInt, fmtNum, getJSON, num, postJSON } from "./util.js";
+import { el, errorDetail, fmtAgo, fmtClip, fmtInt, fmtNum, getJSON, num, patchJSON, postJSON } from "./util.js";
 
 const METRICS_MAX_POINTS = 2000;
 const $ = (id) => document.getElementById(id);
@@ -33,6 +37,12 @@ const state = {
   syncSeq: 0, // bumps on every (re)sync
   fatal: false,
   autoSelected: false,
+  alerts: new Map(), // id -> AlertView (selected run)
+  rules: null, // {kind: {muted, params}} of the selected run; null until loaded
+  rulesAvailable: true, // false when the server has no alert-rules route
+  rulesBusy: new Set(), // kinds with a PATCH in flight
+  runAlerts: new Map(), // run id -> Map(alert id -> AlertView): every run's alerts seen (run list badges)
+  alertsRouteMissing: false,
 };
 
 const charts = new Charts(
@@ -42,8 +52,15 @@ const charts = new Charts(
     nonfinite: $("chart-nonfinite"),
     bn: $("chart-bn"),
     losslr: $("chart-loss-lr"),
+    ratio: $("chart-update-ratio"),
+    probe: $("chart-probe"),
   },
-  { onStats: renderStats },
+  {
+    onStats: renderStats,
+    onProbe: (has) => {
+      $("card-probe").hidden = !has;
+    },
+  },
 );
 
 // ------------------------------------------------------------------ connection indicator
@@ -100,11 +117,13 @@ function makeRunItem(id) {
   const status = el("span", { dataset: { testid: "run-item-status" } });
   const step = el("span", { dataset: { testid: "run-item-step" } });
   const age = el("span", { class: "run-age" });
+  const alerts = el("span", { class: "run-alerts", dataset: { testid: "run-item-alerts" } });
+  const right = el("span", { class: "run-badges" }, status);
   const a = el("a", { href: `#run=${id}`, class: "run-link" },
-    el("span", { class: "run-line1" }, name, status),
+    el("span", { class: "run-line1" }, name, right),
     el("span", { class: "run-line2 muted" }, el("span", {}, `#${id}`), step, age));
   const li = el("li", { class: "run-item", dataset: { testid: "run-item", runId: String(id) } }, a);
-  return { li, a, name, status, step, age };
+  return { li, a, name, status, step, age, alerts, right };
 }
 
 function setText(node, text) {
@@ -139,6 +158,7 @@ function renderRunList() {
     it.status.className = `badge badge-${String(r.status || "unknown").replace(/[^a-z]/g, "")}`;
     setText(it.step, r.step === null || r.step === undefined ? "no steps yet" : `step ${fmtInt(r.step)}`);
     setText(it.age, fmtAgo(r.updated_at));
+    renderRunBadge(it, r);
     // keep DOM order = sorted order, moving nodes only when needed
     const want = prev ? prev.nextSibling : list.firstChild;
     if (want !== it.li) list.insertBefore(it.li, want);
@@ -146,6 +166,29 @@ function renderRunList() {
   }
   $("runs-empty").hidden = runs.length > 0;
   $("runs-count").textContent = runs.length ? String(runs.length) : "";
+}
+
+// Open alerts of a run: from the alerts seen (REST and live), else a count the
+// run summary may carry.
+function renderRunBadge(it, r) {
+  let sum = summarize(state.runAlerts.get(r.id));
+  if (!sum.count && !state.runAlerts.has(r.id)) {
+    const n = typeof r.alert_count === "number" ? r.alert_count : typeof r.alerts === "number" ? r.alerts : 0;
+    if (n > 0) sum = { count: n, severity: r.alert_severity || "warning", kinds: [] };
+  }
+  if (!sum.count) {
+    if (it.alerts.isConnected) it.alerts.remove();
+    return;
+  }
+  const sev = sum.severity === "critical" ? "critical" : "warning";
+  setText(it.alerts, `▲ ${sum.count}`);
+  it.alerts.className = `run-alerts sev-${sev}`;
+  it.alerts.dataset.severity = sev;
+  it.alerts.dataset.count = String(sum.count);
+  const label = `${sum.count} open alert${sum.count === 1 ? "" : "s"}${sum.kinds.length ? `: ${sum.kinds.map(kindLabel).join(", ")}` : ""}`;
+  it.alerts.title = label;
+  it.alerts.setAttribute("aria-label", label);
+  if (!it.alerts.isConnected) it.right.prepend(it.alerts);
 }
 
 function upsertRun(r) {
@@ -184,9 +227,15 @@ function selectRun(id) {
   state.detail = null;
   state.store = null;
   state.commands.clear();
+  state.alerts.clear();
+  state.rules = null;
+  state.rulesBusy.clear();
   state.buffer = [];
   state.buffering = true;
   charts.reset();
+  charts.setHighlights([]);
+  $("card-probe").hidden = true;
+  $("lr-input").value = "";
   gw.runId = id;
   gw.steps = 0;
   gw.lastStep = null;
@@ -201,6 +250,7 @@ function selectRun(id) {
   setNotice("Loading…");
   renderNanBanner();
   renderCommands();
+  renderAlertsNow();
   renderRunList();
   syncRun();
 }
@@ -226,7 +276,10 @@ async function syncRun() {
     const since = state.store && state.store.lastStep !== null ? state.store.lastStep + 1 : null;
     let url = `/api/runs/${id}/metrics?max_points=${METRICS_MAX_POINTS}`;
     if (since !== null) url += `&since_step=${since}`;
-    const [metrics, commands] = await Promise.all([getJSON(url), getJSON(`/api/runs/${id}/commands`)]);
+    const [metrics, commands, alerts, rules] = await Promise.all([
+      getJSON(url), getJSON(`/api/runs/${id}/commands`), optionalJSON(`/api/runs/${id}/alerts`),
+      optionalJSON(`/api/runs/${id}/alert-rules`),
+    ]);
     if (seq !== state.syncSeq || selectSeq !== state.selectSeq) return;
 
     const fresh = !state.store;
@@ -237,10 +290,20 @@ async function syncRun() {
     store.addColumns(metrics);
     for (const rec of state.buffer) store.addRecord(rec);
     state.buffer = [];
+    for (const p of state.probeBuffer || []) store.addProbe(p);
+    state.probeBuffer = [];
     state.buffering = false;
     for (const c of commands || []) mergeCommand(c);
+    if (alerts.ok && Array.isArray(alerts.body)) {
+      state.alerts.clear();
+      for (const a of alerts.body) mergeAlert(a);
+      state.runAlerts.set(id, new Map(state.alerts));
+    }
+    state.rulesAvailable = rules.ok;
+    if (rules.ok && rules.body && typeof rules.body === "object") state.rules = { ...rules.body };
     if (fresh) {
       fillClipForm(detail.clip);
+      fillLr(detail.lr ?? lastLr(store));
       charts.attach(store);
     } else {
       charts.schedule();
@@ -249,6 +312,7 @@ async function syncRun() {
     updateProgress();
     renderRunHead();
     renderCommands();
+    scheduleAlerts();
     scheduleRunList();
   } catch (e) {
     if (seq !== state.syncSeq || selectSeq !== state.selectSeq) return;
@@ -256,6 +320,16 @@ async function syncRun() {
     if (e.status === 404) setNotice(`Run ${id} does not exist (it may have been deleted).`, "error");
     else if (e.status === 401 || e.status === 403) setNotice(`Not signed in: open the login link printed by \`gradwatch serve\`. (${e.message})`, "error");
     else setNotice(`Could not load run ${id}: ${e.message}. Retrying on reconnect.`, "error");
+  }
+}
+
+/** GET that may legitimately fail (a route this server does not have yet): {ok, status, body}. */
+async function optionalJSON(url) {
+  try {
+    return { ok: true, status: 200, body: await getJSON(url) };
+  } catch (e) {
+    if (e.status === 401 || e.status === 403) throw e;
+    return { ok: false, status: e.status || 0, body: null, message: e.message };
   }
 }
 
@@ -299,9 +373,11 @@ function renderRunHead() {
   const step = state.store && state.store.lastStep !== null ? state.store.lastStep : d.step;
   $("run-step").textContent = fmtInt(step);
   $("run-clip").textContent = fmtClip(d.clip);
+  renderLr();
   const finished = d.status === "finished";
   for (const b of document.querySelectorAll("[data-cmd]")) b.disabled = finished || b.dataset.busy === "1";
   $("clip-apply").disabled = finished;
+  $("lr-apply").disabled = finished || $("lr-apply").dataset.busy === "1";
   $("btn-pause").classList.toggle("is-active", d.status === "paused");
   $("controls").classList.toggle("is-finished", finished);
 }
@@ -314,7 +390,49 @@ function renderStats(s) {
   $("run-sps").textContent = st.lastSps === null ? "–" : fmtNum(st.lastSps, 3);
   const step = s.lastStep;
   if (step !== null) $("run-step").textContent = fmtInt(step);
+  renderLr();
+  renderRatioStat(s);
   renderNanBanner();
+}
+
+function lastLr(s) {
+  if (!s) return null;
+  for (let i = s.length - 1; i >= Math.max(0, s.length - 50); i--) if (s.c.lr[i] !== null) return s.c.lr[i];
+  return null;
+}
+
+/** The latest learning rate: the newest reported step's, else RunDetail.lr. */
+function renderLr() {
+  const fromSteps = lastLr(state.store);
+  const d = state.detail;
+  const lr = fromSteps !== null ? fromSteps : d ? num(d.lr) : null;
+  const text = lr === null || lr === undefined ? "–" : fmtNum(lr, 3);
+  setText($("run-lr"), text);
+  setText($("lr-current"), lr === null || lr === undefined ? "" : `now ${text}`);
+}
+
+function fillLr(lr) {
+  const x = num(lr);
+  if (x !== null && Number.isFinite(x) && !$("lr-input").value) $("lr-input").value = String(Number(x.toPrecision(6)));
+}
+
+function renderRatioStat(s) {
+  const stat = $("stat-ratio");
+  if (!s.urSeen) {
+    setText(stat, s.length ? "not measured" : "");
+    return;
+  }
+  // median over variables at the newest step that has ratios
+  for (let i = s.length - 1; i >= Math.max(0, s.length - 20); i--) {
+    const vals = s.ur.map((a) => a[i]).filter((x) => x !== null && Number.isFinite(x) && x > 0).sort((a, b) => a - b);
+    if (!vals.length) continue;
+    const med = vals[Math.floor(vals.length / 2)];
+    const ratio = med / RATIO_RULE;
+    const hint = ratio > 10 ? " · high" : ratio < 0.1 ? " · low" : "";
+    setText(stat, `median ${fmtNum(med, 2)}${hint}`);
+    stat.className = `stat${hint ? " stat-warn" : ""}`;
+    return;
+  }
 }
 
 function renderNanBanner() {
@@ -392,7 +510,7 @@ async function sendCommand(cmd, button) {
     const res = await postJSON(`/api/runs/${id}/commands`, cmd);
     if (id === state.selected && res && typeof res.id === "number") {
       mergeCommand({
-        id: res.id, run_id: id, type: cmd.type, mode: cmd.mode ?? null, threshold: cmd.threshold ?? null,
+        id: res.id, run_id: id, type: cmd.type, mode: cmd.mode ?? null, threshold: cmd.threshold ?? null, lr: cmd.lr ?? null,
         origin: "browser", created_at: Date.now() / 1000, state: res.state || "pending", applied_step: null,
         detail: null, updated_at: Date.now() / 1000,
       });
@@ -431,6 +549,22 @@ $("clip-form").addEventListener("submit", (ev) => {
   sendCommand({ type: "set_clip", mode, threshold }, $("clip-apply"));
 });
 
+$("lr-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const raw = $("lr-input").value.trim();
+  if (raw === "") {
+    showControlError("Enter a learning rate: a number greater than 0, e.g. 0.001.");
+    $("lr-input").focus();
+    return;
+  }
+  const lr = Number(raw);
+  if (!Number.isFinite(lr)) {
+    showControlError(`"${raw}" is not a number; enter a learning rate greater than 0, e.g. 0.001.`);
+    return;
+  }
+  sendCommand({ type: "set_lr", lr }, $("lr-apply"));
+});
+
 // ------------------------------------------------------------------ command log
 
 const STATE_RANK = { pending: 0, applied: 1, rejected: 1 };
@@ -449,6 +583,7 @@ function describeCommand(c) {
     if (c.threshold !== null && c.threshold !== undefined) parts.push(`≤ ${fmtNum(num(c.threshold), 4)}`);
     return parts.join(" ");
   }
+  if (c.type === "set_lr") return c.lr === null || c.lr === undefined ? "set lr" : `set lr → ${fmtNum(num(c.lr), 4)}`;
   return c.type;
 }
 
@@ -486,6 +621,7 @@ function onMessage(msg) {
       for (const id of [...state.runs.keys()]) if (!seen.has(id) && id !== state.selected) state.runs.delete(id);
       scheduleRunList();
       maybeAutoSelect();
+      prefetchRunAlerts();
       break;
     }
     case "run":
@@ -514,6 +650,24 @@ function onMessage(msg) {
       mergeCommand(msg.command);
       renderCommands();
       break;
+    case "alert":
+      onAlert(msg.run_id, msg.alert);
+      break;
+    case "alert_rules":
+      if (msg.run_id === state.selected && msg.rules && typeof msg.rules === "object") {
+        state.rules = { ...(state.rules || {}), ...msg.rules };
+        scheduleAlerts();
+      }
+      break;
+    case "probe":
+      if (msg.run_id !== state.selected || !msg.probe) break;
+      if (state.buffering || !state.store) {
+        state.probeBuffer = state.probeBuffer || [];
+        state.probeBuffer.push(msg.probe);
+        break;
+      }
+      if (state.store.addProbe(msg.probe)) charts.schedule();
+      break;
     case "gap":
       if (msg.run_id !== state.selected || !state.store) break;
       state.store.mergeGaps([msg]);
@@ -523,6 +677,148 @@ function onMessage(msg) {
       break; // unknown types are ignored (forward compatible)
   }
 }
+
+// ------------------------------------------------------------------ alerts
+
+function mergeAlert(a) {
+  if (!a || typeof a.id !== "number") return false;
+  const old = state.alerts.get(a.id);
+  if (old && (old.updated_at || 0) > (a.updated_at || 0)) return false; // an older update arrived late
+  state.alerts.set(a.id, { ...(old || {}), ...a });
+  return true;
+}
+
+function onAlert(runId, a) {
+  if (typeof runId !== "number" || !a || typeof a.id !== "number") return;
+  let m = state.runAlerts.get(runId);
+  if (!m) state.runAlerts.set(runId, (m = new Map()));
+  m.set(a.id, { ...(m.get(a.id) || {}), ...a });
+  scheduleRunList();
+  if (runId === state.selected && mergeAlert(a)) scheduleAlerts();
+}
+
+function isMuted(kind) {
+  return !!(state.rules && state.rules[kind] && state.rules[kind].muted);
+}
+
+// Alert rendering is batched to one update per animation frame, like the charts.
+let alertsRaf = 0;
+function scheduleAlerts() {
+  if (!alertsRaf) alertsRaf = requestAnimationFrame(() => {
+    alertsRaf = 0;
+    renderAlertsNow();
+  });
+}
+
+const bannerNodes = {
+  banner: $("alert-banner"), kind: $("ab-kind"), sev: $("ab-sev"), where: $("ab-where"), more: $("ab-more"),
+  message: $("ab-message"), remedies: $("ab-remedies"), remediesWrap: $("ab-remedies-wrap"), mute: $("ab-mute"),
+};
+
+function renderAlertsNow() {
+  const alerts = [...state.alerts.values()];
+  const top = bannerAlert(alerts, isMuted);
+  const open = alerts.filter((a) => isOpen(a) && !isMuted(a.kind));
+  renderBanner(bannerNodes, top, Math.max(0, open.length - 1), setMuted);
+  renderTimeline($("alert-list"), $("alerts-empty"), alerts, isMuted);
+  renderRules($("rule-list"), $("rules-note"), state.rules, state.rulesBusy, state.rulesAvailable, setMuted);
+  const note = $("rules-note");
+  if (!state.rulesAvailable && state.store) {
+    note.hidden = false;
+    note.textContent = "This server does not offer alert rules.";
+  } else if (note.dataset.error !== "1") {
+    note.hidden = true;
+  }
+  const stat = $("stat-alerts");
+  const crit = open.filter((a) => a.severity === "critical").length;
+  stat.textContent = open.length ? `${open.length} open${crit ? ` · ${crit} critical` : ""}` : state.store ? "none" : "";
+  stat.className = `stat ${crit ? "stat-bad" : open.length ? "stat-warn" : "stat-ok"}`;
+  // heatmap rows of open, unmuted alerts, from the step each was first seen
+  const variables = state.store ? state.store.variables : [];
+  const hl = [];
+  for (const a of open) {
+    for (const v of matchVariables(alertLayers(a), variables)) {
+      hl.push({ variable: v, step: a.step, severity: a.severity, kind: a.kind });
+    }
+  }
+  charts.setHighlights(hl);
+  renderHighlightList(hl);
+}
+
+function renderHighlightList(hl) {
+  const byVar = new Map();
+  for (const h of hl) {
+    const old = byVar.get(h.variable);
+    if (!old) byVar.set(h.variable, { ...h, kinds: new Set([h.kind]) });
+    else {
+      old.step = Math.min(old.step, h.step);
+      if (h.severity === "critical") old.severity = "critical";
+      old.kinds.add(h.kind);
+    }
+  }
+  const items = [...byVar.values()].slice(0, 40).map((h) =>
+    el("li", {
+      class: `heat-hl-item sev-${h.severity === "critical" ? "critical" : "warning"}`,
+      dataset: { testid: "heatmap-highlight", variable: h.variable, severity: h.severity },
+      title: `${h.variable}: ${[...h.kinds].map(kindLabel).join(", ")} since step ${h.step}`,
+    },
+    el("bdi", { class: "hl-name" }, h.variable),
+    el("span", { class: "hl-since" }, `since ${fmtInt(h.step)}`)));
+  $("heat-hl-list").replaceChildren(...items);
+  $("heat-hl").hidden = items.length === 0;
+}
+
+async function setMuted(kind, muted) {
+  const id = state.selected;
+  if (id === null || state.rulesBusy.has(kind)) return;
+  const note = $("rules-note");
+  state.rulesBusy.add(kind);
+  scheduleAlerts();
+  try {
+    const res = await patchJSON(`/api/runs/${id}/alert-rules/${encodeURIComponent(kind)}`, { muted });
+    if (id !== state.selected) return;
+    let rule = null;
+    if (res && typeof res === "object" && typeof res.muted === "boolean") rule = res;
+    else if (res && res[kind] && typeof res[kind] === "object") rule = res[kind];
+    else if (res && res.rule && typeof res.rule === "object") rule = res.rule;
+    state.rules = { ...(state.rules || {}), [kind]: { ...((state.rules || {})[kind] || {}), ...(rule || { muted }) } };
+    delete note.dataset.error;
+  } catch (e) {
+    if (id !== state.selected) return;
+    note.dataset.error = "1";
+    note.hidden = false;
+    note.textContent = `Could not ${muted ? "mute" : "unmute"} ${kindLabel(kind)} — ${e.status ? `${e.status}: ` : ""}${e.message}`;
+  } finally {
+    state.rulesBusy.delete(kind);
+    scheduleAlerts();
+  }
+}
+
+// Badges of runs that are not selected: fetch their alerts once per connection
+// (newest runs first, one request at a time); live `alert` messages keep them current.
+let prefetchSeq = 0;
+async function prefetchRunAlerts() {
+  if (state.alertsRouteMissing) return;
+  const seq = ++prefetchSeq;
+  for (const r of sortedRuns().slice(0, 20)) {
+    if (seq !== prefetchSeq || state.alertsRouteMissing) return;
+    if (r.id === state.selected) continue;
+    try {
+      const list = await getJSON(`/api/runs/${r.id}/alerts`);
+      const m = new Map();
+      for (const a of list || []) if (a && typeof a.id === "number") m.set(a.id, a);
+      // keep live alerts that may have arrived meanwhile
+      for (const [k, v] of state.runAlerts.get(r.id) || []) if (!m.has(k)) m.set(k, v);
+      state.runAlerts.set(r.id, m);
+      scheduleRunList();
+    } catch (e) {
+      if (e.status === 404 && !/does not exist/.test(e.message)) state.alertsRouteMissing = true; // no such route
+      if (e.status === 401 || e.status === 403) return;
+    }
+  }
+}
+
+void ALERT_KINDS;
 
 function maybeAutoSelect() {
   if (state.selected !== null || state.autoSelected || runIdFromHash() !== null) return;

@@ -1,4 +1,4 @@
-// The five live charts of the selected run. The RunStore is the source of
+// The live charts of the selected run. The RunStore is the source of
 // truth; this module renders it incrementally: new points are appended with
 // Plotly.extendTraces (line charts, bounded by MAX_POINTS) and the heatmap
 // arrays are grown in place and redrawn at most once per animation frame.
@@ -11,6 +11,10 @@ const Plotly = new Proxy({}, { get: (_, k) => window.Plotly[k] });
 export const MAX_POINTS = 5000; // points per line trace kept on screen
 const MAX_HEAT_CELLS = 1_500_000;
 const MAX_NAN_MARKERS = 4000;
+const MAX_RATIO_LINES = 24; // more variables than this: min / median / max across variables instead
+const MAX_SKIP_SHAPES = 300;
+export const RATIO_RULE = 1e-3; // the usual rule of thumb for ‖Δw‖/‖w‖ per step
+const SEVERITY_COLOR = { critical: "#d62839", warning: "#d98a00" };
 const MIN_FLUSH_MS = 150;
 
 const PALETTE = ["#4361ee", "#f77f00", "#2a9d8f", "#e63946", "#7b2cbf", "#588157", "#d4a017", "#0096c7", "#c9184a", "#6c757d"];
@@ -96,7 +100,9 @@ function heatColorbar(zmin, zmax) {
 
 export class Charts {
   constructor(divs, hooks = {}) {
-    this.divs = divs; // {heatmap, global, nonfinite, bn, losslr}
+    this.divs = divs; // {heatmap, global, nonfinite, bn, losslr, ratio, probe}
+    this.highlights = []; // [{variable, step, severity, kind}] drawn on the heatmap
+    this.probeRendered = -1;
     this.hooks = hooks; // {onStats(store)}
     this.store = null;
     this.raf = 0;
@@ -182,6 +188,7 @@ export class Charts {
       this.fullRender();
       return;
     }
+    if (this._ratioSeen !== s.urSeen) this.stale.ratio = true; // first ratios: redraw without the "none" note
     this.refreshStale();
     if (s.end > this.rendered) {
       const from = this.rendered - s.base;
@@ -190,6 +197,7 @@ export class Charts {
       this.rendered = s.end;
     }
     if (this.visible.heatmap) this.maybeDrawHeat();
+    this.maybeDrawProbe();
     if (this.hooks.onStats) this.hooks.onStats(s);
   }
 
@@ -202,6 +210,9 @@ export class Charts {
     this.drawLossLr(from);
     this.drawNonfinite(from);
     this.drawBn(from);
+    this.drawRatio(from);
+    this.probeRendered = -1;
+    this.maybeDrawProbe();
     const h = Math.max(260, Math.min(560, 70 + 22 * s.V));
     this.divs.heatmap.style.height = `${h}px`;
     this.rebuildHeat();
@@ -235,6 +246,7 @@ export class Charts {
       lnfX: x.filter((_, i) => c.lnf[from + i]),
       bnMean: s.bnMean.map((a) => a.slice(from, to).map(fin)),
       bnVar: s.bnVar.map((a) => a.slice(from, to).map(pos)),
+      skipX: x.filter((_, i) => c.skipped[from + i]),
     };
   }
 
@@ -248,7 +260,18 @@ export class Charts {
     const bnIdx = [];
     for (let i = 0; i < 2 * L; i++) bnIdx.push(i);
     const jobs = {
-      global: () => Plotly.extendTraces(this.divs.global, { x: xs(4), y: [d.gnorm, d.thr, d.scale, d.share] }, [0, 1, 2, 3], MAX_POINTS),
+      global: () => {
+        Plotly.extendTraces(this.divs.global, { x: [...xs(4), d.skipX], y: [d.gnorm, d.thr, d.scale, d.share, d.skipX.map(() => 1)] },
+          [0, 1, 2, 3, 4], MAX_POINTS);
+        if (d.skipX.length) {
+          Plotly.relayout(this.divs.global, { shapes: this._globalShapes() });
+          if (!this.divs.global.data[4].showlegend) Plotly.restyle(this.divs.global, { showlegend: true }, [4]);
+        }
+      },
+      ratio: () => {
+        const r = this._ratioSeries(from, to);
+        Plotly.extendTraces(this.divs.ratio, { x: r.map(() => d.x), y: r.map((t) => t.y) }, r.map((_, i) => i), MAX_POINTS);
+      },
       losslr: () => Plotly.extendTraces(this.divs.losslr, { x: xs(2), y: [d.loss, d.lr] }, [0, 1], MAX_POINTS),
       nonfinite: () => Plotly.extendTraces(this.divs.nonfinite, { x: xs(2), y: [d.nfTotal, d.wnf] }, [0, 1], MAX_POINTS),
       bn: () => L > 0 && Plotly.extendTraces(this.divs.bn, { x: xs(2 * L), y: [...d.bnMean, ...d.bnVar] }, bnIdx, MAX_POINTS),
@@ -263,7 +286,7 @@ export class Charts {
   refreshStale() {
     const from = Math.max(0, this.store.length - MAX_POINTS);
     const draw = { global: () => this.drawGlobal(from), losslr: () => this.drawLossLr(from),
-      nonfinite: () => this.drawNonfinite(from), bn: () => this.drawBn(from) };
+      nonfinite: () => this.drawNonfinite(from), bn: () => this.drawBn(from), ratio: () => this.drawRatio(from) };
     for (const key of Object.keys(draw)) {
       if (this.stale[key] && this.visible[key]) {
         this.stale[key] = false;
@@ -288,13 +311,19 @@ export class Charts {
         name: "clipped share (last 50)", x: d.x, y: d.share, type: "scatter", mode: "lines", yaxis: "y2",
         line: { color: PALETTE[1], width: 1.2 }, fill: "tozeroy", fillcolor: "rgba(247,127,0,0.08)",
       },
+      {
+        name: "skipped step (non-finite)", x: d.skipX, y: d.skipX.map(() => 1), type: "scatter", mode: "markers", yaxis: "y2",
+        marker: { symbol: "x-thin", size: 8, line: { width: 2, color: "#d62839" }, color: "#d62839" },
+        hovertemplate: "step %{x}: update skipped (non-finite gradients)<extra></extra>",
+        showlegend: this.store.skippedCount > 0,
+      },
     ];
     const layout = baseLayout({
       uirevision: this.store.runId,
       xaxis: axis({ title: { text: "step", font: { size: 11, color: MUTED } }, anchor: "y2" }),
       yaxis: axis({ type: "log", domain: [0.4, 1], nticks: 6, title: { text: "‖g‖ (log)", font: { size: 11, color: MUTED } } }),
       yaxis2: axis({ domain: [0, 0.3], range: [0, 1.05], title: { text: "scale", font: { size: 11, color: MUTED } } }),
-      shapes: this._gapShapes(),
+      shapes: this._globalShapes(),
     });
     this._plot(this.divs.global, data, layout);
   }
@@ -306,8 +335,135 @@ export class Charts {
     }));
   }
 
+  // Gaps (grey bands) and skipped steps (thin red lines, the most recent MAX_SKIP_SHAPES).
+  _globalShapes() {
+    const s = this.store;
+    const out = this._gapShapes();
+    const c = s.c;
+    const skips = [];
+    for (let i = c.step.length - 1; i >= 0 && skips.length < MAX_SKIP_SHAPES; i--) if (c.skipped[i]) skips.push(c.step[i]);
+    for (const x of skips) {
+      out.push({ type: "line", xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1, layer: "below",
+        line: { color: "rgba(214,40,57,0.35)", width: 1 } });
+    }
+    return out;
+  }
+
   refreshGaps() {
-    if (this.store && this.divs.global._gwPlotted) Plotly.relayout(this.divs.global, { shapes: this._gapShapes() });
+    if (this.store && this.divs.global._gwPlotted) Plotly.relayout(this.divs.global, { shapes: this._globalShapes() });
+  }
+
+  // ------------------------------------------------------------------ update-to-weight ratio
+
+  get ratioSummary() {
+    return this.store.V > MAX_RATIO_LINES;
+  }
+
+  /** The ratio traces' y values for store rows [from, to): one per variable, or min/median/max. */
+  _ratioSeries(from, to) {
+    const s = this.store;
+    const rows = s.ur.map((a) => a.slice(from, to).map(pos));
+    if (!this.ratioSummary) return rows.map((y, v) => ({ name: s.variables[v], y }));
+    const n = to - from;
+    const lo = [];
+    const mid = [];
+    const hi = [];
+    for (let i = 0; i < n; i++) {
+      const vals = [];
+      for (const r of rows) if (r[i] !== null) vals.push(r[i]);
+      if (!vals.length) {
+        lo.push(null);
+        mid.push(null);
+        hi.push(null);
+        continue;
+      }
+      vals.sort((a, b) => a - b);
+      lo.push(vals[0]);
+      mid.push(vals[Math.floor(vals.length / 2)]);
+      hi.push(vals[vals.length - 1]);
+    }
+    return [{ name: "max over variables", y: hi }, { name: "median", y: mid }, { name: "min", y: lo }];
+  }
+
+  drawRatio(from) {
+    const s = this.store;
+    const x = s.c.step.slice(from);
+    const series = this._ratioSeries(from, s.length);
+    const summary = this.ratioSummary;
+    const data = series.map((t, i) => ({
+      name: plotlyText(t.name), x, y: t.y, type: "scatter", mode: "lines", connectgaps: true,
+      line: summary
+        ? { color: PALETTE[0], width: i === 1 ? 1.6 : 1, dash: i === 1 ? "solid" : "dot" }
+        : { color: PALETTE[i % PALETTE.length], width: 1.2 },
+      hovertemplate: "%{y:.3g}",
+    }));
+    const layout = baseLayout({
+      uirevision: s.runId,
+      xaxis: axis({ title: { text: "step", font: { size: 11, color: MUTED } } }),
+      yaxis: axis({ type: "log", nticks: 6, title: { text: "‖Δw‖ / ‖w‖ (log)", font: { size: 11, color: MUTED } } }),
+      showlegend: summary || s.V <= 8,
+      shapes: [{
+        type: "line", xref: "paper", yref: "y", x0: 0, x1: 1, y0: RATIO_RULE, y1: RATIO_RULE, layer: "below",
+        line: { color: "#9aa4b2", width: 1.2, dash: "dash" },
+      }],
+      annotations: [
+        { text: "1e-3 rule of thumb", xref: "paper", yref: "y", x: 1, y: Math.log10(RATIO_RULE), xanchor: "right",
+          yanchor: "bottom", showarrow: false, font: { size: 10, color: MUTED } },
+        ...(s.urSeen || !s.length ? [] : [{
+          text: "No update ratios reported by this run", xref: "paper", yref: "paper", x: 0.5, y: 0.5,
+          showarrow: false, font: { color: MUTED, size: 12 },
+        }]),
+      ],
+    });
+    this._plot(this.divs.ratio, data, layout);
+    this._ratioSeen = s.urSeen;
+  }
+
+  // ------------------------------------------------------------------ probe (dead ReLU / BN gap)
+
+  maybeDrawProbe() {
+    const s = this.store;
+    if (!s || !this.divs.probe || s.probeVersion === this.probeRendered) return;
+    if (this.hooks.onProbe) this.hooks.onProbe(s.hasProbe);
+    if (!s.hasProbe) return;
+    if (!this.visible.probe) return;
+    this.probeRendered = s.probeVersion;
+    this.drawProbe();
+  }
+
+  drawProbe() {
+    const s = this.store;
+    const p = s.probe;
+    const data = [];
+    let k = 0;
+    for (const [layer, y] of p.dead_relu) {
+      data.push({
+        name: `${plotlyText(layer)} · dead`, x: p.step, y: y.map(fin), type: "scatter", mode: "lines+markers",
+        connectgaps: true, line: { color: PALETTE[k % PALETTE.length], width: 1.4 }, marker: { size: 4 },
+        hovertemplate: "%{y:.1%} dead<extra>" + plotlyText(layer) + "</extra>",
+      });
+      k += 1;
+    }
+    for (const [layer, y] of p.bn_gap) {
+      data.push({
+        name: `${plotlyText(layer)} · BN gap`, x: p.step, y: y.map(fin), type: "scatter", mode: "lines+markers",
+        yaxis: "y2", connectgaps: true, line: { color: PALETTE[k % PALETTE.length], width: 1.4, dash: "dot" },
+        marker: { size: 4, symbol: "diamond" }, hovertemplate: "%{y:.3g}<extra>" + plotlyText(layer) + "</extra>",
+      });
+      k += 1;
+    }
+    const hasRelu = p.dead_relu.size > 0;
+    const hasBn = p.bn_gap.size > 0;
+    const layout = baseLayout({
+      uirevision: s.runId,
+      xaxis: axis({ title: { text: "step", font: { size: 11, color: MUTED } }, anchor: hasBn ? "y2" : "y" }),
+      yaxis: axis({ domain: hasBn ? [0.54, 1] : [0, 1], range: [0, 1.02], tickformat: ".0%", nticks: 5, visible: hasRelu,
+        title: { text: "dead ReLU units", font: { size: 11, color: MUTED } } }),
+      yaxis2: axis({ domain: hasRelu ? [0, 0.44] : [0, 1], rangemode: "tozero", nticks: 4, visible: hasBn,
+        title: { text: "BN batch vs moving", font: { size: 11, color: MUTED } } }),
+      showlegend: k <= 10,
+    });
+    this._plot(this.divs.probe, data, layout);
   }
 
   drawLossLr(from) {
@@ -381,6 +537,62 @@ export class Charts {
   }
 
   // ------------------------------------------------------------------ heatmap
+
+  /**
+   * Rows to highlight on the heatmap: [{variable, step, severity, kind}] (several
+   * entries per variable are merged: earliest step, worst severity). Redraws the
+   * heatmap on the next frame when the set changed.
+   */
+  setHighlights(list) {
+    const byVar = new Map();
+    for (const h of list) {
+      const old = byVar.get(h.variable);
+      if (!old) byVar.set(h.variable, { ...h, kinds: [h.kind] });
+      else {
+        old.step = Math.min(old.step, h.step);
+        if (h.severity === "critical") old.severity = "critical";
+        if (!old.kinds.includes(h.kind)) old.kinds.push(h.kind);
+      }
+    }
+    const merged = [...byVar.values()];
+    const sig = JSON.stringify(merged.map((h) => [h.variable, h.step, h.severity, h.kinds]));
+    const div = this.divs.heatmap;
+    div.dataset.highlighted = JSON.stringify(merged.map((h) => h.variable));
+    if (sig === this._hlSig) return;
+    this._hlSig = sig;
+    this.highlights = merged;
+    if (this.heat && this.store && !this._hlRaf) {
+      this._hlRaf = requestAnimationFrame(() => {
+        this._hlRaf = 0;
+        if (this.heat && this.store) this.drawHeat();
+      });
+    }
+  }
+
+  _highlightShapes() {
+    const h = this.heat;
+    if (!h || !h.x.length || !this.highlights.length) return [];
+    const index = new Map(this.store.variables.map((v, i) => [v, i]));
+    const first = h.x[0];
+    const last = h.x[h.x.length - 1];
+    const out = [];
+    for (const hl of this.highlights) {
+      const row = index.get(hl.variable);
+      if (row === undefined) continue;
+      const color = SEVERITY_COLOR[hl.severity] || SEVERITY_COLOR.warning;
+      const x0 = Math.min(Math.max(hl.step, first), last) - 0.5;
+      out.push({
+        type: "rect", xref: "x", yref: "y", x0, x1: last + 0.5, y0: row - 0.5, y1: row + 0.5,
+        line: { color, width: 2 }, fillcolor: "rgba(0,0,0,0)", layer: "above",
+      });
+      // a solid tick where the alert started, so the eye finds the onset
+      out.push({
+        type: "line", xref: "x", yref: "y", x0, x1: x0, y0: row - 0.5, y1: row + 0.5,
+        line: { color, width: 4 }, layer: "above",
+      });
+    }
+    return out;
+  }
 
   rebuildHeat() {
     const s = this.store;
@@ -479,17 +691,22 @@ export class Charts {
     const rows = Math.max(1, labels.length);
     const plotH = Math.max(100, (div.clientHeight || 340) - 60);
     const every = Math.max(1, Math.ceil(rows / Math.floor(plotH / 13)));
+    const hl = new Map(this.highlights.map((h) => [h.variable, h]));
     const tickvals = [];
     const ticktext = [];
     let longest = 0;
-    for (let v = 0; v < labels.length; v += every) {
+    for (let v = 0; v < labels.length; v++) {
       const name = s.variables[v];
+      const mark = hl.get(name);
+      if (v % every !== 0 && !mark) continue; // highlighted rows are always labelled
       const short = name.length > 40 ? `…${name.slice(-39)}` : name;
-      longest = Math.max(longest, short.length);
+      longest = Math.max(longest, short.length + (mark ? 2 : 0));
       tickvals.push(labels[v]);
-      ticktext.push(plotlyText(short));
+      ticktext.push(mark
+        ? `<span style="color:${SEVERITY_COLOR[mark.severity] || SEVERITY_COLOR.warning}"><b>▲ ${plotlyText(short)}</b></span>`
+        : plotlyText(short));
     }
-    this._heatMargin = Math.min(300, 16 + Math.round(longest * 6.1));
+    this._heatMargin = Math.min(320, 16 + Math.round(longest * 6.6));
     return { tickmode: "array", tickvals, ticktext };
   }
 
@@ -533,6 +750,7 @@ export class Charts {
         type: "category", autorange: "reversed", showgrid: false, tickfont: { size: 10, color: MUTED },
         categoryorder: "array", categoryarray: labels, automargin: false, ...this._heatTicks(labels),
       }),
+      shapes: this._highlightShapes(),
     });
     layout.margin = { l: this._heatMargin, r: 8, t: 8, b: 36 };
     this._plot(this.divs.heatmap, data, layout);

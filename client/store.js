@@ -23,8 +23,14 @@ export class RunStore {
     this.cap = Math.max(2000, Math.min(20000, Math.floor(MAX_CELLS / Math.max(1, this.V))));
     this.c = {
       step: [], epoch: [], time: [], loss: [], lr: [], gnorm: [], thr: [], scale: [],
-      clipped: [], clipShare: [], clipfrac: [], sps: [], wnf: [], lnf: [], nfTotal: [],
+      clipped: [], clipShare: [], clipfrac: [], sps: [], wnf: [], lnf: [], nfTotal: [], skipped: [],
     };
+    this.ur = this.variables.map(() => []); // update-to-weight ratio per variable (null: not measured)
+    this.urSeen = false; // any update ratio received
+    this.skippedCount = 0;
+    // Probe batches (every N steps, own step axis): {step: [], dead_relu: {layer: []}, bn_gap: {layer: []}}
+    this.probe = { step: [], dead_relu: new Map(), bn_gap: new Map() };
+    this.probeVersion = 0;
     this.gn = this.variables.map(() => []);
     this.nf = this.variables.map(() => []);
     this.bnMean = this.bnLayers.map(() => []);
@@ -74,6 +80,8 @@ export class RunStore {
     c.sps.push(f.sps);
     c.wnf.push(f.wnf);
     c.lnf.push(f.lnf);
+    c.skipped.push(f.skipped ? 1 : 0);
+    if (f.skipped) this.skippedCount += 1;
     if (f.wnf > 0) this.weightNonfinite += 1;
     if (f.lnf) this.lossNonfinite += 1;
     this.lastStep = step;
@@ -98,8 +106,14 @@ export class RunStore {
       epoch: Number(r.epoch), time: Number(r.time), loss: num(r.loss), lr: num(r.lr),
       gnorm: num(r.global_norm), thr: num(r.clip_threshold), scale: num(r.clip_scale),
       clipped: !!r.clipped, clipfrac: num(r.clipped_fraction), sps: num(r.steps_per_sec),
-      wnf: Number(r.weight_nonfinite || 0), lnf: r.loss_nonfinite ? 1 : 0,
+      wnf: Number(r.weight_nonfinite || 0), lnf: r.loss_nonfinite ? 1 : 0, skipped: !!r.skipped,
     };
+    const ur = Array.isArray(r.update_ratio) ? r.update_ratio : null;
+    for (let v = 0; v < this.V; v++) {
+      const x = ur && v < ur.length ? num(ur[v]) : null;
+      if (x !== null) this.urSeen = true;
+      this.ur[v].push(x);
+    }
     const gn = r.grad_norm || [];
     const nan = r.grad_nan || [];
     const inf = r.grad_inf || [];
@@ -147,6 +161,7 @@ export class RunStore {
     const gnCols = this.variables.map((name) => (m.grad_norm && m.grad_norm[name]) || null);
     const nfCols = this.variables.map((name) => (m.nonfinite && m.nonfinite[name]) || null);
     const bnCols = this.bnLayers.map((name) => (m.bn && m.bn[name]) || null);
+    const urCols = this.variables.map((name) => (m.update_ratio && m.update_ratio[name]) || null);
     let kept = 0;
     for (let i = 0; i < steps.length; i++) {
       const step = Number(steps[i]);
@@ -161,8 +176,14 @@ export class RunStore {
         gnorm: num(col("global_norm", i)), thr: num(col("clip_threshold", i)), scale: num(col("clip_scale", i)),
         clipped: !!num(col("clipped", i)), clipfrac: num(col("clipped_fraction", i)),
         sps: num(col("steps_per_sec", i)), wnf: Number(num(col("weight_nonfinite", i)) || 0),
-        lnf: num(col("loss_nonfinite", i)) ? 1 : 0,
+        lnf: num(col("loss_nonfinite", i)) ? 1 : 0, skipped: !!num(col("skipped", i)),
       };
+      for (let v = 0; v < this.V; v++) {
+        const u = urCols[v];
+        const x = u && i < u.length ? num(u[i]) : null;
+        if (x !== null) this.urSeen = true;
+        this.ur[v].push(x);
+      }
       let total = 0;
       let changed = false;
       for (let v = 0; v < this.V; v++) {
@@ -191,6 +212,7 @@ export class RunStore {
       kept += 1;
     }
     if (Array.isArray(m.gaps)) this.mergeGaps(m.gaps);
+    if (m.probe && Array.isArray(m.probe.step)) this.addProbeColumns(m.probe);
     this._trim();
     return kept;
   }
@@ -212,7 +234,74 @@ export class RunStore {
     for (const a of this.nf) a.splice(0, extra);
     for (const a of this.bnMean) a.splice(0, extra);
     for (const a of this.bnVar) a.splice(0, extra);
+    for (const a of this.ur) a.splice(0, extra);
     this.base += extra;
+  }
+
+  // ------------------------------------------------------------------ probe batches
+
+  _probeRow(kind, layer) {
+    const m = this.probe[kind];
+    let row = m.get(layer);
+    if (!row) {
+      row = this.probe.step.map(() => null); // a layer first seen now: nothing before
+      m.set(layer, row);
+    }
+    return row;
+  }
+
+  /** Add one probe ({step, dead_relu: {layer: x}, bn_gap: {layer: x}}); merged by step. Returns true when new. */
+  addProbe(p) {
+    if (!p) return false;
+    const step = Number(p.step);
+    if (!Number.isFinite(step)) return false;
+    const steps = this.probe.step;
+    if (steps.length && step <= steps[steps.length - 1]) {
+      if (steps.includes(step)) return false; // duplicate (REST and live overlap)
+      // out of order: rare; rebuild by inserting at its place
+      const at = steps.findIndex((s) => s > step);
+      steps.splice(at, 0, step);
+      for (const kind of ["dead_relu", "bn_gap"]) {
+        for (const row of this.probe[kind].values()) row.splice(at, 0, null);
+        for (const [layer, x] of Object.entries(p[kind] || {})) this._probeRow(kind, String(layer))[at] = num(x);
+      }
+    } else {
+      steps.push(step);
+      for (const kind of ["dead_relu", "bn_gap"]) {
+        for (const row of this.probe[kind].values()) row.push(null);
+        for (const [layer, x] of Object.entries(p[kind] || {})) {
+          const row = this._probeRow(kind, String(layer));
+          row[row.length - 1] = num(x);
+        }
+      }
+    }
+    if (steps.length > 20000) {
+      const extra = steps.length - 20000;
+      steps.splice(0, extra);
+      for (const kind of ["dead_relu", "bn_gap"]) for (const row of this.probe[kind].values()) row.splice(0, extra);
+    }
+    this.probeVersion += 1;
+    return true;
+  }
+
+  /** REST form: {step: [...], dead_relu: {layer: [...]}, bn_gap: {layer: [...]}}. */
+  addProbeColumns(pc) {
+    const steps = pc.step || [];
+    let kept = 0;
+    for (let i = 0; i < steps.length; i++) {
+      const one = { step: steps[i], dead_relu: {}, bn_gap: {} };
+      for (const kind of ["dead_relu", "bn_gap"]) {
+        for (const [layer, col] of Object.entries(pc[kind] || {})) {
+          if (Array.isArray(col) && i < col.length && col[i] !== null) one[kind][layer] = col[i];
+        }
+      }
+      if (this.addProbe(one)) kept += 1;
+    }
+    return kept;
+  }
+
+  get hasProbe() {
+    return this.probe.step.length > 0;
   }
 
   /** Variables with any non-finite gradient element so far, in model order. */

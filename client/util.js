@@ -111,3 +111,11 @@ export async function postJSON(url, data) {
     body: JSON.stringify(data),
   });
 }
+
+export async function patchJSON(url, data) {
+  return getJSON(url, {
+    method: "PATCH",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(data),
+  });
+}

@@ -64,6 +64,7 @@ def static_url() -> Iterator[str]:
 
 def record(step: int, nan: bool = False) -> dict[str, Any]:
     return {
+        "update_ratio": [None, None] if nan else [1e-3 * (1 + step / 10), 2e-4], "skipped": nan,
         "step": step, "epoch": 0, "time": 1.7e9 + step, "loss": 1.0 / (step + 1), "lr": 0.01,
         "global_norm": "NaN" if nan else 0.5 + step / 100, "clip_mode": "global_norm", "clip_threshold": 1.0,
         "clip_scale": 1.0, "clipped": False, "clipped_fraction": None, "steps_per_sec": 10.0,
@@ -79,6 +80,8 @@ def columns(records: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: [r[k] for r in records] for k in keys}
     out["grad_norm"] = {v: [r["grad_norm"][i] for r in records] for i, v in enumerate(VARS)}
     out["nonfinite"] = {v: [r["grad_nan"][i] + r["grad_inf"][i] for r in records] for i, v in enumerate(VARS)}
+    out["update_ratio"] = {v: [r["update_ratio"][i] for r in records] for i, v in enumerate(VARS)}
+    out["skipped"] = [r["skipped"] for r in records]
     out["bn"] = {"bn": {"moving_mean": [r["bn"][0][0] for r in records],
                         "moving_variance": [r["bn"][0][4] for r in records]}}
     out.update(run_id=1, gaps=[], downsampled=False)
@@ -94,6 +97,10 @@ class FakeBackend:
         self.events: list[str] = []
         self.sockets: list[Any] = []
         self.metrics_queries: list[dict[str, list[str]]] = []
+        self.alerts: list[dict[str, Any]] = []
+        self.rules: dict[str, Any] | None = None  # None: the server has no alert-rules route
+        self.patches: list[tuple[str, Any]] = []
+        self.probe: dict[str, Any] = {"step": [], "dead_relu": {}, "bn_gap": {}}
         self.summary = {"id": 1, "name": XSS, "status": "running", "step": 9, "created_at": 1.7e9,
                         "updated_at": 1.7e9}
         page.route("**/api/**", self.rest)
@@ -116,8 +123,20 @@ class FakeBackend:
             self.metrics_queries.append(q)
             since = int(q["since_step"][0]) if "since_step" in q else 0
             body = columns([r for r in self.records if r["step"] >= since])
+            if self.rules is not None:
+                body["probe"] = self.probe
         elif path == "/api/runs/1/commands" and route.request.method == "GET":
             body = []
+        elif path == "/api/runs/1/alerts" and self.rules is not None:
+            body = self.alerts
+        elif path == "/api/runs/1/alert-rules" and self.rules is not None:
+            body = self.rules
+        elif path.startswith("/api/runs/1/alert-rules/") and route.request.method == "PATCH" and self.rules is not None:
+            kind = path.rsplit("/", 1)[1]
+            change = json.loads(route.request.post_data or "{}")
+            self.patches.append((kind, change))
+            self.rules[kind] = {**self.rules[kind], **change}
+            body = self.rules[kind]
         elif path == "/api/runs/1/commands":
             assert route.request.headers["content-type"] == "application/json"
             route.fulfill(status=409, content_type="application/json",
@@ -224,3 +243,105 @@ def test_hooks_exist(static_url: str, browser_page: Any) -> None:
     assert page.locator("[data-testid=clip-mode]").input_value() == "global_norm"
     assert page.locator("[data-testid=clip-threshold]").input_value() == "1"
     assert set(page.evaluate("Object.keys(window.gradwatch)")) >= {"steps", "lastStep", "runId", "connected"}
+
+
+KINDS = ["exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated"]
+
+
+def alert(id_: int, kind: str, severity: str, step: int, layer: str | None, **extra: Any) -> dict[str, Any]:
+    return {"id": id_, "run_id": 1, "kind": kind, "severity": severity, "step": step, "last_step": step,
+            "layer": layer, "layers": [layer] if layer else [], "evidence": {"ratio": 1e-9, "note": XSS},
+            "message": f"{kind} at {XSS}", "remedies": ["Lower the learning rate", XSS], "count": 1,
+            "created_at": 1.7e9 + step, "updated_at": 1.7e9 + step, **extra}
+
+
+def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page: Any) -> None:
+    page = browser_page
+    backend = FakeBackend(page)
+    backend.rules = {k: {"muted": False, "params": {"threshold": 1.0}} for k in KINDS}
+    backend.alerts = [alert(1, "vanishing_gradients", "warning", 4, "dense/kernel")]
+    backend.probe = {"step": [0, 5], "dead_relu": {"dense": [0.1, 0.4]}, "bn_gap": {"bn": [0.2, None]}}
+    page.goto(static_url + "/")
+    page.wait_for_function("window.gradwatch.steps === 10")
+
+    # REST alert: banner, timeline entry, highlighted row, run list badge
+    banner = page.locator("[data-testid=alert-banner]")
+    banner.wait_for(state="visible")
+    assert banner.get_attribute("data-kind") == "vanishing_gradients"
+    assert "Vanishing gradients" in banner.text_content()
+    assert "step 4" in banner.text_content()
+    assert page.locator("[data-testid=alert-remedies] li").all_text_contents() == ["Lower the learning rate", XSS]
+    entry = page.locator("[data-testid=alert-entry]")
+    assert entry.count() == 1
+    assert entry.get_attribute("data-layer") == "dense/kernel"
+    assert entry.get_attribute("data-severity") == "warning"
+    heat = page.locator("[data-testid=chart-heatmap]")
+    page.wait_for_function("JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted)"
+                           ".includes('dense/kernel')")
+    page.wait_for_function("document.querySelector('[data-testid=chart-heatmap]').layout.shapes.length >= 1")
+    badge = page.locator("[data-testid=run-item-alerts]")
+    assert badge.text_content() == "▲ 1" and badge.get_attribute("data-severity") == "warning"
+
+    # a live critical alert on the other variable wins the banner; both rows highlighted
+    backend.push(10, 11, 12)
+    page.wait_for_function("window.gradwatch.lastStep === 12")
+    crit = alert(2, "nonfinite", "critical", 12, VARS[1])
+    backend.sockets[-1].send(json.dumps({"type": "alert", "run_id": 1, "alert": crit}))
+    page.wait_for_function("document.querySelector('[data-testid=alert-banner]').dataset.kind === 'nonfinite'")
+    assert banner.get_attribute("data-severity") == "critical"
+    assert "+1 more open" in banner.text_content()
+    kinds = page.locator("[data-testid=alert-entry]").evaluate_all("es => es.map(e => e.dataset.kind)")
+    assert kinds == ["nonfinite", "vanishing_gradients"], "newest first"
+    page.wait_for_function(
+        "JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted).length === 2")
+    assert page.locator("[data-testid=heatmap-highlight]").count() == 2
+    ticks = heat.locator(".ytick text").all_text_contents()
+    assert any("<b>dense</b>/bias" in t for t in ticks), ticks  # still literal text, emphasised
+    assert badge.get_attribute("data-severity") == "critical" and badge.text_content() == "▲ 2"
+    # an update of the same alert (count, last_step) replaces it in place
+    backend.sockets[-1].send(json.dumps({"type": "alert", "run_id": 1, "alert": {
+        **crit, "last_step": 14, "count": 3, "updated_at": crit["updated_at"] + 2}}))
+    page.wait_for_function("document.querySelector('[data-testid=alert-banner]').textContent.includes('3\\u00d7')")
+    assert page.locator("[data-testid=alert-entry]").count() == 2
+
+    # mute the critical kind: PATCH, switch shows muted, banner falls back to the warning
+    mute = page.locator("[data-testid=alert-mute-nonfinite]")
+    assert mute.get_attribute("data-muted") == "false"
+    mute.click()
+    page.wait_for_selector("[data-testid=alert-mute-nonfinite][data-muted=true]")
+    assert backend.patches == [("nonfinite", {"muted": True})]
+    page.wait_for_function(
+        "document.querySelector('[data-testid=alert-banner]').dataset.kind === 'vanishing_gradients'")
+    page.wait_for_function(
+        "JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted).length === 1")
+    page.locator("[data-testid=alert-mute-nonfinite]").click()
+    page.wait_for_selector("[data-testid=alert-mute-nonfinite][data-muted=false]")
+    page.wait_for_function("document.querySelector('[data-testid=alert-banner]').dataset.kind === 'nonfinite'")
+
+    # update ratio chart (log, 1e-3 reference), skipped steps on the global chart, probe chart
+    page.locator("[data-testid=chart-update-ratio]").scroll_into_view_if_needed()
+    page.wait_for_function("document.querySelector('[data-testid=chart-update-ratio]').data")
+    ratio = page.evaluate("(() => { const d = document.querySelector('[data-testid=chart-update-ratio]');"
+                          " return {n: d.data.length, type: d.layout.yaxis.type, y0: d.layout.shapes[0].y0}; })()")
+    assert ratio == {"n": 2, "type": "log", "y0": 1e-3}
+    backend.push(13, nan=True)
+    page.wait_for_function("(() => { const d = document.querySelector('[data-testid=chart-global-norm]');"
+                           " return !!d.data && d.data[4].x.includes(13); })()")
+    page.locator("[data-testid=chart-probe]").wait_for(state="visible")
+    page.locator("[data-testid=chart-probe]").scroll_into_view_if_needed()  # off-screen charts are not drawn
+    backend.sockets[-1].send(json.dumps({"type": "probe", "run_id": 1,
+                                         "probe": {"step": 10, "dead_relu": {"dense": 0.5}, "bn_gap": {"bn": 0.3}}}))
+    page.wait_for_function("(document.querySelector('[data-testid=chart-probe]').data || [])[0]?.x.length === 3")
+
+    # learning rate: validated on the page, then posted
+    page.locator("[data-testid=lr-input]").fill("")
+    page.locator("[data-testid=lr-apply]").click()
+    err = page.locator("[data-testid=control-error]")
+    err.wait_for(state="visible")
+    assert "learning rate" in err.text_content()
+
+    # nothing from the alert texts became markup
+    assert page.locator("img").count() == 0
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(Path(__file__).parent / "_alerts_static.png"))
+    assert page.gradwatch_problems == [], page.gradwatch_problems

@@ -1,0 +1,213 @@
+// Alerts of gradient pathologies: the banner for the worst open alert of the
+// selected run, the alert timeline, per-kind mute switches and the heatmap
+// rows each alert points at. All text goes in with textContent (el()).
+
+import { el, fmtInt, fmtNum } from "./util.js";
+
+export const ALERT_KINDS = [
+  "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated",
+];
+
+export const KIND_LABEL = {
+  exploding_gradients: "Exploding gradients",
+  vanishing_gradients: "Vanishing gradients",
+  nonfinite: "NaN / Inf gradients",
+  dead_relu: "Dead ReLU units",
+  frozen_batchnorm: "Frozen BatchNorm",
+  clip_saturated: "Clipping saturated",
+};
+
+const SEVERITY_RANK = { critical: 2, warning: 1 };
+
+export function kindLabel(kind) {
+  return KIND_LABEL[kind] || String(kind).replace(/_/g, " ");
+}
+
+/** An alert is open unless the server says it is resolved/closed. */
+export function isOpen(a) {
+  if (!a) return false;
+  if (a.resolved === true || a.open === false) return false;
+  if (a.state === "resolved" || a.state === "closed" || a.status === "resolved" || a.status === "closed") return false;
+  return true;
+}
+
+function lastStepOf(a) {
+  const s = a.last_step ?? a.step;
+  return typeof s === "number" ? s : -1;
+}
+
+/** Newest first: by the step it was last seen, then by id. */
+export function byNewest(a, b) {
+  return lastStepOf(b) - lastStepOf(a) || (b.updated_at || 0) - (a.updated_at || 0) || b.id - a.id;
+}
+
+/** The alert the banner shows: worst severity first, then the newest. */
+export function bannerAlert(alerts, muted) {
+  let best = null;
+  for (const a of alerts) {
+    if (!isOpen(a) || muted(a.kind)) continue;
+    if (!best) {
+      best = a;
+      continue;
+    }
+    const d = (SEVERITY_RANK[a.severity] || 0) - (SEVERITY_RANK[best.severity] || 0);
+    if (d > 0 || (d === 0 && byNewest(a, best) < 0)) best = a;
+  }
+  return best;
+}
+
+/** The layer names an alert points at. */
+export function alertLayers(a) {
+  const out = [];
+  if (Array.isArray(a.layers)) for (const l of a.layers) if (l !== null && l !== undefined && l !== "") out.push(String(l));
+  if (a.layer !== null && a.layer !== undefined && a.layer !== "" && !out.includes(String(a.layer))) out.unshift(String(a.layer));
+  return out;
+}
+
+/**
+ * Heatmap rows (variables) an alert's layers point at: the variable itself, or
+ * every variable of a layer (`layer/…`, or `…/layer/…` for a short layer name).
+ */
+export function matchVariables(layers, variables) {
+  const hits = new Set();
+  for (const name of layers) {
+    let any = false;
+    for (const v of variables) {
+      if (v === name || v.startsWith(`${name}/`)) {
+        hits.add(v);
+        any = true;
+      }
+    }
+    if (!any) for (const v of variables) if (v.includes(`/${name}/`) || v.endsWith(`/${name}`)) hits.add(v);
+  }
+  return [...hits];
+}
+
+function fmtEvidence(v) {
+  if (typeof v === "number") return fmtNum(v, 3);
+  if (v === "NaN" || v === "Infinity" || v === "-Infinity") return fmtNum(Number(v));
+  return String(v);
+}
+
+export function stepRange(a) {
+  const first = a.step;
+  const last = a.last_step;
+  if (typeof last === "number" && last !== first) return `steps ${fmtInt(first)}–${fmtInt(last)}`;
+  return `step ${fmtInt(first)}`;
+}
+
+// ------------------------------------------------------------------ banner
+
+export function renderBanner(nodes, alert, others, muteHandler) {
+  const { banner } = nodes;
+  if (!alert) {
+    banner.hidden = true;
+    delete banner.dataset.kind;
+    delete banner.dataset.severity;
+    delete banner.dataset.alertId;
+    return;
+  }
+  banner.hidden = false;
+  banner.dataset.kind = alert.kind;
+  banner.dataset.severity = alert.severity;
+  banner.dataset.alertId = String(alert.id);
+  banner.className = `alert-banner sev-${alert.severity === "critical" ? "critical" : "warning"}`;
+  nodes.kind.textContent = kindLabel(alert.kind);
+  nodes.sev.textContent = alert.severity;
+  const layers = alertLayers(alert);
+  const where = [];
+  if (layers.length) where.push(`in ${layers.slice(0, 3).join(", ")}${layers.length > 3 ? ` and ${layers.length - 3} more` : ""}`);
+  where.push(`first seen at step ${fmtInt(alert.step)}`);
+  if (typeof alert.last_step === "number" && alert.last_step !== alert.step) where.push(`last at ${fmtInt(alert.last_step)}`);
+  if (alert.count > 1) where.push(`${fmtInt(alert.count)}×`);
+  nodes.where.textContent = where.join(" · ");
+  nodes.more.textContent = others > 0 ? `+${others} more open` : "";
+  nodes.message.textContent = alert.message || "";
+  const remedies = Array.isArray(alert.remedies) ? alert.remedies : [];
+  nodes.remedies.replaceChildren(...remedies.map((r) => el("li", {}, String(r))));
+  nodes.remediesWrap.hidden = remedies.length === 0;
+  nodes.mute.onclick = () => muteHandler(alert.kind, true);
+}
+
+// ------------------------------------------------------------------ timeline
+
+export function renderTimeline(list, empty, alerts, muted) {
+  const sorted = [...alerts].sort(byNewest);
+  const items = sorted.slice(0, 300).map((a) => {
+    const sev = a.severity === "critical" ? "critical" : "warning";
+    const layers = alertLayers(a);
+    const evidence = a.evidence && typeof a.evidence === "object"
+      ? Object.entries(a.evidence).slice(0, 6).map(([k, v]) => `${k} ${fmtEvidence(v)}`).join(" · ")
+      : "";
+    const isMuted = muted(a.kind);
+    const open = isOpen(a);
+    return el("li", {
+      class: `alert-entry sev-${sev}${isMuted ? " is-muted" : ""}${open ? "" : " is-closed"}`,
+      dataset: { testid: "alert-entry", kind: a.kind, severity: sev, layer: a.layer ?? "", alertId: String(a.id) },
+      title: [a.message, evidence].filter(Boolean).join("\n"),
+    },
+    el("span", { class: "ae-dot", "aria-hidden": "true" }),
+    el("span", { class: "ae-main" },
+      el("span", { class: "ae-kind" }, kindLabel(a.kind)),
+      layers.length ? el("bdi", { class: "ae-layer" }, layers.length > 1 ? `${layers[0]} +${layers.length - 1}` : layers[0]) : null,
+      isMuted ? el("span", { class: "ae-tag" }, "muted") : null,
+      open ? null : el("span", { class: "ae-tag" }, "resolved")),
+    el("span", { class: "ae-steps" }, `${stepRange(a)}${a.count > 1 ? ` · ${fmtInt(a.count)}×` : ""}`),
+    el("span", { class: "ae-msg" }, a.message || evidence));
+  });
+  list.replaceChildren(...items);
+  empty.hidden = alerts.length > 0;
+}
+
+// ------------------------------------------------------------------ rules (mute switches)
+
+function paramsText(params) {
+  if (!params || typeof params !== "object") return "";
+  return Object.entries(params).map(([k, v]) => `${k} = ${fmtEvidence(v)}`).join(", ");
+}
+
+/**
+ * rules: {kind: {muted, params}} or null when unknown; busy: Set of kinds in flight.
+ */
+export function renderRules(list, note, rules, busy, available, onToggle) {
+  const items = ALERT_KINDS.map((kind) => {
+    const rule = rules && rules[kind];
+    const muted = !!(rule && rule.muted);
+    const known = !!rule;
+    const btn = el("button", {
+      type: "button",
+      class: `rule-switch${muted ? " is-muted" : ""}`,
+      role: "switch",
+      "aria-checked": muted ? "false" : "true",
+      disabled: !available || !known || busy.has(kind),
+      dataset: { testid: `alert-mute-${kind}`, kind, muted: muted ? "true" : "false" },
+      title: `${muted ? "Muted: click to alert on" : "On: click to mute"} ${kindLabel(kind)}${rule && rule.params ? `\n${paramsText(rule.params)}` : ""}`,
+      onclick: () => onToggle(kind, !muted),
+    },
+    el("span", { class: "rs-track", "aria-hidden": "true" }, el("span", { class: "rs-knob" })),
+    el("span", { class: "rs-label" }, kindLabel(kind)),
+    el("span", { class: "rs-state" }, busy.has(kind) ? "…" : known ? (muted ? "muted" : "on") : "–"));
+    return el("li", {}, btn);
+  });
+  list.replaceChildren(...items);
+  void note;
+}
+
+// ------------------------------------------------------------------ run list badge
+
+/** {count, severity, kinds} of a run's open alerts, from its alert map (id -> AlertView). */
+export function summarize(alertMap) {
+  let count = 0;
+  let severity = null;
+  const kinds = new Set();
+  if (alertMap) {
+    for (const a of alertMap.values()) {
+      if (!isOpen(a)) continue;
+      count += 1;
+      kinds.add(a.kind);
+      if (a.severity === "critical") severity = "critical";
+      else if (!severity) severity = "warning";
+    }
+  }
+  return { count, severity, kinds: [...kinds] };
+}
