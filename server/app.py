@@ -12,14 +12,27 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 
-from gradwatch.protocol import BROWSER_PATH, PROTOCOL_VERSION, TRAINER_PATH, Command, dumps
+from gradwatch.protocol import ALERT_KINDS, BROWSER_PATH, PROTOCOL_VERSION, TRAINER_PATH, Command, dumps
 from gradwatch.tokens import TOKEN_ENV
 
+from .alerting import PatchError, UnknownKind
 from .auth import COOKIE_NAME, HostCheckMiddleware, require_token, token_matches
 from .config import ServerConfig
 from .service import Gradwatch, RunFinished, RunNotFound
 from .static import add_static_routes
-from .views import CommandAccepted, CommandView, ErrorBody, Health, Metrics, RunDetail, RunSummary, command_view
+from .views import (
+    AlertRulePatch,
+    AlertRuleView,
+    AlertView,
+    CommandAccepted,
+    CommandView,
+    ErrorBody,
+    Health,
+    Metrics,
+    RunDetail,
+    RunSummary,
+    command_view,
+)
 from .ws_browser import browser_endpoint
 from .ws_trainer import trainer_endpoint
 
@@ -127,6 +140,31 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/api/runs/{run_id}/commands", response_model=list[CommandView], responses=_ERRORS, tags=["api"])
     async def list_commands(run_id: int, _: Auth) -> list[CommandView]:
         return [command_view(c) for c in await gw.list_commands(run_id)]
+
+    @app.get("/api/runs/{run_id}/alerts", response_model=list[AlertView], responses=_ERRORS, tags=["api"])
+    async def list_alerts(run_id: int, _: Auth) -> Response:
+        await gw.get_run(run_id)
+        return _json(await gw.alerting.list_alerts(run_id))
+
+    @app.get("/api/runs/{run_id}/alert-rules", response_model=dict[str, AlertRuleView], responses=_ERRORS,
+             tags=["api"])
+    async def get_alert_rules(run_id: int, _: Auth) -> Response:
+        await gw.get_run(run_id)
+        return _json(await gw.alerting.rules(run_id))
+
+    @app.patch("/api/runs/{run_id}/alert-rules/{kind}", response_model=AlertRuleView, tags=["api"],
+               responses={**_ERRORS, 403: {"model": ErrorBody, "description": "cross-site request"},
+                          422: {"model": ErrorBody, "description": "unknown parameter or bad value"}})
+    async def patch_alert_rule(run_id: int, kind: str, patch: AlertRulePatch, _: Auth) -> Response:
+        await gw.get_run(run_id)
+        try:
+            view = await gw.alerting.patch_rule(run_id, kind, patch.model_dump(exclude_none=True))
+        except UnknownKind:
+            raise HTTPException(404, f"no alert kind {kind!r}; the kinds are {', '.join(ALERT_KINDS)}") from None
+        except PatchError as e:
+            return _json({"detail": f"invalid request: {e}", "errors": [{"loc": ["params"], "msg": str(e),
+                                                                          "input": None}]}, 422)
+        return _json(view)
 
     @app.get("/login", status_code=303, tags=["page"], responses={401: {"model": ErrorBody}})
     async def login(token: Annotated[str, Query(description="the server token")], request: Request) -> Response:

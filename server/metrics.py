@@ -34,7 +34,30 @@ def _columns(values: FloatArray, missing: BoolArray) -> list[list[Any]]:
     return cols
 
 
-def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points: int | None) -> str:
+Probe = tuple[int, dict[str, float], dict[str, float]]
+
+
+def _layers(declared: list[str], seen: list[dict[str, float]]) -> list[str]:
+    """Declared layers first (hello order), then any other key probes reported, in order of appearance."""
+    out = dict.fromkeys(declared)
+    for values in seen:
+        out.update(dict.fromkeys(values))
+    return list(out)
+
+
+def probe_series(run: RunRow, probes: list[Probe]) -> dict[str, Any]:
+    """``{step: [...], dead_relu: {layer: [...]}, bn_gap: {layer: [...]}}``; ``None`` where a probe lacked a layer."""
+    dead_layers = _layers(run.relu_layers, [p[1] for p in probes])
+    gap_layers = _layers(run.bn_layers if any(p[2] for p in probes) else [], [p[2] for p in probes])
+    return {
+        "step": [p[0] for p in probes],
+        "dead_relu": {layer: [p[1].get(layer) for p in probes] for layer in dead_layers},
+        "bn_gap": {layer: [p[2].get(layer) for p in probes] for layer in gap_layers},
+    }
+
+
+def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points: int | None,
+                  probes: list[Probe] | None = None) -> str:
     """The metrics body as JSON text (NaN/Inf spelt the wire way)."""
     n = len(data)
     starts = bucket_starts(n, max_points) if max_points is not None else None
@@ -82,6 +105,10 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
         for li, layer in enumerate(run.bn_layers):
             bn[layer] = {BN_KEYS[k]: cols[li * width + k] for k in range(width)}
     body["bn"] = bn
+    u, um = f(data.update_ratio, data.update_ratio_missing)
+    body["update_ratio"] = dict(zip(run.variables, _columns(u, um), strict=True))
+    body["skipped"] = i(data.skipped).astype(bool).tolist()
+    body["probe"] = probe_series(run, probes or [])
     body["gaps"] = [{"from_step": g_.from_step, "to_step": g_.to_step, "dropped": g_.dropped} for g_ in gaps]
     body["downsampled"] = starts is not None
     return dumps(body)

@@ -19,6 +19,8 @@ from gradwatch.protocol import (
     Command,
     CommandMessage,
     Gap,
+    NonfiniteOrigin,
+    Probe,
     Status,
     StepRecord,
     TrainerHello,
@@ -27,6 +29,7 @@ from gradwatch.protocol import (
     dumps,
 )
 
+from .alerting import Alerting
 from .config import ServerConfig
 from .hub import Hub
 from .metrics import build_metrics
@@ -78,6 +81,7 @@ class Gradwatch:
         self.links: dict[int, TrainerLink] = {}
         #: Runs with a trainer connected, kept current in memory (last_step included).
         self.active: dict[int, RunRow] = {}
+        self.alerting = Alerting(self.store, self.hub, self._auto_pause)
 
     async def start(self) -> None:
         await self.store.call(self.store.mark_stale_runs_disconnected)
@@ -104,18 +108,22 @@ class Gradwatch:
 
     async def list_runs(self) -> list[RunSummary]:
         await self.writer.flush()
-        return [summary(r) for r in await self.store.call(self.store.list_runs)]
+        counts = await self.alerting.counts()
+        return [summary(r, counts.get(r.id)) for r in await self.store.call(self.store.list_runs)]
 
     async def run_detail_json(self, run_id: int) -> str:
         run = await self.get_run(run_id)
         gaps = await self.store.call(self.store.list_gaps, run_id)
-        return run_detail(run, gaps).model_dump_json()
+        counts = await self.alerting.counts()
+        return run_detail(run, gaps, counts.get(run_id)).model_dump_json()
 
     async def metrics(self, run_id: int, since: int | None, until: int | None, max_points: int | None) -> str:
         run = await self.get_run(run_id)
         data = await self.store.call(self.store.read_steps, run, since, until)
         gaps = await self.store.call(self.store.list_gaps, run_id)
-        return await asyncio.get_running_loop().run_in_executor(None, build_metrics, run, data, gaps, max_points)
+        probes = await self.store.call(self.store.read_probes, run_id, since, until)
+        return await asyncio.get_running_loop().run_in_executor(None, build_metrics, run, data, gaps, max_points,
+                                                                probes)
 
     async def list_commands(self, run_id: int) -> list[CommandRow]:
         await self.get_run(run_id)
@@ -141,11 +149,13 @@ class Gradwatch:
             await self._transition(run.id, "reconnect")
             run = await self.store.call(self.store.update_run, run.id, clip_mode=hello.clip.mode,
                                         clip_threshold=hello.clip.threshold, every=hello.every,
-                                        meta=hello.meta or run.meta)
+                                        meta=hello.meta or run.meta, pause_on=list(hello.pause_on),
+                                        guard_nonfinite=int(hello.guard_nonfinite), relu_layers=hello.relu_layers)
             assert run is not None
         else:
             run = await self.store.call(self.store.create_run, hello)
         self.active[run.id] = run
+        await self.alerting.attach(run)
         link = TrainerLink(websocket, run.id)
         self.links[run.id] = link
         await link.send(Welcome(run_id=run.id).model_dump_json())
@@ -176,6 +186,7 @@ class Gradwatch:
             text = dumps({"type": "steps", "run_id": run.id, "records": [r.model_dump() for r in records]})
             self.hub.publish(run.id, text)
         await self.writer.add(run.id, records)
+        await self.alerting.steps(run.id, records)
         last = records[-1]
         threshold = None if last.clip_threshold is None else decode_float(last.clip_threshold)
         if (last.clip_mode, threshold) != (run.clip_mode, run.clip_threshold):
@@ -191,6 +202,18 @@ class Gradwatch:
         self.hub.publish(link.run_id, dumps({"type": "gap", "run_id": link.run_id, "from_step": gap.from_step,
                                              "to_step": gap.to_step, "dropped": gap.dropped}))
         await self._broadcast_run(link.run_id)
+
+    async def add_probe(self, link: TrainerLink, probe: Probe) -> None:
+        dead = {k: decode_float(v) for k, v in probe.dead_relu.items()}
+        gap = {k: decode_float(v) for k, v in probe.bn_gap.items()}
+        await self.store.call(self.store.add_probe, link.run_id, probe.step, dead, gap)
+        self.hub.publish(link.run_id, dumps({"type": "probe", "run_id": link.run_id,
+                                             "probe": probe.model_dump(exclude={"type"})}))
+        await self.alerting.probe(link.run_id, probe)
+
+    async def nonfinite_origin(self, link: TrainerLink, msg: NonfiniteOrigin) -> None:
+        log.info("run %d: non-finite step %d comes from %s %s", link.run_id, msg.step, msg.source, msg.layer or "")
+        await self.alerting.origin(link.run_id, msg)
 
     async def handle_ack(self, link: TrainerLink, ack: Ack) -> None:
         cmd = await self.store.call(self.store.get_command, ack.id)
@@ -211,6 +234,12 @@ class Gradwatch:
             if row is not None and run is not None:
                 self.active[link.run_id] = replace(row, last_step=run.last_step)
             await self._broadcast_run(link.run_id)
+        elif updated.state == "applied" and updated.type == "set_lr" and updated.lr is not None:
+            run = self.active.get(link.run_id)
+            row = await self.store.call(self.store.update_run, link.run_id, lr=updated.lr)
+            if row is not None and run is not None:
+                self.active[link.run_id] = replace(row, last_step=run.last_step)
+            await self._broadcast_run(link.run_id)
 
     async def handle_status(self, link: TrainerLink, status: Status) -> None:
         await self._transition(link.run_id, status.state)
@@ -220,6 +249,7 @@ class Gradwatch:
             return  # already replaced by a newer connection
         del self.links[link.run_id]
         await self.writer.flush()
+        await self.alerting.detach(link.run_id)
         await self._transition(link.run_id, "disconnect")
         self.active.pop(link.run_id, None)
 
@@ -257,6 +287,13 @@ class Gradwatch:
             await self._forward(link, cmd)
         return cmd
 
+    async def _auto_pause(self, run_id: int, origin: str) -> None:
+        """``pause_on``: an alert pauses its run through the ordinary command path (audited with ``origin``)."""
+        try:
+            await self.post_command(run_id, Command(type="pause"), origin)
+        except (RunNotFound, RunFinished):
+            log.info("run %d: not pausing for %s; the run takes no commands", run_id, origin)
+
     async def _forward(self, link: TrainerLink, cmd: CommandRow) -> None:
         if cmd.id in link.sent:
             return
@@ -287,7 +324,8 @@ class Gradwatch:
         if run is None:
             return None
         gaps = await self.store.call(self.store.list_gaps, run_id)
-        return dumps({"type": "run", "run": run_state(run, gaps).model_dump()})
+        counts = await self.alerting.counts()
+        return dumps({"type": "run", "run": run_state(run, gaps, counts.get(run_id)).model_dump()})
 
     async def _broadcast_run(self, run_id: int) -> None:
         text = await self.run_message(run_id)

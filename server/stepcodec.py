@@ -5,7 +5,8 @@ column ``nan_mask`` remembers which NULLs were NaN (``None`` on the wire stays
 NULL without its bit). Per-variable vectors are raw numpy blobs:
 ``grad_norm`` float32, ``nonfinite`` (nan+inf count) uint32 or NULL when all
 zero, ``bn`` float32 ``len(bn_layers) x len(BN_FIELDS)`` or NULL when the step
-carried no BN rows. float32 keeps about 7 significant digits; a gradient norm
+carried no BN rows, ``update_ratio`` float32 per variable or NULL when the step
+did not measure it; ``skipped`` 0/1. float32 keeps about 7 significant digits; a gradient norm
 above 3.4e38 is stored as Infinity.
 """
 
@@ -27,6 +28,7 @@ FLOAT_COLUMNS: tuple[str, ...] = (
 INT_COLUMNS: tuple[str, ...] = ("epoch", "clipped", "weight_nonfinite", "loss_nonfinite")
 ROW_COLUMNS: tuple[str, ...] = (
     "run_id", "step", "time", *FLOAT_COLUMNS, *INT_COLUMNS, "clip_mode", "nan_mask", "grad_norm", "nonfinite", "bn",
+    "update_ratio", "skipped",
 )
 _U32_MAX = 2**32 - 1
 
@@ -55,10 +57,13 @@ def record_to_row(run_id: int, rec: StepRecord) -> tuple[Any, ...]:
     bn = None
     if rec.bn:
         bn = np.array([[decode_float(x) for x in row] for row in rec.bn], dtype=np.float32).tobytes()
+    ratio = None
+    if rec.update_ratio is not None:
+        ratio = np.asarray(rec.update_ratio, dtype=np.float64).astype(np.float32).tobytes()
     return (
         run_id, rec.step, rec.time, *floats,
         rec.epoch, int(rec.clipped), rec.weight_nonfinite, int(rec.loss_nonfinite),
-        rec.clip_mode, nan_mask, grad.tobytes(), nonfinite, bn,
+        rec.clip_mode, nan_mask, grad.tobytes(), nonfinite, bn, ratio, int(rec.skipped),
     )
 
 
@@ -80,6 +85,10 @@ class StepColumns:
     nonfinite: IntArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     bn: FloatArray = field(default_factory=lambda: np.zeros((0, 0, len(BN_FIELDS))))
     bn_missing: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: (n, variables), NaN where ``update_ratio_missing`` (a step that did not measure it).
+    update_ratio: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    update_ratio_missing: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    skipped: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return int(self.step.shape[0])
@@ -105,6 +114,13 @@ def rows_to_columns(rows: list[tuple[Any, ...]], n_vars: int, n_bn: int) -> Step
         out.ints[name] = np.array(cols[2 + nf + j], dtype=np.int64)
     base = 2 + nf + len(INT_COLUMNS) + 2
     grad_blobs, nonfinite_blobs, bn_blobs = cols[base], cols[base + 1], cols[base + 2]
+    ratio_blobs, skipped = cols[base + 3], cols[base + 4]
+    out.skipped = np.array(skipped, dtype=np.int64)
+    out.update_ratio = np.full((n, n_vars), np.nan)
+    out.update_ratio_missing = np.array([b is None for b in ratio_blobs], dtype=bool) if n else np.zeros(0, bool)
+    for i, blob in enumerate(ratio_blobs):
+        if blob is not None and n_vars:
+            out.update_ratio[i] = np.frombuffer(blob, dtype=np.float32)
     if n and n_vars:
         out.grad_norm = np.frombuffer(b"".join(grad_blobs), dtype=np.float32).reshape(n, n_vars).astype(np.float64)
     else:

@@ -1,4 +1,4 @@
-"""SQLite persistence (WAL): runs, steps, commands, gaps.
+"""SQLite persistence (WAL): runs, steps, commands, gaps, probes (alerts: ``alerts/persist.py``).
 
 ``Store`` is synchronous and owns one connection; every call goes through its
 single worker thread (``await store.call(fn, ...)``), which both keeps big
@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gradwatch.protocol import Command, CommandState, RunStatus, StepRecord, TrainerHello
+from gradwatch.protocol import Command, CommandState, RunStatus, StepRecord, TrainerHello, decode_float
 
+from .alerts import persist as alert_persist
 from .stepcodec import ROW_COLUMNS, StepColumns, record_to_row, rows_to_columns
 
 T = TypeVar("T")
@@ -78,7 +80,25 @@ CREATE TABLE IF NOT EXISTS gaps (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gaps_run ON gaps(run_id, id);
+CREATE TABLE IF NOT EXISTS probes (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    step INTEGER NOT NULL,
+    dead_relu TEXT NOT NULL,
+    bn_gap TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
 """
+
+#: Columns added after the first release: (table, column, declaration). Added to older databases at open.
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("runs", "pause_on", "TEXT NOT NULL DEFAULT '[]'"),
+    ("runs", "guard_nonfinite", "INTEGER NOT NULL DEFAULT 0"),
+    ("runs", "relu_layers", "TEXT NOT NULL DEFAULT '[]'"),
+    ("runs", "lr", "REAL"),
+    ("steps", "update_ratio", "BLOB"),
+    ("steps", "skipped", "INTEGER NOT NULL DEFAULT 0"),
+    ("commands", "lr", "REAL"),
+)
 
 
 @dataclass
@@ -95,6 +115,11 @@ class RunRow:
     clip_threshold: float | None
     every: int
     meta: dict[str, Any]
+    pause_on: list[str] = field(default_factory=list)
+    guard_nonfinite: bool = False
+    relu_layers: list[str] = field(default_factory=list)
+    #: The learning rate of the latest stored step that reported one.
+    lr: float | None = None
 
 
 @dataclass
@@ -110,9 +135,10 @@ class CommandRow:
     state: CommandState
     applied_step: int | None
     detail: str | None
+    lr: float | None = None
 
     def to_command(self) -> Command:
-        return Command(type=self.type, mode=self.mode, threshold=self.threshold)
+        return Command(type=self.type, mode=self.mode, threshold=self.threshold, lr=self.lr)
 
 
 @dataclass
@@ -123,14 +149,15 @@ class GapRow:
 
 
 _RUN_COLS = "id, name, status, created_at, updated_at, last_step, variables, bn_layers, clip_mode, clip_threshold, " \
-            "every, meta"
-_CMD_COLS = "id, run_id, type, mode, threshold, origin, created_at, updated_at, state, applied_step, detail"
+            "every, meta, pause_on, guard_nonfinite, relu_layers, lr"
+_CMD_COLS = "id, run_id, type, mode, threshold, origin, created_at, updated_at, state, applied_step, detail, lr"
 _INSERT_STEP = f"INSERT OR REPLACE INTO steps ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 
 
 def _run(row: Sequence[Any]) -> RunRow:
     return RunRow(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), json.loads(row[7]),
-                  row[8], row[9], row[10], json.loads(row[11]))
+                  row[8], row[9], row[10], json.loads(row[11]), json.loads(row[12]), bool(row[13]),
+                  json.loads(row[14]), row[15])
 
 
 class Store:
@@ -141,7 +168,17 @@ class Store:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
         self._conn.executescript(_SCHEMA)
+        self._conn.executescript(alert_persist.SCHEMA)
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradwatch-db")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection, for functions run through ``call`` (on the database thread only)."""
+        return self._conn
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on the database thread."""
@@ -161,9 +198,11 @@ class Store:
         now = time.time()
         cur = self._conn.execute(
             "INSERT INTO runs (name, status, created_at, updated_at, last_step, variables, bn_layers, clip_mode, "
-            "clip_threshold, every, meta) VALUES (?, 'running', ?, ?, NULL, ?, ?, ?, ?, ?, ?)",
+            "clip_threshold, every, meta, pause_on, guard_nonfinite, relu_layers) "
+            "VALUES (?, 'running', ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (hello.run_name, now, now, json.dumps(hello.variables), json.dumps(hello.bn_layers), hello.clip.mode,
-             hello.clip.threshold, hello.every, json.dumps(hello.meta)),
+             hello.clip.threshold, hello.every, json.dumps(hello.meta), json.dumps(list(hello.pause_on)),
+             int(hello.guard_nonfinite), json.dumps(hello.relu_layers)),
         )
         run = self.get_run(int(cur.lastrowid or 0))
         assert run is not None
@@ -177,12 +216,14 @@ class Store:
         return [_run(r) for r in self._conn.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY id DESC")]
 
     def update_run(self, run_id: int, **fields: Any) -> RunRow | None:
-        allowed = {"status", "clip_mode", "clip_threshold", "every", "meta", "name"}
+        allowed = {"status", "clip_mode", "clip_threshold", "every", "meta", "name", "pause_on", "guard_nonfinite",
+                   "relu_layers", "lr"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update run fields {sorted(unknown)}")
-        if "meta" in fields:
-            fields["meta"] = json.dumps(fields["meta"])
+        for name in ("meta", "pause_on", "relu_layers"):
+            if name in fields:
+                fields[name] = json.dumps(fields[name])
         sets = ", ".join(f"{k}=?" for k in fields)
         self._conn.execute(f"UPDATE runs SET {sets}, updated_at=? WHERE id=?", (*fields.values(), time.time(), run_id))
         return self.get_run(run_id)
@@ -197,9 +238,13 @@ class Store:
             for run_id, records in batch:
                 self._conn.executemany(_INSERT_STEP, [record_to_row(run_id, r) for r in records])
                 top = max(r.step for r in records)
+                latest = max(records, key=lambda r: r.step)
+                lr = None if latest.lr is None else decode_float(latest.lr)
+                lr = lr if lr is not None and math.isfinite(lr) else None
                 self._conn.execute(
-                    "UPDATE runs SET last_step=MAX(COALESCE(last_step, -1), ?), updated_at=? WHERE id=?",
-                    (top, now, run_id),
+                    "UPDATE runs SET lr=CASE WHEN ? >= COALESCE(last_step, -1) AND ? IS NOT NULL THEN ? ELSE lr END, "
+                    "last_step=MAX(COALESCE(last_step, -1), ?), updated_at=? WHERE id=?",
+                    (top, lr, lr, top, now, run_id),
                 )
 
     def read_steps(self, run: RunRow, since_step: int | None, until_step: int | None) -> StepColumns:
@@ -224,15 +269,31 @@ class Store:
         rows = self._conn.execute("SELECT from_step, to_step, dropped FROM gaps WHERE run_id=? ORDER BY id", (run_id,))
         return [GapRow(*r) for r in rows]
 
+    # ------------------------------------------------------------------ probes
+
+    def add_probe(self, run_id: int, step: int, dead_relu: dict[str, float], bn_gap: dict[str, float]) -> None:
+        """A probe at a step already stored is replaced (a trainer re-sends after a reconnect)."""
+        self._conn.execute("INSERT OR REPLACE INTO probes (run_id, step, dead_relu, bn_gap) VALUES (?, ?, ?, ?)",
+                           (run_id, step, json.dumps(dead_relu), json.dumps(bn_gap)))
+
+    def read_probes(self, run_id: int, since_step: int | None,
+                    until_step: int | None) -> list[tuple[int, dict[str, float], dict[str, float]]]:
+        lo = since_step if since_step is not None else -1
+        hi = until_step if until_step is not None else 2**62
+        rows = self._conn.execute("SELECT step, dead_relu, bn_gap FROM probes WHERE run_id=? AND step BETWEEN ? AND ? "
+                                  "ORDER BY step", (run_id, lo, hi))
+        return [(step, json.loads(dead), json.loads(gap)) for step, dead, gap in rows]
+
     # ------------------------------------------------------------------ commands
 
     def create_command(self, run_id: int, command: Command, origin: str) -> CommandRow:
         now = time.time()
         threshold = float(command.threshold) if command.threshold is not None else None
+        lr = float(command.lr) if command.lr is not None else None
         cur = self._conn.execute(
-            "INSERT INTO commands (run_id, type, mode, threshold, origin, created_at, updated_at, state) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
-            (run_id, command.type, command.mode, threshold, origin, now, now),
+            "INSERT INTO commands (run_id, type, mode, threshold, lr, origin, created_at, updated_at, state) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+            (run_id, command.type, command.mode, threshold, lr, origin, now, now),
         )
         cmd = self.get_command(int(cur.lastrowid or 0))
         assert cmd is not None

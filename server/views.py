@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from gradwatch.protocol import ClipMode, CommandState, CommandType, RunStatus, WireFloat, encode_float
+from gradwatch.protocol import AlertKind, ClipMode, CommandState, CommandType, RunStatus, WireFloat, encode_float
 
 from .store import CommandRow, GapRow, RunRow
 
@@ -27,6 +27,11 @@ class GapView(BaseModel):
     dropped: int
 
 
+class AlertCounts(BaseModel):
+    warning: int = 0
+    critical: int = 0
+
+
 class RunSummary(BaseModel):
     id: int
     name: str
@@ -34,6 +39,7 @@ class RunSummary(BaseModel):
     step: int | None = Field(description="last step received")
     created_at: float
     updated_at: float
+    alerts: AlertCounts = Field(default_factory=AlertCounts, description="alerts raised on this run, by severity")
 
 
 class RunState(RunSummary):
@@ -44,11 +50,16 @@ class RunState(RunSummary):
     every: int
     meta: dict[str, Any]
     gaps: list[GapView]
+    lr: float | None = Field(description="learning rate of the latest step that reported one (or of an applied "
+                                         "set_lr until the next step reports)")
+    pause_on: list[AlertKind]
+    guard_nonfinite: bool
 
 
 class RunDetail(RunState):
     variables: list[str]
     bn_layers: list[str]
+    relu_layers: list[str]
 
 
 class CommandView(BaseModel):
@@ -57,6 +68,7 @@ class CommandView(BaseModel):
     type: CommandType
     mode: ClipMode | None
     threshold: float | None
+    lr: float | None
     origin: str
     created_at: float
     state: CommandState
@@ -86,6 +98,12 @@ class BnSeries(BaseModel):
     moving_variance_delta: list[WireFloat | None]
 
 
+class ProbeSeries(BaseModel):
+    step: list[int]
+    dead_relu: dict[str, list[WireFloat | None]]
+    bn_gap: dict[str, list[WireFloat | None]]
+
+
 class Metrics(BaseModel):
     """Column-wise series of one run; every list has one entry per returned step."""
 
@@ -106,13 +124,47 @@ class Metrics(BaseModel):
     grad_norm: dict[str, list[WireFloat | None]]
     nonfinite: dict[str, list[int]]
     bn: dict[str, BnSeries]
+    update_ratio: dict[str, list[WireFloat | None]]
+    skipped: list[bool]
+    probe: ProbeSeries
     gaps: list[GapView]
     downsampled: bool
 
 
-def summary(run: RunRow) -> RunSummary:
+class AlertView(BaseModel):
+    """One alert (docs/alerts.md). ``step``: first seen; ``count``: episodes (1 when raised)."""
+
+    id: int
+    run_id: int
+    kind: AlertKind
+    severity: Literal["warning", "critical"]
+    step: int
+    last_step: int
+    layer: str | None
+    layers: list[str]
+    evidence: dict[str, WireFloat | int | str | None]
+    message: str
+    remedies: list[str]
+    count: int
+    created_at: float
+    updated_at: float
+
+
+class AlertRuleView(BaseModel):
+    muted: bool
+    params: dict[str, float | int]
+
+
+class AlertRulePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    muted: bool | None = None
+    params: dict[str, Any] | None = None
+
+
+def summary(run: RunRow, alerts: dict[str, int] | None = None) -> RunSummary:
     return RunSummary(id=run.id, name=run.name, status=run.status, step=run.last_step,
-                      created_at=run.created_at, updated_at=run.updated_at)
+                      created_at=run.created_at, updated_at=run.updated_at, alerts=AlertCounts(**(alerts or {})))
 
 
 def _clip(run: RunRow) -> ClipView:
@@ -124,17 +176,19 @@ def _gaps(gaps: list[GapRow]) -> list[GapView]:
     return [GapView(from_step=g.from_step, to_step=g.to_step, dropped=g.dropped) for g in gaps]
 
 
-def run_state(run: RunRow, gaps: list[GapRow]) -> RunState:
-    return RunState(**summary(run).model_dump(), clip=_clip(run), paused=run.status == "paused", every=run.every,
-                    meta=run.meta, gaps=_gaps(gaps))
+def run_state(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None) -> RunState:
+    return RunState(**summary(run, alerts).model_dump(), clip=_clip(run), paused=run.status == "paused",
+                    every=run.every, meta=run.meta, gaps=_gaps(gaps), lr=run.lr, pause_on=run.pause_on,
+                    guard_nonfinite=run.guard_nonfinite)
 
 
-def run_detail(run: RunRow, gaps: list[GapRow]) -> RunDetail:
-    return RunDetail(**run_state(run, gaps).model_dump(), variables=run.variables, bn_layers=run.bn_layers)
+def run_detail(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None) -> RunDetail:
+    return RunDetail(**run_state(run, gaps, alerts).model_dump(), variables=run.variables, bn_layers=run.bn_layers,
+                     relu_layers=run.relu_layers)
 
 
 def command_view(cmd: CommandRow) -> CommandView:
     return CommandView(id=cmd.id, run_id=cmd.run_id, type=cmd.type,
-                       mode=cmd.mode, threshold=cmd.threshold,
+                       mode=cmd.mode, threshold=cmd.threshold, lr=cmd.lr,
                        origin=cmd.origin, created_at=cmd.created_at, state=cmd.state,
                        applied_step=cmd.applied_step, detail=cmd.detail, updated_at=cmd.updated_at)

@@ -1,4 +1,4 @@
-"""The trainer websocket (``protocol.TRAINER_PATH``): handshake, then steps/gap/ack/status in."""
+"""The trainer websocket (``protocol.TRAINER_PATH``): handshake, then steps/gap/ack/status/probe/nonfinite_origin in."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from gradwatch.protocol import (
     Ack,
     CloseCode,
     Gap,
+    NonfiniteOrigin,
+    Probe,
     Status,
     Steps,
     TrainerHello,
@@ -51,6 +53,10 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
         await gw.handle_ack(link, msg)
     elif isinstance(msg, Status):
         await gw.handle_status(link, msg)
+    elif isinstance(msg, Probe):
+        await gw.add_probe(link, msg)
+    elif isinstance(msg, NonfiniteOrigin):
+        await gw.nonfinite_origin(link, msg)
 
 
 async def trainer_endpoint(websocket: WebSocket) -> None:

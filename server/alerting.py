@@ -1,0 +1,161 @@
+"""Alerts inside the running server: one ``RunAlerts`` engine per connected run, fed on ingest.
+
+New and re-triggered alerts are saved and pushed to every viewer at once
+(``{"type": "alert", "run_id", "alert"}``); continuations of an alert already
+raised (its ``last_step`` and evidence moving on) are saved and pushed at most
+every ``UPDATE_INTERVAL`` seconds, and whenever alerts are read. A failing rule
+is logged and never disturbs ingest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gradwatch.protocol import NonfiniteOrigin, Probe, StepRecord, dumps
+
+from .alerts import persist
+from .alerts.engine import Alert, Change, RunAlerts
+from .alerts.params import RULES, PatchError, settings, validate_patch
+from .alerts.rules import RunInfo
+from .hub import Hub
+from .store import RunRow, Store
+
+log = logging.getLogger("gradwatch.server.alerts")
+
+#: Seconds between saves/pushes of an ongoing alert's progress.
+UPDATE_INTERVAL = 1.0
+
+#: ``pause(run_id, origin)``: issue a pause command on behalf of an alert.
+Pause = Callable[[int, str], Awaitable[None]]
+
+
+class UnknownKind(LookupError):
+    pass
+
+
+def alert_message(alert: Alert) -> str:
+    return dumps({"type": "alert", "run_id": alert.run_id, "alert": alert.view()})
+
+
+class Alerting:
+    def __init__(self, store: Store, hub: Hub, pause: Pause) -> None:
+        self.store = store
+        self.hub = hub
+        self.pause = pause
+        self.engines: dict[int, RunAlerts] = {}
+        self.pause_on: dict[int, set[str]] = {}
+        #: Highest step each run's rules have seen, kept across reconnects so re-sent steps are not counted twice.
+        self.seen_step: dict[int, int] = {}
+        self._flushed: dict[int, float] = {}
+
+    async def attach(self, run: RunRow) -> None:
+        """A trainer connected (or reconnected) to ``run``: start its engine from the stored alerts and rules."""
+        existing, rules = await self.store.call(self._load, run.id)
+        info = RunInfo(run.variables, run.bn_layers, run.relu_layers, run.guard_nonfinite)
+        self.engines[run.id] = RunAlerts(run.id, info, rules, existing)
+        self.pause_on[run.id] = set(run.pause_on)
+
+    def _load(self, run_id: int) -> tuple[list[Alert], dict[str, Any]]:
+        return persist.list_alerts(self.store.conn, run_id), persist.load_rules(self.store.conn, run_id)
+
+    async def detach(self, run_id: int) -> None:
+        await self.flush(run_id)
+        self.engines.pop(run_id, None)
+        self._flushed.pop(run_id, None)
+
+    # ------------------------------------------------------------------ ingest
+
+    async def steps(self, run_id: int, records: list[StepRecord]) -> None:
+        engine = self.engines.get(run_id)
+        if engine is None:
+            return
+        seen = self.seen_step.get(run_id, -1)
+        fresh = [r for r in records if r.step > seen]
+        if not fresh:
+            return
+        if any(a.step >= b.step for a, b in itertools.pairwise(fresh)):
+            fresh = sorted({r.step: r for r in fresh}.values(), key=lambda r: r.step)
+        self.seen_step[run_id] = fresh[-1].step
+        try:
+            changes = engine.observe_steps(fresh)
+        except Exception:
+            log.exception("alert rules failed on run %d; these steps are not checked", run_id)
+            return
+        await self._publish(run_id, changes)
+        if engine.dirty and time.monotonic() - self._flushed.get(run_id, 0.0) >= UPDATE_INTERVAL:
+            await self.flush(run_id)
+
+    async def probe(self, run_id: int, probe: Probe) -> None:
+        engine = self.engines.get(run_id)
+        if engine is None:
+            return
+        try:
+            changes = engine.observe_probe(probe)
+        except Exception:
+            log.exception("alert rules failed on a probe of run %d", run_id)
+            return
+        await self._publish(run_id, changes)
+
+    async def origin(self, run_id: int, msg: NonfiniteOrigin) -> None:
+        engine = self.engines.get(run_id)
+        change = engine.origin(msg) if engine is not None else None
+        if change is not None:
+            await self._publish(run_id, [change])
+
+    async def _publish(self, run_id: int, changes: list[Change]) -> None:
+        if not changes:
+            return
+        await self.store.call(persist.save_alerts, self.store.conn, [c.alert for c in changes])
+        for c in changes:
+            self.hub.broadcast(alert_message(c.alert))
+        for c in changes:
+            if c.created and c.alert.kind in self.pause_on.get(run_id, ()):
+                log.info("run %d: %s alert #%d raised; pausing (pause_on)", run_id, c.alert.kind, c.alert.id)
+                await self.pause(run_id, f"auto: {c.alert.kind} alert #{c.alert.id}")
+
+    async def flush(self, run_id: int) -> None:
+        """Save and push the progress of ongoing alerts now."""
+        engine = self.engines.get(run_id)
+        self._flushed[run_id] = time.monotonic()
+        if engine is None or not engine.dirty:
+            return
+        alerts = engine.take_dirty()
+        if alerts:
+            await self.store.call(persist.save_alerts, self.store.conn, alerts)
+            for a in alerts:
+                self.hub.broadcast(alert_message(a))
+
+    # ------------------------------------------------------------------ REST
+
+    async def list_alerts(self, run_id: int) -> list[dict[str, Any]]:
+        await self.flush(run_id)
+        alerts = await self.store.call(persist.list_alerts, self.store.conn, run_id)
+        return [a.view() for a in alerts]
+
+    async def counts(self) -> dict[int, dict[str, int]]:
+        return await self.store.call(persist.alert_counts, self.store.conn)
+
+    async def rules(self, run_id: int) -> dict[str, dict[str, Any]]:
+        rules = await self.store.call(persist.load_rules, self.store.conn, run_id)
+        return {kind: rule.view() for kind, rule in rules.items()}
+
+    async def patch_rule(self, run_id: int, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Apply ``{muted?, params?}``; raises UnknownKind or PatchError (nothing changes then)."""
+        if kind not in RULES:
+            raise UnknownKind(kind)
+        muted, params = validate_patch(kind, body)
+        rules = await self.store.call(persist.load_rules, self.store.conn, run_id)
+        current = rules[kind]
+        new = settings(kind, current.muted if muted is None else muted, {**current.params, **params})
+        await self.store.call(persist.save_rule, self.store.conn, run_id, kind, new)
+        engine = self.engines.get(run_id)
+        if engine is not None:
+            engine.configure(kind, new)
+        return new.view()
+
+
+__all__ = ["Alerting", "PatchError", "UnknownKind", "alert_message"]
