@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gradwatch.scenarios import SCENARIOS
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gradwatch demo", description=__doc__.splitlines()[0])
@@ -22,6 +24,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="port of the embedded server, 0 for any free port")
     p.add_argument("--db", type=Path, default=None, help="SQLite file (default: a fresh temporary file)")
     p.add_argument("--epochs", type=int, default=300, help="training epochs (56 steps each; default 300)")
+    p.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        default=None,
+        help="instead of the default demo, reproduce one pathology (see docs/alerts.md)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="steps of a --scenario run (default: the scenario's own)")
+    p.add_argument("--guard", action="store_true", help="guard_nonfinite=True: skip non-finite steps")
+    p.add_argument(
+        "--pause-on",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="alert kind that pauses the run automatically (repeatable)",
+    )
     p.add_argument("--clip-threshold", type=float, default=1.0, help="initial global-norm clip threshold")
     p.add_argument(
         "--steps-per-second",
@@ -83,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from gradwatch import GradientMonitor
 
+        if args.scenario is not None:
+            return run_scenario(args, server)
         x, y = digits_data()
         model = build_model()
         callbacks: list[object] = [
@@ -110,6 +129,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         server.stop()
+    return 0
+
+
+def run_scenario(args: argparse.Namespace, server: object) -> int:
+    scenario = SCENARIOS[args.scenario]
+    print(f"gradwatch demo: scenario {scenario.name}: {scenario.story}", flush=True)
+    kwargs = {
+        "server": server.url,  # type: ignore[attr-defined]
+        "token": server.token,  # type: ignore[attr-defined]
+        "run_name": f"scenario: {scenario.name}",
+        "guard_nonfinite": args.guard,
+        "pause_on": tuple(args.pause_on),
+    }
+    scenario.run(kwargs, args.steps or scenario.default_steps)
+    print("gradwatch demo: scenario finished; the run stays browsable", flush=True)
+    if not args.exit_when_done:
+        print("gradwatch demo: server still running, Ctrl-C to quit", flush=True)
+        while True:
+            time.sleep(3600)
     return 0
 
 
