@@ -137,7 +137,8 @@ export function renderTimeline(list, empty, alerts, muted) {
     const sev = a.severity === "critical" ? "critical" : "warning";
     const layers = alertLayers(a);
     const evidence = a.evidence && typeof a.evidence === "object"
-      ? Object.entries(a.evidence).slice(0, 6).map(([k, v]) => `${k} ${fmtEvidence(v)}`).join(" · ")
+      ? Object.entries(a.evidence).filter(([, v]) => v !== null && v !== undefined).slice(0, 8)
+        .map(([k, v]) => `${k.replace(/_/g, " ")} ${fmtEvidence(v)}`).join(" · ")
       : "";
     const isMuted = muted(a.kind);
     const open = isOpen(a);

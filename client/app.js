@@ -16,7 +16,7 @@ import {
 import { Charts, RATIO_RULE } from "./charts.js";
 import { LiveSocket } from "./live.js";
 import { RunStore } from "./store.js";
-import { el, errorDetail, fmtAgo, fmtClip, fmtInt, fmtNum, getJSON, num, patchJSON, postJSON } from "./util.js";
+import { el, errorDetail, fmtAgo, fmtClip, fmtInt, fmtLr, fmtNum, getJSON, num, patchJSON, postJSON } from "./util.js";
 
 const METRICS_MAX_POINTS = 2000;
 const $ = (id) => document.getElementById(id);
@@ -171,10 +171,15 @@ function renderRunList() {
 // Open alerts of a run: from the alerts seen (REST and live), else a count the
 // run summary may carry.
 function renderRunBadge(it, r) {
-  let sum = summarize(state.runAlerts.get(r.id));
-  if (!sum.count && !state.runAlerts.has(r.id)) {
-    const n = typeof r.alert_count === "number" ? r.alert_count : typeof r.alerts === "number" ? r.alerts : 0;
-    if (n > 0) sum = { count: n, severity: r.alert_severity || "warning", kinds: [] };
+  const sum = summarize(state.runAlerts.get(r.id));
+  // RunSummary.alerts = {warning: n, critical: n}: counts of alerts the server holds for the run
+  const counts = r.alerts && typeof r.alerts === "object" ? r.alerts : null;
+  if (counts) {
+    const w = Number(counts.warning) || 0;
+    const c = Number(counts.critical) || 0;
+    if (w + c > sum.count) sum.count = w + c;
+    if (c > 0) sum.severity = "critical";
+    else if (w > 0 && !sum.severity) sum.severity = "warning";
   }
   if (!sum.count) {
     if (it.alerts.isConnected) it.alerts.remove();
@@ -406,7 +411,7 @@ function renderLr() {
   const fromSteps = lastLr(state.store);
   const d = state.detail;
   const lr = fromSteps !== null ? fromSteps : d ? num(d.lr) : null;
-  const text = lr === null || lr === undefined ? "–" : fmtNum(lr, 3);
+  const text = lr === null || lr === undefined ? "–" : fmtLr(lr);
   setText($("run-lr"), text);
   setText($("lr-current"), lr === null || lr === undefined ? "" : `now ${text}`);
 }
@@ -583,7 +588,7 @@ function describeCommand(c) {
     if (c.threshold !== null && c.threshold !== undefined) parts.push(`≤ ${fmtNum(num(c.threshold), 4)}`);
     return parts.join(" ");
   }
-  if (c.type === "set_lr") return c.lr === null || c.lr === undefined ? "set lr" : `set lr → ${fmtNum(num(c.lr), 4)}`;
+  if (c.type === "set_lr") return c.lr === null || c.lr === undefined ? "set lr" : `set lr → ${fmtLr(num(c.lr))}`;
   return c.type;
 }
 
@@ -802,7 +807,7 @@ async function prefetchRunAlerts() {
   const seq = ++prefetchSeq;
   for (const r of sortedRuns().slice(0, 20)) {
     if (seq !== prefetchSeq || state.alertsRouteMissing) return;
-    if (r.id === state.selected) continue;
+    if (r.id === state.selected || (r.alerts && typeof r.alerts === "object")) continue; // counts come with the run
     try {
       const list = await getJSON(`/api/runs/${r.id}/alerts`);
       const m = new Map();

@@ -45,8 +45,14 @@ export function fmtNum(x, digits = 3) {
   if (x === -Infinity) return "−∞";
   if (x === 0) return "0";
   const a = Math.abs(x);
-  if (a >= 1e5 || a < 1e-3) return x.toExponential(digits - 1).replace("e+", "e");
+  if (a >= 1e5 || a < 1e-3) return x.toExponential(digits - 1).replace(/\.?0+e/, "e").replace("e+", "e");
   return Number(x.toPrecision(digits)).toString();
+}
+
+/** A learning rate as typed: up to 4 significant digits, plain decimals down to 1e-6. */
+export function fmtLr(x) {
+  if (x === null || x === undefined || !Number.isFinite(x)) return fmtNum(x);
+  return String(Number(x.toPrecision(4)));
 }
 
 export function fmtInt(n) {

@@ -34,7 +34,8 @@ class SimTrainer(threading.Thread):
 
     def __init__(self, server: Any, run_name: str, *, run_id: int | None = None, first_step: int = 0,
                  n_steps: int | None = None, nan_steps: tuple[int, ...] = (), interval: float = 0.04,
-                 variables: list[str] | None = None) -> None:
+                 variables: list[str] | None = None, update_ratio: bool = False, guard_nonfinite: bool = False,
+                 probe_every: int = 0) -> None:
         super().__init__(daemon=True, name=f"sim-trainer-{run_name[:20]}")
         self.url = server.ws_url + TRAINER_PATH
         self.headers = server.headers
@@ -47,6 +48,10 @@ class SimTrainer(threading.Thread):
         self.variables = variables or VARIABLES
         self.paused = False
         self.clip = 1.0
+        self.lr = 1e-3
+        self.update_ratio = update_ratio  # report per-variable update/weight ratios
+        self.guard_nonfinite = guard_nonfinite  # NaN steps are reported as skipped
+        self.probe_every = probe_every  # send a dead-ReLU / BN-gap probe every N steps
         self.commands: list[dict[str, Any]] = []  # as received
         self.acks: list[dict[str, Any]] = []  # as sent
         self.welcomed = threading.Event()
@@ -61,13 +66,22 @@ class SimTrainer(threading.Thread):
             nan[2] = 3
             gn[2] = math.nan
         g = math.sqrt(sum(x * x for x in gn if math.isfinite(x)))
-        return {
-            "step": step, "epoch": step // 50, "time": time.time(), "loss": 2.0 * math.exp(-step / 80), "lr": 1e-3,
+        rec: dict[str, Any] = {
+            "step": step, "epoch": step // 50, "time": time.time(), "loss": 2.0 * math.exp(-step / 80), "lr": self.lr,
             "global_norm": g, "clip_mode": "global_norm", "clip_threshold": self.clip,
             "clip_scale": min(1.0, self.clip / g), "clipped": g > self.clip, "steps_per_sec": 1 / self.interval,
             "grad_norm": gn, "grad_nan": nan, "grad_inf": [0] * len(self.variables),
             "bn": [[0.1, 0.0, 0.2, 0.01, 1.0 + 0.1 * math.sin(step / 7), 0.9, 1.1, 0.01]],
         }
+        if self.update_ratio and step not in self.nan_steps:  # a skipped update has no ratio
+            rec["update_ratio"] = [self.lr * (0.5 + i) for i in range(len(gn))]
+        if self.guard_nonfinite and step in self.nan_steps:
+            rec["skipped"] = True
+        return rec
+
+    def probe(self, step: int) -> dict[str, Any]:
+        return {"type": "probe", "step": step, "dead_relu": {"mlp/dense": min(1.0, 0.05 + step / 400)},
+                "bn_gap": {"mlp/bn": 0.2 + 0.1 * math.sin(step / 20)}}
 
     def run(self) -> None:
         try:
@@ -83,6 +97,10 @@ class SimTrainer(threading.Thread):
                 "type": "hello", "protocol": PROTOCOL_VERSION, "run_name": self.run_name, "variables": self.variables,
                 "bn_layers": BN_LAYERS, "clip": {"mode": "global_norm", "threshold": self.clip},
             }
+            if self.guard_nonfinite:
+                hello["guard_nonfinite"] = True
+            if self.probe_every:
+                hello["relu_layers"] = ["mlp/dense"]
             if self.run_id is not None:
                 hello["run_id"] = self.run_id
             ws.send(json.dumps(hello))
@@ -95,6 +113,8 @@ class SimTrainer(threading.Thread):
                 self._handle_commands(ws)
                 if not self.paused:
                     ws.send(dumps({"type": "steps", "records": [self.record(self.step)]}))
+                    if self.probe_every and self.step % self.probe_every == 0:
+                        ws.send(dumps(self.probe(self.step)))
                     self.step += 1
                     sent += 1
                     if self.n_steps is not None and sent >= self.n_steps:
@@ -117,6 +137,8 @@ class SimTrainer(threading.Thread):
                 self.paused = False
             elif cmd["type"] == "set_clip":
                 self.clip = float(cmd["threshold"])
+            elif cmd["type"] == "set_lr":
+                self.lr = float(cmd["lr"])
             ack = {"type": "ack", "id": msg["id"], "state": "applied", "applied_step": self.step}
             ws.send(json.dumps(ack))
             self.acks.append(ack)
@@ -261,3 +283,73 @@ def test_reconnects_after_server_restart_and_backfills(gradwatch_server: Any, tr
     # while the server was down the browser logged refused connections; nothing else may fail
     problems = [p for p in page.gradwatch_problems if "ERR_CONNECTION_REFUSED" not in p]
     assert problems == [], problems
+
+
+def chart_len(page: Any, testid: str, trace: int = 0) -> int:
+    return int(page.evaluate(
+        f"(() => {{ const d = document.querySelector('[data-testid={testid}]');"
+        f" return d && d.data && d.data[{trace}] ? d.data[{trace}].x.length : -1; }})()"))
+
+
+def test_set_lr_update_ratio_skipped_and_probe(gradwatch_server: Any, trainers: Any, browser_page: Any,
+                                               tmp_path: Any) -> None:
+    page = browser_page
+    srv = gradwatch_server()
+    trainer = trainers(srv, "lr-and-ratios", nan_steps=(20,), update_ratio=True, guard_nonfinite=True,
+                       probe_every=10)
+    login(page, srv)
+    page.goto(f"{srv.url}/#run={trainer.run_id}")
+    page.wait_for_function("window.gradwatch.lastStep !== null && window.gradwatch.lastStep > 25")
+    assert page.locator("[data-testid=run-lr]").text_content() == "0.001"
+
+    # set_lr: a bad value is refused on the page; a good one is posted, acked and shown applied at its step
+    page.locator("[data-testid=lr-input]").fill("")
+    page.locator("[data-testid=lr-apply]").click()
+    page.locator("[data-testid=control-error]").wait_for(state="visible")
+    page.locator("[data-testid=lr-input]").fill("-1")
+    page.locator("[data-testid=lr-apply]").click()
+    page.wait_for_function("document.querySelector('[data-testid=control-error]').textContent.includes('422')")
+    page.locator("[data-testid=lr-input]").fill("0.0005")
+    page.locator("[data-testid=lr-apply]").click()
+    entry = page.locator("[data-testid=command-entry][data-type=set_lr]")
+    page.wait_for_selector("[data-testid=command-entry][data-type=set_lr][data-state=applied]")
+    assert trainer.commands[-1]["command"] == {"type": "set_lr", "lr": 0.0005}
+    applied = trainer.acks[-1]["applied_step"]
+    assert f"applied at step {applied}" in entry.text_content()
+    assert "set lr → 0.0005" in entry.text_content()
+    page.wait_for_function("document.querySelector('[data-testid=run-lr]').textContent === '0.0005'")
+
+    # the update/weight ratio chart: one log-scale line per variable, the 1e-3 reference line
+    page.locator("[data-testid=chart-update-ratio]").scroll_into_view_if_needed()
+    page.wait_for_function("(document.querySelector('[data-testid=chart-update-ratio]').data || []).length === 6")
+    info = page.evaluate("(() => { const d = document.querySelector('[data-testid=chart-update-ratio]');"
+                         " return {type: d.layout.yaxis.type, ref: d.layout.shapes[0].y0,"
+                         " ys: d.data[0].y.filter(v => v !== null)}; })()")
+    assert info["type"] == "log" and info["ref"] == 1e-3
+    # the first variable's ratio follows the learning rate (stored as float32 by the server)
+    assert min(info["ys"]) == pytest.approx(0.0005 * 0.5, rel=1e-6)
+    assert max(info["ys"]) == pytest.approx(0.001 * 0.5, rel=1e-6)
+
+    # the skipped NaN step is marked on the global-norm chart
+    page.locator("[data-testid=chart-global-norm]").scroll_into_view_if_needed()
+    page.wait_for_function("(() => { const d = document.querySelector('[data-testid=chart-global-norm]');"
+                           " return !!d.data && d.data[4].x.includes(20); })()")
+
+    # probe data (every 10 steps) appears in its own chart
+    page.locator("[data-testid=chart-probe]").wait_for(state="visible")
+    page.locator("[data-testid=chart-probe]").scroll_into_view_if_needed()
+    page.wait_for_function("(document.querySelector('[data-testid=chart-probe]').data || []).length === 2")
+    n = chart_len(page, "chart-probe")
+    page.wait_for_function(f"document.querySelector('[data-testid=chart-probe]').data[0].x.length > {n}",
+                           timeout=20_000)
+
+    # after a reload everything comes back from REST
+    page.reload()
+    page.wait_for_function("window.gradwatch.steps > 0")
+    page.locator("[data-testid=chart-probe]").scroll_into_view_if_needed()
+    page.wait_for_function("(document.querySelector('[data-testid=chart-probe]').data || []).length === 2")
+    page.wait_for_selector("[data-testid=command-entry][data-type=set_lr][data-state=applied]")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(tmp_path / "lr.png"))
+    assert page.gradwatch_problems == [], page.gradwatch_problems
+    assert trainer.error is None, trainer.error

@@ -255,7 +255,7 @@ def alert(id_: int, kind: str, severity: str, step: int, layer: str | None, **ex
             "created_at": 1.7e9 + step, "updated_at": 1.7e9 + step, **extra}
 
 
-def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page: Any) -> None:
+def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page: Any, tmp_path: Path) -> None:
     page = browser_page
     backend = FakeBackend(page)
     backend.rules = {k: {"muted": False, "params": {"threshold": 1.0}} for k in KINDS}
@@ -343,5 +343,5 @@ def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page:
     # nothing from the alert texts became markup
     assert page.locator("img").count() == 0
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(Path(__file__).parent / "_alerts_static.png"))
+    page.screenshot(path=str(tmp_path / "alerts_static.png"))
     assert page.gradwatch_problems == [], page.gradwatch_problems
