@@ -353,3 +353,99 @@ def test_set_lr_update_ratio_skipped_and_probe(gradwatch_server: Any, trainers: 
     page.screenshot(path=str(tmp_path / "lr.png"))
     assert page.gradwatch_problems == [], page.gradwatch_problems
     assert trainer.error is None, trainer.error
+
+
+def shot(page: Any, tmp_path: Any, name: str) -> None:
+    """Screenshot into tmp_path, or into $GRADWATCH_SCREENSHOTS when set (for looking at the design)."""
+    import os
+    from pathlib import Path
+
+    where = Path(os.environ.get("GRADWATCH_SCREENSHOTS") or tmp_path)
+    where.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(where / name))
+
+
+def highlighted(page: Any) -> list[str]:
+    return list(page.evaluate(
+        "JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted || '[]')"))
+
+
+def test_nonfinite_alert_banner_highlight_badge_and_mute(gradwatch_server: Any, trainers: Any, browser_page: Any,
+                                                         tmp_path: Any) -> None:
+    page = browser_page
+    srv = gradwatch_server()
+    trainer = trainers(srv, "nan-in-gamma", nan_steps=(25,))
+    run_id = trainer.run_id
+    login(page, srv)
+    page.goto(f"{srv.url}/#run={run_id}")
+    page.wait_for_function("window.gradwatch.lastStep !== null && window.gradwatch.lastStep > 5")
+
+    # the server's nonfinite rule fires at step 25; the page shows it live
+    banner = page.locator("[data-testid=alert-banner]")
+    banner.wait_for(state="visible", timeout=20_000)
+    assert banner.get_attribute("data-kind") == "nonfinite"
+    assert banner.get_attribute("data-severity") == "critical"
+    text = banner.text_content()
+    assert "NaN / Inf gradients" in text and "mlp/bn/gamma" in text and "first seen at step 25" in text
+    remedies = page.locator("[data-testid=alert-remedies] li").all_text_contents()
+    server_alerts = httpx.get(f"{srv.url}/api/runs/{run_id}/alerts", headers=srv.headers, timeout=10).json()
+    assert remedies == server_alerts[0]["remedies"] and remedies
+    assert server_alerts[0]["message"] in text
+
+    entry = page.locator("[data-testid=alert-entry][data-kind=nonfinite]")
+    assert entry.count() == 1
+    assert entry.get_attribute("data-severity") == "critical"
+    assert entry.get_attribute("data-layer") == "mlp/bn/gamma"
+
+    # the affected variable is highlighted on the heatmap (rectangle from step 25, emphasised label)
+    page.wait_for_function("(() => { const d = document.querySelector('[data-testid=chart-heatmap]');"
+                           " return !!d.layout && d.layout.shapes.length >= 1; })()")
+    assert highlighted(page) == ["mlp/bn/gamma"]
+    chip = page.locator("[data-testid=heatmap-highlight]")
+    assert chip.count() == 1 and chip.get_attribute("data-variable") == "mlp/bn/gamma"
+    shapes = page.evaluate("document.querySelector('[data-testid=chart-heatmap]').layout.shapes")
+    assert shapes[0]["y0"] == 2 - 0.5 and shapes[0]["x0"] == 25 - 0.5  # row of mlp/bn/gamma, from step 25 on
+    ticks = page.locator("[data-testid=chart-heatmap] .ytick text").all_text_contents()
+    assert any(t.startswith("▲") and "mlp/bn/gamma" in t for t in ticks), ticks
+
+    # the run list badge
+    badge = page.locator(f"[data-testid=run-item][data-run-id='{run_id}'] [data-testid=run-item-alerts]")
+    badge.wait_for()
+    assert badge.get_attribute("data-severity") == "critical"
+
+    # a second run that is not selected gets its badge live
+    other = trainers(srv, "another-nan", nan_steps=(3,))
+    other_badge = page.locator(f"[data-testid=run-item][data-run-id='{other.run_id}'] [data-testid=run-item-alerts]")
+    other_badge.wait_for(timeout=20_000)
+    assert other_badge.get_attribute("data-severity") == "critical"
+    assert page.evaluate("window.gradwatch.runId") == run_id
+
+    shot(page, tmp_path, "alert_nonfinite.png")
+
+    # mute the kind: the switch shows it, the server stores it, the banner and the highlight go away
+    mute = page.locator("[data-testid=alert-mute-nonfinite]")
+    assert mute.get_attribute("data-muted") == "false"
+    mute.click()
+    page.wait_for_selector("[data-testid=alert-mute-nonfinite][data-muted=true]")
+    rules = httpx.get(f"{srv.url}/api/runs/{run_id}/alert-rules", headers=srv.headers, timeout=10).json()
+    assert rules["nonfinite"]["muted"] is True
+    assert rules["exploding_gradients"]["muted"] is False
+    banner.wait_for(state="hidden")
+    page.wait_for_function("JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted)"
+                           ".length === 0")
+    assert page.locator("[data-testid=alert-entry][data-kind=nonfinite]").count() == 1  # still listed, dimmed
+
+    # the mute survives a reload (the page reads the rules back); unmuting brings the banner back
+    page.reload()
+    page.wait_for_function("window.gradwatch.steps > 0")
+    page.wait_for_selector("[data-testid=alert-mute-nonfinite][data-muted=true]")
+    assert banner.is_hidden()
+    page.locator("[data-testid=alert-mute-nonfinite]").click()
+    page.wait_for_selector("[data-testid=alert-mute-nonfinite][data-muted=false]")
+    banner.wait_for(state="visible")
+    assert highlighted(page) == ["mlp/bn/gamma"]
+    rules = httpx.get(f"{srv.url}/api/runs/{run_id}/alert-rules", headers=srv.headers, timeout=10).json()
+    assert rules["nonfinite"]["muted"] is False
+
+    assert page.gradwatch_problems == [], page.gradwatch_problems
+    assert trainer.error is None and other.error is None
