@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from gradwatch.protocol import AlertKind, ClipMode, CommandState, CommandType, RunStatus, WireFloat, encode_float
 
@@ -158,7 +158,7 @@ class AlertRuleView(BaseModel):
 class AlertRulePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    muted: bool | None = None
+    muted: StrictBool | None = None
     params: dict[str, Any] | None = None
 
 

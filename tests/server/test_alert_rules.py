@@ -1,0 +1,299 @@
+"""Each alert rule on synthetic series, in-process: fires when and where it should, and only then."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from gradwatch.server.alerts.engine import RunAlerts
+from gradwatch.server.alerts.params import settings
+from gradwatch.server.alerts.rules import RunInfo
+from simtrainer import record
+
+from gradwatch.protocol import NonfiniteOrigin, Probe, StepRecord
+
+VARS = ["m/d1/kernel", "m/d1/bias", "m/d2/kernel", "m/d2/bias", "m/out/kernel", "m/out/bias"]
+BN_VARS = ["m/d1/kernel", "m/bn/gamma", "m/bn/beta", "m/out/kernel"]
+
+
+def rec(step: int, norms: list[float] | np.ndarray, **kw: Any) -> StepRecord:
+    n = len(norms)
+    grad = [float(x) if np.isfinite(x) else ("NaN" if np.isnan(x) else "Infinity") for x in norms]
+    with np.errstate(over="ignore"):
+        gn = float(np.sqrt(np.sum(np.square(np.asarray(norms, dtype=float)))))
+    base = record(step, n_vars=n, grad_norm=grad, global_norm=gn if np.isfinite(gn) else "NaN")
+    base.update(kw)
+    return StepRecord.model_validate(base)
+
+
+def healthy(rng: np.random.Generator, n_vars: int = len(VARS)) -> np.ndarray:
+    return rng.lognormal(0.0, 0.5, n_vars)
+
+
+def feed(engine: RunAlerts, records: list[StepRecord], batch: int = 7) -> list[Any]:
+    out = []
+    for i in range(0, len(records), batch):
+        out += engine.observe_steps(records[i:i + batch])
+    return out
+
+
+def engine(variables: list[str] = VARS, bn: list[str] | None = None, **rules: dict[str, float]) -> RunAlerts:
+    return RunAlerts(1, RunInfo(variables, bn or []), {k: settings(k, params=v) for k, v in rules.items()})
+
+
+# ----------------------------------------------------------------------------- healthy
+
+
+def test_healthy_noisy_run_raises_nothing():
+    rng = np.random.default_rng(0)
+    recs = []
+    for s in range(3000):
+        norms = healthy(rng)
+        if s % 57 == 56:  # a small last batch of each epoch: one big outlier step
+            norms = norms * 60
+        clipped = bool(rng.random() < 0.5)
+        recs.append(rec(s, norms, clipped=clipped, clip_threshold=1.0, clip_scale=0.5 if clipped else 1.0,
+                        bn=[], lr=0.01))
+    assert feed(engine(), recs) == []
+
+
+# ----------------------------------------------------------------------------- exploding
+
+
+def test_growth_into_nan_is_exploding_before_nonfinite():
+    rng = np.random.default_rng(1)
+    recs = [rec(s, healthy(rng)) for s in range(100)]
+    norms = healthy(rng)
+    s = 100
+    while True:
+        norms = norms.copy()
+        norms[2] *= 3.0  # m/d2/kernel runs away, the rest follow more slowly
+        norms[[0, 4]] *= 1.5
+        if norms[2] > 1e30:  # then the step overflows into NaN
+            break
+        recs.append(rec(s, norms))
+        s += 1
+    first_nan = s
+    recs.append(rec(first_nan, [np.nan] * len(VARS), grad_nan=[5] * len(VARS), loss="NaN", loss_nonfinite=True))
+    changes = feed(engine(), recs, batch=50)
+    kinds = [(c.alert.kind, c.alert.step, c.alert.layer) for c in changes]
+    assert [k for k, _, _ in kinds] == ["exploding_gradients", "nonfinite"], kinds
+    exploding = changes[0].alert
+    assert exploding.step < first_nan and exploding.layer == "m/d2/kernel"
+    assert exploding.severity == "critical" and "m/d2/kernel" in exploding.message
+    assert changes[1].alert.step == first_nan and changes[1].alert.layer == "m/d1/kernel"
+
+
+@pytest.mark.parametrize("spikes, fires", [(3, False), (4, True), (8, True)])
+def test_exploding_needs_sustain_consecutive_spikes(spikes, fires):
+    rng = np.random.default_rng(2)
+    recs = [rec(s, healthy(rng)) for s in range(200)]
+    for k in range(spikes):
+        norms = healthy(rng)
+        norms[4] *= 200
+        recs.append(rec(200 + k, norms))
+    recs += [rec(200 + spikes + s, healthy(rng)) for s in range(50)]
+    changes = feed(engine(), recs, batch=13)
+    if not fires:
+        assert changes == []
+        return
+    (c,) = changes
+    assert c.alert.kind == "exploding_gradients" and c.alert.step == 203 and c.alert.layer == "m/out/kernel"
+    assert c.alert.last_step == 199 + spikes
+
+
+def test_exploding_waits_for_warmup():
+    rng = np.random.default_rng(3)
+    recs = [rec(s, healthy(rng) * (1000 if 5 <= s < 15 else 1)) for s in range(60)]
+    assert feed(engine(), recs) == []
+
+
+@pytest.mark.parametrize("hits, fires", [(2, False), (3, True)])
+def test_exploding_global_norm_far_above_clip_threshold(hits, fires):
+    rng = np.random.default_rng(4)
+    recs = []
+    for s in range(150):
+        norms = healthy(rng) * 0.3
+        if s in (100, 110, 120)[:hits]:
+            norms = norms * 0 + 5.0  # global norm ~12 > 10 x 1.0 on a single step, no sustained spike
+        recs.append(rec(s, norms, clip_threshold=1.0, clipped=True, clip_scale=0.1))
+    changes = [c for c in feed(engine(exploding_gradients={"sustain": 50}), recs)
+               if c.alert.kind == "exploding_gradients"]
+    assert [c.alert.step for c in changes] == ([120] if fires else [])
+    if fires:
+        assert changes[0].alert.evidence["rule"] == "clip_multiple"
+
+
+# ----------------------------------------------------------------------------- vanishing
+
+
+@pytest.mark.parametrize("steps, factor, fires", [(29, 1e-4, False), (30, 1e-4, True), (60, 2e-3, False)])
+def test_vanishing_sustained_ratio(steps, factor, fires):
+    rng = np.random.default_rng(5)
+    recs = [rec(s, healthy(rng)) for s in range(50)]
+    for k in range(steps):
+        norms = healthy(rng)
+        norms[2] *= factor / 2  # d2 starved first ...
+        norms[0] *= factor  # ... and d1 too: d1 is the earliest
+        recs.append(rec(50 + k, norms))
+    recs += [rec(50 + steps + s, healthy(rng)) for s in range(10)]
+    changes = feed(engine(), recs)
+    if not fires:
+        assert changes == []
+        return
+    (c,) = changes
+    a = c.alert
+    assert (a.kind, a.step, a.layer, a.severity) == ("vanishing_gradients", 79, "m/d1/kernel", "warning")
+    assert a.layers == ["m/d1/kernel", "m/d2/kernel"] and a.evidence["last_layer"] == "m/out/kernel"
+    assert any("ReLU" in r for r in a.remedies) and any("residual" in r for r in a.remedies)
+
+
+# ----------------------------------------------------------------------------- nonfinite
+
+
+def test_nonfinite_layer_skipped_steps_and_origin():
+    rng = np.random.default_rng(6)
+    e = RunAlerts(1, RunInfo(VARS, [], guard_nonfinite=True))
+    recs = [rec(s, healthy(rng)) for s in range(10)]
+    bad = healthy(rng)
+    bad[3] = bad[5] = np.nan
+    nan = [0, 0, 0, 4, 0, 2]
+    recs += [rec(10 + k, bad, grad_nan=nan, skipped=True) for k in range(3)]
+    (c,) = feed(e, recs, batch=20)
+    a = c.alert
+    assert (a.kind, a.severity, a.step, a.last_step, a.layer) == ("nonfinite", "critical", 10, 12, "m/d2/bias")
+    assert a.layers == ["m/d2/bias", "m/out/bias"] and a.evidence["skipped_steps"] == 3
+    assert "skipped 3 steps" in a.message and "m/d2/bias" in a.message
+    change = e.origin(NonfiniteOrigin(type="nonfinite_origin", step=10, source="features", detail="column 3"))
+    assert change is not None and change.alert is a
+    assert a.evidence["origin_source"] == "features" and "input features" in a.message and "column 3" in a.message
+
+
+def test_nonfinite_loss_or_weights_only_has_no_layer_and_origin_can_come_first():
+    e = engine()
+    early = e.origin(NonfiniteOrigin(type="nonfinite_origin", step=3, source="layer", layer="m/d2"))
+    assert early is None
+    recs = [rec(s, [1.0] * len(VARS)) for s in range(3)] + [rec(3, [1.0] * len(VARS), weight_nonfinite=7)]
+    (c,) = feed(e, recs)
+    assert c.alert.layer is None and c.alert.evidence["weight_nonfinite"] == 7
+    assert "forward output of layer m/d2" in c.alert.message
+
+
+def test_retrigger_updates_the_open_alert():
+    e = engine()
+    recs = [rec(s, [1.0] * len(VARS), loss="NaN" if s in (5, 6, 20) else 0.5) for s in range(30)]
+    changes = []
+    for r in recs:
+        changes += [(c.created, c.alert.count, c.alert) for c in e.observe_steps([r])]
+    assert [(created, count) for created, count, _ in changes] == [(True, 1), (False, 2)]
+    assert changes[0][2] is changes[1][2] and changes[1][2].last_step == 20
+
+
+# ----------------------------------------------------------------------------- dead ReLU
+
+
+def probe(step: int, dead: dict[str, float] | None = None, gap: dict[str, float] | None = None) -> Probe:
+    return Probe(type="probe", step=step, dead_relu=dead or {}, bn_gap=gap or {})
+
+
+@pytest.mark.parametrize("shares, fires_at", [((0.6, 0.6), 200), ((0.6, 0.4, 0.6), None), ((0.5, 0.5), None),
+                                              ((0.1, 0.7, 0.9, 0.9), 300)])
+def test_dead_relu_sustained_share(shares, fires_at):
+    e = engine()
+    changes = []
+    for i, share in enumerate(shares):
+        changes += e.observe_probe(probe(100 * (i + 1), {"m/d1": share, "m/d2": 0.05}))
+    if fires_at is None:
+        assert changes == []
+        return
+    (c,) = changes
+    assert (c.alert.kind, c.alert.step, c.alert.layer, c.alert.layers) == ("dead_relu", fires_at, "m/d1", ["m/d1"])
+    assert "LeakyReLU" in " ".join(c.alert.remedies)
+
+
+# ----------------------------------------------------------------------------- frozen BatchNorm
+
+
+def bn_rec(step: int, delta: float, gamma: float = 0.3) -> StepRecord:
+    row = [0.0, -1.0, 1.0, delta, 1.0, 0.5, 1.5, delta]
+    return rec(step, [1.0, gamma, gamma, 1.0], bn=[row])
+
+
+@pytest.mark.parametrize("frozen_steps, gamma, fires", [(19, 0.3, False), (20, 0.3, True), (40, 0.0, False)])
+def test_frozen_batchnorm_moving_statistics(frozen_steps, gamma, fires):
+    e = engine(BN_VARS, ["m/bn"])
+    recs = [bn_rec(s, 0.01) for s in range(10)] + [bn_rec(10 + k, 0.0, gamma) for k in range(frozen_steps)]
+    recs += [bn_rec(10 + frozen_steps, 0.01)]
+    changes = feed(e, recs)
+    if not fires:
+        assert changes == []
+        return
+    (c,) = changes
+    assert (c.alert.kind, c.alert.step, c.alert.layer) == ("frozen_batchnorm", 29, "m/bn")
+    assert "training=True" in c.alert.message
+
+
+def test_frozen_batchnorm_steps_without_bn_report_do_not_break_the_run():
+    e = engine(BN_VARS, ["m/bn"])
+    recs = []
+    for s in range(60):
+        recs.append(bn_rec(s, 0.0) if s % 2 == 0 else rec(s, [1.0, 0.3, 0.3, 1.0], bn=[]))
+    (c,) = feed(e, recs)
+    assert c.alert.step == 38  # the 20th BN-reporting step
+
+
+@pytest.mark.parametrize("gaps, start, fires_at", [((2.0, 2.0, 2.0), 600, 800), ((2.0, 2.0, 2.0), 100, None),
+                                                   ((2.0, 0.5, 2.0, 2.0), 600, None)])
+def test_frozen_batchnorm_probe_gap(gaps, start, fires_at):
+    e = engine(BN_VARS, ["m/bn"])
+    changes = []
+    for i, g in enumerate(gaps):
+        changes += e.observe_probe(probe(start + 100 * i, gap={"m/bn": g}))
+    assert [c.alert.step for c in changes] == ([fires_at] if fires_at else [])
+
+
+# ----------------------------------------------------------------------------- clip saturated
+
+
+@pytest.mark.parametrize("clipped_every, steps, fires", [(20, 150, True), (5, 300, False), (1000, 99, False)])
+def test_clip_saturated(clipped_every, steps, fires):
+    e = engine()
+    recs = [rec(s, [0.5] * len(VARS), clip_threshold=0.5, clipped=s % clipped_every != 0,
+                clip_scale=0.4 if s % clipped_every else 1.0) for s in range(steps)]
+    changes = feed(e, recs, batch=9)
+    if not fires:
+        assert changes == []
+        return
+    (c,) = changes
+    assert (c.alert.kind, c.alert.step, c.alert.layer) == ("clip_saturated", 99, None)
+    assert c.alert.evidence["clipped_share"] >= 0.9 and c.alert.last_step == steps - 1
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_muted_rule_raises_nothing_and_params_retune():
+    recs = [rec(s, [1.0] * len(VARS), loss="NaN") for s in range(3)]
+    e = RunAlerts(1, RunInfo(VARS, []), {"nonfinite": settings("nonfinite", muted=True)})
+    assert feed(e, recs) == []
+    e2 = engine()
+    e2.configure("clip_saturated", settings("clip_saturated", params={"window": 10, "fraction": 0.5}))
+    clipped = [rec(s, [1.0] * len(VARS), clipped=True, clip_threshold=1.0, clip_scale=0.5) for s in range(10)]
+    assert [c.alert.step for c in feed(e2, clipped)] == [9]
+
+
+def test_rules_cost_at_most_a_fraction_of_the_ingest_budget():
+    """200 variables x 1000 steps (the 200,000 samples/s budget) in frames of 10 records."""
+    rng = np.random.default_rng(7)
+    n_vars = 200
+    variables = [f"m/l{i}/kernel" if i % 2 == 0 else f"m/l{i}/bias" for i in range(n_vars)]
+    recs = [rec(s, healthy(rng, n_vars), clip_threshold=20.0, clipped=bool(s % 2), clip_scale=0.7)
+            for s in range(1000)]
+    e = engine(variables)
+    start = time.perf_counter()
+    changes = feed(e, recs, batch=10)
+    elapsed = time.perf_counter() - start
+    assert changes == []
+    assert elapsed < 0.5, f"rules took {elapsed:.3f} s for 200,000 variable-samples"

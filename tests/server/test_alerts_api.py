@@ -1,0 +1,207 @@
+"""Alerts and the new protocol pieces through a real ``gradwatch serve`` and a simulated trainer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from simtrainer import hello, open_browser, record, recv_json, recv_until, run, send_steps, start_trainer
+
+from gradwatch.protocol import dumps
+
+
+def get(srv, path: str):
+    r = httpx.get(srv.url + path, headers=srv.headers, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def patch(srv, path: str, body) -> httpx.Response:
+    return httpx.patch(srv.url + path, json=body, headers=srv.headers, timeout=10)
+
+
+def nan_record(step: int) -> dict:
+    return record(step, global_norm="NaN", grad_norm=[1.0, "NaN", "NaN"], grad_nan=[0, 3, 1], loss="NaN",
+                  loss_nonfinite=True, skipped=True)
+
+
+def test_alert_pushed_to_every_viewer_stored_and_origin_attached(shared_server):
+    srv = shared_server
+
+    async def body():
+        browser = await open_browser(srv.browser_url, srv.token)
+        await recv_until(browser, "runs")  # not subscribed to anything
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("nan-run", guard_nonfinite=True))
+        await send_steps(ws, [record(s) for s in range(5)] + [nan_record(5), nan_record(6)])
+        pushed = await recv_until(browser, "alert", run_id=run_id)
+        await ws.send(dumps({"type": "nonfinite_origin", "step": 5, "source": "labels", "layer": None,
+                             "detail": "2 NaN labels"}))
+        updated = await recv_until(browser, "alert", run_id=run_id)
+        alerts = get(srv, f"/api/runs/{run_id}/alerts")
+        runs = get(srv, "/api/runs")
+        await ws.close()
+        await browser.close()
+        return run_id, pushed, updated, alerts, runs
+
+    run_id, pushed, updated, alerts, runs = run(body())
+    a = pushed["alert"]
+    assert set(a) == {"id", "run_id", "kind", "severity", "step", "last_step", "layer", "layers", "evidence",
+                      "message", "remedies", "count", "created_at", "updated_at"}
+    assert (a["kind"], a["severity"], a["step"], a["layer"], a["count"]) == ("nonfinite", "critical", 5,
+                                                                           "dense/bias", 1)
+    assert a["layers"] == ["dense/bias", "out/kernel"] and a["last_step"] == 6
+    assert "skipped 2 steps" in a["message"] and a["remedies"]
+    u = updated["alert"]
+    assert u["id"] == a["id"] and u["evidence"]["origin_source"] == "labels" and "labels" in u["message"]
+    assert [x["id"] for x in alerts] == [a["id"]] and alerts[0]["message"] == u["message"]
+    assert next(r for r in runs if r["id"] == run_id)["alerts"] == {"warning": 0, "critical": 1}
+
+
+def test_rules_mute_tune_and_refusals(shared_server):
+    srv = shared_server
+
+    async def body():
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token)
+        rules = get(srv, f"/api/runs/{run_id}/alert-rules")
+        muted = patch(srv, f"/api/runs/{run_id}/alert-rules/nonfinite", {"muted": True})
+        tuned = patch(srv, f"/api/runs/{run_id}/alert-rules/clip_saturated", {"params": {"window": 10,
+                                                                                          "fraction": 0.5}})
+        refusals = [
+            patch(srv, f"/api/runs/{run_id}/alert-rules/explosions", {"muted": True}),
+            patch(srv, f"/api/runs/{run_id}/alert-rules/clip_saturated", {"params": {"windows": 3}}),
+            patch(srv, f"/api/runs/{run_id}/alert-rules/clip_saturated", {"params": {"fraction": 2}}),
+            patch(srv, f"/api/runs/{run_id}/alert-rules/clip_saturated", {"params": {"window": 2.5}}),
+            patch(srv, f"/api/runs/{run_id}/alert-rules/clip_saturated", {"muted": "yes"}),
+            patch(srv, "/api/runs/999999/alert-rules/clip_saturated", {"muted": True}),
+        ]
+        await send_steps(ws, [nan_record(0)] + [record(s, clipped=True, clip_threshold=1.0, clip_scale=0.5)
+                                                for s in range(1, 12)])
+        await asyncio.sleep(0.3)
+        alerts = get(srv, f"/api/runs/{run_id}/alerts")
+        after = get(srv, f"/api/runs/{run_id}/alert-rules")
+        await ws.close()
+        return rules, muted, tuned, refusals, alerts, after
+
+    rules, muted, tuned, refusals, alerts, after = run(body())
+    assert set(rules) == {"exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu",
+                          "frozen_batchnorm", "clip_saturated"}
+    assert rules["clip_saturated"] == {"muted": False, "params": {"fraction": 0.9, "window": 100}}
+    assert rules["exploding_gradients"]["params"]["spike_factor"] == 10.0
+    assert muted.status_code == 200 and muted.json()["muted"] is True
+    assert tuned.json() == {"muted": False, "params": {"fraction": 0.5, "window": 10}}
+    codes = [r.status_code for r in refusals]
+    assert codes == [404, 422, 422, 422, 422, 404], [r.text for r in refusals]
+    assert "explosions" in refusals[0].json()["detail"]
+    assert "windows" in refusals[1].json()["detail"] and "fraction" in refusals[2].json()["detail"]
+    assert [a["kind"] for a in alerts] == ["clip_saturated"] and alerts[0]["step"] == 9  # nonfinite muted
+    assert after["nonfinite"]["muted"] is True and after["clip_saturated"]["params"]["window"] == 10
+
+
+def test_pause_on_issues_an_audited_pause(shared_server):
+    srv = shared_server
+
+    async def body():
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("auto-pause", pause_on=["nonfinite"]))
+        await send_steps(ws, [record(0), nan_record(1)])
+        cmd = await recv_until(ws, "command")
+        detail = get(srv, f"/api/runs/{run_id}")
+        commands = get(srv, f"/api/runs/{run_id}/commands")
+        alerts = get(srv, f"/api/runs/{run_id}/alerts")
+        await ws.close()
+        return cmd, detail, commands, alerts
+
+    cmd, detail, commands, alerts = run(body())
+    assert cmd["command"] == {"type": "pause"}
+    assert detail["pause_on"] == ["nonfinite"]
+    (c,) = commands
+    assert c["type"] == "pause" and c["origin"] == f"auto: nonfinite alert #{alerts[0]['id']}" and c["id"] == cmd["id"]
+
+
+def test_set_lr_round_trip(shared_server):
+    srv = shared_server
+
+    async def body():
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token)
+        await send_steps(ws, [record(0, lr=0.1)])
+        await asyncio.sleep(0.3)
+        before = get(srv, f"/api/runs/{run_id}")["lr"]
+        r = httpx.post(f"{srv.url}/api/runs/{run_id}/commands", json={"type": "set_lr", "lr": 0.01},
+                       headers=srv.headers, timeout=10)
+        msg = await recv_json(ws)
+        await ws.send(dumps({"type": "ack", "id": msg["id"], "state": "applied", "applied_step": 1}))
+        await asyncio.sleep(0.3)
+        after = get(srv, f"/api/runs/{run_id}")["lr"]
+        await send_steps(ws, [record(1, lr=0.01)])
+        commands = get(srv, f"/api/runs/{run_id}/commands")
+        await ws.close()
+        return r, msg, before, after, commands
+
+    r, msg, before, after, commands = run(body())
+    assert r.status_code == 202
+    assert msg["command"] == {"type": "set_lr", "lr": 0.01}
+    assert before == 0.1 and after == 0.01
+    assert commands[0]["lr"] == 0.01 and commands[0]["threshold"] is None and commands[0]["state"] == "applied"
+
+
+def test_probe_update_ratio_and_skipped_in_metrics_and_live(shared_server):
+    srv = shared_server
+
+    async def body():
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token,
+                                         hello("probed", bn_layers=["bn"], relu_layers=["dense"]))
+        browser = await open_browser(srv.browser_url, srv.token)
+        await browser.send(dumps({"type": "subscribe", "run_id": run_id}))
+        await recv_until(browser, "run")
+        await send_steps(ws, [record(0, n_bn=1, update_ratio=[1e-3, "NaN", 2e-3]), record(1, n_bn=1),
+                              record(2, n_bn=1, skipped=True, update_ratio=[0.5, 0.25, 0.125])])
+        await ws.send(dumps({"type": "probe", "step": 2, "dead_relu": {"dense": 0.25}, "bn_gap": {"bn": 0.5}}))
+        live = await recv_until(browser, "probe")
+        await ws.send(dumps({"type": "probe", "step": 3, "dead_relu": {"dense": 0.5}, "bn_gap": {}}))
+        await asyncio.sleep(0.3)
+        metrics = get(srv, f"/api/runs/{run_id}/metrics")
+        detail = get(srv, f"/api/runs/{run_id}")
+        await ws.close()
+        await browser.close()
+        return run_id, live, metrics, detail
+
+    run_id, live, m, detail = run(body())
+    assert live == {"type": "probe", "run_id": run_id,
+                    "probe": {"step": 2, "dead_relu": {"dense": 0.25}, "bn_gap": {"bn": 0.5}}}
+    ratio = m["update_ratio"]
+    assert abs(ratio["dense/kernel"][0] - 1e-3) < 1e-9  # stored as float32
+    assert ratio["dense/bias"] == ["NaN", None, 0.25] and ratio["out/kernel"][1] is None
+    assert m["skipped"] == [False, False, True]
+    assert m["probe"] == {"step": [2, 3], "dead_relu": {"dense": [0.25, 0.5]}, "bn_gap": {"bn": [0.5, None]}}
+    assert detail["relu_layers"] == ["dense"] and detail["guard_nonfinite"] is False
+
+
+def test_alerts_and_rules_survive_restart(gradwatch_server):
+    srv = gradwatch_server()
+
+    async def first():
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token)
+        assert patch(srv, f"/api/runs/{run_id}/alert-rules/dead_relu", {"params": {"threshold": 0.3}}).status_code \
+            == 200
+        await send_steps(ws, [record(0), nan_record(1)])
+        await asyncio.sleep(0.3)
+        alerts = get(srv, f"/api/runs/{run_id}/alerts")
+        await ws.close()
+        return run_id, alerts
+
+    run_id, before = run(first())
+    srv.restart()
+    assert get(srv, f"/api/runs/{run_id}/alerts") == before
+    assert get(srv, f"/api/runs/{run_id}/alert-rules")["dead_relu"]["params"]["threshold"] == 0.3
+
+    async def second():  # the trainer continues the run: the same alert is re-triggered, not duplicated
+        ws, again = await start_trainer(srv.trainer_url, srv.token, hello(run_id=run_id))
+        await send_steps(ws, [record(2), nan_record(3)])
+        await asyncio.sleep(0.3)
+        alerts = get(srv, f"/api/runs/{run_id}/alerts")
+        await ws.close()
+        return again, alerts
+
+    again, after = run(second())
+    assert again == run_id
+    (a,) = after
+    assert a["id"] == before[0]["id"] and a["count"] == 2 and a["last_step"] == 3 and a["step"] == 1
