@@ -126,6 +126,7 @@ class GradientStats:
         clip_mode: str = "global_norm",
         clip_threshold: float | None = None,
         ring: int = 1,
+        first_step: int = 0,
     ) -> None:
         if clip_mode not in CLIP_MODE_IDS:
             raise ValueError(f"clip_mode={clip_mode!r} is not one of {CLIP_MODES}")
@@ -146,6 +147,9 @@ class GradientStats:
             name="gw_stats",
         )
         self.weights_suspect = tf.Variable(False, trainable=False, name="gw_weights_suspect")
+        # Our own step counter: the optimizer's does not advance on a step its
+        # loss scaler skips, and every attempted step deserves its own report.
+        self.step = tf.Variable(first_step, dtype=tf.int64, trainable=False, name="gw_step")
         bn_sizes = [int(np.prod(layer.moving_mean.shape)) for layer in self.bn_layers]
         self._bn_segments = tf.constant(np.repeat(np.arange(len(bn_sizes)), bn_sizes), tf.int32)
         total = int(sum(bn_sizes))
@@ -173,20 +177,20 @@ class GradientStats:
     def process(
         self,
         grads: Sequence[Any],
-        step: Any,
         lr: Any,
         loss: Any = None,
         report_every: int = 1,
         origin: Callable[[], tuple[tf.Tensor, tf.Tensor, tf.Tensor]] | None = None,
-    ) -> tuple[list[Any], tf.Tensor]:
+    ) -> tuple[list[Any], tf.Tensor, tf.Tensor]:
         """Clip ``grads`` under the live setting and record the step's statistics.
 
-        Returns the clipped gradients and whether the step is healthy (finite
-        gradient norm and loss). A step with no known ``loss`` records NaN there
+        Returns the clipped gradients, whether the step is healthy (finite
+        gradient norm and loss) and the step's number. A step with no known ``loss`` records NaN there
         and judges health by the gradients alone. ``origin`` (features, labels,
         first bad layer) is only evaluated on unhealthy steps.
         """
         self.traces += 1
+        step = self.step.read_value()
         grads = list(grads)
         sq = _sq_norms(grads)
         norms = tf.sqrt(sq)
@@ -222,7 +226,7 @@ class GradientStats:
 
         scalars = tf.stack(
             [
-                tf.cast(step, tf.float32),
+                tf.constant(0.0),  # step: written below in float64 (float32 is exact only to 2**24)
                 loss,
                 tf.cast(lr, tf.float32),
                 gnorm,
@@ -241,9 +245,12 @@ class GradientStats:
         parts += [tf.cast(inf_c, tf.float64), tf.fill([self.layout.n_vars], tf.constant(np.nan, tf.float64))]
         if self.bn_layers:
             parts.append(tf.cast(tf.reshape(self._bn_stats(step, report_every), [-1]), tf.float64))
-        row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)
-        self.buffer.scatter_nd_update([[row]], [tf.concat(parts, 0)])
-        return clipped_grads, healthy
+        row = tf.math.floormod(step, self.ring)
+        values = tf.concat(parts, 0)
+        values = tf.tensor_scatter_nd_update(values, [[0]], [tf.cast(step, tf.float64)])
+        self.buffer.scatter_nd_update([[row]], [values])
+        self.step.assign_add(1)
+        return clipped_grads, healthy, step
 
     def record_update(self, step: Any, skipped: tf.Tensor, update_ratio: tf.Tensor | None) -> None:
         """After the optimizer ran: whether the step was skipped and, if measured, ‖Δw‖/‖w‖ per variable."""

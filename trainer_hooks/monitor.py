@@ -202,7 +202,8 @@ class GradientMonitor(keras.callbacks.Callback):
 
         def make_stats(variables: list[Any]) -> GradientStats:
             # Runs while the first step is traced: the model is built by then.
-            return GradientStats(variables, find_batchnorm_layers(model), mode, threshold, ring=ring)
+            first_step = int(optimizer.iterations.numpy())
+            return GradientStats(variables, find_batchnorm_layers(model), mode, threshold, ring, first_step)
 
         return OptimizerHook(
             optimizer,

@@ -11,8 +11,14 @@ the first ``apply``, under ``tf.init_scope()``: its variables are made eagerly
 and the gradients' variables are known by then.
 
 Around the optimizer's own update the hook can skip a non-finite step
-(``guard_nonfinite``: weights and slots untouched, the step still counted) and,
-every ``update_ratio_every`` steps, measure ‖Δw‖/‖w‖ per variable.
+(``guard_nonfinite``: weights and slots untouched) and, every
+``update_ratio_every`` steps, measure ‖Δw‖/‖w‖ per variable.
+
+Under mixed precision Keras wraps the optimizer in a ``LossScaleOptimizer``,
+whose ``apply`` receives gradients multiplied by the dynamic loss scale. The
+hook unscales them first, so norms and clipping are those of the true
+gradients, and hands the scaler the clipped gradients scaled back; a step the
+scaler skips (non-finite after scaling) is reported as skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -140,29 +147,35 @@ class OptimizerHook:
             finder, (x, y) = self.origin, inputs
             origin = lambda: finder(x, y)  # noqa: E731
 
+        loss_scale = opt.dynamic_scale if isinstance(opt, keras.optimizers.LossScaleOptimizer) else None
         full: list[Any] = [None] * len(stats.variables)
         positions = [self._index.get(id(v)) for v in variables]
         for g, i in zip(grads, positions):
             if i is not None:
-                full[i] = g
-        step = tf.identity(opt.iterations)  # read before the update increments it
-        clipped_full, healthy = stats.process(full, step, opt.learning_rate, loss, self.every, origin)
+                full[i] = g if g is None or loss_scale is None else g / tf.cast(loss_scale, g.dtype)
+        clipped_full, healthy, step = stats.process(full, opt.learning_rate, loss, self.every, origin)
+        if loss_scale is not None:
+            clipped_full = [g if g is None else g * tf.cast(loss_scale, g.dtype) for g in clipped_full]
         clipped = [g if i is None else clipped_full[i] for g, i in zip(grads, positions)]
 
+        if loss_scale is not None:
+            # The scaler skips non-finite steps itself (and lowers its scale): let it.
+            apply_fn(clipped, variables)
+            stats.record_update(step, tf.logical_not(healthy), None)
+            return
         if not self.guard_nonfinite and self.update_ratio_every <= 0:
             apply_fn(clipped, variables)
             return
         skip = tf.logical_not(healthy) if self.guard_nonfinite else tf.constant(False)
         measure = (
-            tf.equal(tf.math.floormod(tf.cast(step, tf.int64), self.update_ratio_every), 0)
+            tf.equal(tf.math.floormod(step, self.update_ratio_every), 0)
             if self.update_ratio_every > 0
             else tf.constant(False)
         )
         unmeasured = tf.fill([len(stats.variables)], tf.constant(np.nan, tf.float32))
 
         def skipped() -> tf.Tensor:
-            opt.iterations.assign_add(1)  # the step still counts; weights and slots stay as they were
-            return unmeasured
+            return unmeasured  # weights, slots and the optimizer's own step count stay as they were
 
         def plain() -> tf.Tensor:
             apply_fn(clipped, variables)

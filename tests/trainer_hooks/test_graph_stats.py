@@ -14,7 +14,7 @@ SHAPES = [(3, 4), (4,), (2, 2)]
 def make_stats(mode: str = "global_norm", threshold: float | None = None, bn_layers=()):
     variables = [tf.Variable(np.ones(s, np.float32)) for s in SHAPES]
     stats = GradientStats(variables, bn_layers, mode, threshold)
-    step_fn = tf.function(lambda grads, step: stats.process(grads, step, 0.01, loss=tf.constant(0.5))[0])
+    step_fn = tf.function(lambda grads: stats.process(grads, 0.01, loss=tf.constant(0.5))[0])
     return stats, step_fn
 
 
@@ -24,7 +24,8 @@ def known_grads(seed: int = 0, scale: float = 3.0) -> list[np.ndarray]:
 
 
 def run(step_fn, stats, grads, step=0):
-    out = step_fn([tf.constant(g) for g in grads], tf.constant(step, tf.int64))
+    out = step_fn([tf.constant(g) for g in grads])
+    assert int(stats.read()[0][0]) == step
     return [o.numpy() for o in out], stats.layout.unpack(stats.read()[0])
 
 
@@ -130,7 +131,7 @@ def test_none_gradients_are_passed_through():
     stats, fn = make_stats("global_norm", 0.5)
     grads = known_grads()
     tensors = [tf.constant(grads[0]), None, tf.constant(grads[2])]
-    out = fn(tensors, tf.constant(0, tf.int64))
+    out = fn(tensors)
     assert out[1] is None
     rec = stats.layout.unpack(stats.read()[0])
     assert rec["grad_norm"][1] == 0.0
