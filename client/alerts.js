@@ -83,6 +83,12 @@ export function matchVariables(layers, variables) {
   return [...hits];
 }
 
+export function evidenceText(evidence) {
+  if (!evidence || typeof evidence !== "object") return "";
+  return Object.entries(evidence).filter(([, v]) => v !== null && v !== undefined).slice(0, 8)
+    .map(([k, v]) => `${k.replace(/_/g, " ")} ${fmtEvidence(v)}`).join(" · ");
+}
+
 function fmtEvidence(v) {
   if (typeof v === "number") return fmtNum(v, 3);
   if (v === "NaN" || v === "Infinity" || v === "-Infinity") return fmtNum(Number(v));
@@ -123,6 +129,7 @@ export function renderBanner(nodes, alert, others, muteHandler) {
   nodes.where.textContent = where.join(" · ");
   nodes.more.textContent = others > 0 ? `+${others} more open` : "";
   nodes.message.textContent = alert.message || "";
+  nodes.evidence.textContent = evidenceText(alert.evidence);
   const remedies = Array.isArray(alert.remedies) ? alert.remedies : [];
   nodes.remedies.replaceChildren(...remedies.map((r) => el("li", {}, String(r))));
   nodes.remediesWrap.hidden = remedies.length === 0;
@@ -136,10 +143,7 @@ export function renderTimeline(list, empty, alerts, muted) {
   const items = sorted.slice(0, 300).map((a) => {
     const sev = a.severity === "critical" ? "critical" : "warning";
     const layers = alertLayers(a);
-    const evidence = a.evidence && typeof a.evidence === "object"
-      ? Object.entries(a.evidence).filter(([, v]) => v !== null && v !== undefined).slice(0, 8)
-        .map(([k, v]) => `${k.replace(/_/g, " ")} ${fmtEvidence(v)}`).join(" · ")
-      : "";
+    const evidence = evidenceText(a.evidence);
     const isMuted = muted(a.kind);
     const open = isOpen(a);
     return el("li", {

@@ -717,7 +717,7 @@ function scheduleAlerts() {
 
 const bannerNodes = {
   banner: $("alert-banner"), kind: $("ab-kind"), sev: $("ab-sev"), where: $("ab-where"), more: $("ab-more"),
-  message: $("ab-message"), remedies: $("ab-remedies"), remediesWrap: $("ab-remedies-wrap"), mute: $("ab-mute"),
+  message: $("ab-message"), evidence: $("ab-evidence"), remedies: $("ab-remedies"), remediesWrap: $("ab-remedies-wrap"), mute: $("ab-mute"),
 };
 
 function renderAlertsNow() {

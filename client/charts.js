@@ -123,9 +123,24 @@ export class Charts {
         this.schedule();
       }, { rootMargin: "200px" })
       : null;
+    // Plotly's `responsive` follows window resizes only; a card that changes width
+    // (e.g. the probe card appearing next to it) needs its chart resized too.
+    const pending = new Set();
+    let resizeRaf = 0;
+    const ro = typeof ResizeObserver === "function"
+      ? new ResizeObserver((entries) => {
+        for (const e of entries) if (e.target._gwPlotted) pending.add(e.target);
+        if (!resizeRaf && pending.size) resizeRaf = requestAnimationFrame(() => {
+          resizeRaf = 0;
+          for (const d of pending) if (d._gwPlotted && d.offsetParent !== null) window.Plotly.Plots.resize(d);
+          pending.clear();
+        });
+      })
+      : null;
     for (const [k, d] of Object.entries(divs)) {
       this.visible[k] = true; // until the observer says otherwise
       if (io) io.observe(d);
+      if (ro) ro.observe(d);
     }
   }
 
@@ -400,7 +415,7 @@ export class Charts {
     const layout = baseLayout({
       uirevision: s.runId,
       xaxis: axis({ title: { text: "step", font: { size: 11, color: MUTED } } }),
-      yaxis: axis({ type: "log", nticks: 6, title: { text: "‖Δw‖ / ‖w‖ (log)", font: { size: 11, color: MUTED } } }),
+      yaxis: axis({ type: "log", dtick: "D2", tickformat: ".0e", title: { text: "‖Δw‖ / ‖w‖ (log)", font: { size: 11, color: MUTED } } }),
       showlegend: summary || s.V <= 8,
       shapes: [{
         type: "line", xref: "paper", yref: "y", x0: 0, x1: 1, y0: RATIO_RULE, y1: RATIO_RULE, layer: "below",
@@ -460,7 +475,7 @@ export class Charts {
       yaxis: axis({ domain: hasBn ? [0.54, 1] : [0, 1], range: [0, 1.02], tickformat: ".0%", nticks: 5, visible: hasRelu,
         title: { text: "dead ReLU units", font: { size: 11, color: MUTED } } }),
       yaxis2: axis({ domain: hasRelu ? [0, 0.44] : [0, 1], rangemode: "tozero", nticks: 4, visible: hasBn,
-        title: { text: "BN batch vs moving", font: { size: 11, color: MUTED } } }),
+        title: { text: "BN gap", font: { size: 11, color: MUTED } } }),
       showlegend: k <= 10,
     });
     this._plot(this.divs.probe, data, layout);

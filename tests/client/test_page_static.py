@@ -237,7 +237,9 @@ def test_hooks_exist(static_url: str, browser_page: Any) -> None:
     page.wait_for_function("window.gradwatch.steps === 10")
     for testid in ("connection-status", "run-list", "run-item", "btn-pause", "btn-resume", "btn-stop", "clip-mode",
                    "clip-threshold", "clip-apply", "command-log", "run-status", "run-clip", "nan-banner",
-                   "chart-heatmap", "chart-global-norm", "chart-nonfinite", "chart-bn", "chart-loss-lr"):
+                   "chart-heatmap", "chart-global-norm", "chart-nonfinite", "chart-bn", "chart-loss-lr",
+                   "alert-banner", "lr-input", "lr-apply", "chart-update-ratio", "chart-probe", "alert-timeline",
+                   *(f"alert-mute-{k}" for k in KINDS)):
         assert page.locator(f"[data-testid={testid}]").count() >= 1, testid
     assert page.locator("[data-testid=run-status]").text_content() == "running"
     assert page.locator("[data-testid=clip-mode]").input_value() == "global_norm"
