@@ -125,7 +125,7 @@ export function renderBanner(nodes, alert, others, muteHandler) {
   if (layers.length) where.push(`in ${layers.slice(0, 3).join(", ")}${layers.length > 3 ? ` and ${layers.length - 3} more` : ""}`);
   where.push(`first seen at step ${fmtInt(alert.step)}`);
   if (typeof alert.last_step === "number" && alert.last_step !== alert.step) where.push(`last at ${fmtInt(alert.last_step)}`);
-  if (alert.count > 1) where.push(`${fmtInt(alert.count)}×`);
+  if (alert.count > 1) where.push(`${fmtInt(alert.count)} episodes`);
   nodes.where.textContent = where.join(" · ");
   nodes.more.textContent = others > 0 ? `+${others} more open` : "";
   nodes.message.textContent = alert.message || "";
@@ -157,7 +157,7 @@ export function renderTimeline(list, empty, alerts, muted) {
       layers.length ? el("bdi", { class: "ae-layer" }, layers.length > 1 ? `${layers[0]} +${layers.length - 1}` : layers[0]) : null,
       isMuted ? el("span", { class: "ae-tag" }, "muted") : null,
       open ? null : el("span", { class: "ae-tag" }, "resolved")),
-    el("span", { class: "ae-steps" }, `${stepRange(a)}${a.count > 1 ? ` · ${fmtInt(a.count)}×` : ""}`),
+    el("span", { class: "ae-steps" }, `${stepRange(a)}${a.count > 1 ? ` · ${fmtInt(a.count)} episodes` : ""}`),
     el("span", { class: "ae-msg" }, a.message || evidence));
   });
   list.replaceChildren(...items);

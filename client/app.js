@@ -379,6 +379,7 @@ function renderRunHead() {
   $("run-step").textContent = fmtInt(step);
   $("run-clip").textContent = fmtClip(d.clip);
   renderLr();
+  renderGuards(d);
   const finished = d.status === "finished";
   for (const b of document.querySelectorAll("[data-cmd]")) b.disabled = finished || b.dataset.busy === "1";
   $("clip-apply").disabled = finished;
@@ -398,6 +399,16 @@ function renderStats(s) {
   renderLr();
   renderRatioStat(s);
   renderNanBanner();
+}
+
+// What the trainer does on its own: pause_on (the server pauses the run on those alerts), guard_nonfinite.
+function renderGuards(d) {
+  const parts = [];
+  if (Array.isArray(d.pause_on) && d.pause_on.length) parts.push(`Pauses itself on: ${d.pause_on.map(kindLabel).join(", ")}`);
+  if (d.guard_nonfinite) parts.push("skips non-finite updates");
+  const p = $("run-guards");
+  setText(p, parts.join(" · "));
+  p.hidden = parts.length === 0;
 }
 
 function lastLr(s) {

@@ -303,7 +303,7 @@ def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page:
     # an update of the same alert (count, last_step) replaces it in place
     backend.sockets[-1].send(json.dumps({"type": "alert", "run_id": 1, "alert": {
         **crit, "last_step": 14, "count": 3, "updated_at": crit["updated_at"] + 2}}))
-    page.wait_for_function("document.querySelector('[data-testid=alert-banner]').textContent.includes('3\\u00d7')")
+    page.wait_for_function("document.querySelector('[data-testid=alert-banner]').textContent.includes('3 episodes')")
     assert page.locator("[data-testid=alert-entry]").count() == 2
 
     # mute the critical kind: PATCH, switch shows muted, banner falls back to the warning
