@@ -103,6 +103,18 @@ def _clip_value(g: Any, t: tf.Tensor) -> Any:
     return tf.clip_by_value(g, -tf.cast(t, g.dtype), tf.cast(t, g.dtype))
 
 
+def _variable(initial: Any, dtype: Any, name: str) -> tf.Variable:
+    """A monitor variable; under a distribution strategy every replica holds the first replica's value."""
+    return tf.Variable(
+        initial,
+        dtype=dtype,
+        trainable=False,
+        name=name,
+        synchronization=tf.VariableSynchronization.ON_WRITE,
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+    )
+
+
 def _sq_norms(grads: Sequence[Any]) -> tf.Tensor:
     zero = tf.constant(0.0, tf.float32)
     return tf.stack([zero if g is None else 2.0 * tf.nn.l2_loss(tf.cast(_values(g), tf.float32)) for g in grads])
@@ -136,25 +148,21 @@ class GradientStats:
         self.ring = max(1, int(ring))
         self.loss_recorded = False  # set while tracing: does the step know its loss?
         self.traces = 0  # how many times ``process`` was traced; a retrace would show here
-        self.clip_mode = tf.Variable(CLIP_MODE_IDS[clip_mode], dtype=tf.int32, trainable=False, name="gw_clip_mode")
+        self.clip_mode = _variable(CLIP_MODE_IDS[clip_mode], tf.int32, "gw_clip_mode")
         # A threshold <= 0 means "measure, clip nothing".
-        self.clip_threshold = tf.Variable(
-            float(clip_threshold or 0.0), dtype=tf.float32, trainable=False, name="gw_clip_threshold"
+        self.clip_threshold = _variable(float(clip_threshold or 0.0), tf.float32, "gw_clip_threshold")
+        self.buffer = _variable(
+            tf.fill([self.ring, self.layout.width], tf.constant(-1.0, tf.float64)), None, "gw_stats"
         )
-        self.buffer = tf.Variable(
-            tf.fill([self.ring, self.layout.width], tf.constant(-1.0, tf.float64)),
-            trainable=False,
-            name="gw_stats",
-        )
-        self.weights_suspect = tf.Variable(False, trainable=False, name="gw_weights_suspect")
+        self.weights_suspect = _variable(False, tf.bool, "gw_weights_suspect")
         # Our own step counter: the optimizer's does not advance on a step its
         # loss scaler skips, and every attempted step deserves its own report.
-        self.step = tf.Variable(first_step, dtype=tf.int64, trainable=False, name="gw_step")
+        self.step = _variable(first_step, tf.int64, "gw_step")
         bn_sizes = [int(np.prod(layer.moving_mean.shape)) for layer in self.bn_layers]
         self._bn_segments = tf.constant(np.repeat(np.arange(len(bn_sizes)), bn_sizes), tf.int32)
         total = int(sum(bn_sizes))
-        self._bn_prev_mean = tf.Variable(tf.zeros([total]), trainable=False, name="gw_bn_prev_mean")
-        self._bn_prev_var = tf.Variable(tf.zeros([total]), trainable=False, name="gw_bn_prev_var")
+        self._bn_prev_mean = _variable(tf.zeros([total]), None, "gw_bn_prev_mean")
+        self._bn_prev_var = _variable(tf.zeros([total]), None, "gw_bn_prev_var")
         if self.bn_layers:
             self._bn_prev_mean.assign(self._bn_concat("moving_mean"))
             self._bn_prev_var.assign(self._bn_concat("moving_variance"))
@@ -248,17 +256,25 @@ class GradientStats:
         row = tf.math.floormod(step, self.ring)
         values = tf.concat(parts, 0)
         values = tf.tensor_scatter_nd_update(values, [[0]], [tf.cast(step, tf.float64)])
-        self.buffer.scatter_nd_update([[row]], [values])
+        self._write(tf.reshape(row, [1, 1]), tf.expand_dims(values, 0))
         self.step.assign_add(1)
         return clipped_grads, healthy, step
 
     def record_update(self, step: Any, skipped: tf.Tensor, update_ratio: tf.Tensor | None) -> None:
         """After the optimizer ran: whether the step was skipped and, if measured, ‖Δw‖/‖w‖ per variable."""
         row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)
-        self.buffer[row, SCALARS.index("skipped")].assign(tf.cast(skipped, tf.float64))
+        cols = [SCALARS.index("skipped")]
+        values = [tf.reshape(tf.cast(skipped, tf.float64), [1])]
         if update_ratio is not None and self.layout.n_vars:
-            off = self.layout.update_ratio_offset
-            self.buffer[row, off : off + self.layout.n_vars].assign(tf.cast(update_ratio, tf.float64))
+            cols += range(self.layout.update_ratio_offset, self.layout.update_ratio_offset + self.layout.n_vars)
+            values.append(tf.cast(update_ratio, tf.float64))
+        index = tf.stack([tf.fill([len(cols)], row), tf.constant(cols, tf.int64)], axis=1)
+        self._write(index, tf.concat(values, 0))
+
+    def _write(self, index: tf.Tensor, values: tf.Tensor) -> None:
+        # A whole-variable assign, not a scatter: under a distribution strategy the
+        # variable is mirrored, and only plain assignment is defined there.
+        self.buffer.assign(tf.tensor_scatter_nd_update(self.buffer.read_value(), index, values))
 
     def _clip(
         self,

@@ -147,6 +147,19 @@ class OptimizerHook:
             finder, (x, y) = self.origin, inputs
             origin = lambda: finder(x, y)  # noqa: E731
 
+        # Under a multi-replica strategy each replica holds a share of the gradient
+        # and the optimizer sums them: measure and clip that sum, the gradient
+        # actually applied, and hand each replica its share of the clipped sum.
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        if replicas > 1:
+            present = [i for i, g in enumerate(grads) if g is not None]
+            summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+            grads = list(grads)
+            for i, g in zip(present, summed):
+                grads[i] = g
+            if loss is not None:
+                loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
         loss_scale = opt.dynamic_scale if isinstance(opt, keras.optimizers.LossScaleOptimizer) else None
         full: list[Any] = [None] * len(stats.variables)
         positions = [self._index.get(id(v)) for v in variables]
@@ -157,7 +170,14 @@ class OptimizerHook:
         if loss_scale is not None:
             clipped_full = [g if g is None else g * tf.cast(loss_scale, g.dtype) for g in clipped_full]
         clipped = [g if i is None else clipped_full[i] for g, i in zip(grads, positions)]
+        if replicas > 1:
+            clipped = [g if g is None else g / replicas for g in clipped]
 
+        if replicas > 1:
+            # A tf.cond around the optimizer is not allowed in a replica context (it
+            # merges across replicas inside): no guard or update ratios here.
+            apply_fn(clipped, variables)
+            return
         if loss_scale is not None:
             # The scaler skips non-finite steps itself (and lowers its scale): let it.
             apply_fn(clipped, variables)
