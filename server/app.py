@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 
@@ -38,6 +38,9 @@ from .ws_trainer import trainer_endpoint
 
 COOKIE_MAX_AGE = 30 * 24 * 3600
 Auth = Annotated[str, Depends(require_token)]
+#: SQLite integers are signed 64-bit: a larger id or step is a 422, not an overflow deep in the store.
+MAX_DB_INT = 2**63 - 1
+RunId = Annotated[int, Path(ge=0, le=MAX_DB_INT, description="run id")]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or wrong token"},
     404: {"model": ErrorBody, "description": "no such run"},
@@ -109,15 +112,15 @@ def create_app(config: ServerConfig) -> FastAPI:
         return await gw.list_runs()
 
     @app.get("/api/runs/{run_id}", response_model=RunDetail, responses=_ERRORS, tags=["api"])
-    async def get_run(run_id: int, _: Auth) -> Response:
+    async def get_run(run_id: RunId, _: Auth) -> Response:
         return Response(await gw.run_detail_json(run_id), media_type="application/json")
 
     @app.get("/api/runs/{run_id}/metrics", response_model=Metrics, responses=_ERRORS, tags=["api"])
     async def get_metrics(
-        run_id: int,
+        run_id: RunId,
         _: Auth,
-        since_step: Annotated[int | None, Query(ge=0, description="first step, inclusive")] = None,
-        until_step: Annotated[int | None, Query(ge=0, description="last step, inclusive")] = None,
+        since_step: Annotated[int | None, Query(ge=0, le=MAX_DB_INT, description="first step, inclusive")] = None,
+        until_step: Annotated[int | None, Query(ge=0, le=MAX_DB_INT, description="last step, inclusive")] = None,
         max_points: Annotated[int | None, Query(ge=2, le=1_000_000, description="min/max-downsample above")] = None,
     ) -> Response:
         body = await gw.metrics(run_id, since_step, until_step, max_points)
@@ -127,7 +130,7 @@ def create_app(config: ServerConfig) -> FastAPI:
               responses={**_ERRORS, 403: {"model": ErrorBody, "description": "cross-site request"},
                          409: {"model": ErrorBody, "description": "run finished"},
                          422: {"model": ErrorBody, "description": "invalid command"}})
-    async def post_command(run_id: int, command: Command, request: Request, _: Auth) -> CommandAccepted:
+    async def post_command(run_id: RunId, command: Command, request: Request, _: Auth) -> CommandAccepted:
         host = request.client.host if request.client else "unknown"
         agent = request.headers.get("user-agent", "")[:200]
         origin = f"{host} ({agent})" if agent else host
@@ -138,24 +141,24 @@ def create_app(config: ServerConfig) -> FastAPI:
         return CommandAccepted(id=cmd.id, state=cmd.state)
 
     @app.get("/api/runs/{run_id}/commands", response_model=list[CommandView], responses=_ERRORS, tags=["api"])
-    async def list_commands(run_id: int, _: Auth) -> list[CommandView]:
+    async def list_commands(run_id: RunId, _: Auth) -> list[CommandView]:
         return [command_view(c) for c in await gw.list_commands(run_id)]
 
     @app.get("/api/runs/{run_id}/alerts", response_model=list[AlertView], responses=_ERRORS, tags=["api"])
-    async def list_alerts(run_id: int, _: Auth) -> Response:
+    async def list_alerts(run_id: RunId, _: Auth) -> Response:
         await gw.get_run(run_id)
         return _json(await gw.alerting.list_alerts(run_id))
 
     @app.get("/api/runs/{run_id}/alert-rules", response_model=dict[str, AlertRuleView], responses=_ERRORS,
              tags=["api"])
-    async def get_alert_rules(run_id: int, _: Auth) -> Response:
+    async def get_alert_rules(run_id: RunId, _: Auth) -> Response:
         await gw.get_run(run_id)
         return _json(await gw.alerting.rules(run_id))
 
     @app.patch("/api/runs/{run_id}/alert-rules/{kind}", response_model=AlertRuleView, tags=["api"],
                responses={**_ERRORS, 403: {"model": ErrorBody, "description": "cross-site request"},
                           422: {"model": ErrorBody, "description": "unknown parameter or bad value"}})
-    async def patch_alert_rule(run_id: int, kind: str, patch: AlertRulePatch, _: Auth) -> Response:
+    async def patch_alert_rule(run_id: RunId, kind: str, patch: AlertRulePatch, _: Auth) -> Response:
         await gw.get_run(run_id)
         try:
             view = await gw.alerting.patch_rule(run_id, kind, patch.model_dump(exclude_none=True))

@@ -18,6 +18,9 @@ from .store import Store
 
 log = logging.getLogger("gradwatch.server.writer")
 
+#: Errors that say a record itself cannot be stored (retrying cannot help), unlike a locked or full disk.
+_UNSTORABLE = (OverflowError, ValueError, TypeError)
+
 
 class StepWriter:
     def __init__(self, store: Store, flush_interval: float, max_buffered: int) -> None:
@@ -45,10 +48,28 @@ class StepWriter:
             batch, self._buffer, self._buffered = self._buffer, [], 0
             try:
                 await self.store.call(self.store.insert_steps, batch)
+            except _UNSTORABLE as err:
+                # A record the store cannot hold would fail every retry and hold back every run's
+                # steps behind it: store the frames one by one and drop only the bad ones.
+                log.error("a batch of steps could not be stored (%s); storing its frames one by one", err)
+                await self._insert_separately(batch)
             except BaseException:
-                self._buffer = batch + self._buffer  # keep them for the next attempt
-                self._buffered += sum(len(r) for _, r in batch)
+                self._requeue(batch)  # keep them for the next attempt
                 raise
+
+    async def _insert_separately(self, batch: list[tuple[int, list[StepRecord]]]) -> None:
+        for i, item in enumerate(batch):
+            try:
+                await self.store.call(self.store.insert_steps, [item])
+            except _UNSTORABLE as err:
+                log.error("dropped %d steps of run %d that cannot be stored: %s", len(item[1]), item[0], err)
+            except BaseException:
+                self._requeue(batch[i:])
+                raise
+
+    def _requeue(self, batch: list[tuple[int, list[StepRecord]]]) -> None:
+        self._buffer = batch + self._buffer
+        self._buffered += sum(len(r) for _, r in batch)
 
     async def _loop(self) -> None:
         while True:
