@@ -164,6 +164,8 @@ class GradientMonitor(keras.callbacks.Callback):
         ring = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
         self._hook = hook = self.new_hook(model, model.optimizer, ring)
         hook.install()
+        if model.built and model.trainable_variables and all(layer.built for layer in model._flatten_layers()):
+            hook.prepare(model.trainable_variables)
         original_train_step = model.train_step
 
         def train_step(data: Any) -> Any:

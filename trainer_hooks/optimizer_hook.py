@@ -122,6 +122,20 @@ class OptimizerHook:
         for attr, value in self._saved_clip.items():
             setattr(opt, attr, value)
 
+    def prepare(self, variables: Sequence[Any]) -> None:
+        """Create the statistics (and build the optimizer) for ``variables``, eagerly.
+
+        Called before training when the model is already built, so the first
+        trace creates no variable and TensorFlow traces the step exactly once;
+        otherwise called from that first trace (under ``tf.init_scope``).
+        """
+        with tf.init_scope():
+            self.stats = self.make_stats(list(variables))
+            self.origin = self.make_origin() if self.make_origin is not None else None
+            if not self.optimizer.built:  # nothing may be created inside the tf.cond of update()
+                self.optimizer.build(list(variables))
+        self._index = {id(v): i for i, v in enumerate(self.stats.variables)}
+
     # ------------------------------------------------------------------ the update, traced
 
     def update(
@@ -130,13 +144,9 @@ class OptimizerHook:
         """Measure and clip ``grads``, then let ``apply_fn(grads, variables)`` update the weights."""
         opt = self.optimizer
         if self.stats is None:
-            with tf.init_scope():
-                self.stats = self.make_stats(list(variables))
-                self.origin = self.make_origin() if self.make_origin is not None else None
-                if not opt.built:  # build slots here: nothing may be created inside the tf.cond below
-                    opt.build(variables)
-            self._index = {id(v): i for i, v in enumerate(self.stats.variables)}
+            self.prepare(variables)
         stats = self.stats
+        assert stats is not None
         if loss is None and self._loss is not None and _same_graph(self._loss, grads):
             loss = self._loss
         if inputs is None and self._inputs is not None and _same_graph(self._inputs, grads):

@@ -132,9 +132,12 @@ class TraceSpy(keras.callbacks.Callback):
         if self.after_first_step is None and self.monitor.stats is not None:
             self.after_first_step = self.monitor.stats.traces
 
-    def assert_no_retrace(self) -> None:
+    def assert_no_retrace(self, exactly_once: bool = True) -> None:
         assert self.monitor.stats is not None and self.after_first_step is not None
-        assert 1 <= self.after_first_step <= 2
+        if exactly_once:
+            assert self.after_first_step == 1
+        else:  # a model first built inside the trace makes TensorFlow trace that first call twice
+            assert 1 <= self.after_first_step <= 2
         assert self.monitor.stats.traces == self.after_first_step
 
 
@@ -169,7 +172,7 @@ def test_fit_streams_every_variable_and_batchnorm(server: Any, build: Any, make_
     assert len(bn["moving_mean"]) == steps
     # BatchNorm trained in fit: its moving statistics leave their initial values.
     assert decode_float(bn["moving_variance"][-1]) != pytest.approx(1.0, abs=1e-3)
-    spy.assert_no_retrace()
+    spy.assert_no_retrace(exactly_once=build is not Subclassed)
 
 
 def test_reported_norms_match_an_independent_computation(server: Any) -> None:
