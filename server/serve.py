@@ -35,6 +35,27 @@ class _RedactQuery(logging.Filter):
         return True
 
 
+class _RedactToken(logging.Filter):
+    """Replace the token wherever a log line would carry it (e.g. websocket handshake headers at debug level)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        if self.token in message:
+            record.msg, record.args = message.replace(self.token, "<token>"), None
+        return True
+
+
+#: Loggers whose records can carry request headers or URLs.
+_REDACTED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "websockets.server")
+
+
 class GradwatchServer:
     """``GradwatchServer(config)`` only stores the config; ``start()``/``stop()`` or ``serve()`` run it.
 
@@ -50,6 +71,7 @@ class GradwatchServer:
         self.port: int | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._redact: _RedactToken | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -83,6 +105,9 @@ class GradwatchServer:
             ws_max_size=config.max_frame_bytes, ws_per_message_deflate=False,
             timeout_graceful_shutdown=5, lifespan="on",
         )
+        self._redact = _RedactToken(self.token)
+        for name in _REDACTED_LOGGERS:  # after uvicorn.Config, which (re)configures these loggers
+            logging.getLogger(name).addFilter(self._redact)
         return uvicorn.Server(uv)
 
     def _announce(self, server: uvicorn.Server) -> None:
@@ -142,6 +167,13 @@ class GradwatchServer:
                 log.warning("gradwatch server thread did not stop within %g s", timeout)
         self._thread = None
         self._server = None
+        self._unredact()
+
+    def _unredact(self) -> None:
+        if self._redact is not None:
+            for name in _REDACTED_LOGGERS:
+                logging.getLogger(name).removeFilter(self._redact)
+            self._redact = None
 
     def serve(self) -> None:
         """Run in the foreground until Ctrl-C / SIGTERM."""
