@@ -214,6 +214,7 @@ class GradientMonitor(keras.callbacks.Callback):
             guard_nonfinite=self.guard_nonfinite,
             update_ratio_every=self.update_ratio_every,
             make_origin=lambda: OriginFinder(model),
+            strategy=getattr(model, "distribute_strategy", None),
         )
 
     def new_session(self, model: Any, optimizer: Any, hook: OptimizerHook) -> RunSession:

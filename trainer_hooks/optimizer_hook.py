@@ -23,6 +23,7 @@ scaler skips (non-finite after scaling) is reported as skipped.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,8 +70,10 @@ class OptimizerHook:
         guard_nonfinite: bool = False,
         update_ratio_every: int = 0,
         make_origin: Callable[[], OriginFinder] | None = None,
+        strategy: Any = None,
     ) -> None:
         self.optimizer = optimizer
+        self.strategy = strategy  # the model's tf.distribute strategy: our variables are created under it
         self.make_stats = make_stats
         self.every = every
         self.guard_nonfinite = guard_nonfinite
@@ -129,7 +132,8 @@ class OptimizerHook:
         trace creates no variable and TensorFlow traces the step exactly once;
         otherwise called from that first trace (under ``tf.init_scope``).
         """
-        with tf.init_scope():
+        scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+        with scope, tf.init_scope():
             self.stats = self.make_stats(list(variables))
             self.origin = self.make_origin() if self.make_origin is not None else None
             if not self.optimizer.built:  # nothing may be created inside the tf.cond of update()
