@@ -162,7 +162,8 @@ class GradientMonitor(keras.callbacks.Callback):
     def _begin(self) -> None:
         model = self.model
         strategy = getattr(model, "distribute_strategy", None)
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._num_workers > 1:
+        workers = getattr(getattr(strategy, "extended", None), "_num_workers", 1)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and workers > 1:
             # Clip settings and commands would have to reach every worker at the same
             # step; until they do, monitoring such a run would make workers diverge.
             raise NotImplementedError("MultiWorkerMirroredStrategy with several workers is not supported yet")
