@@ -9,6 +9,7 @@ is logged and never disturbs ingest.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -28,6 +29,10 @@ log = logging.getLogger("gradwatch.server.alerts")
 
 #: Seconds between saves/pushes of an ongoing alert's progress.
 UPDATE_INTERVAL = 1.0
+#: A run's frames that arrive within this many seconds of its last rule evaluation are evaluated
+#: together (one timer at most this late): the rules are vectorised, so their cost is mostly per
+#: call, and a trainer sending 50+ frames a second would otherwise pay it on every frame.
+COALESCE = 0.05
 
 #: ``pause(run_id, origin)``: issue a pause command on behalf of an alert.
 Pause = Callable[[int, str], Awaitable[None]]
@@ -51,6 +56,10 @@ class Alerting:
         #: Highest step each run's rules have seen, kept across reconnects so re-sent steps are not counted twice.
         self.seen_step: dict[int, int] = {}
         self._flushed: dict[int, float] = {}
+        #: Fresh records not yet run through the rules, the last evaluation time and the pending timer, per run.
+        self._pending: dict[int, list[StepRecord]] = {}
+        self._evaluated: dict[int, float] = {}
+        self._timers: dict[int, asyncio.Task[None]] = {}
 
     async def attach(self, run: RunRow) -> None:
         """A trainer connected (or reconnected) to ``run``: start its engine from the stored alerts and rules."""
@@ -64,8 +73,13 @@ class Alerting:
 
     async def detach(self, run_id: int) -> None:
         await self.flush(run_id)
+        timer = self._timers.pop(run_id, None)
+        if timer is not None:
+            timer.cancel()
         self.engines.pop(run_id, None)
         self._flushed.pop(run_id, None)
+        self._pending.pop(run_id, None)
+        self._evaluated.pop(run_id, None)
 
     # ------------------------------------------------------------------ ingest
 
@@ -80,8 +94,31 @@ class Alerting:
         if any(a.step >= b.step for a, b in itertools.pairwise(fresh)):
             fresh = sorted({r.step: r for r in fresh}.values(), key=lambda r: r.step)
         self.seen_step[run_id] = fresh[-1].step
+        self._pending.setdefault(run_id, []).extend(fresh)
+        wait = self._evaluated.get(run_id, -COALESCE) + COALESCE - time.monotonic()
+        if wait <= 0 and run_id not in self._timers:
+            await self.evaluate(run_id)
+        elif run_id not in self._timers:
+            self._timers[run_id] = asyncio.create_task(self._later(run_id, max(wait, 0.0)),
+                                                       name="gradwatch-alert-rules")
+
+    async def _later(self, run_id: int, wait: float) -> None:
+        await asyncio.sleep(wait)
+        self._timers.pop(run_id, None)
         try:
-            changes = engine.observe_steps(fresh)
+            await self.evaluate(run_id)
+        except Exception:
+            log.exception("evaluating the alert rules of run %d failed", run_id)
+
+    async def evaluate(self, run_id: int) -> None:
+        """Run the rules over the run's pending records now (also before anything reads alerts)."""
+        records = self._pending.pop(run_id, None)
+        engine = self.engines.get(run_id)
+        if not records or engine is None:
+            return
+        self._evaluated[run_id] = time.monotonic()
+        try:
+            changes = engine.observe_steps(records)
         except Exception:
             log.exception("alert rules failed on run %d; these steps are not checked", run_id)
             return
@@ -89,7 +126,12 @@ class Alerting:
         if engine.dirty and time.monotonic() - self._flushed.get(run_id, 0.0) >= UPDATE_INTERVAL:
             await self.flush(run_id)
 
+    async def evaluate_all(self) -> None:
+        for run_id in list(self._pending):
+            await self.evaluate(run_id)
+
     async def probe(self, run_id: int, probe: Probe) -> None:
+        await self.evaluate(run_id)  # steps before the probe are checked first
         engine = self.engines.get(run_id)
         if engine is None:
             return
@@ -101,6 +143,7 @@ class Alerting:
         await self._publish(run_id, changes)
 
     async def origin(self, run_id: int, msg: NonfiniteOrigin) -> None:
+        await self.evaluate(run_id)  # the non-finite step it explains raises its alert first
         engine = self.engines.get(run_id)
         change = engine.origin(msg) if engine is not None else None
         if change is not None:
@@ -119,6 +162,8 @@ class Alerting:
 
     async def flush(self, run_id: int) -> None:
         """Save and push the progress of ongoing alerts now."""
+        if self._pending.get(run_id):
+            await self.evaluate(run_id)
         engine = self.engines.get(run_id)
         self._flushed[run_id] = time.monotonic()
         if engine is None or not engine.dirty:
@@ -137,6 +182,7 @@ class Alerting:
         return [a.view() for a in alerts]
 
     async def counts(self) -> dict[int, dict[str, int]]:
+        await self.evaluate_all()
         return await self.store.call(persist.alert_counts, self.store.conn)
 
     async def rules(self, run_id: int) -> dict[str, dict[str, Any]]:
@@ -152,6 +198,7 @@ class Alerting:
         current = rules[kind]
         new = settings(kind, current.muted if muted is None else muted, {**current.params, **params})
         await self.store.call(persist.save_rule, self.store.conn, run_id, kind, new)
+        await self.evaluate(run_id)  # steps received before the change are judged by the old settings
         engine = self.engines.get(run_id)
         if engine is not None:
             engine.configure(kind, new)

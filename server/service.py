@@ -10,6 +10,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 
+from pydantic import TypeAdapter
 from starlette.websockets import WebSocket
 
 from gradwatch.protocol import (
@@ -39,6 +40,26 @@ from .views import RunSummary, command_view, run_detail, run_state, summary
 from .writer import StepWriter
 
 log = logging.getLogger("gradwatch.server")
+
+
+_RECORDS = TypeAdapter(list[StepRecord])
+#: StepRecord fields that may be ``null`` on the wire (not reported).
+_OPTIONAL = ("loss", "lr", "clip_threshold", "clipped_fraction", "steps_per_sec", "update_ratio")
+
+
+def steps_message(run_id: int, records: list[StepRecord]) -> str:
+    """The browser ``steps`` message for ``records``, floats in the wire spelling.
+
+    pydantic's serializer (compiled) is ~14x faster than ``model_dump`` + ``json.dumps`` and writes the
+    same text, except that a float NaN/Infinity (a bare ``NaN`` token or ``1e999`` in the trainer's
+    frame) would come out as ``null``. Every ``null`` it writes must therefore be an optional field
+    that is ``None``; if there are more, such a value is present and the slow path spells it out.
+    """
+    body = _RECORDS.dump_json(records).decode()
+    expected = sum(getattr(r, name) is None for r in records for name in _OPTIONAL)
+    if body.count("null") != expected:
+        body = dumps([r.model_dump() for r in records])
+    return f'{{"type":"steps","run_id":{run_id},"records":{body}}}'
 
 
 class ProtocolError(Exception):
@@ -183,8 +204,7 @@ class Gradwatch:
         if run.last_step is None or top > run.last_step:
             run.last_step = top
         if self.hub.has_subscribers(run.id):  # encoded once, the same text for every viewer
-            text = dumps({"type": "steps", "run_id": run.id, "records": [r.model_dump() for r in records]})
-            self.hub.publish(run.id, text)
+            self.hub.publish(run.id, steps_message(run.id, records))
         await self.writer.add(run.id, records)
         await self.alerting.steps(run.id, records)
         last = records[-1]
