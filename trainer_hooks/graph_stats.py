@@ -13,8 +13,7 @@ Cost control, because this is on the hot path of every step:
 - weights are only scanned for NaN/Inf after a non-finite step, until found
   clean: with finite gradients and finite weights an update cannot make them
   non-finite (short of float overflow, which shows up as an infinite norm);
-- BatchNorm statistics of all layers are computed with a handful of segment
-  ops on one concatenated vector, independent of the number of layers.
+- BatchNorm statistics of all layers cost a handful of segment ops (bn_stats.py).
 """
 
 from __future__ import annotations
@@ -27,6 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from gradwatch.protocol import BN_FIELDS, CLIP_MODES
+
+from .bn_stats import BatchNormStats
 
 CLIP_MODE_IDS = {name: i for i, name in enumerate(CLIP_MODES)}
 _GLOBAL, _NORM, _VALUE = (CLIP_MODE_IDS[m] for m in ("global_norm", "norm", "value"))
@@ -139,6 +140,7 @@ class GradientStats:
         clip_threshold: float | None = None,
         ring: int = 1,
         first_step: int = 0,
+        report_every: int = 1,
     ) -> None:
         if clip_mode not in CLIP_MODE_IDS:
             raise ValueError(f"clip_mode={clip_mode!r} is not one of {CLIP_MODES}")
@@ -158,14 +160,7 @@ class GradientStats:
         # Our own step counter: the optimizer's does not advance on a step its
         # loss scaler skips, and every attempted step deserves its own report.
         self.step = _variable(first_step, tf.int64, "gw_step")
-        bn_sizes = [int(np.prod(layer.moving_mean.shape)) for layer in self.bn_layers]
-        self._bn_segments = tf.constant(np.repeat(np.arange(len(bn_sizes)), bn_sizes), tf.int32)
-        total = int(sum(bn_sizes))
-        self._bn_prev_mean = _variable(tf.zeros([total]), None, "gw_bn_prev_mean")
-        self._bn_prev_var = _variable(tf.zeros([total]), None, "gw_bn_prev_var")
-        if self.bn_layers:
-            self._bn_prev_mean.assign(self._bn_concat("moving_mean"))
-            self._bn_prev_var.assign(self._bn_concat("moving_variance"))
+        self.bn = BatchNormStats(self.bn_layers, report_every, _variable)
 
     # ------------------------------------------------------------------ host side
 
@@ -187,7 +182,6 @@ class GradientStats:
         grads: Sequence[Any],
         lr: Any,
         loss: Any = None,
-        report_every: int = 1,
         origin: Callable[[], tuple[tf.Tensor, tf.Tensor, tf.Tensor]] | None = None,
     ) -> tuple[list[Any], tf.Tensor, tf.Tensor]:
         """Clip ``grads`` under the live setting and record the step's statistics.
@@ -252,7 +246,7 @@ class GradientStats:
         parts = [tf.cast(scalars, tf.float64), tf.cast(norms, tf.float64), tf.cast(nan_c, tf.float64)]
         parts += [tf.cast(inf_c, tf.float64), tf.fill([self.layout.n_vars], tf.constant(np.nan, tf.float64))]
         if self.bn_layers:
-            parts.append(tf.cast(tf.reshape(self._bn_stats(step, report_every), [-1]), tf.float64))
+            parts.append(tf.cast(tf.reshape(self.bn.summary(step), [-1]), tf.float64))
         row = tf.math.floormod(step, self.ring)
         values = tf.concat(parts, 0)
         values = tf.tensor_scatter_nd_update(values, [[0]], [tf.cast(step, tf.float64)])
@@ -319,24 +313,3 @@ class GradientStats:
 
     def _count_weight_nonfinite(self) -> tf.Tensor:
         return tf.reduce_sum(_count(self.variables, lambda v: ~tf.math.is_finite(v)))
-
-    def _bn_concat(self, attr: str) -> tf.Tensor:
-        return tf.concat([tf.reshape(tf.cast(getattr(layer, attr), tf.float32), [-1]) for layer in self.bn_layers], 0)
-
-    def _bn_stats(self, step: Any, report_every: int) -> tf.Tensor:
-        """[n_bn, 8] rows in ``BN_FIELDS`` order; deltas are RMS moves since the last reported step."""
-        seg = self._bn_segments
-        n = len(self.bn_layers)
-        cols = []
-        report = tf.equal(tf.math.floormod(tf.cast(step, tf.int64), report_every), 0)
-        for attr, prev in (("moving_mean", self._bn_prev_mean), ("moving_variance", self._bn_prev_var)):
-            cur = self._bn_concat(attr)
-            delta = tf.sqrt(tf.math.unsorted_segment_mean(tf.square(cur - prev), seg, n))
-            prev.assign(tf.where(report, cur, prev))
-            cols += [
-                tf.math.unsorted_segment_mean(cur, seg, n),
-                tf.math.unsorted_segment_min(cur, seg, n),
-                tf.math.unsorted_segment_max(cur, seg, n),
-                delta,
-            ]
-        return tf.stack(cols, axis=1)

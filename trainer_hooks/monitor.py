@@ -211,7 +211,9 @@ class GradientMonitor(keras.callbacks.Callback):
         def make_stats(variables: list[Any]) -> GradientStats:
             # Runs while the first step is traced: the model is built by then.
             first_step = int(optimizer.iterations.numpy())
-            return GradientStats(variables, find_batchnorm_layers(model), mode, threshold, ring, first_step)
+            return GradientStats(
+                variables, find_batchnorm_layers(model), mode, threshold, ring, first_step, report_every=self.every
+            )
 
         return OptimizerHook(
             optimizer,

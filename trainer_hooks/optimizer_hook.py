@@ -180,7 +180,7 @@ class OptimizerHook:
         for g, i in zip(grads, positions):
             if i is not None:
                 full[i] = g if g is None or loss_scale is None else g / tf.cast(loss_scale, g.dtype)
-        clipped_full, healthy, step = stats.process(full, opt.learning_rate, loss, self.every, origin)
+        clipped_full, healthy, step = stats.process(full, opt.learning_rate, loss, origin)
         if loss_scale is not None:
             clipped_full = [g if g is None else g * tf.cast(loss_scale, g.dtype) for g in clipped_full]
         clipped = [g if i is None else clipped_full[i] for g, i in zip(grads, positions)]
