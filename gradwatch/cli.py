@@ -14,12 +14,21 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; others print a warning)")
     p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
     p.add_argument("--db", type=Path, default=None, help="SQLite file (default ~/.gradwatch/gradwatch.db)")
-    p.add_argument("--token-file", type=Path, default=None,
-                   help="where a generated token is written (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token); "
-                        "the token itself comes from $GRADWATCH_TOKEN when set")
-    p.add_argument("--allowed-host", action="append", default=None, metavar="NAME",
-                   help="Host header to accept; repeat for several. Replaces the default names "
-                        "(localhost, 127.0.0.1, ::1); the --host address stays allowed; '*' accepts any")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="where a generated token is written (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token); "
+        "the token itself comes from $GRADWATCH_TOKEN when set",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="Host header to accept; repeat for several. Replaces the default names "
+        "(localhost, 127.0.0.1, ::1); the --host address stays allowed; '*' accepts any",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
