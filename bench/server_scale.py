@@ -15,7 +15,8 @@ Phases: first a *sustained* phase at the target rate (200,000 variable-samples p
 while the server's RSS is sampled with psutil every 0.5 s; then a *ramp* of rising
 offered rates to find the knee where the server stops keeping up (stored rate < 95 % of
 offered, or p99 fan-out latency > 1 s). "Stored" is read back from the server (each run's
-last stored step, after the server flushes its writer) at the end of every phase.
+last stored step, after the server flushes its writer) one second after every phase, while
+the trainers are idle.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ VAR_MIX = (200, 500, 1000, 2000)
 TARGET = 200_000  # variable-samples per second
 TICK = 0.02  # trainers send a frame every 20 ms (what a Transport does at 50 steps/s)
 SERVER_CPU, LOAD_CPU = 0, 1
+KEEP_UP_P99_MS = 1000.0  # a phase whose fan-out p99 exceeds this has fallen behind
+DRAIN = 1.0  # seconds after a phase before its stored count is read (late frames still count)
 
 
 # --------------------------------------------------------------------------- trainers (load process)
@@ -97,6 +100,7 @@ async def _trainers(ws_url: str, token: str, phases: list[tuple[float, float]], 
                          "sent_var_samples": sum(s * n for s, n in zip(sent, VAR_MIX)),
                          "last_step": list(next_step)})
         out.put(("phase_done", len(sent_log)))
+        await asyncio.sleep(DRAIN + 0.5)  # idle: the server drains, the stored count is read meanwhile
     out.put(("trainers", sent_log))
     for ws, *_ in conns:
         await ws.close()
@@ -203,6 +207,7 @@ def measure(seconds: float, ramp: list[float], ramp_seconds: float, n_viewers: i
                 t_end = time.time()
                 cpu = proc.cpu_percent()
                 load_cpu = sum(p.cpu_percent() for p in load)
+                time.sleep(DRAIN)
                 stored = _stored(server.url, server.token, run_ids)
                 phase_info.append({"t0": t_phase, "t1": t_end, "stored": stored - stored_before,
                                    "server_cpu_pct": cpu, "load_cpu_pct": load_cpu})
@@ -230,18 +235,18 @@ def measure(seconds: float, ramp: list[float], ramp_seconds: float, n_viewers: i
     results = []
     for (offered, _), info, tl in zip(phases, phase_info, trainer_log):
         t0, t1 = info["t0"], info["t1"]
-        in_phase = samples[(samples[:, 0] >= t0 + 0.5) & (samples[:, 0] < t1)]  # skip the first half second
+        in_phase = samples[(samples[:, 0] >= t0 + 0.5) & (samples[:, 0] < t1 + DRAIN)]  # skip the first 0.5 s
         dur = tl["seconds"]
         results.append({
             "offered": offered, "seconds": round(dur, 2),
             "sent_per_s": tl["sent_var_samples"] / dur,
-            "stored_per_s": info["stored"] / (t1 - t0),
+            "stored_per_s": info["stored"] / dur,
             "fanout_ms": pcts(in_phase[:, 1].tolist()),
             "server_cpu_pct": info["server_cpu_pct"], "load_cpu_pct": info["load_cpu_pct"],
         })
     for r in results:
         r["keeps_up"] = bool(r["stored_per_s"] >= 0.95 * r["offered"] and r["fanout_ms"]["p99"] is not None
-                             and r["fanout_ms"]["p99"] <= 1000)
+                             and r["fanout_ms"]["p99"] <= KEEP_UP_P99_MS)
     knee = next((r["offered"] for r in results[1:] if not r["keeps_up"]), None)
     best = max((r["stored_per_s"] for r in results if r["keeps_up"]), default=0.0)
     rss_mb = [m for _, m in rss]

@@ -41,7 +41,9 @@ def minmax(values: FloatArray, starts: IntArray, missing: BoolArray | None = Non
     Returns ``(out, out_missing)`` with ``2 * len(starts)`` rows: for each bucket
     ``[min, max]`` (min replaced by NaN when the bucket holds a NaN).
     """
-    v = np.asarray(values, dtype=np.float64)
+    v = np.asarray(values)
+    if v.dtype not in (np.float32, np.float64):
+        v = v.astype(np.float64)
     if missing is None:
         missing = np.zeros(v.shape[0], dtype=bool)
     miss = missing.reshape((-1,) + (1,) * (v.ndim - 1))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pydantic_core
 
-from gradwatch.protocol import BN_FIELDS, dumps
+from gradwatch.protocol import BN_FIELDS
 
 from .downsample import BoolArray, FloatArray, bucket_starts, minmax, minmax_int, positions
 from .stepcodec import FLOAT_COLUMNS, StepColumns
@@ -94,8 +95,11 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
     no_missing = np.zeros(n, dtype=bool)
     g, gm = f(data.grad_norm, no_missing)
     body["grad_norm"] = dict(zip(run.variables, _columns(g, gm), strict=True))
-    nf = i(data.nonfinite)
-    body["nonfinite"] = dict(zip(run.variables, nf.T.tolist(), strict=True))
+    if data.nonfinite.any():
+        nf = i(data.nonfinite)
+        body["nonfinite"] = dict(zip(run.variables, nf.T.tolist(), strict=True))
+    else:  # the usual case: all zero
+        body["nonfinite"] = {v: [0] * len(idx) for v in run.variables}
     bn: dict[str, dict[str, list[Any]]] = {}
     if run.bn_layers:
         width = len(BN_FIELDS)
@@ -105,10 +109,14 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
         for li, layer in enumerate(run.bn_layers):
             bn[layer] = {BN_KEYS[k]: cols[li * width + k] for k in range(width)}
     body["bn"] = bn
-    u, um = f(data.update_ratio, data.update_ratio_missing)
-    body["update_ratio"] = dict(zip(run.variables, _columns(u, um), strict=True))
+    if data.update_ratio_missing.all():  # nothing measured: skip downsampling an all-missing matrix
+        body["update_ratio"] = {v: [None] * len(idx) for v in run.variables}
+    else:
+        u, um = f(data.update_ratio, data.update_ratio_missing)
+        body["update_ratio"] = dict(zip(run.variables, _columns(u, um), strict=True))
     body["skipped"] = i(data.skipped).astype(bool).tolist()
     body["probe"] = probe_series(run, probes or [])
     body["gaps"] = [{"from_step": g_.from_step, "to_step": g_.to_step, "dropped": g_.dropped} for g_ in gaps]
     body["downsampled"] = starts is not None
-    return dumps(body)
+    # pydantic's compiled encoder: several times faster than json.dumps on these MB-sized bodies.
+    return pydantic_core.to_json(body, inf_nan_mode="strings").decode()

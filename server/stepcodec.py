@@ -116,13 +116,17 @@ def rows_to_columns(rows: list[tuple[Any, ...]], n_vars: int, n_bn: int) -> Step
     grad_blobs, nonfinite_blobs, bn_blobs = cols[base], cols[base + 1], cols[base + 2]
     ratio_blobs, skipped = cols[base + 3], cols[base + 4]
     out.skipped = np.array(skipped, dtype=np.int64)
-    out.update_ratio = np.full((n, n_vars), np.nan)
     out.update_ratio_missing = np.array([b is None for b in ratio_blobs], dtype=bool) if n else np.zeros(0, bool)
-    for i, blob in enumerate(ratio_blobs):
-        if blob is not None and n_vars:
-            out.update_ratio[i] = np.frombuffer(blob, dtype=np.float32)
+    if out.update_ratio_missing.all():  # the usual case: a read-only all-NaN view, no (n, variables) allocation
+        out.update_ratio = np.broadcast_to(np.float64(np.nan), (n, n_vars))
+    else:
+        out.update_ratio = np.full((n, n_vars), np.nan)
+        for i, blob in enumerate(ratio_blobs):
+            if blob is not None and n_vars:
+                out.update_ratio[i] = np.frombuffer(blob, dtype=np.float32)
     if n and n_vars:
-        out.grad_norm = np.frombuffer(b"".join(grad_blobs), dtype=np.float32).reshape(n, n_vars).astype(np.float64)
+        # Kept float32 as stored: downsampling only selects values, and float32 -> Python float is exact.
+        out.grad_norm = np.frombuffer(b"".join(grad_blobs), dtype=np.float32).reshape(n, n_vars)
     else:
         out.grad_norm = np.zeros((n, n_vars))
     out.nonfinite = np.zeros((n, n_vars), dtype=np.int64)
