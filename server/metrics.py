@@ -93,7 +93,7 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
     body["loss_nonfinite"] = i(data.ints["loss_nonfinite"]).astype(bool).tolist()
 
     no_missing = np.zeros(n, dtype=bool)
-    g, gm = f(data.grad_norm, no_missing)
+    g, gm = f(data.grad_norm, no_missing)  # type: ignore[arg-type]  # float32 kept on purpose
     body["grad_norm"] = dict(zip(run.variables, _columns(g, gm), strict=True))
     if data.nonfinite.any():
         nf = i(data.nonfinite)

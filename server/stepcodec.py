@@ -81,7 +81,8 @@ class StepColumns:
     floats: dict[str, FloatArray] = field(default_factory=dict)
     missing: dict[str, BoolArray] = field(default_factory=dict)
     ints: dict[str, IntArray] = field(default_factory=dict)
-    grad_norm: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    #: float32 as stored (downsampling only selects values); float64 when empty.
+    grad_norm: npt.NDArray[np.floating[Any]] = field(default_factory=lambda: np.zeros((0, 0)))
     nonfinite: IntArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     bn: FloatArray = field(default_factory=lambda: np.zeros((0, 0, len(BN_FIELDS))))
     bn_missing: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
