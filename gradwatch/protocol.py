@@ -50,7 +50,12 @@ class CloseCode(IntEnum):
 
 NonFinite = Literal["NaN", "Infinity", "-Infinity"]
 WireFloat = StrictFloat | NonFinite
-WireCount = Annotated[StrictInt, Field(ge=0)]
+#: SQLite integers are signed 64-bit: anything larger could not be stored.
+MAX_INT = 2**63 - 1
+WireCount = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
+WireId = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
+#: Per-variable NaN and Inf element counts are summed when stored: each leaves room for the other.
+WireElementCount = Annotated[StrictInt, Field(ge=0, le=2**62)]
 
 _NONFINITE_TO_FLOAT: dict[str, float] = {
     "NaN": math.nan,
@@ -188,8 +193,8 @@ class StepRecord(_Msg):
     clipped_fraction: WireFloat | None = None  # share of elements clipped; value mode only
     steps_per_sec: WireFloat | None = None
     grad_norm: list[WireFloat]
-    grad_nan: list[WireCount]
-    grad_inf: list[WireCount]
+    grad_nan: list[WireElementCount]
+    grad_inf: list[WireElementCount]
     weight_nonfinite: WireCount = 0
     loss_nonfinite: StrictBool = False
     bn: list[list[WireFloat]] = Field(default_factory=list)
@@ -217,7 +222,7 @@ class TrainerHello(_Msg):
     protocol: StrictInt
     run_name: str = Field(min_length=1, max_length=200)
     #: Set when reconnecting, so the server continues the same run.
-    run_id: StrictInt | None = None
+    run_id: WireId | None = None
     variables: list[Annotated[str, Field(max_length=500)]] = Field(max_length=100_000)
     bn_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
     clip: ClipSetting
@@ -247,7 +252,7 @@ class Gap(_Msg):
 
 class Ack(_Msg):
     type: Literal["ack"]
-    id: StrictInt
+    id: WireId
     state: Literal["applied", "rejected"]
     #: The first step that ran under the change (``None`` when rejected).
     applied_step: WireCount | None = None

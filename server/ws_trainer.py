@@ -27,32 +27,6 @@ from .wsutil import Disconnected, check_handshake, close, describe, receive_text
 
 log = logging.getLogger("gradwatch.server.trainer")
 
-#: SQLite stores signed 64-bit integers; a larger step, count or id would fail in the batched writer
-#: (and, retried there, block every run's writes), so it is refused here with the frame.
-MAX_INT = 2**63 - 1
-#: Per-variable NaN and Inf counts are summed before storage: each must leave room for the other.
-MAX_COUNT = 2**62
-
-
-def _int_out_of_range(msg: object) -> str | None:
-    """The first integer field of a trainer message that the store cannot hold, as ``name=value``."""
-    if isinstance(msg, Steps):
-        for rec in msg.records:
-            for name in ("step", "epoch", "weight_nonfinite"):
-                if getattr(rec, name) > MAX_INT:
-                    return f"step record {name}={getattr(rec, name)}"
-            for name in ("grad_nan", "grad_inf"):
-                values = getattr(rec, name)
-                if values and max(values) > MAX_COUNT:
-                    return f"step {rec.step}: {name} entry {max(values)}"
-        return None
-    for name in ("step", "from_step", "to_step", "dropped", "id", "applied_step", "run_id"):
-        value = getattr(msg, name, None)
-        if isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
-            return f"{name}={value}"
-    return None
-
-
 async def _hello(websocket: WebSocket, timeout: float) -> TrainerHello:
     try:
         text = await receive_text(websocket, timeout)
@@ -63,8 +37,6 @@ async def _hello(websocket: WebSocket, timeout: float) -> TrainerHello:
         hello = parse_trainer_hello(text)
     except ValidationError as e:
         raise ProtocolError(CloseCode.BAD_MESSAGE, f"bad hello: {describe(e)}") from None
-    if (bad := _int_out_of_range(hello)) is not None:
-        raise ProtocolError(CloseCode.BAD_MESSAGE, f"bad hello: {bad} is out of range")
     return hello
 
 
@@ -73,8 +45,6 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
         msg = parse_trainer_message(text)
     except ValidationError as e:
         raise ProtocolError(CloseCode.BAD_MESSAGE, f"bad message: {describe(e)}") from None
-    if (bad := _int_out_of_range(msg)) is not None:
-        raise ProtocolError(CloseCode.BAD_MESSAGE, f"bad message: {bad} is out of range")
     if isinstance(msg, Steps):
         await gw.ingest_steps(link, msg.records)
     elif isinstance(msg, Gap):
