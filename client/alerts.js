@@ -1,6 +1,6 @@
-// Alerts of gradient pathologies: the banner for the worst open alert of the
-// selected run, the alert timeline, per-kind mute switches and the heatmap
-// rows each alert points at. All text goes in with textContent (el()).
+// Alerts of gradient pathologies, rendering only: the banner for the worst open
+// alert of the selected run, the alert timeline, per-kind mute switches and the
+// heatmap rows each alert points at. All text goes in with textContent (el()).
 
 import { el, fmtInt, fmtNum } from "./util.js";
 
@@ -21,6 +21,11 @@ const SEVERITY_RANK = { critical: 2, warning: 1 };
 
 export function kindLabel(kind) {
   return KIND_LABEL[kind] || String(kind).replace(/_/g, " ");
+}
+
+/** The severity as styled (sev-critical / sev-warning): anything but critical shows as a warning. */
+export function severityClass(severity) {
+  return severity === "critical" ? "critical" : "warning";
 }
 
 /** An alert is open unless the server says it is resolved/closed. */
@@ -83,6 +88,24 @@ export function matchVariables(layers, variables) {
   return [...hits];
 }
 
+/**
+ * Heatmap highlights [{variable, step, severity, kind}] merged per variable:
+ * the earliest step, the worst severity, and every kind (in `kinds`).
+ */
+export function mergeHighlights(list) {
+  const byVar = new Map();
+  for (const h of list) {
+    const old = byVar.get(h.variable);
+    if (!old) byVar.set(h.variable, { ...h, kinds: [h.kind] });
+    else {
+      old.step = Math.min(old.step, h.step);
+      if (h.severity === "critical") old.severity = "critical";
+      if (!old.kinds.includes(h.kind)) old.kinds.push(h.kind);
+    }
+  }
+  return [...byVar.values()];
+}
+
 export function evidenceText(evidence) {
   if (!evidence || typeof evidence !== "object") return "";
   return Object.entries(evidence).filter(([, v]) => v !== null && v !== undefined).slice(0, 8)
@@ -117,7 +140,7 @@ export function renderBanner(nodes, alert, others, muteHandler) {
   banner.dataset.kind = alert.kind;
   banner.dataset.severity = alert.severity;
   banner.dataset.alertId = String(alert.id);
-  banner.className = `alert-banner sev-${alert.severity === "critical" ? "critical" : "warning"}`;
+  banner.className = `alert-banner sev-${severityClass(alert.severity)}`;
   nodes.kind.textContent = kindLabel(alert.kind);
   nodes.sev.textContent = alert.severity;
   const layers = alertLayers(alert);
@@ -141,7 +164,7 @@ export function renderBanner(nodes, alert, others, muteHandler) {
 export function renderTimeline(list, empty, alerts, muted) {
   const sorted = [...alerts].sort(byNewest);
   const items = sorted.slice(0, 300).map((a) => {
-    const sev = a.severity === "critical" ? "critical" : "warning";
+    const sev = severityClass(a.severity);
     const layers = alertLayers(a);
     const evidence = evidenceText(a.evidence);
     const isMuted = muted(a.kind);

@@ -55,6 +55,11 @@ export function fmtLr(x) {
   return String(Number(x.toPrecision(4)));
 }
 
+/** "1 step", "3 steps": n (shown as `shown`, e.g. with thousands separators) and the word, plural unless n is 1. */
+export function plural(n, word, shown = n) {
+  return `${shown} ${word}${n === 1 ? "" : "s"}`;
+}
+
 export function fmtInt(n) {
   if (n === null || n === undefined) return "–";
   return Number(n).toLocaleString("en-US");
@@ -124,4 +129,33 @@ export async function patchJSON(url, data) {
     headers: { "Content-Type": "application/json", Accept: "application/json" },
     body: JSON.stringify(data),
   });
+}
+
+/** The element with this id. */
+export const $ = (id) => document.getElementById(id);
+
+/** Set a node's text only when it changed (live updates touch the DOM only for real changes). */
+export function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+/** fn, batched: any number of calls before the next animation frame run it once, in that frame. */
+export function frameBatched(fn) {
+  let raf = 0;
+  return () => {
+    if (!raf) raf = requestAnimationFrame(() => {
+      raf = 0;
+      fn();
+    });
+  };
+}
+
+/** The classes of a run status badge (styled per status). */
+export function statusBadgeClass(status) {
+  return `badge badge-${String(status || "unknown").replace(/[^a-z]/g, "")}`;
+}
+
+/** The server refused our credentials (not signed in, or signed out). */
+export function isAuthError(e) {
+  return e.status === 401 || e.status === 403;
 }
