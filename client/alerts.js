@@ -1,6 +1,7 @@
 // Alerts of gradient pathologies, rendering only: the banner for the worst open
 // alert of the selected run, the alert timeline, per-kind mute switches and the
-// heatmap rows each alert points at. All text goes in with textContent (el()).
+// heatmap rows each alert points at. The alert state of the page lives in
+// alert-panel.js. All text goes in with textContent (el()).
 
 import { el, fmtInt, fmtNum } from "./util.js";
 
@@ -197,7 +198,7 @@ function paramsText(params) {
 /**
  * rules: {kind: {muted, params}} or null when unknown; busy: Set of kinds in flight.
  */
-export function renderRules(list, note, rules, busy, available, onToggle) {
+export function renderRules(list, rules, busy, available, onToggle) {
   const items = ALERT_KINDS.map((kind) => {
     const rule = rules && rules[kind];
     const muted = !!(rule && rule.muted);
@@ -218,7 +219,6 @@ export function renderRules(list, note, rules, busy, available, onToggle) {
     return el("li", {}, btn);
   });
   list.replaceChildren(...items);
-  void note;
 }
 
 // ------------------------------------------------------------------ run list badge

@@ -198,4 +198,3 @@ export class Charts {
     };
   }
 }
-export { RATIO_RULE } from "./chart-ratio.js"; // app.js imports it from here
