@@ -222,7 +222,9 @@ class OptimizerHook:
             for v, b, i in zip(variables, before, positions):
                 if i is not None:
                     delta = tf.norm(tf.cast(tf.convert_to_tensor(v) - b, tf.float32))
-                    ratios[i] = delta / tf.maximum(tf.norm(tf.cast(b, tf.float32)), 1e-12)
+                    size = tf.norm(tf.cast(b, tf.float32))
+                    # Undefined for an all-zero weight (a bias at its initial zeros): NaN, not 1e11.
+                    ratios[i] = tf.where(size > 0, delta / tf.maximum(size, 1e-30), np.nan)
             return tf.stack([tf.constant(r, tf.float32) if isinstance(r, float) else r for r in ratios])
 
         ratios = tf.case([(skip, skipped), (measure, measured)], default=plain, exclusive=False)

@@ -318,3 +318,23 @@ def test_unreachable_server_never_hurts_training() -> None:
 def test_bad_arguments_name_the_value(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
         GradientMonitor(**kwargs)
+
+
+def test_update_to_weight_ratio_matches_sgd(server: Any) -> None:
+    """With plain SGD, ‖Δw‖/‖w‖ of the first step is lr·‖g‖/‖w₀‖ (NaN for the zero-initialised biases)."""
+    x, y = data()
+    model = compiled(sequential, keras.optimizers.SGD(0.05))
+    initial = {v.path: float(np.linalg.norm(v.numpy())) for v in model.trainable_variables}
+    mon = monitor_for(server, update_ratio_every=5)
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False, callbacks=[mon])
+    api = Api(server)
+    m = api.get(f"/api/runs/{api.only_run()['id']}/metrics")
+    for name, series in m["update_ratio"].items():
+        first = decode_float(series[0]) if series[0] is not None else math.nan
+        if initial[name] == 0:
+            assert math.isnan(first), name
+        else:
+            expected = 0.05 * decode_float(m["grad_norm"][name][0]) / initial[name]
+            assert first == pytest.approx(expected, rel=1e-4), name
+        measured = [i for i, v in enumerate(series) if v is not None and not math.isnan(decode_float(v))]
+        assert all(i % 5 == 0 for i in measured), name
