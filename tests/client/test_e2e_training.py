@@ -101,6 +101,10 @@ def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: An
         assert all(abs(t - 0.25) < 1e-6 for s, t in by_step.items() if s >= applied)
         assert not page.gradwatch_problems, page.gradwatch_problems
 
+        # Charts below the fold are only redrawn when visible: show the whole page first.
+        height = page.evaluate("document.documentElement.scrollHeight")
+        page.set_viewport_size({"width": 1400, "height": height})
+        page.wait_for_timeout(1500)
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
 
