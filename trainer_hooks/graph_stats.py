@@ -173,7 +173,7 @@ class GradientStats:
 
     def read(self) -> np.ndarray:
         """The whole ring buffer (``ring`` × ``layout.width``), one host transfer."""
-        return self.buffer.numpy()
+        return self.buffer.value().numpy()  # value(): one op; numpy() would add a copy op
 
     # ------------------------------------------------------------------ graph side
 
@@ -203,11 +203,19 @@ class GradientStats:
         loss_bad = tf.logical_not(tf.math.is_finite(loss)) if known_loss else tf.constant(False)
         healthy = tf.math.is_finite(gnorm) & ~loss_bad
         zeros = tf.zeros_like(norms)
-        nan_c, inf_c = tf.cond(
-            healthy,
-            lambda: (zeros, zeros),
-            lambda: (_count(grads, tf.math.is_nan), _count(grads, tf.math.is_inf)),
-        )
+        unknown = (tf.constant(0.0), tf.constant(0.0), tf.constant(-1.0))
+
+        def calm() -> tuple[tf.Tensor, ...]:
+            return zeros, zeros, tf.constant(0.0), *unknown
+
+        def troubled() -> tuple[tf.Tensor, ...]:
+            # Only after a non-finite step (or while the weights may still be poisoned).
+            found = tf.cond(healthy, lambda: unknown, origin) if origin is not None else unknown
+            counts = (_count(grads, tf.math.is_nan), _count(grads, tf.math.is_inf), self._count_weight_nonfinite())
+            return *counts, *found
+
+        # One branch point for everything healthy steps skip: cheaper than a tf.cond each.
+        nan_c, inf_c, w_bad, *origin_stats = tf.cond(healthy & ~self.weights_suspect, calm, troubled)
 
         mode = self.clip_mode.read_value()
         t = self.clip_threshold.read_value()
@@ -221,9 +229,6 @@ class GradientStats:
         scale = tf.where(gnorm > 0, post_norm / tf.maximum(gnorm, 1e-30), 1.0)
         was_clipped = tf.cast((t > 0) & ((scale < 1.0) | (frac > 0)), tf.float32)
 
-        w_bad = tf.cond(~healthy | self.weights_suspect, self._count_weight_nonfinite, lambda: tf.constant(0.0))
-        unknown = (tf.constant(0.0), tf.constant(0.0), tf.constant(-1.0))
-        origin_stats = tf.cond(healthy, lambda: unknown, origin) if origin is not None else unknown
         self.weights_suspect.assign(~healthy | (w_bad > 0))
 
         scalars = tf.stack(

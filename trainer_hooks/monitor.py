@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from .watch import Watch
 
 
+#: Statistics rows the graph keeps for the host (it reads every ``STATS_RING // 2`` steps at most).
+STATS_RING = 16
+
+
 def find_batchnorm_layers(model: Any) -> list[Any]:
     """Every BatchNormalization layer in ``model``, nested ones included, in model order."""
     layers = model._flatten_layers(include_self=False, recursive=True)
@@ -167,7 +171,8 @@ class GradientMonitor(keras.callbacks.Callback):
             # Clip settings and commands would have to reach every worker at the same
             # step; until they do, monitoring such a run would make workers diverge.
             raise NotImplementedError("MultiWorkerMirroredStrategy with several workers is not supported yet")
-        ring = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
+        # Rows kept between host reads: at least one execution's worth of steps.
+        ring = max(int(getattr(model, "steps_per_execution", 1) or 1), STATS_RING)
         self._hook = hook = self.new_hook(model, model.optimizer, ring)
         hook.install()
         if model.built and model.trainable_variables and all(layer.built for layer in model._flatten_layers()):

@@ -28,10 +28,12 @@ from gradwatch.protocol import (
     TrainerHello,
 )
 
-from .control import RunControl
-from .graph_stats import GradientStats
+from .control import RunControl, RunState
+from .graph_stats import SCALARS, GradientStats
 from .probe import Prober
 from .transport import Transport
+
+_GLOBAL_NORM, _LOSS_NONFINITE = SCALARS.index("global_norm"), SCALARS.index("loss_nonfinite")
 
 
 def trainer_ws_url(server: str) -> str:
@@ -105,14 +107,19 @@ class RunSession:
         )
         self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control, on_lr=set_lr)
         self._last_reported = -1
-        self._last_time = time.time()
+        self._last_time = time.monotonic()
         self._last_step_done = -1
+        self._last_read, self._last_read_step, self._epoch = 0.0, -1, 0
 
     def start(self) -> None:
         self.stats.set_clip(*self.clip)
         self.transport.start()
 
     # ------------------------------------------------------------------ training thread
+
+    #: Read the statistics buffer at most this often (seconds) when training is fast; the
+    #: ring holds the rows in between. Each read is one host transfer plus Python work.
+    READ_INTERVAL = 0.02
 
     def after_steps(
         self, next_step: int, epoch: int, fallback_loss: float | None = None, rows: np.ndarray | None = None
@@ -122,42 +129,53 @@ class RunSession:
         ``rows`` is the statistics buffer when the caller already has it on the host.
         """
         last = next_step - 1
-        if last // self.every * self.every > self._last_reported:  # a reportable step is due
-            now = time.time()
-            rows = self.stats.read() if rows is None else rows
-            new = sorted(
-                (int(r[0]), r) for r in rows if int(r[0]) > self._last_reported and int(r[0]) % self.every == 0
-            )
-            if new:
-                sps = (
-                    (last - self._last_step_done) / max(now - self._last_time, 1e-9)
-                    if self._last_step_done >= 0
-                    else None
-                )
-                for step, row in new:
-                    self.transport.put_record(step, (row.copy(), epoch, now, sps, fallback_loss), row.nbytes)
-                    self._maybe_send_origin(step, row)
-                self._last_reported = new[-1][0]
-                self._last_time, self._last_step_done = now, last
+        self._epoch = epoch
+        self._report(last, fallback_loss, rows, force=False)
         if self.prober is not None and last // self.probe_every > self._last_probe_block:
             self._last_probe_block = last // self.probe_every
             dead, gap = self.prober.run()
             self.transport.put_control(Probe(type="probe", step=last, dead_relu=dead, bn_gap=gap))
+        self.control.apply_pending(next_step)
+        if self.control.state is RunState.PAUSED:
+            self._report(last, fallback_loss, None, force=True)  # the page shows where it stopped
         self.control.wait_while_paused(next_step)
         return self.control.stop_requested
 
     def finish(self, step: int) -> None:
+        self._report(step, None, None, force=True)
         self.control.finish()
         self.transport.put_control(Status(type="status", state="finished", step=max(step, 0)))
         self.transport.close(self.flush_timeout)
 
+    def _report(self, last: int, fallback_loss: float | None, rows: np.ndarray | None, force: bool) -> None:
+        """Queue every reportable step up to ``last`` not queued yet, reading the buffer when due."""
+        if last // self.every * self.every <= self._last_reported:
+            return  # no reportable step since the last report
+        now = time.monotonic()
+        # Ring of R rows: reading every R // 2 steps loses none, and reading every
+        # step of a fast run would cost more than the statistics themselves.
+        due = last - self._last_read_step >= self.stats.ring // 2 or now - self._last_read >= self.READ_INTERVAL
+        if not (due or force or rows is not None):
+            return
+        self._last_read_step, self._last_read = last, now
+        rows = self.stats.read() if rows is None else rows
+        new = sorted((int(r[0]), r) for r in rows if int(r[0]) > self._last_reported and int(r[0]) % self.every == 0)
+        if not new:
+            return
+        wall = time.time()
+        sps = (last - self._last_step_done) / max(now - self._last_time, 1e-9) if self._last_step_done >= 0 else None
+        for step, row in new:
+            self.transport.put_record(step, (row.copy(), self._epoch, wall, sps, fallback_loss), row.nbytes)
+            if not math.isfinite(row[_GLOBAL_NORM]) or row[_LOSS_NONFINITE]:
+                self._send_origin(step, row)
+        self._last_reported = new[-1][0]
+        self._last_time, self._last_step_done = now, last
+
     #: At most this many nonfinite_origin messages per run: the first ones are what matters.
     MAX_ORIGINS = 10
 
-    def _maybe_send_origin(self, step: int, row: np.ndarray) -> None:
+    def _send_origin(self, step: int, row: np.ndarray) -> None:
         u = self.stats.layout.unpack(row)
-        if not (u["grad_nan"].any() or u["grad_inf"].any() or u["loss_nonfinite"]):
-            return
         layer_index = int(u["origin_layer"])
         if u["origin_features"] > 0:
             origin = ("features", None, f"{int(u['origin_features'])} non-finite values in this batch's input features")

@@ -55,6 +55,10 @@ MAX_BATCH = 64
 #: Seconds of already-sent records re-sent after a reconnect (covers the server's
 #: batched-writer flush interval, 0.2 s by default, plus what sat in socket buffers).
 RESEND_WINDOW = 2.0
+#: Records wait at most this long for company before they are sent: one frame per
+#: ~LINGER instead of one per step spares both processes (and the 2 cores they may
+#: share with training) most of the per-frame work. Commands' acks never wait.
+LINGER = 0.03
 #: First and largest wait between connection attempts (doubling in between).
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 _PERMANENT_CLOSE = {CloseCode.UNAUTHORIZED, CloseCode.PROTOCOL_MISMATCH, CloseCode.BAD_MESSAGE}
@@ -65,6 +69,7 @@ class _Item:
     step: int
     nbytes: int
     payload: Any
+    queued: float = 0.0  # time.monotonic() when it was buffered
 
 
 class PermanentError(Exception):
@@ -89,8 +94,10 @@ class Transport:
         max_buffer_bytes: int = 64 * 2**20,
         connect_timeout: float = 5.0,
         connect_fn: Callable[..., ClientConnection] = connect,
+        linger: float = LINGER,
     ) -> None:
         self.url = url
+        self.linger = linger
         self._token = token
         self._hello = hello
         self._on_command = on_command
@@ -124,7 +131,7 @@ class Transport:
         with self._cond:
             if self._failed is not None:
                 return  # monitoring is off for this run: keep nothing
-            self._records.append(_Item(step, nbytes, payload))
+            self._records.append(_Item(step, nbytes, payload, time.monotonic()))
             self._bytes += nbytes
             while self._bytes > self.max_buffer_bytes and len(self._records) > 1:
                 old = self._records.popleft()
@@ -134,7 +141,9 @@ class Transport:
                     self._gap = [old.step, old.step, 0]
                 self._gap[1] = old.step
                 self._gap[2] += 1
-            self._cond.notify()
+            # The sender only needs waking for the first record (it then lingers) or a full batch.
+            if len(self._records) == 1 or len(self._records) >= MAX_BATCH:
+                self._cond.notify()
 
     def put_control(self, message: BaseModel) -> None:
         """Queue a small message (ack, status, probe, origin) that is never dropped."""
@@ -260,6 +269,12 @@ class Transport:
     def _send_pending(self, ws: ClientConnection) -> None:
         with self._cond:
             self._cond.wait_for(lambda: self._pending() or self._stop or self._ws is None, timeout=0.5)
+            if self._records and not self._stop:
+                deadline = self._records[0].queued + self.linger
+                self._cond.wait_for(
+                    lambda: bool(self._control) or len(self._records) >= MAX_BATCH or self._stop or self._ws is None,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                )
             if self._ws is None:
                 raise ConnectionError("the receiver saw the connection close")
             control = list(self._control)
