@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -22,8 +23,14 @@ VARS = ("dense/kernel", "dense/bias", "out/kernel")
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-    """Run one async test body with a hard time bound."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    """Run one async test body with a hard time bound, on a fresh event loop.
+
+    The loop lives in its own thread: Playwright's sync API (the browser tests'
+    session fixture) keeps an event loop registered as running in the main
+    thread, where ``asyncio.run`` would refuse to start.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-loop") as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(coro, timeout)).result()
 
 
 def hello(name: str = "sim", variables: Sequence[str] = VARS, bn_layers: Sequence[str] = (),

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from gradwatch.server.store import Store
 from gradwatch.server.writer import StepWriter
-from simtrainer import hello, record
+from simtrainer import hello, record, run
 
 from gradwatch.protocol import StepRecord, TrainerHello
 
@@ -33,7 +31,7 @@ def test_unstorable_record_is_dropped_alone(tmp_path):
         return list(g.step), list(b.step)
 
     try:
-        good_steps, bad_steps = asyncio.run(asyncio.wait_for(body(), 30))
+        good_steps, bad_steps = run(body(), 30)
     finally:
         store.close()
     assert good_steps == [0, 1, 2]
