@@ -66,13 +66,15 @@ def mlp() -> tuple[keras.Model, np.ndarray, np.ndarray, int]:
         ]
     )
     rng = np.random.default_rng(0)
-    return model, rng.random((256 * 40, 784), np.float32), rng.integers(0, 10, 256 * 40), 256
+    return model, rng.random((256 * 150, 784), np.float32), rng.integers(0, 10, 256 * 150), 256
 
 
 def mobilenetv2() -> tuple[keras.Model, np.ndarray, np.ndarray, int]:
-    model = keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), classes=10)
+    model = keras.applications.MobileNetV2(
+        weights=None, input_shape=(64, 64, 3), classes=10, classifier_activation=None  # logits, as the loss expects
+    )
     rng = np.random.default_rng(0)
-    return model, rng.random((32 * 20, 64, 64, 3), np.float32), rng.integers(0, 10, 32 * 20), 32
+    return model, rng.random((32 * 40, 64, 64, 3), np.float32), rng.integers(0, 10, 32 * 40), 32
 
 
 MODELS: dict[str, Callable[[], tuple[keras.Model, np.ndarray, np.ndarray, int]]] = {
