@@ -40,18 +40,25 @@ def test_hello_runs_subscribe_and_live_steps(shared_server):
         await send_steps(wb, [record(0)])  # other run: not delivered
         await send_steps(wa, [record(0), record(1, global_norm="NaN")])
         steps = await recv_until(b, "steps")
+        # Switch away from run a. The server handles one connection's messages in
+        # order, so the reply to the second subscription proves both are in effect
+        # (a bare unsubscribe has no reply to wait for).
         await b.send(dumps({"type": "subscribe", "run_id": None}))
-        await send_steps(wa, [record(2)])
-        await wb.send(dumps({"type": "gap", "from_step": 1, "to_step": 4, "dropped": 4}))
+        await b.send(dumps({"type": "subscribe", "run_id": run_b}))
+        while (await recv_until(b, "run"))["run"]["id"] != run_b:
+            pass
+        after: list[dict] = []
+        await send_steps(wa, [record(2)])  # the run left behind: not delivered
+        await wa.send(dumps({"type": "gap", "from_step": 3, "to_step": 4, "dropped": 2}))
+        await send_steps(wb, [record(1)])  # the run now watched: delivered
         with contextlib.suppress(TimeoutError):
-            while True:  # after unsubscribing only run-list messages (and alerts, which go to all) may arrive
-                msg = await recv_json(b, timeout=0.5)
-                assert msg["type"] in ("run", "alert"), msg
+            while True:
+                after.append(await recv_json(b, timeout=0.5))
         for ws in (b, wa, wb):
             await ws.close()
-        return run_a, run_b, first, runs, created, subscribed, steps
+        return run_a, run_b, first, runs, created, subscribed, steps, after
 
-    run_a, run_b, first, runs, created, subscribed, steps = run(body())
+    run_a, run_b, first, runs, created, subscribed, steps, after = run(body())
     assert first == {"type": "hello", "protocol": 1}
     assert runs["type"] == "runs" and run_a in [r["id"] for r in runs["runs"]]
     assert created["run"]["id"] == run_b and created["run"]["status"] == "running"
@@ -60,6 +67,9 @@ def test_hello_runs_subscribe_and_live_steps(shared_server):
     assert [r["step"] for r in steps["records"]] == [0, 1]
     assert steps["records"][1]["global_norm"] == "NaN"
     assert len(steps["records"][0]["grad_norm"]) == 3
+    # After the switch: nothing of run a, run b's step arrives (run-list updates and alerts go to all).
+    data = [m for m in after if m["type"] not in ("run", "alert")]
+    assert [(m["type"], m["run_id"], [r["step"] for r in m["records"]]) for m in data] == [("steps", run_b, [1])]
 
 
 def test_gap_reaches_subscribed_browser(shared_server):
