@@ -109,38 +109,18 @@ export class RunStore {
       wnf: Number(r.weight_nonfinite || 0), lnf: r.loss_nonfinite ? 1 : 0, skipped: !!r.skipped,
     };
     const ur = Array.isArray(r.update_ratio) ? r.update_ratio : null;
-    for (let v = 0; v < this.V; v++) {
-      const x = ur && v < ur.length ? num(ur[v]) : null;
-      if (x !== null) this.urSeen = true;
-      this.ur[v].push(x);
-    }
     const gn = r.grad_norm || [];
     const nan = r.grad_nan || [];
     const inf = r.grad_inf || [];
-    let total = 0;
-    let changed = false;
-    for (let v = 0; v < this.V; v++) {
-      this.gn[v].push(v < gn.length ? num(gn[v]) : null);
-      const k = (Number(nan[v]) || 0) + (Number(inf[v]) || 0);
-      this.nf[v].push(k);
-      if (k > 0) {
-        this.nfByVar[v] += k;
-        this.nfSteps[v] += 1;
-        this.nfLast[v] = step;
-        changed = true;
-      }
-      total += k;
-    }
     const bn = r.bn || [];
-    for (let l = 0; l < this.L; l++) {
-      const row = bn[l] || [];
-      this.bnMean[l].push(row.length > BN_MEAN ? num(row[BN_MEAN]) : null);
-      this.bnVar[l].push(row.length > BN_VAR ? num(row[BN_VAR]) : null);
-    }
-    this.c.nfTotal.push(total);
-    if (changed) this.nfVersion += 1;
-    this._noteNonfinite(step, total, f);
-    this._pushCommon(step, f);
+    const bnAt = (l, k) => (bn[l] && bn[l].length > k ? num(bn[l][k]) : null);
+    this._pushPoint(step, f, {
+      ur: (v) => (ur && v < ur.length ? num(ur[v]) : null),
+      gn: (v) => (v < gn.length ? num(gn[v]) : null),
+      nf: (v) => (Number(nan[v]) || 0) + (Number(inf[v]) || 0),
+      bnMean: (l) => bnAt(l, BN_MEAN),
+      bnVar: (l) => bnAt(l, BN_VAR),
+    });
     this._trim();
     return true;
   }
@@ -162,6 +142,7 @@ export class RunStore {
     const nfCols = this.variables.map((name) => (m.nonfinite && m.nonfinite[name]) || null);
     const bnCols = this.bnLayers.map((name) => (m.bn && m.bn[name]) || null);
     const urCols = this.variables.map((name) => (m.update_ratio && m.update_ratio[name]) || null);
+    const at = (a, j) => (a && j < a.length ? num(a[j]) : null);
     let kept = 0;
     for (let i = 0; i < steps.length; i++) {
       const step = Number(steps[i]);
@@ -178,43 +159,51 @@ export class RunStore {
         sps: num(col("steps_per_sec", i)), wnf: Number(num(col("weight_nonfinite", i)) || 0),
         lnf: num(col("loss_nonfinite", i)) ? 1 : 0, skipped: !!num(col("skipped", i)),
       };
-      for (let v = 0; v < this.V; v++) {
-        const u = urCols[v];
-        const x = u && i < u.length ? num(u[i]) : null;
-        if (x !== null) this.urSeen = true;
-        this.ur[v].push(x);
-      }
-      let total = 0;
-      let changed = false;
-      for (let v = 0; v < this.V; v++) {
-        const g = gnCols[v];
-        this.gn[v].push(g && i < g.length ? num(g[i]) : null);
-        const n = nfCols[v];
-        const k = n && i < n.length ? Number(num(n[i])) || 0 : 0;
-        this.nf[v].push(k);
-        if (k > 0) {
-          this.nfByVar[v] += k;
-          this.nfSteps[v] += 1;
-          this.nfLast[v] = step;
-          changed = true;
-        }
-        total += k;
-      }
-      for (let l = 0; l < this.L; l++) {
-        const b = bnCols[l];
-        this.bnMean[l].push(b && b.moving_mean && i < b.moving_mean.length ? num(b.moving_mean[i]) : null);
-        this.bnVar[l].push(b && b.moving_variance && i < b.moving_variance.length ? num(b.moving_variance[i]) : null);
-      }
-      this.c.nfTotal.push(total);
-      if (changed) this.nfVersion += 1;
-      this._noteNonfinite(step, total, f);
-      this._pushCommon(step, f);
+      this._pushPoint(step, f, {
+        ur: (v) => at(urCols[v], i),
+        gn: (v) => at(gnCols[v], i),
+        nf: (v) => Number(at(nfCols[v], i)) || 0,
+        bnMean: (l) => at(bnCols[l] && bnCols[l].moving_mean, i),
+        bnVar: (l) => at(bnCols[l] && bnCols[l].moving_variance, i),
+      });
       kept += 1;
     }
     if (Array.isArray(m.gaps)) this.mergeGaps(m.gaps);
     if (m.probe && Array.isArray(m.probe.step)) this.addProbeColumns(m.probe);
     this._trim();
     return kept;
+  }
+
+  /**
+   * Append one step: the scalars `f`, and per variable / BN layer the values
+   * `get` reads (a live record and a REST column share this one path).
+   */
+  _pushPoint(step, f, get) {
+    let total = 0;
+    let changed = false;
+    for (let v = 0; v < this.V; v++) {
+      const x = get.ur(v);
+      if (x !== null) this.urSeen = true;
+      this.ur[v].push(x);
+      this.gn[v].push(get.gn(v));
+      const k = get.nf(v);
+      this.nf[v].push(k);
+      if (k > 0) {
+        this.nfByVar[v] += k;
+        this.nfSteps[v] += 1;
+        this.nfLast[v] = step;
+        changed = true;
+      }
+      total += k;
+    }
+    for (let l = 0; l < this.L; l++) {
+      this.bnMean[l].push(get.bnMean(l));
+      this.bnVar[l].push(get.bnVar(l));
+    }
+    this.c.nfTotal.push(total);
+    if (changed) this.nfVersion += 1;
+    this._noteNonfinite(step, total, f);
+    this._pushCommon(step, f);
   }
 
   mergeGaps(gaps) {
