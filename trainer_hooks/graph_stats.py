@@ -1,8 +1,8 @@
-"""In-graph gradient statistics and live-controlled clipping.
+"""In-graph gradient statistics, around the live-controlled clipping of ``clipping.py``.
 
 ``GradientStats.process`` runs inside the compiled train step on the gradients
-the optimizer is about to apply. It clips them under a threshold held in a
-``tf.Variable`` (so a change applies on the next step without retracing) and
+the optimizer is about to apply. It clips them under a mode and threshold held
+in ``tf.Variable``s (so a change applies on the next step without retracing) and
 writes every statistic of the step into one row of a small ``tf.Variable``
 ring buffer. The host reads that buffer once per reported step: one transfer.
 
@@ -28,9 +28,7 @@ import tensorflow as tf
 from gradwatch.protocol import BN_FIELDS, CLIP_MODES
 
 from .bn_stats import BatchNormStats
-
-CLIP_MODE_IDS = {name: i for i, name in enumerate(CLIP_MODES)}
-_GLOBAL, _NORM, _VALUE = (CLIP_MODE_IDS[m] for m in ("global_norm", "norm", "value"))
+from .clipping import CLIP_MODE_IDS, VALUE, clip_gradients, count, sq_norms
 
 #: Scalars at the start of every buffer row, in this order.
 SCALARS: tuple[str, ...] = (
@@ -80,30 +78,6 @@ class Layout:
         return out
 
 
-def _values(g: Any) -> tf.Tensor:
-    """The dense values of a gradient (IndexedSlices carry theirs in ``.values``)."""
-    return g.values if isinstance(g, tf.IndexedSlices) else g
-
-
-def _scale(g: Any, s: tf.Tensor) -> Any:
-    if g is None:
-        return None
-    if isinstance(g, tf.IndexedSlices):
-        return tf.IndexedSlices(g.values * tf.cast(s, g.values.dtype), g.indices, g.dense_shape)
-    return g * tf.cast(s, g.dtype)
-
-
-def _clip_value(g: Any, t: tf.Tensor) -> Any:
-    if g is None:
-        return None
-    if isinstance(g, tf.IndexedSlices):
-        v = g.values
-        return tf.IndexedSlices(
-            tf.clip_by_value(v, -tf.cast(t, v.dtype), tf.cast(t, v.dtype)), g.indices, g.dense_shape
-        )
-    return tf.clip_by_value(g, -tf.cast(t, g.dtype), tf.cast(t, g.dtype))
-
-
 def _variable(initial: Any, dtype: Any, name: str) -> tf.Variable:
     """A monitor variable; under a distribution strategy every replica holds the first replica's value."""
     return tf.Variable(
@@ -114,16 +88,6 @@ def _variable(initial: Any, dtype: Any, name: str) -> tf.Variable:
         synchronization=tf.VariableSynchronization.ON_WRITE,
         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
     )
-
-
-def _sq_norms(grads: Sequence[Any]) -> tf.Tensor:
-    zero = tf.constant(0.0, tf.float32)
-    return tf.stack([zero if g is None else 2.0 * tf.nn.l2_loss(tf.cast(_values(g), tf.float32)) for g in grads])
-
-
-def _count(grads: Sequence[Any], pred: Any) -> tf.Tensor:
-    zero = tf.constant(0.0, tf.float32)
-    return tf.stack([zero if g is None else tf.reduce_sum(tf.cast(pred(_values(g)), tf.float32)) for g in grads])
 
 
 class GradientStats:
@@ -194,7 +158,7 @@ class GradientStats:
         self.traces += 1
         step = self.step.read_value()
         grads = list(grads)
-        sq = _sq_norms(grads)
+        sq = sq_norms(grads)
         norms = tf.sqrt(sq)
         gnorm = tf.sqrt(tf.reduce_sum(sq))
         known_loss = loss is not None
@@ -211,7 +175,7 @@ class GradientStats:
         def troubled() -> tuple[tf.Tensor, ...]:
             # Only after a non-finite step (or while the weights may still be poisoned).
             found = tf.cond(healthy, lambda: unknown, origin) if origin is not None else unknown
-            counts = (_count(grads, tf.math.is_nan), _count(grads, tf.math.is_inf), self._count_weight_nonfinite())
+            counts = (count(grads, tf.math.is_nan), count(grads, tf.math.is_inf), self._count_weight_nonfinite())
             return *counts, *found
 
         # One branch point for everything healthy steps skip: cheaper than a tf.cond each.
@@ -221,7 +185,7 @@ class GradientStats:
         t = self.clip_threshold.read_value()
         # tf.cond cannot carry None: clip the present gradients, then put the gaps back.
         present = [i for i, g in enumerate(grads) if g is not None]
-        clipped, post_sq, frac = self._clip([grads[i] for i in present], present, sq, norms, gnorm, mode, t)
+        clipped, post_sq, frac = clip_gradients([grads[i] for i in present], present, sq, norms, gnorm, mode, t)
         clipped_grads: list[Any] = [None] * len(grads)
         for i, g in zip(present, clipped):
             clipped_grads[i] = g
@@ -241,7 +205,7 @@ class GradientStats:
                 t,
                 scale,
                 was_clipped,
-                tf.where(mode == _VALUE, frac, tf.constant(np.nan, tf.float32)),
+                tf.where(mode == VALUE, frac, tf.constant(np.nan, tf.float32)),
                 w_bad,
                 tf.cast(loss_bad, tf.float32),
                 tf.constant(0.0),  # skipped: written by record_update
@@ -275,46 +239,5 @@ class GradientStats:
         # variable is mirrored, and only plain assignment is defined there.
         self.buffer.assign(tf.tensor_scatter_nd_update(self.buffer.read_value(), index, values))
 
-    def _clip(
-        self,
-        grads: list[Any],
-        present: list[int],
-        sq: tf.Tensor,
-        norms: tf.Tensor,
-        gnorm: tf.Tensor,
-        mode: tf.Tensor,
-        t: tf.Tensor,
-    ) -> tuple[list[Any], tf.Tensor, tf.Tensor]:
-        """Clip the present (non-None) ``grads``; ``sq``/``norms`` cover all variables."""
-
-        def by_value() -> tuple[list[Any], tf.Tensor, tf.Tensor]:
-            out = [_clip_value(g, t) for g in grads]
-            over = tf.reduce_sum(_count(grads, lambda v: tf.abs(v) > tf.cast(t, v.dtype)))
-            size = tf.add_n([tf.size(_values(g), out_type=tf.float32) for g in grads]) if grads else 1.0
-            post = tf.tensor_scatter_nd_update(sq, [[i] for i in present], _sq_norms(out)) if present else sq
-            return out, post, over / tf.maximum(size, 1.0)
-
-        def by_scale() -> tuple[list[Any], tf.Tensor, tf.Tensor]:
-            per_var = tf.minimum(1.0, t / tf.maximum(norms, 1e-30))
-            global_s = tf.minimum(1.0, t / tf.maximum(gnorm, 1e-30))
-            s = tf.where(mode == _GLOBAL, tf.fill(tf.shape(norms), global_s), per_var)
-            # Scaling every gradient costs a pass over them: only pay it when a scale bites.
-            s_present = [s[i] for i in present]
-            out = tf.cond(
-                tf.reduce_any(s < 1.0),
-                lambda: [_scale(g, si) for g, si in zip(grads, s_present)],
-                lambda: [tf.identity(g) for g in grads],
-            )
-            return out, sq * tf.square(s), tf.constant(0.0)
-
-        def no_clip() -> tuple[list[Any], tf.Tensor, tf.Tensor]:
-            return [tf.identity(g) for g in grads], sq, tf.constant(0.0)
-
-        return tf.case(
-            [(t <= 0, no_clip), (mode == _VALUE, by_value)],
-            default=by_scale,
-            exclusive=False,
-        )
-
     def _count_weight_nonfinite(self) -> tf.Tensor:
-        return tf.reduce_sum(_count(self.variables, lambda v: ~tf.math.is_finite(v)))
+        return tf.reduce_sum(count(self.variables, lambda v: ~tf.math.is_finite(v)))
