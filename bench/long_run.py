@@ -5,7 +5,7 @@
 The run is written through the server's own ``Store`` (``create_run`` + ``insert_steps``,
 the batched writer's call; 1,000 steps a transaction). Then a real ``gradwatch serve``
 opens that database and we time (1) the dashboard's first ``GET /api/runs/{id}/metrics?
-max_points=2000`` (what the page asks for; the first request of a fresh server process,
+max_points=2000&omit_empty=true`` (what the page asks for; the first request of a fresh server process,
 then the median of 3 more), and (2) with Playwright driving Chromium (the launch flags of
 tests/client/conftest.py), navigation to ``/#run=ID`` until ``window.gradwatch.steps > 0``
 (the charts hold data). Also reported: database bytes per variable-sample.
@@ -28,6 +28,8 @@ from bench._server import BenchServer
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+#: The page's first metrics request (client/run-sync.js).
+PAGE_QUERY = {"max_points": 2000, "omit_empty": "true"}
 
 
 def generate(db: Path, steps: int, n_vars: int) -> tuple[int, float]:
@@ -91,8 +93,7 @@ def measure(steps: int, n_vars: int) -> dict[str, Any]:
         size = 0
         for _ in range(4):
             t0 = time.perf_counter()
-            r = httpx.get(f"{server.url}/api/runs/{run_id}/metrics", params={"max_points": 2000}, headers=headers,
-                          timeout=120)
+            r = httpx.get(f"{server.url}/api/runs/{run_id}/metrics", params=PAGE_QUERY, headers=headers, timeout=120)
             times.append(time.perf_counter() - t0)
             r.raise_for_status()
             size = len(r.content)

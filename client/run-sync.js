@@ -114,7 +114,8 @@ export async function syncRun() {
     const detail = await getJSON(`/api/runs/${id}`);
     if (seq !== state.syncSeq || selectSeq !== state.selectSeq) return;
     const since = state.store && state.store.lastStep !== null ? state.store.lastStep + 1 : null;
-    let url = `/api/runs/${id}/metrics?max_points=${METRICS_MAX_POINTS}`;
+    // omit_empty: all-zero NaN/Inf counts and unmeasured update ratios stay off the wire (absent = 0 / null).
+    let url = `/api/runs/${id}/metrics?max_points=${METRICS_MAX_POINTS}&omit_empty=true`;
     if (since !== null) url += `&since_step=${since}`;
     const [metrics, commands, alerts, rules] = await Promise.all([
       getJSON(url), getJSON(`/api/runs/${id}/commands`), optionalJSON(`/api/runs/${id}/alerts`),

@@ -122,8 +122,10 @@ def create_app(config: ServerConfig) -> FastAPI:
         since_step: Annotated[int | None, Query(ge=0, le=MAX_DB_INT, description="first step, inclusive")] = None,
         until_step: Annotated[int | None, Query(ge=0, le=MAX_DB_INT, description="last step, inclusive")] = None,
         max_points: Annotated[int | None, Query(ge=2, le=1_000_000, description="min/max-downsample above")] = None,
+        omit_empty: Annotated[bool, Query(description="leave out all-zero `nonfinite` and never-measured "
+                                                       "`update_ratio` series")] = False,
     ) -> Response:
-        body = await gw.metrics(run_id, since_step, until_step, max_points)
+        body = await gw.metrics(run_id, since_step, until_step, max_points, omit_empty)
         return Response(body, media_type="application/json")
 
     @app.post("/api/runs/{run_id}/commands", status_code=202, response_model=CommandAccepted, tags=["api"],

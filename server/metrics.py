@@ -58,8 +58,13 @@ def probe_series(run: RunRow, probes: list[Probe]) -> dict[str, Any]:
 
 
 def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points: int | None,
-                  probes: list[Probe] | None = None) -> str:
-    """The metrics body as JSON text (NaN/Inf spelt the wire way)."""
+                  probes: list[Probe] | None = None, *, omit_empty: bool = False) -> str:
+    """The metrics body as JSON text (NaN/Inf spelt the wire way).
+
+    ``omit_empty`` leaves out the ``nonfinite`` series of variables whose counts are all
+    zero and ``update_ratio`` when no returned step measured it: in a healthy run they
+    are half of a large response (the page asks for this; absent means zero / null).
+    """
     n = len(data)
     starts = bucket_starts(n, max_points) if max_points is not None else None
     body: dict[str, Any] = {"run_id": run.id}
@@ -97,9 +102,10 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
     body["grad_norm"] = dict(zip(run.variables, _columns(g, gm), strict=True))
     if data.nonfinite.any():
         nf = i(data.nonfinite)
-        body["nonfinite"] = dict(zip(run.variables, nf.T.tolist(), strict=True))
+        keep = nf.any(axis=0) if omit_empty else np.ones(len(run.variables), dtype=bool)
+        body["nonfinite"] = {v: col.tolist() for v, col, k in zip(run.variables, nf.T, keep, strict=True) if k}
     else:  # the usual case: all zero
-        body["nonfinite"] = {v: [0] * len(idx) for v in run.variables}
+        body["nonfinite"] = {} if omit_empty else {v: [0] * len(idx) for v in run.variables}
     bn: dict[str, dict[str, list[Any]]] = {}
     if run.bn_layers:
         width = len(BN_FIELDS)
@@ -110,7 +116,7 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
             bn[layer] = {BN_KEYS[k]: cols[li * width + k] for k in range(width)}
     body["bn"] = bn
     if data.update_ratio_missing.all():  # nothing measured: skip downsampling an all-missing matrix
-        body["update_ratio"] = {v: [None] * len(idx) for v in run.variables}
+        body["update_ratio"] = {} if omit_empty else {v: [None] * len(idx) for v in run.variables}
     else:
         u, um = f(data.update_ratio, data.update_ratio_missing)
         body["update_ratio"] = dict(zip(run.variables, _columns(u, um), strict=True))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field, replace
 
@@ -138,13 +139,14 @@ class Gradwatch:
         counts = await self.alerting.counts()
         return run_detail(run, gaps, counts.get(run_id)).model_dump_json()
 
-    async def metrics(self, run_id: int, since: int | None, until: int | None, max_points: int | None) -> str:
+    async def metrics(self, run_id: int, since: int | None, until: int | None, max_points: int | None,
+                      omit_empty: bool = False) -> str:
         run = await self.get_run(run_id)
         data = await self.store.call(self.store.read_steps, run, since, until)
         gaps = await self.store.call(self.store.list_gaps, run_id)
         probes = await self.store.call(self.store.read_probes, run_id, since, until)
-        return await asyncio.get_running_loop().run_in_executor(None, build_metrics, run, data, gaps, max_points,
-                                                                probes)
+        build = functools.partial(build_metrics, run, data, gaps, max_points, probes, omit_empty=omit_empty)
+        return await asyncio.get_running_loop().run_in_executor(None, build)
 
     async def list_commands(self, run_id: int) -> list[CommandRow]:
         await self.get_run(run_id)

@@ -67,6 +67,40 @@ def test_steps_are_stored_and_read_back(gradwatch_server):
     assert bn["moving_variance_delta"][11] is None  # that step carried no BN rows
 
 
+@pytest.mark.parametrize("max_points", [None, 4])
+def test_omit_empty_leaves_out_only_empty_series(gradwatch_server, max_points):
+    srv = gradwatch_server()
+
+    async def body():
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token)
+        healthy, healthy_id = await start_trainer(srv.trainer_url, srv.token, hello("healthy"))
+        records = [record(i) for i in range(20)]
+        records[6] = record(6, grad_nan=[0, 2, 0])
+        await send_steps(ws, records)
+        await send_steps(healthy, [record(i, update_ratio=[1e-3, "NaN", 2e-3]) if i == 3 else record(i)
+                                   for i in range(20)])
+        params = {} if max_points is None else {"max_points": max_points}
+        out = {}
+        for rid in (run_id, healthy_id):
+            out[rid] = (get(srv, f"/api/runs/{rid}/metrics", **params).json(),
+                        get(srv, f"/api/runs/{rid}/metrics", omit_empty="true", **params).json())
+        await ws.close()
+        await healthy.close()
+        return run_id, healthy_id, out
+
+    run_id, healthy_id, out = run(body())
+    full, sparse = out[run_id]
+    assert set(full["nonfinite"]) == set(full["update_ratio"]) == {"dense/kernel", "dense/bias", "out/kernel"}
+    assert sparse["nonfinite"] == {"dense/bias": full["nonfinite"]["dense/bias"]}  # only the variable with NaN
+    assert max(sparse["nonfinite"]["dense/bias"]) == 2
+    assert sparse["update_ratio"] == {}  # never measured in this run
+    assert {k: v for k, v in sparse.items() if k not in ("nonfinite", "update_ratio")} == \
+        {k: v for k, v in full.items() if k not in ("nonfinite", "update_ratio")}
+    full, sparse = out[healthy_id]
+    assert sparse["nonfinite"] == {}
+    assert sparse["update_ratio"] == full["update_ratio"]  # measured once: kept whole, nulls and all
+
+
 @pytest.mark.parametrize(("since", "until", "expected"), [
     (None, None, list(range(20))),
     (5, None, list(range(5, 20))),
