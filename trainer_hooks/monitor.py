@@ -48,7 +48,8 @@ class GradientMonitor(keras.callbacks.Callback):
         token: access token; ``None`` reads ``$GRADWATCH_TOKEN``, else the token
             file that ``gradwatch serve`` writes on this machine.
         run_name: shown on the dashboard; defaults to ``model@host:pid``.
-        every: report every ``every``-th step (statistics and clipping run on every step).
+        every: report every ``every``-th step, and any step whose gradients or loss are not
+            finite (statistics and clipping run on every step).
         clip_mode: ``"global_norm"``, ``"norm"`` (per variable) or ``"value"``.
         clip_threshold: initial threshold; ``None`` adopts the optimizer's
             ``global_clipnorm``/``clipnorm``/``clipvalue`` if set, else clips nothing

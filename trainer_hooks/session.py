@@ -36,6 +36,11 @@ from .transport import Transport
 _GLOBAL_NORM, _LOSS_NONFINITE = SCALARS.index("global_norm"), SCALARS.index("loss_nonfinite")
 
 
+def _nonfinite(row: np.ndarray) -> bool:
+    """Were the step's gradients or loss not finite?"""
+    return not math.isfinite(row[_GLOBAL_NORM]) or bool(row[_LOSS_NONFINITE])
+
+
 def trainer_ws_url(server: str) -> str:
     """``http://host:port`` (or ws://, https://, wss://) → the trainer websocket URL."""
     parts = urlsplit(server)
@@ -106,7 +111,7 @@ class RunSession:
             **(transport_options or {}),
         )
         self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control, on_lr=set_lr)
-        self._last_reported = -1
+        self._last_seen = -1  # the last step read from the statistics ring
         self._last_time = time.monotonic()
         self._last_step_done = -1
         self._last_read, self._last_read_step, self._epoch = 0.0, -1, 0
@@ -148,9 +153,13 @@ class RunSession:
         self.transport.close(self.flush_timeout)
 
     def _report(self, last: int, fallback_loss: float | None, rows: np.ndarray | None, force: bool) -> None:
-        """Queue every reportable step up to ``last`` not queued yet, reading the buffer when due."""
-        if last // self.every * self.every <= self._last_reported:
-            return  # no reportable step since the last report
+        """Queue every reportable step up to ``last`` not queued yet, reading the buffer when due.
+
+        Reportable: every ``every``-th step, and any step whose gradients or loss were
+        not finite whatever ``every`` is (the step a run went wrong must never be skipped).
+        """
+        if last <= self._last_seen:
+            return  # no step since the last read
         now = time.monotonic()
         # Ring of R rows: reading every R // 2 steps loses none, and reading every
         # step of a fast run would cost more than the statistics themselves.
@@ -159,16 +168,19 @@ class RunSession:
             return
         self._last_read_step, self._last_read = last, now
         rows = self.stats.read() if rows is None else rows
-        new = sorted((int(r[0]), r) for r in rows if int(r[0]) > self._last_reported and int(r[0]) % self.every == 0)
+        fresh = [(int(r[0]), r) for r in rows if int(r[0]) > self._last_seen]
+        if not fresh:
+            return
+        self._last_seen = max(step for step, _ in fresh)
+        new = sorted((step, r) for step, r in fresh if step % self.every == 0 or _nonfinite(r))
         if not new:
             return
         wall = time.time()
         sps = (last - self._last_step_done) / max(now - self._last_time, 1e-9) if self._last_step_done >= 0 else None
         for step, row in new:
             self.transport.put_record(step, (row.copy(), self._epoch, wall, sps, fallback_loss), row.nbytes)
-            if not math.isfinite(row[_GLOBAL_NORM]) or row[_LOSS_NONFINITE]:
+            if _nonfinite(row):
                 self._send_origin(step, row)
-        self._last_reported = new[-1][0]
         self._last_time, self._last_step_done = now, last
 
     #: At most this many nonfinite_origin messages per run: the first ones are what matters.

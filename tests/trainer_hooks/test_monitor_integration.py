@@ -195,6 +195,21 @@ def test_reported_norms_match_an_independent_computation(server: Any) -> None:
     assert decode_float(m["loss"][0]) == pytest.approx(float(loss), rel=1e-5)
 
 
+def test_every_n_reports_multiples_of_n_and_every_nonfinite_step(server: Any) -> None:
+    x, y = data()
+    x[3 * BATCH + 2, 1] = np.nan  # the fourth batch (step 3) is the only non-finite step ...
+    model = compiled(sequential)
+    mon = monitor_for(server, every=5, guard_nonfinite=True)  # ... because the guard skips its update
+    model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, shuffle=False, callbacks=[mon])
+    api = Api(server)
+    m = api.get(f"/api/runs/{api.only_run()['id']}/metrics")
+    steps = len(x) // BATCH * 2
+    bad = {3, 3 + len(x) // BATCH}  # the same batch in both epochs
+    assert m["step"] == sorted(set(range(0, steps, 5)) | bad)
+    assert [m["skipped"][m["step"].index(b)] for b in sorted(bad)] == [True, True]
+    assert not any(m["skipped"][i] for i, s in enumerate(m["step"]) if s not in bad)
+
+
 def test_nan_inputs_are_counted(server: Any) -> None:
     x, y = data()
     x[3 * BATCH + 2, 1] = np.nan  # poison one example of the fourth batch
