@@ -90,7 +90,8 @@ def test_stalled_browsers_slow_neither_trainers_nor_other_browsers(gradwatch_ser
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("busy", variables=names))
         other, other_id = await start_trainer(srv.trainer_url, srv.token, hello("other"))
         stalled = [await stalled_viewer() for _ in range(2)]
-        fast = await open_browser(srv.browser_url, srv.token)
+        # Takes frames off the socket as they come, even while this loop is busy sending.
+        fast = await open_browser(srv.browser_url, srv.token, max_queue=None)
         for b in (*stalled, fast):
             await b.send(dumps({"type": "subscribe", "run_id": run_id}))
         await recv_until(fast, "runs")

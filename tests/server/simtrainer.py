@@ -109,10 +109,14 @@ async def send_steps(ws: ClientConnection, records: list[dict[str, Any]]) -> Non
 
 
 async def open_browser(url: str, token: str | None, origin: str | None = None,
-                       cookie: bool = True) -> ClientConnection:
-    """Browser-like connection: token in the ``gradwatch_token`` cookie, optional Origin."""
+                       cookie: bool = True, max_queue: int | None = 16) -> ClientConnection:
+    """Browser-like connection: token in the ``gradwatch_token`` cookie, optional Origin.
+
+    ``max_queue=None`` reads every frame off the socket as soon as the loop runs,
+    however slowly the test consumes them (a browser with a fast network stack).
+    """
     hdrs = {}
     if token is not None:
         hdrs["Cookie" if cookie else "Authorization"] = f"gradwatch_token={token}" if cookie else f"Bearer {token}"
     return await connect(url, additional_headers=hdrs, origin=origin, compression=None,  # type: ignore[arg-type]
-                         open_timeout=RECV_TIMEOUT)
+                         open_timeout=RECV_TIMEOUT, max_queue=max_queue)
