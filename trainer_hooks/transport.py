@@ -42,6 +42,7 @@ from gradwatch.protocol import (
     PROTOCOL_VERSION,
     CloseCode,
     CommandMessage,
+    Status,
     TrainerHello,
     Welcome,
     dumps,
@@ -70,6 +71,7 @@ class _Item:
     nbytes: int
     payload: Any
     queued: float = 0.0  # time.monotonic() when it was buffered
+    seq: int = 0  # order of buffering, from 1
 
 
 class PermanentError(Exception):
@@ -106,7 +108,9 @@ class Transport:
         self._connect_timeout = connect_timeout
         self._connect_fn = connect_fn
         self._records: collections.deque[_Item] = collections.deque()
-        self._control: collections.deque[BaseModel] = collections.deque()
+        # (seq of the last record buffered before it, message): a status waits for those records.
+        self._control: collections.deque[tuple[int, BaseModel]] = collections.deque()
+        self._seq = 0
         self._bytes = 0
         self._gap: list[int] | None = None  # [from_step, to_step, dropped] not yet reported
         # Sent recently, kept for re-sending after a reconnect: (monotonic send time, item).
@@ -131,7 +135,8 @@ class Transport:
         with self._cond:
             if self._failed is not None:
                 return  # monitoring is off for this run: keep nothing
-            self._records.append(_Item(step, nbytes, payload, time.monotonic()))
+            self._seq += 1
+            self._records.append(_Item(step, nbytes, payload, time.monotonic(), self._seq))
             self._bytes += nbytes
             while self._bytes > self.max_buffer_bytes and len(self._records) > 1:
                 old = self._records.popleft()
@@ -146,9 +151,14 @@ class Transport:
                 self._cond.notify()
 
     def put_control(self, message: BaseModel) -> None:
-        """Queue a small message (ack, status, probe, origin) that is never dropped."""
+        """Queue a small message (ack, status, probe, origin) that is never dropped.
+
+        Acks and the rest go out before any waiting steps (a command's confirmation
+        never waits for a batch); a status goes out only after every step buffered
+        before it, so "paused at N" or "finished" never arrives ahead of step N.
+        """
         with self._cond:
-            self._control.append(message)
+            self._control.append((self._seq if isinstance(message, Status) else 0, message))
             self._cond.notify()
 
     # ------------------------------------------------------------------ lifecycle
@@ -277,15 +287,11 @@ class Transport:
                 )
             if self._ws is None:
                 raise ConnectionError("the receiver saw the connection close")
-            control = list(self._control)
             # Take the gap over now: drops that happen while it is being sent start a new one.
             gap, self._gap = self._gap, None
             resend = [self._resend[i] for i in range(min(MAX_BATCH, len(self._resend)))]
             batch = [self._records[i] for i in range(min(MAX_BATCH - len(resend), len(self._records)))]
-        for message in control:
-            ws.send(message.model_dump_json())
-            with self._cond:
-                self._control.popleft()
+        self._send_controls(ws)
         if gap is not None:
             try:
                 ws.send(dumps({"type": "gap", "from_step": gap[0], "to_step": gap[1], "dropped": gap[2]}))
@@ -309,6 +315,17 @@ class Transport:
                 self._remember(now, items)
                 self.sent += len(batch)
                 self._cond.notify_all()
+            self._send_controls(ws)  # a status that waited for these steps
+
+    def _send_controls(self, ws: ClientConnection) -> None:
+        """Send every queued control message whose preceding steps have left the buffer."""
+        with self._cond:
+            first = self._records[0].seq if self._records else self._seq + 1
+            ready = [entry for entry in self._control if entry[0] < first]
+        for entry in ready:
+            ws.send(entry[1].model_dump_json())
+            with self._cond:
+                self._control.remove(entry)
 
     def _remember(self, now: float, items: list[_Item]) -> None:
         """Keep ``items`` for a re-send after a reconnect; forget what is older than the window or over budget."""
