@@ -130,10 +130,13 @@ def rows_to_columns(rows: list[tuple[Any, ...]], n_vars: int, n_bn: int) -> Step
         out.grad_norm = np.frombuffer(b"".join(grad_blobs), dtype=np.float32).reshape(n, n_vars)
     else:
         out.grad_norm = np.zeros((n, n_vars))
-    out.nonfinite = np.zeros((n, n_vars), dtype=np.int64)
-    for i, blob in enumerate(nonfinite_blobs):
-        if blob is not None:
-            out.nonfinite[i] = np.frombuffer(blob, dtype=np.uint32)
+    if all(blob is None for blob in nonfinite_blobs):  # the usual case: a read-only all-zero view, no allocation
+        out.nonfinite = np.broadcast_to(np.int64(0), (n, n_vars))
+    else:
+        out.nonfinite = np.zeros((n, n_vars), dtype=np.int64)
+        for i, blob in enumerate(nonfinite_blobs):
+            if blob is not None:
+                out.nonfinite[i] = np.frombuffer(blob, dtype=np.uint32)
     width = len(BN_FIELDS)
     out.bn = np.full((n, n_bn, width), np.nan)
     out.bn_missing = np.array([b is None for b in bn_blobs], dtype=bool) if n else np.zeros(0, dtype=bool)
@@ -142,3 +145,35 @@ def rows_to_columns(rows: list[tuple[Any, ...]], n_vars: int, n_bn: int) -> Step
             if blob is not None:
                 out.bn[i] = np.frombuffer(blob, dtype=np.float32).reshape(n_bn, width)
     return out
+
+
+def concat_columns(parts: list[StepColumns], n_vars: int, n_bn: int) -> StepColumns:
+    """Join columns decoded chunk by chunk, in step order (see ``Store.read_steps``)."""
+    if len(parts) <= 1:
+        return parts[0] if parts else rows_to_columns([], n_vars, n_bn)
+
+    def cat(arrays: list[Any]) -> Any:
+        return np.concatenate(arrays)
+
+    out = StepColumns(step=cat([p.step for p in parts]), time=cat([p.time for p in parts]))
+    for name in FLOAT_COLUMNS:
+        out.floats[name] = cat([p.floats[name] for p in parts])
+        out.missing[name] = cat([p.missing[name] for p in parts])
+    for name in INT_COLUMNS:
+        out.ints[name] = cat([p.ints[name] for p in parts])
+    n = len(out)
+    out.grad_norm = cat([p.grad_norm for p in parts])
+    out.bn, out.bn_missing = cat([p.bn for p in parts]), cat([p.bn_missing for p in parts])
+    out.skipped = cat([p.skipped for p in parts])
+    out.update_ratio_missing = cat([p.update_ratio_missing for p in parts])
+    # Keep the all-NaN / all-zero views of the usual case instead of materialising them.
+    if out.update_ratio_missing.all():
+        out.update_ratio = np.broadcast_to(np.float64(np.nan), (n, n_vars))
+    else:
+        out.update_ratio = cat([p.update_ratio for p in parts])
+    if not any(p.nonfinite.any() for p in parts):
+        out.nonfinite = np.broadcast_to(np.int64(0), (n, n_vars))
+    else:
+        out.nonfinite = cat([p.nonfinite for p in parts])
+    return out
+

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from gradwatch.protocol import Command, CommandState, RunStatus, StepRecord, TrainerHello, decode_float
 
 from .alerts import persist as alert_persist
-from .stepcodec import ROW_COLUMNS, StepColumns, record_to_row, rows_to_columns
+from .stepcodec import ROW_COLUMNS, StepColumns, concat_columns, record_to_row, rows_to_columns
 
 T = TypeVar("T")
 
@@ -161,12 +161,16 @@ def _run(row: Sequence[Any]) -> RunRow:
 
 
 class Store:
+    #: Rows ``read_steps`` decodes at a time.
+    READ_CHUNK = 5000
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
+        self._conn.execute("PRAGMA mmap_size=268435456")  # long-run reads map the file instead of copying it
         self._conn.executescript(_SCHEMA)
         self._conn.executescript(alert_persist.SCHEMA)
         for table, column, decl in _ADDED_COLUMNS:
@@ -250,11 +254,16 @@ class Store:
     def read_steps(self, run: RunRow, since_step: int | None, until_step: int | None) -> StepColumns:
         lo = since_step if since_step is not None else -1
         hi = until_step if until_step is not None else 2**62
-        rows = self._conn.execute(
+        cursor = self._conn.execute(
             f"SELECT {', '.join(ROW_COLUMNS[1:])} FROM steps WHERE run_id=? AND step BETWEEN ? AND ? ORDER BY step",
             (run.id, lo, hi),
-        ).fetchall()
-        return rows_to_columns(rows, len(run.variables), len(run.bn_layers))
+        )
+        # Decoded chunk by chunk: a whole long run's rows (100,000 tuples and blobs) at once
+        # would cost a fresh few hundred MB, and page faults, on every request.
+        parts = []
+        while rows := cursor.fetchmany(self.READ_CHUNK):
+            parts.append(rows_to_columns(rows, len(run.variables), len(run.bn_layers)))
+        return concat_columns(parts, len(run.variables), len(run.bn_layers))
 
     def count_steps(self, run_id: int) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM steps WHERE run_id=?", (run_id,)).fetchone()[0])
