@@ -202,6 +202,8 @@ class Alerting:
         engine = self.engines.get(run_id)
         if engine is not None:
             engine.configure(kind, new)
+        # Every page watching the run shows the new setting, not only the one that changed it.
+        self.hub.publish(run_id, dumps({"type": "alert_rules", "run_id": run_id, "rules": {kind: new.view()}}))
         return new.view()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
 from simtrainer import hello, open_browser, record, recv_json, recv_until, run, send_steps, start_trainer
@@ -95,6 +96,34 @@ def test_rules_mute_tune_and_refusals(shared_server):
     assert "windows" in refusals[1].json()["detail"] and "fraction" in refusals[2].json()["detail"]
     assert [a["kind"] for a in alerts] == ["clip_saturated"] and alerts[0]["step"] == 9  # nonfinite muted
     assert after["nonfinite"]["muted"] is True and after["clip_saturated"]["params"]["window"] == 10
+
+
+def test_rule_change_reaches_every_page_watching_the_run(shared_server):
+    srv = shared_server
+
+    async def body():
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token)
+        watching = await open_browser(srv.browser_url, srv.token)
+        elsewhere = await open_browser(srv.browser_url, srv.token)
+        for b in (watching, elsewhere):
+            await recv_until(b, "runs")
+        await watching.send(dumps({"type": "subscribe", "run_id": run_id}))
+        await recv_until(watching, "run")  # the subscription is in effect
+        assert patch(srv, f"/api/runs/{run_id}/alert-rules/dead_relu", {"params": {"threshold": 0.3}}).status_code \
+            == 200
+        pushed = await recv_until(watching, "alert_rules")
+        stray = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                stray.append((await recv_json(elsewhere, timeout=0.5))["type"])
+        for c in (ws, watching, elsewhere):
+            await c.close()
+        return run_id, pushed, stray
+
+    run_id, pushed, stray = run(body())
+    assert pushed == {"type": "alert_rules", "run_id": run_id,
+                      "rules": {"dead_relu": {"muted": False, "params": {"sustain": 2, "threshold": 0.3}}}}
+    assert "alert_rules" not in stray  # only pages watching that run
 
 
 def test_pause_on_issues_an_audited_pause(shared_server):
