@@ -447,5 +447,12 @@ def test_nonfinite_alert_banner_highlight_badge_and_mute(gradwatch_server: Any, 
     rules = httpx.get(f"{srv.url}/api/runs/{run_id}/alert-rules", headers=srv.headers, timeout=10).json()
     assert rules["nonfinite"]["muted"] is False
 
+    # a mute made elsewhere (another page, or the API) shows here live, without a reload
+    r = httpx.patch(f"{srv.url}/api/runs/{run_id}/alert-rules/nonfinite", json={"muted": True},
+                    headers=srv.headers, timeout=10)
+    assert r.status_code == 200, r.text
+    page.wait_for_selector("[data-testid=alert-mute-nonfinite][data-muted=true]")
+    banner.wait_for(state="hidden")
+
     assert page.gradwatch_problems == [], page.gradwatch_problems
     assert trainer.error is None and other.error is None
