@@ -176,4 +176,3 @@ def concat_columns(parts: list[StepColumns], n_vars: int, n_bn: int) -> StepColu
     else:
         out.nonfinite = cat([p.nonfinite for p in parts])
     return out
-

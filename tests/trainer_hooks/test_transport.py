@@ -93,4 +93,3 @@ def test_status_follows_the_steps_before_it_and_acks_do_not_wait():
     assert kinds.index("ack") < kinds.index("steps")  # a confirmation never waits behind a batch
     before_status = [r["step"] for f in frames[: kinds.index("status")] if f["type"] == "steps" for r in f["records"]]
     assert {0, 1, 2} <= set(before_status)  # "paused at 2" arrives after steps 0..2
-
