@@ -95,6 +95,16 @@ class StepColumns:
         return int(self.step.shape[0])
 
 
+def _unmeasured(n: int, n_vars: int) -> FloatArray:
+    """All-NaN update ratios (the usual case): a read-only view, no (n, variables) allocation."""
+    return np.broadcast_to(np.float64(np.nan), (n, n_vars))
+
+
+def _no_nonfinite(n: int, n_vars: int) -> IntArray:
+    """All-zero NaN/Inf counts (the usual case): a read-only view, no (n, variables) allocation."""
+    return np.broadcast_to(np.int64(0), (n, n_vars))
+
+
 def rows_to_columns(rows: list[tuple[Any, ...]], n_vars: int, n_bn: int) -> StepColumns:
     """Decode rows selected as ``ROW_COLUMNS[1:]`` (no run_id), ordered by step."""
     n = len(rows)
@@ -118,8 +128,8 @@ def rows_to_columns(rows: list[tuple[Any, ...]], n_vars: int, n_bn: int) -> Step
     ratio_blobs, skipped = cols[base + 3], cols[base + 4]
     out.skipped = np.array(skipped, dtype=np.int64)
     out.update_ratio_missing = np.array([b is None for b in ratio_blobs], dtype=bool) if n else np.zeros(0, bool)
-    if out.update_ratio_missing.all():  # the usual case: a read-only all-NaN view, no (n, variables) allocation
-        out.update_ratio = np.broadcast_to(np.float64(np.nan), (n, n_vars))
+    if out.update_ratio_missing.all():
+        out.update_ratio = _unmeasured(n, n_vars)
     else:
         out.update_ratio = np.full((n, n_vars), np.nan)
         for i, blob in enumerate(ratio_blobs):
@@ -130,8 +140,8 @@ def rows_to_columns(rows: list[tuple[Any, ...]], n_vars: int, n_bn: int) -> Step
         out.grad_norm = np.frombuffer(b"".join(grad_blobs), dtype=np.float32).reshape(n, n_vars)
     else:
         out.grad_norm = np.zeros((n, n_vars))
-    if all(blob is None for blob in nonfinite_blobs):  # the usual case: a read-only all-zero view, no allocation
-        out.nonfinite = np.broadcast_to(np.int64(0), (n, n_vars))
+    if all(blob is None for blob in nonfinite_blobs):
+        out.nonfinite = _no_nonfinite(n, n_vars)
     else:
         out.nonfinite = np.zeros((n, n_vars), dtype=np.int64)
         for i, blob in enumerate(nonfinite_blobs):
@@ -168,11 +178,11 @@ def concat_columns(parts: list[StepColumns], n_vars: int, n_bn: int) -> StepColu
     out.update_ratio_missing = cat([p.update_ratio_missing for p in parts])
     # Keep the all-NaN / all-zero views of the usual case instead of materialising them.
     if out.update_ratio_missing.all():
-        out.update_ratio = np.broadcast_to(np.float64(np.nan), (n, n_vars))
+        out.update_ratio = _unmeasured(n, n_vars)
     else:
         out.update_ratio = cat([p.update_ratio for p in parts])
     if not any(p.nonfinite.any() for p in parts):
-        out.nonfinite = np.broadcast_to(np.int64(0), (n, n_vars))
+        out.nonfinite = _no_nonfinite(n, n_vars)
     else:
         out.nonfinite = cat([p.nonfinite for p in parts])
     return out

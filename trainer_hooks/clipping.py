@@ -15,7 +15,7 @@ import tensorflow as tf
 from gradwatch.protocol import CLIP_MODES
 
 CLIP_MODE_IDS = {name: i for i, name in enumerate(CLIP_MODES)}
-GLOBAL, NORM, VALUE = (CLIP_MODE_IDS[m] for m in ("global_norm", "norm", "value"))
+GLOBAL, VALUE = CLIP_MODE_IDS["global_norm"], CLIP_MODE_IDS["value"]  # anything else: per-variable norm
 
 
 def _values(g: Any) -> tf.Tensor:

@@ -7,6 +7,7 @@ hand so the server can be tested without TensorFlow or a browser.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,15 @@ async def recv_json(ws: ClientConnection, timeout: float = RECV_TIMEOUT) -> dict
     data = json.loads(await asyncio.wait_for(ws.recv(), timeout))
     assert isinstance(data, dict)
     return data
+
+
+async def drain(ws: ClientConnection, quiet: float = 0.5) -> list[dict[str, Any]]:
+    """Every message that arrives until none has for ``quiet`` seconds."""
+    out: list[dict[str, Any]] = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            out.append(await recv_json(ws, timeout=quiet))
+    return out
 
 
 async def recv_until(ws: ClientConnection, type_: str, timeout: float = RECV_TIMEOUT,

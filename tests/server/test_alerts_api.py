@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import httpx
-from simtrainer import hello, open_browser, record, recv_json, recv_until, run, send_steps, start_trainer
+from simtrainer import drain, hello, open_browser, record, recv_json, recv_until, run, send_steps, start_trainer
 
 from gradwatch.protocol import dumps
 
@@ -112,10 +111,7 @@ def test_rule_change_reaches_every_page_watching_the_run(shared_server):
         assert patch(srv, f"/api/runs/{run_id}/alert-rules/dead_relu", {"params": {"threshold": 0.3}}).status_code \
             == 200
         pushed = await recv_until(watching, "alert_rules")
-        stray = []
-        with contextlib.suppress(TimeoutError):
-            while True:
-                stray.append((await recv_json(elsewhere, timeout=0.5))["type"])
+        stray = [m["type"] for m in await drain(elsewhere)]
         for c in (ws, watching, elsewhere):
             await c.close()
         return run_id, pushed, stray

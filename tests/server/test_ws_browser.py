@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 from gradwatch.server.config import ServerConfig
 from gradwatch.server.serve import GradwatchServer
 from simtrainer import (
     closed_with,
+    drain,
     hello,
     open_browser,
     record,
@@ -47,13 +47,10 @@ def test_hello_runs_subscribe_and_live_steps(shared_server):
         await b.send(dumps({"type": "subscribe", "run_id": run_b}))
         while (await recv_until(b, "run"))["run"]["id"] != run_b:
             pass
-        after: list[dict] = []
         await send_steps(wa, [record(2)])  # the run left behind: not delivered
         await wa.send(dumps({"type": "gap", "from_step": 3, "to_step": 4, "dropped": 2}))
         await send_steps(wb, [record(1)])  # the run now watched: delivered
-        with contextlib.suppress(TimeoutError):
-            while True:
-                after.append(await recv_json(b, timeout=0.5))
+        after = await drain(b)
         for ws in (b, wa, wb):
             await ws.close()
         return run_a, run_b, first, runs, created, subscribed, steps, after
