@@ -18,6 +18,7 @@ from gradwatch.tokens import TOKEN_ENV, default_token_file, generate_token, writ
 
 from .app import create_app
 from .config import ServerConfig
+from .uvserver import QuietServer
 
 log = logging.getLogger("gradwatch.server")
 
@@ -108,7 +109,7 @@ class GradwatchServer:
         self._redact = _RedactToken(self.token)
         for name in _REDACTED_LOGGERS:  # after uvicorn.Config, which (re)configures these loggers
             logging.getLogger(name).addFilter(self._redact)
-        return uvicorn.Server(uv)
+        return QuietServer(uv)
 
     def _announce(self, server: uvicorn.Server) -> None:
         sockets = [s for srv in server.servers for s in srv.sockets]

@@ -1,7 +1,9 @@
 """Batched step writer: ingest appends to memory, a task commits every ``flush_interval``.
 
 Records are handed to the store's database thread in one transaction per
-flush, so a ``kill -9`` loses at most about one interval of steps. Readers call
+flush, so a ``kill -9`` loses at most about one interval of steps. The task
+sleeps on an event while nothing is buffered (no timer: an idle server stays
+asleep) and commits ``flush_interval`` after the first record arrives. Readers call
 ``flush()`` first; because the store runs its calls in order on one thread,
 anything they read afterwards includes every step received before.
 """
@@ -30,6 +32,8 @@ class StepWriter:
         self._buffer: list[tuple[int, list[StepRecord]]] = []
         self._buffered = 0
         self._lock = asyncio.Lock()
+        #: Set while records wait in the buffer: wakes the commit task.
+        self._waiting = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -38,6 +42,7 @@ class StepWriter:
     async def add(self, run_id: int, records: list[StepRecord]) -> None:
         self._buffer.append((run_id, records))
         self._buffered += len(records)
+        self._waiting.set()
         if self._buffered >= self.max_buffered:  # back-pressure: the trainer waits for the disk
             await self.flush()
 
@@ -70,10 +75,13 @@ class StepWriter:
     def _requeue(self, batch: list[tuple[int, list[StepRecord]]]) -> None:
         self._buffer = batch + self._buffer
         self._buffered += sum(len(r) for _, r in batch)
+        self._waiting.set()  # retried one interval from now
 
     async def _loop(self) -> None:
         while True:
+            await self._waiting.wait()
             await asyncio.sleep(self.flush_interval)
+            self._waiting.clear()  # records added from here on wake the next round
             try:
                 await self.flush()
             except asyncio.CancelledError:

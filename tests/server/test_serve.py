@@ -97,3 +97,22 @@ def test_openapi_documents_the_routes(shared_server):
                  "/api/runs/{run_id}/commands", "/login"):
         assert path in paths, path
     assert "RunDetail" in spec["components"]["schemas"] and "Metrics" in spec["components"]["schemas"]
+
+
+def test_idle_server_sends_date_header_and_stops_promptly(tmp_path):
+    """The server waits for exit on an event (no 10 Hz timer): responses still carry a current Date and the
+    Server header, and stop() returns at once."""
+    import email.utils
+    import time
+
+    server = GradwatchServer(ServerConfig(port=0, db_path=tmp_path / "g.db", token="x" * 32, log_level="warning"),
+                             out=io.StringIO())
+    with server:
+        first = httpx.get(server.url + "/api/health", timeout=5)
+        time.sleep(1.2)
+        second = httpx.get(server.url + "/api/health", timeout=5)
+        assert first.headers["server"] == "uvicorn"
+        dates = [email.utils.parsedate_to_datetime(r.headers["date"]).timestamp() for r in (first, second)]
+        assert abs(dates[1] - time.time()) < 2.5 and dates[1] > dates[0]
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 3.0

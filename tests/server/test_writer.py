@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from gradwatch.server.store import Store
 from gradwatch.server.writer import StepWriter
 from simtrainer import hello, record, run
@@ -36,3 +38,38 @@ def test_unstorable_record_is_dropped_alone(tmp_path):
         store.close()
     assert good_steps == [0, 1, 2]
     assert bad_steps == []
+
+
+def test_writer_commits_within_an_interval_and_sleeps_while_empty(tmp_path):
+    """Records reach the database one flush_interval after they arrive, with no reader asking; with nothing
+    buffered the commit task waits on an event (no timer: an idle server stays asleep)."""
+    store = Store(tmp_path / "w.db")
+    calls: list[object] = []
+    real_call = store.call
+
+    async def counting_call(fn, *args, **kwargs):
+        calls.append(fn)
+        return await real_call(fn, *args, **kwargs)
+
+    async def body() -> tuple[int, int, int]:
+        run_row = await store.call(store.create_run, TrainerHello.model_validate(hello("idle")))
+        store.call = counting_call
+        writer = StepWriter(store, flush_interval=0.05, max_buffered=10_000)
+        writer.start()
+        try:
+            await asyncio.sleep(0.3)
+            idle_calls = len(calls)
+            await writer.add(run_row.id, [StepRecord.model_validate(record(0))])
+            await asyncio.sleep(0.3)
+            stored = await real_call(store.count_steps, run_row.id)
+            after_one = len(calls)
+            await asyncio.sleep(0.3)
+            return idle_calls, stored, len(calls) - after_one
+        finally:
+            await writer.stop()
+
+    try:
+        idle_calls, stored, later_calls = run(body(), 30)
+    finally:
+        store.close()
+    assert idle_calls == 0 and stored == 1 and later_calls == 0
