@@ -102,6 +102,16 @@ def _f32(values: np.ndarray) -> list[float]:
     return [float(x) for x in np.asarray(values, dtype=np.float32)]
 
 
+def _bn_rows(rng: np.random.Generator, n_bn: int) -> np.ndarray:
+    """Healthy ``BN_FIELDS`` rows: moving mean and variance spread around their means, small positive deltas."""
+    mean = rng.normal(0, 0.5, n_bn)
+    var = rng.lognormal(0, 0.5, n_bn)
+    rows = [mean, mean - np.abs(rng.normal(1, 0.2, n_bn)), mean + np.abs(rng.normal(1, 0.2, n_bn)),
+            rng.lognormal(-9, 1, n_bn), var, var * 0.1, var * 5, rng.lognormal(-8, 1, n_bn)]
+    assert len(rows) == len(BN_FIELDS)
+    return np.stack(rows, axis=1)
+
+
 class Records:
     """Pre-encoded record bodies; ``text(step, t)`` fills in step, epoch and time."""
 
@@ -110,12 +120,12 @@ class Records:
     def __init__(self, shape: Shape, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         level = rng.lognormal(-3, 1, shape.n_vars)  # each variable's usual norm
-        bn_level = rng.normal(0, 1, (shape.bn, len(BN_FIELDS)))
+        bn_level = _bn_rows(rng, shape.bn)
         self.plain: list[str] = []
         self.with_ratio: list[str] = []
         for _ in range(VARIANTS):
             grads = level * rng.lognormal(0, 0.1, shape.n_vars)
-            bn = bn_level + rng.normal(0, 0.01, bn_level.shape)
+            bn = bn_level * rng.lognormal(0, 0.01, bn_level.shape)
             rec: dict[str, Any] = {
                 "step": 0, "epoch": 0, "time": 0.0, "loss": _f32(rng.uniform(0.2, 0.7, 1))[0],
                 "lr": 0.0010000000474974513, "global_norm": _f32(np.sqrt([np.sum(grads ** 2)]))[0],
@@ -261,7 +271,7 @@ async def run_shape(srv: BenchServer, meter: CpuMeter, shape: Shape, seconds: fl
     used = meter.read() - before
     wall = time.perf_counter() - w0
     await ws.close()
-    stored = await _stored(srv, run_id, n_records)
+    stored, alerts = await _stored(srv, run_id, n_records)
     if browser is not None and drain is not None:
         await browser.close()
         drain.cancel()
@@ -269,7 +279,8 @@ async def run_shape(srv: BenchServer, meter: CpuMeter, shape: Shape, seconds: fl
     return {
         "shape": shape.name, "variables": shape.n_vars, "bn_layers": shape.bn, "rate": shape.rate,
         "viewer": viewer, "records": n_records, "frames": len(frames), "records_per_frame": n_records / len(frames),
-        "wall_s": round(wall, 2), "stored": stored, "viewer_records": counts["records"] if viewer else None,
+        "wall_s": round(wall, 2), "stored": stored, "alerts": alerts,
+        "viewer_records": counts["records"] if viewer else None,
         "sender_late_max_ms": late * 1e3,
         "cpu_ms_per_record": cpu / n_records * 1e3,
         "psutil_cpu_ms_per_record": used.psutil / n_records * 1e3,
@@ -280,8 +291,8 @@ async def run_shape(srv: BenchServer, meter: CpuMeter, shape: Shape, seconds: fl
     }
 
 
-async def _stored(srv: BenchServer, run_id: int, expected: int) -> int:
-    """Steps the server holds for the run (read after the CPU window)."""
+async def _stored(srv: BenchServer, run_id: int, expected: int) -> tuple[int, int]:
+    """Steps the server holds for the run, and its alerts (none: the records are healthy); read after the CPU window."""
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {srv.token}"}) as client:
         for _ in range(50):
             r = await client.get(f"{srv.url}/api/runs/{run_id}")  # flushes the writer first
@@ -290,7 +301,8 @@ async def _stored(srv: BenchServer, run_id: int, expected: int) -> int:
             if run["step"] == expected - 1:
                 break
             await asyncio.sleep(0.1)
-        return int(run["step"]) + 1 if run["step"] is not None else 0
+        alerts = (await client.get(f"{srv.url}/api/runs/{run_id}/alerts")).json()
+        return (int(run["step"]) + 1 if run["step"] is not None else 0), len(alerts)
 
 
 async def bench(shapes: list[Shape], seconds: float, viewer: bool, idle: float, profile: str | None) -> dict[str, Any]:
@@ -313,14 +325,15 @@ def markdown(result: dict[str, Any]) -> str:
              f"(psutil {ia['psutil_cpu_ms_per_s']:.1f})",
              "",
              "| shape | viewer | records | rec/frame | CPU ms/record | psutil | net of idle | event loop "
-             "| other threads | server CPU % | stored |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| other threads | server CPU % | stored | alerts |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         lines.append(f"| {r['shape']} ({r['variables']} vars, {r['bn_layers']} BN, {r['rate']:g}/s) | "
                      f"{'1' if r['viewer'] else '0'} | {r['records']:,} | {r['records_per_frame']:.1f} | "
                      f"{r['cpu_ms_per_record']:.3f} | {r['psutil_cpu_ms_per_record']:.3f} | "
                      f"{r['net_cpu_ms_per_record']:.3f} | {r['loop_ms_per_record']:.3f} | "
-                     f"{r['other_threads_ms_per_record']:.3f} | {r['cpu_percent']:.1f} | {r['stored']:,} |")
+                     f"{r['other_threads_ms_per_record']:.3f} | {r['cpu_percent']:.1f} | {r['stored']:,} | "
+                     f"{r['alerts']} |")
     return "\n".join(lines)
 
 
