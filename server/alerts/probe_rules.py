@@ -64,6 +64,15 @@ class FrozenBatchnorm(Rule):
             [index[f"{layer}/{name}"] for name in ("gamma", "beta") if f"{layer}/{name}" in index]
             for layer in run.bn_layers
         ]
+        # The same as (bn layers, 2) index arrays, so one gather checks every layer's gamma/beta at once
+        # (a Python loop over MobileNetV2's 52 layers cost ~0.4 ms per record). Padding points at
+        # column 0 and is masked out by ``_param_present``.
+        self._param_index = np.zeros((len(run.bn_layers), 2), dtype=np.intp)
+        self._param_present = np.zeros((len(run.bn_layers), 2), dtype=bool)
+        for b, idx in enumerate(self.params_of):
+            self._param_index[b, :len(idx)] = idx
+            self._param_present[b, :len(idx)] = True
+        self._has_params = self._param_present.any(axis=1)
         self.carry = np.zeros(len(run.bn_layers), dtype=np.int64)
         self.gaps = _ProbeCounter()
 
@@ -75,12 +84,14 @@ class FrozenBatchnorm(Rule):
         eps = self.p["eps"]
         with np.errstate(invalid="ignore"):
             still = (bn[:, :, MEAN_DELTA] < eps) & (bn[:, :, VAR_DELTA] < eps)
+        # A layer trains when all its gamma/beta gradient norms exceed grad_eps (NaN does not);
+        # a layer without either variable never counts as training.
         training = np.zeros_like(still)
-        for b, idx in enumerate(self.params_of):
-            if idx:
-                g = batch.grad[rows][:, idx]
-                with np.errstate(invalid="ignore"):
-                    training[:, b] = (g > self.p["grad_eps"]).all(axis=1)
+        if self._has_params.any():
+            grads = batch.grad[rows][:, self._param_index]  # (rows, bn layers, 2)
+            with np.errstate(invalid="ignore"):
+                above = (grads > self.p["grad_eps"]) | ~self._param_present
+            training = above.all(axis=2) & self._has_params
         runs, self.carry = run_lengths(still & training, self.carry)
         need = int(self.p["sustain"])
         reached, at = first_at_least(runs, need)
