@@ -197,6 +197,7 @@ class StepRecord(_Msg):
     grad_inf: list[WireElementCount]
     weight_nonfinite: WireCount = 0
     loss_nonfinite: StrictBool = False
+    #: BatchNorm moving statistics, on the steps where the trainer sampled them (empty on the others).
     bn: list[list[WireFloat]] = Field(default_factory=list)
     #: Per variable ||w_after - w_before|| / ||w_before|| for this step, when measured.
     update_ratio: list[WireFloat] | None = None
@@ -209,7 +210,7 @@ BN_FIELDS: tuple[str, ...] = (
     "moving_mean_mean",
     "moving_mean_min",
     "moving_mean_max",
-    "moving_mean_delta",  # RMS change of moving_mean since the previous report
+    "moving_mean_delta",  # RMS change of moving_mean since the previous sample
     "moving_variance_mean",
     "moving_variance_min",
     "moving_variance_max",

@@ -218,7 +218,7 @@ class GradientMonitor(keras.callbacks.Callback):
             # Runs while the first step is traced: the model is built by then.
             first_step = int(optimizer.iterations.numpy())
             return GradientStats(
-                variables, find_batchnorm_layers(model), mode, threshold, ring, first_step, report_every=self.every
+                variables, find_batchnorm_layers(model), mode, threshold, ring, first_step
             )
 
         return OptimizerHook(
@@ -270,7 +270,7 @@ class GradientMonitor(keras.callbacks.Callback):
             set_lr=set_lr,
             prober=prober,
             probe_every=self.probe_every,
-            origin_layers=hook.origin.layer_names if hook.origin is not None else [],
+            origin=hook.origin,
         )
         session.start()
         return session

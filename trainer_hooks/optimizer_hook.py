@@ -135,9 +135,10 @@ class OptimizerHook:
         scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
         with scope, tf.init_scope():
             self.stats = self.make_stats(list(variables))
-            self.origin = self.make_origin() if self.make_origin is not None else None
             if not self.optimizer.built:  # nothing may be created inside the tf.cond of update()
                 self.optimizer.build(list(variables))
+        with tf.init_scope():  # outside the strategy: only a single replica keeps its batch
+            self.origin = self.make_origin() if self.make_origin is not None else None
         self._index = {id(v): i for i, v in enumerate(self.stats.variables)}
 
     # ------------------------------------------------------------------ the update, traced
@@ -156,10 +157,6 @@ class OptimizerHook:
         if inputs is None and self._inputs is not None and _same_graph(self._inputs, grads):
             inputs = self._inputs
         self._loss = self._inputs = None
-        origin = None
-        if inputs is not None and self.origin is not None:
-            finder, (x, y) = self.origin, inputs
-            origin = lambda: finder(x, y)  # noqa: E731
 
         # Under a multi-replica strategy each replica holds a share of the gradient
         # and the optimizer sums them: measure and clip that sum, the gradient
@@ -180,7 +177,8 @@ class OptimizerHook:
         for g, i in zip(grads, positions):
             if i is not None:
                 full[i] = g if g is None or loss_scale is None else g / tf.cast(loss_scale, g.dtype)
-        clipped_full, healthy, step = stats.process(full, opt.learning_rate, loss, origin)
+        origin = self.origin if replicas == 1 else None  # a replica's shard is not the batch to replay
+        clipped_full, healthy, step = stats.process(full, opt.learning_rate, loss, inputs, origin)
         if loss_scale is not None:
             clipped_full = [g if g is None else g * tf.cast(loss_scale, g.dtype) for g in clipped_full]
         clipped = [g if i is None else clipped_full[i] for g, i in zip(grads, positions)]

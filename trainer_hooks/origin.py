@@ -1,11 +1,17 @@
 """Where a non-finite step came from: the input features, the labels, or the first layer.
 
-``OriginFinder`` is traced into the train step inside the branch that only runs
-on a non-finite step, so healthy steps pay nothing: on such a step it counts
-non-finite elements in the batch's features and labels and replays the batch
-layer by layer (inference mode, no side effects) to find the first layer whose
-output is not finite. Layer-by-layer replay needs a Sequential or functional
-model; for subclassed models only features and labels are checked.
+Nothing here runs on a healthy step. On a non-finite one the train step (inside
+the branch only such steps take) counts non-finite features and labels and
+keeps a serialised copy of the batch's features; the host then replays that
+one batch layer by layer, once, in inference mode, to find the first layer
+whose output is not finite. Keeping the replay out of the compiled step matters:
+a forward pass sitting in an untaken branch still costs every healthy step.
+
+The replay uses the weights as they are when the host looks, which are the
+weights of the bad step when ``guard_nonfinite`` skipped its update; without the
+guard the update may already have written NaN into them, and the session says
+so instead of naming a layer. Layer-by-layer replay needs a Sequential or
+functional model; for subclassed models only features and labels are checked.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -29,11 +36,16 @@ def count_nonfinite(structure: Any) -> tf.Tensor:
 
 
 class OriginFinder:
-    """``finder(x, y) -> (features_bad, labels_bad, first_bad_layer_index or -1)``, graph-safe."""
+    """Build eagerly. In-graph: ``inspect(x, y, step)``; on the host: ``first_bad_layer(step)``."""
 
     def __init__(self, model: Any) -> None:
         self.layer_names: list[str] = []
         self._replay: keras.Model | None = None
+        self._structure: Any = None  # of the features, noted while tracing
+        self._dtypes: list[tf.DType] = []
+        self._kept = tf.Variable(tf.zeros([0], tf.string), shape=tf.TensorShape([None]), trainable=False,
+                                 name="gw_kept_batch")
+        self._kept_step = tf.Variable(tf.constant(-1, tf.int64), trainable=False, name="gw_kept_step")
         try:
             layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
             replay = keras.Model(model.inputs, [layer.output for layer in layers])
@@ -42,12 +54,34 @@ class OriginFinder:
         self._replay = replay
         self.layer_names = [getattr(layer, "path", None) or layer.name for layer in layers]
 
-    def __call__(self, x: Any, y: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        features, labels = count_nonfinite(x), count_nonfinite(y)
-        if self._replay is None:
-            return features, labels, tf.constant(-1.0)
-        outputs = self._replay(x, training=False)
+    # ------------------------------------------------------------------ graph side
+
+    def inspect(self, x: Any, y: Any, step: tf.Tensor, keep: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
+        """Non-finite counts in features and labels; keeps the features for ``first_bad_layer``.
+
+        ``keep=False`` (e.g. one replica's shard under a distribution strategy) only counts.
+        """
+        flat = tf.nest.flatten(x)
+        if keep and self._replay is not None and flat and all(isinstance(t, tf.Tensor) for t in flat):
+            self._structure, self._dtypes = tf.nest.map_structure(lambda _: 0, x), [t.dtype for t in flat]
+            self._kept.assign(tf.stack([tf.io.serialize_tensor(t) for t in flat]))
+            self._kept_step.assign(tf.cast(step, tf.int64))
+        return count_nonfinite(x), count_nonfinite(y)
+
+    # ------------------------------------------------------------------ host side
+
+    def first_bad_layer(self, step: int) -> int | None:
+        """Index into ``layer_names`` of the first non-finite output for the batch kept at ``step``.
+
+        -1 when every layer's output is finite; ``None`` when that batch was not kept.
+        """
+        if self._replay is None or int(self._kept_step.numpy()) != step:
+            return None
+        blobs = self._kept.numpy()
+        flat = [tf.io.parse_tensor(b, dtype) for b, dtype in zip(blobs, self._dtypes)]
+        outputs = self._replay(tf.nest.pack_sequence_as(self._structure, flat), training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        bad = tf.stack([tf.reduce_any(~tf.math.is_finite(tf.cast(o, tf.float32))) for o in outputs])
-        first = tf.cast(tf.argmax(tf.cast(bad, tf.int32)), tf.float32)
-        return features, labels, tf.where(tf.reduce_any(bad), first, -1.0)
+        for i, out in enumerate(outputs):
+            if not np.isfinite(keras.ops.convert_to_numpy(out)).all():
+                return i
+        return -1

@@ -30,15 +30,16 @@ from gradwatch.protocol import (
 
 from .control import RunControl, RunState
 from .graph_stats import SCALARS, GradientStats
+from .origin import OriginFinder
 from .probe import Prober
 from .transport import Transport
 
-_GLOBAL_NORM, _LOSS_NONFINITE = SCALARS.index("global_norm"), SCALARS.index("loss_nonfinite")
+_UNHEALTHY, _WEIGHT_NONFINITE = SCALARS.index("unhealthy"), SCALARS.index("weight_nonfinite")
 
 
 def _nonfinite(row: np.ndarray) -> bool:
     """Were the step's gradients or loss not finite?"""
-    return not math.isfinite(row[_GLOBAL_NORM]) or bool(row[_LOSS_NONFINITE])
+    return bool(row[_UNHEALTHY])
 
 
 def trainer_ws_url(server: str) -> str:
@@ -84,14 +85,17 @@ class RunSession:
         set_lr: Callable[[float], None] | None = None,
         prober: Prober | None = None,
         probe_every: int = 100,
-        origin_layers: Sequence[str] = (),
+        origin: OriginFinder | None = None,
     ) -> None:
         self.stats = stats
         self.pause_on = list(pause_on)
         self.guard_nonfinite = guard_nonfinite
         self.prober = prober
         self.probe_every = probe_every
-        self.origin_layers = list(origin_layers)
+        self.origin = origin
+        self._weights_suspect = False  # after a non-finite step, until a weight scan comes back clean
+        self._bn_samples: dict[int, list[list[float]]] = {}  # step -> BN rows, until that step is queued
+        self._last_queued: tuple[int, tuple[Any, ...]] | None = None
         self._last_probe_block = -1
         self._origins_sent: list[tuple[str, str | None]] = []
         self.run_name = run_name
@@ -135,6 +139,8 @@ class RunSession:
         """
         last = next_step - 1
         self._epoch = epoch
+        if last % self.every == 0 and self.stats.bn.due(time.monotonic()):
+            self._bn_samples[last] = self.stats.bn.sample()  # the moving statistics right after step `last`
         self._report(last, fallback_loss, rows, force=False)
         if self.prober is not None and last // self.probe_every > self._last_probe_block:
             self._last_probe_block = last // self.probe_every
@@ -148,6 +154,11 @@ class RunSession:
 
     def finish(self, step: int) -> None:
         self._report(step, None, None, force=True)
+        last = self._last_queued
+        if self.stats.bn_layers and last is not None and last[0] == step and last[1][-1] is None:
+            # The state training ended in; sending a step again replaces its record.
+            payload = (*last[1][:-1], self.stats.bn.sample())
+            self.transport.put_record(step, payload, payload[0].nbytes)
         self.control.finish()
         self.transport.put_control(Status(type="status", state="finished", step=max(step, 0)))
         self.transport.close(self.flush_timeout)
@@ -175,39 +186,63 @@ class RunSession:
         new = sorted((step, r) for step, r in fresh if step % self.every == 0 or _nonfinite(r))
         if not new:
             return
+        self._scan_weights(new)
         wall = time.time()
         sps = (last - self._last_step_done) / max(now - self._last_time, 1e-9) if self._last_step_done >= 0 else None
         for step, row in new:
-            self.transport.put_record(step, (row.copy(), self._epoch, wall, sps, fallback_loss), row.nbytes)
+            payload = (row.copy(), self._epoch, wall, sps, fallback_loss, self._bn_samples.pop(step, None))
+            self.transport.put_record(step, payload, row.nbytes)
+            self._last_queued = (step, payload)
             if _nonfinite(row):
                 self._send_origin(step, row)
+        for step in [s for s in self._bn_samples if s <= self._last_seen]:
+            del self._bn_samples[step]  # its row was not reportable after all
         self._last_time, self._last_step_done = now, last
+
+    def _scan_weights(self, rows: list[tuple[int, np.ndarray]]) -> None:
+        """After a non-finite step, and until clean: count non-finite weights (read now) into the rows."""
+        first_bad = next((i for i, (_, row) in enumerate(rows) if _nonfinite(row)), None)
+        if first_bad is None and not self._weights_suspect:
+            return
+        bad = self.stats.count_weight_nonfinite()
+        for _, row in rows[0 if self._weights_suspect else first_bad :]:
+            row[_WEIGHT_NONFINITE] = bad
+        self._weights_suspect = bad > 0
 
     #: At most this many nonfinite_origin messages per run: the first ones are what matters.
     MAX_ORIGINS = 10
 
     def _send_origin(self, step: int, row: np.ndarray) -> None:
+        if len(self._origins_sent) >= self.MAX_ORIGINS:
+            return
         u = self.stats.layout.unpack(row)
-        layer_index = int(u["origin_layer"])
+        poisoned = int(u["weight_nonfinite"])
         if u["origin_features"] > 0:
             origin = ("features", None, f"{int(u['origin_features'])} non-finite values in this batch's input features")
         elif u["origin_labels"] > 0:
             origin = ("labels", None, f"{int(u['origin_labels'])} non-finite values in this batch's labels")
-        elif 0 <= layer_index < len(self.origin_layers):
-            name = self.origin_layers[layer_index]
-            origin = ("layer", name, f"replaying the batch, {name} is the first layer with a non-finite output")
-        elif u["loss_nonfinite"]:
+        elif poisoned and not u["skipped"]:
+            origin = ("unknown", None, f"the step's update already wrote {poisoned} non-finite weights, so the batch "
+                      "cannot be replayed with that step's weights; guard_nonfinite=True skips such updates and lets "
+                      "the first non-finite layer be found")
+        elif (layer := self._first_bad_layer(step)) is not None:
+            origin = ("layer", layer, f"replaying the batch, {layer} is the first layer with a non-finite output")
+        elif self.stats.loss_recorded and not math.isfinite(u["loss"]):
             origin = ("loss", None, "the forward pass is finite but the loss is not")
         else:
             origin = ("unknown", None, "inputs, labels and layer outputs are finite; the backward pass overflowed")
         key = (origin[0], origin[1])
-        if key in self._origins_sent or len(self._origins_sent) >= self.MAX_ORIGINS:
+        if key in self._origins_sent:
             return
         self._origins_sent.append(key)
         message = NonfiniteOrigin(
             type="nonfinite_origin", step=step, source=origin[0], layer=origin[1], detail=origin[2]
         )  # type: ignore[arg-type]
         self.transport.put_control(message)
+
+    def _first_bad_layer(self, step: int) -> str | None:
+        index = self.origin.first_bad_layer(step) if self.origin is not None else None
+        return self.origin.layer_names[index] if self.origin is not None and index is not None and index >= 0 else None
 
     def _set_clip(self, mode: str | None, threshold: float) -> None:
         mode = mode or self.clip[0]
@@ -233,8 +268,8 @@ class RunSession:
             relu_layers=self.prober.relu_names if self.prober is not None else [],
         )
 
-    def _encode(self, payload: tuple[np.ndarray, int, float, float | None, float | None]) -> dict[str, Any]:
-        row, epoch, t, sps, fallback_loss = payload
+    def _encode(self, payload: tuple[np.ndarray, int, float, float | None, float | None, Any]) -> dict[str, Any]:
+        row, epoch, t, sps, fallback_loss, bn = payload
         u = self.stats.layout.unpack(row)
         loss = u["loss"] if self.stats.loss_recorded or fallback_loss is None else fallback_loss
         threshold = u["clip_threshold"]
@@ -255,8 +290,8 @@ class RunSession:
             "grad_nan": u["grad_nan"].astype(np.int64).tolist(),
             "grad_inf": u["grad_inf"].astype(np.int64).tolist(),
             "weight_nonfinite": int(u["weight_nonfinite"]),
-            "loss_nonfinite": bool(u["loss_nonfinite"]),
-            "bn": u["bn"].tolist(),
+            "loss_nonfinite": self.stats.loss_recorded and not math.isfinite(u["loss"]),
+            "bn": bn or [],
             "update_ratio": None if np.isnan(u["update_ratio"]).all() else u["update_ratio"].tolist(),
             "skipped": bool(u["skipped"]),
         }

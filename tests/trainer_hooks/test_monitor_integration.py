@@ -170,8 +170,10 @@ def test_fit_streams_every_variable_and_batchnorm(server: Any, build: Any, make_
     assert all(math.isfinite(decode_float(v)) for v in m["loss"])
     bn = next(iter(m["bn"].values()))
     assert len(bn["moving_mean"]) == steps
+    sampled = [decode_float(v) for v in bn["moving_variance"] if v is not None]  # sampled between steps
+    assert sampled and bn["moving_variance"][-1] is not None  # ... and always after the last one
     # BatchNorm trained in fit: its moving statistics leave their initial values.
-    assert decode_float(bn["moving_variance"][-1]) != pytest.approx(1.0, abs=1e-3)
+    assert sampled[-1] != pytest.approx(1.0, abs=1e-3)
     spy.assert_no_retrace(exactly_once=build is not Subclassed)
 
 
@@ -224,9 +226,10 @@ def test_nan_inputs_are_counted(server: Any) -> None:
     assert totals[first_bad] > 0
     assert not math.isfinite(decode_float(m["global_norm"][first_bad]))
     # ReLU turns the NaN activations into zeros, so the loss stays finite, but the
-    # kernel's gradient is NaN and the update poisons the weights (as in the seed case).
-    assert m["weight_nonfinite"][first_bad] == 0
-    assert m["weight_nonfinite"][first_bad + 1] > 0
+    # kernel's gradient is NaN and the update poisons the weights (as in the seed case):
+    # the host's scan right after that step finds them, and keeps finding them.
+    assert m["weight_nonfinite"][first_bad] > 0
+    assert m["weight_nonfinite"][first_bad + 1] == m["weight_nonfinite"][first_bad]
 
 
 def test_optimizer_clipping_is_adopted_and_restored(server: Any) -> None:
