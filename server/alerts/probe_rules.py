@@ -91,7 +91,7 @@ class FrozenBatchnorm(Rule):
             grads = batch.grad[rows][:, self._param_index]  # (rows, bn layers, 2)
             with np.errstate(invalid="ignore"):
                 above = (grads > self.p["grad_eps"]) | ~self._param_present
-            training = above.all(axis=2) & self._has_params
+            training = np.asarray(above.all(axis=2) & self._has_params)
         runs, self.carry = run_lengths(still & training, self.carry)
         need = int(self.p["sustain"])
         reached, at = first_at_least(runs, need)
