@@ -41,6 +41,16 @@ def _wire(x: float | str | None) -> float | None:
     return None if x is None else decode_float(x)
 
 
+def wire_array(values: list[Any], dtype: type[np.floating[Any]]) -> npt.NDArray[Any]:
+    """Validated wire floats (numbers and "NaN"/"Infinity"/"-Infinity", nested lists too) as one array.
+
+    numpy parses those three spellings itself, so the list converts in one C call instead of one
+    ``decode_float`` per element (MobileNetV2: 158 norms and 416 BN values per record). Only for
+    values that passed ``StepRecord`` validation, which admits no other strings.
+    """
+    return np.array(values, dtype=dtype)
+
+
 def record_to_row(run_id: int, rec: StepRecord) -> tuple[Any, ...]:
     """One INSERT row, columns in ``ROW_COLUMNS`` order."""
     floats: list[float | None] = []
@@ -51,12 +61,12 @@ def record_to_row(run_id: int, rec: StepRecord) -> tuple[Any, ...]:
             nan_mask |= 1 << i
             v = None
         floats.append(v)
-    grad = np.array([decode_float(x) for x in rec.grad_norm], dtype=np.float32)
+    grad = wire_array(rec.grad_norm, np.float32)
     counts = np.asarray(rec.grad_nan, dtype=np.int64) + np.asarray(rec.grad_inf, dtype=np.int64)
     nonfinite = np.minimum(counts, _U32_MAX).astype(np.uint32).tobytes() if counts.any() else None
     bn = None
     if rec.bn:
-        bn = np.array([[decode_float(x) for x in row] for row in rec.bn], dtype=np.float32).tobytes()
+        bn = wire_array(rec.bn, np.float32).tobytes()
     ratio = None
     if rec.update_ratio is not None:
         ratio = np.asarray(rec.update_ratio, dtype=np.float64).astype(np.float32).tobytes()
