@@ -106,8 +106,8 @@ class ExplodingGradients(Rule):
             if self.median is not None:
                 spikes = self._spikes(rows, self.median) & ok[:, None]
                 runs, self.carry = run_lengths(spikes, self.carry)
-                fire = np.flatnonzero((runs >= need).any(axis=1))
-                if fire.size:
+                fire = np.flatnonzero((runs >= need).any(axis=1)) if spikes.any() else None  # no spike: runs are 0
+                if fire is not None and fire.size:
                     if first is None:
                         r = int(fire[0])
                         first = (start + r, rows[r], self.median)
@@ -166,8 +166,11 @@ class ExplodingGradients(Rule):
         with np.errstate(invalid="ignore"):
             hits = np.isfinite(batch.global_norm) & (batch.global_norm > multiple * batch.clip_threshold)
         history = np.concatenate([self.clip_hits, hits])
-        counts = np.cumsum(history)
         w = self.window
+        if not hits.any():  # only a hit in this batch can fire (the usual case: none)
+            self.clip_hits = history[-w:]
+            return None
+        counts = np.cumsum(history)
         lagged = np.concatenate([np.zeros(w, dtype=np.int64), counts])[: counts.size]
         in_window = (counts - lagged)[-len(batch):] if len(batch) else counts[:0]
         self.clip_hits = history[-w:]
@@ -270,6 +273,9 @@ class ClipSaturated(Rule):
         before = self.history.size
         history = np.concatenate([self.history, batch.clipped])
         scales = np.concatenate([self.scales, batch.clip_scale])
+        if not history.any() and self.p["fraction"] > 0:  # nothing clipped in the window: the share is 0
+            self.history, self.scales = history[-w:], scales[-w:]
+            return []
         counts = np.cumsum(history)
         lagged = np.concatenate([np.zeros(w, dtype=np.int64), counts])[: counts.size]
         share = (counts - lagged) / w

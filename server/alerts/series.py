@@ -56,27 +56,37 @@ class StepBatch:
 
     @classmethod
     def from_records(cls, records: list[StepRecord], n_vars: int, n_bn: int) -> StepBatch:
+        # A frame holds 1-8 records, so numpy's per-call overhead, not the values, is most of the cost:
+        # fields are converted in groups (numpy reads None as NaN and parses the wire's "NaN"/"Infinity"),
+        # and the NaN/Inf counts, all zero on healthy steps, are only converted when one is not.
         n = len(records)
+        ints = np.array([(r.step, r.weight_nonfinite, r.clipped, r.skipped) for r in records],
+                        dtype=np.int64).reshape(n, 4)
+        floats = np.array([(r.global_norm, r.clip_threshold, r.clip_scale) for r in records],
+                          dtype=np.float64).reshape(n, 3)
+        if any(any(r.grad_nan) or any(r.grad_inf) for r in records):
+            nan = np.asarray([r.grad_nan for r in records], dtype=np.int64).reshape(n, n_vars)
+            inf = np.asarray([r.grad_inf for r in records], dtype=np.int64).reshape(n, n_vars)
+        else:
+            nan = np.zeros((n, n_vars), dtype=np.int64)
+            inf = np.zeros((n, n_vars), dtype=np.int64)
         bn = np.full((n, n_bn, len(BN_FIELDS)), np.nan)
-        present = np.zeros(n, dtype=bool)
-        if n_bn:
-            for i, r in enumerate(records):
-                if r.bn:
-                    bn[i] = np.asarray(r.bn, dtype=np.float64)
-                    present[i] = True
+        present = np.fromiter((bool(r.bn) for r in records), dtype=bool, count=n) if n_bn else np.zeros(n, bool)
+        if present.any():
+            bn[present] = np.asarray([r.bn for r in records if r.bn], dtype=np.float64)
         return cls(
-            step=np.fromiter((r.step for r in records), dtype=np.int64, count=n),
-            global_norm=np.fromiter((_scalar(r.global_norm) for r in records), dtype=np.float64, count=n),
+            step=ints[:, 0],
+            global_norm=floats[:, 0],
             grad=_floats([r.grad_norm for r in records], n_vars),
-            nan=np.asarray([r.grad_nan for r in records], dtype=np.int64).reshape(n, n_vars),
-            inf=np.asarray([r.grad_inf for r in records], dtype=np.int64).reshape(n, n_vars),
+            nan=nan,
+            inf=inf,
             loss_nonfinite=np.fromiter((r.loss_nonfinite or not math.isfinite(_scalar(r.loss, 0.0)) for r in records),
                                        dtype=bool, count=n),
-            weight_nonfinite=np.fromiter((r.weight_nonfinite for r in records), dtype=np.int64, count=n),
-            clipped=np.fromiter((r.clipped for r in records), dtype=bool, count=n),
-            clip_threshold=np.fromiter((_scalar(r.clip_threshold) for r in records), dtype=np.float64, count=n),
-            clip_scale=np.fromiter((_scalar(r.clip_scale) for r in records), dtype=np.float64, count=n),
-            skipped=np.fromiter((r.skipped for r in records), dtype=bool, count=n),
+            weight_nonfinite=ints[:, 1],
+            clipped=ints[:, 2] != 0,
+            clip_threshold=floats[:, 1],
+            clip_scale=floats[:, 2],
+            skipped=ints[:, 3] != 0,
             bn=bn,
             bn_present=present,
         )
@@ -94,6 +104,8 @@ def run_lengths(flags: BoolArray, carry: IntArray) -> tuple[IntArray, IntArray]:
     n = flags.shape[0]
     if n == 0:
         return np.zeros(flags.shape, dtype=np.int64), carry
+    if not flags.any():  # the usual, healthy case: every run is broken, nothing carries over
+        return np.zeros(flags.shape, dtype=np.int64), np.zeros(flags.shape[1], dtype=np.int64)
     rows = np.arange(n, dtype=np.int64)[:, None]
     last_false = np.maximum.accumulate(np.where(flags, -1, rows), axis=0)
     runs = rows - last_false
