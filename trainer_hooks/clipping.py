@@ -67,12 +67,14 @@ def clip_gradients(
 ) -> tuple[list[Any], tf.Tensor, tf.Tensor]:
     """Clip ``grads`` (none of them ``None``; ``sq`` holds their squared norms, ``total`` the sum).
 
-    Returns the clipped gradients, the sum of their squared norms and, in value
-    mode, the fraction of elements bounded (0 otherwise). A threshold <= 0 clips nothing.
+    Returns the clipped gradients, the clip scale (post-clip global norm over the
+    pre-clip one) and, in value mode, the fraction of elements bounded (0 otherwise).
+    A threshold <= 0 clips nothing. The scale and fraction of the untaken branch are
+    constants, so a row that records them need not wait for the norms.
     """
 
     def passthrough() -> tuple[list[Any], tf.Tensor, tf.Tensor]:
-        return [tf.identity(g) for g in grads], total, tf.constant(0.0)
+        return [tf.identity(g) for g in grads], tf.constant(1.0), tf.constant(0.0)
 
     def clip() -> tuple[list[Any], tf.Tensor, tf.Tensor]:
         value = mode == VALUE
@@ -97,6 +99,6 @@ def clip_gradients(
             return tf.where(tf.reduce_all(s >= 1.0), total, tf.reduce_sum(sq * tf.square(s))), tf.constant(0.0)
 
         post, frac = tf.cond(value, bounded, scaled)
-        return out, post, frac
+        return out, tf.where(total > 0, tf.sqrt(post / tf.maximum(total, 1e-30)), 1.0), frac
 
     return tf.cond(t > 0, clip, passthrough)

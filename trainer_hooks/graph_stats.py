@@ -45,7 +45,7 @@ SCALARS: tuple[str, ...] = (
     "clip_scale",  # post-clip global norm / pre-clip global norm
     "clipped_fraction",  # value mode: share of elements bounded
     "unhealthy",  # the step's gradients or loss were not finite (as judged in the step)
-    "skipped",  # written by record_update
+    "skipped",  # written by record_skipped
     "weight_nonfinite",  # written by the host's weight scan
     "origin_features",  # non-finite elements in the step's input features (non-finite steps only)
     "origin_labels",  # ... in its labels
@@ -177,62 +177,57 @@ class GradientStats:
         if known_loss:
             healthy = healthy & tf.math.is_finite(loss)
 
-        def calm() -> tuple[tf.Tensor, ...]:
-            return tf.zeros([n]), tf.zeros([n]), tf.constant(0.0), tf.constant(0.0)
-
-        def troubled() -> tuple[tf.Tensor, ...]:
-            bad = [grads[i] for i in present]
-            counts = count(bad, present, n, tf.math.is_nan), count(bad, present, n, tf.math.is_inf)
-            found = (tf.constant(0.0), tf.constant(0.0))
-            if inputs is not None:
-                x, y = inputs
-                found = origin.inspect(x, y, step) if origin is not None else (count_nonfinite(x), count_nonfinite(y))
-            return *counts, *found
-
-        nan_c, inf_c, features, labels = tf.cond(healthy, calm, troubled)
-
         mode = self.clip_mode.read_value()
         t = self.clip_threshold.read_value()
         # tf.cond cannot carry None: clip the present gradients, then put the gaps back.
         present_sq = sq if len(present) == n else tf.gather(sq, present)
-        clipped, post_sq, frac = clip_gradients([grads[i] for i in present], present_sq, total, mode, t)
+        clipped, scale, frac = clip_gradients([grads[i] for i in present], present_sq, total, mode, t)
         clipped_grads: list[Any] = [None] * n
         for i, g in zip(present, clipped):
             clipped_grads[i] = g
 
-        scalars = tf.stack(
-            [
-                tf.constant(0.0),  # step: written below in float64 (float32 is exact only to 2**24)
-                loss,
-                tf.cast(lr, tf.float32),
-                tf.cast(mode, tf.float32),
-                t,
-                tf.where(total > 0, tf.sqrt(post_sq / tf.maximum(total, 1e-30)), 1.0),
-                frac,
-                tf.cast(~healthy, tf.float32),
-                tf.constant(0.0),  # skipped
-                tf.constant(0.0),  # weight_nonfinite
-                features,
-                labels,
-            ]
-        )
-        unmeasured = tf.constant(np.full(n, np.nan, np.float32))
-        values = tf.cast(tf.concat([scalars, sq, nan_c, inf_c, unmeasured], 0), tf.float64)
-        values = tf.tensor_scatter_nd_update(values, [[0]], tf.reshape(tf.cast(step, tf.float64), [1]))
-        self._write(tf.reshape(tf.math.floormod(step, self.ring), [1, 1]), tf.expand_dims(values, 0))
+        def troubled() -> tf.Tensor:
+            """unhealthy, features, labels, then NaN and Inf counts per variable: a non-finite step only."""
+            bad = [grads[i] for i in present]
+            found = [tf.constant(0.0), tf.constant(0.0)]
+            if inputs is not None:
+                x, y = inputs
+                found = list(origin.inspect(x, y, step) if origin is not None else map(count_nonfinite, (x, y)))
+            nan_c, inf_c = count(bad, present, n, tf.math.is_nan), count(bad, present, n, tf.math.is_inf)
+            return tf.cast(tf.concat([tf.stack([tf.constant(1.0), *found]), nan_c, inf_c], 0), tf.float64)
+
+        trouble_cols = [SCALARS.index(k) for k in ("unhealthy", "origin_features", "origin_labels")]
+        trouble_cols += range(len(SCALARS) + n, len(SCALARS) + 3 * n)
+        row = tf.math.floormod(step, self.ring)
+        # The row of a healthy step. Its inputs are ready early except ``sq``: after the
+        # last gradient only a few ops remain, which is what the step's wall time sees.
+        head = tf.stack([loss, tf.cast(lr, tf.float32), tf.cast(mode, tf.float32), t, scale, frac])
+        rest = tf.constant(np.zeros(len(SCALARS) - 7, np.float32))  # unhealthy ... origin_labels: 0
+        counts_and_ratios = tf.constant(np.r_[np.zeros(2 * n), np.full(n, np.nan)].astype(np.float32))
+        values = tf.cast(tf.concat([head, rest, sq, counts_and_ratios], 0), tf.float64)
+        values = tf.concat([tf.reshape(tf.cast(step, tf.float64), [1]), values], 0)
+        if tf.distribute.has_strategy():
+            # A mirrored buffer may not be written inside a branch: fold the branch's values in.
+            trouble = tf.cond(healthy, lambda: tf.zeros([len(trouble_cols)], tf.float64), troubled)
+            values = tf.tensor_scatter_nd_update(values, [[c] for c in trouble_cols], trouble)
+            self._write(tf.reshape(row, [1, 1]), values[None])
+        else:
+            self.buffer[row].assign(values)  # in place: one op, no copy of the buffer
+
+            def write_trouble() -> tf.Tensor:  # into the row just written
+                index = tf.stack([tf.fill([len(trouble_cols)], row), tf.constant(trouble_cols, tf.int64)], axis=1)
+                self._write(index, troubled())
+                return tf.constant(True)
+
+            tf.cond(healthy, lambda: tf.constant(False), write_trouble)
         self.step.assign_add(1)
         return clipped_grads, healthy, step
 
-    def record_update(self, step: Any, skipped: tf.Tensor, update_ratio: tf.Tensor | None) -> None:
-        """After the optimizer ran: whether the step was skipped and, if measured, ‖Δw‖/‖w‖ per variable."""
+    def record_skipped(self, step: Any, skipped: tf.Tensor) -> None:
+        """After the optimizer ran (or did not): whether the step's update was skipped."""
         row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)
-        cols = [SCALARS.index("skipped")]
-        values = [tf.reshape(tf.cast(skipped, tf.float64), [1])]
-        if update_ratio is not None and self.layout.n_vars:
-            cols += range(self.layout.update_ratio_offset, self.layout.update_ratio_offset + self.layout.n_vars)
-            values.append(tf.cast(update_ratio, tf.float64))
-        index = tf.stack([tf.fill([len(cols)], row), tf.constant(cols, tf.int64)], axis=1)
-        self._write(index, tf.concat(values, 0))
+        index = tf.stack([row, tf.constant(SCALARS.index("skipped"), tf.int64)])[None]
+        self._write(index, tf.reshape(tf.cast(skipped, tf.float64), [1]))
 
     def _write(self, index: tf.Tensor, values: tf.Tensor) -> None:
         # A whole-variable assign, not a scatter: under a distribution strategy the

@@ -21,6 +21,7 @@ from .optimizer_hook import OptimizerHook, optimizer_clipping
 from .origin import OriginFinder
 from .probe import Prober
 from .session import RunSession, trainer_ws_url, validate_clip
+from .update_ratio import UpdateRatio
 
 if TYPE_CHECKING:
     from .watch import Watch
@@ -122,11 +123,12 @@ class GradientMonitor(keras.callbacks.Callback):
         self._hook: OptimizerHook | None = None
         self._clip: tuple[str, float | None] = (clip_mode, clip_threshold)
         self._disabled = False
+        self._update_ratio: UpdateRatio | None = None
 
     # ------------------------------------------------------------------ Keras hooks
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.session, self.stats, self._disabled = None, None, False
+        self.session, self.stats, self._disabled, self._update_ratio = None, None, False, None
         try:
             self._begin()
         except Exception as err:
@@ -178,6 +180,10 @@ class GradientMonitor(keras.callbacks.Callback):
         hook.install()
         if model.built and model.trainable_variables and all(layer.built for layer in model._flatten_layers()):
             hook.prepare(model.trainable_variables)
+            assert hook.stats is not None
+            # Kept now so that the very first step's update can be measured too.
+            self._update_ratio = UpdateRatio(hook.stats.variables, self.update_ratio_every)
+            self._update_ratio.keep(int(model.optimizer.iterations.numpy()))
         original_train_step = model.train_step
 
         def train_step(data: Any) -> Any:
@@ -226,7 +232,6 @@ class GradientMonitor(keras.callbacks.Callback):
             make_stats,
             self.every,
             guard_nonfinite=self.guard_nonfinite,
-            update_ratio_every=self.update_ratio_every,
             make_origin=lambda: OriginFinder(model),
             strategy=getattr(model, "distribute_strategy", None),
         )
@@ -271,6 +276,7 @@ class GradientMonitor(keras.callbacks.Callback):
             prober=prober,
             probe_every=self.probe_every,
             origin=hook.origin,
+            update_ratio=self._update_ratio or UpdateRatio(stats.variables, self.update_ratio_every),
         )
         session.start()
         return session

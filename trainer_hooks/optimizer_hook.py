@@ -11,8 +11,9 @@ the first ``apply``, under ``tf.init_scope()``: its variables are made eagerly
 and the gradients' variables are known by then.
 
 Around the optimizer's own update the hook can skip a non-finite step
-(``guard_nonfinite``: weights and slots untouched) and, every
-``update_ratio_every`` steps, measure ‖Δw‖/‖w‖ per variable.
+(``guard_nonfinite``: weights and slots untouched). The update ratio ‖Δw‖/‖w‖
+is measured on the host (session.py): wrapping the optimizer in a branch to
+measure it in the step cost more than the measurement.
 
 Under mixed precision Keras wraps the optimizer in a ``LossScaleOptimizer``,
 whose ``apply`` receives gradients multiplied by the dynamic loss scale. The
@@ -28,7 +29,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from .graph_stats import GradientStats
@@ -68,7 +68,6 @@ class OptimizerHook:
         every: int = 1,
         *,
         guard_nonfinite: bool = False,
-        update_ratio_every: int = 0,
         make_origin: Callable[[], OriginFinder] | None = None,
         strategy: Any = None,
     ) -> None:
@@ -77,7 +76,6 @@ class OptimizerHook:
         self.make_stats = make_stats
         self.every = every
         self.guard_nonfinite = guard_nonfinite
-        self.update_ratio_every = update_ratio_every
         self.make_origin = make_origin
         self.stats: GradientStats | None = None
         self.origin: OriginFinder | None = None
@@ -187,43 +185,24 @@ class OptimizerHook:
 
         if replicas > 1:
             # A tf.cond around the optimizer is not allowed in a replica context (it
-            # merges across replicas inside): no guard or update ratios here.
+            # merges across replicas inside): no guard here.
             apply_fn(clipped, variables)
             return
         if loss_scale is not None:
             # The scaler skips non-finite steps itself (and lowers its scale): let it.
             apply_fn(clipped, variables)
-            stats.record_update(step, tf.logical_not(healthy), None)
+            stats.record_skipped(step, tf.logical_not(healthy))
             return
-        if not self.guard_nonfinite and self.update_ratio_every <= 0:
+        if not self.guard_nonfinite:
             apply_fn(clipped, variables)
             return
-        skip = tf.logical_not(healthy) if self.guard_nonfinite else tf.constant(False)
-        measure = (
-            tf.equal(tf.math.floormod(step, self.update_ratio_every), 0)
-            if self.update_ratio_every > 0
-            else tf.constant(False)
-        )
-        unmeasured = tf.fill([len(stats.variables)], tf.constant(np.nan, tf.float32))
+        skip = tf.logical_not(healthy)
 
         def skipped() -> tf.Tensor:
-            return unmeasured  # weights, slots and the optimizer's own step count stay as they were
+            return tf.constant(True)  # weights, slots and the optimizer's own step count stay as they were
 
-        def plain() -> tf.Tensor:
+        def applied() -> tf.Tensor:
             apply_fn(clipped, variables)
-            return unmeasured
+            return tf.constant(False)
 
-        def measured() -> tf.Tensor:
-            before = [tf.identity(tf.convert_to_tensor(v)) for v in variables]
-            apply_fn(clipped, variables)
-            ratios = [np.nan] * len(stats.variables)
-            for v, b, i in zip(variables, before, positions):
-                if i is not None:
-                    delta = tf.norm(tf.cast(tf.convert_to_tensor(v) - b, tf.float32))
-                    size = tf.norm(tf.cast(b, tf.float32))
-                    # Undefined for an all-zero weight (a bias at its initial zeros): NaN, not 1e11.
-                    ratios[i] = tf.where(size > 0, delta / tf.maximum(size, 1e-30), np.nan)
-            return tf.stack([tf.constant(r, tf.float32) if isinstance(r, float) else r for r in ratios])
-
-        ratios = tf.case([(skip, skipped), (measure, measured)], default=plain, exclusive=False)
-        stats.record_update(step, skip, ratios)
+        stats.record_skipped(step, tf.cond(skip, skipped, applied))

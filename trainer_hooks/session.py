@@ -33,8 +33,9 @@ from .graph_stats import SCALARS, GradientStats
 from .origin import OriginFinder
 from .probe import Prober
 from .transport import Transport
+from .update_ratio import UpdateRatio
 
-_UNHEALTHY, _WEIGHT_NONFINITE = SCALARS.index("unhealthy"), SCALARS.index("weight_nonfinite")
+_UNHEALTHY, _WEIGHT_NONFINITE, _SKIPPED = (SCALARS.index(k) for k in ("unhealthy", "weight_nonfinite", "skipped"))
 
 
 def _nonfinite(row: np.ndarray) -> bool:
@@ -86,6 +87,7 @@ class RunSession:
         prober: Prober | None = None,
         probe_every: int = 100,
         origin: OriginFinder | None = None,
+        update_ratio: UpdateRatio | None = None,
     ) -> None:
         self.stats = stats
         self.pause_on = list(pause_on)
@@ -96,6 +98,8 @@ class RunSession:
         self._weights_suspect = False  # after a non-finite step, until a weight scan comes back clean
         self._bn_samples: dict[int, list[list[float]]] = {}  # step -> BN rows, until that step is queued
         self._last_queued: tuple[int, tuple[Any, ...]] | None = None
+        self.update_ratio = update_ratio
+        self._ratios: dict[int, np.ndarray] = {}  # step -> ||dw|| / ||w|| per variable, until queued
         self._last_probe_block = -1
         self._origins_sent: list[tuple[str, str | None]] = []
         self.run_name = run_name
@@ -141,6 +145,10 @@ class RunSession:
         self._epoch = epoch
         if last % self.every == 0 and self.stats.bn.due(time.monotonic()):
             self._bn_samples[last] = self.stats.bn.sample()  # the moving statistics right after step `last`
+        # Inside a compiled loop the host runs before the step's update is done: no ratio there.
+        meter = self.update_ratio if rows is None else None
+        if meter is not None and (ratios := meter.measure(last)) is not None:
+            self._ratios[last] = ratios
         self._report(last, fallback_loss, rows, force=False)
         if self.prober is not None and last // self.probe_every > self._last_probe_block:
             self._last_probe_block = last // self.probe_every
@@ -150,6 +158,8 @@ class RunSession:
         if self.control.state is RunState.PAUSED:
             self._report(last, fallback_loss, None, force=True)  # the page shows where it stopped
         self.control.wait_while_paused(next_step)
+        if meter is not None:
+            meter.keep(next_step)
         return self.control.stop_requested
 
     def finish(self, step: int) -> None:
@@ -190,13 +200,18 @@ class RunSession:
         wall = time.time()
         sps = (last - self._last_step_done) / max(now - self._last_time, 1e-9) if self._last_step_done >= 0 else None
         for step, row in new:
+            ratios = self._ratios.pop(step, None)
+            if ratios is not None and not row[_SKIPPED]:
+                offset = self.stats.layout.update_ratio_offset
+                row[offset : offset + len(ratios)] = ratios
             payload = (row.copy(), self._epoch, wall, sps, fallback_loss, self._bn_samples.pop(step, None))
             self.transport.put_record(step, payload, row.nbytes)
             self._last_queued = (step, payload)
             if _nonfinite(row):
                 self._send_origin(step, row)
-        for step in [s for s in self._bn_samples if s <= self._last_seen]:
-            del self._bn_samples[step]  # its row was not reportable after all
+        for pending in (self._bn_samples, self._ratios):
+            for step in [s for s in pending if s <= self._last_seen]:
+                del pending[step]  # its row was not reportable after all
         self._last_time, self._last_step_done = now, last
 
     def _scan_weights(self, rows: list[tuple[int, np.ndarray]]) -> None:
