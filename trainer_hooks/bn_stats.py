@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .readback import host_array
+
 
 class BatchNormSampler:
     """``sample()`` → ``[n_layers][8]`` in ``protocol.BN_FIELDS`` order; ``due()`` paces it."""
@@ -57,6 +59,6 @@ class BatchNormSampler:
 
     def _read(self) -> list[tuple[np.ndarray, np.ndarray]]:
         def read(v: Any) -> np.ndarray:
-            return np.asarray(v.numpy(), np.float64).ravel()  # .numpy(): half the cost of np.asarray(v)
+            return np.array(host_array(v), np.float64).ravel()  # a copy: kept until the next sample
 
         return [(read(layer.moving_mean), read(layer.moving_variance)) for layer in self.layers]

@@ -34,6 +34,7 @@ from gradwatch.protocol import CLIP_MODES
 from .bn_stats import BatchNormSampler
 from .clipping import CLIP_MODE_IDS, VALUE, clip_gradients, count, sq_norms
 from .origin import OriginFinder, count_nonfinite
+from .readback import host_array
 
 #: Scalars at the start of every buffer row, in this order (raw: ``Layout.unpack`` derives the rest).
 SCALARS: tuple[str, ...] = (
@@ -144,7 +145,7 @@ class GradientStats:
 
     def count_weight_nonfinite(self) -> int:
         """Non-finite elements in all weights, read on the host (only after a bad step)."""
-        return int(sum(np.count_nonzero(~np.isfinite(np.asarray(v))) for v in self.variables))
+        return int(sum(np.count_nonzero(~np.isfinite(host_array(v))) for v in self.variables))
 
     # ------------------------------------------------------------------ graph side
 

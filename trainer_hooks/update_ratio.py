@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from .readback import host_array
+
 
 def _read(v: Any) -> np.ndarray:
-    return np.array(v.numpy(), np.float32)  # a copy: the update may reuse the buffer
+    return np.array(host_array(v), np.float32)  # a copy: the update may reuse the buffer
 
 
 class UpdateRatio:
@@ -42,5 +44,5 @@ class UpdateRatio:
         for i, (v, b) in enumerate(zip(self.variables, before[1])):
             size = float(np.linalg.norm(b))
             if size > 0:  # undefined for an all-zero weight (a bias at its initial zeros)
-                ratios[i] = float(np.linalg.norm(_read(v) - b)) / size
+                ratios[i] = float(np.linalg.norm(np.asarray(host_array(v), np.float32) - b)) / size
         return ratios
