@@ -84,6 +84,9 @@ class FrozenBatchnorm(Rule):
         eps = self.p["eps"]
         with np.errstate(invalid="ignore"):
             still = (bn[:, :, MEAN_DELTA] < eps) & (bn[:, :, VAR_DELTA] < eps)
+        if not still.any():  # the usual case: every layer's statistics moved, so every run breaks here
+            self.carry = np.zeros_like(self.carry)
+            return []
         # A layer trains when all its gamma/beta gradient norms exceed grad_eps (NaN does not);
         # a layer without either variable never counts as training.
         training = np.zeros_like(still)
