@@ -83,9 +83,16 @@ def clip_gradients(
         s = tf.where(value, 1.0, tf.where(mode == GLOBAL, global_s, per_var))
         bound = tf.where(value, t, np.inf)
         scales = tf.unstack(s, num=len(grads)) if grads else []
+        limits: dict[tf.DType, tuple[tf.Tensor, tf.Tensor]] = {}  # (low, high) once per dtype, not per variable
+
+        def limit(dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor]:
+            if dtype not in limits:
+                high = tf.cast(bound, dtype)
+                limits[dtype] = (-high, high)
+            return limits[dtype]
+
         out = [
-            _map_values(g, lambda v, si=si: tf.clip_by_value(v * tf.cast(si, v.dtype), -tf.cast(bound, v.dtype),
-                                                              tf.cast(bound, v.dtype)))
+            _map_values(g, lambda v, si=si: tf.clip_by_value(v * tf.cast(si, v.dtype), *limit(v.dtype)))
             for g, si in zip(grads, scales)
         ]
 
