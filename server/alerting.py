@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gradwatch.protocol import NonfiniteOrigin, Probe, StepRecord, dumps
+from gradwatch.protocol import NonfiniteOrigin, Probe, StepRecord, decode_float, dumps
 
 from .alerts import persist
 from .alerts.engine import Alert, Change, RunAlerts
@@ -31,8 +32,14 @@ log = logging.getLogger("gradwatch.server.alerts")
 UPDATE_INTERVAL = 1.0
 #: A run's frames that arrive within this many seconds of its last rule evaluation are evaluated
 #: together (one timer at most this late): the rules are vectorised, so their cost is mostly per
-#: call, and a trainer sending 50+ frames a second would otherwise pay it on every frame.
-COALESCE = 0.05
+#: call, and a trainer sending 20+ frames a second would otherwise pay it on every frame (on a
+#: machine the trainer shares, that CPU is taken from training). A frame with a non-finite step
+#: is evaluated at once: it may pause the run, and every step counts then.
+COALESCE = 0.25
+
+def _nonfinite(r: StepRecord) -> bool:
+    return r.loss_nonfinite or r.weight_nonfinite > 0 or r.skipped or not math.isfinite(decode_float(r.global_norm))
+
 
 #: ``pause(run_id, origin)``: issue a pause command on behalf of an alert.
 Pause = Callable[[int, str], Awaitable[None]]
@@ -96,7 +103,9 @@ class Alerting:
         self.seen_step[run_id] = fresh[-1].step
         self._pending.setdefault(run_id, []).extend(fresh)
         wait = self._evaluated.get(run_id, -COALESCE) + COALESCE - time.monotonic()
-        if wait <= 0 and run_id not in self._timers:
+        if any(_nonfinite(r) for r in fresh):
+            await self.evaluate(run_id)  # a pending timer then finds nothing left to do
+        elif wait <= 0 and run_id not in self._timers:
             await self.evaluate(run_id)
         elif run_id not in self._timers:
             self._timers[run_id] = asyncio.create_task(self._later(run_id, max(wait, 0.0)),

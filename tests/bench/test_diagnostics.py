@@ -1,0 +1,35 @@
+"""Smoke test of the two diagnostic benchmarks (not part of ``run_all``): they run and report numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(args: list[str], out: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-m", *args, "--json", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("|") > 4  # a table
+    return json.loads(out.read_text())
+
+
+@pytest.mark.timeout(300)
+def test_step_cost_compares_plain_and_monitored(tmp_path: Path) -> None:
+    r = _run(["bench.step_cost", "--steps", "5", "--variant", "guarded:guard_nonfinite=true"], tmp_path / "s.json")
+    assert set(r["variants"]) == {"plain", "guarded"}
+    assert all(v["median_ms"] > 0 for v in r["variants"].values())
+
+
+@pytest.mark.timeout(300)
+def test_server_cpu_reports_cpu_per_record(tmp_path: Path) -> None:
+    r = _run(["bench.server_cpu", "--quick", "--shapes", "mlp"], tmp_path / "c.json")
+    text = json.dumps(r)
+    assert "mlp" in text and any(ch.isdigit() for ch in text)
