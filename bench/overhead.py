@@ -16,7 +16,6 @@ it includes every callback's own cost. Reported per configuration:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -30,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import numpy as np
 
+from bench._common import write_json
 from bench._server import BenchServer
 
 
@@ -162,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     with BenchServer() as server:
         results = [measure(n, rounds, server, include_tb) for n in names]
     print(markdown(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
     return 0
 
 

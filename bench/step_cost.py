@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import tensorflow as tf
 
+from bench._common import write_json
 from bench.overhead import MODELS
 
 
@@ -88,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         med = statistics.median(t)
         result["variants"][name] = {"median_ms": 1e3 * med, "added_us": 1e6 * (med - base), "ratio": med / base}
         print(f"| {name} | {1e3 * med:.3f} | {1e6 * (med - base):.0f} | {med / base:.4f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.json, result)
     return 0
 
 
