@@ -288,6 +288,7 @@ class GradientMonitor(keras.callbacks.Callback):
         return Watch(self, model, optimizer)
 
     def _unhook(self) -> None:
+        self._update_ratio = None  # belongs to this fit's model
         if self._hook is not None:
             self._hook.uninstall()
             if "train_step" in vars(self.model):
