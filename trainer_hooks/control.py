@@ -69,6 +69,11 @@ class RunControl:
             self._inbox.append(message)
             self._cond.notify_all()
 
+    @property
+    def has_pending(self) -> bool:
+        """Commands wait to be applied (a cheap, lock-free look from the training thread)."""
+        return bool(self._inbox)
+
     def apply_pending(self, next_step: int) -> None:
         """Apply queued commands (training thread). ``next_step`` is the first step they affect."""
         while self._inbox:

@@ -154,6 +154,10 @@ class RunSession:
             self._last_probe_block = last // self.probe_every
             dead, gap = self.prober.run()
             self.transport.put_control(Probe(type="probe", step=last, dead_relu=dead, bn_gap=gap))
+        if self.control.has_pending:
+            # Every step so far goes out before the confirmation ("paused at N" must not
+            # overtake steps still sitting in the statistics ring).
+            self._report(last, fallback_loss, None, force=True)
         self.control.apply_pending(next_step)
         if self.control.state is RunState.PAUSED:
             self._report(last, fallback_loss, None, force=True)  # the page shows where it stopped
