@@ -23,6 +23,11 @@ from .readback import host_array
 class BatchNormSampler:
     """``sample()`` → ``[n_layers][8]`` in ``protocol.BN_FIELDS`` order; ``due()`` paces it."""
 
+    #: Never further apart than this (seconds), whatever the cost.
+    MAX_INTERVAL = 1.0
+    #: ... nor than this many calls to ``due`` (reportable steps): the frozen-BatchNorm rule counts samples.
+    MAX_STEPS = 5
+
     def __init__(self, layers: Sequence[Any], budget: float = 0.005) -> None:
         self.layers = list(layers)
         self.budget = budget
@@ -30,11 +35,6 @@ class BatchNormSampler:
         self._at = -float("inf")
         self._waited = self.MAX_STEPS
         self._prev = self._read()  # the first sample's change is measured from here
-
-    #: Never further apart than this (seconds), whatever the cost.
-    MAX_INTERVAL = 1.0
-    #: ... nor than this many calls to ``due`` (reportable steps): the frozen-BatchNorm rule counts samples.
-    MAX_STEPS = 5
 
     def due(self, now: float) -> bool:
         self._waited += 1

@@ -203,7 +203,7 @@ class GradientStats:
         # The row of a healthy step. Its inputs are ready early except ``sq``: after the
         # last gradient only a few ops remain, which is what the step's wall time sees.
         head = tf.stack([loss, tf.cast(lr, tf.float32), tf.cast(mode, tf.float32), t, scale, frac])
-        rest = tf.constant(np.zeros(len(SCALARS) - 7, np.float32))  # unhealthy ... origin_labels: 0
+        rest = tf.constant(np.zeros(len(SCALARS) - SCALARS.index("unhealthy"), np.float32))  # unhealthy...: 0
         counts_and_ratios = tf.constant(np.r_[np.zeros(2 * n), np.full(n, np.nan)].astype(np.float32))
         values = tf.cast(tf.concat([head, rest, sq, counts_and_ratios], 0), tf.float64)
         values = tf.concat([tf.reshape(tf.cast(step, tf.float64), [1]), values], 0)

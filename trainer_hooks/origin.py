@@ -56,13 +56,10 @@ class OriginFinder:
 
     # ------------------------------------------------------------------ graph side
 
-    def inspect(self, x: Any, y: Any, step: tf.Tensor, keep: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
-        """Non-finite counts in features and labels; keeps the features for ``first_bad_layer``.
-
-        ``keep=False`` (e.g. one replica's shard under a distribution strategy) only counts.
-        """
+    def inspect(self, x: Any, y: Any, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Non-finite counts in features and labels; keeps the features for ``first_bad_layer``."""
         flat = tf.nest.flatten(x)
-        if keep and self._replay is not None and flat and all(isinstance(t, tf.Tensor) for t in flat):
+        if self._replay is not None and flat and all(isinstance(t, tf.Tensor) for t in flat):
             self._structure, self._dtypes = tf.nest.map_structure(lambda _: 0, x), [t.dtype for t in flat]
             self._kept.assign(tf.stack([tf.io.serialize_tensor(t) for t in flat]))
             self._kept_step.assign(tf.cast(step, tf.int64))
