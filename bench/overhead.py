@@ -138,18 +138,30 @@ MODELS: dict[str, Callable[[], tuple[keras.Model, np.ndarray, np.ndarray, int]]]
 }
 
 
-def configs(server: BenchServer, logdir: str) -> dict[str, Callable[[], list[keras.callbacks.Callback]]]:
+def configs(
+    server: BenchServer, logdir: str, decompose: bool = False
+) -> dict[str, Callable[[], list[keras.callbacks.Callback]]]:
     from gradwatch import GradientMonitor
 
-    def monitor(every: int) -> Callable[[], list[keras.callbacks.Callback]]:
-        return lambda: [GradientMonitor(server=server.url, token=server.token, every=every, run_name=f"bench-{every}")]
+    class GraphOnly(GradientMonitor):
+        """The monitored step, with no host work between steps (no reads, no session, no sending)."""
 
-    return {
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            pass
+
+    def monitor(every: int, cls: type = GradientMonitor, url: str = server.url) -> Callable[[], list[Any]]:
+        return lambda: [cls(server=url, token=server.token, every=every, run_name=f"bench-{every}", flush_timeout=1.0)]
+
+    found = {
         "plain": lambda: [],
         "gradwatch every=1": monitor(1),
         "gradwatch every=10": monitor(10),
         "tensorboard histogram_freq=1": lambda: [keras.callbacks.TensorBoard(logdir, histogram_freq=1)],
     }
+    if decompose:  # where the cost of every=1 goes: the step, then the host's reads, then sending
+        found["every=1 graph only"] = monitor(1, GraphOnly)
+        found["every=1 server unreachable"] = monitor(1, url="http://127.0.0.1:9")
+    return found
 
 
 def run_round(models: dict[str, Any], make_callbacks: dict[str, Callable[[], list[Any]]],
@@ -180,9 +192,9 @@ def run_round(models: dict[str, Any], make_callbacks: dict[str, Callable[[], lis
 
 
 def measure(model_name: str, rounds: int, epochs: int, block: int, server: BenchServer,
-            include_tb: bool) -> dict[str, Any]:
+            include_tb: bool, decompose: bool = False) -> dict[str, Any]:
     logdir = tempfile.mkdtemp(prefix="gradwatch-bench-tb-")
-    make_callbacks = configs(server, logdir)
+    make_callbacks = configs(server, logdir, decompose)
     if not include_tb:
         make_callbacks.pop("tensorboard histogram_freq=1")
     models = {}
@@ -234,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per fit (after one warm-up epoch)")
     p.add_argument("--block", type=int, default=10, help="steps a fit runs before handing over")
     p.add_argument("--models", default="mlp,mobilenetv2")
+    p.add_argument("--decompose", action="store_true",
+                   help="also every=1 with no host work between steps, and with the server unreachable")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     names = ["mlp"] if args.quick else args.models.split(",")
@@ -246,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             print("tensorboard is not installed (pip install tensorboard); skipping that reference", file=sys.stderr)
             include_tb = False
     with BenchServer() as server:
-        results = [measure(n, rounds, epochs, args.block, server, include_tb) for n in names]
+        results = [measure(n, rounds, epochs, args.block, server, include_tb, args.decompose) for n in names]
     print(markdown(results))
     write_json(args.json, results)
     return 0

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .pacing import Pacer
 from .readback import host_array
 
 
@@ -30,17 +31,11 @@ class BatchNormSampler:
 
     def __init__(self, layers: Sequence[Any], budget: float = 0.005) -> None:
         self.layers = list(layers)
-        self.budget = budget
-        self._cost = float("inf")  # the cheapest sample so far: the cost without interference
-        self._at = -float("inf")
-        self._waited = self.MAX_STEPS
+        self.pacer = Pacer(budget, max_calls=self.MAX_STEPS, max_interval=self.MAX_INTERVAL)
         self._prev = self._read()  # the first sample's change is measured from here
 
     def due(self, now: float) -> bool:
-        self._waited += 1
-        if not self.layers:
-            return False
-        return self._waited >= self.MAX_STEPS or now - self._at >= min(self.MAX_INTERVAL, self._cost / self.budget)
+        return bool(self.layers) and self.pacer.due(now)
 
     def sample(self) -> list[list[float]]:
         start = time.perf_counter()
@@ -53,8 +48,7 @@ class BatchNormSampler:
                 row += [float(cur.mean()), float(cur.min()), float(cur.max()), delta] if cur.size else [0.0] * 4
             rows.append(row)
         self._prev = current
-        self._at, self._waited = time.monotonic(), 0
-        self._cost = min(self._cost, time.perf_counter() - start)
+        self.pacer.took(time.monotonic(), time.perf_counter() - start)
         return rows
 
     def _read(self) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1,7 +1,9 @@
 """The update-to-weight ratio ‖w_after − w_before‖ / ‖w_before‖ per variable, measured on the host.
 
-Every ``every``-th step the host keeps a copy of the weights just before it and
-compares after it. Measured in the compiled step instead, the optimizer's update
+The host keeps a copy of the weights just before a measured step and compares
+after it: every ``every``-th step, or by default paced by its own cost (two reads
+of every weight) to at most ``BUDGET`` of wall time, and at most every
+``MIN_STEPS`` steps. Measured in the compiled step instead, the optimizer's update
 would have to sit in a branch (update and measure, or only update), and that
 branch cost every step more than the measurement costs every ``every``-th.
 Only a clean pair counts: when several steps run between two host calls (one
@@ -10,11 +12,13 @@ execution of ``steps_per_execution > 1``) nothing is measured.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from .pacing import Pacer
 from .readback import host_array
 
 
@@ -25,24 +29,41 @@ def _read(v: Any) -> np.ndarray:
 class UpdateRatio:
     """``keep(next_step)`` before a step, ``measure(step)`` after it."""
 
-    def __init__(self, variables: Sequence[Any], every: int) -> None:
+    #: Paced (``every=None``): at most this share of wall time...
+    BUDGET = 0.005
+    #: ... and at most every this many steps.
+    MIN_STEPS = 10
+
+    def __init__(self, variables: Sequence[Any], every: int | None) -> None:
         self.variables = list(variables)
         self.every = every
+        self.pacer = Pacer(self.BUDGET, min_calls=self.MIN_STEPS) if every is None else None
         self._before: tuple[int, list[np.ndarray]] | None = None
+        self._kept_in = 0.0  # seconds the last keep() took
+
+    def _due(self, next_step: int) -> bool:
+        if self.every is None:
+            return self.pacer is not None and self.pacer.due(time.monotonic())
+        return self.every > 0 and next_step % self.every == 0
 
     def keep(self, next_step: int) -> None:
         """Call just before step ``next_step`` runs; copies the weights if that step is measured."""
-        if self.every and next_step % self.every == 0:
+        if self._due(next_step):
+            start = time.perf_counter()
             self._before = (next_step, [_read(v) for v in self.variables])
+            self._kept_in = time.perf_counter() - start
 
     def measure(self, step: int) -> np.ndarray | None:
         """Call right after ``step``: the ratio per variable (NaN for an all-zero weight), if kept."""
         before, self._before = self._before, None
         if before is None or before[0] != step:
             return None
+        start = time.perf_counter()
         ratios = np.full(len(self.variables), np.nan)
         for i, (v, b) in enumerate(zip(self.variables, before[1])):
             size = float(np.linalg.norm(b))
             if size > 0:  # undefined for an all-zero weight (a bias at its initial zeros)
                 ratios[i] = float(np.linalg.norm(np.asarray(host_array(v), np.float32) - b)) / size
+        if self.pacer is not None:
+            self.pacer.took(time.monotonic(), self._kept_in + time.perf_counter() - start)
         return ratios
