@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .pacing import Pacer
-from .readback import host_array
+from .readback import FlatReader
 
 
 class BatchNormSampler:
@@ -32,6 +32,8 @@ class BatchNormSampler:
     def __init__(self, layers: Sequence[Any], budget: float = 0.005) -> None:
         self.layers = list(layers)
         self.pacer = Pacer(budget, max_calls=self.MAX_STEPS, max_interval=self.MAX_INTERVAL)
+        # moving_mean, moving_variance of each layer in turn, read in one go
+        self.reader = FlatReader([v for layer in self.layers for v in (layer.moving_mean, layer.moving_variance)])
         self._prev = self._read()  # the first sample's change is measured from here
 
     def due(self, now: float) -> bool:
@@ -40,19 +42,18 @@ class BatchNormSampler:
     def sample(self) -> list[list[float]]:
         start = time.perf_counter()
         current = self._read()
-        rows = []
-        for (mean, var), (pmean, pvar) in zip(current, self._prev):
-            row: list[float] = []
-            for cur, before in ((mean, pmean), (var, pvar)):
-                delta = float(np.sqrt(np.mean(np.square(cur - before)))) if cur.size else 0.0
-                row += [float(cur.mean()), float(cur.min()), float(cur.max()), delta] if cur.size else [0.0] * 4
-            rows.append(row)
+        r, sizes = self.reader, np.maximum(self.reader.sizes, 1)
+        columns = [
+            r.per_variable(np.add, current) / sizes,
+            r.per_variable(np.minimum, current),
+            r.per_variable(np.maximum, current),
+            np.sqrt(r.per_variable(np.add, np.square(current - self._prev)) / sizes),
+        ]
+        # [mean, min, max, change] of moving_mean, then of moving_variance, per layer
+        rows = np.stack(columns, axis=1).reshape(len(self.layers), 8).tolist()
         self._prev = current
         self.pacer.took(time.monotonic(), time.perf_counter() - start)
         return rows
 
-    def _read(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        def read(v: Any) -> np.ndarray:
-            return np.array(host_array(v), np.float64).ravel()  # a copy: kept until the next sample
-
-        return [(read(layer.moving_mean), read(layer.moving_variance)) for layer in self.layers]
+    def _read(self) -> np.ndarray:
+        return self.reader.read().astype(np.float64)

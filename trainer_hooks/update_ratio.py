@@ -19,11 +19,7 @@ from typing import Any
 import numpy as np
 
 from .pacing import Pacer
-from .readback import host_array
-
-
-def _read(v: Any) -> np.ndarray:
-    return np.array(host_array(v), np.float32)  # a copy: the update may reuse the buffer
+from .readback import FlatReader
 
 
 class UpdateRatio:
@@ -36,9 +32,10 @@ class UpdateRatio:
 
     def __init__(self, variables: Sequence[Any], every: int | None) -> None:
         self.variables = list(variables)
+        self.reader = FlatReader(self.variables)
         self.every = every
         self.pacer = Pacer(self.BUDGET, min_calls=self.MIN_STEPS) if every is None else None
-        self._before: tuple[int, list[np.ndarray]] | None = None
+        self._before: tuple[int, np.ndarray] | None = None
         self._kept_in = 0.0  # seconds the last keep() took
 
     def _due(self, next_step: int) -> bool:
@@ -50,7 +47,7 @@ class UpdateRatio:
         """Call just before step ``next_step`` runs; copies the weights if that step is measured."""
         if self._due(next_step):
             start = time.perf_counter()
-            self._before = (next_step, [_read(v) for v in self.variables])
+            self._before = (next_step, self.reader.read())
             self._kept_in = time.perf_counter() - start
 
     def measure(self, step: int) -> np.ndarray | None:
@@ -59,11 +56,13 @@ class UpdateRatio:
         if before is None or before[0] != step:
             return None
         start = time.perf_counter()
-        ratios = np.full(len(self.variables), np.nan)
-        for i, (v, b) in enumerate(zip(self.variables, before[1])):
-            size = float(np.linalg.norm(b))
-            if size > 0:  # undefined for an all-zero weight (a bias at its initial zeros)
-                ratios[i] = float(np.linalg.norm(np.asarray(host_array(v), np.float32) - b)) / size
+        b = before[1]
+        delta = self.reader.read() - b
+        size = np.sqrt(self.reader.per_variable(np.add, np.square(b, dtype=np.float64)))
+        moved = np.sqrt(self.reader.per_variable(np.add, np.square(delta, dtype=np.float64)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # undefined (NaN) for an all-zero weight, such as a bias at its initial zeros
+            ratios = np.where(size > 0, moved / np.where(size > 0, size, 1.0), np.nan)
         if self.pacer is not None:
             self.pacer.took(time.monotonic(), self._kept_in + time.perf_counter() - start)
         return ratios
