@@ -84,9 +84,13 @@ class Watch:
             self._after()
         else:
             self._update(grads, variables, loss, inputs)
-            assert self._hook.stats is not None  # built by the update just traced
-            # The buffer as an input orders this host call after the step's writes.
-            tf.numpy_function(self._after, [self._hook.stats.buffer.read_value()], [], stateful=True)
+            stats = self._hook.stats
+            assert stats is not None  # built by the update just traced
+            # The buffer as an input orders this host call after the step's writes; reads of the
+            # BatchNorm statistics order it after their updates too (the host may sample them).
+            moving = [tf.convert_to_tensor(v) for v in stats.bn.reader.variables]
+            with tf.control_dependencies(moving):
+                tf.numpy_function(self._after, [stats.buffer.read_value()], [], stateful=True)
 
     def _update(self, grads: list[Any], variables: list[Any], loss: Any, inputs: Any) -> None:
         assert self._hook is not None
