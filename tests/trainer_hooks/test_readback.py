@@ -37,7 +37,7 @@ def test_flat_read_matches_each_variable(n):
 
 
 def test_keras_variables_and_the_update_ratio_in_one_compiled_read():
-    model = keras.Sequential([keras.Input((6,))] + [keras.layers.Dense(6) for _ in range(6)])  # 12 variables
+    model = keras.Sequential([keras.Input((6,))] + [keras.layers.Dense(6) for _ in range(10)])  # 20 variables
     meter = UpdateRatio(model.trainable_variables, every=1)
     assert meter.reader._compiled is not None
     before = [v.numpy().copy() for v in model.trainable_variables]
