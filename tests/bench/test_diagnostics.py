@@ -1,4 +1,4 @@
-"""Smoke test of the two diagnostic benchmarks (not part of ``run_all``): they run and report numbers."""
+"""Smoke test of the diagnostic benchmarks (not part of ``run_all``): they run and report numbers."""
 
 from __future__ import annotations
 
@@ -33,3 +33,13 @@ def test_server_cpu_reports_cpu_per_record(tmp_path: Path) -> None:
     r = _run(["bench.server_cpu", "--quick", "--shapes", "mlp"], tmp_path / "c.json")
     text = json.dumps(r)
     assert "mlp" in text and any(ch.isdigit() for ch in text)
+
+
+@pytest.mark.timeout(300)
+def test_host_cost_times_each_part(tmp_path: Path) -> None:
+    r = _run(["bench.host_cost", "--epochs", "1"], tmp_path / "h.json")
+    assert r["steps"] > 0 and r["server_cpu_us_per_step"] >= 0
+    parts = r["parts"]
+    assert parts["RunSession.after_steps"]["calls"] == r["steps"]
+    assert 0 < parts["GradientStats.read"]["calls"] <= r["steps"]
+    assert parts["RunSession.after_steps"]["us_per_step"] >= parts["GradientStats.read"]["us_per_step"] > 0
