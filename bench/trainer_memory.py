@@ -40,7 +40,7 @@ class Probe(keras.callbacks.Callback):
         if batch % 100 == 99:
             t = monitor.session.transport
             print(json.dumps({"step": batch + 1, "rss_mb": proc.memory_info().rss / 2**20, "queue_bytes": t._bytes,
-                              "queue_records": len(t._records), "dropped": t.dropped}), flush=True)
+                              "queue_records": len(t.outbox.records), "dropped": t.dropped}), flush=True)
 model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[monitor, Probe()])
 """
 

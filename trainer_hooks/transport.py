@@ -22,7 +22,6 @@ See docs/reliability.md for every bound.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import socket
@@ -30,7 +29,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -42,17 +40,16 @@ from gradwatch.protocol import (
     PROTOCOL_VERSION,
     CloseCode,
     CommandMessage,
-    Status,
     TrainerHello,
     Welcome,
     dumps,
     parse_server_message,
 )
 
+from .outbox import MAX_BATCH, Outbox
+
 log = logging.getLogger("gradwatch.trainer")
 
-#: Records per ``steps`` frame at most; keeps frames far below MAX_FRAME_BYTES.
-MAX_BATCH = 64
 #: Seconds of already-sent records re-sent after a reconnect (covers the server's
 #: batched-writer flush interval, 0.2 s by default, plus what sat in socket buffers).
 RESEND_WINDOW = 2.0
@@ -63,15 +60,6 @@ LINGER = 0.03
 #: First and largest wait between connection attempts (doubling in between).
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 _PERMANENT_CLOSE = {CloseCode.UNAUTHORIZED, CloseCode.PROTOCOL_MISMATCH, CloseCode.BAD_MESSAGE}
-
-
-@dataclass
-class _Item:
-    step: int
-    nbytes: int
-    payload: Any
-    queued: float = 0.0  # time.monotonic() when it was buffered
-    seq: int = 0  # order of buffering, from 1
 
 
 class PermanentError(Exception):
@@ -107,16 +95,7 @@ class Transport:
         self.max_buffer_bytes = max_buffer_bytes
         self._connect_timeout = connect_timeout
         self._connect_fn = connect_fn
-        self._records: collections.deque[_Item] = collections.deque()
-        # (seq of the last record buffered before it, message): a status waits for those records.
-        self._control: collections.deque[tuple[int, BaseModel]] = collections.deque()
-        self._seq = 0
-        self._bytes = 0
-        self._gap: list[int] | None = None  # [from_step, to_step, dropped] not yet reported
-        # Sent recently, kept for re-sending after a reconnect: (monotonic send time, item).
-        self._recent: collections.deque[tuple[float, _Item]] = collections.deque()
-        self._recent_bytes = 0
-        self._resend: collections.deque[_Item] = collections.deque()  # to send first on this connection
+        self.outbox = Outbox(max_buffer_bytes, RESEND_WINDOW)  # guarded by self._cond
         self._conn: ClientConnection | None = None  # the open connection, for close() to cut a stuck send
         self._cond = threading.Condition()
         self._stop = False  # set once close() has given up waiting, ends the sender
@@ -124,10 +103,17 @@ class Transport:
         self._ws: ClientConnection | None = None
         self.run_id: int | None = None
         self.connected = threading.Event()
-        self.dropped = 0
-        self.sent = 0
         self._warned = False
         self._failed: str | None = None
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped because the buffer was full."""
+        return self.outbox.dropped
+
+    @property
+    def sent(self) -> int:
+        return self.outbox.sent
 
     # ------------------------------------------------------------------ training thread
 
@@ -135,19 +121,7 @@ class Transport:
         with self._cond:
             if self._failed is not None:
                 return  # monitoring is off for this run: keep nothing
-            self._seq += 1
-            self._records.append(_Item(step, nbytes, payload, time.monotonic(), self._seq))
-            self._bytes += nbytes
-            while self._bytes > self.max_buffer_bytes and len(self._records) > 1:
-                old = self._records.popleft()
-                self._bytes -= old.nbytes
-                self.dropped += 1
-                if self._gap is None:
-                    self._gap = [old.step, old.step, 0]
-                self._gap[1] = old.step
-                self._gap[2] += 1
-            # The sender only needs waking for the first record (it then lingers) or a full batch.
-            if len(self._records) == 1 or len(self._records) >= MAX_BATCH:
+            if self.outbox.add_record(step, payload, nbytes, time.monotonic()):
                 self._cond.notify()
 
     def put_control(self, message: BaseModel) -> None:
@@ -158,7 +132,7 @@ class Transport:
         before it, so "paused at N" or "finished" never arrives ahead of step N.
         """
         with self._cond:
-            self._control.append((self._seq if isinstance(message, Status) else 0, message))
+            self.outbox.add_control(message)
             self._cond.notify()
 
     # ------------------------------------------------------------------ lifecycle
@@ -171,9 +145,9 @@ class Transport:
         """Deliver what is buffered within ``timeout`` seconds, then disconnect. True if all was sent."""
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
-            while self._pending() and self._failed is None and time.monotonic() < deadline:
+            while self.outbox.pending() and self._failed is None and time.monotonic() < deadline:
                 self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-            delivered = not self._pending()
+            delivered = not self.outbox.pending()
             self._stop = True
             self._cond.notify_all()
             conn = self._conn
@@ -186,17 +160,12 @@ class Transport:
             self._thread.join(timeout=2.0)
         if not delivered:
             self._warn(
-                f"gradwatch: {self._pending_count()} reports could not be delivered to {self.url} before training ended"
+                f"gradwatch: {self.outbox.pending_count()} reports could not be delivered to {self.url} "
+                "before training ended"
             )
         return delivered
 
     # ------------------------------------------------------------------ sender thread
-
-    def _pending(self) -> bool:
-        return bool(self._records or self._control or self._gap or self._resend)
-
-    def _pending_count(self) -> int:
-        return len(self._records) + len(self._control) + len(self._resend)
 
     def _run(self) -> None:
         backoff = BACKOFF_MIN
@@ -269,72 +238,47 @@ class Transport:
             self._ws = ws
             # Whatever was sent shortly before the last connection ended may not have reached the
             # server's disk: send it again first (the server replaces steps it already has).
-            again = {id(item): item for item in (*(i for _, i in self._recent), *self._resend)}
-            self._resend = collections.deque(sorted(again.values(), key=lambda i: i.step))
-            self._recent.clear()
-            self._recent_bytes = 0
+            self.outbox.reconnected()
         self.connected.set()
         threading.Thread(target=self._receive, args=(ws,), name="gradwatch-receiver", daemon=True).start()
 
     def _send_pending(self, ws: ClientConnection) -> None:
+        box = self.outbox
         with self._cond:
-            self._cond.wait_for(lambda: self._pending() or self._stop or self._ws is None, timeout=0.5)
-            if self._records and not self._stop:
-                deadline = self._records[0].queued + self.linger
+            self._cond.wait_for(lambda: box.pending() or self._stop or self._ws is None, timeout=0.5)
+            if box.records and not self._stop:
+                deadline = box.records[0].queued + self.linger
                 self._cond.wait_for(
-                    lambda: bool(self._control) or len(self._records) >= MAX_BATCH or self._stop or self._ws is None,
+                    lambda: bool(box.control) or len(box.records) >= MAX_BATCH or self._stop or self._ws is None,
                     timeout=max(0.0, deadline - time.monotonic()),
                 )
             if self._ws is None:
                 raise ConnectionError("the receiver saw the connection close")
-            # Take the gap over now: drops that happen while it is being sent start a new one.
-            gap, self._gap = self._gap, None
-            resend = [self._resend[i] for i in range(min(MAX_BATCH, len(self._resend)))]
-            batch = [self._records[i] for i in range(min(MAX_BATCH - len(resend), len(self._records)))]
+            gap, resend, batch = box.take()
         self._send_controls(ws)
         if gap is not None:
             try:
                 ws.send(dumps({"type": "gap", "from_step": gap[0], "to_step": gap[1], "dropped": gap[2]}))
             except BaseException:
-                with self._cond:  # not sent: report it (merged with any newer drops) on the next connection
-                    self._gap = gap if self._gap is None else [gap[0], self._gap[1], gap[2] + self._gap[2]]
+                with self._cond:
+                    box.gap_not_sent(gap)
                 raise
         items = resend + batch
         if items:
             ws.send(dumps({"type": "steps", "records": [self._encode(item.payload) for item in items]}))
-            now = time.monotonic()
             with self._cond:
-                for item in resend:
-                    if self._resend and self._resend[0] is item:
-                        self._resend.popleft()
-                # Only drop what was sent: overflow may have already evicted some of it.
-                for item in batch:
-                    if self._records and self._records[0] is item:
-                        self._records.popleft()
-                        self._bytes -= item.nbytes
-                self._remember(now, items)
-                self.sent += len(batch)
+                box.delivered(time.monotonic(), resend, batch)
                 self._cond.notify_all()
             self._send_controls(ws)  # a status that waited for these steps
 
     def _send_controls(self, ws: ClientConnection) -> None:
         """Send every queued control message whose preceding steps have left the buffer."""
         with self._cond:
-            first = self._records[0].seq if self._records else self._seq + 1
-            ready = [entry for entry in self._control if entry[0] < first]
+            ready = self.outbox.ready_controls()
         for entry in ready:
             ws.send(entry[1].model_dump_json())
             with self._cond:
-                self._control.remove(entry)
-
-    def _remember(self, now: float, items: list[_Item]) -> None:
-        """Keep ``items`` for a re-send after a reconnect; forget what is older than the window or over budget."""
-        for item in items:
-            self._recent.append((now, item))
-            self._recent_bytes += item.nbytes
-        budget = max(1, self.max_buffer_bytes // 4)
-        while self._recent and (self._recent[0][0] < now - RESEND_WINDOW or self._recent_bytes > budget):
-            self._recent_bytes -= self._recent.popleft()[1].nbytes
+                self.outbox.control.remove(entry)
 
     def _receive(self, ws: ClientConnection) -> None:
         try:
@@ -359,11 +303,7 @@ class Transport:
         self._warn(f"gradwatch: {reason}; monitoring is off for this run, training continues")
         with self._cond:
             self._failed = reason
-            self._records.clear()
-            self._control.clear()
-            self._resend.clear()
-            self._recent.clear()
-            self._bytes = self._recent_bytes = 0
+            self.outbox.clear()
             self._cond.notify_all()
 
     def _warn(self, message: str) -> None:

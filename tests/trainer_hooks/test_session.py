@@ -22,7 +22,7 @@ def make_session(stats: GradientStats, origin: OriginFinder | None = None) -> Ru
 
 
 def queued(session: RunSession) -> list[dict[str, Any]]:
-    return [session._encode(item.payload) for item in session.transport._records]
+    return [session._encode(item.payload) for item in session.transport.outbox.records]
 
 
 def test_weights_are_scanned_after_a_bad_step_until_clean():
@@ -107,7 +107,7 @@ def test_origin_of_a_bad_step(poison, source):
     session = make_session(stats, origin)
     step(tf.constant(x), tf.zeros(2))
     session.after_steps(1, 0)
-    (message,) = [m for _, m in session.transport._control if m.type == "nonfinite_origin"]
+    (message,) = [m for _, m in session.transport.outbox.control if m.type == "nonfinite_origin"]
     assert message.source == source, message.detail
     if source == "layer":
         assert message.layer.endswith("d2")

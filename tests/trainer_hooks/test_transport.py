@@ -43,8 +43,8 @@ def test_put_never_blocks_and_overflow_drops_the_oldest_with_a_gap():
     for step in range(50):
         t.put_record(step, {"step": step}, nbytes=100)
     assert t.dropped == 40
-    assert [item.step for item in t._records] == list(range(40, 50))
-    assert t._gap == [0, 39, 40]
+    assert [item.step for item in t.outbox.records] == list(range(40, 50))
+    assert t.outbox.gap == [0, 39, 40]
 
 
 def test_unreachable_server_warns_once_and_close_is_bounded():

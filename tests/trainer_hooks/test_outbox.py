@@ -1,0 +1,78 @@
+"""The trainer's delivery rules, without a socket: drops and the gap, control ordering, the re-send window."""
+
+from __future__ import annotations
+
+from gradwatch.trainer_hooks.outbox import MAX_BATCH, Outbox
+
+from gradwatch.protocol import Ack, Status
+
+
+def box(max_bytes: int = 1000, window: float = 2.0) -> Outbox:
+    return Outbox(max_bytes, window)
+
+
+def test_past_the_budget_the_oldest_are_dropped_into_one_gap():
+    b = box(max_bytes=100)
+    wakes = [b.add_record(step, None, 30, now=0.0) for step in range(6)]
+    assert wakes[0] and not any(wakes[1:])  # the sender wakes for the first record only
+    assert [i.step for i in b.records] == [3, 4, 5] and b.dropped == 3
+    gap, resend, batch = b.take()
+    assert gap == [0, 2, 3] and resend == [] and [i.step for i in batch] == [3, 4, 5]
+    assert b.gap is None
+    b.gap_not_sent(gap)  # the frame failed: reported again, merged with newer drops
+    for step in range(6, 10):
+        b.add_record(step, None, 30, now=0.0)
+    assert b.gap == [0, 6, 3 + 4]
+
+
+def test_a_full_batch_wakes_the_sender_and_a_frame_holds_at_most_max_batch():
+    b = box(max_bytes=10**9)
+    wakes = [b.add_record(step, None, 1, now=0.0) for step in range(MAX_BATCH + 5)]
+    assert wakes[MAX_BATCH - 1]
+    _, _, batch = b.take()
+    assert len(batch) == MAX_BATCH
+
+
+def test_a_status_waits_for_the_records_before_it_an_ack_does_not():
+    b = box()
+    b.add_record(0, None, 1, now=0.0)
+    b.add_control(Status(type="status", state="paused", step=0))
+    b.add_control(Ack(type="ack", id=1, state="applied", applied_step=1))
+    assert [m.type for _, m in b.ready_controls()] == ["ack"]
+    _, resend, batch = b.take()
+    b.delivered(0.1, resend, batch)
+    assert [m.type for _, m in b.ready_controls()] == ["status", "ack"]
+
+
+def send_all(b: Outbox, now: float) -> None:
+    _, resend, batch = b.take()
+    b.delivered(now, resend, batch)
+
+
+def test_recently_sent_records_are_sent_again_first_after_a_reconnect():
+    b = box(max_bytes=400, window=2.0)  # kept for re-sending: at most a quarter, 100 bytes
+    for step in range(3):
+        b.add_record(step, None, 30, now=0.0)
+    send_all(b, now=10.0)
+    b.add_record(3, None, 30, now=10.5)
+    send_all(b, now=11.0)
+    assert not b.pending()
+    b.reconnected()
+    assert [i.step for i in b.resend] == [1, 2, 3]  # 4 x 30 bytes is over budget: the oldest is forgotten
+    assert b.pending()
+    send_all(b, now=11.5)  # re-sent, and kept again
+    b.reconnected()
+    assert [i.step for i in b.resend] == [1, 2, 3]
+    send_all(b, now=12.0)
+    b.add_record(4, None, 30, now=20.0)
+    send_all(b, now=20.0)  # 1, 2, 3 were sent more than the window ago
+    b.reconnected()
+    assert [i.step for i in b.resend] == [4]
+
+
+def test_clear_forgets_everything():
+    b = box()
+    b.add_record(0, None, 1, now=0.0)
+    b.add_control(Status(type="status", state="finished", step=0))
+    b.clear()
+    assert not b.pending() and b.pending_count() == 0

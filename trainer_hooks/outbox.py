@@ -1,0 +1,125 @@
+"""What the trainer has yet to deliver: records, control messages, the gap, the re-send window.
+
+A plain data structure with the delivery rules and no I/O; ``Transport`` owns
+the lock that guards it and the threads that drain it.
+
+- Records are kept up to ``max_bytes``; past that the oldest are dropped and
+  counted into one pending ``gap`` (``[from_step, to_step, dropped]``).
+- A control message is never dropped. An ack goes out before any waiting
+  record; a ``Status`` only after every record buffered before it.
+- Records sent in the last ``window`` seconds (at most a quarter of
+  ``max_bytes``) are kept and queued again, first, after a reconnect.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from gradwatch.protocol import Status
+
+#: Records per ``steps`` frame at most; keeps frames far below MAX_FRAME_BYTES.
+MAX_BATCH = 64
+
+
+@dataclass
+class Item:
+    step: int
+    nbytes: int
+    payload: Any
+    queued: float = 0.0  # time.monotonic() when it was buffered
+    seq: int = 0  # order of buffering, from 1
+
+
+class Outbox:
+    def __init__(self, max_bytes: int, window: float) -> None:
+        self.max_bytes = max_bytes
+        self.window = window
+        self.records: collections.deque[Item] = collections.deque()
+        # (seq of the last record buffered before it, message): a status waits for those records.
+        self.control: collections.deque[tuple[int, BaseModel]] = collections.deque()
+        self.gap: list[int] | None = None  # [from_step, to_step, dropped] not yet reported
+        self.resend: collections.deque[Item] = collections.deque()  # to send first on this connection
+        self.dropped = 0
+        self.sent = 0
+        self._seq = 0
+        self._bytes = 0
+        # Sent recently, kept for re-sending after a reconnect: (monotonic send time, item).
+        self._recent: collections.deque[tuple[float, Item]] = collections.deque()
+        self._recent_bytes = 0
+
+    def add_record(self, step: int, payload: Any, nbytes: int, now: float) -> bool:
+        """Buffer a record, dropping the oldest past the budget; True if the sender should wake."""
+        self._seq += 1
+        self.records.append(Item(step, nbytes, payload, now, self._seq))
+        self._bytes += nbytes
+        while self._bytes > self.max_bytes and len(self.records) > 1:
+            old = self.records.popleft()
+            self._bytes -= old.nbytes
+            self.dropped += 1
+            if self.gap is None:
+                self.gap = [old.step, old.step, 0]
+            self.gap[1] = old.step
+            self.gap[2] += 1
+        # The sender only needs waking for the first record (it then lingers) or a full batch.
+        return len(self.records) == 1 or len(self.records) >= MAX_BATCH
+
+    def add_control(self, message: BaseModel) -> None:
+        self.control.append((self._seq if isinstance(message, Status) else 0, message))
+
+    def pending(self) -> bool:
+        return bool(self.records or self.control or self.gap or self.resend)
+
+    def pending_count(self) -> int:
+        return len(self.records) + len(self.control) + len(self.resend)
+
+    def take(self) -> tuple[list[int] | None, list[Item], list[Item]]:
+        """The gap (now taken over: drops from here on start a new one), re-sends and records for one frame."""
+        gap, self.gap = self.gap, None
+        resend = [self.resend[i] for i in range(min(MAX_BATCH, len(self.resend)))]
+        batch = [self.records[i] for i in range(min(MAX_BATCH - len(resend), len(self.records)))]
+        return gap, resend, batch
+
+    def gap_not_sent(self, gap: list[int]) -> None:
+        """Report ``gap`` on the next connection, merged with any newer drops."""
+        self.gap = gap if self.gap is None else [gap[0], self.gap[1], gap[2] + self.gap[2]]
+
+    def delivered(self, now: float, resend: list[Item], batch: list[Item]) -> None:
+        """``resend`` and ``batch`` went out (at ``now``): forget them, but keep them for a re-send."""
+        for item in resend:
+            if self.resend and self.resend[0] is item:
+                self.resend.popleft()
+        # Only drop what was sent: overflow may have already evicted some of it.
+        for item in batch:
+            if self.records and self.records[0] is item:
+                self.records.popleft()
+                self._bytes -= item.nbytes
+        for item in (*resend, *batch):
+            self._recent.append((now, item))
+            self._recent_bytes += item.nbytes
+        budget = max(1, self.max_bytes // 4)
+        while self._recent and (self._recent[0][0] < now - self.window or self._recent_bytes > budget):
+            self._recent_bytes -= self._recent.popleft()[1].nbytes
+        self.sent += len(batch)
+
+    def ready_controls(self) -> list[tuple[int, BaseModel]]:
+        """Control messages whose preceding records have left the buffer."""
+        first = self.records[0].seq if self.records else self._seq + 1
+        return [entry for entry in self.control if entry[0] < first]
+
+    def reconnected(self) -> None:
+        """A new connection: what was sent shortly before the last one ended goes out again first."""
+        again = {id(item): item for item in (*(i for _, i in self._recent), *self.resend)}
+        self.resend = collections.deque(sorted(again.values(), key=lambda i: i.step))
+        self._recent.clear()
+        self._recent_bytes = 0
+
+    def clear(self) -> None:
+        self.records.clear()
+        self.control.clear()
+        self.resend.clear()
+        self._recent.clear()
+        self._bytes = self._recent_bytes = 0
