@@ -39,8 +39,9 @@ class Probe(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if batch % 100 == 99:
             t = monitor.session.transport
-            print(json.dumps({"step": batch + 1, "rss_mb": proc.memory_info().rss / 2**20, "queue_bytes": t._bytes,
-                              "queue_records": len(t.outbox.records), "dropped": t.dropped}), flush=True)
+            print(json.dumps({"step": batch + 1, "rss_mb": proc.memory_info().rss / 2**20,
+                              "queue_bytes": t.outbox.queued_bytes, "queue_records": len(t.outbox.records),
+                              "dropped": t.dropped}), flush=True)
 model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[monitor, Probe()])
 """
 

@@ -51,6 +51,11 @@ class Outbox:
         self._recent: collections.deque[tuple[float, Item]] = collections.deque()
         self._recent_bytes = 0
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the records buffered now (at most ``max_bytes``, or one record)."""
+        return self._bytes
+
     def add_record(self, step: int, payload: Any, nbytes: int, now: float) -> bool:
         """Buffer a record, dropping the oldest past the budget; True if the sender should wake."""
         self._seq += 1

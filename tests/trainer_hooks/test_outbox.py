@@ -15,7 +15,7 @@ def test_past_the_budget_the_oldest_are_dropped_into_one_gap():
     b = box(max_bytes=100)
     wakes = [b.add_record(step, None, 30, now=0.0) for step in range(6)]
     assert wakes[0] and not any(wakes[1:])  # the sender wakes for the first record only
-    assert [i.step for i in b.records] == [3, 4, 5] and b.dropped == 3
+    assert [i.step for i in b.records] == [3, 4, 5] and b.dropped == 3 and b.queued_bytes == 90
     gap, resend, batch = b.take()
     assert gap == [0, 2, 3] and resend == [] and [i.step for i in batch] == [3, 4, 5]
     assert b.gap is None
