@@ -25,11 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from bench._common import write_json
 from bench._server import BenchServer
-from bench.overhead import MODELS
+from bench.overhead import MODELS, compiled, pipeline
 
 #: (module, class, method) timed, in the order printed.
 PARTS = [
@@ -83,10 +82,8 @@ class Timed:
 def measure(model_name: str, every: int, epochs: int) -> dict[str, Any]:
     from gradwatch import GradientMonitor
 
-    keras.utils.set_random_seed(0)
-    model, x, y, batch = MODELS[model_name]()
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(True))
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(2)
+    model, x, y, batch = compiled(model_name)
+    data = pipeline(x, y, batch)
     with BenchServer() as server, Timed() as timed:
         marks: dict[str, float] = {}
 

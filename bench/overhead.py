@@ -138,6 +138,18 @@ MODELS: dict[str, Callable[[], tuple[keras.Model, np.ndarray, np.ndarray, int]]]
 }
 
 
+def compiled(model_name: str) -> tuple[keras.Model, np.ndarray, np.ndarray, int]:
+    """A fresh copy of a benchmark model (same seed every time), compiled the same way everywhere."""
+    keras.utils.set_random_seed(0)
+    model, x, y, batch = MODELS[model_name]()
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(True))
+    return model, x, y, batch
+
+
+def pipeline(x: np.ndarray, y: np.ndarray, batch: int) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(2)
+
+
 def configs(
     server: BenchServer, logdir: str, decompose: bool = False
 ) -> dict[str, Callable[[], list[keras.callbacks.Callback]]]:
@@ -168,7 +180,7 @@ def run_round(models: dict[str, Any], make_callbacks: dict[str, Callable[[], lis
               data: tuple[Any, Any, int], epochs: int, block: int) -> dict[str, list[float]]:
     """One round: every configuration's fit in its own thread, taking turns; step periods per configuration."""
     x, y, batch = data
-    datasets = {name: tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(2) for name in models}
+    datasets = {name: pipeline(x, y, batch) for name in models}
     relay = Relay(len(models), block)
     turns = {name: Turn(relay, i) for i, name in enumerate(models)}
     errors: list[BaseException] = []
@@ -199,10 +211,7 @@ def measure(model_name: str, rounds: int, epochs: int, block: int, server: Bench
         make_callbacks.pop("tensorboard histogram_freq=1")
     models = {}
     for name in make_callbacks:
-        keras.utils.set_random_seed(0)
-        model, x, y, batch = MODELS[model_name]()
-        model.compile(keras.optimizers.SGD(0.01, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(True))
-        models[name] = model
+        models[name], x, y, batch = compiled(model_name)
     medians: dict[str, list[float]] = {n: [] for n in make_callbacks}
     means: dict[str, list[float]] = {n: [] for n in make_callbacks}
     for _ in range(rounds):

@@ -24,20 +24,17 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras
 import tensorflow as tf
 
 from bench._common import write_json
-from bench.overhead import MODELS
+from bench.overhead import MODELS, compiled
 
 
 def compiled_step(model_name: str, monitor_kwargs: dict[str, Any] | None) -> Any:
     """A warmed-up zero-argument step function of a fresh model, monitored if kwargs are given."""
     from gradwatch import GradientMonitor
 
-    keras.utils.set_random_seed(0)
-    model, x, y, batch = MODELS[model_name]()
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(True))
+    model, x, y, batch = compiled(model_name)
     data = iter(tf.data.Dataset.from_tensors((x[:batch], y[:batch])).repeat())
     model.make_train_function()
     if monitor_kwargs is not None:

@@ -37,6 +37,7 @@ UPDATE_INTERVAL = 1.0
 #: is evaluated at once: it may pause the run, and every step counts then.
 COALESCE = 0.25
 
+
 def _nonfinite(r: StepRecord) -> bool:
     return r.loss_nonfinite or r.weight_nonfinite > 0 or r.skipped or not math.isfinite(decode_float(r.global_norm))
 

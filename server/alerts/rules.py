@@ -106,8 +106,8 @@ class ExplodingGradients(Rule):
             if self.median is not None:
                 spikes = self._spikes(rows, self.median) & ok[:, None]
                 runs, self.carry = run_lengths(spikes, self.carry)
-                fire = np.flatnonzero((runs >= need).any(axis=1)) if spikes.any() else None  # no spike: runs are 0
-                if fire is not None and fire.size:
+                fire = np.flatnonzero((runs >= need).any(axis=1))
+                if fire.size:
                     if first is None:
                         r = int(fire[0])
                         first = (start + r, rows[r], self.median)
