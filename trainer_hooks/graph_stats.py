@@ -84,7 +84,7 @@ class Layout:
         return out
 
 
-def _variable(initial: Any, dtype: Any, name: str) -> tf.Variable:
+def monitor_variable(initial: Any, dtype: Any, name: str) -> tf.Variable:
     """A monitor variable; under a distribution strategy every replica holds the first replica's value."""
     return tf.Variable(
         initial,
@@ -119,15 +119,15 @@ class GradientStats:
         self.ring = max(1, int(ring))
         self.loss_recorded = False  # set while tracing: does the step know its loss?
         self.traces = 0  # how many times ``process`` was traced; a retrace would show here
-        self.clip_mode = _variable(CLIP_MODE_IDS[clip_mode], tf.int32, "gw_clip_mode")
+        self.clip_mode = monitor_variable(CLIP_MODE_IDS[clip_mode], tf.int32, "gw_clip_mode")
         # A threshold <= 0 means "measure, clip nothing".
-        self.clip_threshold = _variable(float(clip_threshold or 0.0), tf.float32, "gw_clip_threshold")
-        self.buffer = _variable(
+        self.clip_threshold = monitor_variable(float(clip_threshold or 0.0), tf.float32, "gw_clip_threshold")
+        self.buffer = monitor_variable(
             tf.fill([self.ring, self.layout.width], tf.constant(-1.0, tf.float64)), None, "gw_stats"
         )
         # Our own step counter: the optimizer's does not advance on a step its
         # loss scaler skips, and every attempted step deserves its own report.
-        self.step = _variable(first_step, tf.int64, "gw_step")
+        self.step = monitor_variable(first_step, tf.int64, "gw_step")
         self.bn = BatchNormSampler(self.bn_layers)
 
     # ------------------------------------------------------------------ host side

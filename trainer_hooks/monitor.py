@@ -17,6 +17,7 @@ from gradwatch.protocol import ALERT_KINDS
 from gradwatch.tokens import resolve_token
 
 from .graph_stats import GradientStats
+from .multi_worker import worker_count
 from .optimizer_hook import OptimizerHook, optimizer_clipping
 from .origin import OriginFinder
 from .probe import Prober
@@ -173,17 +174,18 @@ class GradientMonitor(keras.callbacks.Callback):
     def _begin(self) -> None:
         model = self.model
         strategy = getattr(model, "distribute_strategy", None)
-        workers = getattr(getattr(strategy, "extended", None), "_num_workers", 1)
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and workers > 1:
-            # Clip settings and commands would have to reach every worker at the same
-            # step; until they do, monitoring such a run would make workers diverge.
-            raise NotImplementedError("MultiWorkerMirroredStrategy with several workers is not supported yet")
+        if worker_count(strategy) > 1:
+            # fit() itself fails under it upstream (keras-team/keras#20585), and a stop
+            # here would end only the chief's loop; watch() keeps the workers in step.
+            raise NotImplementedError(
+                "the callback does not support MultiWorkerMirroredStrategy with several workers; "
+                "use monitor.watch(model, optimizer) in a hand-written loop"
+            )
         # Rows kept between host reads: at least one execution's worth of steps.
         ring = max(int(getattr(model, "steps_per_execution", 1) or 1), STATS_RING)
         self._hook = hook = self.new_hook(model, model.optimizer, ring)
         hook.install()
-        if model.built and model.trainable_variables and all(layer.built for layer in model._flatten_layers()):
-            hook.prepare(model.trainable_variables)
+        if hook.prepare_if_built(model):
             assert hook.stats is not None
             # Kept now so that the very first step's update can be measured too.
             self._update_ratio = UpdateRatio(hook.stats.variables, self.update_ratio_every)
@@ -245,6 +247,7 @@ class GradientMonitor(keras.callbacks.Callback):
         stats = hook.stats
         assert stats is not None
         self.stats = stats
+        strategy = getattr(model, "distribute_strategy", None)
         prober = None
         if self.probe_data is not None:
             try:
@@ -270,6 +273,8 @@ class GradientMonitor(keras.callbacks.Callback):
                 "optimizer": type(optimizer).__name__,
                 "keras": keras.__version__,
                 "tensorflow": tf.__version__,
+                "replicas": int(getattr(strategy, "num_replicas_in_sync", 1)),
+                "workers": worker_count(strategy),  # only the chief streams (multi_worker.py)
             },
             max_buffer_bytes=int(self.max_buffer_mb * 2**20),
             flush_timeout=self.flush_timeout,

@@ -32,6 +32,7 @@ import keras
 import tensorflow as tf
 
 from .graph_stats import GradientStats
+from .multi_worker import WorkerSync, worker_count
 from .origin import OriginFinder
 
 _CLIP_ATTRS = {"global_clipnorm": "global_norm", "clipnorm": "norm", "clipvalue": "value"}
@@ -79,6 +80,7 @@ class OptimizerHook:
         self.make_origin = make_origin
         self.stats: GradientStats | None = None
         self.origin: OriginFinder | None = None
+        self.sync: WorkerSync | None = None  # set under a MultiWorkerMirroredStrategy with several workers
         self._saved_clip: dict[str, Any] = {}
         self._index: dict[int, int] = {}
         self._loss: Any = None  # the loss tensor of the step being traced
@@ -123,6 +125,13 @@ class OptimizerHook:
         for attr, value in self._saved_clip.items():
             setattr(opt, attr, value)
 
+    def prepare_if_built(self, model: Any) -> bool:
+        """``prepare`` for ``model``'s weights now if it is fully built; False (nothing done) if not."""
+        if model.built and model.trainable_variables and all(layer.built for layer in model._flatten_layers()):
+            self.prepare(model.trainable_variables)
+            return True
+        return False
+
     def prepare(self, variables: Sequence[Any]) -> None:
         """Create the statistics (and build the optimizer) for ``variables``, eagerly.
 
@@ -133,6 +142,8 @@ class OptimizerHook:
         scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
         with scope, tf.init_scope():
             self.stats = self.make_stats(list(variables))
+            if worker_count(self.strategy) > 1:
+                self.sync = WorkerSync(self.strategy)
             if not self.optimizer.built:  # nothing may be created inside the tf.cond of update()
                 self.optimizer.build(list(variables))
         with tf.init_scope():  # outside the strategy: only a single replica keeps its batch
@@ -147,6 +158,11 @@ class OptimizerHook:
         """Measure and clip ``grads``, then let ``apply_fn(grads, variables)`` update the weights."""
         opt = self.optimizer
         if self.stats is None:
+            if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+                raise RuntimeError(
+                    "gradwatch: under a distribution strategy, build the model before `monitor.watch(...)` "
+                    "(e.g. call it once, or start it with keras.Input) so the monitor's variables exist up front"
+                )
             self.prepare(variables)
         stats = self.stats
         assert stats is not None
@@ -163,7 +179,12 @@ class OptimizerHook:
         replicas = ctx.num_replicas_in_sync if ctx is not None else 1
         if replicas > 1:
             present = [i for i, g in enumerate(grads) if g is not None]
-            summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+            reduce = [grads[i] for i in present]
+            if self.sync is not None:  # the chief's settings travel with the gradients
+                reduce.append(self.sync.offer(ctx, stats, opt))
+            summed = list(ctx.all_reduce(tf.distribute.ReduceOp.SUM, reduce))
+            if self.sync is not None:
+                self.sync.follow(summed.pop(), stats, opt)
             grads = list(grads)
             for i, g in zip(present, summed):
                 grads[i] = g

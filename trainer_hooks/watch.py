@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
+from .multi_worker import first_local_replica
+
 if TYPE_CHECKING:
     from .monitor import GradientMonitor
     from .optimizer_hook import OptimizerHook
@@ -44,6 +46,11 @@ class Watch:
         self._steps = 0
 
     @property
+    def steps(self) -> int:
+        """The optimizer's step count as the host saw it: one per ``apply_gradients``, once per process."""
+        return self._steps
+
+    @property
     def stop_requested(self) -> bool:
         """True once ``stop`` was sent from the dashboard: end the loop."""
         return self._stop
@@ -51,6 +58,9 @@ class Watch:
     def __enter__(self) -> Watch:
         self._hook = self.monitor.new_hook(self.model, self.optimizer)
         self._hook.take_over_clipping()
+        # Variables made now, not in the first traced step: a distribution strategy
+        # allows no variable creation inside a replica's step.
+        self._hook.prepare_if_built(self.model)
         self._steps = int(self.optimizer.iterations.numpy())  # counted on the host from here on
         return self
 
@@ -86,20 +96,30 @@ class Watch:
             self._update(grads, variables, loss, inputs)
             stats = self._hook.stats
             assert stats is not None  # built by the update just traced
+            if not first_local_replica(tf.distribute.get_replica_context()):
+                return  # one host call per step and process, not one per replica
             # The buffer as an input orders this host call after the step's writes; reads of the
             # BatchNorm statistics order it after their updates too (the host may sample them).
             moving = [tf.convert_to_tensor(v) for v in stats.bn.reader.variables]
+            host_inputs = [stats.buffer.read_value()]
+            if self._hook.sync is not None:
+                host_inputs.append(self._hook.sync.stop.read_value())  # the shared flag, after this step adopted it
             with tf.control_dependencies(moving):
-                tf.numpy_function(self._after, [stats.buffer.read_value()], [], stateful=True)
+                tf.numpy_function(self._after, host_inputs, [], stateful=True)
 
     def _update(self, grads: list[Any], variables: list[Any], loss: Any, inputs: Any) -> None:
         assert self._hook is not None
         self._hook.update(grads, variables, lambda g, v: self.optimizer.apply(g, v), loss=loss, inputs=inputs)
 
-    def _after(self, rows: Any = None) -> None:
+    def _after(self, rows: Any = None, shared_stop: Any = None) -> None:
         """Host side of one step: never raises into the loop (see GradientMonitor)."""
         assert self._hook is not None
         self._steps += 1
+        sync = self._hook.sync
+        if sync is not None:  # several workers: all stop at the step the chief's flag travelled with
+            self._stop = bool(sync.stop.numpy() if shared_stop is None else shared_stop)
+            if not sync.chief:
+                return  # only the chief streams and takes commands
         if self.monitor._disabled:
             return
         try:
@@ -107,6 +127,10 @@ class Watch:
                 if self._hook.stats is None:
                     return
                 self.session = self.monitor.new_session(self.model, self.optimizer, self._hook)
-            self._stop = self.session.after_steps(self._steps, self.epoch, rows=rows)
+            stop = self.session.after_steps(self._steps, self.epoch, rows=rows)
+            if sync is None:
+                self._stop = stop
+            elif stop:
+                sync.stop.assign(1.0)  # the next step carries it to every worker
         except Exception as err:
             self.monitor._disable(f"monitoring failed ({type(err).__name__}: {err})")

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     import keras, numpy as np
     from gradwatch import GradientMonitor
 
-    url, token = sys.argv[1], sys.argv[2]
+    url, token, loop = sys.argv[1], sys.argv[2], sys.argv[3] == "loop"
     rng = np.random.default_rng(0)
     x = rng.standard_normal((128, 8)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
@@ -46,17 +46,43 @@ SCRIPT = textwrap.dedent(
             expected.append(float(tf.linalg.global_norm(tape.gradient(loss, model.trainable_variables))))
 
     mon = GradientMonitor(url, token, clip_threshold=0.5)
-    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[Expect(), mon])
+    if not loop:
+        model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[Expect(), mon])
+    else:  # a hand-written loop: each replica's step calls the hook
+        per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+        with mon.watch(model, model.optimizer) as watch:
+
+            @tf.function
+            def train_step(batch):
+                def replica_step(xb, yb):
+                    with tf.GradientTape() as tape:
+                        losses = per_example(yb, model(xb, training=True))
+                        loss = tf.nn.compute_average_loss(losses, global_batch_size=32)
+                    grads = tape.gradient(loss, model.trainable_variables)
+                    watch.apply_gradients(grads, model.trainable_variables, loss=loss)
+
+                strategy.run(replica_step, args=batch)
+
+            dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+            for batch, replicated in enumerate(strategy.experimental_distribute_dataset(dataset)):
+                Expect().on_train_batch_begin(batch)
+                train_step(replicated)
+            assert watch.steps == 4, watch.steps  # one host call per step, not one per replica
     print(json.dumps({"replicas": strategy.num_replicas_in_sync, "expected": expected}))
     """
 )
 
 
-def test_mirrored_strategy_reports_the_aggregated_gradient(gradwatch_server: Any) -> None:
+@pytest.mark.parametrize("loop", ["fit", "loop"])
+def test_mirrored_strategy_reports_the_aggregated_gradient(gradwatch_server: Any, loop: str) -> None:
     server = gradwatch_server()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, server.url, server.token], capture_output=True, text=True, timeout=240, env=env
+        [sys.executable, "-c", SCRIPT, server.url, server.token, loop],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
