@@ -159,9 +159,11 @@ class OptimizerHook:
         opt = self.optimizer
         if self.stats is None:
             if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+                # No variable may be created inside a replica's step; Keras' own optimizer fails
+                # here too, with a graph error that does not say why.
                 raise RuntimeError(
-                    "gradwatch: under a distribution strategy, build the model before `monitor.watch(...)` "
-                    "(e.g. call it once, or start it with keras.Input) so the monitor's variables exist up front"
+                    "gradwatch: under a distribution strategy the model must be built before the first step "
+                    "(start it with keras.Input, or call it once on a batch, before `monitor.watch(...)`)"
                 )
             self.prepare(variables)
         stats = self.stats

@@ -25,14 +25,15 @@ SCRIPT = textwrap.dedent(
     import keras, numpy as np
     from gradwatch import GradientMonitor
 
-    url, token, loop = sys.argv[1], sys.argv[2], sys.argv[3] == "loop"
+    url, token, mode = sys.argv[1:4]  # fit, loop, or unbuilt (a loop whose model is built by its first step)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((128, 8)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)])
+        inputs = [] if mode == "unbuilt" else [keras.Input((8,))]
+        model = keras.Sequential([*inputs, keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)])
         model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     expected = []
@@ -46,7 +47,7 @@ SCRIPT = textwrap.dedent(
             expected.append(float(tf.linalg.global_norm(tape.gradient(loss, model.trainable_variables))))
 
     mon = GradientMonitor(url, token, clip_threshold=0.5)
-    if not loop:
+    if mode == "fit":
         model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[Expect(), mon])
     else:  # a hand-written loop: each replica's step calls the hook
         per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
@@ -73,17 +74,23 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("loop", ["fit", "loop"])
-def test_mirrored_strategy_reports_the_aggregated_gradient(gradwatch_server: Any, loop: str) -> None:
-    server = gradwatch_server()
+def train(server: Any, mode: str) -> subprocess.CompletedProcess[str]:
+    """Run SCRIPT in a fresh process."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, server.url, server.token, loop],
+        [sys.executable, "-c", SCRIPT, server.url, server.token, mode],
         capture_output=True,
         text=True,
         timeout=240,
         env=env,
     )
+    return proc
+
+
+@pytest.mark.parametrize("mode", ["fit", "loop"])
+def test_mirrored_strategy_reports_the_aggregated_gradient(gradwatch_server: Any, mode: str) -> None:
+    server = gradwatch_server()
+    proc = train(server, mode)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["replicas"] == 2
@@ -96,3 +103,10 @@ def test_mirrored_strategy_reports_the_aggregated_gradient(gradwatch_server: Any
     # clipping applied to the aggregated gradient: scale = threshold / global norm
     for g, s in zip(m["global_norm"], m["clip_scale"]):
         assert s == pytest.approx(min(1.0, 0.5 / g), rel=1e-4)
+
+
+def test_a_model_not_built_before_a_replica_step_gets_an_error_naming_the_fix(gradwatch_server: Any) -> None:
+    # Plain Keras fails here too (its optimizer cannot be built inside a replica's step), obscurely.
+    proc = train(gradwatch_server(), "unbuilt")
+    assert proc.returncode != 0
+    assert "must be built before the first step (start it with keras.Input" in proc.stderr, proc.stderr[-3000:]
