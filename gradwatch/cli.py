@@ -44,7 +44,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.allowed_host:
         kwargs["allowed_hosts"] = tuple(args.allowed_host)
     try:
-        config = ServerConfig(**kwargs)  # type: ignore[arg-type]
+        config = ServerConfig(**kwargs)
     except ValueError as e:
         print(f"gradwatch serve: {e}", file=sys.stderr)
         return 2

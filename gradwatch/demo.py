@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from gradwatch.scenarios import SCENARIOS
 
@@ -59,7 +60,7 @@ def digits_data() -> tuple[object, object]:
     return (x / 16.0).astype("float32"), y.astype("int32")
 
 
-def build_model() -> object:
+def build_model() -> Any:  # a keras.Model (Keras ships no type hints)
     import keras
 
     model = keras.Sequential(
@@ -155,7 +156,7 @@ def pace_callback(steps_per_second: float) -> object:
     """A callback that sleeps between batches so a small demo does not end before anyone can look."""
     import keras
 
-    class Pace(keras.callbacks.Callback):
+    class Pace(keras.callbacks.Callback):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.period = 1.0 / steps_per_second

@@ -142,7 +142,7 @@ def _loop(model: Any, optimizer: Any, batches: Any, monitor: Any, training: bool
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     with monitor.watch(model, optimizer) as watch:
 
-        @tf.function
+        @tf.function  # type: ignore[untyped-decorator]
         def step(xb: Any, yb: Any) -> None:
             with tf.GradientTape() as tape:
                 loss = loss_fn(yb, model(xb, training=training))

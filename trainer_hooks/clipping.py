@@ -12,6 +12,7 @@ one bound per gradient (the norm modes scale, value mode bounds).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -91,10 +92,10 @@ def clip_gradients(
                 limits[dtype] = (-high, high)
             return limits[dtype]
 
-        out = [
-            _map_values(g, lambda v, si=si: tf.clip_by_value(v * tf.cast(si, v.dtype), *limit(v.dtype)))
-            for g, si in zip(grads, scales)
-        ]
+        def scale_and_bound(v: tf.Tensor, si: tf.Tensor) -> tf.Tensor:
+            return tf.clip_by_value(v * tf.cast(si, v.dtype), *limit(v.dtype))
+
+        out = [_map_values(g, functools.partial(scale_and_bound, si=si)) for g, si in zip(grads, scales)]
 
         def bounded() -> tuple[tf.Tensor, tf.Tensor]:
             values = flat_values(grads)
@@ -108,4 +109,5 @@ def clip_gradients(
         post, frac = tf.cond(value, bounded, scaled)
         return out, tf.where(total > 0, tf.sqrt(post / tf.maximum(total, 1e-30)), 1.0), frac
 
-    return tf.cond(t > 0, clip, passthrough)
+    clipped: tuple[list[Any], tf.Tensor, tf.Tensor] = tf.cond(t > 0, clip, passthrough)
+    return clipped

@@ -141,7 +141,7 @@ class GradientStats:
 
     def read(self) -> np.ndarray:
         """The whole ring buffer (``ring`` × ``layout.width``), one host transfer."""
-        return self.buffer.value().numpy()  # value(): one op; numpy() would add a copy op
+        return np.asarray(self.buffer.value().numpy())  # value(): one op; numpy() would add a copy op
 
     def count_weight_nonfinite(self) -> int:
         """Non-finite elements in all weights, read on the host (only after a bad step)."""

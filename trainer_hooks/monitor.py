@@ -42,7 +42,7 @@ def default_run_name(model: Any) -> str:
     return f"{model.name}@{socket.gethostname()}:{os.getpid()}"
 
 
-class GradientMonitor(keras.callbacks.Callback):
+class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras ships no type hints
     """Streams per-layer gradient health to a gradwatch server and obeys its commands.
 
     Args:

@@ -195,9 +195,9 @@ class OptimizerHook:
         loss_scale = opt.dynamic_scale if isinstance(opt, keras.optimizers.LossScaleOptimizer) else None
         full: list[Any] = [None] * len(stats.variables)
         positions = [self._index.get(id(v)) for v in variables]
-        for g, i in zip(grads, positions):
-            if i is not None:
-                full[i] = g if g is None or loss_scale is None else g / tf.cast(loss_scale, g.dtype)
+        for g, position in zip(grads, positions):
+            if position is not None:
+                full[position] = g if g is None or loss_scale is None else g / tf.cast(loss_scale, g.dtype)
         origin = self.origin if replicas == 1 else None  # a replica's shard is not the batch to replay
         clipped_full, healthy, step = stats.process(full, opt.learning_rate, loss, inputs, origin)
         if loss_scale is not None:

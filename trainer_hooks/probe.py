@@ -39,7 +39,7 @@ def relu_layers(model: Any) -> list[Any]:
 
 
 def _name(layer: Any) -> str:
-    return getattr(layer, "path", None) or layer.name
+    return str(getattr(layer, "path", None) or layer.name)
 
 
 class Prober:
@@ -50,8 +50,10 @@ class Prober:
         self.bns = list(bn_layers)
         self.data = tf.convert_to_tensor(np.asarray(probe_data)[:MAX_PROBE_EXAMPLES])
         outputs = [layer.output for layer in self.relus] + [layer.input for layer in self.bns]
-        self._model = keras.Model(model.inputs, outputs) if outputs else None
-        self._forward = tf.function(lambda x: self._model(x, training=False)) if outputs else None
+        self._model = self._forward = None
+        if outputs:
+            probe = self._model = keras.Model(model.inputs, outputs)
+            self._forward = tf.function(lambda x: probe(x, training=False))
 
     @property
     def relu_names(self) -> list[str]:

@@ -236,6 +236,7 @@ class RunSession:
             return
         u = self.stats.layout.unpack(row)
         poisoned = int(u["weight_nonfinite"])
+        origin: tuple[str, str | None, str]  # (source, layer, detail)
         if u["origin_features"] > 0:
             origin = ("features", None, f"{int(u['origin_features'])} non-finite values in this batch's input features")
         elif u["origin_labels"] > 0:
@@ -256,7 +257,7 @@ class RunSession:
         self._origins_sent.append(key)
         message = NonfiniteOrigin(
             type="nonfinite_origin", step=step, source=origin[0], layer=origin[1], detail=origin[2]
-        )  # type: ignore[arg-type]
+        )
         self.transport.put_control(message)
 
     def _first_bad_layer(self, step: int) -> str | None:
@@ -279,10 +280,10 @@ class RunSession:
             run_id=run_id,
             variables=self.names,
             bn_layers=self.bn_names,
-            clip=ClipSetting(mode=self.clip[0], threshold=self.clip[1]),  # type: ignore[arg-type]
+            clip=ClipSetting(mode=self.clip[0], threshold=self.clip[1]),
             every=self.every,
             meta=self.meta,
-            pause_on=self.pause_on,  # type: ignore[arg-type]
+            pause_on=self.pause_on,
             guard_nonfinite=self.guard_nonfinite,
             relu_layers=self.prober.relu_names if self.prober is not None else [],
         )
