@@ -18,7 +18,7 @@ from gradwatch.tokens import resolve_token
 
 from .graph_stats import GradientStats
 from .multi_worker import worker_count
-from .optimizer_hook import OptimizerHook, optimizer_clipping
+from .optimizer_hook import OptimizerHook, learning_rate_variable, optimizer_clipping
 from .origin import OriginFinder
 from .probe import Prober
 from .session import RunSession, trainer_ws_url, validate_clip
@@ -256,9 +256,10 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
                 warnings.warn(f"gradwatch: activation probe unavailable ({err})", RuntimeWarning, stacklevel=3)
 
         def set_lr(lr: float) -> None:
-            if not isinstance(optimizer._learning_rate, (keras.Variable, tf.Variable)):
+            variable = learning_rate_variable(optimizer)
+            if variable is None:
                 raise ValueError("the learning rate is a schedule or callable here; it cannot be set from the page")
-            optimizer.learning_rate = lr
+            variable.assign(lr)
 
         session = RunSession(
             stats=stats,

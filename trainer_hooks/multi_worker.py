@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from .graph_stats import GradientStats, monitor_variable
@@ -48,23 +47,25 @@ class WorkerSync:
         # Raised on the chief's host; every worker reads the shared value after each step.
         self.stop = monitor_variable(0.0, tf.float32, "gw_stop")
 
-    def offer(self, ctx: Any, stats: GradientStats, optimizer: Any) -> tf.Tensor:
+    def offer(self, ctx: Any, stats: GradientStats, lr: Any) -> tf.Tensor:
         """This replica's share of the settings vector: the chief's first replica gives its own, others zeros."""
         mine = tf.stack(
             [
                 tf.cast(stats.clip_mode.read_value(), tf.float32),
                 stats.clip_threshold.read_value(),
-                tf.cast(optimizer.learning_rate, tf.float32),
+                tf.cast(lr, tf.float32),
                 self.stop.read_value(),
             ]
         )
         return tf.where(tf.equal(ctx.replica_id_in_sync_group, 0), mine, tf.zeros_like(mine))
 
-    def follow(self, shared: tf.Tensor, stats: GradientStats, optimizer: Any) -> None:
-        """Adopt the chief's settings (the all-reduced ``offer``) for this step, before clipping."""
+    def follow(self, shared: tf.Tensor, stats: GradientStats, lr_variable: Any) -> None:
+        """Adopt the chief's settings (the all-reduced ``offer``) for this step, before clipping.
+
+        ``lr_variable`` is None for a learning-rate schedule: the same on every worker anyway.
+        """
         stats.clip_mode.assign(tf.cast(tf.round(shared[0]), tf.int32))
         stats.clip_threshold.assign(shared[1])
-        lr = optimizer._learning_rate
-        if isinstance(lr, (keras.Variable, tf.Variable)):  # a schedule is the same on every worker anyway
-            lr.assign(tf.cast(shared[2], lr.dtype))
+        if lr_variable is not None:
+            lr_variable.assign(tf.cast(shared[2], lr_variable.dtype))
         self.stop.assign(shared[3])

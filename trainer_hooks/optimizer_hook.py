@@ -48,6 +48,15 @@ def optimizer_clipping(optimizer: Any) -> tuple[str, float] | None:
     return None
 
 
+def learning_rate_variable(optimizer: Any) -> Any:
+    """The variable holding ``optimizer``'s learning rate, or None for a schedule or callable.
+
+    A ``LossScaleOptimizer`` delegates to its inner optimizer (its own one is an unused 0).
+    """
+    lr = getattr(getattr(optimizer, "inner_optimizer", optimizer), "_learning_rate", None)
+    return lr if isinstance(lr, (keras.Variable, tf.Variable)) else None
+
+
 def _same_graph(tensor: Any, grads: list[Any]) -> bool:
     """True when ``tensor`` belongs to the graph (or eager context) the gradients live in."""
     g = next((g for g in grads if g is not None), None)
@@ -183,10 +192,10 @@ class OptimizerHook:
             present = [i for i, g in enumerate(grads) if g is not None]
             reduce = [grads[i] for i in present]
             if self.sync is not None:  # the chief's settings travel with the gradients
-                reduce.append(self.sync.offer(ctx, stats, opt))
+                reduce.append(self.sync.offer(ctx, stats, opt.learning_rate))
             summed = list(ctx.all_reduce(tf.distribute.ReduceOp.SUM, reduce))
             if self.sync is not None:
-                self.sync.follow(summed.pop(), stats, opt)
+                self.sync.follow(summed.pop(), stats, learning_rate_variable(opt))
             grads = list(grads)
             for i, g in zip(present, summed):
                 grads[i] = g
