@@ -1,4 +1,4 @@
-"""The server's core: runs, trainer links, commands; glues store, writer and hub together.
+"""The server's core: runs and their trainer links; glues store, writer, hub, alerts and commands together.
 
 All methods run on the event loop; database work goes through ``Store.call``.
 """
@@ -9,9 +9,9 @@ import asyncio
 import contextlib
 import functools
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from typing import Any
 
-from pydantic import TypeAdapter
 from starlette.websockets import WebSocket
 
 from gradwatch.protocol import (
@@ -19,7 +19,6 @@ from gradwatch.protocol import (
     Ack,
     CloseCode,
     Command,
-    CommandMessage,
     Gap,
     NonfiniteOrigin,
     Probe,
@@ -32,35 +31,16 @@ from gradwatch.protocol import (
 )
 
 from .alerting import Alerting
+from .commands import CommandDesk, TrainerLink
 from .config import ServerConfig
 from .hub import Hub
 from .metrics import build_metrics
 from .runstate import InvalidTransition, RunEvent, accepts_commands, next_status
 from .store import CommandRow, RunRow, Store
-from .views import RunSummary, command_view, run_detail, run_state, summary
+from .views import RunSummary, run_detail, run_state, steps_message, summary
 from .writer import StepWriter
 
 log = logging.getLogger("gradwatch.server")
-
-
-_RECORDS = TypeAdapter(list[StepRecord])
-#: StepRecord fields that may be ``null`` on the wire (not reported).
-_OPTIONAL = ("loss", "lr", "clip_threshold", "clipped_fraction", "steps_per_sec", "update_ratio")
-
-
-def steps_message(run_id: int, records: list[StepRecord]) -> str:
-    """The browser ``steps`` message for ``records``, floats in the wire spelling.
-
-    pydantic's serializer (compiled) is ~14x faster than ``model_dump`` + ``json.dumps`` and writes the
-    same text, except that a float NaN/Infinity (a bare ``NaN`` token or ``1e999`` in the trainer's
-    frame) would come out as ``null``. Every ``null`` it writes must therefore be an optional field
-    that is ``None``; if there are more, such a value is present and the slow path spells it out.
-    """
-    body = _RECORDS.dump_json(records).decode()
-    expected = sum(getattr(r, name) is None for r in records for name in _OPTIONAL)
-    if body.count("null") != expected:
-        body = dumps([r.model_dump() for r in records])
-    return f'{{"type":"steps","run_id":{run_id},"records":{body}}}'
 
 
 class ProtocolError(Exception):
@@ -80,26 +60,13 @@ class RunFinished(Exception):
     pass
 
 
-@dataclass(eq=False)
-class TrainerLink:
-    """One connected trainer websocket and the commands already sent on it."""
-
-    websocket: WebSocket
-    run_id: int
-    sent: set[int] = field(default_factory=set)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def send(self, text: str) -> None:
-        async with self.lock:
-            await asyncio.wait_for(self.websocket.send_text(text), timeout=10)
-
-
 class Gradwatch:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.store = Store(config.db_path)
         self.writer = StepWriter(self.store, config.flush_interval, config.max_buffered_records)
         self.hub = Hub(config.viewer_queue_size)
+        self.commands = CommandDesk(self.store, self.hub)
         self.links: dict[int, TrainerLink] = {}
         #: Runs with a trainer connected, kept current in memory (last_step included).
         self.active: dict[int, RunRow] = {}
@@ -183,8 +150,7 @@ class Gradwatch:
         self.links[run.id] = link
         await link.send(Welcome(run_id=run.id).model_dump_json())
         await self._broadcast_run(run.id)
-        for cmd in await self.store.call(self.store.list_commands, run.id, "pending"):
-            await self._forward(link, cmd)
+        await self.commands.forward_pending(link)
         return link
 
     def _check_shapes(self, run: RunRow, rec: StepRecord) -> None:
@@ -212,11 +178,8 @@ class Gradwatch:
         last = records[-1]
         threshold = None if last.clip_threshold is None else decode_float(last.clip_threshold)
         if (last.clip_mode, threshold) != (run.clip_mode, run.clip_threshold):
-            updated = await self.store.call(self.store.update_run, run.id, clip_mode=last.clip_mode,
-                                              clip_threshold=threshold)
-            if updated is not None:
-                self.active[run.id] = replace(updated, last_step=run.last_step)
-                await self._broadcast_run(run.id)
+            await self._update_run(run.id, clip_mode=last.clip_mode, clip_threshold=threshold)
+            await self._broadcast_run(run.id)
 
     async def add_gap(self, link: TrainerLink, gap: Gap) -> None:
         await self.writer.flush()
@@ -238,29 +201,16 @@ class Gradwatch:
         await self.alerting.origin(link.run_id, msg)
 
     async def handle_ack(self, link: TrainerLink, ack: Ack) -> None:
-        cmd = await self.store.call(self.store.get_command, ack.id)
-        if cmd is None or cmd.run_id != link.run_id:
-            log.warning("run %d acknowledged unknown command %d; ignored", link.run_id, ack.id)
-            return
-        step = ack.applied_step if ack.state == "applied" else None
-        updated = await self.store.call(self.store.resolve_command, ack.id, ack.state, step, ack.detail)
+        updated = await self.commands.resolve(link.run_id, ack)
         if updated is None:
-            log.info("command %d was already %s; repeated ack ignored", ack.id, cmd.state)
             return
-        self._publish_command(updated)
         if updated.state == "applied" and updated.type == "set_clip":
             run = self.active.get(link.run_id)
             mode = updated.mode or (run.clip_mode if run else "global_norm")
-            row = await self.store.call(self.store.update_run, link.run_id, clip_mode=mode,
-                                        clip_threshold=updated.threshold)
-            if row is not None and run is not None:
-                self.active[link.run_id] = replace(row, last_step=run.last_step)
+            await self._update_run(link.run_id, clip_mode=mode, clip_threshold=updated.threshold)
             await self._broadcast_run(link.run_id)
         elif updated.state == "applied" and updated.type == "set_lr" and updated.lr is not None:
-            run = self.active.get(link.run_id)
-            row = await self.store.call(self.store.update_run, link.run_id, lr=updated.lr)
-            if row is not None and run is not None:
-                self.active[link.run_id] = replace(row, last_step=run.last_step)
+            await self._update_run(link.run_id, lr=updated.lr)
             await self._broadcast_run(link.run_id)
 
     async def handle_status(self, link: TrainerLink, status: Status) -> None:
@@ -275,6 +225,13 @@ class Gradwatch:
         await self._transition(link.run_id, "disconnect")
         self.active.pop(link.run_id, None)
 
+    async def _update_run(self, run_id: int, **fields: Any) -> None:
+        """Store ``fields`` on the run; a connected run's copy in memory keeps its live last step."""
+        row = await self.store.call(self.store.update_run, run_id, **fields)
+        run = self.active.get(run_id)
+        if row is not None and run is not None:
+            self.active[run_id] = replace(row, last_step=run.last_step)
+
     async def _transition(self, run_id: int, event: RunEvent) -> None:
         run = self.active.get(run_id) or await self.store.call(self.store.get_run, run_id)
         if run is None:
@@ -286,12 +243,9 @@ class Gradwatch:
             return
         if new == run.status:
             return
-        row = await self.store.call(self.store.update_run, run_id, status=new)
-        if row is not None and run_id in self.active:
-            self.active[run_id] = replace(row, last_step=run.last_step)
+        await self._update_run(run_id, status=new)
         if new == "finished":
-            for cmd in await self.store.call(self.store.reject_pending, run_id, "run finished before it applied"):
-                self._publish_command(cmd)
+            await self.commands.reject_pending(run_id, "run finished before it applied")
         await self._broadcast_run(run_id)
 
     # ------------------------------------------------------------------ commands
@@ -302,12 +256,7 @@ class Gradwatch:
             raise RunNotFound(run_id)
         if not accepts_commands(run.status):
             raise RunFinished(run_id)
-        cmd = await self.store.call(self.store.create_command, run_id, command, origin)
-        self._publish_command(cmd)
-        link = self.links.get(run_id)
-        if link is not None:
-            await self._forward(link, cmd)
-        return cmd
+        return await self.commands.post(run_id, command, origin, self.links.get(run_id))
 
     async def _auto_pause(self, run_id: int, origin: str) -> None:
         """``pause_on``: an alert pauses its run through the ordinary command path (audited with ``origin``)."""
@@ -315,19 +264,6 @@ class Gradwatch:
             await self.post_command(run_id, Command(type="pause"), origin)
         except (RunNotFound, RunFinished):
             log.info("run %d: not pausing for %s; the run takes no commands", run_id, origin)
-
-    async def _forward(self, link: TrainerLink, cmd: CommandRow) -> None:
-        if cmd.id in link.sent:
-            return
-        link.sent.add(cmd.id)
-        try:
-            await link.send(CommandMessage(id=cmd.id, command=cmd.to_command()).model_dump_json(exclude_none=True))
-        except Exception:  # the trainer is going away; it gets the command again when it reconnects
-            log.info("could not deliver command %d to run %d now; it stays pending", cmd.id, link.run_id)
-
-    def _publish_command(self, cmd: CommandRow) -> None:
-        self.hub.publish(cmd.run_id, dumps({"type": "command", "run_id": cmd.run_id,
-                                            "command": command_view(cmd).model_dump()}))
 
     # ------------------------------------------------------------------ browser side
 

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter
 
-from gradwatch.protocol import AlertKind, ClipMode, CommandState, CommandType, RunStatus, WireFloat, encode_float
+from gradwatch.protocol import (
+    AlertKind,
+    ClipMode,
+    CommandState,
+    CommandType,
+    RunStatus,
+    StepRecord,
+    WireFloat,
+    dumps,
+    encode_float,
+)
 
 from .store import CommandRow, GapRow, RunRow
 
@@ -192,3 +202,23 @@ def command_view(cmd: CommandRow) -> CommandView:
                        mode=cmd.mode, threshold=cmd.threshold, lr=cmd.lr,
                        origin=cmd.origin, created_at=cmd.created_at, state=cmd.state,
                        applied_step=cmd.applied_step, detail=cmd.detail, updated_at=cmd.updated_at)
+
+
+_RECORDS = TypeAdapter(list[StepRecord])
+#: StepRecord fields that may be ``null`` on the wire (not reported).
+_OPTIONAL = ("loss", "lr", "clip_threshold", "clipped_fraction", "steps_per_sec", "update_ratio")
+
+
+def steps_message(run_id: int, records: list[StepRecord]) -> str:
+    """The browser ``steps`` message for ``records``, floats in the wire spelling.
+
+    pydantic's serializer (compiled) is ~14x faster than ``model_dump`` + ``json.dumps`` and writes the
+    same text, except that a float NaN/Infinity (a bare ``NaN`` token or ``1e999`` in the trainer's
+    frame) would come out as ``null``. Every ``null`` it writes must therefore be an optional field
+    that is ``None``; if there are more, such a value is present and the slow path spells it out.
+    """
+    body = _RECORDS.dump_json(records).decode()
+    expected = sum(getattr(r, name) is None for r in records for name in _OPTIONAL)
+    if body.count("null") != expected:
+        body = dumps([r.model_dump() for r in records])
+    return f'{{"type":"steps","run_id":{run_id},"records":{body}}}'

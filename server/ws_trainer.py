@@ -22,7 +22,8 @@ from gradwatch.protocol import (
 )
 
 from .auth import presented_token, same_origin, token_matches
-from .service import Gradwatch, ProtocolError, TrainerLink
+from .commands import TrainerLink
+from .service import Gradwatch, ProtocolError
 from .wsutil import Disconnected, check_handshake, close, describe, receive_text
 
 log = logging.getLogger("gradwatch.server.trainer")
