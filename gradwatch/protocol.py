@@ -5,9 +5,9 @@ trainer and the page each open with a handshake that carries
 ``PROTOCOL_VERSION``; a peer speaking another version is refused with
 ``CloseCode.PROTOCOL_MISMATCH``. See docs/protocol.md for the narrative.
 
-Plain JSON cannot carry NaN or Infinity, and gradient statistics are exactly
-where they show up, so every float on the wire may also be one of the strings
-``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (``encode_float`` / ``decode_float``).
+Every float on the wire may also be one of the strings ``"NaN"``,
+``"Infinity"``, ``"-Infinity"`` (wirejson.py; re-exported here, so that peers
+import the whole contract from this module).
 
 This module depends on pydantic and the standard library only, so both the
 training process and the server can import it cheaply.
@@ -15,12 +15,20 @@ training process and the server can import it cheaply.
 
 from __future__ import annotations
 
-import json
-import math
 from enum import IntEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, TypeAdapter, model_validator
+
+from .wirejson import MAX_INT as MAX_INT
+from .wirejson import NonFinite as NonFinite
+from .wirejson import WireCount as WireCount
+from .wirejson import WireElementCount as WireElementCount
+from .wirejson import WireFloat as WireFloat
+from .wirejson import WireId as WireId
+from .wirejson import decode_float as decode_float
+from .wirejson import dumps as dumps
+from .wirejson import encode_float as encode_float
 
 PROTOCOL_VERSION = 1
 
@@ -44,65 +52,6 @@ class CloseCode(IntEnum):
     BAD_MESSAGE = 4400
     TOO_SLOW = 4408  # a viewer fell too far behind; it should reconnect and backfill
     SERVER_SHUTDOWN = 1001
-
-
-# --------------------------------------------------------------------------- floats
-
-NonFinite = Literal["NaN", "Infinity", "-Infinity"]
-WireFloat = StrictFloat | NonFinite
-#: SQLite integers are signed 64-bit: anything larger could not be stored.
-MAX_INT = 2**63 - 1
-WireCount = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
-WireId = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
-#: Per-variable NaN and Inf element counts are summed when stored: each leaves room for the other.
-WireElementCount = Annotated[StrictInt, Field(ge=0, le=2**62)]
-
-_NONFINITE_TO_FLOAT: dict[str, float] = {
-    "NaN": math.nan,
-    "Infinity": math.inf,
-    "-Infinity": -math.inf,
-}
-
-
-def encode_float(x: float) -> float | str:
-    """A float as it travels: itself if finite, else its string spelling."""
-    if math.isfinite(x):
-        return x
-    if math.isnan(x):
-        return "NaN"
-    return "Infinity" if x > 0 else "-Infinity"
-
-
-def decode_float(x: float | int | str) -> float:
-    """Inverse of ``encode_float``; raises ValueError on any other string."""
-    if isinstance(x, str):
-        try:
-            return _NONFINITE_TO_FLOAT[x]
-        except KeyError:
-            raise ValueError(f"not a wire float: {x!r}; expected a number, 'NaN', 'Infinity' or '-Infinity'") from None
-    return float(x)
-
-
-def _default(obj: Any) -> Any:
-    raise TypeError(f"cannot encode {type(obj).__name__} on the gradwatch wire")
-
-
-def _sanitize(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return encode_float(obj)
-    if isinstance(obj, dict):
-        return {k: _sanitize(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_sanitize(v) for v in obj]
-    return obj
-
-
-def dumps(obj: Any) -> str:
-    """Serialise a message (plain dict/list data) with non-finite floats spelled out."""
-    try:
-        return json.dumps(obj, allow_nan=False, separators=(",", ":"), default=_default)
-    except ValueError:  # a NaN/Inf somewhere: take the slow path once
-        return json.dumps(_sanitize(obj), allow_nan=False, separators=(",", ":"), default=_default)
 
 
 # --------------------------------------------------------------------------- shared pieces
