@@ -30,6 +30,14 @@ def worker_count(strategy: Any) -> int:
     return max(1, int(strategy.num_replicas_in_sync) // max(1, len(strategy.extended.worker_devices)))
 
 
+def is_distributed(strategy: Any) -> bool:
+    """True for a real ``tf.distribute`` strategy, not the default one every Keras model has."""
+    if strategy is None:
+        return False
+    with strategy.scope():
+        return bool(tf.distribute.has_strategy())
+
+
 def first_local_replica(ctx: Any) -> bool:
     """True in the replica that does a step's host-side work: one per process (a strategy traces each replica)."""
     if ctx is None or ctx.num_replicas_in_sync == 1:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
-from .multi_worker import first_local_replica
+from .multi_worker import first_local_replica, is_distributed
 
 if TYPE_CHECKING:
     from .monitor import GradientMonitor
@@ -58,9 +58,11 @@ class Watch:
     def __enter__(self) -> Watch:
         self._hook = self.monitor.new_hook(self.model, self.optimizer)
         self._hook.take_over_clipping()
-        # Variables made now, not in the first traced step: a distribution strategy
-        # allows no variable creation inside a replica's step.
-        self._hook.prepare_if_built(self.model)
+        if is_distributed(self._hook.strategy):
+            # Variables made now, not in the first traced step: a distribution strategy allows no
+            # variable creation inside a replica's step. (Otherwise the first step's own variables
+            # decide what is watched, so a loop that trains a subset watches just that subset.)
+            self._hook.prepare_if_built(self.model)
         self._steps = int(self.optimizer.iterations.numpy())  # counted on the host from here on
         return self
 

@@ -102,3 +102,22 @@ def test_stop_from_the_dashboard_ends_the_loop(gradwatch_server: Any) -> None:
     assert posted.is_set() and steps < 100_000
     assert api.wait_applied(run["id"], command_id)["state"] == "applied"
     assert api.get(f"/api/runs/{run['id']}")["status"] == "finished"
+
+
+def test_a_loop_that_trains_a_subset_watches_that_subset(gradwatch_server: Any) -> None:
+    server = gradwatch_server()
+    x, y = data(n=STEPS * BATCH)
+    model = fresh_model()
+    head = model.layers[-1].trainable_variables  # fine-tuning the last layer only
+    optimizer = keras.optimizers.SGD(0.05)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    mon = GradientMonitor(server=server.url, token=server.token)
+    with mon.watch(model, optimizer) as watch:
+        for i in range(STEPS):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y[i * BATCH : (i + 1) * BATCH], model(x[i * BATCH : (i + 1) * BATCH], training=True))
+            watch.apply_gradients(tape.gradient(loss, head), head, loss=loss)
+    api = Api(server)
+    detail = api.get(f"/api/runs/{api.only_run()['id']}")
+    assert detail["variables"] == [v.path for v in head]  # no all-zero rows for the frozen layers
+    assert all(n > 0 for series in metrics_of_only_run(api)["grad_norm"].values() for n in series)
