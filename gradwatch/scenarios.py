@@ -142,15 +142,15 @@ def _loop(model: Any, optimizer: Any, batches: Any, monitor: Any, training: bool
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     with monitor.watch(model, optimizer) as watch:
 
-        @tf.function  # type: ignore[untyped-decorator]
         def step(xb: Any, yb: Any) -> None:
             with tf.GradientTape() as tape:
                 loss = loss_fn(yb, model(xb, training=training))
             grads = tape.gradient(loss, model.trainable_variables)
             watch.apply_gradients(grads, model.trainable_variables, loss=loss, inputs=(xb, yb))
 
+        compiled_step = tf.function(step)
         for xb, yb in batches:
-            step(xb, yb)
+            compiled_step(xb, yb)
             if watch.stop_requested:
                 break
     return model

@@ -50,7 +50,6 @@ class WorkerSync:
     """Create eagerly, under the strategy's scope, on every worker at the same point (it makes a variable)."""
 
     def __init__(self, strategy: Any) -> None:
-        self.workers = worker_count(strategy)
         self.chief = bool(strategy.extended.should_checkpoint)
         # Raised on the chief's host; every worker reads the shared value after each step.
         self.stop = monitor_variable(0.0, tf.float32, "gw_stop")
