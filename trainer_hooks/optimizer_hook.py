@@ -25,6 +25,7 @@ scaler skips (non-finite after scaling) is reported as skipped.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -213,12 +214,16 @@ class OptimizerHook:
             clipped_full = [g if g is None else g * tf.cast(loss_scale, g.dtype) for g in clipped_full]
         clipped = [g if i is None else clipped_full[i] for g, i in zip(grads, positions)]
         if replicas > 1:
-            clipped = [g if g is None else g / replicas for g in clipped]
-
-        if replicas > 1:
             # A tf.cond around the optimizer is not allowed in a replica context (it
             # merges across replicas inside): no guard here.
-            apply_fn(clipped, variables)
+            if self.guard_nonfinite:
+                warnings.warn(
+                    "gradwatch: guard_nonfinite cannot skip steps under a multi-replica strategy; non-finite "
+                    "steps are still counted and reported, and pause_on=('nonfinite',) can stop the damage",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            apply_fn([g if g is None else g / replicas for g in clipped], variables)
             return
         if loss_scale is not None:
             # The scaler skips non-finite steps itself (and lowers its scale): let it.
