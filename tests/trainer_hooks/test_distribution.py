@@ -77,14 +77,8 @@ SCRIPT = textwrap.dedent(
 def train(server: Any, mode: str) -> subprocess.CompletedProcess[str]:
     """Run SCRIPT in a fresh process."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, server.url, server.token, mode],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-    )
-    return proc
+    command = [sys.executable, "-c", SCRIPT, server.url, server.token, mode]
+    return subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
 
 
 @pytest.mark.parametrize("mode", ["fit", "loop"])
