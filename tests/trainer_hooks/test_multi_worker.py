@@ -25,12 +25,15 @@ TRAINER = Path(__file__).with_name("multi_worker_trainer.py")
 
 
 def start_workers(server: Any, count: int = 2) -> list[subprocess.Popen[str]]:
-    ports = ",".join(str(free_port()) for _ in range(count))
+    ports: list[int] = []
+    while len(ports) < count:  # the OS may hand the same free port out twice in a row
+        if (port := free_port()) not in ports:
+            ports.append(port)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("TF_CONFIG", None)
     return [
         subprocess.Popen(
-            [sys.executable, str(TRAINER), str(i), ports, server.url, server.token],
+            [sys.executable, str(TRAINER), str(i), ",".join(map(str, ports)), server.url, server.token],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
