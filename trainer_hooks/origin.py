@@ -16,11 +16,37 @@ functional model; for subclassed models only features and labels are checked.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+
+def explain_nonfinite(
+    u: dict[str, Any], loss_recorded: bool, first_bad_layer: Callable[[], str | None]
+) -> tuple[str, str | None, str]:
+    """``(source, layer, detail)`` of a non-finite step, from its unpacked statistics row ``u``.
+
+    ``first_bad_layer`` replays the batch; it is called only when the inputs are clean and the
+    weights can still be trusted.
+    """
+    poisoned = int(u["weight_nonfinite"])
+    if u["origin_features"] > 0:
+        return "features", None, f"{int(u['origin_features'])} non-finite values in this batch's input features"
+    if u["origin_labels"] > 0:
+        return "labels", None, f"{int(u['origin_labels'])} non-finite values in this batch's labels"
+    if poisoned and not u["skipped"]:
+        return ("unknown", None, f"the step's update already wrote {poisoned} non-finite weights, so the batch "
+                "cannot be replayed with that step's weights; guard_nonfinite=True skips such updates and lets "
+                "the first non-finite layer be found")
+    if (layer := first_bad_layer()) is not None:
+        return "layer", layer, f"replaying the batch, {layer} is the first layer with a non-finite output"
+    if loss_recorded and not math.isfinite(u["loss"]):
+        return "loss", None, "the forward pass is finite but the loss is not"
+    return "unknown", None, "inputs, labels and layer outputs are finite; the backward pass overflowed"
 
 
 def count_nonfinite(structure: Any) -> tf.Tensor:

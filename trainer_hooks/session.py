@@ -30,7 +30,7 @@ from gradwatch.protocol import (
 
 from .control import RunControl, RunState
 from .graph_stats import SCALARS, GradientStats
-from .origin import OriginFinder
+from .origin import OriginFinder, explain_nonfinite
 from .probe import Prober
 from .transport import Transport
 from .update_ratio import UpdateRatio
@@ -235,22 +235,7 @@ class RunSession:
         if len(self._origins_sent) >= self.MAX_ORIGINS:
             return
         u = self.stats.layout.unpack(row)
-        poisoned = int(u["weight_nonfinite"])
-        origin: tuple[str, str | None, str]  # (source, layer, detail)
-        if u["origin_features"] > 0:
-            origin = ("features", None, f"{int(u['origin_features'])} non-finite values in this batch's input features")
-        elif u["origin_labels"] > 0:
-            origin = ("labels", None, f"{int(u['origin_labels'])} non-finite values in this batch's labels")
-        elif poisoned and not u["skipped"]:
-            origin = ("unknown", None, f"the step's update already wrote {poisoned} non-finite weights, so the batch "
-                      "cannot be replayed with that step's weights; guard_nonfinite=True skips such updates and lets "
-                      "the first non-finite layer be found")
-        elif (layer := self._first_bad_layer(step)) is not None:
-            origin = ("layer", layer, f"replaying the batch, {layer} is the first layer with a non-finite output")
-        elif self.stats.loss_recorded and not math.isfinite(u["loss"]):
-            origin = ("loss", None, "the forward pass is finite but the loss is not")
-        else:
-            origin = ("unknown", None, "inputs, labels and layer outputs are finite; the backward pass overflowed")
+        origin = explain_nonfinite(u, self.stats.loss_recorded, lambda: self._first_bad_layer(step))
         key = (origin[0], origin[1])
         if key in self._origins_sent:
             return
