@@ -247,7 +247,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         stats = hook.stats
         assert stats is not None
         self.stats = stats
-        strategy = getattr(model, "distribute_strategy", None)
+        strategy = hook.strategy  # the model's, as the hook was made for it
         prober = None
         if self.probe_data is not None:
             try:
