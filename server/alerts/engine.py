@@ -112,10 +112,14 @@ class RunAlerts:
             return None
         alerts = [a for a in self.open.values() if a.kind == "nonfinite"]
         if not alerts:
-            self.pending_origin = msg
+            if self.pending_origin is None or msg.step < self.pending_origin.step:
+                self.pending_origin = msg  # the first bad step says where it started
             return None
         covering = [a for a in alerts if a.step <= msg.step <= a.last_step]
         alert = max(covering or alerts, key=lambda a: a.updated_at)
+        known = alert.evidence.get("origin_step")
+        if isinstance(known, int) and known <= msg.step:
+            return None  # a later step's origin never replaces where the trouble started
         self._set_origin(alert, msg)
         self.dirty.discard(alert)
         return Change(alert, created=False)

@@ -297,3 +297,18 @@ def test_rules_cost_at_most_a_fraction_of_the_ingest_budget():
     elapsed = time.perf_counter() - start
     assert changes == []
     assert elapsed < 0.5, f"rules took {elapsed:.3f} s for 200,000 variable-samples"
+
+
+def test_nonfinite_origin_of_the_first_bad_step_is_kept():
+    # A run poisoned by its features at step 3 goes on producing NaN steps whose own
+    # origins are "unknown" (the weights are poisoned by then): the alert keeps "features".
+    e = engine()
+    first = NonfiniteOrigin(type="nonfinite_origin", step=3, source="features", detail="2 non-finite values")
+    later = NonfiniteOrigin(type="nonfinite_origin", step=4, source="unknown", detail="weights already poisoned")
+    assert e.origin(first) is None and e.origin(later) is None  # both before the alert: the first is kept
+    recs = [rec(s, [1.0] * len(VARS)) for s in range(3)]
+    recs += [rec(s, [np.nan] * len(VARS), grad_nan=[1] * len(VARS)) for s in range(3, 6)]
+    (c,) = feed(e, recs)
+    assert c.alert.evidence["origin_source"] == "features" and c.alert.evidence["origin_step"] == 3
+    assert e.origin(NonfiniteOrigin(type="nonfinite_origin", step=5, source="unknown")) is None
+    assert c.alert.evidence["origin_source"] == "features" and "input features" in c.alert.message
