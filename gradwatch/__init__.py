@@ -14,7 +14,14 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from gradwatch.trainer_hooks.monitor import GradientMonitor
 
-__all__ = ["GradientMonitor", "__version__"]
+__all__ = ["GradientMonitor", "__version__", "load_ipython_extension"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext gradwatch``: adds the ``%gradwatch`` magic (see ``gradwatch.notebook``)."""
+    from gradwatch.notebook import load_ipython_extension as load
+
+    load(ipython)
 
 
 def __getattr__(name: str) -> Any:

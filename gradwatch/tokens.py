@@ -1,7 +1,9 @@
-"""Where the access token lives, shared by `gradwatch serve` and local trainers.
+"""Where the server and its access token are found, shared by `gradwatch serve` and local trainers.
 
 `serve` writes a generated token to a user-only file; a trainer on the same
 machine reads it, so the common local case needs no configuration at all.
+``$GRADWATCH_SERVER`` (set by hand, or by a notebook's embedded server) names
+the server when it is not the default local one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,14 @@ from pathlib import Path
 
 TOKEN_ENV = "GRADWATCH_TOKEN"
 TOKEN_FILE_ENV = "GRADWATCH_TOKEN_FILE"
+SERVER_ENV = "GRADWATCH_SERVER"
+#: The server a trainer talks to when neither ``server=`` nor ``$GRADWATCH_SERVER`` says otherwise.
+DEFAULT_SERVER = "http://127.0.0.1:8765"
+
+
+def resolve_server(explicit: str | None = None) -> str:
+    """The server URL to use: ``explicit``, else ``$GRADWATCH_SERVER``, else ``DEFAULT_SERVER``."""
+    return (explicit or os.environ.get(SERVER_ENV) or DEFAULT_SERVER).rstrip("/")
 
 
 def default_token_file() -> Path:

@@ -18,6 +18,7 @@ from gradwatch.tokens import TOKEN_ENV
 from .alerting import PatchError, UnknownKind
 from .auth import COOKIE_NAME, HostCheckMiddleware, require_token, token_matches
 from .config import ServerConfig
+from .login_codes import LoginCodes
 from .service import Gradwatch, RunFinished, RunNotFound
 from .static import add_static_routes
 from .views import (
@@ -28,6 +29,7 @@ from .views import (
     CommandView,
     ErrorBody,
     Health,
+    LoginCode,
     Metrics,
     RunDetail,
     RunSummary,
@@ -91,6 +93,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app = FastAPI(title="gradwatch", version="0.1.0", lifespan=lifespan,
                   description="Live gradient-health monitoring for Keras training. See docs/api.md.")
     app.state.token = token
+    app.state.login_codes = LoginCodes()
     app.state.gradwatch = gw
     app.add_middleware(HostCheckMiddleware, allowed_hosts=config.effective_allowed_hosts)
 
@@ -171,13 +174,27 @@ def create_app(config: ServerConfig) -> FastAPI:
                                                                           "input": None}]}, 422)
         return _json(view)
 
+    @app.post("/api/login-codes", response_model=LoginCode, status_code=201, tags=["api"],
+              responses={401: _ERRORS[401], 403: {"model": ErrorBody, "description": "cross-site request"}})
+    async def new_login_code(_: Auth) -> LoginCode:
+        """A single-use code for ``/login?code=``: what a notebook's frame carries instead of the token."""
+        return LoginCode(code=app.state.login_codes.issue(), expires_in=app.state.login_codes.ttl)
+
     @app.get("/login", status_code=303, tags=["page"], responses={401: {"model": ErrorBody}})
-    async def login(token: Annotated[str, Query(description="the server token")], request: Request) -> Response:
-        if not token_matches(token, app.state.token):
-            raise HTTPException(401, "wrong token: use the login URL printed by 'gradwatch serve'")
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE_NAME, token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict", path="/",
-                            secure=request.url.scheme == "https")
+    async def login(
+        request: Request,
+        token: Annotated[str | None, Query(description="the server token")] = None,
+        code: Annotated[str | None, Query(description="a single-use code from POST /api/login-codes")] = None,
+    ) -> Response:
+        if token is not None:
+            if not token_matches(token, app.state.token):
+                raise HTTPException(401, "wrong token: use the login URL printed by 'gradwatch serve'")
+        elif code is None or not app.state.login_codes.redeem(code):
+            raise HTTPException(401, "missing, used or expired login code: codes work once, within "
+                                     f"{app.state.login_codes.ttl:g} s; ask for a new one, or log in with ?token=")
+        response = RedirectResponse("/", status_code=303)  # the browser keeps the URL's #run=ID across it
+        response.set_cookie(COOKIE_NAME, app.state.token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict",
+                            path="/", secure=request.url.scheme == "https")
         return response
 
     app.add_api_websocket_route(TRAINER_PATH, trainer_endpoint)

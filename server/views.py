@@ -92,6 +92,11 @@ class CommandAccepted(BaseModel):
     state: CommandState
 
 
+class LoginCode(BaseModel):
+    code: str = Field(description="use once, as /login?code=CODE")
+    expires_in: float = Field(description="seconds the code stays valid if unused")
+
+
 class ErrorBody(BaseModel):
     detail: str
     errors: list[dict[str, Any]] | None = None

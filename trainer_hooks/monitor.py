@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from gradwatch.protocol import ALERT_KINDS
-from gradwatch.tokens import resolve_token
+from gradwatch.tokens import resolve_server, resolve_token
 
 from .graph_stats import GradientStats
 from .multi_worker import worker_count
@@ -46,7 +46,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
     """Streams per-layer gradient health to a gradwatch server and obeys its commands.
 
     Args:
-        server: the gradwatch server, e.g. ``"http://127.0.0.1:8765"``.
+        server: the gradwatch server, e.g. ``"http://127.0.0.1:8765"``; ``None`` reads
+            ``$GRADWATCH_SERVER`` (a notebook's embedded server sets it), else that default.
         token: access token; ``None`` reads ``$GRADWATCH_TOKEN``, else the token
             file that ``gradwatch serve`` writes on this machine.
         run_name: shown on the dashboard; defaults to ``model@host:pid``.
@@ -75,7 +76,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
 
     def __init__(
         self,
-        server: str = "http://127.0.0.1:8765",
+        server: str | None = None,
         token: str | None = None,
         run_name: str | None = None,
         every: int = 1,
@@ -92,6 +93,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         transport_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        server = resolve_server(server)
         trainer_ws_url(server)  # validates the URL now, with a clear message
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every={every!r} must be a whole number >= 1 (report every N-th step)")

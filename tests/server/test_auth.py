@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from simtrainer import closed_with, open_browser, open_trainer, recv_json, recv_until, run, start_trainer
@@ -36,6 +38,36 @@ def test_login_sets_strict_httponly_cookie(shared_server):
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     runs = httpx.get(srv.url + "/api/runs", cookies={"gradwatch_token": srv.token}, timeout=5)
     assert runs.status_code == 200
+
+
+def test_login_code_works_once_and_needs_the_token(shared_server):
+    srv = shared_server
+    assert httpx.post(srv.url + "/api/login-codes", timeout=5).status_code == 401
+    # A cookie-authenticated POST from another site is refused, as for every state-changing route.
+    cross = httpx.post(srv.url + "/api/login-codes", cookies={"gradwatch_token": srv.token},
+                       headers={"Sec-Fetch-Site": "cross-site"}, timeout=5)
+    assert cross.status_code == 403
+    made = httpx.post(srv.url + "/api/login-codes", headers=srv.headers, timeout=5)
+    assert made.status_code == 201 and made.json()["expires_in"] == 60
+    code = made.json()["code"]
+    assert srv.token not in code
+    r = httpx.get(srv.url + "/login", params={"code": code}, timeout=5)
+    assert r.status_code == 303 and r.headers["set-cookie"].startswith(f"gradwatch_token={srv.token}")
+    again = httpx.get(srv.url + "/login", params={"code": code}, timeout=5)
+    assert again.status_code == 401 and "used or expired" in again.json()["detail"]
+    assert httpx.get(srv.url + "/login", timeout=5).status_code == 401  # neither token nor code
+
+
+def test_login_codes_expire_and_are_bounded():
+    from gradwatch.server.login_codes import LoginCodes
+
+    codes = LoginCodes(ttl=0.05, limit=3)
+    old = codes.issue()
+    time.sleep(0.1)
+    assert not codes.redeem(old)  # expired
+    made = [codes.issue() for _ in range(5)]
+    assert [codes.redeem(c) for c in made] == [False, False, True, True, True]  # the oldest made room
+    assert not codes.redeem("")
 
 
 @pytest.mark.parametrize(("extra", "status"), [
