@@ -34,8 +34,9 @@ class LoginCodes:
     def redeem(self, code: str) -> bool:
         """True once for a valid code: it is gone afterwards."""
         self._prune()
-        # Comparing each outstanding code in constant time: no lookup timing to learn from.
-        match = next((c for c in list(self._codes) if secrets.compare_digest(c, code)), None)
+        # Each outstanding code compared in constant time (as bytes: any text may arrive here).
+        presented = code.encode("utf-8", "replace")
+        match = next((c for c in list(self._codes) if secrets.compare_digest(c.encode(), presented)), None)
         if match is None:
             return False
         del self._codes[match]
