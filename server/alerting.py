@@ -17,7 +17,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gradwatch.protocol import NonfiniteOrigin, Probe, StepRecord, decode_float, dumps
+from gradwatch.protocol import (
+    AlertMessage,
+    AlertRulesMessage,
+    AlertView,
+    NonfiniteOrigin,
+    Probe,
+    StepRecord,
+    decode_float,
+    page_message_text,
+)
 
 from .alerts import persist
 from .alerts.engine import Alert, Change, RunAlerts
@@ -51,7 +60,7 @@ class UnknownKind(LookupError):
 
 
 def alert_message(alert: Alert) -> str:
-    return dumps({"type": "alert", "run_id": alert.run_id, "alert": alert.view()})
+    return page_message_text(AlertMessage(run_id=alert.run_id, alert=AlertView(**alert.view())))
 
 
 class Alerting:
@@ -213,7 +222,7 @@ class Alerting:
         if engine is not None:
             engine.configure(kind, new)
         # Every page watching the run shows the new setting, not only the one that changed it.
-        self.hub.publish(run_id, dumps({"type": "alert_rules", "run_id": run_id, "rules": {kind: new.view()}}))
+        self.hub.publish(run_id, page_message_text(AlertRulesMessage(run_id=run_id, rules={kind: new.view()})))
         return new.view()
 
 

@@ -12,7 +12,18 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 
-from gradwatch.protocol import ALERT_KINDS, BROWSER_PATH, PROTOCOL_VERSION, TRAINER_PATH, Command, dumps
+from gradwatch.protocol import (
+    ALERT_KINDS,
+    BROWSER_PATH,
+    PROTOCOL_VERSION,
+    TRAINER_PATH,
+    AlertRuleView,
+    AlertView,
+    Command,
+    CommandView,
+    RunSummary,
+    dumps,
+)
 from gradwatch.tokens import TOKEN_ENV
 
 from .alerting import PatchError, UnknownKind
@@ -20,19 +31,7 @@ from .auth import COOKIE_NAME, HostCheckMiddleware, require_token, token_matches
 from .config import ServerConfig
 from .service import Gradwatch, RunFinished, RunNotFound
 from .static import add_static_routes
-from .views import (
-    AlertRulePatch,
-    AlertRuleView,
-    AlertView,
-    CommandAccepted,
-    CommandView,
-    ErrorBody,
-    Health,
-    Metrics,
-    RunDetail,
-    RunSummary,
-    command_view,
-)
+from .views import AlertRulePatch, CommandAccepted, ErrorBody, Health, Metrics, RunDetail, command_view
 from .ws_browser import browser_endpoint
 from .ws_trainer import trainer_endpoint
 

@@ -20,14 +20,20 @@ from gradwatch.protocol import (
     CloseCode,
     Command,
     Gap,
+    GapMessage,
     NonfiniteOrigin,
     Probe,
+    ProbeMessage,
+    ProbeView,
+    RunMessage,
+    RunsMessage,
+    RunSummary,
     Status,
     StepRecord,
     TrainerHello,
     Welcome,
     decode_float,
-    dumps,
+    page_message_text,
 )
 
 from .alerting import Alerting
@@ -37,7 +43,7 @@ from .hub import Hub
 from .metrics import build_metrics
 from .runstate import InvalidTransition, RunEvent, accepts_commands, next_status
 from .store import CommandRow, RunRow, Store
-from .views import RunSummary, run_detail, run_state, steps_message, summary
+from .views import run_detail, run_state, steps_message, summary
 from .writer import StepWriter
 
 log = logging.getLogger("gradwatch.server")
@@ -184,16 +190,16 @@ class Gradwatch:
     async def add_gap(self, link: TrainerLink, gap: Gap) -> None:
         await self.writer.flush()
         await self.store.call(self.store.add_gap, link.run_id, gap.from_step, gap.to_step, gap.dropped)
-        self.hub.publish(link.run_id, dumps({"type": "gap", "run_id": link.run_id, "from_step": gap.from_step,
-                                             "to_step": gap.to_step, "dropped": gap.dropped}))
+        self.hub.publish(link.run_id, page_message_text(GapMessage(
+            run_id=link.run_id, from_step=gap.from_step, to_step=gap.to_step, dropped=gap.dropped)))
         await self._broadcast_run(link.run_id)
 
     async def add_probe(self, link: TrainerLink, probe: Probe) -> None:
         dead = {k: decode_float(v) for k, v in probe.dead_relu.items()}
         gap = {k: decode_float(v) for k, v in probe.bn_gap.items()}
         await self.store.call(self.store.add_probe, link.run_id, probe.step, dead, gap)
-        self.hub.publish(link.run_id, dumps({"type": "probe", "run_id": link.run_id,
-                                             "probe": probe.model_dump(exclude={"type"})}))
+        self.hub.publish(link.run_id, page_message_text(ProbeMessage(
+            run_id=link.run_id, probe=ProbeView(**probe.model_dump(exclude={"type"})))))
         await self.alerting.probe(link.run_id, probe)
 
     async def nonfinite_origin(self, link: TrainerLink, msg: NonfiniteOrigin) -> None:
@@ -269,7 +275,7 @@ class Gradwatch:
 
     async def runs_message(self) -> str:
         runs = await self.list_runs()
-        return dumps({"type": "runs", "runs": [self._live(r).model_dump() for r in runs]})
+        return page_message_text(RunsMessage(runs=[self._live(r) for r in runs]))
 
     def _live(self, s: RunSummary) -> RunSummary:
         run = self.active.get(s.id)
@@ -283,7 +289,7 @@ class Gradwatch:
             return None
         gaps = await self.store.call(self.store.list_gaps, run_id)
         counts = await self.alerting.counts()
-        return dumps({"type": "run", "run": run_state(run, gaps, counts.get(run_id)).model_dump()})
+        return page_message_text(RunMessage(run=run_state(run, gaps, counts.get(run_id))))
 
     async def _broadcast_run(self, run_id: int) -> None:
         text = await self.run_message(run_id)
