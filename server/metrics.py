@@ -58,10 +58,6 @@ def probe_series(run: RunRow, probes: list[Probe]) -> dict[str, Any]:
     }
 
 
-def _axis(data: StepColumns, name: str) -> Any:
-    return {"step": data.step, "time": data.time}.get(name, data.ints.get(name))
-
-
 def _bn(run: RunRow, data: StepColumns, f: Callable[[FloatArray, BoolArray], tuple[FloatArray, BoolArray]]
         ) -> dict[str, dict[str, list[Any]]]:
     bn: dict[str, dict[str, list[Any]]] = {}
@@ -107,7 +103,7 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
     for fld in STORED:
         name = fld.stored_as
         if fld.axis or fld.storage == "text":  # coordinates and labels: picked at each kept point
-            column = data.clip_mode if name == "clip_mode" else _axis(data, name)
+            column = data.clip_mode if fld.storage == "text" else data.scalar(name)
             body[name] = [column[k] for k in idx.tolist()] if isinstance(column, list) else column[idx].tolist()
         elif fld.storage == "masked_real":
             body[name] = _floats(*f(data.floats[name], data.missing[name]))

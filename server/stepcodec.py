@@ -122,6 +122,12 @@ class StepColumns:
     def __len__(self) -> int:
         return int(self.step.shape[0])
 
+    def scalar(self, column: str) -> npt.NDArray[Any]:
+        """The numeric scalar column ``column`` (``step``, ``time``, a float or an integer column)."""
+        if column in ("step", "time"):
+            return self.step if column == "step" else self.time
+        return self.floats[column] if column in self.floats else self.ints[column]
+
     @property
     def grad_norm(self) -> npt.NDArray[np.floating[Any]]:
         return self.vectors["grad_norm"]
