@@ -30,13 +30,21 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "(localhost, 127.0.0.1, ::1); the --host address stays allowed; '*' accepts any",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--webhook", default=None, metavar="URL",
+                   help="POST raised and re-opened alerts here as JSON (Slack-compatible 'text'; docs/alerts.md)")
+    p.add_argument("--webhook-min-severity", default="warning", choices=["warning", "critical"],
+                   help="post only alerts at least this severe (default warning: all)")
+    p.add_argument("--webhook-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="per POST before it counts as failed and is retried with backoff (default 5)")
 
 
 def serve(args: argparse.Namespace) -> int:
     from gradwatch.server.config import ServerConfig
     from gradwatch.server.serve import GradwatchServer
 
-    kwargs: dict[str, object] = {"host": args.host, "port": args.port, "log_level": args.log_level}
+    kwargs: dict[str, object] = {"host": args.host, "port": args.port, "log_level": args.log_level,
+                                 "webhook_url": args.webhook, "webhook_min_severity": args.webhook_min_severity,
+                                 "webhook_timeout": args.webhook_timeout}
     if args.db is not None:
         kwargs["db_path"] = args.db
     if args.token_file is not None:

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from gradwatch.protocol import (
     AlertMessage,
@@ -63,11 +63,17 @@ def alert_message(alert: Alert) -> str:
     return page_message_text(AlertMessage(run_id=alert.run_id, alert=AlertView(**alert.view())))
 
 
+#: ``notify(alert, event)``: an alert was raised (``"raised"``) or re-opened (``"reopened"``); must not block.
+AlertEvent = Literal["raised", "reopened"]
+Notify = Callable[[Alert, AlertEvent], None]
+
+
 class Alerting:
-    def __init__(self, store: Store, hub: Hub, pause: Pause) -> None:
+    def __init__(self, store: Store, hub: Hub, pause: Pause, notify: Notify | None = None) -> None:
         self.store = store
         self.hub = hub
         self.pause = pause
+        self.notify = notify
         self.engines: dict[int, RunAlerts] = {}
         self.pause_on: dict[int, set[str]] = {}
         #: Highest step each run's rules have seen, kept across reconnects so re-sent steps are not counted twice.
@@ -166,14 +172,16 @@ class Alerting:
         engine = self.engines.get(run_id)
         change = engine.origin(msg) if engine is not None else None
         if change is not None:
-            await self._publish(run_id, [change])
+            await self._publish(run_id, [change], notify=False)  # an origin added, not a new episode
 
-    async def _publish(self, run_id: int, changes: list[Change]) -> None:
+    async def _publish(self, run_id: int, changes: list[Change], notify: bool = True) -> None:
         if not changes:
             return
         await self.store.call(persist.save_alerts, self.store.conn, [c.alert for c in changes])
         for c in changes:
             self.hub.broadcast(alert_message(c.alert))
+            if notify and self.notify is not None:
+                self.notify(c.alert, "raised" if c.created else "reopened")
         for c in changes:
             if c.created and c.alert.kind in self.pause_on.get(run_id, ()):
                 log.info("run %d: %s alert #%d raised; pausing (pause_on)", run_id, c.alert.kind, c.alert.id)

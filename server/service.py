@@ -36,7 +36,8 @@ from gradwatch.protocol import (
     page_message_text,
 )
 
-from .alerting import Alerting
+from .alerting import AlertEvent, Alerting
+from .alerts.engine import Alert
 from .commands import CommandDesk, TrainerLink
 from .config import ServerConfig
 from .hub import Hub
@@ -44,6 +45,7 @@ from .metrics import build_metrics
 from .runstate import InvalidTransition, RunEvent, accepts_commands, next_status
 from .store import CommandRow, RunRow, Store
 from .views import run_detail, run_state, steps_message, summary
+from .webhooks import webhook_sender
 from .writer import StepWriter
 
 log = logging.getLogger("gradwatch.server")
@@ -76,11 +78,20 @@ class Gradwatch:
         self.links: dict[int, TrainerLink] = {}
         #: Runs with a trainer connected, kept current in memory (last_step included).
         self.active: dict[int, RunRow] = {}
-        self.alerting = Alerting(self.store, self.hub, self._auto_pause)
+        self.webhooks = webhook_sender(config)
+        self.alerting = Alerting(self.store, self.hub, self._auto_pause,
+                                 notify=self._notify if self.webhooks is not None else None)
 
     async def start(self) -> None:
         await self.store.call(self.store.mark_stale_runs_disconnected)
         self.writer.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
+
+    def _notify(self, alert: Alert, event: AlertEvent) -> None:
+        run = self.active.get(alert.run_id)
+        assert self.webhooks is not None
+        self.webhooks.offer(alert, event, run.name if run is not None else None)
 
     async def stop(self) -> None:
         self.hub.close_all(CloseCode.SERVER_SHUTDOWN, "server shutting down")
@@ -90,6 +101,8 @@ class Gradwatch:
         await self.writer.stop()
         for run_id in list(self.active):
             await self._transition(run_id, "disconnect")
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
     # ------------------------------------------------------------------ reads
