@@ -101,7 +101,8 @@ export function readableScale(values) {
   }
   if (v.length >= 2 && lo > 0 && hi / lo > LOG_SPAN) return { key: "log", axis: { type: "log", autorange: true } };
   if (v.length >= 20) {
-    const sorted = Float64Array.from(v).sort();
+    const stride = Math.ceil(v.length / 20000); // percentiles from a sample: cheap on every live update
+    const sorted = Float64Array.from({ length: Math.ceil(v.length / stride) }, (_, i) => v[i * stride]).sort();
     const q = (p) => sorted[Math.round(p * (sorted.length - 1))];
     const p1 = q(0.01);
     const p99 = q(0.99);
@@ -112,4 +113,28 @@ export function readableScale(values) {
     }
   }
   return { key: "linear", axis: { type: "linear", autorange: true } };
+}
+
+function scaledTitle(title, scale) {
+  if (scale.key === "log") return `${title} (log)`;
+  return scale.key === "linear" ? title : `${title} (outliers off scale)`;
+}
+
+/** Axis `name` (e.g. "yaxis") titled `title`, readable for `values` (readableScale); remembered on the div. */
+export function readableAxis(div, name, title, values, extra) {
+  const scale = readableScale(values);
+  if (!div._gwScale) div._gwScale = {};
+  div._gwScale[name] = scale.key;
+  return axis(scaledTitle(title, scale), { ...extra, ...scale.axis });
+}
+
+/** After points were added: re-decide axis `name` from `values`; relays out only when the choice changes. */
+export function rescale(div, name, title, values) {
+  const scale = readableScale(values);
+  if (!div._gwScale) div._gwScale = {};
+  if (div._gwScale[name] === scale.key) return;
+  div._gwScale[name] = scale.key; // an explosion arrived, or scrolled out of the window
+  const update = { [`${name}.title.text`]: scaledTitle(title, scale) };
+  for (const [k, v] of Object.entries(scale.axis)) update[`${name}.${k}`] = v;
+  Plotly.relayout(div, update);
 }

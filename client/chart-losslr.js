@@ -1,12 +1,6 @@
 // Loss (top) and learning rate (bottom, stepped: it changes by command or schedule).
 
-import { MAX_POINTS, PALETTE, Plotly, axis, baseLayout, col, fin, plot, readableScale, sameX } from "./chart-base.js";
-
-const LOSS_TITLE = { log: "loss (log)", linear: "loss" };
-
-function lossTitle(scale) {
-  return LOSS_TITLE[scale.key] || "loss (outliers off scale)";
-}
+import { MAX_POINTS, PALETTE, Plotly, axis, baseLayout, col, fin, plot, readableAxis, rescale, sameX } from "./chart-base.js";
 
 function series(s, from, to) {
   return { x: s.c.step.slice(from, to), loss: col(s.c.loss, from, to, fin), lr: col(s.c.lr, from, to, fin) };
@@ -21,12 +15,10 @@ export function draw(div, s, from) {
       line: { color: PALETTE[5], width: 1.5, shape: "hv" },
     },
   ];
-  const scale = readableScale(d.loss);
-  div._gwLossScale = scale.key;
   const layout = baseLayout({
     uirevision: s.runId,
     xaxis: axis("step", { anchor: "y2" }),
-    yaxis: axis(lossTitle(scale), { domain: [0.42, 1], ...scale.axis }),
+    yaxis: readableAxis(div, "yaxis", "loss", d.loss, { domain: [0.42, 1] }),
     yaxis2: axis("lr", { domain: [0, 0.32], rangemode: "tozero", nticks: 4, tickformat: "~g" }),
   });
   plot(div, data, layout);
@@ -35,12 +27,5 @@ export function draw(div, s, from) {
 export function extend(div, s, from, to) {
   const d = series(s, from, to);
   Plotly.extendTraces(div, { x: sameX(d.x, 2), y: [d.loss, d.lr] }, [0, 1], MAX_POINTS);
-  const scale = readableScale(div.data[0].y);
-  if (scale.key !== div._gwLossScale) {
-    // An explosion (or its end scrolling out of the window) changes how the curve reads best.
-    div._gwLossScale = scale.key;
-    const update = { "yaxis.title.text": lossTitle(scale) };
-    for (const [k, v] of Object.entries(scale.axis)) update[`yaxis.${k}`] = v;
-    Plotly.relayout(div, update);
-  }
+  rescale(div, "yaxis", "loss", div.data[0].y);
 }
