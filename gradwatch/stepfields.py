@@ -95,7 +95,9 @@ STEP_FIELDS: tuple[StepField, ...] = (
         shape="variable",
         column="nonfinite",
     ),
-    StepField("weight_nonfinite", "count", "device", "integer", "non-finite weight elements after the step"),
+    StepField(
+        "weight_nonfinite", "count", "host", "integer", "non-finite weight elements (host scan after a bad step)"
+    ),
     StepField("loss_nonfinite", "bool", "host", "integer", "the loss was NaN or Inf"),
     StepField(
         "bn", "wire_float", "host", "bn_blob", "BatchNorm moving statistics (sampled steps only)", shape="bn_layer"
@@ -103,7 +105,7 @@ STEP_FIELDS: tuple[StepField, ...] = (
     StepField(
         "update_ratio",
         "wire_float",
-        "device",
+        "host",
         "f32_blob",
         "||w_after - w_before|| / ||w_before|| per variable",
         shape="variable",
