@@ -13,6 +13,7 @@ pyarrow / pandas and its shape checked.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import threading
@@ -135,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     steps = 5_000 if args.quick else args.steps
     work = Path(tempfile.mkdtemp(prefix="gradwatch-export-bench-"))
+    try:
+        return _run(args, steps, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # a 100 MB database per run
+
+
+def _run(args: Any, steps: int, work: Path) -> int:
     db = work / "export.db"
     run_id, fill_s = fill(db, steps, args.vars)
     print(

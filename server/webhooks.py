@@ -128,11 +128,12 @@ class WebhookSender:
         page = f"{self.page_url}/#run={alert.run_id}" if self.page_url else None
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
-            log.warning(
-                "webhook %s is behind: dropped the oldest queued alert (%d dropped so far)",
-                redacted(self.url),
-                self.dropped,
-            )
+            if self.dropped == 1 or self.dropped % 100 == 0:  # an alert storm must not flood the log too
+                log.warning(
+                    "webhook %s is behind: dropped the oldest queued alert (%d dropped so far)",
+                    redacted(self.url),
+                    self.dropped,
+                )
         self._queue.append(payload(alert, event, run_name, page))  # a snapshot: the alert goes on changing
         if self._ready is not None:
             self._ready.set()
