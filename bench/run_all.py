@@ -26,6 +26,7 @@ BENCHES: dict[str, str] = {
     "server_scale": "Server scale on one core",
     "long_run": "Long runs (100,000 steps x 200 variables)",
     "trainer_memory": "Trainer memory with the server gone",
+    "export": "Export (100,000 steps x 200 variables, Parquet and CSV)",
 }
 
 

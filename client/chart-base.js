@@ -78,3 +78,63 @@ export function col(arr, from, to, f) {
 export function sameX(x, k) {
   return Array.from({ length: k }, () => x);
 }
+
+/** Positive finite values spanning more than this ratio get a log axis. */
+export const LOG_SPAN = 1e3;
+/** A linear range wider than this many times the 1st–99th percentile spread is cut to that spread. */
+const OUTLIER_SPREAD = 20;
+
+/**
+ * y-axis settings that keep `values` readable when one of them explodes (a 4e22 loss would
+ * otherwise flatten the whole curve): a log axis when every finite value is positive and they
+ * span more than LOG_SPAN; else, when a few outliers lie far outside the bulk, a linear range over
+ * the 1st–99th percentiles (padded; the outliers run off the top or bottom); else autorange.
+ * `key` names the choice, so a live chart relays out only when it changes.
+ */
+export function readableScale(values) {
+  const v = values.filter((x) => x !== null && Number.isFinite(x));
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const x of v) {
+    if (x < lo) lo = x;
+    if (x > hi) hi = x;
+  }
+  if (v.length >= 2 && lo > 0 && hi / lo > LOG_SPAN) return { key: "log", axis: { type: "log", autorange: true } };
+  if (v.length >= 20) {
+    const stride = Math.ceil(v.length / 20000); // percentiles from a sample: cheap on every live update
+    const sorted = Float64Array.from({ length: Math.ceil(v.length / stride) }, (_, i) => v[i * stride]).sort();
+    const q = (p) => sorted[Math.round(p * (sorted.length - 1))];
+    const p1 = q(0.01);
+    const p99 = q(0.99);
+    const spread = p99 - p1 || Math.abs(p99) || 1;
+    if (hi - lo > OUTLIER_SPREAD * spread) {
+      const range = [p1 - 0.15 * spread, p99 + 0.15 * spread];
+      return { key: `robust:${range.map((x) => x.toPrecision(2)).join(":")}`, axis: { type: "linear", autorange: false, range } };
+    }
+  }
+  return { key: "linear", axis: { type: "linear", autorange: true } };
+}
+
+function scaledTitle(title, scale) {
+  if (scale.key === "log") return `${title} (log)`;
+  return scale.key === "linear" ? title : `${title} (outliers off scale)`;
+}
+
+/** Axis `name` (e.g. "yaxis") titled `title`, readable for `values` (readableScale); remembered on the div. */
+export function readableAxis(div, name, title, values, extra) {
+  const scale = readableScale(values);
+  if (!div._gwScale) div._gwScale = {};
+  div._gwScale[name] = scale.key;
+  return axis(scaledTitle(title, scale), { ...extra, ...scale.axis });
+}
+
+/** After points were added: re-decide axis `name` from `values`; relays out only when the choice changes. */
+export function rescale(div, name, title, values) {
+  const scale = readableScale(values);
+  if (!div._gwScale) div._gwScale = {};
+  if (div._gwScale[name] === scale.key) return;
+  div._gwScale[name] = scale.key; // an explosion arrived, or scrolled out of the window
+  const update = { [`${name}.title.text`]: scaledTitle(title, scale) };
+  for (const [k, v] of Object.entries(scale.axis)) update[`${name}.${k}`] = v;
+  Plotly.relayout(div, update);
+}

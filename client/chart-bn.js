@@ -2,7 +2,9 @@
 // (bottom, log, dotted), one colour per layer shared by both.
 
 import { plotlyText } from "./util.js";
-import { MAX_POINTS, PALETTE, Plotly, axis, baseLayout, centerNote, col, fin, plot, pos, sameX } from "./chart-base.js";
+import {
+  MAX_POINTS, PALETTE, Plotly, axis, baseLayout, centerNote, col, fin, plot, pos, readableAxis, rescale, sameX,
+} from "./chart-base.js";
 
 function series(s, from, to) {
   return {
@@ -28,7 +30,7 @@ export function draw(div, s, from) {
   const layout = baseLayout({
     uirevision: s.runId,
     xaxis: axis("step", { anchor: "y2" }),
-    yaxis: axis("moving mean", { domain: [0.54, 1] }),
+    yaxis: readableAxis(div, "yaxis", "moving mean", d.mean.flat(), { domain: [0.54, 1] }),
     yaxis2: axis("moving var", { domain: [0, 0.44], type: "log", nticks: 4 }),
     showlegend: s.L > 0 && s.L <= 12,
     annotations: s.L ? [] : [centerNote("This model has no BatchNorm layers")],
@@ -41,4 +43,5 @@ export function extend(div, s, from, to) {
   if (L === 0) return;
   const d = series(s, from, to);
   Plotly.extendTraces(div, { x: sameX(d.x, 2 * L), y: [...d.mean, ...d.var] }, Array.from({ length: 2 * L }, (_, i) => i), MAX_POINTS);
+  rescale(div, "yaxis", "moving mean", div.data.slice(0, L).flatMap((t) => t.y));
 }

@@ -1,6 +1,6 @@
 // Loss (top) and learning rate (bottom, stepped: it changes by command or schedule).
 
-import { MAX_POINTS, PALETTE, Plotly, axis, baseLayout, col, fin, plot, sameX } from "./chart-base.js";
+import { MAX_POINTS, PALETTE, Plotly, axis, baseLayout, col, fin, plot, readableAxis, rescale, sameX } from "./chart-base.js";
 
 function series(s, from, to) {
   return { x: s.c.step.slice(from, to), loss: col(s.c.loss, from, to, fin), lr: col(s.c.lr, from, to, fin) };
@@ -18,7 +18,7 @@ export function draw(div, s, from) {
   const layout = baseLayout({
     uirevision: s.runId,
     xaxis: axis("step", { anchor: "y2" }),
-    yaxis: axis("loss", { domain: [0.42, 1] }),
+    yaxis: readableAxis(div, "yaxis", "loss", d.loss, { domain: [0.42, 1] }),
     yaxis2: axis("lr", { domain: [0, 0.32], rangemode: "tozero", nticks: 4, tickformat: "~g" }),
   });
   plot(div, data, layout);
@@ -27,4 +27,5 @@ export function draw(div, s, from) {
 export function extend(div, s, from, to) {
   const d = series(s, from, to);
   Plotly.extendTraces(div, { x: sameX(d.x, 2), y: [d.loss, d.lr] }, [0, 1], MAX_POINTS);
+  rescale(div, "yaxis", "loss", div.data[0].y);
 }

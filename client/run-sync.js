@@ -9,6 +9,7 @@
 // charts render them once per animation frame.
 
 import { mergeAlert, renderAlertsNow, scheduleAlerts } from "./alert-panel.js";
+import { setExportLinks } from "./export-links.js";
 import { fillClipForm, fillLr, mergeCommand, renderCommands, resetControls } from "./controls.js";
 import { renderNanBanner } from "./nan-banner.js";
 import { lastLr, renderRunHead, updateProgress } from "./run-head.js";
@@ -78,6 +79,7 @@ export function selectRun(id) {
   const known = state.runs.get(id);
   $("run-name").textContent = known ? known.name : `Run ${id}`;
   $("run-id").textContent = `#${id}`;
+  setExportLinks(id);
   setNotice("Loading…");
   renderNanBanner();
   renderCommands();

@@ -3,11 +3,36 @@
 // step is not after the last one kept is a duplicate (REST backfill and live
 // stream overlap by design) and is dropped.
 
+import { BN_FIELDS, BN_SERIES_KEYS, field } from "./stepfields.js";
 import { num } from "./util.js";
 
-// Row layout of StepRecord.bn, protocol.BN_FIELDS.
-const BN_MEAN = 0; // moving_mean_mean
-const BN_VAR = 4; // moving_variance_mean
+// Names come from the step fields (stepfields.js, generated from gradwatch/stepfields.py):
+// field() throws at load on a name the record does not have.
+const BN_MEAN = BN_FIELDS.indexOf("moving_mean_mean");
+const BN_VAR = BN_FIELDS.indexOf("moving_variance_mean");
+const BN_MEAN_KEY = BN_SERIES_KEYS[BN_MEAN];
+const BN_VAR_KEY = BN_SERIES_KEYS[BN_VAR];
+// The scalars kept per point: store key -> step field; `bool` ones are kept as flags.
+const SCALARS = Object.entries({
+  epoch: "epoch", time: "time", loss: "loss", lr: "lr", gnorm: "global_norm", thr: "clip_threshold",
+  scale: "clip_scale", clipped: "clipped", clipfrac: "clipped_fraction", sps: "steps_per_sec",
+  wnf: "weight_nonfinite", lnf: "loss_nonfinite", skipped: "skipped",
+}).map(([key, name]) => [key, field(name)]);
+const GRAD_NORM = field("grad_norm");
+const GRAD_NAN = field("grad_nan");
+const GRAD_INF = field("grad_inf");
+const UPDATE_RATIO = field("update_ratio");
+const BN = field("bn");
+
+/** A point's scalars from `get(metrics key)`: numbers, null when not reported; counts and flags 0 when absent. */
+function scalars(get) {
+  const f = {};
+  for (const [key, fld] of SCALARS) {
+    const x = num(get(fld.column));
+    f[key] = fld.kind === "bool" ? (x ? 1 : 0) : fld.kind === "count" ? x || 0 : x;
+  }
+  return f;
+}
 
 const CLIP_SHARE_WINDOW = 50;
 const MAX_CELLS = 3_000_000; // bound on kept per-variable numbers (variables x steps)
@@ -102,17 +127,12 @@ export class RunStore {
       this.duplicates += 1;
       return false;
     }
-    const f = {
-      epoch: Number(r.epoch), time: Number(r.time), loss: num(r.loss), lr: num(r.lr),
-      gnorm: num(r.global_norm), thr: num(r.clip_threshold), scale: num(r.clip_scale),
-      clipped: !!r.clipped, clipfrac: num(r.clipped_fraction), sps: num(r.steps_per_sec),
-      wnf: Number(r.weight_nonfinite || 0), lnf: r.loss_nonfinite ? 1 : 0, skipped: !!r.skipped,
-    };
-    const ur = Array.isArray(r.update_ratio) ? r.update_ratio : null;
-    const gn = r.grad_norm || [];
-    const nan = r.grad_nan || [];
-    const inf = r.grad_inf || [];
-    const bn = r.bn || [];
+    const f = scalars((name) => r[name]);
+    const ur = Array.isArray(r[UPDATE_RATIO.name]) ? r[UPDATE_RATIO.name] : null;
+    const gn = r[GRAD_NORM.name] || [];
+    const nan = r[GRAD_NAN.name] || [];
+    const inf = r[GRAD_INF.name] || [];
+    const bn = r[BN.name] || [];
     const bnAt = (l, k) => (bn[l] && bn[l].length > k ? num(bn[l][k]) : null);
     this._pushPoint(step, f, {
       ur: (v) => (ur && v < ur.length ? num(ur[v]) : null),
@@ -138,10 +158,11 @@ export class RunStore {
       const a = m[name];
       return a && i < a.length ? a[i] : null;
     };
-    const gnCols = this.variables.map((name) => (m.grad_norm && m.grad_norm[name]) || null);
-    const nfCols = this.variables.map((name) => (m.nonfinite && m.nonfinite[name]) || null);
-    const bnCols = this.bnLayers.map((name) => (m.bn && m.bn[name]) || null);
-    const urCols = this.variables.map((name) => (m.update_ratio && m.update_ratio[name]) || null);
+    const byVar = (fld, names) => names.map((name) => (m[fld.column] && m[fld.column][name]) || null);
+    const gnCols = byVar(GRAD_NORM, this.variables);
+    const nfCols = byVar(GRAD_NAN, this.variables); // grad_nan + grad_inf, summed as stored
+    const bnCols = byVar(BN, this.bnLayers);
+    const urCols = byVar(UPDATE_RATIO, this.variables);
     const at = (a, j) => (a && j < a.length ? num(a[j]) : null);
     let kept = 0;
     for (let i = 0; i < steps.length; i++) {
@@ -152,19 +173,13 @@ export class RunStore {
         continue;
       }
       if (this.lastStep !== null && step < this.lastStep) continue; // out of order: never happens with a sane server
-      const f = {
-        epoch: num(col("epoch", i)), time: num(col("time", i)), loss: num(col("loss", i)), lr: num(col("lr", i)),
-        gnorm: num(col("global_norm", i)), thr: num(col("clip_threshold", i)), scale: num(col("clip_scale", i)),
-        clipped: !!num(col("clipped", i)), clipfrac: num(col("clipped_fraction", i)),
-        sps: num(col("steps_per_sec", i)), wnf: Number(num(col("weight_nonfinite", i)) || 0),
-        lnf: num(col("loss_nonfinite", i)) ? 1 : 0, skipped: !!num(col("skipped", i)),
-      };
+      const f = scalars((name) => col(name, i));
       this._pushPoint(step, f, {
         ur: (v) => at(urCols[v], i),
         gn: (v) => at(gnCols[v], i),
         nf: (v) => Number(at(nfCols[v], i)) || 0,
-        bnMean: (l) => at(bnCols[l] && bnCols[l].moving_mean, i),
-        bnVar: (l) => at(bnCols[l] && bnCols[l].moving_variance, i),
+        bnMean: (l) => at(bnCols[l] && bnCols[l][BN_MEAN_KEY], i),
+        bnVar: (l) => at(bnCols[l] && bnCols[l][BN_VAR_KEY], i),
       });
       kept += 1;
     }

@@ -1,4 +1,4 @@
-"""The ``gradwatch`` command: ``gradwatch serve`` runs the server, ``gradwatch demo`` the demo."""
+"""The ``gradwatch`` command: ``serve`` runs the server, ``export`` downloads a run, ``demo`` the demo."""
 
 from __future__ import annotations
 
@@ -30,13 +30,21 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "(localhost, 127.0.0.1, ::1); the --host address stays allowed; '*' accepts any",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--webhook", default=None, metavar="URL",
+                   help="POST raised and re-opened alerts here as JSON (Slack-compatible 'text'; docs/alerts.md)")
+    p.add_argument("--webhook-min-severity", default="warning", choices=["warning", "critical"],
+                   help="post only alerts at least this severe (default warning: all)")
+    p.add_argument("--webhook-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="per POST before it counts as failed and is retried with backoff (default 5)")
 
 
 def serve(args: argparse.Namespace) -> int:
     from gradwatch.server.config import ServerConfig
     from gradwatch.server.serve import GradwatchServer
 
-    kwargs: dict[str, object] = {"host": args.host, "port": args.port, "log_level": args.log_level}
+    kwargs: dict[str, object] = {"host": args.host, "port": args.port, "log_level": args.log_level,
+                                 "webhook_url": args.webhook, "webhook_min_severity": args.webhook_min_severity,
+                                 "webhook_timeout": args.webhook_timeout}
     if args.db is not None:
         kwargs["db_path"] = args.db
     if args.token_file is not None:
@@ -53,6 +61,30 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("export", help="download a run's steps as Parquet or CSV (one row per step)")
+    p.add_argument("run_id", type=int, metavar="RUN_ID", help="the run's id (GET /api/runs lists them)")
+    p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="file format (default parquet)")
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                   help="where to write (default: the server's file name, in the current folder; '-' for stdout)")
+    p.add_argument("--server", default="http://127.0.0.1:8765", help="the server (default http://127.0.0.1:8765)")
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="token file (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token); $GRADWATCH_TOKEN wins")
+
+
+def export(args: argparse.Namespace) -> int:
+    from gradwatch.export_client import ExportError, download
+
+    try:
+        path = download(args.server, args.run_id, args.format, args.output, args.token_file)
+    except ExportError as e:
+        print(f"gradwatch export: {e}", file=sys.stderr)
+        return 2
+    if path is not None:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":  # everything after 'demo' belongs to the demo's own parser
@@ -62,10 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gradwatch", description="Live gradient-health monitoring for Keras.")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _export_parser(sub)
     sub.add_parser("demo", help="train a small model with a live dashboard (options: gradwatch demo --help)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "export":
+        return export(args)
     return 2
 
 

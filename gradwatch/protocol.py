@@ -16,10 +16,12 @@ training process and the server can import it cheaply.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, TypeAdapter, model_validator
 
+from .stepfields import BN_FIELDS as BN_FIELDS
+from .stepfields import check_model_fields as _check_step_fields
 from .wirejson import MAX_INT as MAX_INT
 from .wirejson import NonFinite as NonFinite
 from .wirejson import WireCount as WireCount
@@ -122,9 +124,15 @@ class Command(_Msg):
 # --------------------------------------------------------------------------- trainer -> server
 
 
+def _accepts_none(annotation: object) -> bool:
+    return type(None) in get_args(annotation)
+
+
 class StepRecord(_Msg):
     """Statistics of one optimizer step, reported by the trainer.
 
+    The fields are declared in ``gradwatch/stepfields.py`` (``STEP_FIELDS``: kind, writer,
+    storage); this model is their typed wire form and is checked against that table below.
     Vectors are in the order of ``TrainerHello.variables`` (``grad_*``) and
     ``TrainerHello.bn_layers`` (``bn``). ``bn`` rows are ``BN_FIELDS``.
     """
@@ -154,17 +162,7 @@ class StepRecord(_Msg):
     skipped: StrictBool = False
 
 
-#: Column names of each ``StepRecord.bn`` row.
-BN_FIELDS: tuple[str, ...] = (
-    "moving_mean_mean",
-    "moving_mean_min",
-    "moving_mean_max",
-    "moving_mean_delta",  # RMS change of moving_mean since the previous sample
-    "moving_variance_mean",
-    "moving_variance_min",
-    "moving_variance_max",
-    "moving_variance_delta",
-)
+_check_step_fields({name: _accepts_none(info.annotation) for name, info in StepRecord.model_fields.items()})
 
 
 class TrainerHello(_Msg):
@@ -298,6 +296,173 @@ _browser_message: TypeAdapter[BrowserHello | Subscribe] = TypeAdapter(BrowserMes
 
 def parse_browser_message(data: str | bytes) -> BrowserHello | Subscribe:
     return _browser_message.validate_json(data)
+
+
+# --------------------------------------------------------------------------- server -> browser
+# The page's messages (docs/protocol.md, "server -> browser"); REST returns the same views.
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClipView(_View):
+    mode: ClipMode
+    threshold: WireFloat | None
+
+
+class GapView(_View):
+    from_step: int
+    to_step: int
+    dropped: int
+
+
+class AlertCounts(_View):
+    warning: int = 0
+    critical: int = 0
+
+
+class RunSummary(_View):
+    id: int
+    name: str
+    status: RunStatus
+    step: int | None = Field(description="last step received")
+    created_at: float
+    updated_at: float
+    alerts: AlertCounts = Field(default_factory=AlertCounts, description="alerts raised on this run, by severity")
+
+
+class RunState(RunSummary):
+    """What the browser's ``run`` message carries: a run without its variable lists."""
+
+    clip: ClipView
+    paused: bool
+    every: int
+    meta: dict[str, Any]
+    gaps: list[GapView]
+    lr: float | None = Field(description="learning rate of the latest step that reported one (or of an applied "
+                                         "set_lr until the next step reports)")
+    pause_on: list[AlertKind]
+    guard_nonfinite: bool
+
+
+class CommandView(_View):
+    id: int
+    run_id: int
+    type: CommandType
+    mode: ClipMode | None
+    threshold: float | None
+    lr: float | None
+    origin: str
+    created_at: float
+    state: CommandState
+    applied_step: int | None
+    detail: str | None
+    updated_at: float
+
+
+class AlertView(_View):
+    """One alert (docs/alerts.md). ``step``: first seen; ``count``: episodes (1 when raised)."""
+
+    id: int
+    run_id: int
+    kind: AlertKind
+    severity: Literal["warning", "critical"]
+    step: int
+    last_step: int
+    layer: str | None
+    layers: list[str]
+    evidence: dict[str, WireFloat | int | str | None]
+    message: str
+    remedies: list[str]
+    count: int
+    created_at: float
+    updated_at: float
+
+
+class AlertRuleView(_View):
+    muted: bool
+    params: dict[str, float | int]
+
+
+class ProbeView(_View):
+    step: WireCount
+    dead_relu: dict[str, WireFloat] = Field(default_factory=dict)
+    bn_gap: dict[str, WireFloat] = Field(default_factory=dict)
+
+
+class ServerHello(_View):
+    type: Literal["hello"] = "hello"
+    protocol: StrictInt = PROTOCOL_VERSION
+
+
+class RunsMessage(_View):
+    """The run list, newest first, on connect."""
+
+    type: Literal["runs"] = "runs"
+    runs: list[RunSummary]
+
+
+class RunMessage(_View):
+    type: Literal["run"] = "run"
+    run: RunState
+
+
+class StepsMessage(_View):
+    """Exactly the validated records of one trainer ``steps`` frame (``server/views.steps_message`` writes it)."""
+
+    type: Literal["steps"] = "steps"
+    run_id: StrictInt
+    records: list[StepRecord]
+
+
+class CommandUpdate(_View):
+    type: Literal["command"] = "command"
+    run_id: StrictInt
+    command: CommandView
+
+
+class GapMessage(_View):
+    type: Literal["gap"] = "gap"
+    run_id: StrictInt
+    from_step: WireCount
+    to_step: WireCount
+    dropped: WireCount
+
+
+class ProbeMessage(_View):
+    type: Literal["probe"] = "probe"
+    run_id: StrictInt
+    probe: ProbeView
+
+
+class AlertMessage(_View):
+    type: Literal["alert"] = "alert"
+    run_id: StrictInt
+    alert: AlertView
+
+
+class AlertRulesMessage(_View):
+    type: Literal["alert_rules"] = "alert_rules"
+    run_id: StrictInt
+    rules: dict[AlertKind, AlertRuleView]
+
+
+PageMessage = (
+    ServerHello | RunsMessage | RunMessage | StepsMessage | CommandUpdate | GapMessage | ProbeMessage | AlertMessage
+    | AlertRulesMessage
+)
+_page_message: TypeAdapter[PageMessage] = TypeAdapter(Annotated[PageMessage, Field(discriminator="type")])
+
+
+def page_message_text(message: PageMessage) -> str:
+    """One server -> browser frame (floats in the wire spelling)."""
+    return dumps(message.model_dump())
+
+
+def parse_page_message(data: str | bytes) -> PageMessage:
+    """Decode one server -> browser frame (as a page or a test would); raises pydantic.ValidationError."""
+    return _page_message.validate_json(data)
 
 
 def version_mismatch_reason(got: object) -> str:

@@ -15,9 +15,18 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
-from gradwatch.protocol import NonfiniteOrigin, Probe, StepRecord, decode_float, dumps
+from gradwatch.protocol import (
+    AlertMessage,
+    AlertRulesMessage,
+    AlertView,
+    NonfiniteOrigin,
+    Probe,
+    StepRecord,
+    decode_float,
+    page_message_text,
+)
 
 from .alerts import persist
 from .alerts.engine import Alert, Change, RunAlerts
@@ -51,14 +60,20 @@ class UnknownKind(LookupError):
 
 
 def alert_message(alert: Alert) -> str:
-    return dumps({"type": "alert", "run_id": alert.run_id, "alert": alert.view()})
+    return page_message_text(AlertMessage(run_id=alert.run_id, alert=AlertView(**alert.view())))
+
+
+#: ``notify(alert, event)``: an alert was raised (``"raised"``) or re-opened (``"reopened"``); must not block.
+AlertEvent = Literal["raised", "reopened"]
+Notify = Callable[[Alert, AlertEvent], None]
 
 
 class Alerting:
-    def __init__(self, store: Store, hub: Hub, pause: Pause) -> None:
+    def __init__(self, store: Store, hub: Hub, pause: Pause, notify: Notify | None = None) -> None:
         self.store = store
         self.hub = hub
         self.pause = pause
+        self.notify = notify
         self.engines: dict[int, RunAlerts] = {}
         self.pause_on: dict[int, set[str]] = {}
         #: Highest step each run's rules have seen, kept across reconnects so re-sent steps are not counted twice.
@@ -157,14 +172,16 @@ class Alerting:
         engine = self.engines.get(run_id)
         change = engine.origin(msg) if engine is not None else None
         if change is not None:
-            await self._publish(run_id, [change])
+            await self._publish(run_id, [change], notify=False)  # an origin added, not a new episode
 
-    async def _publish(self, run_id: int, changes: list[Change]) -> None:
+    async def _publish(self, run_id: int, changes: list[Change], notify: bool = True) -> None:
         if not changes:
             return
         await self.store.call(persist.save_alerts, self.store.conn, [c.alert for c in changes])
         for c in changes:
             self.hub.broadcast(alert_message(c.alert))
+            if notify and self.notify is not None:
+                self.notify(c.alert, "raised" if c.created else "reopened")
         for c in changes:
             if c.created and c.alert.kind in self.pause_on.get(run_id, ()):
                 log.info("run %d: %s alert #%d raised; pausing (pause_on)", run_id, c.alert.kind, c.alert.id)
@@ -213,7 +230,7 @@ class Alerting:
         if engine is not None:
             engine.configure(kind, new)
         # Every page watching the run shows the new setting, not only the one that changed it.
-        self.hub.publish(run_id, dumps({"type": "alert_rules", "run_id": run_id, "rules": {kind: new.view()}}))
+        self.hub.publish(run_id, page_message_text(AlertRulesMessage(run_id=run_id, rules={kind: new.view()})))
         return new.view()
 
 

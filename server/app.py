@@ -10,31 +10,32 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from gradwatch.protocol import ALERT_KINDS, BROWSER_PATH, PROTOCOL_VERSION, TRAINER_PATH, Command, dumps
+from gradwatch.protocol import (
+    ALERT_KINDS,
+    BROWSER_PATH,
+    PROTOCOL_VERSION,
+    TRAINER_PATH,
+    AlertRuleView,
+    AlertView,
+    Command,
+    CommandView,
+    RunSummary,
+    dumps,
+)
 from gradwatch.tokens import TOKEN_ENV
 
 from .alerting import PatchError, UnknownKind
 from .auth import COOKIE_NAME, HostCheckMiddleware, require_token, token_matches
 from .config import ServerConfig
+from .export import MEDIA_TYPES, ExportFormat
+from .export import filename as export_name
+from .export import stream as export_stream
 from .login_codes import LoginCodes
 from .service import Gradwatch, RunFinished, RunNotFound
 from .static import add_static_routes
-from .views import (
-    AlertRulePatch,
-    AlertRuleView,
-    AlertView,
-    CommandAccepted,
-    CommandView,
-    ErrorBody,
-    Health,
-    LoginCode,
-    Metrics,
-    RunDetail,
-    RunSummary,
-    command_view,
-)
+from .views import AlertRulePatch, CommandAccepted, ErrorBody, Health, LoginCode, Metrics, RunDetail, command_view
 from .ws_browser import browser_endpoint
 from .ws_trainer import trainer_endpoint
 
@@ -130,6 +131,19 @@ def create_app(config: ServerConfig) -> FastAPI:
     ) -> Response:
         body = await gw.metrics(run_id, since_step, until_step, max_points, omit_empty)
         return Response(body, media_type="application/json")
+
+    @app.get("/api/runs/{run_id}/export", tags=["api"], response_class=StreamingResponse,
+             responses={**_ERRORS, 200: {"description": "the run's steps, one row per step (docs/api.md)",
+                                         "content": {t: {} for t in MEDIA_TYPES.values()}},
+                        422: {"model": ErrorBody, "description": "unknown format"}})
+    async def export_run(
+        run_id: RunId,
+        _: Auth,
+        format: Annotated[ExportFormat, Query(description="parquet or csv")] = "parquet",
+    ) -> StreamingResponse:
+        run = await gw.get_run(run_id)  # 404 before anything is streamed
+        return StreamingResponse(export_stream(gw.store, run, format), media_type=MEDIA_TYPES[format],
+                                 headers={"Content-Disposition": f'attachment; filename="{export_name(run, format)}"'})
 
     @app.post("/api/runs/{run_id}/commands", status_code=202, response_model=CommandAccepted, tags=["api"],
               responses={**_ERRORS, 403: {"model": ErrorBody, "description": "cross-site request"},

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from starlette.websockets import WebSocket
 
-from gradwatch.protocol import Ack, Command, CommandMessage, dumps
+from gradwatch.protocol import Ack, Command, CommandMessage, CommandUpdate, page_message_text
 
 from .hub import Hub
 from .store import CommandRow, Store
@@ -84,5 +84,4 @@ class CommandDesk:
             self.publish(cmd)
 
     def publish(self, cmd: CommandRow) -> None:
-        self.hub.publish(cmd.run_id, dumps({"type": "command", "run_id": cmd.run_id,
-                                            "command": command_view(cmd).model_dump()}))
+        self.hub.publish(cmd.run_id, page_message_text(CommandUpdate(run_id=cmd.run_id, command=command_view(cmd))))

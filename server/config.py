@@ -8,6 +8,8 @@ from pathlib import Path
 
 from gradwatch.protocol import MAX_FRAME_BYTES
 
+from .webhooks import SEVERITIES, check_url
+
 LOOPBACK_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
 
@@ -46,6 +48,12 @@ class ServerConfig:
     #: Seconds a new websocket has to send its hello.
     hello_timeout: float = 10.0
     log_level: str = "info"
+    #: POST raised and re-opened alerts here (JSON, Slack-compatible ``text``); ``None``: no webhook.
+    webhook_url: str | None = None
+    #: The least severe alert posted: ``warning`` (every alert) or ``critical``.
+    webhook_min_severity: str = "warning"
+    #: Seconds one webhook POST may take before it counts as failed (and is retried).
+    webhook_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host.strip():
@@ -83,6 +91,13 @@ class ServerConfig:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
         if not isinstance(self.hello_timeout, (int, float)) or not 0 < self.hello_timeout <= 300:
             raise ValueError(f"hello_timeout={self.hello_timeout!r} must be in (0, 300] seconds")
+        if self.webhook_url is not None:
+            check_url(self.webhook_url)
+        if self.webhook_min_severity not in SEVERITIES:
+            raise ValueError(f"webhook_min_severity={self.webhook_min_severity!r} is not one of {SEVERITIES}")
+        if isinstance(self.webhook_timeout, bool) or not isinstance(self.webhook_timeout, (int, float)) \
+                or not 0 < self.webhook_timeout <= 120:
+            raise ValueError(f"webhook_timeout={self.webhook_timeout!r} must be in (0, 120] seconds; the default is 5")
         levels = ("critical", "error", "warning", "info", "debug")
         if self.log_level not in levels:
             raise ValueError(f"log_level={self.log_level!r} is not one of {levels}")

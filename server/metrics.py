@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pydantic_core
 
 from gradwatch.protocol import BN_FIELDS
+from gradwatch.stepfields import BN_SERIES_KEYS
 
 from .downsample import BoolArray, FloatArray, bucket_starts, minmax, minmax_int, positions
-from .stepcodec import FLOAT_COLUMNS, StepColumns
+from .stepcodec import STORED, StepColumns
 from .store import GapRow, RunRow
 
-#: Metrics key for each ``BN_FIELDS`` column (the two means drop their suffix).
-_RENAMED = {"moving_mean_mean": "moving_mean", "moving_variance_mean": "moving_variance"}
-BN_KEYS: tuple[str, ...] = tuple(_RENAMED.get(f, f) for f in BN_FIELDS)
+#: Metrics key for each ``BN_FIELDS`` column.
+BN_KEYS = BN_SERIES_KEYS
 
 
 def _floats(values: FloatArray, missing: BoolArray) -> list[Any]:
@@ -57,6 +58,17 @@ def probe_series(run: RunRow, probes: list[Probe]) -> dict[str, Any]:
     }
 
 
+def _bn(run: RunRow, data: StepColumns, f: Callable[[FloatArray, BoolArray], tuple[FloatArray, BoolArray]]
+        ) -> dict[str, dict[str, list[Any]]]:
+    bn: dict[str, dict[str, list[Any]]] = {}
+    if run.bn_layers:
+        width = len(BN_FIELDS)
+        cols = _columns(*f(data.bn.reshape(len(data), len(run.bn_layers) * width), data.bn_missing))
+        for li, layer in enumerate(run.bn_layers):
+            bn[layer] = {BN_KEYS[k]: cols[li * width + k] for k in range(width)}
+    return bn
+
+
 def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points: int | None,
                   probes: list[Probe] | None = None, *, omit_empty: bool = False) -> str:
     """The metrics body as JSON text (NaN/Inf spelt the wire way).
@@ -68,6 +80,7 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
     n = len(data)
     starts = bucket_starts(n, max_points) if max_points is not None else None
     body: dict[str, Any] = {"run_id": run.id}
+    # One entry per stored step field (gradwatch.stepfields), by its storage.
 
     if starts is None:
         idx = np.arange(n)
@@ -87,40 +100,32 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
         def i(v: Any) -> Any:
             return minmax_int(v, s)
 
-    body["step"] = data.step[idx].tolist()
-    body["epoch"] = data.ints["epoch"][idx].tolist()
-    body["time"] = data.time[idx].tolist()
-    for name in FLOAT_COLUMNS:
-        v, m = f(data.floats[name], data.missing[name])
-        body[name] = _floats(v, m)
-    body["clipped"] = i(data.ints["clipped"]).astype(bool).tolist()
-    body["weight_nonfinite"] = i(data.ints["weight_nonfinite"]).tolist()
-    body["loss_nonfinite"] = i(data.ints["loss_nonfinite"]).astype(bool).tolist()
-
-    no_missing = np.zeros(n, dtype=bool)
-    g, gm = f(data.grad_norm, no_missing)  # type: ignore[arg-type]  # float32 kept on purpose
-    body["grad_norm"] = dict(zip(run.variables, _columns(g, gm), strict=True))
-    if data.nonfinite.any():
-        nf = i(data.nonfinite)
-        keep = nf.any(axis=0) if omit_empty else np.ones(len(run.variables), dtype=bool)
-        body["nonfinite"] = {v: col.tolist() for v, col, k in zip(run.variables, nf.T, keep, strict=True) if k}
-    else:  # the usual case: all zero
-        body["nonfinite"] = {} if omit_empty else {v: [0] * len(idx) for v in run.variables}
-    bn: dict[str, dict[str, list[Any]]] = {}
-    if run.bn_layers:
-        width = len(BN_FIELDS)
-        flat = data.bn.reshape(n, len(run.bn_layers) * width)
-        b, bm = f(flat, data.bn_missing)
-        cols = _columns(b, bm)
-        for li, layer in enumerate(run.bn_layers):
-            bn[layer] = {BN_KEYS[k]: cols[li * width + k] for k in range(width)}
-    body["bn"] = bn
-    if data.update_ratio_missing.all():  # nothing measured: skip downsampling an all-missing matrix
-        body["update_ratio"] = {} if omit_empty else {v: [None] * len(idx) for v in run.variables}
-    else:
-        u, um = f(data.update_ratio, data.update_ratio_missing)
-        body["update_ratio"] = dict(zip(run.variables, _columns(u, um), strict=True))
-    body["skipped"] = i(data.skipped).astype(bool).tolist()
+    for fld in STORED:
+        name = fld.stored_as
+        if fld.axis or fld.storage == "text":  # coordinates and labels: picked at each kept point
+            column = data.clip_mode if fld.storage == "text" else data.scalar(name)
+            body[name] = [column[k] for k in idx.tolist()] if isinstance(column, list) else column[idx].tolist()
+        elif fld.storage == "masked_real":
+            body[name] = _floats(*f(data.floats[name], data.missing[name]))
+        elif fld.storage == "integer":
+            values = i(data.ints[name])
+            body[name] = (values.astype(bool) if fld.kind == "bool" else values).tolist()
+        elif fld.storage == "bn_blob":
+            body[name] = _bn(run, data, f)
+        elif fld.storage == "u32_sum_blob":  # counts; an all-zero series is left out on request
+            counts = data.vectors[name]
+            if counts.any():
+                nf = i(counts)
+                keep = nf.any(axis=0) if omit_empty else np.ones(len(run.variables), dtype=bool)
+                body[name] = {v: col.tolist() for v, col, k in zip(run.variables, nf.T, keep, strict=True) if k}
+            else:  # the usual case: all zero
+                body[name] = {} if omit_empty else {v: [0] * len(idx) for v in run.variables}
+        else:  # f32_blob; a never-measured one is left out on request
+            missing = data.vector_missing[name]
+            if fld.nullable and missing.all():  # skip downsampling an all-missing matrix
+                body[name] = {} if omit_empty else {v: [None] * len(idx) for v in run.variables}
+            else:
+                body[name] = dict(zip(run.variables, _columns(*f(data.vectors[name], missing)), strict=True))
     body["probe"] = probe_series(run, probes or [])
     body["gaps"] = [{"from_step": g_.from_step, "to_step": g_.to_step, "dropped": g_.dropped} for g_ in gaps]
     body["downsampled"] = starts is not None

@@ -5,6 +5,15 @@ from __future__ import annotations
 import sqlite3
 
 from .alerts import persist as alert_persist
+from .stepcodec import STORED, sql_declaration
+
+
+def steps_table() -> str:
+    """``CREATE TABLE steps``, one column per stored step field (``gradwatch.stepfields``)."""
+    columns = ",\n    ".join(f"{f.stored_as} {sql_declaration(f)}" for f in STORED)
+    return (f"CREATE TABLE IF NOT EXISTS steps (\n    run_id INTEGER NOT NULL REFERENCES runs(id),\n    {columns},\n"
+            "    nan_mask INTEGER NOT NULL,\n    PRIMARY KEY (run_id, step)\n) WITHOUT ROWID;\n")
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -21,21 +30,6 @@ CREATE TABLE IF NOT EXISTS runs (
     every INTEGER NOT NULL,
     meta TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS steps (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    step INTEGER NOT NULL,
-    time REAL NOT NULL,
-    loss REAL, lr REAL, global_norm REAL, clip_threshold REAL, clip_scale REAL,
-    clipped_fraction REAL, steps_per_sec REAL,
-    epoch INTEGER NOT NULL, clipped INTEGER NOT NULL, weight_nonfinite INTEGER NOT NULL,
-    loss_nonfinite INTEGER NOT NULL,
-    clip_mode TEXT NOT NULL,
-    nan_mask INTEGER NOT NULL,
-    grad_norm BLOB NOT NULL,
-    nonfinite BLOB,
-    bn BLOB,
-    PRIMARY KEY (run_id, step)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -69,13 +63,12 @@ CREATE TABLE IF NOT EXISTS probes (
 """
 
 #: Columns added after the first release: (table, column, declaration). Added to older databases at open.
+#: (The steps table's come from the step fields: any stored field missing from an older file.)
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("runs", "pause_on", "TEXT NOT NULL DEFAULT '[]'"),
     ("runs", "guard_nonfinite", "INTEGER NOT NULL DEFAULT 0"),
     ("runs", "relu_layers", "TEXT NOT NULL DEFAULT '[]'"),
     ("runs", "lr", "REAL"),
-    ("steps", "update_ratio", "BLOB"),
-    ("steps", "skipped", "INTEGER NOT NULL DEFAULT 0"),
     ("commands", "lr", "REAL"),
 )
 
@@ -83,8 +76,10 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 def create_or_upgrade(conn: sqlite3.Connection) -> None:
     """Create what is missing: a new file gets every table, an older one the columns added since."""
     conn.executescript(_SCHEMA)
+    conn.executescript(steps_table())
     conn.executescript(alert_persist.SCHEMA)
-    for table, column, decl in ADDED_COLUMNS:
+    added = [("steps", f.stored_as, sql_declaration(f)) for f in STORED]
+    for table, column, decl in (*ADDED_COLUMNS, *added):
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")

@@ -20,24 +20,32 @@ from gradwatch.protocol import (
     CloseCode,
     Command,
     Gap,
+    GapMessage,
     NonfiniteOrigin,
     Probe,
+    ProbeMessage,
+    ProbeView,
+    RunMessage,
+    RunsMessage,
+    RunSummary,
     Status,
     StepRecord,
     TrainerHello,
     Welcome,
     decode_float,
-    dumps,
+    page_message_text,
 )
 
-from .alerting import Alerting
+from .alerting import AlertEvent, Alerting
+from .alerts.engine import Alert
 from .commands import CommandDesk, TrainerLink
 from .config import ServerConfig
 from .hub import Hub
 from .metrics import build_metrics
 from .runstate import InvalidTransition, RunEvent, accepts_commands, next_status
 from .store import CommandRow, RunRow, Store
-from .views import RunSummary, run_detail, run_state, steps_message, summary
+from .views import run_detail, run_state, steps_message, summary
+from .webhooks import webhook_sender
 from .writer import StepWriter
 
 log = logging.getLogger("gradwatch.server")
@@ -70,11 +78,20 @@ class Gradwatch:
         self.links: dict[int, TrainerLink] = {}
         #: Runs with a trainer connected, kept current in memory (last_step included).
         self.active: dict[int, RunRow] = {}
-        self.alerting = Alerting(self.store, self.hub, self._auto_pause)
+        self.webhooks = webhook_sender(config)
+        self.alerting = Alerting(self.store, self.hub, self._auto_pause,
+                                 notify=self._notify if self.webhooks is not None else None)
 
     async def start(self) -> None:
         await self.store.call(self.store.mark_stale_runs_disconnected)
         self.writer.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
+
+    def _notify(self, alert: Alert, event: AlertEvent) -> None:
+        run = self.active.get(alert.run_id)
+        assert self.webhooks is not None
+        self.webhooks.offer(alert, event, run.name if run is not None else None)
 
     async def stop(self) -> None:
         self.hub.close_all(CloseCode.SERVER_SHUTDOWN, "server shutting down")
@@ -84,6 +101,8 @@ class Gradwatch:
         await self.writer.stop()
         for run_id in list(self.active):
             await self._transition(run_id, "disconnect")
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
     # ------------------------------------------------------------------ reads
@@ -184,16 +203,16 @@ class Gradwatch:
     async def add_gap(self, link: TrainerLink, gap: Gap) -> None:
         await self.writer.flush()
         await self.store.call(self.store.add_gap, link.run_id, gap.from_step, gap.to_step, gap.dropped)
-        self.hub.publish(link.run_id, dumps({"type": "gap", "run_id": link.run_id, "from_step": gap.from_step,
-                                             "to_step": gap.to_step, "dropped": gap.dropped}))
+        self.hub.publish(link.run_id, page_message_text(GapMessage(
+            run_id=link.run_id, from_step=gap.from_step, to_step=gap.to_step, dropped=gap.dropped)))
         await self._broadcast_run(link.run_id)
 
     async def add_probe(self, link: TrainerLink, probe: Probe) -> None:
         dead = {k: decode_float(v) for k, v in probe.dead_relu.items()}
         gap = {k: decode_float(v) for k, v in probe.bn_gap.items()}
         await self.store.call(self.store.add_probe, link.run_id, probe.step, dead, gap)
-        self.hub.publish(link.run_id, dumps({"type": "probe", "run_id": link.run_id,
-                                             "probe": probe.model_dump(exclude={"type"})}))
+        self.hub.publish(link.run_id, page_message_text(ProbeMessage(
+            run_id=link.run_id, probe=ProbeView(**probe.model_dump(exclude={"type"})))))
         await self.alerting.probe(link.run_id, probe)
 
     async def nonfinite_origin(self, link: TrainerLink, msg: NonfiniteOrigin) -> None:
@@ -269,7 +288,7 @@ class Gradwatch:
 
     async def runs_message(self) -> str:
         runs = await self.list_runs()
-        return dumps({"type": "runs", "runs": [self._live(r).model_dump() for r in runs]})
+        return page_message_text(RunsMessage(runs=[self._live(r) for r in runs]))
 
     def _live(self, s: RunSummary) -> RunSummary:
         run = self.active.get(s.id)
@@ -283,7 +302,7 @@ class Gradwatch:
             return None
         gaps = await self.store.call(self.store.list_gaps, run_id)
         counts = await self.alerting.counts()
-        return dumps({"type": "run", "run": run_state(run, gaps, counts.get(run_id)).model_dump()})
+        return page_message_text(RunMessage(run=run_state(run, gaps, counts.get(run_id))))
 
     async def _broadcast_run(self, run_id: int) -> None:
         text = await self.run_message(run_id)

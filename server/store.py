@@ -186,6 +186,14 @@ class Store:
             parts.append(rows_to_columns(rows, len(run.variables), len(run.bn_layers)))
         return concat_columns(parts, len(run.variables), len(run.bn_layers))
 
+    def read_step_page(self, run: RunRow, after_step: int, until_step: int, limit: int) -> StepColumns:
+        """At most ``limit`` steps in ``(after_step, until_step]``, in order (an export reads a run page by page)."""
+        rows = self._conn.execute(
+            f"SELECT {', '.join(ROW_COLUMNS[1:])} FROM steps WHERE run_id=? AND step > ? AND step <= ? "
+            "ORDER BY step LIMIT ?", (run.id, after_step, until_step, limit),
+        ).fetchall()
+        return rows_to_columns(rows, len(run.variables), len(run.bn_layers))
+
     def count_steps(self, run_id: int) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM steps WHERE run_id=?", (run_id,)).fetchone()[0])
 

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter
+from pydantic import BaseModel, ConfigDict, StrictBool, TypeAdapter, create_model
 
 from gradwatch.protocol import (
-    AlertKind,
+    AlertCounts,
     ClipMode,
+    ClipView,
     CommandState,
-    CommandType,
-    RunStatus,
+    CommandView,
+    GapView,
+    RunState,
+    RunSummary,
     StepRecord,
     WireFloat,
     dumps,
     encode_float,
 )
+from gradwatch.stepfields import NULLABLE, StepField
 
+from .metrics import BN_KEYS
+from .stepcodec import STORED
 from .store import CommandRow, GapRow, RunRow
 
 
@@ -26,65 +32,10 @@ class Health(BaseModel):
     protocol: int
 
 
-class ClipView(BaseModel):
-    mode: ClipMode
-    threshold: WireFloat | None
-
-
-class GapView(BaseModel):
-    from_step: int
-    to_step: int
-    dropped: int
-
-
-class AlertCounts(BaseModel):
-    warning: int = 0
-    critical: int = 0
-
-
-class RunSummary(BaseModel):
-    id: int
-    name: str
-    status: RunStatus
-    step: int | None = Field(description="last step received")
-    created_at: float
-    updated_at: float
-    alerts: AlertCounts = Field(default_factory=AlertCounts, description="alerts raised on this run, by severity")
-
-
-class RunState(RunSummary):
-    """What the browser's ``run`` message carries: a run without its variable lists."""
-
-    clip: ClipView
-    paused: bool
-    every: int
-    meta: dict[str, Any]
-    gaps: list[GapView]
-    lr: float | None = Field(description="learning rate of the latest step that reported one (or of an applied "
-                                         "set_lr until the next step reports)")
-    pause_on: list[AlertKind]
-    guard_nonfinite: bool
-
-
 class RunDetail(RunState):
     variables: list[str]
     bn_layers: list[str]
     relu_layers: list[str]
-
-
-class CommandView(BaseModel):
-    id: int
-    run_id: int
-    type: CommandType
-    mode: ClipMode | None
-    threshold: float | None
-    lr: float | None
-    origin: str
-    created_at: float
-    state: CommandState
-    applied_step: int | None
-    detail: str | None
-    updated_at: float
 
 
 class CommandAccepted(BaseModel):
@@ -102,15 +53,9 @@ class ErrorBody(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
-class BnSeries(BaseModel):
-    moving_mean: list[WireFloat | None]
-    moving_variance: list[WireFloat | None]
-    moving_mean_min: list[WireFloat | None]
-    moving_mean_max: list[WireFloat | None]
-    moving_mean_delta: list[WireFloat | None]
-    moving_variance_min: list[WireFloat | None]
-    moving_variance_max: list[WireFloat | None]
-    moving_variance_delta: list[WireFloat | None]
+#: One series per ``BN_FIELDS`` column, under its metrics key (``metrics.BN_KEYS``).
+BnSeries: type[BaseModel] = create_model(
+    "BnSeries", **{key: (list[WireFloat | None], ...) for key in BN_KEYS})  # type: ignore[call-overload]
 
 
 class ProbeSeries(BaseModel):
@@ -119,55 +64,27 @@ class ProbeSeries(BaseModel):
     bn_gap: dict[str, list[WireFloat | None]]
 
 
-class Metrics(BaseModel):
-    """Column-wise series of one run; every list has one entry per returned step."""
-
+class _MetricsBase(BaseModel):
     run_id: int
-    step: list[int]
-    epoch: list[int]
-    time: list[float]
-    loss: list[WireFloat | None]
-    lr: list[WireFloat | None]
-    global_norm: list[WireFloat | None]
-    clip_threshold: list[WireFloat | None]
-    clip_scale: list[WireFloat | None]
-    clipped: list[bool]
-    clipped_fraction: list[WireFloat | None]
-    steps_per_sec: list[WireFloat | None]
-    weight_nonfinite: list[int]
-    loss_nonfinite: list[bool]
-    grad_norm: dict[str, list[WireFloat | None]]
-    nonfinite: dict[str, list[int]]
-    bn: dict[str, BnSeries]
-    update_ratio: dict[str, list[WireFloat | None]]
-    skipped: list[bool]
     probe: ProbeSeries
     gaps: list[GapView]
     downsampled: bool
 
 
-class AlertView(BaseModel):
-    """One alert (docs/alerts.md). ``step``: first seen; ``count``: episodes (1 when raised)."""
-
-    id: int
-    run_id: int
-    kind: AlertKind
-    severity: Literal["warning", "critical"]
-    step: int
-    last_step: int
-    layer: str | None
-    layers: list[str]
-    evidence: dict[str, WireFloat | int | str | None]
-    message: str
-    remedies: list[str]
-    count: int
-    created_at: float
-    updated_at: float
+def _series_type(f: StepField) -> Any:
+    """The metrics series of one stored step field (``metrics.build_metrics`` writes it by the same storage)."""
+    item: Any = {"count": int, "float": float, "bool": bool, "clip_mode": ClipMode}.get(f.kind, WireFloat | None)
+    if f.storage == "u32_sum_blob":
+        item = int
+    if f.shape == "bn_layer":
+        return dict[str, BnSeries]
+    return list[item] if f.shape == "scalar" else dict[str, list[item]]
 
 
-class AlertRuleView(BaseModel):
-    muted: bool
-    params: dict[str, float | int]
+#: Column-wise series of one run; every list has one entry per returned step (derived from the step fields).
+Metrics: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "Metrics", __base__=_MetricsBase, __doc__="Column-wise series of one run; every list has one entry per "
+    "returned step.", **{f.stored_as: (_series_type(f), ...) for f in STORED})
 
 
 class AlertRulePatch(BaseModel):
@@ -210,8 +127,6 @@ def command_view(cmd: CommandRow) -> CommandView:
 
 
 _RECORDS = TypeAdapter(list[StepRecord])
-#: StepRecord fields that may be ``null`` on the wire (not reported).
-_OPTIONAL = ("loss", "lr", "clip_threshold", "clipped_fraction", "steps_per_sec", "update_ratio")
 
 
 def steps_message(run_id: int, records: list[StepRecord]) -> str:
@@ -223,7 +138,7 @@ def steps_message(run_id: int, records: list[StepRecord]) -> str:
     that is ``None``; if there are more, such a value is present and the slow path spells it out.
     """
     body = _RECORDS.dump_json(records).decode()
-    expected = sum(getattr(r, name) is None for r in records for name in _OPTIONAL)
+    expected = sum(getattr(r, name) is None for r in records for name in NULLABLE)
     if body.count("null") != expected:
         body = dumps([r.model_dump() for r in records])
     return f'{{"type":"steps","run_id":{run_id},"records":{body}}}'

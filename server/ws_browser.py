@@ -8,7 +8,7 @@ import logging
 from pydantic import ValidationError
 from starlette.websockets import WebSocket
 
-from gradwatch.protocol import PROTOCOL_VERSION, BrowserHello, CloseCode, Subscribe, dumps, parse_browser_message
+from gradwatch.protocol import BrowserHello, CloseCode, ServerHello, Subscribe, page_message_text, parse_browser_message
 
 from .auth import presented_token, same_origin, token_matches
 from .hub import Viewer
@@ -55,7 +55,7 @@ async def browser_endpoint(websocket: WebSocket) -> None:
     snapshot = await gw.runs_message()
     viewer = gw.hub.add(websocket)
     try:
-        viewer.offer(dumps({"type": "hello", "protocol": PROTOCOL_VERSION}))
+        viewer.offer(page_message_text(ServerHello()))
         viewer.offer(snapshot)
         while not viewer.closed:
             await _handle(gw, viewer, await receive_text(websocket))

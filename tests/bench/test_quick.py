@@ -35,7 +35,7 @@ def test_run_all_quick_writes_every_section(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     md = (out / "report.md").read_text()
-    expected = ["overhead", "latency", "control", "server_scale", "long_run", "trainer_memory"]
+    expected = ["overhead", "latency", "control", "server_scale", "long_run", "trainer_memory", "export"]
     assert report["errors"] == {}
     for name in expected:
         assert name in report["results"], name
@@ -47,7 +47,9 @@ def test_run_all_quick_writes_every_section(tmp_path: Path) -> None:
     assert r["server_scale"]["sustained"]["fanout_ms"]["p99"] is not None
     assert r["long_run"]["metrics_first_ms"] > 0 and r["long_run"]["db_bytes_per_var_sample"] > 0
     assert r["trainer_memory"]["runs"][0]["queue_max_bytes"] <= r["trainer_memory"]["runs"][0]["bound_bytes"]
+    assert [e["format"] for e in r["export"]["exports"]] == ["parquet", "csv"]
+    assert all(e["bytes"] > 0 and e["seconds"] > 0 for e in r["export"]["exports"])
     assert all(c["step_ratio"] > 0 for c in r["overhead"][0]["configs"].values())
     for title in ("Training overhead", "Live latency", "Control latency", "Server scale", "Long runs",
-                  "Trainer memory"):
+                  "Trainer memory", "Export"):
         assert title in md

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 from simtrainer import drain, hello, open_browser, record, recv_json, recv_until, run, send_steps, start_trainer
 
-from gradwatch.protocol import dumps
+from gradwatch.protocol import dumps, parse_page_message
 
 
 def get(srv, path: str):
@@ -44,6 +44,7 @@ def test_alert_pushed_to_every_viewer_stored_and_origin_attached(shared_server):
         return run_id, pushed, updated, alerts, runs
 
     run_id, pushed, updated, alerts, runs = run(body())
+    assert parse_page_message(dumps(updated)).type == "alert"  # a typed page message
     a = pushed["alert"]
     assert set(a) == {"id", "run_id", "kind", "severity", "step", "last_step", "layer", "layers", "evidence",
                       "message", "remedies", "count", "created_at", "updated_at"}
@@ -117,6 +118,7 @@ def test_rule_change_reaches_every_page_watching_the_run(shared_server):
         return run_id, pushed, stray
 
     run_id, pushed, stray = run(body())
+    assert parse_page_message(dumps(pushed)).type == "alert_rules"
     assert pushed == {"type": "alert_rules", "run_id": run_id,
                       "rules": {"dead_relu": {"muted": False, "params": {"sustain": 2, "threshold": 0.3}}}}
     assert "alert_rules" not in stray  # only pages watching that run

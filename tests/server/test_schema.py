@@ -44,3 +44,44 @@ def test_opening_twice_changes_nothing(tmp_path: Path) -> None:
         first = conn.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
         create_or_upgrade(conn)
         assert conn.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == first
+
+
+#: The steps table of the first release, verbatim: a file in the field still has it.
+_FIRST_STEPS = """
+CREATE TABLE steps (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    step INTEGER NOT NULL,
+    time REAL NOT NULL,
+    loss REAL, lr REAL, global_norm REAL, clip_threshold REAL, clip_scale REAL,
+    clipped_fraction REAL, steps_per_sec REAL,
+    epoch INTEGER NOT NULL, clipped INTEGER NOT NULL, weight_nonfinite INTEGER NOT NULL,
+    loss_nonfinite INTEGER NOT NULL,
+    clip_mode TEXT NOT NULL,
+    nan_mask INTEGER NOT NULL,
+    grad_norm BLOB NOT NULL,
+    nonfinite BLOB,
+    bn BLOB,
+    PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
+"""
+
+
+def test_a_first_release_steps_table_gains_the_step_fields_added_since(tmp_path: Path) -> None:
+    from gradwatch.server.stepcodec import ROW_COLUMNS
+    from simtrainer import record
+
+    from gradwatch.protocol import StepRecord
+
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_FIRST_STEPS)
+    store = Store(path)
+    try:
+        assert set(ROW_COLUMNS) <= columns(path, "steps")
+        run = store.create_run(TrainerHello.model_validate(hello()))
+        store.insert_steps([(run.id, [StepRecord.model_validate(record(0, update_ratio=[1.0, 2.0, 3.0],
+                                                                         skipped=True))])])
+        data = store.read_steps(run, None, None)
+        assert data.skipped.tolist() == [1] and data.update_ratio.tolist() == [[1.0, 2.0, 3.0]]
+    finally:
+        store.close()

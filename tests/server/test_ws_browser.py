@@ -21,7 +21,7 @@ from simtrainer import (
 )
 from websockets.asyncio.client import connect
 
-from gradwatch.protocol import CloseCode, dumps
+from gradwatch.protocol import CloseCode, dumps, parse_page_message
 
 
 def test_hello_runs_subscribe_and_live_steps(shared_server):
@@ -56,6 +56,8 @@ def test_hello_runs_subscribe_and_live_steps(shared_server):
         return run_a, run_b, first, runs, created, subscribed, steps, after
 
     run_a, run_b, first, runs, created, subscribed, steps, after = run(body())
+    for message in (first, runs, created, subscribed, steps, *after):  # every frame is a typed page message
+        parse_page_message(dumps(message))
     assert first == {"type": "hello", "protocol": 1}
     assert runs["type"] == "runs" and run_a in [r["id"] for r in runs["runs"]]
     assert created["run"]["id"] == run_b and created["run"]["status"] == "running"
