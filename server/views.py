@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StrictBool, TypeAdapter, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, create_model
 
 from gradwatch.protocol import (
     AlertCounts,
