@@ -58,7 +58,12 @@ class CloseCode(IntEnum):
 
 ClipMode = Literal["global_norm", "norm", "value"]
 CLIP_MODES: tuple[str, ...] = ("global_norm", "norm", "value")
-RunStatus = Literal["running", "paused", "finished", "disconnected"]
+#: What the trainer says its run is doing (``Status.state``): ``idle`` between two ``fit()`` calls
+#: (or ``watch()`` blocks) of one monitor, ``interrupted`` after one ended by an exception
+#: (KeyboardInterrupt, another callback's error). Both continue as ``running`` with the next fit.
+TrainerState = Literal["running", "paused", "idle", "interrupted", "finished"]
+#: A run's status on the server: the trainer's state, or ``disconnected`` when its trainer went away.
+RunStatus = Literal[TrainerState, "disconnected"]
 CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr"]
 AlertKind = Literal[
     "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated"
@@ -211,7 +216,7 @@ class Ack(_Msg):
 
 class Status(_Msg):
     type: Literal["status"]
-    state: Literal["running", "paused", "finished"]
+    state: TrainerState
     step: WireCount
 
 
