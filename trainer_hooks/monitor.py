@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import socket
@@ -100,6 +101,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         validate_clip(clip_mode, clip_threshold)
         if not (isinstance(max_buffer_mb, (int, float)) and math.isfinite(max_buffer_mb) and max_buffer_mb > 0):
             raise ValueError(f"max_buffer_mb={max_buffer_mb!r} must be a positive number of MiB")
+        if not (isinstance(flush_timeout, (int, float)) and math.isfinite(flush_timeout) and flush_timeout >= 0):
+            raise ValueError(f"flush_timeout={flush_timeout!r} must be a number of seconds >= 0, e.g. 10")
         if run_name is not None and not (isinstance(run_name, str) and 0 < len(run_name) <= 200):
             raise ValueError(f"run_name={run_name!r} must be a non-empty string of at most 200 characters")
         unknown = [k for k in pause_on if k not in ALERT_KINDS] if not isinstance(pause_on, str) else [pause_on]
@@ -125,15 +128,25 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         self.update_ratio_every = update_ratio_every
         self.probe_data = probe_data
         self.probe_every = probe_every
-        self.stats: GradientStats | None = None
         self._clip: tuple[str, float | None] = (clip_mode, clip_threshold)
+        self._start_fresh()
+
+    def _start_fresh(self) -> None:
+        """The run-time state: none of it is configuration."""
+        self.stats: GradientStats | None = None
         #: The one run of this monitor, across every fit() and watch() block (lifecycle.py).
-        self.lifecycle = RunLifecycle(self.new_session, flush_timeout)
+        self.lifecycle = RunLifecycle(self.new_session, self.flush_timeout)
         self._fit: FitSwap | None = None  # the monitored train function of the model last fitted
         self._watches: dict[tuple[int, int], Watch] = {}
         self._update_ratio: UpdateRatio | None = None
         self._steps, self._epoch, self._last_batch, self._fit_start = 0, 0, -1, 0
         self._warned_unused = False
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GradientMonitor:
+        """The same arguments, a run of its own (Keras Tuner copies the callbacks for every trial)."""
+        clone = copy.copy(self)
+        clone._start_fresh()
+        return clone
 
     @property
     def session(self) -> RunSession | None:

@@ -327,3 +327,16 @@ def test_transitions_are_guarded() -> None:
     life.end()
     assert life.phase is Phase.IDLE and left == [1, 2]
     assert life.finish(0.0) and life.phase is Phase.FINISHED
+
+
+def test_a_deep_copy_is_a_fresh_monitor_with_the_same_arguments(shared_server: Any, api: Api) -> None:
+    import copy
+
+    mon = monitor(shared_server, "copied", every=2)
+    model = model_with(keras.optimizers.SGD(0.05))
+    x, y = data()
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[mon])
+    clone = copy.deepcopy(mon)  # what Keras Tuner does with the callbacks of every trial
+    assert clone.every == 2 and clone.lifecycle is not mon.lifecycle and clone.session is None
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[clone])
+    api.wait(lambda: len([r for r in api.runs() if r["name"] == "copied"]) == 2, "a second run for the copy")
