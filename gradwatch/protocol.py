@@ -178,6 +178,10 @@ class TrainerHello(_Msg):
     run_name: str = Field(min_length=1, max_length=200)
     #: Set when reconnecting, so the server continues the same run.
     run_id: WireId | None = None
+    #: Continue a run after a restart of the trainer (``GradientMonitor(resume=...)``): ``run_id``
+    #: even if it finished; without ``run_id``, the newest run of this ``run_name`` with the same
+    #: variables (a new run if there is none).
+    resume: StrictBool = False
     variables: list[Annotated[str, Field(max_length=500)]] = Field(max_length=100_000)
     bn_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
     clip: ClipSetting

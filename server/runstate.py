@@ -11,6 +11,7 @@ the server adds ``disconnect`` / ``reconnect`` for the connection::
     running|paused|idle --disconnect--> disconnected
     interrupted --disconnect-->      interrupted   (what happened last stays visible)
     disconnected --reconnect-->      running       (the trainer then re-sends its own state)
+    any --resume-->                  running       (a restarted trainer continues the run)
 
 Anything else is refused with ``InvalidTransition``; callers decide whether
 that is worth a warning (a late ``status`` after ``finished``) or an error.
@@ -22,7 +23,7 @@ from typing import Literal, get_args
 
 from gradwatch.protocol import RunStatus, TrainerState
 
-RunEvent = Literal[TrainerState, "disconnect", "reconnect"]
+RunEvent = Literal[TrainerState, "disconnect", "reconnect", "resume"]
 
 _LIVE: tuple[RunStatus, ...] = ("running", "paused", "idle", "interrupted", "disconnected")
 _TRAINER_STATES: tuple[TrainerState, ...] = get_args(TrainerState)
@@ -42,6 +43,8 @@ _TRANSITIONS: dict[tuple[str, str], RunStatus] = {
     ("disconnected", "reconnect"): "running",
     ("finished", "disconnect"): "finished",
     ("finished", "finished"): "finished",
+    # a restarted trainer asked to continue the run (hello.resume), whatever it was
+    **{(current, "resume"): "running" for current in (*_LIVE, "finished")},
 }
 
 

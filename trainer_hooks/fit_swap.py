@@ -90,6 +90,11 @@ class FitSwap:
                 target=self._watch, args=(self._frame, self._stop_watch), name="gradwatch-fit-watch", daemon=True
             ).start()
 
+    def fit_callbacks(self) -> list[Any]:
+        """The callbacks of the fit running now (Keras' ``CallbackList`` in its frame), if it was found."""
+        callbacks = self._frame.f_locals.get("callbacks") if self._frame is not None else None
+        return list(getattr(callbacks, "callbacks", None) or [])
+
     def leave(self) -> None:
         """Put the user's train function back; the optimizer is already as it was."""
         self._active = False

@@ -133,11 +133,16 @@ class RunLifecycle:
             self.disable(f"monitoring failed ({type(err).__name__}: {err})")
             return False
 
-    def end(self) -> None:
-        """The fit or loop returned normally (a stop from the page finishes the run)."""
+    def end(self, final: bool = False) -> None:
+        """The fit or loop returned normally; ``final``: and this run trains no more.
+
+        A stop from the page finishes the run too.
+        """
         with self._lock:
+            if self.phase is not Phase.TRAINING:
+                return  # disabled (or noticed as interrupted) meanwhile
             stopped = self.session is not None and self.session.control.stop_requested
-            self._settle("stop" if stopped else "end")
+            self._settle("stop" if stopped or final else "end")
         session = self.session
         if session is not None:
             session.transport.drain(self.END_DRAIN)
@@ -213,7 +218,9 @@ class RunLifecycle:
         self._warned = False
 
     def _sessions(self) -> list[RunSession]:
-        return [*self._retired, *([self.session] if self.session is not None else [])]
+        """This monitor's sessions not closed yet."""
+        every = [*self._retired, *([self.session] if self.session is not None else [])]
+        return [s for s in every if not s.transport.closed]
 
 
 # ---------------------------------------------------------------------- interpreter exit

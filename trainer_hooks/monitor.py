@@ -24,6 +24,7 @@ from .optimizer_hook import OptimizerHook, learning_rate_variable, optimizer_cli
 from .origin import OriginFinder
 from .probe import Prober
 from .session import RunSession, trainer_ws_url, validate_clip
+from .tuner_trial import TrialInfo, find_trial
 from .update_ratio import UpdateRatio
 
 if TYPE_CHECKING:
@@ -71,6 +72,9 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             past it the oldest are dropped and the gap is reported.
         flush_timeout: seconds the interpreter's exit (or ``close()``) waits at most to deliver
             what is still buffered; ``fit()`` itself never waits for the server.
+        resume: continue a run after the process restarted (a preempted job resumed from its
+            checkpoint): its id, or ``"auto"`` for the newest run of this ``run_name`` with the
+            same variables. Restore the optimizer too, so that its step count goes on.
 
     The callback never raises into training: any failure of the monitor itself
     is reported once with a warning and monitoring stops, training goes on.
@@ -92,6 +96,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         probe_every: int = 100,
         max_buffer_mb: float = 64.0,
         flush_timeout: float = 10.0,
+        resume: int | str | None = None,
         transport_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -101,6 +106,9 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         validate_clip(clip_mode, clip_threshold)
         if not (isinstance(max_buffer_mb, (int, float)) and math.isfinite(max_buffer_mb) and max_buffer_mb > 0):
             raise ValueError(f"max_buffer_mb={max_buffer_mb!r} must be a positive number of MiB")
+        run_id_ok = isinstance(resume, int) and not isinstance(resume, bool) and resume >= 1
+        if resume is not None and resume != "auto" and not run_id_ok:
+            raise ValueError(f"resume={resume!r} must be None, a run id (a whole number >= 1) or 'auto'")
         if not (isinstance(flush_timeout, (int, float)) and math.isfinite(flush_timeout) and flush_timeout >= 0):
             raise ValueError(f"flush_timeout={flush_timeout!r} must be a number of seconds >= 0, e.g. 10")
         if run_name is not None and not (isinstance(run_name, str) and 0 < len(run_name) <= 200):
@@ -122,6 +130,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         self.clip_threshold = clip_threshold
         self.max_buffer_mb = max_buffer_mb
         self.flush_timeout = flush_timeout
+        self.resume = resume
         self.transport_options = transport_options
         self.guard_nonfinite = bool(guard_nonfinite)
         self.pause_on = tuple(pause_on)
@@ -141,6 +150,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         self._update_ratio: UpdateRatio | None = None
         self._steps, self._epoch, self._last_batch, self._fit_start = 0, 0, -1, 0
         self._warned_unused = False
+        self._trial: TrialInfo | None = None  # the Keras Tuner trial this monitor's fit belongs to
 
     def __deepcopy__(self, memo: dict[int, Any]) -> GradientMonitor:
         """The same arguments, a run of its own (Keras Tuner copies the callbacks for every trial)."""
@@ -189,7 +199,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         try:
-            self.lifecycle.end()
+            # A Keras Tuner trial's copy of the monitor trains once: its run is finished, not idle.
+            self.lifecycle.end(final=self._trial is not None)
         except Exception as err:
             self.lifecycle.disable(f"could not finish cleanly ({type(err).__name__}: {err})")
 
@@ -225,10 +236,16 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             stats.step.assign(next_step)
         self.lifecycle.begin(fit.hook, model, model.optimizer, next_step, on_leave=fit.leave)
         fit.enter()
+        if self.lifecycle.session is None:
+            self._trial = find_trial(fit.fit_callbacks())
         if self.lifecycle.session is None and self._update_ratio is not None:
             self._update_ratio.keep(next_step)
         self._steps = self._fit_start = next_step
         self._epoch, self._last_batch = 0, -1
+
+    def _run_name(self, model: Any) -> str:
+        name = self.run_name or default_run_name(model)
+        return name if self._trial is None else f"{name} · trial {self._trial.trial_id}"[:200]
 
     def _warn_if_unused(self) -> None:
         """A train_step that applies its gradients with other optimizers (a GAN's) reports nothing: say so."""
@@ -299,7 +316,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
 
         session = RunSession(
             stats=stats,
-            run_name=self.run_name or default_run_name(model),
+            run_name=self._run_name(model),
             server=self.server,
             token=resolve_token(self.token),
             every=self.every,
@@ -312,8 +329,10 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
                 "tensorflow": tf.__version__,
                 "replicas": int(getattr(strategy, "num_replicas_in_sync", 1)),
                 "workers": worker_count(strategy),  # only the chief streams (multi_worker.py)
+                **(self._trial.meta if self._trial is not None else {}),
             },
             max_buffer_bytes=int(self.max_buffer_mb * 2**20),
+            resume=self.resume,
             transport_options=self.transport_options,
             pause_on=self.pause_on,
             guard_nonfinite=self.guard_nonfinite,

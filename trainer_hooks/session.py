@@ -88,8 +88,10 @@ class RunSession:
         probe_every: int = 100,
         origin: OriginFinder | None = None,
         update_ratio: UpdateRatio | None = None,
+        resume: int | str | None = None,
     ) -> None:
         self.stats = stats
+        self.resume_run = resume  # GradientMonitor(resume=...)
         self.pause_on = list(pause_on)
         self.guard_nonfinite = guard_nonfinite
         self.prober = prober
@@ -272,11 +274,16 @@ class RunSession:
     # ------------------------------------------------------------------ sender thread
 
     def _hello(self, run_id: int | None) -> TrainerHello:
+        # Until the first welcome (run_id None) a resumed session asks for its old run.
+        resuming = self.resume_run is not None and run_id is None
+        if resuming and isinstance(self.resume_run, int):
+            run_id = self.resume_run
         return TrainerHello(
             type="hello",
             protocol=PROTOCOL_VERSION,
             run_name=self.run_name,
             run_id=run_id,
+            resume=resuming,
             variables=self.names,
             bn_layers=self.bn_names,
             clip=ClipSetting(mode=self.clip[0], threshold=self.clip[1]),

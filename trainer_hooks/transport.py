@@ -182,6 +182,11 @@ class Transport:
         return delivered
 
     @property
+    def closed(self) -> bool:
+        """``close`` was called: nothing more goes out."""
+        return self._stop
+
+    @property
     def undelivered(self) -> int:
         """Records and messages still buffered (after ``close``: never to be delivered)."""
         with self._cond:

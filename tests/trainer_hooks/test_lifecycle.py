@@ -340,3 +340,32 @@ def test_a_deep_copy_is_a_fresh_monitor_with_the_same_arguments(shared_server: A
     assert clone.every == 2 and clone.lifecycle is not mon.lifecycle and clone.session is None
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[clone])
     api.wait(lambda: len([r for r in api.runs() if r["name"] == "copied"]) == 2, "a second run for the copy")
+
+
+def test_resume_continues_the_run_of_a_restarted_job(shared_server: Any, api: Api, tmp_path: Any) -> None:
+    # The checkpoint-resume case of a preempted job: train, save, "restart" (a new model and monitor
+    # from the checkpoint), go on with resume="auto" (the newest run of that name), then by id.
+    model = model_with(keras.optimizers.SGD(0.05))
+    x, y = data()
+    first = monitor(shared_server, "preempted")
+    model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, callbacks=[first])
+    model.save(tmp_path / "ckpt.keras")
+    first.close(5)
+    run = run_named(api, "preempted")
+    assert api.status(run["id"], "finished")["step"] == 2 * STEPS - 1
+
+    restored = keras.models.load_model(tmp_path / "ckpt.keras")
+    second = monitor(shared_server, "preempted", resume="auto")
+    restored.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[second])
+    second.close(5)
+    third = monitor(shared_server, "preempted", resume=run["id"])
+    restored.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[third])
+    api.wait(lambda: api.get(f"/api/runs/{run['id']}")["step"] == 4 * STEPS - 1, "the resumed steps")
+    assert [r["id"] for r in api.runs() if r["name"] == "preempted"] == [run["id"]]
+    assert api.steps(run["id"]) == list(range(4 * STEPS))
+
+
+@pytest.mark.parametrize("bad", [0, -3, "latest", True, 1.5])
+def test_resume_names_the_bad_value(bad: Any) -> None:
+    with pytest.raises(ValueError, match=f"resume={bad!r}"):
+        GradientMonitor(resume=bad)
