@@ -143,8 +143,14 @@ class RunLifecycle:
                 return  # disabled (or noticed as interrupted) meanwhile
             stopped = self.session is not None and self.session.control.stop_requested
             self._settle("stop" if stopped or final else "end")
-        session = self.session
-        if session is not None:
+            session = self.session
+        if session is None:
+            return
+        if stopped or final:
+            # Nothing more will train in this run: let the sender deliver the rest (at most
+            # flush_timeout) and end, instead of holding a connection until the interpreter exits.
+            threading.Thread(target=_close, args=(session, self.flush_timeout), daemon=True).start()
+        else:
             session.transport.drain(self.END_DRAIN)
 
     def interrupt(self, still: Callable[[], bool] = lambda: True) -> None:
@@ -256,6 +262,11 @@ def flush_at_exit(timeout: float | None = None) -> None:
                 life._settle("finish")
     sessions = [s for life in lives for s in life._sessions()]
     _say_undelivered([s for s in sessions if not s.close(max(0.0, deadline - time.monotonic()))])
+
+
+def _close(session: RunSession, timeout: float) -> None:
+    if not session.close(timeout):
+        _say_undelivered([session])
 
 
 def _say_undelivered(sessions: list[RunSession]) -> None:
