@@ -114,12 +114,16 @@ class FitSwap:
             return original_train_step(data)
 
         # make_train_function takes model.train_step as it is now into the function it makes.
+        own = vars(model).get("train_step")  # one the user set on the instance, if any
         model.train_step = train_step
         try:
             model.make_train_function(force=True)
             return model.train_function
         finally:
-            del model.train_step
+            if own is None:
+                del model.train_step
+            else:
+                model.train_step = own
             model.train_function = self._user
 
     def _call(self, iterator: Any) -> Any:

@@ -369,3 +369,20 @@ def test_resume_continues_the_run_of_a_restarted_job(shared_server: Any, api: Ap
 def test_resume_names_the_bad_value(bad: Any) -> None:
     with pytest.raises(ValueError, match=f"resume={bad!r}"):
         GradientMonitor(resume=bad)
+
+
+def test_a_train_step_set_on_the_instance_is_used_and_kept(shared_server: Any) -> None:
+    model = model_with(keras.optimizers.SGD(0.05))
+    traced: list[int] = []
+    default_step = model.train_step
+
+    def own_step(data: Any) -> Any:
+        traced.append(1)
+        return default_step(data)
+
+    model.train_step = own_step
+    x, y = data()
+    mon = monitor(shared_server, "own-step")
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[mon])
+    assert traced and vars(model)["train_step"] is own_step
+    assert mon.stats is not None and int(mon.stats.step.numpy()) == STEPS
