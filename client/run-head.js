@@ -7,6 +7,7 @@ import { renderControls } from "./controls.js";
 import { renderNanBanner } from "./nan-banner.js";
 import { scheduleRunList } from "./run-list.js";
 import { gw, selectedRun, state } from "./state.js";
+import { runStatusTitle } from "./status.js";
 import { $, fmtClip, fmtInt, fmtLr, fmtNum, num, setText, statusBadgeClass } from "./util.js";
 
 export function renderRunHead() {
@@ -19,6 +20,7 @@ export function renderRunHead() {
   st.textContent = d.status || "unknown";
   st.className = statusBadgeClass(d.status);
   st.dataset.status = d.status || "";
+  st.title = runStatusTitle(d.status);
   const step = state.store && state.store.lastStep !== null ? state.store.lastStep : d.step;
   $("run-step").textContent = fmtInt(step);
   $("run-clip").textContent = fmtClip(d.clip);

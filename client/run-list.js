@@ -3,6 +3,7 @@
 
 import { kindLabel, severityClass, summarize } from "./alerts.js";
 import { state } from "./state.js";
+import { runStatusTitle } from "./status.js";
 import { $, el, fmtAgo, fmtInt, frameBatched, plural, setText, statusBadgeClass } from "./util.js";
 
 /** Render the run list on the next animation frame (coalesces any number of calls). */
@@ -56,6 +57,7 @@ export function renderRunList() {
     it.name.title = r.name;
     setText(it.status, r.status || "unknown");
     it.status.className = statusBadgeClass(r.status);
+    it.status.title = runStatusTitle(r.status);
     setText(it.step, r.step === null || r.step === undefined ? "no steps yet" : `step ${fmtInt(r.step)}`);
     setText(it.age, fmtAgo(r.updated_at));
     renderRunBadge(it, r);

@@ -40,3 +40,18 @@ export function setNotice(text, kind) {
   n.textContent = text || "";
   n.className = kind === "error" ? "notice notice-error" : "notice";
 }
+
+/** What a run's status means, for the badge's tooltip (the states are protocol.RunStatus). */
+const RUN_STATUS_HELP = {
+  running: "Training: steps are arriving",
+  paused: "Paused from this page (or by an alert); resume to go on",
+  idle: "Between two fit() calls (or watch() blocks) of the same monitor; the next one continues this run",
+  interrupted: "The last fit() ended by an exception (KeyboardInterrupt, an error in a callback); " +
+    "the next fit() with the same monitor continues this run",
+  finished: "Ended: the trainer finished or was stopped; takes no more commands",
+  disconnected: "The trainer is not connected (its process ended or the network dropped)",
+};
+
+export function runStatusTitle(status) {
+  return RUN_STATUS_HELP[status] || "";
+}

@@ -105,14 +105,13 @@ def main(argv: list[str] | None = None) -> int:
             return run_scenario(args, server)
         x, y = digits_data()
         model = build_model()
-        callbacks: list[object] = [
-            GradientMonitor(
-                server=server.url,
-                token=server.token,
-                run_name="demo: digits MLP",
-                clip_threshold=args.clip_threshold,
-            )
-        ]
+        monitor = GradientMonitor(
+            server=server.url,
+            token=server.token,
+            run_name="demo: digits MLP",
+            clip_threshold=args.clip_threshold,
+        )
+        callbacks: list[object] = [monitor]
         if args.steps_per_second > 0:
             callbacks.append(pace_callback(args.steps_per_second))
         print(f"gradwatch demo: training {args.epochs} epochs on scikit-learn digits; Ctrl-C to stop", flush=True)
@@ -121,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("gradwatch demo: training interrupted", flush=True)
             return 130
+        monitor.close()  # finished, not idle: this demo trains no more
         print("gradwatch demo: training finished; the run stays browsable", flush=True)
         if not args.exit_when_done:
             print("gradwatch demo: server still running, Ctrl-C to quit", flush=True)

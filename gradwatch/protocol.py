@@ -60,7 +60,12 @@ class CloseCode(IntEnum):
 
 ClipMode = Literal["global_norm", "norm", "value"]
 CLIP_MODES: tuple[str, ...] = ("global_norm", "norm", "value")
-RunStatus = Literal["running", "paused", "finished", "disconnected"]
+#: What the trainer says its run is doing (``Status.state``): ``idle`` between two ``fit()`` calls
+#: (or ``watch()`` blocks) of one monitor, ``interrupted`` after one ended by an exception
+#: (KeyboardInterrupt, another callback's error). Both continue as ``running`` with the next fit.
+TrainerState = Literal["running", "paused", "idle", "interrupted", "finished"]
+#: A run's status on the server: the trainer's state, or ``disconnected`` when its trainer went away.
+RunStatus = Literal[TrainerState, "disconnected"]
 CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr"]
 AlertKind = Literal[
     "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated"
@@ -171,6 +176,10 @@ class TrainerHello(_Msg):
     run_name: str = Field(min_length=1, max_length=200)
     #: Set when reconnecting, so the server continues the same run.
     run_id: WireId | None = None
+    #: Continue a run after a restart of the trainer (``GradientMonitor(resume=...)``): ``run_id``
+    #: even if it finished; without ``run_id``, the newest run of this ``run_name`` with the same
+    #: variables (a new run if there is none).
+    resume: StrictBool = False
     variables: list[Annotated[str, Field(max_length=500)]] = Field(max_length=100_000)
     bn_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
     clip: ClipSetting
@@ -209,7 +218,7 @@ class Ack(_Msg):
 
 class Status(_Msg):
     type: Literal["status"]
-    state: Literal["running", "paused", "finished"]
+    state: TrainerState
     step: WireCount
 
 

@@ -49,6 +49,7 @@ def _fit(model: Any, optimizer: Any, x: Any, y: Any, steps: int, monitor: Any) -
     per_epoch = next(d for d in range(min(steps, len(x) // 32), 0, -1) if steps % d == 0)
     data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).repeat().batch(32)
     model.fit(data, epochs=steps // per_epoch, steps_per_epoch=per_epoch, shuffle=False, verbose=0, callbacks=[monitor])
+    monitor.close()  # the scenario is over: the run is finished, not idle
     return model
 
 
@@ -153,6 +154,7 @@ def _loop(model: Any, optimizer: Any, batches: Any, monitor: Any, training: bool
             compiled_step(xb, yb)
             if watch.stop_requested:
                 break
+    monitor.close()
     return model
 
 

@@ -68,6 +68,21 @@ class RunFinished(Exception):
     pass
 
 
+def _same_names(recorded: list[str], now: list[str], loose: bool) -> bool:
+    """Equal; or, ``loose`` (a resumed run), equal but for a leading scope one side lacks: Keras'
+    ``load_model`` drops the model's name from its variables' paths (``seq/dense/kernel`` -> ``dense/kernel``)."""
+    if recorded == now:
+        return True
+    return loose and len(recorded) == len(now) and all(
+        a == b or a.endswith("/" + b) or b.endswith("/" + a) for a, b in zip(recorded, now))
+
+
+def _same_layout(run: RunRow, hello: TrainerHello) -> bool:
+    """The hello's statistics fit the run's columns (same variables and BN layers, in order)."""
+    return (_same_names(run.variables, hello.variables, hello.resume)
+            and _same_names(run.bn_layers, hello.bn_layers, hello.resume))
+
+
 class Gradwatch:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -142,12 +157,9 @@ class Gradwatch:
 
     async def open_run(self, hello: TrainerHello, websocket: WebSocket) -> TrainerLink:
         """Create or continue the run of a trainer that just said hello; send welcome and pending commands."""
-        run = await self.store.call(self.store.get_run, hello.run_id) if hello.run_id is not None else None
-        if run is not None and run.status == "finished":
-            log.info("run %d is finished; trainer %r starts a new run", run.id, hello.run_name)
-            run = None
+        run = await self._run_to_continue(hello)
         if run is not None:
-            if run.variables != hello.variables or run.bn_layers != hello.bn_layers:
+            if not _same_layout(run, hello):
                 raise ProtocolError(CloseCode.BAD_MESSAGE, f"run {run.id} was recorded with other variables or BN "
                                                            "layers; reconnect without run_id to start a new run")
             old = self.links.pop(run.id, None)
@@ -155,7 +167,7 @@ class Gradwatch:
                 with contextlib.suppress(Exception):
                     await old.websocket.close(1000, "replaced by a newer connection of the same run")
             self.active[run.id] = run
-            await self._transition(run.id, "reconnect")
+            await self._transition(run.id, "resume" if hello.resume else "reconnect")
             run = await self.store.call(self.store.update_run, run.id, clip_mode=hello.clip.mode,
                                         clip_threshold=hello.clip.threshold, every=hello.every,
                                         meta=hello.meta or run.meta, pause_on=list(hello.pause_on),
@@ -171,6 +183,23 @@ class Gradwatch:
         await self._broadcast_run(run.id)
         await self.commands.forward_pending(link)
         return link
+
+    async def _run_to_continue(self, hello: TrainerHello) -> RunRow | None:
+        """The run a hello continues: its ``run_id`` (unless finished, or resumed), or with ``resume``
+        and no id the newest run of that name recorded with the same variables; None: a new run."""
+        if hello.run_id is not None:
+            run = await self.store.call(self.store.get_run, hello.run_id)
+            if run is None and hello.resume:
+                raise ProtocolError(CloseCode.BAD_MESSAGE, f"resume: there is no run {hello.run_id} on this server; "
+                                                           "pass resume='auto' or a run id from the dashboard")
+            if run is not None and run.status == "finished" and not hello.resume:
+                log.info("run %d is finished; trainer %r starts a new run", run.id, hello.run_name)
+                return None
+            return run
+        if not hello.resume:
+            return None
+        runs = await self.store.call(self.store.list_runs)  # newest first
+        return next((r for r in runs if r.name == hello.run_name and _same_layout(r, hello)), None)
 
     def _check_shapes(self, run: RunRow, rec: StepRecord) -> None:
         nv, nb = len(run.variables), len(run.bn_layers)

@@ -117,7 +117,7 @@ class Store:
 
     def mark_stale_runs_disconnected(self) -> None:
         """At start-up no trainer is connected yet, whatever the last process believed."""
-        self._conn.execute("UPDATE runs SET status='disconnected' WHERE status IN ('running', 'paused')")
+        self._conn.execute("UPDATE runs SET status='disconnected' WHERE status IN ('running', 'paused', 'idle')")
 
     def create_run(self, hello: TrainerHello) -> RunRow:
         now = time.time()

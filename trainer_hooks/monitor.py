@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import math
 import os
 import socket
@@ -16,12 +16,15 @@ import tensorflow as tf
 from gradwatch.protocol import ALERT_KINDS
 from gradwatch.tokens import resolve_server, resolve_token
 
+from .fit_swap import FitSwap
 from .graph_stats import GradientStats
+from .lifecycle import Phase, RunLifecycle
 from .multi_worker import worker_count
 from .optimizer_hook import OptimizerHook, learning_rate_variable, optimizer_clipping
 from .origin import OriginFinder
 from .probe import Prober
 from .session import RunSession, trainer_ws_url, validate_clip
+from .tuner_trial import TrialInfo, find_trial
 from .update_ratio import UpdateRatio
 
 if TYPE_CHECKING:
@@ -68,7 +71,11 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         probe_every: run the probe every N steps.
         max_buffer_mb: reports kept in memory while the server is unreachable;
             past it the oldest are dropped and the gap is reported.
-        flush_timeout: seconds ``on_train_end`` waits at most to deliver what is buffered.
+        flush_timeout: seconds the interpreter's exit (or ``close()``) waits at most to deliver
+            what is still buffered; ``fit()`` itself never waits for the server.
+        resume: continue a run after the process restarted (a preempted job resumed from its
+            checkpoint): its id, or ``"auto"`` for the newest run of this ``run_name`` with the
+            same variables. Restore the optimizer too, so that its step count goes on.
 
     The callback never raises into training: any failure of the monitor itself
     is reported once with a warning and monitoring stops, training goes on.
@@ -90,6 +97,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         probe_every: int = 100,
         max_buffer_mb: float = 64.0,
         flush_timeout: float = 10.0,
+        resume: int | str | None = None,
         transport_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -100,6 +108,11 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         validate_clip(clip_mode, clip_threshold)
         if not (isinstance(max_buffer_mb, (int, float)) and math.isfinite(max_buffer_mb) and max_buffer_mb > 0):
             raise ValueError(f"max_buffer_mb={max_buffer_mb!r} must be a positive number of MiB")
+        run_id_ok = isinstance(resume, int) and not isinstance(resume, bool) and resume >= 1
+        if resume is not None and resume != "auto" and not run_id_ok:
+            raise ValueError(f"resume={resume!r} must be None, a run id (a whole number >= 1) or 'auto'")
+        if not (isinstance(flush_timeout, (int, float)) and math.isfinite(flush_timeout) and flush_timeout >= 0):
+            raise ValueError(f"flush_timeout={flush_timeout!r} must be a number of seconds >= 0, e.g. 10")
         if run_name is not None and not (isinstance(run_name, str) and 0 < len(run_name) <= 200):
             raise ValueError(f"run_name={run_name!r} must be a non-empty string of at most 200 characters")
         unknown = [k for k in pause_on if k not in ALERT_KINDS] if not isinstance(pause_on, str) else [pause_on]
@@ -119,59 +132,84 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         self.clip_threshold = clip_threshold
         self.max_buffer_mb = max_buffer_mb
         self.flush_timeout = flush_timeout
+        self.resume = resume
         self.transport_options = transport_options
         self.guard_nonfinite = bool(guard_nonfinite)
         self.pause_on = tuple(pause_on)
         self.update_ratio_every = update_ratio_every
         self.probe_data = probe_data
         self.probe_every = probe_every
-        self.session: RunSession | None = None
-        self.stats: GradientStats | None = None
-        self._hook: OptimizerHook | None = None
         self._clip: tuple[str, float | None] = (clip_mode, clip_threshold)
-        self._disabled = False
+        self._start_fresh()
+
+    def _start_fresh(self) -> None:
+        """The run-time state: none of it is configuration."""
+        self.stats: GradientStats | None = None
+        #: The one run of this monitor, across every fit() and watch() block (lifecycle.py).
+        self.lifecycle = RunLifecycle(self.new_session, self.flush_timeout)
+        self._fit: FitSwap | None = None  # the monitored train function of the model last fitted
+        self._watches: dict[tuple[int, int], Watch] = {}
         self._update_ratio: UpdateRatio | None = None
+        self._steps, self._epoch, self._last_batch, self._fit_start = 0, 0, -1, 0
+        self._warned_unused = False
+        self._trial: TrialInfo | None = None  # the Keras Tuner trial this monitor's fit belongs to
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GradientMonitor:
+        """The same arguments, a run of its own (Keras Tuner copies the callbacks for every trial)."""
+        clone = copy.copy(self)
+        clone._start_fresh()
+        return clone
+
+    @property
+    def session(self) -> RunSession | None:
+        """The run's session once its first step was reported (it lives across fits)."""
+        return self.lifecycle.session
+
+    def close(self, timeout: float | None = None) -> bool:
+        """End the run (shown as finished) and deliver what is buffered within ``timeout`` seconds
+        (default ``flush_timeout``); True if everything went out. Done for you at interpreter exit.
+        """
+        return self.lifecycle.finish(timeout)
 
     # ------------------------------------------------------------------ Keras hooks
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.session, self.stats, self._disabled, self._update_ratio = None, None, False, None
         try:
             self._begin()
         except Exception as err:
-            self._disable(f"could not start monitoring ({type(err).__name__}: {err})")
+            self.lifecycle.disable(f"could not start monitoring ({type(err).__name__}: {err})")
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
         self._last_batch = -1
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._hook is None:
+        if self.lifecycle.phase is not Phase.TRAINING:
             return
         self._steps += batch - self._last_batch
         self._last_batch = batch
+        loss = logs.get("loss") if logs else None
         try:
-            session = self.session
-            if session is None:
-                if self._hook.stats is None or self._disabled:
-                    return
-                session = self.session = self._start_session()
-            loss = logs.get("loss") if logs else None
-            if session.after_steps(self._steps, self._epoch, loss if isinstance(loss, float) else None):
-                self.model.stop_training = True
-        except Exception as err:
-            self._disable(f"monitoring failed ({type(err).__name__}: {err})")
+            stop = self.lifecycle.step(self._steps, self._epoch, loss if isinstance(loss, float) else None)
+        except BaseException:  # a KeyboardInterrupt while paused: the fit ends here
+            self.lifecycle.interrupt()
+            raise
+        if stop:
+            self.model.stop_training = True
+        if not self._warned_unused and self._fit is not None and self._fit.hook.stats is None:
+            self._warn_if_unused()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         try:
-            if self.session is not None:
-                self.session.finish(self._steps - 1)
+            # A Keras Tuner trial's copy of the monitor trains once: its run is finished, not idle.
+            self.lifecycle.end(final=self._trial is not None)
         except Exception as err:
-            self._disable(f"could not finish cleanly ({type(err).__name__}: {err})")
-        finally:
-            self._unhook()
+            self.lifecycle.disable(f"could not finish cleanly ({type(err).__name__}: {err})")
 
     # ------------------------------------------------------------------ internals
+
+    #: Steps after which a compiled optimizer that applied nothing is worth a warning.
+    UNUSED_AFTER = 3
 
     def _begin(self) -> None:
         model = self.model
@@ -183,33 +221,48 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
                 "the callback does not support MultiWorkerMirroredStrategy with several workers; "
                 "use monitor.watch(model, optimizer) in a hand-written loop"
             )
-        # Rows kept between host reads: at least one execution's worth of steps.
-        ring = max(int(getattr(model, "steps_per_execution", 1) or 1), STATS_RING)
-        self._hook = hook = self.new_hook(model, model.optimizer, ring)
-        hook.install()
-        if hook.prepare_if_built(model):
-            assert hook.stats is not None
-            # Kept now so that the very first step's update can be measured too.
-            self._update_ratio = UpdateRatio(hook.stats.variables, self.update_ratio_every)
-            self._update_ratio.keep(int(model.optimizer.iterations.numpy()))
-        original_train_step = model.train_step
-
-        def train_step(data: Any) -> Any:
-            # Only to see the batch (for finding where a non-finite step came from).
-            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-            hook.note_inputs((x, y))
-            return original_train_step(data)
-
-        model.train_step = train_step
-        # fit() built its step function before on_train_begin; rebuild it so the
-        # trace (which happens on the first step) goes through the hook.
-        model.make_train_function(force=True)
-        self._steps = int(model.optimizer.iterations.numpy())
+        fit = self._fit
+        if fit is None or fit.model is not model or fit.hook.optimizer is not model.optimizer:
+            # Rows kept between host reads: at least one execution's worth of steps.
+            ring = max(int(getattr(model, "steps_per_execution", 1) or 1), STATS_RING)
+            hook = self.new_hook(model, model.optimizer, ring)
+            fit = self._fit = FitSwap(model, hook, self.lifecycle.interrupt)
+            if hook.prepare_if_built(model):
+                assert hook.stats is not None
+                # Kept now so that the very first step's update can be measured too.
+                self._update_ratio = UpdateRatio(hook.stats.variables, self.update_ratio_every)
+        stats = fit.hook.stats
+        next_step = int(model.optimizer.iterations.numpy())
+        if stats is not None:  # continue the run's numbering, also past fits without the monitor
+            next_step = max(next_step, int(stats.step.numpy()))
+            stats.step.assign(next_step)
+        self.lifecycle.begin(fit.hook, model, model.optimizer, next_step, on_leave=fit.leave)
+        fit.enter()
+        if self.lifecycle.session is None:
+            self._trial = find_trial(fit.fit_callbacks())
+        if self.lifecycle.session is None and self._update_ratio is not None:
+            self._update_ratio.keep(next_step)
+        self._steps = self._fit_start = next_step
         self._epoch, self._last_batch = 0, -1
 
-    def _start_session(self) -> RunSession:
-        assert self._hook is not None
-        return self.new_session(self.model, self.model.optimizer, self._hook)
+    def _run_name(self, model: Any) -> str:
+        name = self.run_name or default_run_name(model)
+        return name if self._trial is None else f"{name} · trial {self._trial.trial_id}"[:200]
+
+    def _warn_if_unused(self) -> None:
+        """A train_step that applies its gradients with other optimizers (a GAN's) reports nothing: say so."""
+        if self._steps - self._fit_start < self.UNUSED_AFTER:
+            return
+        self._warned_unused = True
+        warnings.warn(
+            f"gradwatch: after {self._steps - self._fit_start} steps the compiled optimizer "
+            f"({type(self.model.optimizer).__name__}) has applied no gradients, so nothing is monitored: this "
+            "train_step updates the weights with optimizers of its own (as a GAN's does). Use "
+            "`with monitor.watch(model, optimizer) as watch:` and call `watch.apply_gradients(grads, variables)` "
+            "instead of that optimizer's `apply_gradients`",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     # ------------------------------------------------------------------ shared with Watch
 
@@ -265,7 +318,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
 
         session = RunSession(
             stats=stats,
-            run_name=self.run_name or default_run_name(model),
+            run_name=self._run_name(model),
             server=self.server,
             token=resolve_token(self.token),
             every=self.every,
@@ -278,9 +331,10 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
                 "tensorflow": tf.__version__,
                 "replicas": int(getattr(strategy, "num_replicas_in_sync", 1)),
                 "workers": worker_count(strategy),  # only the chief streams (multi_worker.py)
+                **(self._trial.meta if self._trial is not None else {}),
             },
             max_buffer_bytes=int(self.max_buffer_mb * 2**20),
-            flush_timeout=self.flush_timeout,
+            resume=self.resume,
             transport_options=self.transport_options,
             pause_on=self.pause_on,
             guard_nonfinite=self.guard_nonfinite,
@@ -294,27 +348,15 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         return session
 
     def watch(self, model: Any, optimizer: Any) -> Watch:
-        """Monitor a hand-written ``tf.GradientTape`` loop; see ``Watch``."""
+        """Monitor a hand-written ``tf.GradientTape`` loop; see ``Watch``.
+
+        The same ``Watch`` for the same model and optimizer: entering it again (once per
+        epoch, say) continues the run, also inside a ``tf.function`` traced the first time.
+        """
         from .watch import Watch
 
-        return Watch(self, model, optimizer)
-
-    def _unhook(self) -> None:
-        self._update_ratio = None  # belongs to this fit's model
-        if self._hook is not None:
-            self._hook.uninstall()
-            if "train_step" in vars(self.model):
-                del self.model.train_step
-            self._hook = None
-            # The cached step function has the hook traced in; drop it so a later
-            # fit() without the monitor builds a clean one.
-            self.model.train_function = None
-
-    def _disable(self, reason: str) -> None:
-        if not self._disabled:
-            self._disabled = True
-            warnings.warn(f"gradwatch: {reason}; training continues without monitoring", RuntimeWarning, stacklevel=3)
-        session, self.session = self.session, None
-        if session is not None:
-            with contextlib.suppress(Exception):
-                session.transport.close(0.0)
+        key = (id(model), id(optimizer))
+        watch = self._watches.get(key)
+        if watch is None or watch.model is not model or watch.optimizer is not optimizer:
+            watch = self._watches[key] = Watch(self, model, optimizer)
+        return watch

@@ -78,6 +78,10 @@ class Outbox:
     def pending(self) -> bool:
         return bool(self.records or self.control or self.gap or self.resend)
 
+    def has_status(self) -> bool:
+        """A ``Status`` waits to be sent."""
+        return any(isinstance(message, Status) for _, message in self.control)
+
     def pending_count(self) -> int:
         return len(self.records) + len(self.control) + len(self.resend)
 

@@ -26,6 +26,7 @@ from gradwatch.protocol import (
     Probe,
     Status,
     TrainerHello,
+    TrainerState,
 )
 
 from .control import RunControl, RunState
@@ -79,7 +80,6 @@ class RunSession:
         clip_threshold: float | None,
         meta: dict[str, Any],
         max_buffer_bytes: int,
-        flush_timeout: float,
         transport_options: dict[str, Any] | None = None,
         pause_on: Sequence[str] = (),
         guard_nonfinite: bool = False,
@@ -88,8 +88,10 @@ class RunSession:
         probe_every: int = 100,
         origin: OriginFinder | None = None,
         update_ratio: UpdateRatio | None = None,
+        resume: int | str | None = None,
     ) -> None:
         self.stats = stats
+        self.resume_run = resume  # GradientMonitor(resume=...)
         self.pause_on = list(pause_on)
         self.guard_nonfinite = guard_nonfinite
         self.prober = prober
@@ -106,7 +108,6 @@ class RunSession:
         self.every = every
         self.clip = (clip_mode, clip_threshold)
         self.meta = meta
-        self.flush_timeout = flush_timeout
         self.names = [getattr(v, "path", None) or v.name for v in stats.variables]
         self.bn_names = [getattr(layer, "path", None) or layer.name for layer in stats.bn_layers]
         self.transport = Transport(
@@ -166,16 +167,31 @@ class RunSession:
             meter.keep(next_step)
         return self.control.stop_requested
 
-    def finish(self, step: int) -> None:
+    def resume(self, next_step: int) -> None:
+        """Another fit (or ``watch()`` block) of the same run starts at ``next_step``."""
+        self._last_step_done = -1  # no steps-per-second across the pause between two fits
+        if self.update_ratio is not None:
+            self.update_ratio.keep(next_step)
+        self.transport.put_control(Status(type="status", state="running", step=next_step))
+
+    def settle(self, step: int, state: TrainerState) -> None:
+        """Training stopped after ``step``: queue every step up to it, then the run's ``state``.
+
+        Queues only; nothing here waits for the server (``close`` does, at the very end).
+        """
         self._report(step, None, None, force=True)
         last = self._last_queued
         if self.stats.bn_layers and last is not None and last[0] == step and last[1][-1] is None:
             # The state training ended in; sending a step again replaces its record.
             payload = (*last[1][:-1], self.stats.bn.sample())
             self.transport.put_record(step, payload, payload[0].nbytes)
-        self.control.finish()
-        self.transport.put_control(Status(type="status", state="finished", step=max(step, 0)))
-        self.transport.close(self.flush_timeout)
+        if state == "finished":
+            self.control.finish()
+        self.transport.put_control(Status(type="status", state=state, step=max(step, 0)))
+
+    def close(self, timeout: float) -> bool:
+        """Deliver what is buffered within ``timeout`` seconds and disconnect; True if nothing was left."""
+        return self.transport.close(timeout)
 
     def _report(self, last: int, fallback_loss: float | None, rows: np.ndarray | None, force: bool) -> None:
         """Queue every reportable step up to ``last`` not queued yet, reading the buffer when due.
@@ -258,11 +274,16 @@ class RunSession:
     # ------------------------------------------------------------------ sender thread
 
     def _hello(self, run_id: int | None) -> TrainerHello:
+        # Until the first welcome (run_id None) a resumed session asks for its old run.
+        resuming = self.resume_run is not None and run_id is None
+        if resuming and isinstance(self.resume_run, int):
+            run_id = self.resume_run
         return TrainerHello(
             type="hello",
             protocol=PROTOCOL_VERSION,
             run_name=self.run_name,
             run_id=run_id,
+            resume=resuming,
             variables=self.names,
             bn_layers=self.bn_names,
             clip=ClipSetting(mode=self.clip[0], threshold=self.clip[1]),

@@ -40,6 +40,7 @@ from gradwatch.protocol import (
     PROTOCOL_VERSION,
     CloseCode,
     CommandMessage,
+    Status,
     TrainerHello,
     Welcome,
     dumps,
@@ -105,6 +106,7 @@ class Transport:
         self.connected = threading.Event()
         self._warned = False
         self._failed: str | None = None
+        self._status: Status | None = None  # the last state the trainer reported, re-sent after a reconnect
 
     @property
     def dropped(self) -> int:
@@ -133,6 +135,8 @@ class Transport:
         """
         with self._cond:
             self.outbox.add_control(message)
+            if isinstance(message, Status):
+                self._status = message
             self._cond.notify()
 
     # ------------------------------------------------------------------ lifecycle
@@ -141,8 +145,25 @@ class Transport:
         self._thread = threading.Thread(target=self._run, name="gradwatch-sender", daemon=True)
         self._thread.start()
 
+    def drain(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the buffer to empty, without closing; True if it did.
+
+        Waits only while connected: with the server away nothing could go out anyway.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while self.outbox.pending() and self._ws is not None and self._failed is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(0.01, left))
+            return not self.outbox.pending()
+
     def close(self, timeout: float) -> bool:
-        """Deliver what is buffered within ``timeout`` seconds, then disconnect. True if all was sent."""
+        """Deliver what is buffered within ``timeout`` seconds, then disconnect. True if all was sent.
+
+        What is still buffered afterwards is ``undelivered``; the caller says so (once, for every run).
+        """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
             while self.outbox.pending() and self._failed is None and time.monotonic() < deadline:
@@ -157,13 +178,19 @@ class Transport:
             with contextlib.suppress(OSError):
                 conn.socket.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
-            self._thread.join(timeout=2.0)
-        if not delivered:
-            self._warn(
-                f"gradwatch: {self.outbox.pending_count()} reports could not be delivered to {self.url} "
-                "before training ended"
-            )
+            self._thread.join(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
         return delivered
+
+    @property
+    def closed(self) -> bool:
+        """``close`` was called: nothing more goes out."""
+        return self._stop
+
+    @property
+    def undelivered(self) -> int:
+        """Records and messages still buffered (after ``close``: never to be delivered)."""
+        with self._cond:
+            return 0 if self._failed is not None else self.outbox.pending_count()
 
     # ------------------------------------------------------------------ sender thread
 
@@ -187,8 +214,8 @@ class Transport:
                     log.info("gradwatch: connection to %s lost (%s); reconnecting", self.url, err)
                 else:
                     self._warn(
-                        f"gradwatch: cannot reach the server at {self.url} ({err}); training continues, "
-                        f"reports are buffered (up to {self.max_buffer_bytes // 2**20} MiB) and sent on reconnect"
+                        f"gradwatch: cannot reach the server at {self.url} ({err}); training continues, reports are "
+                        f"buffered (up to {self.max_buffer_bytes // 2**20} MiB, across fits) and sent when it is back"
                     )
             finally:
                 with self._cond:
@@ -231,7 +258,8 @@ class Transport:
             raise
         if not isinstance(reply, Welcome) or reply.protocol != PROTOCOL_VERSION:
             raise PermanentError(f"unexpected handshake reply from {self.url}: {reply!r}")
-        if self.run_id is not None:
+        reconnect = self.run_id is not None
+        if reconnect:
             log.warning("gradwatch: reconnected to %s", self.url)
         self.run_id = reply.run_id
         with self._cond:
@@ -239,6 +267,10 @@ class Transport:
             # Whatever was sent shortly before the last connection ended may not have reached the
             # server's disk: send it again first (the server replaces steps it already has).
             self.outbox.reconnected()
+            # The server calls a reconnected run "running"; unless a newer status is on its way,
+            # say again what it is (idle between two fits, paused, interrupted).
+            if reconnect and self._status is not None and not self.outbox.has_status():
+                self.outbox.add_control(self._status)
         self.connected.set()
         threading.Thread(target=self._receive, args=(ws,), name="gradwatch-receiver", daemon=True).start()
 

@@ -39,7 +39,6 @@ class Watch:
         self.model = model
         self.optimizer = optimizer
         self.epoch = 0
-        self.session: RunSession | None = None
         self._hook: OptimizerHook | None = None
         self._compiled: dict[tuple[int, ...], Any] = {}
         self._stop = False
@@ -55,24 +54,36 @@ class Watch:
         """True once ``stop`` was sent from the dashboard: end the loop."""
         return self._stop
 
+    @property
+    def session(self) -> RunSession | None:
+        """The monitor's run session, once the first step was reported."""
+        return self.monitor.lifecycle.session
+
     def __enter__(self) -> Watch:
-        self._hook = self.monitor.new_hook(self.model, self.optimizer)
-        self._hook.take_over_clipping()
-        if is_distributed(self._hook.strategy):
-            # Variables made now, not in the first traced step: a distribution strategy allows no
-            # variable creation inside a replica's step. (Otherwise the first step's own variables
-            # decide what is watched, so a loop that trains a subset watches just that subset.)
-            self._hook.prepare_if_built(self.model)
-        self._steps = int(self.optimizer.iterations.numpy())  # counted on the host from here on
+        if self._hook is None:
+            self._hook = self.monitor.new_hook(self.model, self.optimizer)
+            if is_distributed(self._hook.strategy):
+                # Variables made now, not in the first traced step: a distribution strategy allows no
+                # variable creation inside a replica's step. (Otherwise the first step's own variables
+                # decide what is watched, so a loop that trains a subset watches just that subset.)
+                self._hook.prepare_if_built(self.model)
+        hook = self._hook
+        hook.take_over_clipping()  # until __exit__: the monitor clips (also in a step traced earlier)
+        next_step = int(self.optimizer.iterations.numpy())
+        if hook.stats is not None:  # entered again: the run's step numbers go on
+            next_step = max(next_step, int(hook.stats.step.numpy()))
+            hook.stats.step.assign(next_step)
+        self._steps = next_step  # counted on the host from here on
+        self._stop = False
+        self.monitor.lifecycle.begin(hook, self.model, self.optimizer, next_step, on_leave=hook.uninstall)
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self.session is not None:
-                self.session.finish(self._steps - 1)
-        finally:
-            if self._hook is not None:
-                self._hook.uninstall()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        """Back to idle (the next ``with`` continues the run), or interrupted if the block raised."""
+        if exc_type is None:
+            self.monitor.lifecycle.end()
+        else:
+            self.monitor.lifecycle.interrupt()
 
     def apply_gradients(
         self, grads: Sequence[Any], variables: Sequence[Any], loss: Any = None, inputs: Any = None
@@ -122,17 +133,8 @@ class Watch:
             self._stop = bool(sync.stop.numpy() if shared_stop is None else shared_stop)
             if not sync.chief:
                 return  # only the chief streams and takes commands
-        if self.monitor._disabled:
-            return
-        try:
-            if self.session is None:
-                if self._hook.stats is None:
-                    return
-                self.session = self.monitor.new_session(self.model, self.optimizer, self._hook)
-            stop = self.session.after_steps(self._steps, self.epoch, rows=rows)
-            if sync is None:
-                self._stop = stop
-            elif stop:
-                sync.stop.assign(1.0)  # the next step carries it to every worker
-        except Exception as err:
-            self.monitor._disable(f"monitoring failed ({type(err).__name__}: {err})")
+        stop = self.monitor.lifecycle.step(self._steps, self.epoch, rows=rows)
+        if sync is None:
+            self._stop = stop
+        elif stop:
+            sync.stop.assign(1.0)  # the next step carries it to every worker

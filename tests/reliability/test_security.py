@@ -273,7 +273,7 @@ def test_hostile_command_frames_reach_a_real_monitor_and_do_nothing(tmp_path):
                      "detail": None}], acks  # only the valid command was acted on
     assert mon.session is not None and mon.session.clip[1] == 0.25
     statuses = [m["state"] for m in received if m["type"] == "status"]
-    assert statuses == ["finished"]  # no pause or stop from the hostile frames
+    assert statuses == ["idle"]  # fit ended; no pause or stop from the hostile frames
 
 
 def test_every_command_is_in_the_audit_log(shared_server):

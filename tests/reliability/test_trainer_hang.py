@@ -34,6 +34,7 @@ def fit(url: str, **kwargs: Any) -> tuple[TimedMonitor, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         model.fit(x, y, batch_size=8, epochs=STEPS // 8, verbose=0, callbacks=[mon, Pace(0.01, lambda: False)])
+        mon.close()  # what interpreter exit does: bounded by flush_timeout (fit itself never waits)
     elapsed = time.monotonic() - started
     assert int(model.optimizer.iterations.numpy()) == STEPS
     return mon, elapsed
@@ -102,7 +103,7 @@ def test_server_that_never_answers():
         mon, elapsed = fit(url, flush_timeout=1.0)
         assert accepted, "the trainer never tried to connect"
     assert mon.worst < HANG, f"a step waited {mon.worst:.3f} s in the callback"
-    # 160 paced steps ≈ 2-4 s, plus at most flush_timeout (1 s) + 2 s join at on_train_end
+    # 160 paced steps ≈ 2-4 s, plus at most flush_timeout (1 s) + 2 s join at close()
     assert elapsed < 30
     assert sender_ends(mon, 6.0)  # a pending connect gives up after its 5 s open timeout
     assert mon.session is not None and mon.session.transport.run_id is None

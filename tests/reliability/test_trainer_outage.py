@@ -41,6 +41,7 @@ def fit_with(srv: Any, script: Script, **monitor_kwargs: Any) -> tuple[Any, Time
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the "cannot reach the server" warning is expected
         model.fit(x, y, batch_size=8, epochs=1000, verbose=0, callbacks=[mon, pace])
+        mon.close()  # finish the run and deliver the rest (what interpreter exit would do)
     elapsed = time.monotonic() - started
     script.join(30)
     if script.error is not None:

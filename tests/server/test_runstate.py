@@ -16,6 +16,16 @@ from gradwatch.server.runstate import InvalidTransition, accepts_commands, next_
     ("disconnected", "reconnect", "running"),
     ("disconnected", "paused", "paused"),
     ("finished", "disconnect", "finished"),
+    ("running", "idle", "idle"),  # a fit() ended; the monitor may train on
+    ("idle", "running", "running"),  # the next fit() continues the run
+    ("running", "interrupted", "interrupted"),
+    ("interrupted", "running", "running"),
+    ("interrupted", "disconnect", "interrupted"),  # what happened last stays visible
+    ("idle", "disconnect", "disconnected"),
+    ("idle", "reconnect", "idle"),
+    ("idle", "finished", "finished"),
+    ("interrupted", "finished", "finished"),
+    ("disconnected", "idle", "idle"),  # the trainer says what it is after a reconnect
 ])
 def test_allowed(current, event, expected):
     assert next_status(current, event) == expected
@@ -23,6 +33,7 @@ def test_allowed(current, event, expected):
 
 @pytest.mark.parametrize(("current", "event"), [
     ("finished", "running"), ("finished", "paused"), ("finished", "reconnect"),
+    ("finished", "idle"), ("finished", "interrupted"),
 ])
 def test_refused(current, event):
     with pytest.raises(InvalidTransition, match=current):
@@ -30,5 +41,5 @@ def test_refused(current, event):
 
 
 def test_only_finished_refuses_commands():
-    assert [accepts_commands(s) for s in ("running", "paused", "disconnected", "finished")] == [
-        True, True, True, False]
+    states = ("running", "paused", "idle", "interrupted", "disconnected", "finished")
+    assert [accepts_commands(s) for s in states] == [True, True, True, True, True, False]

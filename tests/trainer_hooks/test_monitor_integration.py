@@ -156,7 +156,7 @@ def test_fit_streams_every_variable_and_batchnorm(server: Any, build: Any, make_
     steps = 2 * len(x) // BATCH
     api = Api(server)
     run = api.only_run()
-    assert run["status"] == "finished" and run["step"] == steps - 1
+    assert run["status"] == "idle" and run["step"] == steps - 1  # fit returned; the monitor may train on
     detail = api.get(f"/api/runs/{run['id']}")
     assert detail["variables"] == [v.path for v in model.trainable_variables]
     assert len(detail["bn_layers"]) == 1
@@ -243,7 +243,7 @@ def test_optimizer_clipping_is_adopted_and_restored(server: Any) -> None:
             seen.append(optimizer.global_clipnorm)
 
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[monitor_for(server), Spy()])
-    assert set(seen) == {None}  # never clipped twice
+    assert set(seen) == {0.25}  # the optimizer is the user's between steps: switched off only in the trace
     assert optimizer.global_clipnorm == 0.25  # restored for later use
     api = Api(server)
     run = api.only_run()
@@ -252,6 +252,21 @@ def test_optimizer_clipping_is_adopted_and_restored(server: Any) -> None:
     assert set(m["clip_threshold"]) == {0.25}
     for g, s in zip(m["global_norm"], m["clip_scale"]):
         assert decode_float(s) == pytest.approx(min(1.0, 0.25 / decode_float(g)), rel=1e-4)
+
+
+def test_the_optimizer_never_clips_a_second_time(server: Any) -> None:
+    # The monitor's threshold (1.0) above the optimizer's own (0.01): clipping twice would bite at 0.01.
+    x, y = data()
+    reference = compiled(sequential, keras.optimizers.SGD(0.05, global_clipnorm=1.0))
+    reference.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+    model = compiled(sequential, keras.optimizers.SGD(0.05, global_clipnorm=0.01))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "using clip_threshold=1.0 instead"
+        mon = monitor_for(server, clip_threshold=1.0)
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False, callbacks=[mon])
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert model.optimizer.global_clipnorm == 0.01
 
 
 def test_pause_resume_and_live_clip_change(server: Any) -> None:

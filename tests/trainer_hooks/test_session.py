@@ -18,7 +18,7 @@ def make_session(stats: GradientStats, origin: OriginFinder | None = None) -> Ru
     # Never started: records stay in the transport's buffer, where the test reads them.
     return RunSession(stats=stats, run_name="t", server="http://127.0.0.1:9", token="x" * 32, every=1,
                       clip_mode="global_norm", clip_threshold=None, meta={}, max_buffer_bytes=2**20,
-                      flush_timeout=0.0, origin=origin)
+                      origin=origin)
 
 
 def queued(session: RunSession) -> list[dict[str, Any]]:

@@ -1,0 +1,151 @@
+"""The monitored train function of one model, swapped into ``model.train_function`` for a monitored fit.
+
+``fit()`` builds (or reuses) ``model.train_function`` before ``on_train_begin``.
+The first monitored fit builds a second one whose trace goes through the hook
+(``train_step`` wrapped to see the batch, the optimizer's ``apply`` routed through
+the statistics) and keeps it here; every monitored fit swaps it in and puts the
+user's own back at the end, so a later fit with the monitor does not retrace and
+one without runs the user's step, unmodified.
+
+The hook's patches on the optimizer (``apply``, ``scale_loss``, its clipping
+attributes) matter only while a step is traced, so they are installed around
+each call of the monitored function and removed in a ``finally``: between two
+steps, and after any exception, the optimizer is exactly as the user had it.
+
+Keras calls ``on_train_end`` only when the epoch loop ends normally. The end of
+a fit that raised is noticed three ways, whichever comes first: the exception
+passes through the monitored function (a KeyboardInterrupt during a step); a
+watchdog sees the ``fit`` frame gone from the training thread's stack (an error
+in another callback); or the monitored function is called from a fit that never
+began this monitor (a later fit without it), which then runs the user's function.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+from .optimizer_hook import OptimizerHook
+
+#: Seconds between two looks of the watchdog at the training thread's stack.
+WATCH_INTERVAL = 0.2
+
+
+def _fit_frame(model: Any) -> types.FrameType | None:
+    """The frame of the ``fit`` call of ``model`` running on this thread, if any."""
+    frame: types.FrameType | None = sys._getframe(1)
+    for _ in range(30):
+        if frame is None:
+            return None
+        if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is model:
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def _on_stack(frame: types.FrameType, thread_id: int) -> bool:
+    top = sys._current_frames().get(thread_id)
+    while top is not None:
+        if top is frame:
+            return True
+        top = top.f_back
+    return False
+
+
+class FitSwap:
+    """One model's monitored train function; ``enter`` for a fit, ``leave`` after it (idempotent)."""
+
+    def __init__(self, model: Any, hook: OptimizerHook, on_abandoned: Callable[[Callable[[], bool]], None]) -> None:
+        self.model = model
+        self.hook = hook
+        # The fit ended without on_train_end; called with a check that it is still the same fit.
+        self._on_abandoned = on_abandoned
+        self._user: Any = None  # the user's train function, restored at leave
+        self._monitored: Any = None
+        self._frame: types.FrameType | None = None
+        self._thread = 0
+        self._active = False
+        self._stop_watch = threading.Event()
+        self.function = self._call  # one bound method, so that `model.train_function is self.function`
+
+    def enter(self) -> None:
+        """Swap the monitored function in for the fit running now (building it the first time)."""
+        model = self.model
+        current = model.train_function
+        if current is not self.function and (current is not self._user or self._monitored is None):
+            self._user = current  # first fit, or the user rebuilt it (compile() again)
+            self._monitored = self._build()
+        self._frame = _fit_frame(model)
+        self._thread = threading.get_ident()
+        self._active = True
+        model.train_function = self.function
+        if self._frame is not None:
+            self._stop_watch = threading.Event()
+            threading.Thread(
+                target=self._watch, args=(self._frame, self._stop_watch), name="gradwatch-fit-watch", daemon=True
+            ).start()
+
+    def fit_callbacks(self) -> list[Any]:
+        """The callbacks of the fit running now (Keras' ``CallbackList`` in its frame), if it was found."""
+        callbacks = self._frame.f_locals.get("callbacks") if self._frame is not None else None
+        return list(getattr(callbacks, "callbacks", None) or [])
+
+    def leave(self) -> None:
+        """Put the user's train function back; the optimizer is already as it was."""
+        self._active = False
+        self._frame = None
+        self._stop_watch.set()
+        if self.model.train_function is self.function:
+            self.model.train_function = self._user
+
+    def _build(self) -> Any:
+        model, hook = self.model, self.hook
+        original_train_step = model.train_step
+
+        def train_step(data: Any) -> Any:
+            # Only to see the batch (for finding where a non-finite step came from).
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+            hook.note_inputs((x, y))
+            return original_train_step(data)
+
+        # make_train_function takes model.train_step as it is now into the function it makes.
+        own = vars(model).get("train_step")  # one the user set on the instance, if any
+        model.train_step = train_step
+        try:
+            model.make_train_function(force=True)
+            return model.train_function
+        finally:
+            if own is None:
+                del model.train_step
+            else:
+                model.train_step = own
+            model.train_function = self._user
+
+    def _call(self, iterator: Any) -> Any:
+        if not self._active or (self._frame is not None and sys._getframe(1) is not self._frame):
+            # A fit this monitor did not begin (or no fit at all): the user's own step.
+            if self._active:
+                self._on_abandoned(lambda: True)
+            return self._user(iterator)
+        self.hook.install()
+        try:
+            result = self._monitored(iterator)
+        except BaseException:
+            self.hook.uninstall()
+            self._on_abandoned(lambda: True)
+            raise
+        self.hook.uninstall()
+        return result
+
+    def _watch(self, frame: types.FrameType, stop: threading.Event) -> None:
+        thread = self._thread
+        while not stop.wait(WATCH_INTERVAL):
+            if not _on_stack(frame, thread):
+                # Decided under the lifecycle's lock: a new fit may have begun meanwhile.
+                self._on_abandoned(lambda: self._frame is frame)
+                return
