@@ -68,6 +68,15 @@ def event_of(metrics: dict[str, Any]) -> tuple[int | None, str | None]:
     return None, None
 
 
+def norm_rise(metrics: dict[str, Any]) -> float:
+    """The largest finite global norm over the median of the first ten."""
+    norms = [v for v in (_f(g) for g in metrics["global_norm"]) if math.isfinite(v)]
+    if len(norms) < 2:
+        return 0.0
+    early = statistics.median(norms[:10])
+    return max(norms) / early if early > 0 else 0.0
+
+
 def run_one(run: Run, srv: BenchServer, api: httpx.Client) -> dict[str, Any]:
     t0 = time.monotonic()
     out: dict[str, Any] = {
@@ -99,6 +108,7 @@ def run_one(run: Run, srv: BenchServer, api: httpx.Client) -> dict[str, Any]:
     out["run_id"] = run_id
     out["steps_reported"] = len(metrics["step"])
     out["event_step"], out["event"] = event_of(metrics)
+    out["norm_rise"] = norm_rise(metrics)
     out["alerts"] = [
         {k: a[k] for k in ("kind", "severity", "step", "last_step", "layer", "count", "message")} for a in alerts
     ]
@@ -116,8 +126,8 @@ def provoked(r: dict[str, Any]) -> bool:
         return float(r.get("dead_share", 0.0)) >= 0.9
     if r["kind"] == "nonfinite":
         return r["event"] == "nonfinite"
-    if r["kind"] == "exploding_gradients":
-        return r["event_step"] is not None
+    if r["kind"] == "exploding_gradients":  # it diverged, or at least its gradient norm rose 100x
+        return r["event_step"] is not None or r.get("norm_rise", 0.0) >= 100
     return True
 
 

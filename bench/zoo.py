@@ -55,8 +55,14 @@ class Run:
 
     def describe(self) -> dict[str, Any]:
         d = asdict(self)
-        d["model"] = {k: (v if isinstance(v, (int, float, str, bool)) else repr(v)) for k, v in d["model"].items()}
+        d["model"] = {k: v if isinstance(v, (int, float, str, bool)) else _describe(v) for k, v in d["model"].items()}
         return d
+
+
+def _describe(initializer: Any) -> str:
+    config = getattr(initializer, "get_config", dict)()
+    args = ", ".join(f"{k}={v:.3g}" for k, v in config.items() if isinstance(v, float))
+    return f"{type(initializer).__name__}({args})"
 
 
 class Draw:
@@ -316,7 +322,7 @@ def _make(kind: str, i: int, spec: dict[str, Any], seed: int) -> Run:
     )
 
 
-def draw_zoo(seed: int = 2026, per_kind: int = 7, healthy: int = 22) -> list[Run]:
+def draw_zoo(seed: int = 2026, per_kind: int = 8, healthy: int = 22) -> list[Run]:
     """``per_kind`` runs of each kind and ``healthy`` healthy runs, in a seeded random order."""
     rng = np.random.default_rng(seed)
     d = Draw(rng)

@@ -59,9 +59,8 @@ def build(spec: ModelSpec, model_cls: Any = None) -> Any:
     h = _body(spec, inputs)
     outputs = keras.layers.Dense(10, dtype="float32", name="logits")(h)
     model = (model_cls or keras.Model)(inputs=inputs, outputs=outputs, name=f"zoo_{spec.arch}")
-    if spec.frozen_first:
-        for layer in model.layers[1:3]:
-            layer.trainable = False
+    if spec.frozen_first:  # the first layer after the input, as when fine-tuning on top of a frozen base
+        model.layers[1].trainable = False
     return model
 
 

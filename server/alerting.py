@@ -166,7 +166,7 @@ class Alerting:
         for c in changes:
             self.hub.broadcast(alert_message(c.alert))
         for c in changes:
-            if c.created and c.alert.kind in self.pause_on.get(run_id, ()):
+            if c.raised and c.alert.kind in self.pause_on.get(run_id, ()):
                 log.info("run %d: %s alert #%d raised; pausing (pause_on)", run_id, c.alert.kind, c.alert.id)
                 await self.pause(run_id, f"auto: {c.alert.kind} alert #{c.alert.id}")
 

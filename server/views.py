@@ -38,6 +38,7 @@ class GapView(BaseModel):
 
 
 class AlertCounts(BaseModel):
+    info: int = 0
     warning: int = 0
     critical: int = 0
 
@@ -147,7 +148,7 @@ class AlertView(BaseModel):
     id: int
     run_id: int
     kind: AlertKind
-    severity: Literal["warning", "critical"]
+    severity: Literal["info", "warning", "critical"]
     step: int
     last_step: int
     layer: str | None

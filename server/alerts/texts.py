@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: "info": worth knowing, nothing to fix (an overflow the loss scaler handled); never pauses a run.
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+
 SEVERITY: dict[str, str] = {
     "exploding_gradients": "critical",
     "vanishing_gradients": "warning",
@@ -77,32 +80,7 @@ def message(kind: str, step: int, layer: str | None, evidence: dict[str, Any]) -
                 f"{_g(e.get('threshold'))}x that of the last layer {e.get('last_layer')} (ratio {_g(e.get('ratio'))}), "
                 "so the early layers barely learn.")
     if kind == "nonfinite":
-        what = []
-        if e.get("grad_nan"):
-            what.append(f"{e['grad_nan']} NaN")
-        if e.get("grad_inf"):
-            what.append(f"{e['grad_inf']} Inf")
-        grads = f"gradients ({', '.join(what)} elements)" if what else "values"
-        text = f"Non-finite {grads} appeared at step {step}"
-        text += f", first in {layer}." if layer else "."
-        if e.get("loss_nonfinite"):
-            text += " The loss is NaN/Inf."
-        if e.get("weight_nonfinite"):
-            text += f" {e['weight_nonfinite']} weights are already non-finite."
-        source = e.get("origin_source")
-        if source == "features":
-            text += " The NaN/Inf comes from the input features" + _detail(e) + "."
-        elif source == "labels":
-            text += " The NaN/Inf comes from the labels" + _detail(e) + "."
-        elif source == "layer":
-            text += f" It first appears in the forward output of layer {e.get('origin_layer')}" + _detail(e) + "."
-        elif source == "loss":
-            text += " The inputs and every layer output are finite; the loss itself produces it" + _detail(e) + "."
-        elif source == "unknown":
-            text += " Replaying the batch did not reproduce it" + _detail(e) + "."
-        if e.get("skipped_steps"):
-            text += f" The trainer's guard skipped {e['skipped_steps']} steps, so the weights were not updated with it."
-        return text
+        return _nonfinite(step, layer, e)
     if kind == "dead_relu":
         return (f"{_g(100 * float(e.get('dead_share', 0)))}% of the ReLU units in {layer} output zero for every probe "
                 f"example (over {_g(100 * float(e.get('threshold', 0)))}% on {e.get('probes')} probes in a row, "
@@ -120,6 +98,94 @@ def message(kind: str, step: int, layer: str | None, evidence: dict[str, Any]) -
                 f"(as of step {step}; median scale {_g(e.get('median_clip_scale'))}): the clip threshold "
                 f"{_g(e.get('clip_threshold'))} now acts as a lower learning rate.")
     return f"{kind} at step {step}{_at(layer)}."
+
+
+def _cause(e: dict[str, Any]) -> str | None:
+    """What the evidence says preceded the first non-finite step, as a clause; None when nothing did."""
+    parts = []
+    if e.get("preceded_by") == "exploding_gradients":
+        parts.append(f"gradients had been exploding since step {e.get('preceded_since_step')}"
+                     + (f" (most in {e['preceded_layer']})" if e.get("preceded_layer") else ""))
+    elif e.get("preceded_by") == "frozen_batchnorm":
+        parts.append(f"BatchNormalization statistics were never updated (layer {e.get('preceded_layer')}, "
+                     "the model is called without training=True)")
+    if e.get("lr_rise"):
+        parts.append(f"the learning rate rose {_g(e.get('lr_rise'))}x since step {e.get('lr_since_step')} "
+                     f"(now {_g(e.get('lr'))})")
+    return " and ".join(parts) or None
+
+
+def cause_of(e: dict[str, Any]) -> str:
+    """The cause a non-finite alert's remedies follow: growth, batchnorm, data or unknown."""
+    if e.get("preceded_by") == "frozen_batchnorm":
+        return "batchnorm"
+    if e.get("preceded_by") == "exploding_gradients" or e.get("lr_rise"):
+        return "growth"
+    if e.get("origin_source") in ("features", "labels"):
+        return "data"
+    return "unknown"
+
+
+def _nonfinite(step: int, layer: str | None, e: dict[str, Any]) -> str:
+    if e.get("rule") == "loss_scale":
+        return (f"The mixed-precision loss scaler skipped {e.get('scaler_skips')} step(s) with overflowing "
+                f"gradients (first at step {step}) and lowered its scale: normal at the start of training, "
+                f"nothing to fix unless it goes on ({_g(e.get('scaler_sustain'))} skips in a row are critical).")
+    what = []
+    if e.get("grad_nan"):
+        what.append(f"{e['grad_nan']} NaN")
+    if e.get("grad_inf"):
+        what.append(f"{e['grad_inf']} Inf")
+    grads = f"gradients ({', '.join(what)} elements)" if what else "values"
+    cause = _cause(e)
+    text = f"Non-finite {grads} appeared at step {step}"
+    text += f", after {cause}" if cause else ""
+    text += f", first in {layer}." if layer else "."
+    if e.get("rule") == "loss_scale_persistent":
+        text += (f" The mixed-precision loss scaler has skipped {e.get('consecutive_skips')} steps in a row: "
+                 "this is no longer an overflow it can handle.")
+    if e.get("loss_nonfinite"):
+        text += " The loss is NaN/Inf."
+    if e.get("weight_nonfinite"):
+        text += f" {e['weight_nonfinite']} weights are already non-finite."
+    source = e.get("origin_source")
+    if source == "features":
+        text += " The NaN/Inf comes from the input features" + _detail(e) + "."
+    elif source == "labels":
+        text += " The NaN/Inf comes from the labels" + _detail(e) + "."
+    elif source == "layer":
+        text += f" It first appears in the forward output of layer {e.get('origin_layer')}" + _detail(e) + "."
+    elif source == "loss":
+        text += " The inputs and every layer output are finite; the loss itself produces it" + _detail(e) + "."
+    elif source == "unknown":
+        text += " Replaying the batch did not reproduce it" + _detail(e) + "."
+    if e.get("skipped_steps"):
+        text += f" The trainer's guard skipped {e['skipped_steps']} steps, so the weights were not updated with it."
+    return text
+
+
+#: Non-finite remedies, first the ones that address the cause.
+_NONFINITE_FIRST: dict[str, list[str]] = {
+    "growth": ["Lower the learning rate and clip gradients.", "Use numerically safe ops"],
+    "batchnorm": [],
+    "data": ["Check the inputs and labels"],
+    "unknown": [],
+}
+
+
+def remedies(kind: str, evidence: dict[str, Any]) -> list[str]:
+    """The kind's remedies, ordered by what the evidence says the cause is."""
+    if kind != "nonfinite":
+        return list(REMEDIES[kind])
+    if evidence.get("rule") == "loss_scale":
+        return ["Nothing to do while it stays occasional; if it persists, look for the step's overflow "
+                "(large activations or loss) or train in float32."]
+    cause = cause_of(evidence)
+    base = list(REMEDIES[kind])
+    if cause == "batchnorm":
+        return [*REMEDIES["frozen_batchnorm"][:1], *base]
+    first = [r for p in _NONFINITE_FIRST[cause] for r in base if r.startswith(p)]
+    return first + [r for r in base if r not in first]
 
 
 def _detail(e: dict[str, Any]) -> str:

@@ -183,7 +183,8 @@ def test_nonfinite_loss_or_weights_only_has_no_layer_and_origin_can_come_first()
 
 def test_retrigger_updates_the_open_alert():
     e = engine()
-    recs = [rec(s, [1.0] * len(VARS), loss="NaN" if s in (5, 6, 20) else 0.5) for s in range(30)]
+    recs = [rec(s, [1.0] * len(VARS), loss="NaN" if s in (5, 6, 20) else 0.5, loss_nonfinite=s in (5, 6, 20))
+            for s in range(30)]
     changes = []
     for r in recs:
         changes += [(c.created, c.alert.count, c.alert) for c in e.observe_steps([r])]
@@ -261,7 +262,7 @@ def test_frozen_batchnorm_probe_gap(gaps, start, fires_at):
 def test_clip_saturated(clipped_every, steps, fires):
     e = engine()
     recs = [rec(s, [0.5] * len(VARS), clip_threshold=0.5, clipped=s % clipped_every != 0,
-                clip_scale=0.4 if s % clipped_every else 1.0) for s in range(steps)]
+                clip_scale=0.1 if s % clipped_every else 1.0) for s in range(steps)]
     changes = feed(e, recs, batch=9)
     if not fires:
         assert changes == []
@@ -280,7 +281,7 @@ def test_muted_rule_raises_nothing_and_params_retune():
     assert feed(e, recs) == []
     e2 = engine()
     e2.configure("clip_saturated", settings("clip_saturated", params={"window": 10, "fraction": 0.5}))
-    clipped = [rec(s, [1.0] * len(VARS), clipped=True, clip_threshold=1.0, clip_scale=0.5) for s in range(10)]
+    clipped = [rec(s, [1.0] * len(VARS), clipped=True, clip_threshold=1.0, clip_scale=0.1) for s in range(10)]
     assert [c.alert.step for c in feed(e2, clipped)] == [9]
 
 
