@@ -13,7 +13,18 @@ from gradwatch.protocol import Probe, decode_float
 
 from .params import RuleSettings
 from .rules import Evidence, Hit, Rule, RunInfo, kernel_indices
-from .series import MEAN_DELTA, MEAN_MAX, MEAN_MIN, VAR_DELTA, VAR_MAX, VAR_MIN, StepBatch, first_at_least, run_lengths
+from .series import (
+    MEAN_DELTA,
+    MEAN_MAX,
+    MEAN_MIN,
+    VAR_DELTA,
+    VAR_MAX,
+    VAR_MIN,
+    BoolArray,
+    StepBatch,
+    first_at_least,
+    run_lengths,
+)
 
 
 def _layer_of(variable: str) -> str:
@@ -65,12 +76,12 @@ class DeadRelu(Rule):
     def observe(self, batch: StepBatch) -> list[Hit]:
         if not self.layers or not self.output or not len(batch):
             return []
-        zero = batch.grad == 0.0
+        zero: BoolArray = np.asarray(batch.grad == 0.0)
         if not zero.any():  # the usual case
             self.carry[:] = 0
             return []
         out = batch.grad[:, self.output]
-        alive_out = (np.isfinite(out) & (out > 0)).any(axis=1)  # the output layer still learns (its bias, at least)
+        alive_out = np.asarray((np.isfinite(out) & (out > 0)).any(axis=1))  # the output layer still learns
         dead = np.stack([zero[:, cols].all(axis=1) for cols in self.columns], axis=1) & alive_out[:, None]
         runs, self.carry = run_lengths(dead, self.carry)
         need = int(self.p["zero_sustain"])
