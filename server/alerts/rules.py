@@ -101,9 +101,9 @@ class ExplodingGradients(Rule):
       steps in a row, ``growth_total``x or more in all; needs no history, so it sees divergence within
       the first steps;
     - ``trend``: after the warm-up, the global norm (a 5-step running median of its log, so that one ragged
-      batch is not a trend) climbed ``trend_rise``x over 10 steps or ``trend_rise_long``x over 40, rising at
-      every checkpoint on the way, and is ``var_global_factor``x its usual level: early warning of a gradual
-      explosion;
+      batch is not a trend) climbed ``trend_rise``x over 10 steps or ``trend_rise_long``x over 20, rising in
+      every part of the window (a step change is not a trend), and is ``trend_level``x its usual level:
+      early warning of a gradual explosion;
     - ``spike``: norms above ``spike_factor`` x their usual level for ``sustain`` steps in a row;
     - ``clip_multiple``: the norm the clip threshold bounds (the global norm, or in ``norm`` mode each
       variable's) far above the threshold while also far above its usual level;
@@ -114,7 +114,7 @@ class ExplodingGradients(Rule):
 
     kind = "exploding_gradients"
     SMOOTH = 5
-    TRENDS = ((10, 2), (40, 4))  # (window, checkpoints)
+    TRENDS = ((10, 2), (20, 3))  # (window, parts)
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -195,9 +195,9 @@ class ExplodingGradients(Rule):
         """The ``growth`` and ``trend`` rules, row by row over the batch's finite global norms."""
         factor, steps_needed = math.log(self.p["growth_factor"]), int(self.p["growth_steps"])
         growth_total = math.log(self.p["growth_total"])
-        rises = {10: math.log(self.p["trend_rise"]), 40: math.log(self.p["trend_rise_long"])}
+        rises = {10: math.log(self.p["trend_rise"]), 20: math.log(self.p["trend_rise_long"])}
         usual = self.median[0] if self.median is not None and self.median[0] > 0 else None
-        level = math.log(self.p["var_global_factor"] * usual) if usual is not None else math.inf
+        level = math.log(self.p["trend_level"] * usual) if usual is not None else math.inf
         found: Hit | None = None
         with np.errstate(divide="ignore"):
             logs = np.log(batch.global_norm)
@@ -248,14 +248,16 @@ class ExplodingGradients(Rule):
         return found
 
     def _trend(self, rises: dict[int, float]) -> tuple[int, float] | None:
-        """(window, rise) of the first window over which the smoothed log norm climbed at every checkpoint."""
+        """(window, rise) of the first window over which the smoothed log norm climbed steadily."""
         sm = self.smooth
         for window, parts in self.TRENDS:
             if sm.size <= window + self.SMOOTH:
                 continue
             points = sm[np.linspace(sm.size - 1 - window, sm.size - 1, parts + 1).astype(int)]
-            if points[-1] - points[0] >= rises[window] and bool(np.all(np.diff(points) > 0)):
-                return window, math.exp(points[-1] - points[0])
+            total = points[-1] - points[0]
+            # Steadily: every part of the window carries its share of the rise (a step change is no trend).
+            if total >= rises[window] and bool(np.all(np.diff(points) >= 0.3 * total / parts)):
+                return window, math.exp(total)
         return None
 
     def _early_hit(self, batch: StepBatch, row: int, values: FloatArray, how: str, extra: Evidence) -> Hit:

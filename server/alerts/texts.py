@@ -67,20 +67,18 @@ def _at(layer: str | None) -> str:
 def message(kind: str, step: int, layer: str | None, evidence: dict[str, Any]) -> str:
     e = evidence
     if kind == "exploding_gradients":
-        if e.get("rule") == "clip_multiple":
-            head = (f"The global gradient norm reached {_g(e.get('global_norm'))}, over {_g(e.get('clip_multiple'))}x "
-                    f"the clip threshold {_g(e.get('clip_threshold'))}, on {e.get('hits_in_window')} recent steps")
-        else:
-            head = (f"Gradients are exploding: the global norm reached {_g(e.get('global_norm'))} against a usual "
-                    f"level of {_g(e.get('global_norm_usual'))}")
-        where = f", growing most{_at(layer)} ({_g(e.get('growth'))}x its usual level)" if layer else ""
-        return f"{head} at step {step}{where}."
+        return _exploding(step, layer, e)
     if kind == "vanishing_gradients":
         return (f"Gradients are vanishing: since step {e.get('since_step')} the gradient norm of {layer} stays below "
                 f"{_g(e.get('threshold'))}x that of the last layer {e.get('last_layer')} (ratio {_g(e.get('ratio'))}), "
                 "so the early layers barely learn.")
     if kind == "nonfinite":
         return _nonfinite(step, layer, e)
+    if kind == "dead_relu" and e.get("rule") == "zero_gradients":
+        return (f"Layer {layer} is dead: every gradient of its weights has been exactly zero for {e.get('zero_steps')} "
+                f"steps (since step {e.get('since_step')}) while the output layer {e.get('output_layer')} still "
+                f"learns (gradient norm {_g(e.get('output_grad_norm'))}). Its ReLU units output zero for every "
+                "example (or it is cut off from the loss), so it no longer learns, nor do the layers before it.")
     if kind == "dead_relu":
         return (f"{_g(100 * float(e.get('dead_share', 0)))}% of the ReLU units in {layer} output zero for every probe "
                 f"example (over {_g(100 * float(e.get('threshold', 0)))}% on {e.get('probes')} probes in a row, "
@@ -90,6 +88,11 @@ def message(kind: str, step: int, layer: str | None, evidence: dict[str, Any]) -
             return (f"BatchNormalization layer {layer}: its moving statistics are far from the batch statistics "
                     f"(gap {_g(e.get('bn_gap'))} on {e.get('probes')} probes, step {step}); inference will not match "
                     "training.")
+        if e.get("untouched"):
+            return (f"BatchNormalization layer {layer} is frozen: at step {step} its moving means are still exactly 0 "
+                    "and its moving variances exactly 1, their initial values, while gamma/beta train (gradient "
+                    f"norm {_g(e.get('gamma_beta_grad_norm'))}): no call ever ran it in training mode — the model "
+                    "is probably called without training=True.")
         return (f"BatchNormalization layer {layer} is frozen: its moving mean and variance have not changed for "
                 f"{e.get('sustained_steps')} steps (as of step {step}) while gamma/beta still train — the model is "
                 "probably called without training=True.")
@@ -98,6 +101,35 @@ def message(kind: str, step: int, layer: str | None, evidence: dict[str, Any]) -
                 f"(as of step {step}; median scale {_g(e.get('median_clip_scale'))}): the clip threshold "
                 f"{_g(e.get('clip_threshold'))} now acts as a lower learning rate.")
     return f"{kind} at step {step}{_at(layer)}."
+
+
+def _exploding(step: int, layer: str | None, e: dict[str, Any]) -> str:
+    rule = e.get("rule")
+    usual = e.get("global_norm_usual")
+    if rule == "clip_multiple":
+        bound = "the largest variable's gradient norm" if e.get("clip_per_variable") else "the global gradient norm"
+        head = (f"Gradients are exploding: {bound} reached {_g(e.get('bounded_norm', e.get('global_norm')))}, over "
+                f"{_g(e.get('clip_multiple'))}x the clip threshold {_g(e.get('clip_threshold'))}, on "
+                f"{e.get('hits_in_window')} recent steps (global norm {_g(e.get('global_norm'))}, usually "
+                f"{_g(usual)})")
+    elif rule == "growth":
+        head = (f"Gradients are exploding: the global norm grew {_g(e.get('rise'))}x in {e.get('growth_steps')} "
+                f"steps, to {_g(e.get('global_norm'))}")
+    elif rule == "trend":
+        head = (f"Gradients are starting to explode: the global norm has climbed {_g(e.get('rise'))}x over the last "
+                f"{e.get('trend_window')} steps, step after step, to {_g(e.get('global_norm'))} (usually {_g(usual)})")
+    elif rule == "loss":
+        head = (f"Training is diverging: the loss reached {_g(e.get('loss'))}, {_g(e.get('loss_factor'))}x or more "
+                f"its usual {_g(e.get('loss_usual'))}, while the gradient norm is {_g(e.get('global_norm'))}")
+    else:
+        head = (f"Gradients are exploding: the global norm reached {_g(e.get('global_norm'))} against a usual "
+                f"level of {_g(usual)}")
+    where = f", growing most{_at(layer)} ({_g(e.get('growth'))}x its usual level)" if layer and rule != "loss" else ""
+    text = f"{head} at step {step}{where}."
+    if e.get("lr_rise"):
+        text += (f" The learning rate rose {_g(e.get('lr_rise'))}x since step {e.get('lr_since_step')} "
+                 f"(now {_g(e.get('lr'))}).")
+    return text
 
 
 def _cause(e: dict[str, Any]) -> str | None:
