@@ -9,6 +9,8 @@ alert, a re-trigger or the continuation of one already raised.
 from __future__ import annotations
 
 import math
+from collections import deque
+from itertools import pairwise
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,6 +87,13 @@ class Rule:
         return []
 
 
+def _median(values: list[float]) -> float:
+    """The median of a handful of floats (np.median costs ~50 us of argument handling on five values)."""
+    v = sorted(values)
+    k = len(v) // 2
+    return v[k] if len(v) % 2 else (v[k - 1] + v[k]) / 2
+
+
 KERNEL_SUFFIXES = ("kernel", "weight", "weights", "embeddings", "depthwise_kernel")
 
 
@@ -128,13 +137,12 @@ class ExplodingGradients(Rule):
         self.carry = np.zeros(width, dtype=np.int64)
         self.clip_hits = np.zeros(0, dtype=bool)  # last `window` steps: norm > clip_multiple x threshold
         keep = max(w for w, _ in self.TRENDS) + self.SMOOTH + 1
-        self.logs = np.zeros(0)  # the last finite log global norms
-        self.smooth = np.zeros(0)  # their running medians
-        self.keep = keep
+        self.logs: deque[float] = deque(maxlen=keep)  # the last finite log global norms
+        self.smooth: deque[float] = deque(maxlen=keep)  # their running medians
         self.trend_run = 0
         self.growth_run = 0
         self.losses = Ring(self.window, 1)  # recent finite losses, for their usual level
-        self.recent_loss = np.zeros(0)
+        self.recent_loss: deque[float] = deque(maxlen=3)
         self.loss_run = 0
         self.lr = LrRise(self.p["lr_window"], self.p["lr_rise"])
 
@@ -203,13 +211,13 @@ class ExplodingGradients(Rule):
             logs = np.log(batch.global_norm)
         for r in np.flatnonzero(finite & np.isfinite(logs)).tolist():
             x = float(logs[r])
-            prev = self.logs[-1] if self.logs.size else None
-            self.logs = np.append(self.logs, x)[-self.keep:]
-            self.smooth = np.append(self.smooth, float(np.median(self.logs[-self.SMOOTH:])))[-self.keep:]
+            prev = self.logs[-1] if self.logs else None
+            self.logs.append(x)
+            self.smooth.append(_median([self.logs[-i] for i in range(1, min(self.SMOOTH, len(self.logs)) + 1)]))
             self.growth_run = self.growth_run + 1 if prev is not None and x - prev >= factor else 0
             if found is not None:
                 continue
-            total = x - self.logs[-1 - min(self.growth_run, self.logs.size - 1)] if self.growth_run else 0.0
+            total = x - self.logs[-1 - min(self.growth_run, len(self.logs) - 1)] if self.growth_run else 0.0
             if self.growth_run >= steps_needed and total >= growth_total:
                 found = self._early_hit(batch, r, norms[r], "growth", {
                     "growth_steps": self.growth_run, "rise": round(math.exp(total), 3),
@@ -230,33 +238,37 @@ class ExplodingGradients(Rule):
     def _loss_rule(self, batch: StepBatch, norms: FloatArray) -> Hit | None:
         found: Hit | None = None
         usual = float(self.losses.median()[0]) if self.losses.filled >= self.p["warmup"] else math.nan
-        for r in np.flatnonzero(np.isfinite(batch.loss)).tolist():
+        kept: list[float] = []
+        rows = np.flatnonzero(np.isfinite(batch.loss)).tolist()
+        lr_risen = bool(self.lr.follow(batch, len(batch) - 1)) if rows else False
+        for r in rows:
             loss = float(batch.loss[r])
-            self.recent_loss = np.append(self.recent_loss, loss)[-3:]
-            smooth = float(np.median(self.recent_loss))
-            lr = self.lr.follow(batch, r)
-            factor = self.p["loss_factor_lr"] if lr else self.p["loss_factor"]
+            self.recent_loss.append(loss)
+            smooth = _median(list(self.recent_loss))
+            factor = self.p["loss_factor_lr"] if lr_risen else self.p["loss_factor"]
             up = usual > 0 and smooth > factor * usual
             self.loss_run = self.loss_run + 1 if up else 0
             if not up:
-                self.losses.extend(np.array([[loss]]))
+                kept.append(loss)
             if found is None and self.loss_run >= self.p["loss_sustain"]:
                 reference = self.median if self.median is not None else np.full(norms.shape[1], np.nan)
                 found = self._hit(batch, r, r, norms[r], reference, "loss")
                 found.evidence.update({"loss": loss, "loss_usual": usual, "loss_factor": factor,
-                                       "loss_steps": self.loss_run, **lr})
+                                       "loss_steps": self.loss_run, **self.lr.follow(batch, r)})
+        if kept:
+            self.losses.extend(np.asarray(kept)[:, None])
         return found
 
     def _trend(self, rises: dict[int, float]) -> tuple[int, float] | None:
         """(window, rise) of the first window over which the smoothed log norm climbed steadily."""
-        sm = self.smooth
+        sm, n = self.smooth, len(self.smooth)
         for window, parts in self.TRENDS:
-            if sm.size <= window + self.SMOOTH:
+            if n <= window + self.SMOOTH:
                 continue
-            points = sm[np.linspace(sm.size - 1 - window, sm.size - 1, parts + 1).astype(int)]
+            points = [sm[n - 1 - window + round(k * window / parts)] for k in range(parts + 1)]
             total = points[-1] - points[0]
             # Steadily: every part of the window carries its share of the rise (a step change is no trend).
-            if total >= rises[window] and bool(np.all(np.diff(points) >= 0.3 * total / parts)):
+            if total >= rises[window] and all(b - a >= 0.3 * total / parts for a, b in pairwise(points)):
                 return window, math.exp(total)
         return None
 
