@@ -132,12 +132,19 @@ def provoked(r: dict[str, Any]) -> bool:
 
 
 def _first(r: dict[str, Any], kinds: set[str]) -> int | None:
-    steps = [a["step"] for a in r["alerts"] if a["kind"] in kinds and a["severity"] in LOUD]
+    steps = [a["step"] for a in r["alerts"] if a["kind"] in kinds and a["severity"] in LOUD and not premature(r, a)]
     return min(steps) if steps else None
 
 
+def premature(r: dict[str, Any], alert: dict[str, Any]) -> bool:
+    """An alert of a run's own kind raised before its pathology began (a run with a known onset step)."""
+    onset = r.get("onset")
+    return alert["kind"] in {r["kind"], *ALSO.get(r["kind"], ())} and onset is not None and alert["step"] < onset
+
+
 def loud_kinds(r: dict[str, Any]) -> set[str]:
-    return {a["kind"] for a in r["alerts"] if a["severity"] in LOUD}
+    """Kinds raised at warning or critical (an alert raised before the pathology began does not count)."""
+    return {a["kind"] for a in r["alerts"] if a["severity"] in LOUD and not premature(r, a)}
 
 
 def acceptable(r: dict[str, Any], kind: str) -> bool:
@@ -210,6 +217,9 @@ def score(results: list[dict[str, Any]]) -> dict[str, Any]:
             f"{r['name']}: alert not before its event at step {r['event_step']}" for r in mine if r["name"] in late
         ]
         misses += [f"{r['name']}: raised {kind} wrongly" for r in raising if r not in right and r["kind"] != "healthy"]
+    early = [(r, a) for r in counted for a in r["alerts"] if a["severity"] in LOUD and premature(r, a)]
+    misses += [f"{r['name']}: {a['kind']} raised at step {a['step']}, before its onset at step {r['onset']}: "
+               f"{a['message']}" for r, a in early]
     healthy = [r for r in counted if r["kind"] == "healthy"]
     h_steps = sum(r["steps_reported"] for r in healthy)
     loud = [(r["name"], a) for r in healthy for a in r["alerts"] if a["severity"] in LOUD]
@@ -221,12 +231,14 @@ def score(results: list[dict[str, Any]]) -> dict[str, Any]:
         "alert_before_event_when_event_at_step_3_or_later": all(not per_kind[k]["late_or_missing"] for k in KINDS),
         "median_lead_gradual_explosions_at_least_10": gradual_leads is not None and gradual_leads >= 10,
         "no_warning_or_critical_on_healthy_runs": not loud,
+        "no_alert_before_the_onset": not early,
     }
     return {
         "per_kind": per_kind,
         "confusion": confusion,
         "targets": targets,
         "misses": misses,
+        "premature_alerts": len(early),
         "healthy": {
             "runs": len(healthy),
             "steps": h_steps,
@@ -311,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "machine": machine(),
         "seconds": round(time.monotonic() - t0, 1),
+        "db": str(srv.db),
         "summary": s,
         "runs": results,
     }

@@ -83,7 +83,7 @@ class Draw:
 
 
 def _exploding(d: Draw) -> dict[str, Any]:
-    recipe = d.pick(("lr_runaway", "lr_runaway", "lr_jump", "big_init"))
+    recipe = d.pick(("lr_runaway", "sgd_runaway", "sgd_runaway", "lr_jump", "big_init"))
     arch = (
         d.pick(("mlp", "cnn", "rescnn", "gru", "lstm", "transformer"))
         if recipe != "big_init"
@@ -105,6 +105,9 @@ def _exploding(d: Draw) -> dict[str, Any]:
             batch=d.pick((16, 32, 64)),
         )
     onset = d.int(10, 150)
+    if recipe == "sgd_runaway":  # plain or momentum SGD: the gradients themselves run away, at any pace
+        opt = d.pick(("sgd", "momentum"))
+        lr = NOMINAL_LR[opt] * d.logu(0.5, 2)
     if recipe == "lr_jump":
         schedule = {"onset": onset, "growth": 1.0, "jump": d.logu(300, 3000)}
         steps = onset + 40
@@ -280,7 +283,7 @@ def _healthy(d: Draw) -> dict[str, Any]:
         out["n"] = batch * d.int(6, 20) + d.int(1, 3)  # every epoch ends on a batch of 1-3 examples
         out["api"] = d.pick(("fit", "custom", "mixed"))
     if flavour == "mild_clipnorm":
-        out["clip"] = {d.pick(("clipnorm", "global_clipnorm")): d.logu(0.5, 3.0)}
+        out["clip"] = {d.pick(("clipnorm", "global_clipnorm")): d.logu(5.0, 20.0)}  # catches outliers only
     return out
 
 

@@ -52,9 +52,12 @@ RULES: dict[str, dict[str, Param]] = {
         "trend_rise": _f(4.0, 1.01, 1e6, "trend rule: rise of the smoothed global norm over 10 steps"),
         "trend_rise_long": _f(3.0, 1.01, 1e6, "trend rule: rise of the smoothed global norm over 20 steps"),
         "trend_level": _f(3.0, 1.0, 1e6, "trend rule: ... up to at least this many times its usual level"),
+        "trend_loss_floor": _f(1.0, 0.0, 10.0, "trend rule: ... while the loss (5-step median) is at least this share "
+                                                "of its usual level (a falling loss means the model is learning)"),
         "trend_sustain": _i(2, 1, 1000, "trend rule: consecutive steps the trend must hold"),
         "loss_factor": _f(10.0, 1.01, 1e12, "loss rule: a loss (3-step running median) this many x its usual"),
-        "loss_factor_lr": _f(3.0, 1.01, 1e12, "loss rule: ... or this many x while the lr rose lr_rise x"),
+        "loss_factor_lr": _f(1.5, 1.01, 1e12, "loss rule: ... or this many x while the lr rose loss_lr_rise x"),
+        "loss_lr_rise": _f(100.0, 1.0, 1e12, "loss rule: a learning rate this many times its recent low"),
         "loss_sustain": _i(2, 1, 1000, "loss rule: consecutive steps above"),
         "lr_rise": _f(10.0, 1.0, 1e12, "a learning rate this many times its recent low counts as risen"),
         "lr_window": _i(500, 1, 10**9, "steps over which the learning rate's low is remembered"),

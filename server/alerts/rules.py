@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from itertools import pairwise
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -111,14 +111,14 @@ class ExplodingGradients(Rule):
       the first steps;
     - ``trend``: after the warm-up, the global norm (a 5-step running median of its log, so that one ragged
       batch is not a trend) climbed ``trend_rise``x over 10 steps or ``trend_rise_long``x over 20, rising in
-      every part of the window (a step change is not a trend), and is ``trend_level``x its usual level:
-      early warning of a gradual explosion;
+      every part of the window (a step change is not a trend), and is ``trend_level``x its usual level,
+      while the loss has stopped falling: early warning of a gradual explosion;
     - ``spike``: norms above ``spike_factor`` x their usual level for ``sustain`` steps in a row;
     - ``clip_multiple``: the norm the clip threshold bounds (the global norm, or in ``norm`` mode each
       variable's) far above the threshold while also far above its usual level;
     - ``loss``: the loss (a 3-step running median) ``loss_factor``x its usual level for ``loss_sustain``
-      steps, or ``loss_factor_lr``x while the learning rate rose ``lr_rise``x: a run diverging under a
-      runaway learning rate while adaptive optimizers (Adam, RMSprop) keep the gradient norm bounded.
+      steps, or ``loss_factor_lr``x while the learning rate rose ``loss_lr_rise``x: a run diverging under
+      a runaway learning rate while adaptive optimizers (Adam, RMSprop) keep the gradient norm bounded.
     """
 
     kind = "exploding_gradients"
@@ -143,6 +143,7 @@ class ExplodingGradients(Rule):
         self.growth_run = 0
         self.losses = Ring(self.window, 1)  # recent finite losses, for their usual level
         self.recent_loss: deque[float] = deque(maxlen=3)
+        self.trend_losses: deque[float] = deque(maxlen=self.SMOOTH)
         self.loss_run = 0
         self.lr = LrRise(self.p["lr_window"], self.p["lr_rise"])
 
@@ -206,11 +207,14 @@ class ExplodingGradients(Rule):
         rises = {10: math.log(self.p["trend_rise"]), 20: math.log(self.p["trend_rise_long"])}
         usual = self.median[0] if self.median is not None and self.median[0] > 0 else None
         level = math.log(self.p["trend_level"] * usual) if usual is not None else math.inf
+        usual_loss = float(self.losses.median()[0]) if self.losses.filled >= self.p["warmup"] else math.nan
         found: Hit | None = None
         with np.errstate(divide="ignore"):
             logs = np.log(batch.global_norm)
         for r in np.flatnonzero(finite & np.isfinite(logs)).tolist():
             x = float(logs[r])
+            if math.isfinite(batch.loss[r]):
+                self.trend_losses.append(float(batch.loss[r]))
             prev = self.logs[-1] if self.logs else None
             self.logs.append(x)
             self.smooth.append(_median([self.logs[-i] for i in range(1, min(self.SMOOTH, len(self.logs)) + 1)]))
@@ -223,7 +227,11 @@ class ExplodingGradients(Rule):
                     "growth_steps": self.growth_run, "rise": round(math.exp(total), 3),
                     "since_step": int(batch.step[r]) - self.growth_run})
                 continue
-            if self.seen < self.p["warmup"] or x < level:
+            # A norm that grows while the loss keeps falling is a model learning (gradient norms often grow
+            # several-fold early in training), not one diverging.
+            falling = usual_loss > 0 and bool(self.trend_losses) \
+                and _median(list(self.trend_losses)) < self.p["trend_loss_floor"] * usual_loss
+            if self.seen < self.p["warmup"] or x < level or falling:
                 self.trend_run = 0
                 continue
             trend = self._trend(rises)
@@ -240,7 +248,8 @@ class ExplodingGradients(Rule):
         usual = float(self.losses.median()[0]) if self.losses.filled >= self.p["warmup"] else math.nan
         kept: list[float] = []
         rows = np.flatnonzero(np.isfinite(batch.loss)).tolist()
-        lr_risen = bool(self.lr.follow(batch, len(batch) - 1)) if rows else False
+        risen = self.lr.follow(batch, len(batch) - 1) if rows else {}
+        lr_risen = float(risen.get("lr_rise") or 0.0) >= self.p["loss_lr_rise"]
         for r in rows:
             loss = float(batch.loss[r])
             self.recent_loss.append(loss)

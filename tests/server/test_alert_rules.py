@@ -360,12 +360,16 @@ def test_divergence_within_five_steps_is_exploding_before_the_nan():
 
 def test_a_gradual_explosion_is_flagged_by_its_trend_well_before_it_is_10x():
     rng = np.random.default_rng(22)
-    recs = [rec(s, healthy(rng)) for s in range(100)]
-    for k in range(80):  # x1.06 a step: 10x the usual level after ~40 steps
-        recs.append(rec(100 + k, healthy(rng) * 1.06 ** k))
+    recs = [rec(s, healthy(rng), loss=1.0) for s in range(100)]
+    for k in range(80):  # x1.06 a step: 10x the usual level after ~40 steps; the loss stops falling
+        recs.append(rec(100 + k, healthy(rng) * 1.06 ** k, loss=1.0 + 0.01 * k))
     changes = [c for c in feed(engine(), recs) if c.alert.kind == "exploding_gradients"]
     assert changes and changes[0].alert.evidence["rule"] == "trend"
     assert changes[0].alert.step <= 100 + 32, changes[0].alert.step  # before the 10x spike rule could
+    # ... but the same climb while the loss keeps falling is a model learning, not diverging
+    falling = [rec(s, healthy(rng), loss=2.0 - 0.01 * s) for s in range(100)]
+    falling += [rec(100 + k, healthy(rng) * 1.06 ** min(k, 25), loss=1.0 - 0.01 * k) for k in range(60)]
+    assert feed(engine(), falling) == []
 
 
 def test_a_small_variable_jumping_while_the_global_norm_barely_moves_is_not_exploding():
@@ -426,7 +430,7 @@ def test_a_loss_running_away_with_the_learning_rate_is_exploding_though_the_norm
     """Adam/RMSprop under a runaway learning rate: the updates, not the gradients, grow."""
     rng = np.random.default_rng(25)
     recs = [rec(s, healthy(rng), loss=2.3, lr=1e-3) for s in range(100)]
-    recs += [rec(100 + k, healthy(rng), loss=2.3 * 1.5 ** k, lr=1e-3 * 3 ** k) for k in range(12)]
+    recs += [rec(100 + k, healthy(rng), loss=2.3 * 1.5 ** k, lr=1e-3 * 10 ** k) for k in range(12)]
     (c,) = [c for c in feed(engine(), recs) if c.alert.kind == "exploding_gradients"]
     assert c.alert.evidence["rule"] == "loss" and c.alert.evidence["lr_rise"] >= 10
     assert c.alert.step < 100 + 6  # before the loss is 10x (k = 6)
