@@ -35,8 +35,9 @@ from .zoo import ALSO, KINDS, Run, draw_zoo, execute, quick_zoo
 LOUD = ("warning", "critical")
 #: A run's event comes this many steps after the start or later: its alert must come before it.
 EARLY_EVENT = 3
-#: An exploding run whose event comes this many steps after its onset or later diverged gradually.
-GRADUAL = 30
+#: An explosion is gradual when its global norm climbed (stayed 3x above its level before the onset)
+#: for this many steps or more before its event: the case where an early warning is possible.
+GRADUAL = 20
 
 
 def _f(x: Any) -> float:
@@ -77,6 +78,26 @@ def norm_rise(metrics: dict[str, Any]) -> float:
     return max(norms) / early if early > 0 else 0.0
 
 
+def climb(metrics: dict[str, Any], onset: int | None, event: int | None) -> int | None:
+    """Steps before the event during which the global norm (5-step running median) stayed 3x its level before."""
+    if event is None:
+        return None
+    steps = metrics["step"]
+    norms = [_f(g) for g in metrics["global_norm"]]
+    before = [v for st, v in zip(steps, norms, strict=True) if math.isfinite(v) and st < (onset or 10)][:200]
+    if not before:
+        return None
+    level = 3 * statistics.median(before)
+    start = None
+    for i, st in enumerate(steps):
+        if st >= event:
+            break
+        window = [v for v in norms[max(0, i - 4) : i + 1] if math.isfinite(v)]
+        up = bool(window) and statistics.median(window) >= level
+        start = (start if start is not None else st) if up else None
+    return event - start if start is not None else 0
+
+
 def run_one(run: Run, srv: BenchServer, api: httpx.Client) -> dict[str, Any]:
     t0 = time.monotonic()
     out: dict[str, Any] = {
@@ -109,6 +130,7 @@ def run_one(run: Run, srv: BenchServer, api: httpx.Client) -> dict[str, Any]:
     out["steps_reported"] = len(metrics["step"])
     out["event_step"], out["event"] = event_of(metrics)
     out["norm_rise"] = norm_rise(metrics)
+    out["climb"] = climb(metrics, out["onset"], out["event_step"])
     out["alerts"] = [
         {k: a[k] for k in ("kind", "severity", "step", "last_step", "layer", "count", "message")} for a in alerts
     ]
@@ -183,14 +205,7 @@ def score(results: list[dict[str, Any]]) -> dict[str, Any]:
         raising = [r for r in counted if kind in loud_kinds(r)]
         right = [r for r in raising if acceptable(r, kind)]
         leads = [x for x in (lead(r) for r in mine) if x is not None]
-        gradual = [
-            lead(r)
-            for r in mine
-            if kind == "exploding_gradients"
-            and r["event_step"] is not None
-            and r["onset"] is not None
-            and r["event_step"] - r["onset"] >= GRADUAL
-        ]
+        gradual = [lead(r) for r in mine if kind == "exploding_gradients" and (r.get("climb") or 0) >= GRADUAL]
         late = [
             r["name"]
             for r in mine
@@ -218,8 +233,10 @@ def score(results: list[dict[str, Any]]) -> dict[str, Any]:
         ]
         misses += [f"{r['name']}: raised {kind} wrongly" for r in raising if r not in right and r["kind"] != "healthy"]
     early = [(r, a) for r in counted for a in r["alerts"] if a["severity"] in LOUD and premature(r, a)]
-    misses += [f"{r['name']}: {a['kind']} raised at step {a['step']}, before its onset at step {r['onset']}: "
-               f"{a['message']}" for r, a in early]
+    misses += [
+        f"{r['name']}: {a['kind']} raised at step {a['step']}, before its onset at step {r['onset']}: {a['message']}"
+        for r, a in early
+    ]
     healthy = [r for r in counted if r["kind"] == "healthy"]
     h_steps = sum(r["steps_reported"] for r in healthy)
     loud = [(r["name"], a) for r in healthy for a in r["alerts"] if a["severity"] in LOUD]

@@ -25,7 +25,7 @@ from gradwatch.server.alerts.rules import RunInfo
 from bench._server import BenchServer
 from gradwatch.protocol import BN_FIELDS, StepRecord
 
-from .diagnosis import loud_kinds, markdown, norm_rise, score
+from .diagnosis import climb, loud_kinds, markdown, norm_rise, score
 
 BN_SERIES = {"moving_mean_mean": "moving_mean", "moving_variance_mean": "moving_variance"}
 
@@ -101,11 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             m = api.get(f"/api/runs/{r['run_id']}/metrics", params={"max_points": 1_000_000}).json()
             r["alerts"] = replay(detail, m)
             r["norm_rise"] = norm_rise(m)
+            r["climb"] = climb(m, r["onset"], r["event_step"])
             if args.show and args.show in r["name"]:
                 for a in r["alerts"]:
                     print("   ", a["severity"], a["kind"], a["step"], a["layer"], a["message"])
             firsts = {k: min(a["step"] for a in r["alerts"] if a["kind"] == k) for k in sorted(loud_kinds(r))}
-            print(f"{r['name']:<60} onset={r['onset']} event={r['event_step']} alerts={firsts}")
+            print(f"{r['name']:<60} onset={r['onset']} event={r['event_step']} climb={r['climb']} alerts={firsts}")
     s = score(results)
     print(markdown(s, f"python -m bench.zoo_replay {args.report}"))
     for miss in s["misses"]:

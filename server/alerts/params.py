@@ -47,7 +47,7 @@ RULES: dict[str, dict[str, Param]] = {
         "var_global_factor": _f(5.0, 1.0, 1e6, "per-variable spikes, the trend and clip_multiple count only while "
                                                "the global norm is at least this many times its usual level"),
         "growth_factor": _f(3.0, 1.01, 1e6, "growth rule: the global norm multiplied by at least this on each step"),
-        "growth_steps": _i(2, 1, 1000, "growth rule: consecutive such steps that raise the alert (no warm-up)"),
+        "growth_steps": _i(1, 1, 1000, "growth rule: consecutive such steps that raise the alert (no warm-up)"),
         "growth_total": _f(1000.0, 1.0, 1e30, "growth rule: ... and the global norm's rise over them"),
         "trend_rise": _f(4.0, 1.01, 1e6, "trend rule: rise of the smoothed global norm over 10 steps"),
         "trend_rise_long": _f(3.0, 1.01, 1e6, "trend rule: rise of the smoothed global norm over 20 steps"),
