@@ -439,7 +439,9 @@ class Nonfinite(Rule):
                 self.lr.follow(batch, len(batch) - 1)
                 self.scaler_carry[:] = 0
             return []
-        scaler = rows & batch.skipped & (batch.weight_nonfinite == 0) if not self.run.guard_nonfinite \
+        # The scaler's overflow: a skipped step (guard off) with finite weights and a finite loss (a NaN loss
+        # is no overflow of the scaled gradients).
+        scaler = rows & batch.skipped & (batch.weight_nonfinite == 0) & ~loss_rows if not self.run.guard_nonfinite \
             else np.zeros_like(rows)
         self.scaler_skips += int(scaler.sum())
         runs, self.scaler_carry = run_lengths(scaler[:, None], self.scaler_carry)
