@@ -41,10 +41,11 @@ RULES: dict[str, dict[str, Param]] = {
         "sustain": _i(4, 1, 1000, "consecutive spiking steps that raise the alert (single outlier batches are normal)"),
         "min_share": _f(0.01, 0.0, 1.0, "a variable's spike counts only if its norm is at least min_share x the "
                                         "global norm's usual level (ignores noise in tiny variables)"),
-        "clip_multiple": _f(10.0, 1.0, 1e6, "a global norm above clip_multiple x the clip threshold is a hit"),
+        "clip_multiple": _f(10.0, 1.0, 1e6, "the norm the clip threshold bounds (the global norm; each variable's in "
+                                             "\"norm\" mode) above clip_multiple x the threshold is a hit"),
         "min_hits": _i(3, 1, 10_000, "hits within the last window steps that raise the alert"),
         "refresh": _i(10, 1, 1000, "steps between recomputations of the rolling medians"),
-        "var_global_factor": _f(5.0, 1.0, 1e6, "per-variable spikes, the trend and clip_multiple count only while "
+        "var_global_factor": _f(5.0, 1.0, 1e6, "per-variable spikes and clip_multiple hits count only while "
                                                "the global norm is at least this many times its usual level"),
         "growth_factor": _f(3.0, 1.01, 1e6, "growth rule: the global norm multiplied by at least this on each step"),
         "growth_steps": _i(1, 1, 1000, "growth rule: consecutive such steps that raise the alert (no warm-up)"),
