@@ -38,6 +38,8 @@ RULES: dict[str, dict[str, Param]] = {
         "long_window": _i(1000, 10, 1_000_000, "steps over which the rolling medians are remembered: the usual level "
                                                "is the larger of the current median and their median over this span"),
         "spike_factor": _f(10.0, 1.5, 1e6, "a norm above spike_factor x its usual level is a spike"),
+        "spike_factor_learning": _f(100.0, 1.5, 1e6, "... while the loss is still falling (see trend_loss_floor): "
+                                                      "healthy Adam/ResNet runs grow their norm 10x while learning"),
         "sustain": _i(4, 1, 1000, "consecutive spiking steps that raise the alert (single outlier batches are normal)"),
         "min_share": _f(0.01, 0.0, 1.0, "a variable's spike counts only if its norm is at least min_share x the "
                                         "global norm's usual level (ignores noise in tiny variables)"),

@@ -113,7 +113,8 @@ class ExplodingGradients(Rule):
       batch is not a trend) climbed ``trend_rise``x over 10 steps or ``trend_rise_long``x over 20, rising in
       every part of the window (a step change is not a trend), and is ``trend_level``x its usual level,
       while the loss has stopped falling: early warning of a gradual explosion;
-    - ``spike``: norms above ``spike_factor`` x their usual level for ``sustain`` steps in a row;
+    - ``spike``: norms above ``spike_factor`` x their usual level for ``sustain`` steps in a row
+      (``spike_factor_learning`` x while the loss is still falling);
     - ``clip_multiple``: the norm the clip threshold bounds (the global norm, or in ``norm`` mode each
       variable's) far above the threshold while also far above its usual level;
     - ``loss``: the loss (a 3-step running median) ``loss_factor``x its usual level for ``loss_sustain``
@@ -144,6 +145,7 @@ class ExplodingGradients(Rule):
         self.losses = Ring(self.window, 1)  # recent finite losses, for their usual level
         self.recent_loss: deque[float] = deque(maxlen=3)
         self.trend_losses: deque[float] = deque(maxlen=self.SMOOTH)
+        self.falling = False  # the loss is still falling (as of the last finite row)
         self.loss_run = 0
         self.lr = LrRise(self.p["lr_window"], self.p["lr_rise"])
 
@@ -231,6 +233,7 @@ class ExplodingGradients(Rule):
             # several-fold early in training), not one diverging.
             falling = usual_loss > 0 and bool(self.trend_losses) \
                 and _median(list(self.trend_losses)) < self.p["trend_loss_floor"] * usual_loss
+            self.falling = falling
             if self.seen < self.p["warmup"] or x < level or falling:
                 self.trend_run = 0
                 continue
@@ -248,12 +251,12 @@ class ExplodingGradients(Rule):
         usual = float(self.losses.median()[0]) if self.losses.filled >= self.p["warmup"] else math.nan
         kept: list[float] = []
         rows = np.flatnonzero(np.isfinite(batch.loss)).tolist()
-        risen = self.lr.follow(batch, len(batch) - 1) if rows else {}
-        lr_risen = float(risen.get("lr_rise") or 0.0) >= self.p["loss_lr_rise"]
         for r in rows:
             loss = float(batch.loss[r])
             self.recent_loss.append(loss)
             smooth = _median(list(self.recent_loss))
+            risen = self.lr.follow(batch, r)
+            lr_risen = float(risen.get("lr_rise") or 0.0) >= self.p["loss_lr_rise"]
             factor = self.p["loss_factor_lr"] if lr_risen else self.p["loss_factor"]
             up = usual > 0 and smooth > factor * usual
             self.loss_run = self.loss_run + 1 if up else 0
@@ -263,7 +266,7 @@ class ExplodingGradients(Rule):
                 reference = self.median if self.median is not None else np.full(norms.shape[1], np.nan)
                 found = self._hit(batch, r, r, norms[r], reference, "loss")
                 found.evidence.update({"loss": loss, "loss_usual": usual, "loss_factor": factor,
-                                       "loss_steps": self.loss_run, **self.lr.follow(batch, r)})
+                                       "loss_steps": self.loss_run, **risen})
         if kept:
             self.losses.extend(np.asarray(kept)[:, None])
         return found
@@ -297,6 +300,9 @@ class ExplodingGradients(Rule):
         floor = self.p["min_share"] * median[0]
         over[:, 1:] &= (rows[:, 1:] >= floor) & global_up[:, None]  # tiny variables' noise is not an explosion
         over &= median[None, :] > 0
+        if self.falling:  # norms that grow while the loss falls: a model learning, unless the growth is extreme
+            with np.errstate(invalid="ignore"):
+                over &= rows > self.p["spike_factor_learning"] * median[None, :]
         return over
 
     def _grown(self, values: FloatArray, median: FloatArray) -> tuple[int, float]:
