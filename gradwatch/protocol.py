@@ -327,6 +327,7 @@ class GapView(_View):
 
 
 class AlertCounts(_View):
+    info: int = 0
     warning: int = 0
     critical: int = 0
 
@@ -376,7 +377,7 @@ class AlertView(_View):
     id: int
     run_id: int
     kind: AlertKind
-    severity: Literal["warning", "critical"]
+    severity: Literal["info", "warning", "critical"]
     step: int
     last_step: int
     layer: str | None

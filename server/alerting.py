@@ -183,7 +183,7 @@ class Alerting:
             if notify and self.notify is not None:
                 self.notify(c.alert, "raised" if c.created else "reopened")
         for c in changes:
-            if c.created and c.alert.kind in self.pause_on.get(run_id, ()):
+            if c.raised and c.alert.kind in self.pause_on.get(run_id, ()):
                 log.info("run %d: %s alert #%d raised; pausing (pause_on)", run_id, c.alert.kind, c.alert.id)
                 await self.pause(run_id, f"auto: {c.alert.kind} alert #{c.alert.id}")
 

@@ -19,7 +19,7 @@ from .params import RuleSettings, settings
 from .probe_rules import DeadRelu, FrozenBatchnorm
 from .rules import ClipSaturated, Evidence, ExplodingGradients, Hit, Nonfinite, Rule, RunInfo, VanishingGradients
 from .series import StepBatch
-from .texts import REMEDIES, SEVERITY, message
+from .texts import SEVERITY, SEVERITY_RANK, message, remedies
 
 #: Evaluation order: exploding before nonfinite, so growth that ends in NaN is raised first.
 RULE_TYPES: dict[str, type[Rule]] = {
@@ -60,6 +60,13 @@ class Alert:
 class Change:
     alert: Alert
     created: bool
+    #: An open alert's severity rose (an info overflow that persisted): it is raised anew.
+    escalated: bool = False
+
+    @property
+    def raised(self) -> bool:
+        """Newly raised at warning or critical: what ``pause_on`` acts on (information never pauses)."""
+        return (self.created or self.escalated) and self.alert.severity != "info"
 
 
 class RunAlerts:
@@ -127,8 +134,24 @@ class RunAlerts:
     def _set_origin(self, alert: Alert, msg: NonfiniteOrigin) -> None:
         alert.evidence.update({"origin_step": msg.step, "origin_source": msg.source, "origin_layer": msg.layer,
                                "origin_detail": msg.detail or None})
-        alert.message = message(alert.kind, alert.step, alert.layer, alert.evidence)
+        self._say(alert)
         alert.updated_at = time.time()
+
+    def _say(self, alert: Alert) -> None:
+        alert.message = message(alert.kind, alert.step, alert.layer, alert.evidence)
+        alert.remedies = remedies(alert.kind, alert.evidence)
+
+    def _link_cause(self, alert: Alert) -> None:
+        """A non-finite alert names the open alert that preceded it (exploding gradients, frozen BatchNorm)."""
+        if "preceded_by" in alert.evidence:
+            return
+        for kind in ("exploding_gradients", "frozen_batchnorm"):
+            before = [a for a in self.open.values() if a.kind == kind and a.step <= alert.step]
+            if before:
+                first = min(before, key=lambda a: a.step)
+                alert.evidence.update({"preceded_by": kind, "preceded_since_step": first.step,
+                                       "preceded_layer": first.layer})
+                return
 
     # ------------------------------------------------------------------ episodes
 
@@ -139,33 +162,39 @@ class RunAlerts:
             key = (kind, source, hit.key)
             seen.add(key)
             alert = self.active.get(key)
-            if alert is not None:  # the same episode goes on
-                alert.last_step = max(alert.last_step, hit.last_step)
+            severity = hit.severity or SEVERITY[kind]
+            if alert is not None and SEVERITY_RANK[severity] <= SEVERITY_RANK[alert.severity]:
+                alert.last_step = max(alert.last_step, hit.last_step)  # the same episode goes on
                 alert.evidence.update(hit.evidence)
-                alert.message = message(kind, alert.step, alert.layer, alert.evidence)
+                self._say(alert)
                 alert.updated_at = now
                 self.dirty.add(alert)
                 continue
-            alert = self.open.get((kind, hit.layer))
+            alert = alert or self.open.get((kind, hit.layer))
+            escalated = False
             if alert is None:
-                alert = Alert(self.run_id, kind, SEVERITY[kind], hit.step, hit.last_step, hit.layer, list(hit.layers),
-                              dict(hit.evidence), "", list(REMEDIES[kind]), created_at=now, updated_at=now)
+                alert = Alert(self.run_id, kind, severity, hit.step, hit.last_step, hit.layer, list(hit.layers),
+                              dict(hit.evidence), "", [], created_at=now, updated_at=now)
                 self.open[(kind, hit.layer)] = alert
                 created = True
             else:
+                if SEVERITY_RANK[severity] > SEVERITY_RANK[alert.severity]:  # what it was is not what it is
+                    alert.severity, alert.step, alert.evidence, escalated = severity, hit.step, {}, True
                 alert.count += 1
                 alert.last_step = max(alert.last_step, hit.last_step)
                 alert.layers = list(dict.fromkeys([*alert.layers, *hit.layers]))
                 alert.evidence.update(hit.evidence)
                 alert.updated_at = now
                 created = False
-            if kind == "nonfinite" and self.pending_origin is not None:
-                self._set_origin(alert, self.pending_origin)
-                self.pending_origin = None
-            alert.message = message(kind, alert.step, alert.layer, alert.evidence)
+            if kind == "nonfinite" and alert.severity != "info":
+                self._link_cause(alert)
+                if self.pending_origin is not None:
+                    self._set_origin(alert, self.pending_origin)
+                    self.pending_origin = None
+            self._say(alert)
             self.active[key] = alert
             self.dirty.discard(alert)
-            changes.append(Change(alert, created))
+            changes.append(Change(alert, created, escalated))
         for key in [k for k in self.active if k[0] == kind and k[1] == source and k not in seen]:
             del self.active[key]
 

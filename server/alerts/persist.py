@@ -52,15 +52,15 @@ def save_alerts(conn: sqlite3.Connection, alerts: list[Alert]) -> None:
         conn.execute("BEGIN")
         for a in alerts:
             values = (a.step, a.last_step, a.layer, json.dumps(a.layers), json.dumps(a.evidence), a.message,
-                      json.dumps(a.remedies), a.count, a.updated_at)
+                      json.dumps(a.remedies), a.count, a.updated_at, a.severity)
             if a.id:
                 conn.execute("UPDATE alerts SET step=?, last_step=?, layer=?, layers=?, evidence=?, message=?, "
-                             "remedies=?, count=?, updated_at=? WHERE id=?", (*values, a.id))
+                             "remedies=?, count=?, updated_at=?, severity=? WHERE id=?", (*values, a.id))
             else:
                 cur = conn.execute(
                     "INSERT INTO alerts (step, last_step, layer, layers, evidence, message, remedies, count, "
-                    "updated_at, run_id, kind, severity, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*values, a.run_id, a.kind, a.severity, a.created_at))
+                    "updated_at, severity, run_id, kind, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*values, a.run_id, a.kind, a.created_at))
                 a.id = int(cur.lastrowid or 0)
 
 
@@ -69,10 +69,10 @@ def list_alerts(conn: sqlite3.Connection, run_id: int) -> list[Alert]:
 
 
 def alert_counts(conn: sqlite3.Connection) -> dict[int, dict[str, int]]:
-    """run id -> {"warning": n, "critical": m} (runs without alerts are absent)."""
+    """run id -> {"info": i, "warning": n, "critical": m} (runs without alerts are absent)."""
     out: dict[int, dict[str, int]] = {}
     for run_id, severity, n in conn.execute("SELECT run_id, severity, COUNT(*) FROM alerts GROUP BY run_id, severity"):
-        out.setdefault(run_id, {"warning": 0, "critical": 0})[severity] = n
+        out.setdefault(run_id, {"info": 0, "warning": 0, "critical": 0})[severity] = n
     return out
 
 

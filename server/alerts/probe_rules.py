@@ -12,8 +12,23 @@ import numpy as np
 from gradwatch.protocol import Probe, decode_float
 
 from .params import RuleSettings
-from .rules import Evidence, Hit, Rule, RunInfo
-from .series import MEAN_DELTA, VAR_DELTA, StepBatch, first_at_least, run_lengths
+from .rules import Evidence, Hit, Rule, RunInfo, kernel_indices
+from .series import (
+    MEAN_DELTA,
+    MEAN_MAX,
+    MEAN_MIN,
+    VAR_DELTA,
+    VAR_MAX,
+    VAR_MIN,
+    BoolArray,
+    StepBatch,
+    first_at_least,
+    run_lengths,
+)
+
+
+def _layer_of(variable: str) -> str:
+    return variable.rsplit("/", 1)[0]
 
 
 def _probe_values(values: Mapping[str, float | str]) -> dict[str, float]:
@@ -33,11 +48,56 @@ class _ProbeCounter:
 
 
 class DeadRelu(Rule):
+    """ReLU units that output zero for every probe example, or a layer whose gradients are exactly zero.
+
+    The probe needs data; without it the gradients still show a layer whose units all died: every one of
+    its variables' gradient norms exactly 0, step after step, while the output layer's are not (a ReLU
+    passes no gradient below zero, so nothing reaches its kernel or bias). The deepest such layer is named:
+    the ones before it get nothing because it passes nothing back.
+    """
+
     kind = "dead_relu"
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
         self.counter = _ProbeCounter()
+        kernels = kernel_indices(run.variables)
+        last_layer = _layer_of(run.variables[kernels[-1]]) if kernels else None
+        layers: dict[str, list[int]] = {}
+        for i, v in enumerate(run.variables):
+            layers.setdefault(_layer_of(v), []).append(i)
+        with_kernel = {_layer_of(run.variables[i]) for i in kernels}  # layers with weights (not BN's gamma/beta)
+        self.layers = [name for name in layers if name != last_layer and name in with_kernel]
+        self.columns = [layers[name] for name in self.layers]
+        self.output = layers.get(last_layer, []) if last_layer is not None else []
+        self.last = kernels[-1] if kernels else -1
+        self.carry = np.zeros(len(self.layers), dtype=np.int64)
+
+    def observe(self, batch: StepBatch) -> list[Hit]:
+        if not self.layers or not self.output or not len(batch):
+            return []
+        zero: BoolArray = np.asarray(batch.grad == 0.0)
+        if not zero.any():  # the usual case
+            self.carry[:] = 0
+            return []
+        out = batch.grad[:, self.output]
+        alive_out = np.asarray((np.isfinite(out) & (out > 0)).any(axis=1))  # the output layer still learns
+        dead = np.stack([zero[:, cols].all(axis=1) for cols in self.columns], axis=1) & alive_out[:, None]
+        runs, self.carry = run_lengths(dead, self.carry)
+        need = int(self.p["zero_sustain"])
+        reached, at = first_at_least(runs, need)
+        if not reached.any():
+            return []
+        cols = np.flatnonzero(reached)
+        c = int(cols[-1])  # the deepest dead layer
+        last_row = int(np.flatnonzero(runs[:, c] >= need)[-1])
+        evidence: Evidence = {"rule": "zero_gradients", "zero_steps": int(runs[last_row, c]),
+                              "since_step": int(batch.step[last_row]) - int(runs[last_row, c]) + 1,
+                              "output_layer": _layer_of(self.run.variables[self.last]),
+                              "output_grad_norm": float(np.nanmax(batch.grad[last_row, self.output]))}
+        layer = self.layers[c]
+        return [Hit(self.kind, int(batch.step[int(at[c])]), int(batch.step[last_row]), layer,
+                    [self.layers[i] for i in cols.tolist()], evidence, key=f"zero:{layer}")]
 
     def observe_probe(self, probe: Probe) -> list[Hit]:
         values = _probe_values(probe.dead_relu)
@@ -97,18 +157,25 @@ class FrozenBatchnorm(Rule):
             training = np.asarray(above.all(axis=2) & self._has_params)
         runs, self.carry = run_lengths(still & training, self.carry)
         need = int(self.p["sustain"])
-        reached, at = first_at_least(runs, need)
+        # Statistics still exactly at their initial values (every moving mean 0, every variance 1) after
+        # steps in which gamma/beta trained: no training-mode call ever updated them. One sample says so,
+        # so a run that diverges within its first steps still gets the cause named.
+        with np.errstate(invalid="ignore"):
+            untouched = ((bn[:, :, MEAN_MIN] == 0) & (bn[:, :, MEAN_MAX] == 0) & (bn[:, :, VAR_MIN] == 1)
+                         & (bn[:, :, VAR_MAX] == 1) & (batch.step[rows] >= self.p["untouched_min_step"])[:, None])
+        fires = (runs >= need) | (untouched & still & training)
         hits = []
-        for b in np.flatnonzero(reached).tolist():
+        for b in np.flatnonzero(fires.any(axis=0)).tolist():
             layer = self.run.bn_layers[b]
-            first = int(rows[int(at[b])])
-            last = int(rows[int(np.flatnonzero(runs[:, b] >= need)[-1])])
+            first = int(rows[int(np.flatnonzero(fires[:, b])[0])])
+            last = int(rows[int(np.flatnonzero(fires[:, b])[-1])])
             evidence: Evidence = {
                 "rule": "moving_statistics",
                 "moving_mean_delta": float(batch.bn[last, b, MEAN_DELTA]),
                 "moving_variance_delta": float(batch.bn[last, b, VAR_DELTA]),
                 "eps": eps, "sustained_steps": int(runs[:, b].max()),
                 "gamma_beta_grad_norm": float(batch.grad[last, self.params_of[b]].max()),
+                "untouched": int(bool(untouched[:, b].any())),
             }
             hits.append(Hit(self.kind, int(batch.step[first]), int(batch.step[last]), layer, [layer], evidence,
                             key=layer))

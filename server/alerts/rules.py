@@ -8,14 +8,17 @@ alert, a re-trigger or the continuation of one already raised.
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
 from gradwatch.protocol import Probe
 
 from .params import RuleSettings
-from .series import FloatArray, Ring, StepBatch, first_at_least, run_lengths
+from .series import BoolArray, FloatArray, Ring, StepBatch, first_at_least, run_lengths
 
 Evidence = dict[str, float | int | str | None]
 
@@ -38,6 +41,36 @@ class Hit:
     evidence: Evidence
     #: Episode identity: a hit with the same key as the previous batch continues that episode.
     key: str | None = None
+    #: Overrides the kind's severity (e.g. "info" for an overflow the loss scaler handled).
+    severity: str | None = None
+
+
+class LrRise:
+    """Follows the learning rate: how far it rose above its recent low (the low forgets after ``window`` steps)."""
+
+    def __init__(self, window: float, rise: float) -> None:
+        self.window, self.rise = window, rise
+        self.low: tuple[float, int] | None = None  # the lowest learning rate seen recently, and its step
+
+    def follow(self, batch: StepBatch, upto: int) -> Evidence:
+        """Evidence of a rise of at least ``rise``x at row ``upto`` (empty if none), following rows up to it."""
+        lr, steps = batch.lr[: upto + 1], batch.step[: upto + 1]
+        ok = np.isfinite(lr) & (lr > 0)
+        if not ok.any():
+            return {}
+        if self.low is not None and ok.all() and float(lr.min()) >= self.low[0] \
+                and int(steps[-1]) - self.low[1] <= self.window:
+            pass  # the usual case: nothing lower, the low still recent
+        else:
+            for value, step in zip(lr[ok].tolist(), steps[ok].tolist(), strict=True):
+                if self.low is None or value < self.low[0] or step - self.low[1] > self.window:
+                    self.low = (value, step)
+        if self.low is None or not ok[-1]:
+            return {}
+        rise = float(lr[-1]) / self.low[0]
+        if rise < self.rise:
+            return {}
+        return {"lr": float(lr[-1]), "lr_rise": round(rise, 3), "lr_since_step": self.low[1]}
 
 
 class Rule:
@@ -54,6 +87,13 @@ class Rule:
         return []
 
 
+def _median(values: list[float]) -> float:
+    """The median of a handful of floats (np.median costs ~50 us of argument handling on five values)."""
+    v = sorted(values)
+    k = len(v) // 2
+    return v[k] if len(v) % 2 else (v[k - 1] + v[k]) / 2
+
+
 KERNEL_SUFFIXES = ("kernel", "weight", "weights", "embeddings", "depthwise_kernel")
 
 
@@ -64,9 +104,27 @@ def kernel_indices(variables: list[str]) -> list[int]:
 
 
 class ExplodingGradients(Rule):
-    """Norms far above their usual level for several steps in a row, or far above the clip threshold."""
+    """Gradient norms running away, seen four ways (``evidence["rule"]`` says which):
+
+    - ``growth``: the global norm multiplied by ``growth_factor`` or more on each of ``growth_steps``
+      steps in a row, ``growth_total``x or more in all; needs no history, so it sees divergence within
+      the first steps;
+    - ``trend``: after the warm-up, the global norm (a 5-step running median of its log, so that one ragged
+      batch is not a trend) climbed ``trend_rise``x over 10 steps or ``trend_rise_long``x over 20, rising in
+      every part of the window (a step change is not a trend), and is ``trend_level``x its usual level,
+      while the loss has stopped falling: early warning of a gradual explosion;
+    - ``spike``: norms above ``spike_factor`` x their usual level for ``sustain`` steps in a row
+      (``spike_factor_learning`` x while the loss is still falling);
+    - ``clip_multiple``: the norm the clip threshold bounds (the global norm, or in ``norm`` mode each
+      variable's) far above the threshold while also far above its usual level;
+    - ``loss``: the loss (a 3-step running median) ``loss_factor``x its usual level for ``loss_sustain``
+      steps, or ``loss_factor_lr``x while the learning rate rose ``loss_lr_rise``x: a run diverging under
+      a runaway learning rate while adaptive optimizers (Adam, RMSprop) keep the gradient norm bounded.
+    """
 
     kind = "exploding_gradients"
+    SMOOTH = 5
+    TRENDS = ((10, 2), (20, 3))  # (window, parts)
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -79,6 +137,17 @@ class ExplodingGradients(Rule):
         self.median: FloatArray | None = None
         self.carry = np.zeros(width, dtype=np.int64)
         self.clip_hits = np.zeros(0, dtype=bool)  # last `window` steps: norm > clip_multiple x threshold
+        keep = max(w for w, _ in self.TRENDS) + self.SMOOTH + 1
+        self.logs: deque[float] = deque(maxlen=keep)  # the last finite log global norms
+        self.smooth: deque[float] = deque(maxlen=keep)  # their running medians
+        self.trend_run = 0
+        self.growth_run = 0
+        self.losses = Ring(self.window, 1)  # recent finite losses, for their usual level
+        self.recent_loss: deque[float] = deque(maxlen=3)
+        self.trend_losses: deque[float] = deque(maxlen=self.SMOOTH)
+        self.falling = False  # the loss is still falling (as of the last finite row)
+        self.loss_run = 0
+        self.lr = LrRise(self.p["lr_window"], self.p["lr_rise"])
 
     def _reference(self) -> FloatArray | None:
         """The usual level: the larger of the window's median and the long-run median of those medians."""
@@ -91,6 +160,7 @@ class ExplodingGradients(Rule):
     def observe(self, batch: StepBatch) -> list[Hit]:
         norms = np.concatenate([batch.global_norm[:, None], batch.grad], axis=1)
         finite = np.isfinite(norms).all(axis=1)
+        early = self._growth_and_trend(batch, norms, finite)  # before the reference moves with this batch
         refresh = int(self.p["refresh"])
         need = int(self.p["sustain"])
         first: tuple[int, FloatArray, FloatArray] | None = None  # row, norms, reference
@@ -118,32 +188,134 @@ class ExplodingGradients(Rule):
                 self.seen += int(good.shape[0])
             self.since_refresh += stop - start
             start = stop
-        hits = []
+        candidates = [h for h in (early, self._loss_rule(batch, norms)) if h is not None]
         if first is not None:
             row, values, reference = first
             hit = self._hit(batch, row, last_row, values, reference, "spike")
             hit.evidence["sustained_steps"] = need
-            hits.append(hit)
+            candidates.append(hit)
+        hits = [min(candidates, key=lambda h: h.step)] if candidates else []
+        if hits and hits[0].evidence.get("rule") != "loss":
+            hits[0].evidence.update(self.lr.follow(batch, len(batch) - 1))
         clip_hit = self._clip_rule(batch)
         if clip_hit is not None and not hits:
             hits.append(clip_hit)
         return hits
 
+    def _growth_and_trend(self, batch: StepBatch, norms: FloatArray, finite: BoolArray) -> Hit | None:
+        """The ``growth`` and ``trend`` rules, row by row over the batch's finite global norms."""
+        factor, steps_needed = math.log(self.p["growth_factor"]), int(self.p["growth_steps"])
+        growth_total = math.log(self.p["growth_total"])
+        rises = {10: math.log(self.p["trend_rise"]), 20: math.log(self.p["trend_rise_long"])}
+        usual = self.median[0] if self.median is not None and self.median[0] > 0 else None
+        level = math.log(self.p["trend_level"] * usual) if usual is not None else math.inf
+        usual_loss = float(self.losses.median()[0]) if self.losses.filled >= self.p["warmup"] else math.nan
+        found: Hit | None = None
+        with np.errstate(divide="ignore"):
+            logs = np.log(batch.global_norm)
+        for r in np.flatnonzero(finite & np.isfinite(logs)).tolist():
+            x = float(logs[r])
+            if math.isfinite(batch.loss[r]):
+                self.trend_losses.append(float(batch.loss[r]))
+            prev = self.logs[-1] if self.logs else None
+            self.logs.append(x)
+            self.smooth.append(_median([self.logs[-i] for i in range(1, min(self.SMOOTH, len(self.logs)) + 1)]))
+            self.growth_run = self.growth_run + 1 if prev is not None and x - prev >= factor else 0
+            if found is not None:
+                continue
+            total = x - self.logs[-1 - min(self.growth_run, len(self.logs) - 1)] if self.growth_run else 0.0
+            if self.growth_run >= steps_needed and total >= growth_total:
+                found = self._early_hit(batch, r, norms[r], "growth", {
+                    "growth_steps": self.growth_run, "rise": round(math.exp(total), 3),
+                    "since_step": int(batch.step[r]) - self.growth_run})
+                continue
+            # A norm that grows while the loss keeps falling is a model learning (gradient norms often grow
+            # several-fold early in training), not one diverging.
+            falling = usual_loss > 0 and bool(self.trend_losses) \
+                and _median(list(self.trend_losses)) < self.p["trend_loss_floor"] * usual_loss
+            self.falling = falling
+            if self.seen < self.p["warmup"] or x < level or falling:
+                self.trend_run = 0
+                continue
+            trend = self._trend(rises)
+            self.trend_run = self.trend_run + 1 if trend is not None else 0
+            if trend is not None and self.trend_run >= self.p["trend_sustain"]:
+                window, rise = trend
+                found = self._early_hit(batch, r, norms[r], "trend", {
+                    "trend_window": window, "rise": round(rise, 3), "since_step": int(batch.step[r]) - window,
+                    "global_norm_usual": float(usual) if usual is not None else None})
+        return found
+
+    def _loss_rule(self, batch: StepBatch, norms: FloatArray) -> Hit | None:
+        found: Hit | None = None
+        usual = float(self.losses.median()[0]) if self.losses.filled >= self.p["warmup"] else math.nan
+        kept: list[float] = []
+        rows = np.flatnonzero(np.isfinite(batch.loss)).tolist()
+        for r in rows:
+            loss = float(batch.loss[r])
+            self.recent_loss.append(loss)
+            smooth = _median(list(self.recent_loss))
+            risen = self.lr.follow(batch, r)
+            lr_risen = float(risen.get("lr_rise") or 0.0) >= self.p["loss_lr_rise"]
+            factor = self.p["loss_factor_lr"] if lr_risen else self.p["loss_factor"]
+            up = usual > 0 and smooth > factor * usual
+            self.loss_run = self.loss_run + 1 if up else 0
+            if not up:
+                kept.append(loss)
+            if found is None and self.loss_run >= self.p["loss_sustain"]:
+                reference = self.median if self.median is not None else np.full(norms.shape[1], np.nan)
+                found = self._hit(batch, r, r, norms[r], reference, "loss")
+                found.evidence.update({"loss": loss, "loss_usual": usual, "loss_factor": factor,
+                                       "loss_steps": self.loss_run, **risen})
+        if kept:
+            self.losses.extend(np.asarray(kept)[:, None])
+        return found
+
+    def _trend(self, rises: dict[int, float]) -> tuple[int, float] | None:
+        """(window, rise) of the first window over which the smoothed log norm climbed steadily."""
+        sm, n = self.smooth, len(self.smooth)
+        for window, parts in self.TRENDS:
+            if n <= window + self.SMOOTH:
+                continue
+            points = [sm[n - 1 - window + round(k * window / parts)] for k in range(parts + 1)]
+            total = points[-1] - points[0]
+            # Steadily: every part of the window carries its share of the rise (a step change is no trend).
+            if total >= rises[window] and all(b - a >= 0.3 * total / parts for a, b in pairwise(points)):
+                return window, math.exp(total)
+        return None
+
+    def _early_hit(self, batch: StepBatch, row: int, values: FloatArray, how: str, extra: Evidence) -> Hit:
+        reference = self.median if self.median is not None else np.full(values.shape, np.nan)
+        hit = self._hit(batch, row, row, values, reference, how)
+        hit.evidence.update(extra)
+        return hit
+
     def _spikes(self, rows: FloatArray, median: FloatArray) -> np.ndarray:
         factor = self.p["spike_factor"]
         with np.errstate(invalid="ignore", divide="ignore"):
             over = rows > factor * median[None, :]
+            # A variable's spike counts only while the global norm itself is up: a small variable (an
+            # attention key, a recurrent bias) can jump 10x with no effect on the update.
+            global_up = rows[:, 0] > self.p["var_global_factor"] * median[0]
         floor = self.p["min_share"] * median[0]
-        over[:, 1:] &= rows[:, 1:] >= floor  # tiny variables' noise is not an explosion
+        over[:, 1:] &= (rows[:, 1:] >= floor) & global_up[:, None]  # tiny variables' noise is not an explosion
         over &= median[None, :] > 0
+        if self.falling:  # norms that grow while the loss falls: a model learning, unless the growth is extreme
+            with np.errstate(invalid="ignore"):
+                over &= rows > self.p["spike_factor_learning"] * median[None, :]
         return over
 
     def _grown(self, values: FloatArray, median: FloatArray) -> tuple[int, float]:
+        """The variable that grew most in absolute terms (what moved the global norm), and its growth."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            growth = np.where(median[1:] > 0, values[1:] / median[1:], 0.0)
-        growth = np.nan_to_num(growth, nan=0.0, posinf=np.finfo(np.float64).max)
-        j = int(np.argmax(growth)) if growth.size else -1
-        return j, float(growth[j]) if j >= 0 else 0.0
+            base = np.where(np.isfinite(median[1:]), median[1:], 0.0)
+            increase = np.nan_to_num(values[1:] - base, nan=-np.inf, posinf=np.finfo(np.float64).max)
+            growth = np.where(base > 0, values[1:] / base, np.inf)
+        if not increase.size:
+            return -1, 0.0
+        j = int(np.argmax(increase))
+        g = float(growth[j])
+        return j, g if math.isfinite(g) else 0.0
 
     def _hit(self, batch: StepBatch, row: int, last_row: int, values: FloatArray, median: FloatArray,
              how: str) -> Hit:
@@ -151,20 +323,27 @@ class ExplodingGradients(Rule):
         layer = self.run.variables[j] if j >= 0 else None
         with np.errstate(invalid="ignore", divide="ignore"):
             over = values[1:] > self.p["spike_factor"] * median[1:]
+        over &= values[1:] >= self.p["min_share"] * (median[0] if np.isfinite(median[0]) else values[0])
         layers = [v for v, o in zip(self.run.variables, over.tolist(), strict=True) if o] or ([layer] if layer else [])
         evidence: Evidence = {
-            "rule": how, "global_norm": float(values[0]), "global_norm_usual": float(median[0]),
+            "rule": how, "global_norm": float(values[0]),
+            "global_norm_usual": float(median[0]) if np.isfinite(median[0]) else None,
             "growth": round(growth, 3), "spike_factor": self.p["spike_factor"], "window": self.window,
         }
         if layer is not None:
             evidence["layer_norm"] = float(values[1 + j])
-            evidence["layer_norm_usual"] = float(median[1 + j])
+            evidence["layer_norm_usual"] = float(median[1 + j]) if np.isfinite(median[1 + j]) else None
         return Hit(self.kind, int(batch.step[row]), int(batch.step[last_row]), layer, layers, evidence)
 
     def _clip_rule(self, batch: StepBatch) -> Hit | None:
         multiple = self.p["clip_multiple"]
+        # The norm the threshold bounds: the global norm, or in "norm" mode the largest variable's;
+        # a "value" threshold bounds elements, so no norm is compared with it.
+        bounded = np.where(batch.clip_per_variable, np.max(batch.grad, axis=1, initial=0.0), batch.global_norm)
+        usual = self.median[0] if self.median is not None else np.nan
         with np.errstate(invalid="ignore"):
-            hits = np.isfinite(batch.global_norm) & (batch.global_norm > multiple * batch.clip_threshold)
+            hits = (np.isfinite(bounded) & (bounded > multiple * batch.clip_threshold) & ~batch.clip_value
+                    & (batch.global_norm > self.p["var_global_factor"] * usual))
         history = np.concatenate([self.clip_hits, hits])
         w = self.window
         if not hits.any():  # only a hit in this batch can fire (the usual case: none)
@@ -181,29 +360,41 @@ class ExplodingGradients(Rule):
         values = np.concatenate([batch.global_norm[row:row + 1], batch.grad[row]])
         hit = self._hit(batch, row, int(fire[-1]), values, self.median, "clip_multiple")
         hit.evidence.update({"clip_threshold": float(batch.clip_threshold[row]), "clip_multiple": multiple,
-                             "hits_in_window": int(in_window[row])})
+                             "hits_in_window": int(in_window[row]), "bounded_norm": float(bounded[row]),
+                             "clip_per_variable": int(bool(batch.clip_per_variable[row]))})
         return hit
 
 
 class VanishingGradients(Rule):
-    """Earlier kernels' gradient norms far below the last kernel's, for many steps in a row."""
+    """Earlier kernels' gradient norms far below the last kernel's, for many steps in a row.
+
+    Vanishing is a chain effect, so the first kernel (the farthest from the loss) must be among the starved:
+    an attention query/key kernel that learns slowly in the middle of a healthy transformer is not it. A
+    gradient of exactly zero is a dead or disconnected layer (``dead_relu``), not a vanishing one.
+    The reference is the output layer's largest gradient norm, its bias included: the bias gradient is the
+    error signal itself, so a network whose signal vanished in both directions (tiny initial weights shrink
+    the last kernel's gradient too) is still seen.
+    """
 
     kind = "vanishing_gradients"
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
         self.kernels = kernel_indices(run.variables)
+        out_layer = run.variables[self.kernels[-1]].rsplit("/", 1)[0] if self.kernels else None
+        self.output = [i for i, v in enumerate(run.variables) if v.rsplit("/", 1)[0] == out_layer]
         self.carry = np.zeros(max(0, len(self.kernels) - 1), dtype=np.int64)
 
     def observe(self, batch: StepBatch) -> list[Hit]:
         if len(self.kernels) < 2 or not len(batch):
             return []
-        last = batch.grad[:, self.kernels[-1]]
+        last = np.max(batch.grad[:, self.output], axis=1)
         early = batch.grad[:, self.kernels[:-1]]
         with np.errstate(invalid="ignore", divide="ignore"):
             ratios = early / last[:, None]
         usable = np.isfinite(last) & (last > 0)
-        starved = (ratios < self.p["ratio"]) & np.isfinite(early) & usable[:, None]
+        starved = (ratios < self.p["ratio"]) & np.isfinite(early) & (early > 0) & usable[:, None]
+        starved &= starved[:, :1]  # only while the first kernel is starved
         runs, self.carry = run_lengths(starved, self.carry)
         need = int(self.p["sustain"])
         reached, at = first_at_least(runs, need)
@@ -214,23 +405,33 @@ class VanishingGradients(Rule):
         last_row = int(np.flatnonzero((runs[:, cols] >= need).any(axis=1))[-1])
         names = [self.run.variables[self.kernels[c]] for c in cols.tolist()]
         c0 = int(cols[0])  # earliest starved kernel in model order
+        ref = self.output[int(np.nanargmax(batch.grad[last_row, self.output]))]
         evidence: Evidence = {
             "ratio": float(ratios[last_row, c0]), "threshold": self.p["ratio"],
             "sustained_steps": int(runs[last_row, c0]),
-            "layer_norm": float(early[last_row, c0]), "last_layer": self.run.variables[self.kernels[-1]],
-            "last_layer_norm": float(last[last_row]), "since_step": int(batch.step[row]) - need + 1,
+            "layer_norm": float(early[last_row, c0]), "last_layer": self.run.variables[ref],
+            "last_layer_norm": float(last[last_row]),  # the output layer's largest: kernel or bias
+            "since_step": int(batch.step[row]) - need + 1,
         }
         return [Hit(self.kind, int(batch.step[row]), int(batch.step[last_row]), names[0], names, evidence)]
 
 
 class Nonfinite(Rule):
-    """Any NaN or Inf in the gradients, the loss or the weights."""
+    """Any NaN or Inf in the gradients, the loss or the weights.
+
+    A step the mixed-precision loss scaler skipped (skipped with the trainer's guard off) is the scaler
+    doing its job: information, unless it skips ``scaler_sustain`` steps in a row. The learning rate is
+    followed so that the alert can say when it ran away before the first bad step.
+    """
 
     kind = "nonfinite"
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
         self.skipped = 0
+        self.scaler_skips = 0
+        self.scaler_carry = np.zeros(1, dtype=np.int64)
+        self.lr = LrRise(self.p["lr_window"], self.p["lr_rise"])
 
     def observe(self, batch: StepBatch) -> list[Hit]:
         self.skipped += int(batch.skipped.sum())
@@ -240,20 +441,41 @@ class Nonfinite(Rule):
         rows = grad_rows | loss_rows | (batch.weight_nonfinite > 0)
         where = np.flatnonzero(rows)
         if not where.size:
+            if len(batch):
+                self.lr.follow(batch, len(batch) - 1)
+                self.scaler_carry[:] = 0
             return []
-        r = int(where[0])
+        # The scaler's overflow: a skipped step (guard off) with finite weights and a finite loss (a NaN loss
+        # is no overflow of the scaled gradients).
+        scaler = rows & batch.skipped & (batch.weight_nonfinite == 0) & ~loss_rows if not self.run.guard_nonfinite \
+            else np.zeros_like(rows)
+        self.scaler_skips += int(scaler.sum())
+        runs, self.scaler_carry = run_lengths(scaler[:, None], self.scaler_carry)
+        persistent = runs[:, 0] >= self.p["scaler_sustain"]
+        real = np.flatnonzero(rows & (~scaler | persistent))
+        if not real.size:  # only overflows the loss scaler handled: say so, quietly
+            r = int(where[0])
+            evidence: Evidence = {"rule": "loss_scale", "scaler_skips": self.scaler_skips,
+                                  "scaler_sustain": self.p["scaler_sustain"]}
+            return [Hit(self.kind, int(batch.step[r]), int(batch.step[int(where[-1])]), None, [], evidence,
+                        key="loss_scale", severity="info")]
+        r = int(real[0])
         cols = np.flatnonzero(bad_grad[r]).tolist()
         if not cols:  # counts missing: fall back to the norms themselves
             cols = np.flatnonzero(~np.isfinite(batch.grad[r])).tolist()
         names = [self.run.variables[c] for c in cols]
-        evidence: Evidence = {
+        evidence = {
             "grad_nan": int(batch.nan[r].sum()), "grad_inf": int(batch.inf[r].sum()),
             "loss_nonfinite": int(bool(loss_rows[r])), "weight_nonfinite": int(batch.weight_nonfinite[r]),
-            "variables_affected": len(names), "nonfinite_steps": int(where.size),
+            "variables_affected": len(names), "nonfinite_steps": int(real.size),
         }
-        if self.run.guard_nonfinite or self.skipped:
+        evidence.update(self.lr.follow(batch, r))
+        if scaler[r]:
+            evidence.update({"rule": "loss_scale_persistent", "scaler_skips": self.scaler_skips,
+                             "consecutive_skips": int(runs[r, 0])})
+        elif self.run.guard_nonfinite:
             evidence["skipped_steps"] = self.skipped
-        return [Hit(self.kind, int(batch.step[r]), int(batch.step[int(where[-1])]), names[0] if names else None,
+        return [Hit(self.kind, int(batch.step[r]), int(batch.step[int(real[-1])]), names[0] if names else None,
                     names, evidence)]
 
 
@@ -286,6 +508,11 @@ class ClipSaturated(Rule):
             return []
         r, last = int(fire[0]), int(fire[-1])
         window_scales = scales[max(0, last + 1 - w): last + 1]
+        # Clipping that trims steps a little (a deliberate clipnorm=1 on an LSTM) is the user's choice;
+        # it becomes a hidden learning-rate cut when it shrinks the typical step by max_scale or more.
+        clipped_scales = window_scales[history[max(0, last + 1 - w): last + 1]]
+        if clipped_scales.size and not float(np.nanmedian(clipped_scales)) <= self.p["max_scale"]:
+            return []
         evidence: Evidence = {
             "clipped_share": round(float(share[last]), 4), "fraction": self.p["fraction"], "window": w,
             "median_clip_scale": float(np.nanmedian(window_scales)) if window_scales.size else None,

@@ -7,7 +7,6 @@ rule then works on whole arrays.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +21,8 @@ IntArray = npt.NDArray[np.int64]
 
 MEAN_DELTA = BN_FIELDS.index("moving_mean_delta")
 VAR_DELTA = BN_FIELDS.index("moving_variance_delta")
+MEAN_MIN, MEAN_MAX = BN_FIELDS.index("moving_mean_min"), BN_FIELDS.index("moving_mean_max")
+VAR_MIN, VAR_MAX = BN_FIELDS.index("moving_variance_min"), BN_FIELDS.index("moving_variance_max")
 
 
 def _floats(rows: Sequence[Sequence[float | str]], width: int) -> FloatArray:
@@ -31,10 +32,6 @@ def _floats(rows: Sequence[Sequence[float | str]], width: int) -> FloatArray:
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
 
 
-def _scalar(x: float | str | None, missing: float = math.nan) -> float:
-    return missing if x is None else float(x)
-
-
 @dataclass
 class StepBatch:
     step: IntArray
@@ -42,10 +39,16 @@ class StepBatch:
     grad: FloatArray  # (n, variables)
     nan: IntArray  # (n, variables)
     inf: IntArray
-    loss_nonfinite: BoolArray  # the flag, or a reported loss that is NaN/Inf
+    #: The trainer's flag only: a reported loss may be Keras' running mean from its logs (a custom
+    #: ``train_step``), stale and NaN for the rest of the epoch once one step was, so its value is no evidence.
+    loss_nonfinite: BoolArray
     weight_nonfinite: IntArray
     clipped: BoolArray
     clip_threshold: FloatArray  # NaN when none
+    clip_per_variable: BoolArray  # clip mode "norm": the threshold bounds each variable's norm, not the global one
+    clip_value: BoolArray  # clip mode "value": the threshold bounds elements, not norms
+    lr: FloatArray  # NaN when not reported
+    loss: FloatArray  # the reported loss (possibly Keras' running mean), NaN when not reported
     clip_scale: FloatArray
     skipped: BoolArray
     bn: FloatArray  # (n, bn layers, len(BN_FIELDS)), NaN rows where a step had no BN report
@@ -62,8 +65,8 @@ class StepBatch:
         n = len(records)
         ints = np.array([(r.step, r.weight_nonfinite, r.clipped, r.skipped) for r in records],
                         dtype=np.int64).reshape(n, 4)
-        floats = np.array([(r.global_norm, r.clip_threshold, r.clip_scale) for r in records],
-                          dtype=np.float64).reshape(n, 3)
+        floats = np.array([(r.global_norm, r.clip_threshold, r.clip_scale, r.lr, r.loss) for r in records],
+                          dtype=np.float64).reshape(n, 5)
         if any(any(r.grad_nan) or any(r.grad_inf) for r in records):
             nan = np.asarray([r.grad_nan for r in records], dtype=np.int64).reshape(n, n_vars)
             inf = np.asarray([r.grad_inf for r in records], dtype=np.int64).reshape(n, n_vars)
@@ -80,11 +83,14 @@ class StepBatch:
             grad=_floats([r.grad_norm for r in records], n_vars),
             nan=nan,
             inf=inf,
-            loss_nonfinite=np.fromiter((r.loss_nonfinite or not math.isfinite(_scalar(r.loss, 0.0)) for r in records),
-                                       dtype=bool, count=n),
+            loss_nonfinite=np.fromiter((r.loss_nonfinite for r in records), dtype=bool, count=n),
             weight_nonfinite=ints[:, 1],
             clipped=ints[:, 2] != 0,
             clip_threshold=floats[:, 1],
+            clip_per_variable=np.fromiter((r.clip_mode == "norm" for r in records), dtype=bool, count=n),
+            clip_value=np.fromiter((r.clip_mode == "value" for r in records), dtype=bool, count=n),
+            lr=floats[:, 3],
+            loss=floats[:, 4],
             clip_scale=floats[:, 2],
             skipped=ints[:, 3] != 0,
             bn=bn,

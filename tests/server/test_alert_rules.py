@@ -89,12 +89,12 @@ def test_growth_into_nan_is_exploding_before_nonfinite():
 @pytest.mark.parametrize("spikes, fires", [(3, False), (4, True), (8, True)])
 def test_exploding_needs_sustain_consecutive_spikes(spikes, fires):
     rng = np.random.default_rng(2)
-    recs = [rec(s, healthy(rng)) for s in range(200)]
+    recs = [rec(s, healthy(rng), loss=0.5) for s in range(200)]  # a loss that no longer falls
     for k in range(spikes):
         norms = healthy(rng)
         norms[4] *= 200
-        recs.append(rec(200 + k, norms))
-    recs += [rec(200 + spikes + s, healthy(rng)) for s in range(50)]
+        recs.append(rec(200 + k, norms, loss=0.5))
+    recs += [rec(200 + spikes + s, healthy(rng), loss=0.5) for s in range(50)]
     changes = feed(engine(), recs, batch=13)
     if not fires:
         assert changes == []
@@ -183,7 +183,8 @@ def test_nonfinite_loss_or_weights_only_has_no_layer_and_origin_can_come_first()
 
 def test_retrigger_updates_the_open_alert():
     e = engine()
-    recs = [rec(s, [1.0] * len(VARS), loss="NaN" if s in (5, 6, 20) else 0.5) for s in range(30)]
+    recs = [rec(s, [1.0] * len(VARS), loss="NaN" if s in (5, 6, 20) else 0.5, loss_nonfinite=s in (5, 6, 20))
+            for s in range(30)]
     changes = []
     for r in recs:
         changes += [(c.created, c.alert.count, c.alert) for c in e.observe_steps([r])]
@@ -261,7 +262,7 @@ def test_frozen_batchnorm_probe_gap(gaps, start, fires_at):
 def test_clip_saturated(clipped_every, steps, fires):
     e = engine()
     recs = [rec(s, [0.5] * len(VARS), clip_threshold=0.5, clipped=s % clipped_every != 0,
-                clip_scale=0.4 if s % clipped_every else 1.0) for s in range(steps)]
+                clip_scale=0.1 if s % clipped_every else 1.0) for s in range(steps)]
     changes = feed(e, recs, batch=9)
     if not fires:
         assert changes == []
@@ -280,7 +281,7 @@ def test_muted_rule_raises_nothing_and_params_retune():
     assert feed(e, recs) == []
     e2 = engine()
     e2.configure("clip_saturated", settings("clip_saturated", params={"window": 10, "fraction": 0.5}))
-    clipped = [rec(s, [1.0] * len(VARS), clipped=True, clip_threshold=1.0, clip_scale=0.5) for s in range(10)]
+    clipped = [rec(s, [1.0] * len(VARS), clipped=True, clip_threshold=1.0, clip_scale=0.1) for s in range(10)]
     assert [c.alert.step for c in feed(e2, clipped)] == [9]
 
 
@@ -312,3 +313,144 @@ def test_nonfinite_origin_of_the_first_bad_step_is_kept():
     assert c.alert.evidence["origin_source"] == "features" and c.alert.evidence["origin_step"] == 3
     assert e.origin(NonfiniteOrigin(type="nonfinite_origin", step=5, source="unknown")) is None
     assert c.alert.evidence["origin_source"] == "features" and "input features" in c.alert.message
+
+
+# ----------------------------------------------------------------------------- issue 12: the zoo's findings
+
+
+def kinds(changes: list[Any]) -> list[tuple[str, int, str]]:
+    return [(c.alert.kind, c.alert.step, c.alert.severity) for c in changes]
+
+
+def test_a_logged_loss_that_is_nan_with_finite_gradients_raises_nothing():
+    """A custom train_step's loss comes from Keras' logs: a running mean, stale, NaN once any step was."""
+    rng = np.random.default_rng(20)
+    recs = [rec(s, healthy(rng), loss="NaN" if s >= 50 else 0.5) for s in range(80)]  # no loss_nonfinite flag
+    assert feed(engine(), recs) == []
+
+
+def test_a_loss_scaler_overflow_is_information_and_never_pauses_unless_it_persists():
+    rng = np.random.default_rng(21)
+    e = engine()  # guard off: a skipped step is the mixed-precision loss scaler's
+    inf = [0, 3, 0, 0, 0, 0]
+    recs = [rec(s, healthy(rng), grad_inf=inf, global_norm="Infinity", skipped=True) for s in range(2)]
+    recs += [rec(s, healthy(rng)) for s in range(2, 40)]
+    (c,) = feed(e, recs)
+    assert (c.alert.kind, c.alert.severity, c.raised) == ("nonfinite", "info", False)
+    assert "loss scaler skipped 2" in c.alert.message and "guard" not in c.alert.message
+    # ... and when it goes on skipping, it is critical, and raised (what pause_on acts on)
+    later = [rec(s, healthy(rng), grad_inf=inf, global_norm="Infinity", skipped=True) for s in range(40, 50)]
+    (c2,) = feed(e, later, batch=10)
+    assert (c2.alert.severity, c2.raised, c2.alert.step) == ("critical", True, 45)
+    assert "6 steps in a row" in c2.alert.message
+
+
+def test_divergence_within_five_steps_is_exploding_before_the_nan():
+    """Seed 003's shape: norms 374 -> 2,920 -> 1e5 -> 4e8 -> 3e15 -> NaN, no history to compare with."""
+    e = engine()
+    recs = [rec(s, np.full(len(VARS), g / np.sqrt(len(VARS)))) for s, g in enumerate([374, 2920, 1e5, 4e8, 3e15])]
+    recs.append(rec(5, [np.nan] * len(VARS), grad_nan=[9] * len(VARS), loss_nonfinite=True))
+    got = kinds(feed(e, recs, batch=1))
+    assert got[0][:2] == ("exploding_gradients", 3) and got[1][:2] == ("nonfinite", 5), got
+    nan_alert = e.open[("nonfinite", "m/d1/kernel")]
+    assert nan_alert.evidence["preceded_by"] == "exploding_gradients"
+    assert "after gradients had been exploding since step 3" in nan_alert.message
+    assert nan_alert.remedies[0].startswith("Lower the learning rate")
+
+
+def test_a_gradual_explosion_is_flagged_by_its_trend_well_before_it_is_10x():
+    rng = np.random.default_rng(22)
+    recs = [rec(s, healthy(rng), loss=1.0) for s in range(100)]
+    for k in range(80):  # x1.06 a step: 10x the usual level after ~40 steps; the loss stops falling
+        recs.append(rec(100 + k, healthy(rng) * 1.06 ** k, loss=1.0 + 0.01 * k))
+    changes = [c for c in feed(engine(), recs) if c.alert.kind == "exploding_gradients"]
+    assert changes and changes[0].alert.evidence["rule"] == "trend"
+    assert changes[0].alert.step <= 100 + 32, changes[0].alert.step  # before the 10x spike rule could
+    # ... but the same climb while the loss keeps falling is a model learning, not diverging
+    falling = [rec(s, healthy(rng), loss=2.0 - 0.01 * s) for s in range(100)]
+    falling += [rec(100 + k, healthy(rng) * 1.06 ** min(k, 25), loss=1.0 - 0.01 * k) for k in range(60)]
+    assert feed(engine(), falling) == []
+
+
+def test_norms_growing_tenfold_while_the_loss_falls_are_a_model_learning():
+    """Healthy Adam/ResNet runs: the global norm grows 10x over a few dozen steps while the loss falls."""
+    rng = np.random.default_rng(26)
+    recs = [rec(s, healthy(rng), loss=2.3) for s in range(60)]
+    recs += [rec(60 + k, healthy(rng) * min(1.15 ** k, 20.0), loss=2.3 - 0.02 * k) for k in range(60)]
+    assert [c for c in feed(engine(), recs) if c.alert.kind == "exploding_gradients"] == []
+
+
+def test_a_small_variable_jumping_while_the_global_norm_barely_moves_is_not_exploding():
+    """The healthy LSTM/transformer false alarm: key/kernel 20x while the global norm is 3.3x its usual."""
+    rng = np.random.default_rng(23)
+    names = ["m/embed/kernel", "m/mha/query/kernel", "m/mha/key/kernel", "m/out/kernel"]
+    base = np.array([0.3, 0.01, 0.0015, 0.2])
+    recs = [rec(s, base * rng.lognormal(0, 0.1, 4)) for s in range(100)]
+    recs += [rec(100 + k, base * np.array([3.3, 3.0, 20.0, 3.3])) for k in range(10)]
+    assert feed(engine(names), recs) == []
+
+
+def test_the_blame_goes_to_the_variable_that_moved_the_global_norm():
+    rng = np.random.default_rng(24)
+    names = ["m/d1/kernel", "m/mha/key/kernel", "m/out/kernel"]
+    base = np.array([1.0, 0.02, 0.5])
+    recs = [rec(s, base * rng.lognormal(0, 0.1, 3)) for s in range(100)]
+    recs += [rec(100 + k, base * np.array([15.0, 200.0, 2.0])) for k in range(6)]
+    (c,) = [c for c in feed(engine(names), recs) if c.alert.kind == "exploding_gradients"]
+    assert c.alert.layer == "m/d1/kernel", c.alert.message
+
+
+def test_per_variable_clipping_compares_each_variable_with_its_threshold():
+    """clipnorm (mode "norm") bounds each variable: a global norm over 10x the threshold is no explosion."""
+    names = [f"m/l{i}/kernel" for i in range(150)]
+    recs = [rec(s, np.full(150, 0.9), clip_mode="norm", clip_threshold=1.0) for s in range(100)]
+    assert feed(engine(names), recs) == []
+
+
+def test_a_hidden_layer_whose_gradients_are_exactly_zero_is_dead_relu():
+    names = ["m/d1/kernel", "m/d1/bias", "m/d2/kernel", "m/d2/bias", "m/out/kernel", "m/out/bias"]
+    recs = [rec(s, [0.0, 0.0, 0.0, 0.0, 0.0, 0.05]) for s in range(30)]  # d2 dead: nothing reaches d1 either
+    (c,) = feed(engine(names), recs)
+    assert (c.alert.kind, c.alert.layer, c.alert.step) == ("dead_relu", "m/d2", 19)
+    assert c.alert.layers == ["m/d1", "m/d2"] and "exactly zero" in c.alert.message
+
+
+def test_vanishing_against_the_output_bias_sees_a_network_starved_both_ways():
+    """Tiny initial weights shrink the last kernel's gradient too; the output bias still carries the error."""
+    recs = [rec(s, [1e-6, 1e-6, 2e-6, 1e-6, 3e-6, 0.08]) for s in range(40)]
+    (c,) = feed(engine(), recs)
+    assert (c.alert.kind, c.alert.layer) == ("vanishing_gradients", "m/d1/kernel")
+    assert c.alert.evidence["last_layer"] == "m/out/bias"
+
+
+def test_an_attention_query_kernel_that_learns_slowly_is_not_vanishing():
+    names = ["m/embed/kernel", "m/mha/query/kernel", "m/mha/key/kernel", "m/ffn/kernel", "m/out/kernel"]
+    recs = [rec(s, [0.4, 2e-5, 3e-5, 0.3, 0.5]) for s in range(100)]
+    assert feed(engine(names), recs) == []
+
+
+def test_clipping_that_trims_steps_a_little_is_not_saturated():
+    recs = [rec(s, [0.5] * len(VARS), clip_threshold=0.5, clipped=True, clip_scale=0.45) for s in range(200)]
+    assert feed(engine(), recs) == []
+
+
+def test_a_loss_running_away_with_the_learning_rate_is_exploding_though_the_norm_stays_bounded():
+    """Adam/RMSprop under a runaway learning rate: the updates, not the gradients, grow."""
+    rng = np.random.default_rng(25)
+    recs = [rec(s, healthy(rng), loss=2.3, lr=1e-3) for s in range(100)]
+    recs += [rec(100 + k, healthy(rng), loss=2.3 * 1.5 ** k, lr=1e-3 * 10 ** k) for k in range(12)]
+    (c,) = [c for c in feed(engine(), recs) if c.alert.kind == "exploding_gradients"]
+    assert c.alert.evidence["rule"] == "loss" and c.alert.evidence["lr_rise"] >= 10
+    assert c.alert.step < 100 + 6  # before the loss is 10x (k = 6)
+    assert "learning rate rose" in c.alert.message
+
+
+def test_batchnorm_statistics_never_updated_are_frozen_from_the_first_sample():
+    e = engine(BN_VARS, ["m/bn"])
+    untouched = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0]
+    recs = [rec(s, [1.0, 0.3, 0.3, 1.0], bn=[untouched] if s % 5 == 1 else []) for s in range(4)]
+    (c,) = feed(e, recs, batch=1)
+    assert (c.alert.kind, c.alert.step, c.alert.layer) == ("frozen_batchnorm", 1, "m/bn")
+    moved = [0.0, -0.1, 0.1, 0.0, 1.0, 0.9, 1.1, 0.0]  # the same deltas, but the statistics did move once
+    e2 = engine(BN_VARS, ["m/bn"])
+    assert feed(e2, [rec(s, [1.0, 0.3, 0.3, 1.0], bn=[moved]) for s in range(1, 4)], batch=1) == []

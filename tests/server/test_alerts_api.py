@@ -55,7 +55,7 @@ def test_alert_pushed_to_every_viewer_stored_and_origin_attached(shared_server):
     u = updated["alert"]
     assert u["id"] == a["id"] and u["evidence"]["origin_source"] == "labels" and "labels" in u["message"]
     assert [x["id"] for x in alerts] == [a["id"]] and alerts[0]["message"] == u["message"]
-    assert next(r for r in runs if r["id"] == run_id)["alerts"] == {"warning": 0, "critical": 1}
+    assert next(r for r in runs if r["id"] == run_id)["alerts"] == {"info": 0, "warning": 0, "critical": 1}
 
 
 def test_rules_mute_tune_and_refusals(shared_server):
@@ -75,7 +75,7 @@ def test_rules_mute_tune_and_refusals(shared_server):
             patch(srv, f"/api/runs/{run_id}/alert-rules/clip_saturated", {"muted": "yes"}),
             patch(srv, "/api/runs/999999/alert-rules/clip_saturated", {"muted": True}),
         ]
-        await send_steps(ws, [nan_record(0)] + [record(s, clipped=True, clip_threshold=1.0, clip_scale=0.5)
+        await send_steps(ws, [nan_record(0)] + [record(s, clipped=True, clip_threshold=1.0, clip_scale=0.1)
                                                 for s in range(1, 12)])
         await asyncio.sleep(0.3)
         alerts = get(srv, f"/api/runs/{run_id}/alerts")
@@ -86,10 +86,10 @@ def test_rules_mute_tune_and_refusals(shared_server):
     rules, muted, tuned, refusals, alerts, after = run(body())
     assert set(rules) == {"exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu",
                           "frozen_batchnorm", "clip_saturated"}
-    assert rules["clip_saturated"] == {"muted": False, "params": {"fraction": 0.9, "window": 100}}
+    assert rules["clip_saturated"] == {"muted": False, "params": {"fraction": 0.9, "window": 100, "max_scale": 0.2}}
     assert rules["exploding_gradients"]["params"]["spike_factor"] == 10.0
     assert muted.status_code == 200 and muted.json()["muted"] is True
-    assert tuned.json() == {"muted": False, "params": {"fraction": 0.5, "window": 10}}
+    assert tuned.json() == {"muted": False, "params": {"fraction": 0.5, "window": 10, "max_scale": 0.2}}
     codes = [r.status_code for r in refusals]
     assert codes == [404, 422, 422, 422, 422, 404], [r.text for r in refusals]
     assert "explosions" in refusals[0].json()["detail"]
@@ -120,7 +120,8 @@ def test_rule_change_reaches_every_page_watching_the_run(shared_server):
     run_id, pushed, stray = run(body())
     assert parse_page_message(dumps(pushed)).type == "alert_rules"
     assert pushed == {"type": "alert_rules", "run_id": run_id,
-                      "rules": {"dead_relu": {"muted": False, "params": {"sustain": 2, "threshold": 0.3}}}}
+                      "rules": {"dead_relu": {"muted": False,
+                                              "params": {"sustain": 2, "threshold": 0.3, "zero_sustain": 20}}}}
     assert "alert_rules" not in stray  # only pages watching that run
 
 
