@@ -148,7 +148,7 @@ def test_min_severity_critical_posts_only_critical_alerts(gradwatch_server: Any,
 
     async def body() -> int:
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("clipped"))
-        clipped = [record(s, clip_threshold=0.5, clipped=True, clip_scale=0.4) for s in range(120)]
+        clipped = [record(s, clip_threshold=0.5, clipped=True, clip_scale=0.1) for s in range(120)]
         for i in range(0, 120, 30):
             await send_steps(ws, clipped[i : i + 30])
         await send_steps(ws, [nan(120)])
