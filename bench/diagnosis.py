@@ -124,6 +124,14 @@ def run_one(run: Run, srv: BenchServer, api: httpx.Client) -> dict[str, Any]:
         out["alerts"], out["steps_reported"], out["event_step"], out["event"] = [], 0, None, None
         return out
     run_id = max(r["id"] for r in rows)
+    # The finished status follows the run's last steps on its socket: once the server shows it, the
+    # alerts have seen every step (a loaded machine may take a while to get there).
+    deadline = time.monotonic() + 30
+    while api.get(f"/api/runs/{run_id}").json()["status"] not in ("finished", "interrupted", "disconnected"):
+        if time.monotonic() > deadline:
+            out.setdefault("error", "the run did not reach the finished status within 30 s")
+            break
+        time.sleep(0.05)
     alerts = api.get(f"/api/runs/{run_id}/alerts").json()
     metrics = api.get(f"/api/runs/{run_id}/metrics", params={"max_points": 1_000_000}).json()
     out["run_id"] = run_id

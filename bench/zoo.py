@@ -407,7 +407,10 @@ def execute(run: Run, server: str, token: str) -> dict[str, Any]:
         return optimizer(run.opt, lr, run.clip)
 
     monitor = GradientMonitor(server=server, token=token, run_name=run.name)
-    model = train(run.model, make_optimizer, data, run.train, monitor, y=y)
+    try:
+        model = train(run.model, make_optimizer, data, run.train, monitor, y=y)
+    finally:
+        monitor.close()  # fit() no longer waits for delivery: the run ends finished once all went out
     out: dict[str, Any] = {}
     if run.kind == "dead_relu":
         out["dead_share"] = dead_share(model, data.x)
