@@ -15,6 +15,8 @@ passes its dead tensors through), so the step keeps to:
 - one branch point for a non-finite step: NaN/Inf counts per variable (one
   segment sum over all of them) and the batch kept for the host to replay
   (origin.py); healthy steps pay nothing more;
+- without ``probe_data``, one branch point per step that keeps the batch of the
+  steps the activation probe is due (batch_keep.py);
 - the weight scan after a bad step and the BatchNorm moving statistics are the
   host's (session.py, bn_stats.py): reading variables in the step would also
   hold every weight update back until the whole backward pass had finished.
@@ -196,6 +198,9 @@ class GradientStats:
                 found = list(origin.inspect(x, y, step) if origin is not None else map(count_nonfinite, (x, y)))
             nan_c, inf_c = count(bad, present, n, tf.math.is_nan), count(bad, present, n, tf.math.is_inf)
             return tf.cast(tf.concat([tf.stack([tf.constant(1.0), *found]), nan_c, inf_c], 0), tf.float64)
+
+        if inputs is not None and origin is not None:
+            origin.sample(inputs[0], step)  # the probe's batch, on the steps it is due (if it has no probe_data)
 
         trouble_cols = [SCALARS.index(k) for k in ("unhealthy", "origin_features", "origin_labels")]
         trouble_cols += range(len(SCALARS) + n, len(SCALARS) + 3 * n)
