@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from gradwatch.protocol import CLIP_MODES
 
+from .batch_keep import in_xla_context
 from .bn_stats import BatchNormSampler
 from .clipping import CLIP_MODE_IDS, VALUE, clip_gradients, count, sq_norms
 from .origin import OriginFinder, count_nonfinite
@@ -212,8 +213,9 @@ class GradientStats:
         counts_and_ratios = tf.constant(np.r_[np.zeros(2 * n), np.full(n, np.nan)].astype(np.float32))
         values = tf.cast(tf.concat([head, rest, sq, counts_and_ratios], 0), tf.float64)
         values = tf.concat([tf.reshape(tf.cast(step, tf.float64), [1]), values], 0)
-        if tf.distribute.has_strategy():
-            # A mirrored buffer may not be written inside a branch: fold the branch's values in.
+        if tf.distribute.has_strategy() or in_xla_context():
+            # A mirrored buffer may not be written inside a branch: fold the branch's values in. XLA
+            # would compile ``buffer[row]`` with the row as a constant: one compile per step.
             trouble = tf.cond(healthy, lambda: tf.zeros([len(trouble_cols)], tf.float64), troubled)
             values = tf.tensor_scatter_nd_update(values, [[c] for c in trouble_cols], trouble)
             self._write(tf.reshape(row, [1, 1]), values[None])

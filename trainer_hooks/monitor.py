@@ -212,7 +212,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
 
     # ------------------------------------------------------------------ shared with Watch
 
-    def new_hook(self, model: Any, optimizer: Any, ring: int = 1) -> OptimizerHook:
+    def new_hook(self, model: Any, optimizer: Any, ring: int = STATS_RING) -> OptimizerHook:
         """An (uninstalled) hook whose statistics cover ``model`` and clip as configured."""
         mode, threshold = self.clip_mode, self.clip_threshold
         adopted = optimizer_clipping(optimizer)
