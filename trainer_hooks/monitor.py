@@ -257,6 +257,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             samples = hook.origin.samples if hook.origin is not None else None
             prober = Prober(model, self.probe_data, stats.bn_layers, samples)
             notes.update(prober.notes)
+            prober = prober if prober.active else None
         except Exception as err:
             notes["probe"] = f"the activation probe is off ({type(err).__name__}: {err})"
 

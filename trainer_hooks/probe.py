@@ -114,6 +114,11 @@ class Prober:
         self._build(first, relu_layers(model), list(bn_layers))
 
     @property
+    def active(self) -> bool:
+        """False when there is nothing to probe (see ``notes``)."""
+        return self._forward is not None
+
+    @property
     def relu_names(self) -> list[str]:
         return [_name(layer) for layer in self.relus]
 
