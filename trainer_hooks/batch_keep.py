@@ -9,9 +9,10 @@ XLA (``jit_compile``) compiles neither ``tf.string`` nor a variable whose shape
 changes inside a branch. So each flattened input has a variable of its own dtype;
 outside XLA it takes the batch whole (its shape may change); under XLA it holds
 a fixed ``rows`` examples, the batch cropped or zero-padded to that, with the
-number of real rows beside it. Under XLA an input needs a static per-example
-shape (known while tracing); when it has none, nothing is kept and ``unavailable``
-says why.
+number of real rows beside it. XLA copies a variable the step may write on every
+step, taken or not, so under XLA the rows are few (and within ``XLA_BUDGET_BYTES``).
+An input needs a static per-example shape there (known while tracing); when it has
+none, nothing is kept and ``unavailable`` says why.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import tensorflow as tf
 from tensorflow.python.framework import ops
 from tensorflow.python.ops import control_flow_util
 
-#: Under XLA, at most this many bytes per kept batch (the rows are reserved on the device).
-XLA_BUDGET_BYTES = 32 * 2**20
+#: Under XLA, at most this many bytes per kept batch: XLA copies the variable on every step.
+XLA_BUDGET_BYTES = 8 * 2**20
 
 
 def in_xla_context() -> bool:
@@ -51,7 +52,7 @@ class KeptBatch:
         self.rows = max(1, int(rows))
         self.unavailable: str | None = None  # set while tracing when the batch cannot be kept
         self._structure: Any = None  # of the features, noted while tracing
-        self._xla = False
+        self.xla = False  # traced into an XLA-compiled step
         self._kept = [
             tf.Variable(
                 tf.zeros([0, *[d or 0 for d in shape[1:]]], dtype),
@@ -74,11 +75,11 @@ class KeptBatch:
             self.unavailable = "the batch's features do not match the model's inputs"
             return
         flat = [tf.cast(t, var.dtype) if t.dtype != var.dtype else t for t, var in zip(flat, self._kept)]
-        self._xla = in_xla_context()
-        if self._xla and not all(t.shape.rank is not None and t.shape[1:].is_fully_defined() for t in flat):
+        self.xla = in_xla_context()
+        if self.xla and not all(t.shape.rank is not None and t.shape[1:].is_fully_defined() for t in flat):
             self.unavailable = "under XLA (jit_compile) the features need a static shape per example"
             return
-        if self._xla:
+        if self.xla:
             per_row = sum(t.shape[1:].num_elements() * t.dtype.size for t in flat)
             self.rows = max(1, min(self.rows, XLA_BUDGET_BYTES // max(per_row, 1)))
             with tf.init_scope():  # the variables' shape is fixed before XLA compiles the step
@@ -90,13 +91,13 @@ class KeptBatch:
         def take() -> tf.Tensor:
             total = tf.shape(flat[0])[0]
             for t, var in zip(flat, self._kept):
-                if self._xla:
+                if self.xla:
                     part = t[: self.rows]
                     pad = [[0, self.rows - tf.shape(part)[0]]] + [[0, 0]] * (t.shape.rank - 1)
                     var.assign(tf.pad(part, pad))
                 else:
                     var.assign(t)
-            self._n.assign(tf.minimum(total, self.rows) if self._xla else total)
+            self._n.assign(tf.minimum(total, self.rows) if self.xla else total)
             self._total.assign(total)
             self._step.assign(tf.cast(step, tf.int64))
             return tf.constant(True)

@@ -13,10 +13,10 @@ passes its dead tensors through), so the step keeps to:
 - one fused ``l2_loss`` kernel per variable;
 - one branch point for clipping, taken only while a threshold is set;
 - one branch point for a non-finite step: NaN/Inf counts per variable (one
-  segment sum over all of them) and the batch kept for the host to replay
-  (origin.py); healthy steps pay nothing more;
-- without ``probe_data``, one branch point per step that keeps the batch of the
-  steps the activation probe is due (batch_keep.py);
+  segment sum over all of them); healthy steps pay nothing more;
+- one branch point that keeps the batch of a non-finite step for the host to
+  replay (origin.py), and without ``probe_data`` that of the steps the activation
+  probe is due (batch_keep.py);
 - the weight scan after a bad step and the BatchNorm moving statistics are the
   host's (session.py, bn_stats.py): reading variables in the step would also
   hold every weight update back until the whole backward pass had finished.
@@ -165,7 +165,7 @@ class GradientStats:
         Returns the clipped gradients, whether the step is healthy (finite
         gradient norm and loss) and the step's number. A step with no known ``loss`` records NaN there
         and judges health by the gradients alone. ``inputs`` (x, y), if given, are
-        checked on unhealthy steps, and the features kept for ``origin`` to replay.
+        checked on unhealthy steps, and their features kept by ``origin`` (see ``OriginFinder.keep``).
         """
         self.traces += 1
         step = self.step.read_value()
@@ -196,12 +196,12 @@ class GradientStats:
             found = [tf.constant(0.0), tf.constant(0.0)]
             if inputs is not None:
                 x, y = inputs
-                found = list(origin.inspect(x, y, step) if origin is not None else map(count_nonfinite, (x, y)))
+                found = [count_nonfinite(x), count_nonfinite(y)]
             nan_c, inf_c = count(bad, present, n, tf.math.is_nan), count(bad, present, n, tf.math.is_inf)
             return tf.cast(tf.concat([tf.stack([tf.constant(1.0), *found]), nan_c, inf_c], 0), tf.float64)
 
         if inputs is not None and origin is not None:
-            origin.sample(inputs[0], step)  # the probe's batch, on the steps it is due (if it has no probe_data)
+            origin.keep(inputs[0], step, healthy)  # for the replay of a non-finite step, and for the probe
 
         trouble_cols = [SCALARS.index(k) for k in ("unhealthy", "origin_features", "origin_labels")]
         trouble_cols += range(len(SCALARS) + n, len(SCALARS) + 3 * n)

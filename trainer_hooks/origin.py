@@ -65,22 +65,23 @@ def count_nonfinite(structure: Any) -> tf.Tensor:
 
 
 class OriginFinder:
-    """Build eagerly. In-graph: ``inspect(x, y, step)``, ``sample(x, step)``; on the host: ``first_bad_layer(step)``.
+    """Build eagerly. In-graph: ``keep(x, step, healthy)``; on the host: ``first_bad_layer(step)``.
 
-    ``sample_every`` > 0 also keeps the batch of every ``sample_every``-th step (``samples``), the
-    training batch the activation probe replays when it was given no ``probe_data``.
+    One batch is kept (batch_keep.py): the features of a non-finite step, for the replay, and with
+    ``sample_every`` > 0 those of every ``sample_every``-th step too (``samples``): the training batch
+    the activation probe replays when it was given no ``probe_data``. Under XLA at most ``XLA_ROWS``
+    examples are kept: XLA copies the kept variable on every step, so its size is what each step pays.
     """
 
-    #: The most examples of a non-finite batch kept for the replay (under XLA, fewer if they are large).
-    MAX_KEPT = 4096
+    XLA_ROWS = 256
 
-    def __init__(self, model: Any, sample_every: int = 0, sample_rows: int = 256) -> None:
+    def __init__(self, model: Any, sample_every: int = 0) -> None:
         self.layer_names: list[str] = []
         self._replay: keras.Model | None = None
-        spec = input_spec(model)
-        self._kept = KeptBatch(spec, self.MAX_KEPT, "gw_kept_batch") if spec is not None else None
         self.sample_every = sample_every
-        self.samples = KeptBatch(spec, sample_rows, "gw_probe_batch") if spec is not None and sample_every else None
+        spec = input_spec(model)
+        self._kept = KeptBatch(spec, self.XLA_ROWS, "gw_kept_batch") if spec is not None else None
+        self.samples = self._kept if sample_every else None
         if spec is None:
             return
         try:
@@ -93,28 +94,30 @@ class OriginFinder:
 
     @property
     def notes(self) -> dict[str, str]:
-        """What could not be kept, found while tracing: one line each for the run's info."""
-        out = {}
-        if self._replay is not None and self._kept is not None and self._kept.unavailable:
-            out["origin"] = (f"the layer replay of a non-finite step is off ({self._kept.unavailable}); "
-                             "non-finite features and labels are still counted")
-        return out
+        """What could not be kept, found while tracing: one line for the run's info."""
+        kept = self._kept
+        if self._replay is None or kept is None:
+            return {}
+        if kept.unavailable:
+            return {"origin": f"the layer replay of a non-finite step is off ({kept.unavailable}); "
+                              "non-finite features and labels are still counted"}
+        if kept.xla:
+            return {"origin": f"under XLA (jit_compile) the layer replay of a non-finite step covers the first "
+                              f"{kept.rows} examples of its batch"}
+        return {}
 
     # ------------------------------------------------------------------ graph side
 
-    def inspect(self, x: Any, y: Any, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Non-finite counts in features and labels; keeps the features for ``first_bad_layer``.
-
-        Traced into the branch only non-finite steps take.
-        """
-        if self._replay is not None and self._kept is not None:
-            self._kept.keep(x, step)
-        return count_nonfinite(x), count_nonfinite(y)
-
-    def sample(self, x: Any, step: tf.Tensor) -> None:
-        """Keep the features of every ``sample_every``-th step for the probe (traced into every step)."""
-        if self.samples is not None:
-            self.samples.keep(x, step, tf.equal(tf.math.floormod(step, self.sample_every), 0))
+    def keep(self, x: Any, step: tf.Tensor, healthy: tf.Tensor) -> None:
+        """Keep the features of a non-finite step (to replay) and of the steps the probe is due."""
+        if self._kept is None:
+            return
+        when = None if self._replay is None else tf.logical_not(healthy)
+        if self.sample_every:
+            due = tf.equal(tf.math.floormod(step, self.sample_every), 0)
+            when = due if when is None else when | due
+        if when is not None:
+            self._kept.keep(x, step, when)
 
     # ------------------------------------------------------------------ host side
 
