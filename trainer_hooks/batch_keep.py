@@ -107,6 +107,10 @@ class KeptBatch:
         else:
             tf.cond(when, take, lambda: tf.constant(False))
 
+    def empty(self) -> tf.Tensor:
+        """In-graph: True until a batch was kept."""
+        return self._step.read_value() < 0
+
     # ------------------------------------------------------------------ host side
 
     @property

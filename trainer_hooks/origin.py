@@ -113,8 +113,8 @@ class OriginFinder:
         if self._kept is None:
             return
         when = None if self._replay is None else tf.logical_not(healthy)
-        if self.sample_every:
-            due = tf.equal(tf.math.floormod(step, self.sample_every), 0)
+        if self.sample_every:  # and the first step seen, so a run resumed mid-way has a batch at once
+            due = tf.equal(tf.math.floormod(step, self.sample_every), 0) | self._kept.empty()
             when = due if when is None else when | due
         if when is not None:
             self._kept.keep(x, step, when)

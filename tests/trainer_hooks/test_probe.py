@@ -61,7 +61,8 @@ class Classifier(keras.Model):
 
 def fit(server: Any, model: keras.Model, name: str, epochs: int = 1, lr: float = 0.05, **kwargs: Any) -> dict[str, Any]:
     x, y = digits()
-    model.compile(keras.optimizers.SGD(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    if not model.compiled:  # a model compiled (and trained) before keeps its optimizer and step count
+        model.compile(keras.optimizers.SGD(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     mon = GradientMonitor(server=server.url, token=server.token, run_name=name, **kwargs)
     model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[mon])
     api = Api(server)
@@ -155,3 +156,15 @@ def test_dead_relu_is_raised_with_the_default_arguments(
         assert dead == []
     else:
         assert dead and dead[0] == first_dead and set(dead) <= {"h1", "h2"}
+
+
+def test_a_run_starting_mid_way_probes_its_first_step(shared_server: Any) -> None:
+    """A model trained before (or resumed from a checkpoint) starts at step N, not a multiple of probe_every."""
+    keras.utils.set_random_seed(0)
+    x, y = digits()
+    model = mlp("relu-later")
+    model.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # 57 steps without the monitor
+    got = fit(shared_server, model, "probe-later", epochs=1)
+    assert got["probe"]["step"] == [57, 100]
+    assert "probe" not in got["detail"]["meta"]
