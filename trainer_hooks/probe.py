@@ -107,8 +107,8 @@ class Prober:
         first = self.data if self.data is not None else self._sample()
         if first is None:
             self.notes["probe"] = (
-                "the activation probe is off: no probe_data, and no training batch to take "
-                "(a subclassed model, or apply_gradients called without inputs=(x, y))"
+                "the activation probe is off: no probe_data, and no training batch was kept (a subclassed "
+                "model, a multi-replica strategy, or apply_gradients called without inputs=(x, y))"
             )
             return
         self._build(first, relu_layers(model), list(bn_layers))
