@@ -1,7 +1,10 @@
 """Training overhead of GradientMonitor against plain `model.fit`, with TensorBoard as the reference.
 
     python -m bench.overhead [--quick] [--rounds 3] [--epochs 3] [--block 10]
-                             [--models mlp,mobilenetv2] [--json out.json]
+                             [--models mlp,mobilenetv2] [--jit-compile] [--json out.json]
+
+``--jit-compile`` compiles every configuration's step with XLA (``compile(jit_compile=True)``,
+what Keras' default ``"auto"`` picks on a GPU), plain fit included.
 
 Every configuration trains its own copy of the same model (same seed, same data),
 each ``fit`` in its own thread, and they take turns: a relay lets one fit run
@@ -138,11 +141,12 @@ MODELS: dict[str, Callable[[], tuple[keras.Model, np.ndarray, np.ndarray, int]]]
 }
 
 
-def compiled(model_name: str) -> tuple[keras.Model, np.ndarray, np.ndarray, int]:
+def compiled(model_name: str, jit_compile: bool | str = "auto") -> tuple[keras.Model, np.ndarray, np.ndarray, int]:
     """A fresh copy of a benchmark model (same seed every time), compiled the same way everywhere."""
     keras.utils.set_random_seed(0)
     model, x, y, batch = MODELS[model_name]()
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(True))
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(True),
+                  jit_compile=jit_compile)
     return model, x, y, batch
 
 
@@ -204,14 +208,14 @@ def run_round(models: dict[str, Any], make_callbacks: dict[str, Callable[[], lis
 
 
 def measure(model_name: str, rounds: int, epochs: int, block: int, server: BenchServer,
-            include_tb: bool, decompose: bool = False) -> dict[str, Any]:
+            include_tb: bool, decompose: bool = False, jit_compile: bool | str = "auto") -> dict[str, Any]:
     logdir = tempfile.mkdtemp(prefix="gradwatch-bench-tb-")
     make_callbacks = configs(server, logdir, decompose)
     if not include_tb:
         make_callbacks.pop("tensorboard histogram_freq=1")
     models = {}
     for name in make_callbacks:
-        models[name], x, y, batch = compiled(model_name)
+        models[name], x, y, batch = compiled(model_name, jit_compile)
     medians: dict[str, list[float]] = {n: [] for n in make_callbacks}
     means: dict[str, list[float]] = {n: [] for n in make_callbacks}
     for _ in range(rounds):
@@ -219,7 +223,8 @@ def measure(model_name: str, rounds: int, epochs: int, block: int, server: Bench
         for name, p in periods.items():
             medians[name].append(float(np.median(p)))
             means[name].append(float(np.mean(p)))
-    result: dict[str, Any] = {"model": model_name, "rounds": rounds, "timed_epochs": epochs, "block": block,
+    result: dict[str, Any] = {"model": model_name, "jit_compile": jit_compile,
+                              "rounds": rounds, "timed_epochs": epochs, "block": block,
                               "steps_per_epoch": -(-len(x) // batch), "configs": {}}
     for name in make_callbacks:
         result["configs"][name] = {
@@ -257,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="mlp,mobilenetv2")
     p.add_argument("--decompose", action="store_true",
                    help="also every=1 with no host work between steps, and with the server unreachable")
+    p.add_argument("--jit-compile", action="store_true",
+                   help="compile every fit's step with XLA (jit_compile=True) instead of Keras' 'auto'")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     names = ["mlp"] if args.quick else args.models.split(",")
@@ -269,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             print("tensorboard is not installed (pip install tensorboard); skipping that reference", file=sys.stderr)
             include_tb = False
     with BenchServer() as server:
-        results = [measure(n, rounds, epochs, args.block, server, include_tb, args.decompose) for n in names]
+        jit: bool | str = True if args.jit_compile else "auto"
+        results = [measure(n, rounds, epochs, args.block, server, include_tb, args.decompose, jit) for n in names]
     print(markdown(results))
     write_json(args.json, results)
     return 0

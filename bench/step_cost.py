@@ -1,6 +1,9 @@
 """The cost of the monitor inside the compiled train step alone, in microseconds per step.
 
-    python -m bench.step_cost [--model mlp] [--steps 800] [--variant name:kwarg=value,...]
+    python -m bench.step_cost [--model mlp] [--steps 800] [--variant name:kwarg=value,...] [--jit-compile]
+
+A variant's values are JSON; ``probe_data="batch"`` stands for the model's own batch (with
+``probe_data`` the step keeps no batch for the probe: compare with the defaults to see that cost).
 
 No ``fit`` loop, no server, no callback work between steps: each model's compiled train
 function is called directly on one fixed batch, and the calls alternate step by step
@@ -30,14 +33,16 @@ from bench._common import write_json
 from bench.overhead import MODELS, compiled
 
 
-def compiled_step(model_name: str, monitor_kwargs: dict[str, Any] | None) -> Any:
+def compiled_step(model_name: str, monitor_kwargs: dict[str, Any] | None, jit_compile: bool | str = "auto") -> Any:
     """A warmed-up zero-argument step function of a fresh model, monitored if kwargs are given."""
     from gradwatch import GradientMonitor
 
-    model, x, y, batch = compiled(model_name)
+    model, x, y, batch = compiled(model_name, jit_compile)
     data = iter(tf.data.Dataset.from_tensors((x[:batch], y[:batch])).repeat())
     model.make_train_function()
     if monitor_kwargs is not None:
+        if monitor_kwargs.get("probe_data") == "batch":
+            monitor_kwargs = {**monitor_kwargs, "probe_data": x[:batch]}
         monitor = GradientMonitor(server="http://127.0.0.1:9", token="x" * 32, **monitor_kwargs)
         monitor.set_model(model)
         with warnings.catch_warnings():
@@ -68,11 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--variant", action="append", default=None,
                    help="name:kwarg=json,... of GradientMonitor (default: monitored: with the defaults)")
+    p.add_argument("--jit-compile", action="store_true", help="compile the steps with XLA (jit_compile=True)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    jit: bool | str = True if args.jit_compile else "auto"
     variants = dict(parse_variant(v) for v in (args.variant or ["monitored:"]))
-    steps = {"plain": compiled_step(args.model, None)}
-    steps.update({name: compiled_step(args.model, kwargs) for name, kwargs in variants.items()})
+    steps = {"plain": compiled_step(args.model, None, jit)}
+    steps.update({name: compiled_step(args.model, kwargs, jit) for name, kwargs in variants.items()})
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.steps):
         for name, step in steps.items():

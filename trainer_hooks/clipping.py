@@ -21,6 +21,8 @@ import tensorflow as tf
 
 from gradwatch.protocol import CLIP_MODES
 
+from .batch_keep import in_xla_context
+
 CLIP_MODE_IDS = {name: i for i, name in enumerate(CLIP_MODES)}
 GLOBAL, VALUE = CLIP_MODE_IDS["global_norm"], CLIP_MODE_IDS["value"]  # anything else: per-variable norm
 
@@ -78,10 +80,11 @@ def clip_gradients(
         return [tf.identity(g) for g in grads], tf.constant(1.0), tf.constant(0.0)
 
     def clip() -> tuple[list[Any], tf.Tensor, tf.Tensor]:
-        value = mode == VALUE
+        on = t > 0  # always true inside the branch; without it (XLA) a threshold <= 0 leaves grads as they are
+        value = (mode == VALUE) & on
         per_var = tf.minimum(1.0, t / tf.maximum(tf.sqrt(sq), 1e-30))
         global_s = tf.minimum(1.0, t / tf.maximum(tf.sqrt(total), 1e-30))
-        s = tf.where(value, 1.0, tf.where(mode == GLOBAL, global_s, per_var))
+        s = tf.where(value | ~on, 1.0, tf.where(mode == GLOBAL, global_s, per_var))
         bound = tf.where(value, t, np.inf)
         scales = tf.unstack(s, num=len(grads)) if grads else []
         limits: dict[tf.DType, tuple[tf.Tensor, tf.Tensor]] = {}  # (low, high) once per dtype, not per variable
@@ -109,5 +112,9 @@ def clip_gradients(
         post, frac = tf.cond(value, bounded, scaled)
         return out, tf.where(total > 0, tf.sqrt(post / tf.maximum(total, 1e-30)), 1.0), frac
 
+    if in_xla_context():
+        # XLA copies every tensor a conditional returns (here every gradient, each step) and cannot fuse
+        # across it; without the branch the scale and bound fuse into the optimizer's own update.
+        return clip()
     clipped: tuple[list[Any], tf.Tensor, tf.Tensor] = tf.cond(t > 0, clip, passthrough)
     return clipped

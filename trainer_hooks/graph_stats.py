@@ -13,8 +13,10 @@ passes its dead tensors through), so the step keeps to:
 - one fused ``l2_loss`` kernel per variable;
 - one branch point for clipping, taken only while a threshold is set;
 - one branch point for a non-finite step: NaN/Inf counts per variable (one
-  segment sum over all of them) and the batch kept for the host to replay
-  (origin.py); healthy steps pay nothing more;
+  segment sum over all of them); healthy steps pay nothing more;
+- one branch point that keeps the batch of a non-finite step for the host to
+  replay (origin.py), and without ``probe_data`` that of the steps the activation
+  probe is due (batch_keep.py);
 - the weight scan after a bad step and the BatchNorm moving statistics are the
   host's (session.py, bn_stats.py): reading variables in the step would also
   hold every weight update back until the whole backward pass had finished.
@@ -31,6 +33,7 @@ import tensorflow as tf
 
 from gradwatch.protocol import CLIP_MODES
 
+from .batch_keep import in_xla_context
 from .bn_stats import BatchNormSampler
 from .clipping import CLIP_MODE_IDS, VALUE, clip_gradients, count, sq_norms
 from .origin import OriginFinder, count_nonfinite
@@ -162,7 +165,7 @@ class GradientStats:
         Returns the clipped gradients, whether the step is healthy (finite
         gradient norm and loss) and the step's number. A step with no known ``loss`` records NaN there
         and judges health by the gradients alone. ``inputs`` (x, y), if given, are
-        checked on unhealthy steps, and the features kept for ``origin`` to replay.
+        checked on unhealthy steps, and their features kept by ``origin`` (see ``OriginFinder.keep``).
         """
         self.traces += 1
         step = self.step.read_value()
@@ -193,9 +196,12 @@ class GradientStats:
             found = [tf.constant(0.0), tf.constant(0.0)]
             if inputs is not None:
                 x, y = inputs
-                found = list(origin.inspect(x, y, step) if origin is not None else map(count_nonfinite, (x, y)))
+                found = [count_nonfinite(x), count_nonfinite(y)]
             nan_c, inf_c = count(bad, present, n, tf.math.is_nan), count(bad, present, n, tf.math.is_inf)
             return tf.cast(tf.concat([tf.stack([tf.constant(1.0), *found]), nan_c, inf_c], 0), tf.float64)
+
+        if inputs is not None and origin is not None:
+            origin.keep(inputs[0], step, healthy)  # for the replay of a non-finite step, and for the probe
 
         trouble_cols = [SCALARS.index(k) for k in ("unhealthy", "origin_features", "origin_labels")]
         trouble_cols += range(len(SCALARS) + n, len(SCALARS) + 3 * n)
@@ -207,8 +213,9 @@ class GradientStats:
         counts_and_ratios = tf.constant(np.r_[np.zeros(2 * n), np.full(n, np.nan)].astype(np.float32))
         values = tf.cast(tf.concat([head, rest, sq, counts_and_ratios], 0), tf.float64)
         values = tf.concat([tf.reshape(tf.cast(step, tf.float64), [1]), values], 0)
-        if tf.distribute.has_strategy():
-            # A mirrored buffer may not be written inside a branch: fold the branch's values in.
+        if tf.distribute.has_strategy() or in_xla_context():
+            # A mirrored buffer may not be written inside a branch: fold the branch's values in. XLA
+            # would compile ``buffer[row]`` with the row as a constant: one compile per step.
             trouble = tf.cond(healthy, lambda: tf.zeros([len(trouble_cols)], tf.float64), troubled)
             values = tf.tensor_scatter_nd_update(values, [[c] for c in trouble_cols], trouble)
             self._write(tf.reshape(row, [1, 1]), values[None])

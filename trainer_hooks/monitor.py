@@ -67,7 +67,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         update_ratio_every: measure ‖Δw‖/‖w‖ per variable every N-th step (0: never);
             ``None`` paces it by its own cost, to at most 0.5 % of wall time.
         probe_data: a small fixed batch of inputs (at most 256 examples are used) for the
-            activation probe (dead ReLU units, BatchNorm batch-vs-moving gap); ``None``: no probe.
+            activation probe (dead ReLU units, BatchNorm batch-vs-moving gap); ``None``: the
+            probe takes the training batch of the steps it is due (at most 256 examples).
         probe_every: run the probe every N steps.
         max_buffer_mb: reports kept in memory while the server is unreachable;
             past it the oldest are dropped and the gap is reported.
@@ -266,7 +267,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
 
     # ------------------------------------------------------------------ shared with Watch
 
-    def new_hook(self, model: Any, optimizer: Any, ring: int = 1) -> OptimizerHook:
+    def new_hook(self, model: Any, optimizer: Any, ring: int = STATS_RING) -> OptimizerHook:
         """An (uninstalled) hook whose statistics cover ``model`` and clip as configured."""
         mode, threshold = self.clip_mode, self.clip_threshold
         adopted = optimizer_clipping(optimizer)
@@ -293,7 +294,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             make_stats,
             self.every,
             guard_nonfinite=self.guard_nonfinite,
-            make_origin=lambda: OriginFinder(model),
+            # Without probe_data the probe replays the training batch of the steps it is due.
+            make_origin=lambda: OriginFinder(model, sample_every=self.probe_every if self.probe_data is None else 0),
             strategy=getattr(model, "distribute_strategy", None),
         )
 
@@ -303,12 +305,16 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         assert stats is not None
         self.stats = stats
         strategy = hook.strategy  # the model's, as the hook was made for it
+        # What the trainer could not do on this model: one line each, in the run's info.
+        notes: dict[str, str] = {} if hook.origin is None else hook.origin.notes
         prober = None
-        if self.probe_data is not None:
-            try:
-                prober = Prober(model, self.probe_data, stats.bn_layers)
-            except Exception as err:
-                warnings.warn(f"gradwatch: activation probe unavailable ({err})", RuntimeWarning, stacklevel=3)
+        try:  # probe_data, or else the training batches the step keeps (hook.origin.samples)
+            samples = hook.origin.samples if hook.origin is not None else None
+            prober = Prober(model, self.probe_data, stats.bn_layers, samples)
+            notes.update(prober.notes)
+            prober = prober if prober.active else None
+        except Exception as err:
+            notes["probe"] = f"the activation probe is off ({type(err).__name__}: {err})"
 
         def set_lr(lr: float) -> None:
             variable = learning_rate_variable(optimizer)
@@ -332,6 +338,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
                 "replicas": int(getattr(strategy, "num_replicas_in_sync", 1)),
                 "workers": worker_count(strategy),  # only the chief streams (multi_worker.py)
                 **(self._trial.meta if self._trial is not None else {}),
+                **notes,
             },
             max_buffer_bytes=int(self.max_buffer_mb * 2**20),
             resume=self.resume,

@@ -2,7 +2,8 @@
 
 Nothing here runs on a healthy step. On a non-finite one the train step (inside
 the branch only such steps take) counts non-finite features and labels and
-keeps a serialised copy of the batch's features; the host then replays that
+keeps a copy of the batch's features (batch_keep.py: one variable per input, which
+XLA can compile, unlike a serialised ``tf.string``); the host then replays that
 one batch layer by layer, once, in inference mode, to find the first layer
 whose output is not finite. Keeping the replay out of the compiled step matters:
 a forward pass sitting in an untaken branch still costs every healthy step.
@@ -23,6 +24,8 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+
+from .batch_keep import KeptBatch, input_spec
 
 
 def explain_nonfinite(
@@ -62,16 +65,25 @@ def count_nonfinite(structure: Any) -> tf.Tensor:
 
 
 class OriginFinder:
-    """Build eagerly. In-graph: ``inspect(x, y, step)``; on the host: ``first_bad_layer(step)``."""
+    """Build eagerly. In-graph: ``keep(x, step, healthy)``; on the host: ``first_bad_layer(step)``.
 
-    def __init__(self, model: Any) -> None:
+    One batch is kept (batch_keep.py): the features of a non-finite step, for the replay, and with
+    ``sample_every`` > 0 those of every ``sample_every``-th step too (``samples``): the training batch
+    the activation probe replays when it was given no ``probe_data``. Under XLA at most ``XLA_ROWS``
+    examples are kept: XLA copies the kept variable on every step, so its size is what each step pays.
+    """
+
+    XLA_ROWS = 256
+
+    def __init__(self, model: Any, sample_every: int = 0) -> None:
         self.layer_names: list[str] = []
         self._replay: keras.Model | None = None
-        self._structure: Any = None  # of the features, noted while tracing
-        self._dtypes: list[tf.DType] = []
-        self._kept = tf.Variable(tf.zeros([0], tf.string), shape=tf.TensorShape([None]), trainable=False,
-                                 name="gw_kept_batch")
-        self._kept_step = tf.Variable(tf.constant(-1, tf.int64), trainable=False, name="gw_kept_step")
+        self.sample_every = sample_every
+        spec = input_spec(model)
+        self._kept = KeptBatch(spec, self.XLA_ROWS, "gw_kept_batch") if spec is not None else None
+        self.samples = self._kept if sample_every else None
+        if spec is None:
+            return
         try:
             layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
             replay = keras.Model(model.inputs, [layer.output for layer in layers])
@@ -80,31 +92,50 @@ class OriginFinder:
         self._replay = replay
         self.layer_names = [getattr(layer, "path", None) or layer.name for layer in layers]
 
+    @property
+    def notes(self) -> dict[str, str]:
+        """What could not be kept, found while tracing: one line for the run's info."""
+        kept = self._kept
+        if self._replay is None or kept is None:
+            return {}
+        if kept.unavailable:
+            return {"origin": f"the layer replay of a non-finite step is off ({kept.unavailable}); "
+                              "non-finite features and labels are still counted"}
+        if kept.xla:
+            return {"origin": f"under XLA (jit_compile) the layer replay of a non-finite step covers the first "
+                              f"{kept.rows} examples of its batch"}
+        return {}
+
     # ------------------------------------------------------------------ graph side
 
-    def inspect(self, x: Any, y: Any, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Non-finite counts in features and labels; keeps the features for ``first_bad_layer``."""
-        flat = tf.nest.flatten(x)
-        if self._replay is not None and flat and all(isinstance(t, tf.Tensor) for t in flat):
-            self._structure, self._dtypes = tf.nest.map_structure(lambda _: 0, x), [t.dtype for t in flat]
-            self._kept.assign(tf.stack([tf.io.serialize_tensor(t) for t in flat]))
-            self._kept_step.assign(tf.cast(step, tf.int64))
-        return count_nonfinite(x), count_nonfinite(y)
+    def keep(self, x: Any, step: tf.Tensor, healthy: tf.Tensor) -> None:
+        """Keep the features of a non-finite step (to replay) and of the steps the probe is due."""
+        if self._kept is None:
+            return
+        when = None if self._replay is None else tf.logical_not(healthy)
+        if self.sample_every:  # and the first step seen, so a run resumed mid-way has a batch at once
+            due = tf.equal(tf.math.floormod(step, self.sample_every), 0) | self._kept.empty()
+            when = due if when is None else when | due
+        if when is not None:
+            self._kept.keep(x, step, when)
 
     # ------------------------------------------------------------------ host side
 
     def first_bad_layer(self, step: int) -> int | None:
         """Index into ``layer_names`` of the first non-finite output for the batch kept at ``step``.
 
-        -1 when every layer's output is finite; ``None`` when that batch was not kept.
+        -1 when every layer's output is finite; ``None`` when that batch was not kept, or kept only in part
+        (under XLA, a batch larger than the rows reserved for it) and its kept part is finite throughout.
         """
-        if self._replay is None or int(self._kept_step.numpy()) != step:
+        if self._replay is None or self._kept is None or self._kept.kept_step != step:
             return None
-        blobs = self._kept.numpy()
-        flat = [tf.io.parse_tensor(b, dtype) for b, dtype in zip(blobs, self._dtypes)]
-        outputs = self._replay(tf.nest.pack_sequence_as(self._structure, flat), training=False)
+        kept = self._kept.read()
+        if kept is None:
+            return None
+        features, complete = kept
+        outputs = self._replay(features, training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         for i, out in enumerate(outputs):
             if not np.isfinite(keras.ops.convert_to_numpy(out)).all():
                 return i
-        return -1
+        return -1 if complete else None

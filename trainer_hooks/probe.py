@@ -1,11 +1,18 @@
-"""Activation probe: dead ReLU units and BatchNorm batch-vs-moving gaps on a fixed batch.
+"""Activation probe: dead ReLU units and BatchNorm batch-vs-moving gaps on a probe batch.
 
 Every ``every`` steps the probe runs one inference-mode forward pass of a small
-fixed batch (``probe_data``, at most ``MAX_PROBE_EXAMPLES`` examples) through a
-model that exposes the outputs of every ReLU layer and the inputs of every
-BatchNormalization layer. Its cost is that one forward pass, compiled once,
-every ``every`` steps on the training thread. It needs a Sequential or
-functional model (subclassed models have no symbolic layer outputs).
+batch (at most ``MAX_PROBE_EXAMPLES`` examples) and looks at the output of every
+ReLU layer and the input of every BatchNormalization layer. The batch is
+``probe_data`` when given; otherwise the training batch of the step the probe
+is due, kept in the train step (batch_keep.py). Its cost is that one forward
+pass, compiled once, every ``every`` steps on the training thread.
+
+The layers' tensors are captured by wrapping their ``call`` on the instance for
+the single trace of that forward pass (and restoring it right after), so any
+layer the model actually calls is reached: nested in a custom layer, inside a
+subclassed model, or in a functional graph alike. A layer the pass does not
+reach, or whose output is not one tensor, is skipped and named once in the
+run's info (``notes``).
 
 - dead ReLU share of a layer: units (last axis) whose output is <= 0 for every
   example and position of the probe batch;
@@ -16,13 +23,17 @@ functional model (subclassed models have no symbolic layer outputs).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from .batch_keep import KeptBatch
+
 MAX_PROBE_EXAMPLES = 256
+_ABSENT = object()
 
 
 def _is_relu(fn: Any) -> bool:
@@ -42,35 +53,125 @@ def _name(layer: Any) -> str:
     return str(getattr(layer, "path", None) or layer.name)
 
 
-class Prober:
-    """Build once the model is built; ``run()`` returns ``(dead_relu, bn_gap)`` dicts keyed by layer path."""
+def _crop(data: Any) -> Any:
+    return tf.nest.map_structure(lambda a: tf.convert_to_tensor(np.asarray(a)[:MAX_PROBE_EXAMPLES]), data)
 
-    def __init__(self, model: Any, probe_data: Any, bn_layers: list[Any]) -> None:
-        self.relus = relu_layers(model)
-        self.bns = list(bn_layers)
-        self.data = tf.convert_to_tensor(np.asarray(probe_data)[:MAX_PROBE_EXAMPLES])
-        outputs = [layer.output for layer in self.relus] + [layer.input for layer in self.bns]
-        self._model = self._forward = None
-        if outputs:
-            probe = self._model = keras.Model(model.inputs, outputs)
-            self._forward = tf.function(lambda x: probe(x, training=False))
+
+class _Capture:
+    """While entered, every call of the given layers records its output (or first input) tensor."""
+
+    def __init__(self, layers: list[tuple[Any, bool]]) -> None:
+        self.layers = layers  # (layer, capture its input rather than its output)
+        self.seen: dict[int, list[Any]] = {}
+        self._saved: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> _Capture:
+        for layer, take_input in self.layers:
+            self._saved.append((layer, vars(layer).get("call", _ABSENT)))
+            object.__setattr__(layer, "call", self._wrap(layer, layer.call, take_input))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for layer, saved in self._saved:  # the user's layers exactly as they were
+            if saved is _ABSENT:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", saved)
+        self._saved.clear()
+
+    def _wrap(self, layer: Any, call: Callable[..., Any], take_input: bool) -> Callable[..., Any]:
+        def capturing(*args: Any, **kwargs: Any) -> Any:
+            out = call(*args, **kwargs)
+            seen = (args[0] if args else kwargs.get("inputs")) if take_input else out
+            self.seen.setdefault(id(layer), []).append(seen)
+            return out
+
+        return capturing
+
+
+class Prober:
+    """Build once the model is built; ``run()`` returns ``(dead_relu, bn_gap)`` dicts keyed by layer path.
+
+    ``probe_data`` is a fixed batch; without it ``samples`` (the training batches the step keeps)
+    feed the probe. ``notes`` says, once, what could not be probed.
+    """
+
+    def __init__(self, model: Any, probe_data: Any, bn_layers: list[Any], samples: KeptBatch | None = None) -> None:
+        self.model = model
+        self.samples = samples if probe_data is None else None
+        self.data = _crop(probe_data) if probe_data is not None else None
+        self.relus: list[Any] = []
+        self.bns: list[Any] = []
+        self.notes: dict[str, str] = {}
+        self._forward: Any = None
+        first = self.data if self.data is not None else self._sample()
+        if first is None:
+            self.notes["probe"] = (
+                "the activation probe is off: no probe_data, and no training batch was kept (a subclassed "
+                "model, a multi-replica strategy, or apply_gradients called without inputs=(x, y))"
+            )
+            return
+        self._build(first, relu_layers(model), list(bn_layers))
+
+    @property
+    def active(self) -> bool:
+        """False when there is nothing to probe (see ``notes``)."""
+        return self._forward is not None
 
     @property
     def relu_names(self) -> list[str]:
         return [_name(layer) for layer in self.relus]
 
+    def _sample(self) -> Any:
+        kept = self.samples.read() if self.samples is not None else None
+        return _crop(kept[0]) if kept is not None else None
+
+    def _build(self, data: Any, relus: list[Any], bns: list[Any]) -> None:
+        """Trace the forward pass once, capturing every layer it reaches; keep those that gave one tensor."""
+        capture = _Capture([(layer, False) for layer in relus] + [(layer, True) for layer in bns])
+        order: list[tuple[Any, int]] = []  # (layer, how many of its calls) in output order
+
+        def forward(x: Any) -> list[Any]:
+            capture.seen.clear()
+            self.model(x, training=False)
+            order.clear()
+            outs: list[Any] = []
+            for layer, _ in capture.layers:
+                got = capture.seen.get(id(layer), [])
+                if got and all(isinstance(t, tf.Tensor) for t in got):
+                    order.append((layer, len(got)))
+                    outs.extend(got)
+            return outs
+
+        spec = tf.nest.map_structure(lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), data)
+        try:
+            with capture:
+                self._forward = tf.function(forward).get_concrete_function(spec)
+        except Exception as err:
+            self.notes["probe"] = f"the activation probe is off: its forward pass failed ({type(err).__name__}: {err})"
+            return
+        self._order = list(order)
+        reached = {id(layer) for layer, _ in order}
+        self.relus = [layer for layer in relus if id(layer) in reached]
+        self.bns = [layer for layer in bns if id(layer) in reached]
+        skipped = [_name(layer) for layer, _ in capture.layers if id(layer) not in reached]
+        if skipped:
+            names = ", ".join(skipped)
+            self.notes["probe"] = f"the activation probe cannot reach {len(skipped)} layer(s), skipped: {names}"
+
     def run(self) -> tuple[dict[str, float], dict[str, float]]:
-        if self._forward is None:
+        data = self.data if self.data is not None else self._sample()
+        if self._forward is None or data is None:
             return {}, {}
-        outs = self._forward(self.data)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        outs = iter(self._forward(data))
+        captured = {id(layer): [next(outs).numpy() for _ in range(n)] for layer, n in self._order}
         dead: dict[str, float] = {}
-        for layer, act in zip(self.relus, outs[: len(self.relus)]):
-            a = act.numpy().reshape(-1, act.shape[-1])
+        for layer in self.relus:
+            a = np.concatenate([t.reshape(-1, t.shape[-1]) for t in captured[id(layer)]])
             dead[_name(layer)] = float(np.mean(~np.any(a > 0, axis=0)))
         gap: dict[str, float] = {}
-        for layer, x in zip(self.bns, outs[len(self.relus) :]):
-            v = x.numpy().reshape(-1, x.shape[-1]).astype(np.float64)
+        for layer in self.bns:
+            v = np.concatenate([t.reshape(-1, t.shape[-1]) for t in captured[id(layer)]]).astype(np.float64)
             eps = float(getattr(layer, "epsilon", 1e-3))
             mm = np.asarray(layer.moving_mean, np.float64).reshape(-1)
             mv = np.asarray(layer.moving_variance, np.float64).reshape(-1)

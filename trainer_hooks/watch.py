@@ -13,7 +13,13 @@
 and runs the same in-graph statistics and live clipping as the callback.
 Called eagerly, it runs them in a compiled function of its own; called inside
 the user's ``tf.function``, it is traced into it and reaches the host once per
-step through ``tf.numpy_function`` (reporting, commands, pause).
+step through ``tf.numpy_function`` (reporting, commands, pause). XLA
+(``tf.function(jit_compile=True)``) compiles no host call: there the step only
+writes its statistics into the ring, and the host side runs when the loop reads
+``watch.stop_requested`` (the loop above, every step) and at the end of the
+``with`` block; it reports every step since the last read, up to the ring's
+``STATS_RING`` steps, applies commands (acknowledged at the next step) and
+blocks there while paused.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
+from .batch_keep import in_xla_context
 from .multi_worker import first_local_replica, is_distributed
 
 if TYPE_CHECKING:
@@ -43,6 +50,7 @@ class Watch:
         self._compiled: dict[tuple[int, ...], Any] = {}
         self._stop = False
         self._steps = 0
+        self._xla = False  # traced into an XLA-compiled function: no host call in the step
 
     @property
     def steps(self) -> int:
@@ -51,7 +59,12 @@ class Watch:
 
     @property
     def stop_requested(self) -> bool:
-        """True once ``stop`` was sent from the dashboard: end the loop."""
+        """True once ``stop`` was sent from the dashboard: end the loop.
+
+        Inside an XLA-compiled step (``tf.function(jit_compile=True)``) reading it is also when the host
+        reports the steps since the last read, applies commands and waits while paused.
+        """
+        self._catch_up()
         return self._stop
 
     @property
@@ -80,6 +93,7 @@ class Watch:
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         """Back to idle (the next ``with`` continues the run), or interrupted if the block raised."""
+        self._catch_up()  # under XLA: the steps since stop_requested was last read
         if exc_type is None:
             self.monitor.lifecycle.end()
         else:
@@ -109,12 +123,17 @@ class Watch:
             self._update(grads, variables, loss, inputs)
             stats = self._hook.stats
             assert stats is not None  # built by the update just traced
+            if in_xla_context():
+                # XLA compiles no host call: the host catches up when stop_requested is read, and at exit.
+                self._xla = True
+                return
             if not first_local_replica(tf.distribute.get_replica_context()):
                 return  # one host call per step and process, not one per replica
-            # The buffer as an input orders this host call after the step's writes; reads of the
+            # The row as an input orders this host call after the step's writes; reads of the
             # BatchNorm statistics order it after their updates too (the host may sample them).
             moving = [tf.convert_to_tensor(v) for v in stats.bn.reader.variables]
-            host_inputs = [stats.buffer.read_value()]
+            last = tf.math.floormod(stats.step.read_value() - 1, stats.ring)
+            host_inputs = [tf.gather(stats.buffer.read_value(), last)[None]]
             if self._hook.sync is not None:
                 host_inputs.append(self._hook.sync.stop.read_value())  # the shared flag, after this step adopted it
             with tf.control_dependencies(moving):
@@ -123,6 +142,16 @@ class Watch:
     def _update(self, grads: list[Any], variables: list[Any], loss: Any, inputs: Any) -> None:
         assert self._hook is not None
         self._hook.update(grads, variables, lambda g, v: self.optimizer.apply(g, v), loss=loss, inputs=inputs)
+
+    def _catch_up(self) -> None:
+        """Under XLA: the host side of the steps run since the host last looked (the ring keeps their rows)."""
+        stats = self._hook.stats if self._hook is not None else None
+        if not self._xla or stats is None:
+            return
+        next_step = int(stats.step.numpy())  # waits for the step in flight
+        if next_step > self._steps:
+            self._steps = next_step - 1  # _after counts the last one
+            self._after(stats.read())
 
     def _after(self, rows: Any = None, shared_stop: Any = None) -> None:
         """Host side of one step: never raises into the loop (see GradientMonitor)."""
