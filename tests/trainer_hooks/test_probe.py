@@ -155,7 +155,8 @@ def test_dead_relu_is_raised_with_the_default_arguments(
     if first_dead is None:
         assert dead == []
     else:
-        assert dead and dead[0] == first_dead and set(dead) <= {"h1", "h2"}
+        # The probe names the first dead layer; the zero-gradient rule may name the deepest one first.
+        assert first_dead in dead and set(dead) <= {"h1", "h2"}
 
 
 def test_a_run_starting_mid_way_probes_its_first_step(shared_server: Any) -> None:

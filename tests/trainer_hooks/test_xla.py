@@ -41,6 +41,7 @@ def fit_run(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=[mon])
+    assert mon.close()  # the run ends finished once every step went out (fit itself never waits)
     assert model.jit_compile is jit
     return model, [w for w in caught if "gradwatch" in str(w.message)]
 
@@ -218,6 +219,7 @@ def loop(
                     on_step(i, watch)
                 if watch.stop_requested:
                     break
+    assert mon.close()
     return done, [w for w in caught if "gradwatch" in str(w.message)]
 
 
