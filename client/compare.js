@@ -43,7 +43,7 @@ export function initCompare(theLive) {
   $("run-list").addEventListener("click", (e) => {
     if (cmp.open && e.target.closest("a.run-link")) closeCompare();
   });
-  gw.compare = { open: false, runIds: [], lastSteps: {}, fetches: 0 };
+  gw.compare = { open: false, runIds: [], lastSteps: {} }; // test hook
 }
 
 export function openCompare(ids) {
@@ -93,7 +93,6 @@ async function load(run, seq) {
     const detail = run.store ? null : await getJSON(`/api/runs/${run.id}`);
     if (seq !== cmp.seq) return;
     const since = run.store && run.store.lastStep !== null ? `&since_step=${run.store.lastStep + 1}` : "";
-    gw.compare.fetches += 1;
     const metrics = await getJSON(`/api/runs/${run.id}/metrics?max_points=${METRICS_MAX_POINTS}&omit_empty=true${since}`);
     if (seq !== cmp.seq) return;
     if (detail) {

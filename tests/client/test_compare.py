@@ -136,3 +136,30 @@ def test_compare_overlays_runs_and_keeps_updating_incrementally(
     page.wait_for_function("!window.gradwatch.compare.open")
     assert page.get_by_test_id("compare-view").is_hidden()
     assert page.gradwatch_problems == []
+
+
+def test_compare_survives_a_server_restart_every_step_once(gradwatch_server: Any, trainers: Any,  # noqa: F811
+                                                           browser_page: Any) -> None:
+    page = browser_page
+    srv = gradwatch_server()
+    first = [trainers(srv, f"restart-{i}", n_steps=40, interval=0.02) for i in range(2)]
+    ids = [t.run_id for t in first]
+    login(page, srv)
+    for rid in ids:
+        item(page, rid).get_by_test_id("run-pick").check()
+    page.get_by_test_id("btn-compare").click()
+    page.wait_for_function("(ids) => ids.every(id => window.gradwatch.compare.lastSteps[id] === 39)", arg=ids)
+    for t in first:
+        t.stop()
+
+    srv.restart()  # SIGTERM, same port and database; the runs go on while the page backs off
+    for i, rid in enumerate(ids):
+        trainers(srv, f"restart-{i}", run_id=rid, first_step=40, n_steps=60, interval=0.02)
+    page.wait_for_function("window.gradwatch.connected === true", timeout=30_000)
+    page.wait_for_function("(ids) => ids.every(id => window.gradwatch.compare.lastSteps[id] === 99)", arg=ids,
+                           timeout=30_000)
+    page.wait_for_timeout(100)  # the frame that draws them
+    xs = page.evaluate("document.querySelector('[data-testid=cmp-gnorm]').data.map(t => t.x)")
+    assert xs == [list(range(100))] * 2, "every step of both runs exactly once after the reconnect"
+    problems = [p for p in page.gradwatch_problems if "ERR_CONNECTION_REFUSED" not in p]
+    assert problems == [], problems
