@@ -8,10 +8,10 @@ import { plotlyText } from "./util.js";
 
 const DASHES = ["solid", "dash", "dot", "dashdot"];
 
-/** The charts: div key, y title, the store column of a run (null: the run has none), value filter, extras. */
+/** The charts: div key, y title, value filter, axis (readable / log / from zero), each run's series (store columns). */
 const CHARTS = [
   { key: "loss", title: "loss", readable: true, f: fin, series: (run) => [{ col: run.store.c.loss }] },
-  { key: "lr", title: "learning rate", f: fin, shape: "hv", series: (run) => [{ col: run.store.c.lr }] },
+  { key: "lr", title: "learning rate", f: fin, shape: "hv", zero: true, series: (run) => [{ col: run.store.c.lr }] },
   { key: "gnorm", title: "global norm", log: true, f: pos, series: (run) => [{ col: run.store.c.gnorm }] },
   {
     key: "vars", title: "gradient norm", log: true, f: pos,
@@ -49,7 +49,7 @@ export function draw(divs, runs, vars) {
     const data = ts.map((t) => ({ name: t.name, ...rows(chart, t, 0), type: "scatter", mode: "lines", connectgaps: true, line: t.line }));
     const y = chart.readable
       ? readableAxis(div, "yaxis", chart.title, data.flatMap((d) => d.y))
-      : axis(chart.title, chart.log ? { type: "log", exponentformat: "power" } : { tickformat: "~g" });
+      : axis(chart.title, chart.log ? { type: "log", exponentformat: "power" } : { tickformat: "~g", rangemode: chart.zero ? "tozero" : "normal" });
     const layout = baseLayout({ uirevision: runs.map((r) => r.id).join(","), xaxis: axis("step"), yaxis: y });
     if (!data.length) layout.annotations = [{ text: "no data yet", xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false }];
     plot(div, data, layout);
