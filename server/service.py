@@ -137,7 +137,7 @@ class Gradwatch:
     async def label_run(self, run_id: int, changes: dict[str, Any]) -> RunSummary:
         """Store a run's tags and/or note (``labels.RunLabels``); every page's run list hears of it."""
         await self.get_run(run_id)
-        await self._update_run(run_id, **changes)
+        await self._update_run(run_id, touch=False, **changes)
         await self._broadcast_run(run_id)
         run = await self.get_run(run_id)
         counts = await self.alerting.counts()
@@ -282,9 +282,9 @@ class Gradwatch:
         await self._transition(link.run_id, "disconnect")
         self.active.pop(link.run_id, None)
 
-    async def _update_run(self, run_id: int, **fields: Any) -> None:
+    async def _update_run(self, run_id: int, *, touch: bool = True, **fields: Any) -> None:
         """Store ``fields`` on the run; a connected run's copy in memory keeps its live last step."""
-        row = await self.store.call(self.store.update_run, run_id, **fields)
+        row = await self.store.call(self.store.update_run, run_id, touch=touch, **fields)
         run = self.active.get(run_id)
         if row is not None and run is not None:
             self.active[run_id] = replace(row, last_step=run.last_step)

@@ -143,7 +143,8 @@ class Store:
     def list_runs(self) -> list[RunRow]:
         return [_run(r) for r in self._conn.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY id DESC")]
 
-    def update_run(self, run_id: int, **fields: Any) -> RunRow | None:
+    def update_run(self, run_id: int, *, touch: bool = True, **fields: Any) -> RunRow | None:
+        """Set ``fields``; ``touch=False`` keeps ``updated_at`` (the user's labels are not the run's activity)."""
         allowed = {"status", "clip_mode", "clip_threshold", "every", "meta", "name", "pause_on", "guard_nonfinite",
                    "relu_layers", "lr", "tags", "note"}
         unknown = set(fields) - allowed
@@ -152,8 +153,10 @@ class Store:
         for name in ("meta", "pause_on", "relu_layers", "tags"):
             if name in fields:
                 fields[name] = json.dumps(fields[name])
+        if touch:
+            fields["updated_at"] = time.time()
         sets = ", ".join(f"{k}=?" for k in fields)
-        self._conn.execute(f"UPDATE runs SET {sets}, updated_at=? WHERE id=?", (*fields.values(), time.time(), run_id))
+        self._conn.execute(f"UPDATE runs SET {sets} WHERE id=?", (*fields.values(), run_id))
         return self.get_run(run_id)
 
     # ------------------------------------------------------------------ steps

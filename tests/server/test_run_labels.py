@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from simtrainer import closed_with, drain, hello, open_browser, record, recv_until, run, send_steps, start_trainer
@@ -23,9 +25,20 @@ def new_run(srv, name: str = "labelled") -> int:
     return run(body())
 
 
+def settled(srv, run_id: int) -> dict:
+    """The run once its trainer's disconnect is recorded (that moves ``updated_at``)."""
+    deadline = time.monotonic() + 10
+    while True:
+        detail = httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers, timeout=10).json()
+        if detail["status"] == "disconnected" or time.monotonic() > deadline:
+            return detail
+        time.sleep(0.05)
+
+
 def test_tags_and_note_are_stored_listed_and_pushed_to_pages(shared_server):
     srv = shared_server
     run_id = new_run(srv)
+    before = settled(srv, run_id)["updated_at"]
 
     async def body():
         page = await open_browser(srv.browser_url, srv.token)
@@ -45,6 +58,7 @@ def test_tags_and_note_are_stored_listed_and_pushed_to_pages(shared_server):
     assert (listed["tags"], listed["note"]) == (["baseline", "lr=3e-4"], "second thoughts")
     detail = httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers).json()
     assert detail["note"] == "second thoughts"
+    assert detail["updated_at"] == before  # a label is not activity: the run list's "x s ago" stays
     cleared = patch(srv, run_id, {"tags": [], "note": ""}).json()
     assert (cleared["tags"], cleared["note"]) == ([], "")
 
