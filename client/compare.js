@@ -9,7 +9,7 @@
 // only the new points once per animation frame: histories are never fetched again.
 
 import { draw, extend } from "./chart-compare.js";
-import { PALETTE } from "./chart-base.js";
+import { PALETTE, Plotly } from "./chart-base.js";
 import { gw, state } from "./state.js";
 import { RunStore } from "./store.js";
 import { $, el, frameBatched, getJSON, isAuthError } from "./util.js";
@@ -39,10 +39,11 @@ export function initCompare(theLive) {
     cmp.needsFull = true;
     render();
   });
-  // Choosing a run in the list leaves the comparison for that run's view.
+  // Choosing a run (in the list, or another #run= in the URL) leaves the comparison for that run's view.
   $("run-list").addEventListener("click", (e) => {
     if (cmp.open && e.target.closest("a.run-link")) closeCompare();
   });
+  window.addEventListener("hashchange", closeCompare);
   gw.compare = { open: false, runIds: [], lastSteps: {} }; // test hook
 }
 
@@ -59,6 +60,7 @@ export function openCompare(ids) {
   renderLegend();
   gw.compare.open = true;
   gw.compare.runIds = ids;
+  gw.compare.lastSteps = {};
   render();
   resyncCompare();
 }
@@ -69,7 +71,10 @@ export function closeCompare() {
   cmp.seq += 1;
   cmp.runs = [];
   live.send({ type: "compare", run_ids: [] });
-  for (const d of Object.values(divs)) if (d._gwPlotted) window.Plotly.purge(d);
+  for (const d of Object.values(divs)) {
+    if (d._gwPlotted) Plotly.purge(d);
+    d._gwPlotted = false;
+  }
   $("compare-view").hidden = true;
   $("run-view").hidden = state.selected === null;
   $("placeholder").hidden = state.selected !== null;

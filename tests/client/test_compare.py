@@ -135,6 +135,12 @@ def test_compare_overlays_runs_and_keeps_updating_incrementally(
     page.get_by_test_id("compare-close").click()
     page.wait_for_function("!window.gradwatch.compare.open")
     assert page.get_by_test_id("compare-view").is_hidden()
+    # open again, then pick one run in the list: its own view replaces the comparison
+    page.get_by_test_id("btn-compare").click()
+    page.wait_for_function("Object.keys(window.gradwatch.compare.lastSteps).length === 4")
+    item(page, ids[1]).locator("a").click()
+    page.wait_for_function(f"window.gradwatch.runId === {ids[1]} && !window.gradwatch.compare.open")
+    assert page.get_by_test_id("compare-view").is_hidden() and page.locator("#run-view").is_visible()
     assert page.gradwatch_problems == []
 
 
