@@ -169,3 +169,22 @@ def test_compare_survives_a_server_restart_every_step_once(gradwatch_server: Any
     assert xs == [list(range(100))] * 2, "every step of both runs exactly once after the reconnect"
     problems = [p for p in page.gradwatch_problems if "ERR_CONNECTION_REFUSED" not in p]
     assert problems == [], problems
+
+
+def test_at_most_eight_runs_are_picked(gradwatch_server: Any, trainers: Any, browser_page: Any) -> None:  # noqa: F811
+    page = browser_page
+    srv = gradwatch_server()
+    ids = [trainers(srv, f"many-{i}", n_steps=2).run_id for i in range(9)]
+    login(page, srv)
+    for rid in ids[:8]:
+        item(page, rid).get_by_test_id("run-pick").check()
+    ninth = item(page, ids[8]).get_by_test_id("run-pick")
+    assert ninth.is_disabled() and page.get_by_text("At most 8 runs.").is_visible()
+    assert page.get_by_test_id("btn-compare").text_content() == "Compare 8"
+    item(page, ids[0]).get_by_test_id("run-pick").uncheck()
+    assert ninth.is_enabled()
+    ninth.check()
+    page.get_by_test_id("btn-compare").click()
+    page.wait_for_function("Object.keys(window.gradwatch.compare.lastSteps).length === 8")
+    assert sorted(page.evaluate("window.gradwatch.compare.runIds")) == sorted(ids[1:])
+    assert page.gradwatch_problems == []
