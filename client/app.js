@@ -1,5 +1,7 @@
 // gradwatch dashboard: wires the page's modules together and starts it.
-//   run-list.js     the runs in the sidebar
+//   run-list.js     the runs in the sidebar (run-filter.js: name, status, tag)
+//   run-labels.js   the selected run's tags and note
+//   compare.js      the comparison view of 2-8 runs (chart-compare.js)
 //   run-sync.js     selecting a run (also via #run=ID), REST sync + live buffering
 //   messages.js     live websocket messages into the page state
 //   run-head.js     the selected run's header and card stats
@@ -12,11 +14,14 @@
 
 import { initAlertPanel } from "./alert-panel.js";
 import { Charts } from "./charts.js";
+import { initCompare, resyncCompare } from "./compare.js";
 import { initControls } from "./controls.js";
 import { LiveSocket } from "./live.js";
 import { messageHandler } from "./messages.js";
 import { renderStats } from "./run-head.js";
-import { scheduleRunList } from "./run-list.js";
+import { initRunFilter } from "./run-filter.js";
+import { initRunLabels } from "./run-labels.js";
+import { renderRunList, scheduleRunList } from "./run-list.js";
 import { connected, initRunSync, restFallback, runIdFromHash, selectRun, syncRun } from "./run-sync.js";
 import { gw, state } from "./state.js";
 import { setConn, showFatal } from "./status.js";
@@ -45,6 +50,7 @@ const live = new LiveSocket({
     connected();
     // New socket: (re)subscribe and backfill from REST since the last step seen.
     if (state.selected !== null) syncRun();
+    resyncCompare();
   },
   onMessage: messageHandler(charts),
   onState: (s) => {
@@ -57,6 +63,9 @@ const live = new LiveSocket({
 initAlertPanel(charts);
 initControls();
 initRunSync(charts, live);
+initRunFilter(renderRunList);
+initRunLabels();
+initCompare(live);
 
 // Refresh "x s ago" labels now and then.
 setInterval(scheduleRunList, 15000);

@@ -3,6 +3,7 @@
 // (run-sync.js), then go straight into its RunStore.
 
 import { onAlert, prefetchRunAlerts, scheduleAlerts } from "./alert-panel.js";
+import { onCompareSteps } from "./compare.js";
 import { mergeCommand, renderCommands } from "./controls.js";
 import { renderRunHead, updateProgress } from "./run-head.js";
 import { scheduleRunList } from "./run-list.js";
@@ -34,6 +35,7 @@ export function messageHandler(charts) {
         maybeAutoSelect();
         break;
       case "steps": {
+        onCompareSteps(msg);
         if (msg.run_id !== state.selected || !Array.isArray(msg.records)) break;
         if (state.buffering || !state.store) {
           state.buffer.push(...msg.records);

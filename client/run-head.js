@@ -5,6 +5,7 @@ import { RATIO_RULE, spread } from "./chart-ratio.js";
 import { Charts } from "./charts.js";
 import { renderControls } from "./controls.js";
 import { renderNanBanner } from "./nan-banner.js";
+import { renderRunLabels } from "./run-labels.js";
 import { scheduleRunList } from "./run-list.js";
 import { gw, selectedRun, state } from "./state.js";
 import { runStatusTitle } from "./status.js";
@@ -26,6 +27,7 @@ export function renderRunHead() {
   $("run-clip").textContent = fmtClip(d.clip);
   renderLr();
   renderControls();
+  renderRunLabels();
 }
 
 /** The charts rendered new records (Charts onStats hook). */

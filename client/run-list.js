@@ -1,10 +1,12 @@
 // The run list in the sidebar, newest first, with each run's status, step,
-// age and open-alert badge.
+// age, tags and open-alert badge, filtered (run-filter.js), each with a box to
+// tick it for comparison.
 
 import { kindLabel, severityClass, summarize } from "./alerts.js";
+import { filterActive, renderTagOptions, runMatches } from "./run-filter.js";
 import { state } from "./state.js";
 import { runStatusTitle } from "./status.js";
-import { $, el, fmtAgo, fmtInt, frameBatched, plural, setText, statusBadgeClass } from "./util.js";
+import { $, MAX_COMPARE, el, fmtAgo, fmtInt, frameBatched, plural, setText, statusBadgeClass } from "./util.js";
 
 /** Render the run list on the next animation frame (coalesces any number of calls). */
 export const scheduleRunList = frameBatched(renderRunList);
@@ -15,7 +17,7 @@ export function sortedRuns() {
 
 // Run list items are kept and updated in place (keyed by run id), so a
 // click or hover is never interrupted by a live update replacing the node.
-const runItems = new Map(); // id -> {li, a, name, status, step, age, alerts, right}
+const runItems = new Map(); // id -> {li, a, pick, name, status, step, tags, age, alerts, right}
 
 function makeRunItem(id) {
   const name = el("span", { class: "run-name", dataset: { testid: "run-item-name" } });
@@ -27,14 +29,43 @@ function makeRunItem(id) {
   const a = el("a", { href: `#run=${id}`, class: "run-link" },
     el("span", { class: "run-line1" }, name, right),
     el("span", { class: "run-line2 muted" }, el("span", {}, `#${id}`), step, age));
-  const li = el("li", { class: "run-item", dataset: { testid: "run-item", runId: String(id) } }, a);
-  return { li, a, name, status, step, age, alerts, right };
+  const tags = el("span", { class: "run-tags", dataset: { testid: "run-item-tags" } });
+  a.append(tags);
+  const pick = el("input", { type: "checkbox", class: "run-pick", "aria-label": `compare run ${id}`,
+    dataset: { testid: "run-pick" }, onchange: () => togglePick(id, pick.checked) });
+  const li = el("li", { class: "run-item", dataset: { testid: "run-item", runId: String(id) } }, pick, a);
+  return { li, a, pick, name, status, step, tags, age, alerts, right };
+}
+
+function togglePick(id, on) {
+  if (on && state.picked.size < MAX_COMPARE) state.picked.add(id);
+  else state.picked.delete(id);
+  renderRunList();
+}
+
+function renderTags(node, tags) {
+  const list = Array.isArray(tags) ? tags : [];
+  if (node.dataset.tags === list.join(" ")) return;
+  node.dataset.tags = list.join(" ");
+  node.replaceChildren(...list.map((t) => el("span", { class: "tag" }, t)));
+}
+
+// The Compare button takes 2 to MAX_COMPARE ticked runs.
+function renderCompareBar() {
+  const n = state.picked.size;
+  const btn = $("btn-compare");
+  btn.disabled = n < 2;
+  setText(btn, n ? `Compare ${n}` : "Compare");
+  setText($("compare-hint"), n >= MAX_COMPARE ? `At most ${MAX_COMPARE} runs.` : `Tick 2–${MAX_COMPARE} runs to compare them.`);
 }
 
 export function renderRunList() {
   const list = $("run-list");
-  const runs = sortedRuns();
+  renderTagOptions();
+  const all = sortedRuns();
+  const runs = all.filter(runMatches);
   const keep = new Set(runs.map((r) => r.id));
+  for (const id of state.picked) if (!state.runs.has(id)) state.picked.delete(id);
   for (const [id, it] of runItems) {
     if (!keep.has(id)) {
       it.li.remove();
@@ -60,14 +91,19 @@ export function renderRunList() {
     it.status.title = runStatusTitle(r.status);
     setText(it.step, r.step === null || r.step === undefined ? "no steps yet" : `step ${fmtInt(r.step)}`);
     setText(it.age, fmtAgo(r.updated_at));
+    renderTags(it.tags, r.tags);
+    it.pick.checked = state.picked.has(r.id);
+    it.pick.disabled = !it.pick.checked && state.picked.size >= MAX_COMPARE;
     renderRunBadge(it, r);
     // keep DOM order = sorted order, moving nodes only when needed
     const want = prev ? prev.nextSibling : list.firstChild;
     if (want !== it.li) list.insertBefore(it.li, want);
     prev = it.li;
   }
-  $("runs-empty").hidden = runs.length > 0;
-  $("runs-count").textContent = runs.length ? String(runs.length) : "";
+  $("runs-empty").hidden = all.length > 0;
+  $("runs-filtered").hidden = runs.length > 0 || all.length === 0;
+  $("runs-count").textContent = filterActive() ? `${runs.length} of ${all.length}` : all.length ? String(all.length) : "";
+  renderCompareBar();
 }
 
 // Open alerts of a run: from the alerts seen (REST and live), else a count the

@@ -12,6 +12,7 @@ import { mergeAlert, renderAlertsNow, scheduleAlerts } from "./alert-panel.js";
 import { setExportLinks } from "./export-links.js";
 import { fillClipForm, fillLr, mergeCommand, renderCommands, resetControls } from "./controls.js";
 import { renderNanBanner } from "./nan-banner.js";
+import { resetRunLabels } from "./run-labels.js";
 import { lastLr, renderRunHead, updateProgress } from "./run-head.js";
 import { renderRunList, scheduleRunList, sortedRuns } from "./run-list.js";
 import { gw, state } from "./state.js";
@@ -74,6 +75,7 @@ export function selectRun(id) {
   gw.lastStep = null;
   if (runIdFromHash() !== id) history.replaceState(null, "", `#run=${id}`);
   resetControls();
+  resetRunLabels();
   $("placeholder").hidden = true;
   $("run-view").hidden = false;
   const known = state.runs.get(id);

@@ -24,6 +24,7 @@ export const state = {
   rulesBusy: new Set(), // kinds with a PATCH in flight
   runAlerts: new Map(), // run id -> Map(alert id -> AlertView): every run's alerts seen (run list badges)
   alertsRouteMissing: false,
+  picked: new Set(), // run ids ticked for comparison
 };
 
 /** What we know of the selected run: its RunDetail once loaded, else its summary (or undefined). */

@@ -52,6 +52,9 @@ const RUN_STATUS_HELP = {
   disconnected: "The trainer is not connected (its process ended or the network dropped)",
 };
 
+/** Every run status, in the order the filter offers them. */
+export const RUN_STATUSES = Object.freeze(Object.keys(RUN_STATUS_HELP));
+
 export function runStatusTitle(status) {
   return RUN_STATUS_HELP[status] || "";
 }

@@ -2,6 +2,8 @@
 // through innerHTML: el() builds nodes and sets text with textContent.
 
 export const PROTOCOL_VERSION = 1;
+/** Runs one comparison may hold: gradwatch.protocol.MAX_COMPARE (tests/test_page_constants.py checks). */
+export const MAX_COMPARE = 8;
 
 /** A wire float ("NaN" / "Infinity" / "-Infinity" or a number) as a JS number; null stays null. */
 export function num(x) {

@@ -299,11 +299,22 @@ class Subscribe(_Msg):
     run_id: StrictInt | None
 
 
-BrowserMessage = Annotated[BrowserHello | Subscribe, Field(discriminator="type")]
-_browser_message: TypeAdapter[BrowserHello | Subscribe] = TypeAdapter(BrowserMessage)
+#: Runs one page may compare (``Compare.run_ids``).
+MAX_COMPARE = 8
 
 
-def parse_browser_message(data: str | bytes) -> BrowserHello | Subscribe:
+class Compare(_Msg):
+    """Also receive the live ``steps`` of these runs (a comparison view); replaces the last list, ``[]`` ends it."""
+
+    type: Literal["compare"]
+    run_ids: list[StrictInt] = Field(max_length=MAX_COMPARE)
+
+
+BrowserMessage = Annotated[BrowserHello | Subscribe | Compare, Field(discriminator="type")]
+_browser_message: TypeAdapter[BrowserHello | Subscribe | Compare] = TypeAdapter(BrowserMessage)
+
+
+def parse_browser_message(data: str | bytes) -> BrowserHello | Subscribe | Compare:
     return _browser_message.validate_json(data)
 
 
@@ -340,6 +351,8 @@ class RunSummary(_View):
     created_at: float
     updated_at: float
     alerts: AlertCounts = Field(default_factory=AlertCounts, description="alerts raised on this run, by severity")
+    tags: list[str] = Field(default_factory=list, description="the user's labels (PATCH /api/runs/{id})")
+    note: str = Field(default="", description="the user's free-text note")
 
 
 class RunState(RunSummary):

@@ -32,6 +32,7 @@ from .config import ServerConfig
 from .export import MEDIA_TYPES, ExportFormat
 from .export import filename as export_name
 from .export import stream as export_stream
+from .labels import RunLabels
 from .login_codes import LoginCodes
 from .service import Gradwatch, RunFinished, RunNotFound
 from .static import add_static_routes
@@ -118,6 +119,13 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/api/runs/{run_id}", response_model=RunDetail, responses=_ERRORS, tags=["api"])
     async def get_run(run_id: RunId, _: Auth) -> Response:
         return Response(await gw.run_detail_json(run_id), media_type="application/json")
+
+    @app.patch("/api/runs/{run_id}", response_model=RunSummary, tags=["api"],
+               responses={**_ERRORS, 403: {"model": ErrorBody, "description": "cross-site request"},
+                          422: {"model": ErrorBody, "description": "bad tags or note"}})
+    async def label_run(run_id: RunId, labels: RunLabels, _: Auth) -> RunSummary:
+        """Set the run's tags and/or note (a field left out is kept)."""
+        return await gw.label_run(run_id, labels.changes())
 
     @app.get("/api/runs/{run_id}/metrics", response_model=Metrics, responses=_ERRORS, tags=["api"])
     async def get_metrics(

@@ -26,6 +26,8 @@ class Viewer:
     def __init__(self, websocket: WebSocket, queue_size: int) -> None:
         self.websocket = websocket
         self.run_id: int | None = None
+        #: Runs whose live steps this viewer also wants (``protocol.Compare``).
+        self.compared: frozenset[int] = frozenset()
         self.queue: asyncio.Queue[str | object] = asyncio.Queue(maxsize=queue_size)
         self.closed = False
         self.close_code: int | None = None
@@ -101,14 +103,16 @@ class Hub:
         for viewer in list(self.viewers):
             viewer.offer(text)
 
-    def publish(self, run_id: int, text: str) -> None:
-        """To the viewers subscribed to ``run_id`` (steps, gaps, commands)."""
+    def publish(self, run_id: int, text: str, *, compared: bool = False) -> None:
+        """To the viewers subscribed to ``run_id`` (steps, gaps, commands), and with ``compared`` (steps) to those
+        comparing it; a viewer that does both gets the text once."""
         for viewer in list(self.viewers):
-            if viewer.run_id == run_id:
+            if viewer.run_id == run_id or (compared and run_id in viewer.compared):
                 viewer.offer(text)
 
     def has_subscribers(self, run_id: int) -> bool:
-        return any(v.run_id == run_id and not v.closed for v in self.viewers)
+        """Anyone who wants ``run_id``'s steps (subscribed or comparing)."""
+        return any((v.run_id == run_id or run_id in v.compared) and not v.closed for v in self.viewers)
 
     def close_all(self, code: int, reason: str) -> None:
         for viewer in list(self.viewers):

@@ -70,6 +70,8 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("runs", "relu_layers", "TEXT NOT NULL DEFAULT '[]'"),
     ("runs", "lr", "REAL"),
     ("commands", "lr", "REAL"),
+    ("runs", "tags", "TEXT NOT NULL DEFAULT '[]'"),
+    ("runs", "note", "TEXT NOT NULL DEFAULT ''"),
 )
 
 

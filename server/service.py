@@ -134,6 +134,15 @@ class Gradwatch:
         counts = await self.alerting.counts()
         return [summary(r, counts.get(r.id)) for r in await self.store.call(self.store.list_runs)]
 
+    async def label_run(self, run_id: int, changes: dict[str, Any]) -> RunSummary:
+        """Store a run's tags and/or note (``labels.RunLabels``); every page's run list hears of it."""
+        await self.get_run(run_id)
+        await self._update_run(run_id, touch=False, **changes)
+        await self._broadcast_run(run_id)
+        run = await self.get_run(run_id)
+        counts = await self.alerting.counts()
+        return self._live(summary(run, counts.get(run_id)))
+
     async def run_detail_json(self, run_id: int) -> str:
         run = await self.get_run(run_id)
         gaps = await self.store.call(self.store.list_gaps, run_id)
@@ -220,7 +229,7 @@ class Gradwatch:
         if run.last_step is None or top > run.last_step:
             run.last_step = top
         if self.hub.has_subscribers(run.id):  # encoded once, the same text for every viewer
-            self.hub.publish(run.id, steps_message(run.id, records))
+            self.hub.publish(run.id, steps_message(run.id, records), compared=True)
         await self.writer.add(run.id, records)
         await self.alerting.steps(run.id, records)
         last = records[-1]
@@ -273,9 +282,9 @@ class Gradwatch:
         await self._transition(link.run_id, "disconnect")
         self.active.pop(link.run_id, None)
 
-    async def _update_run(self, run_id: int, **fields: Any) -> None:
+    async def _update_run(self, run_id: int, *, touch: bool = True, **fields: Any) -> None:
         """Store ``fields`` on the run; a connected run's copy in memory keeps its live last step."""
-        row = await self.store.call(self.store.update_run, run_id, **fields)
+        row = await self.store.call(self.store.update_run, run_id, touch=touch, **fields)
         run = self.active.get(run_id)
         if row is not None and run is not None:
             self.active[run_id] = replace(row, last_step=run.last_step)

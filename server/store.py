@@ -46,6 +46,9 @@ class RunRow:
     relu_layers: list[str] = field(default_factory=list)
     #: The learning rate of the latest stored step that reported one.
     lr: float | None = None
+    #: The user's labels (``PATCH /api/runs/{id}``), for filtering and comparing runs.
+    tags: list[str] = field(default_factory=list)
+    note: str = ""
 
 
 @dataclass
@@ -75,7 +78,7 @@ class GapRow:
 
 
 _RUN_COLS = "id, name, status, created_at, updated_at, last_step, variables, bn_layers, clip_mode, clip_threshold, " \
-            "every, meta, pause_on, guard_nonfinite, relu_layers, lr"
+            "every, meta, pause_on, guard_nonfinite, relu_layers, lr, tags, note"
 _CMD_COLS = "id, run_id, type, mode, threshold, origin, created_at, updated_at, state, applied_step, detail, lr"
 _INSERT_STEP = f"INSERT OR REPLACE INTO steps ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 
@@ -83,7 +86,7 @@ _INSERT_STEP = f"INSERT OR REPLACE INTO steps ({', '.join(ROW_COLUMNS)}) VALUES 
 def _run(row: Sequence[Any]) -> RunRow:
     return RunRow(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), json.loads(row[7]),
                   row[8], row[9], row[10], json.loads(row[11]), json.loads(row[12]), bool(row[13]),
-                  json.loads(row[14]), row[15])
+                  json.loads(row[14]), row[15], json.loads(row[16]), row[17])
 
 
 class Store:
@@ -140,17 +143,20 @@ class Store:
     def list_runs(self) -> list[RunRow]:
         return [_run(r) for r in self._conn.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY id DESC")]
 
-    def update_run(self, run_id: int, **fields: Any) -> RunRow | None:
+    def update_run(self, run_id: int, *, touch: bool = True, **fields: Any) -> RunRow | None:
+        """Set ``fields``; ``touch=False`` keeps ``updated_at`` (the user's labels are not the run's activity)."""
         allowed = {"status", "clip_mode", "clip_threshold", "every", "meta", "name", "pause_on", "guard_nonfinite",
-                   "relu_layers", "lr"}
+                   "relu_layers", "lr", "tags", "note"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update run fields {sorted(unknown)}")
-        for name in ("meta", "pause_on", "relu_layers"):
+        for name in ("meta", "pause_on", "relu_layers", "tags"):
             if name in fields:
                 fields[name] = json.dumps(fields[name])
+        if touch:
+            fields["updated_at"] = time.time()
         sets = ", ".join(f"{k}=?" for k in fields)
-        self._conn.execute(f"UPDATE runs SET {sets}, updated_at=? WHERE id=?", (*fields.values(), time.time(), run_id))
+        self._conn.execute(f"UPDATE runs SET {sets} WHERE id=?", (*fields.values(), run_id))
         return self.get_run(run_id)
 
     # ------------------------------------------------------------------ steps

@@ -96,7 +96,8 @@ class AlertRulePatch(BaseModel):
 
 def summary(run: RunRow, alerts: dict[str, int] | None = None) -> RunSummary:
     return RunSummary(id=run.id, name=run.name, status=run.status, step=run.last_step,
-                      created_at=run.created_at, updated_at=run.updated_at, alerts=AlertCounts(**(alerts or {})))
+                      created_at=run.created_at, updated_at=run.updated_at, alerts=AlertCounts(**(alerts or {})),
+                      tags=run.tags, note=run.note)
 
 
 def _clip(run: RunRow) -> ClipView:

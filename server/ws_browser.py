@@ -1,4 +1,5 @@
-"""The browser websocket (``protocol.BROWSER_PATH``): run list, live steps of one run, command updates."""
+"""The browser websocket (``protocol.BROWSER_PATH``): run list, live steps of one run (and of compared runs),
+command updates."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import logging
 from pydantic import ValidationError
 from starlette.websockets import WebSocket
 
-from gradwatch.protocol import BrowserHello, CloseCode, ServerHello, Subscribe, page_message_text, parse_browser_message
+from gradwatch.protocol import (
+    BrowserHello,
+    CloseCode,
+    Compare,
+    ServerHello,
+    Subscribe,
+    page_message_text,
+    parse_browser_message,
+)
 
 from .auth import presented_token, same_origin, token_matches
 from .hub import Viewer
@@ -35,6 +44,8 @@ async def _handle(gw: Gradwatch, viewer: Viewer, text: str) -> None:
             run = await gw.run_message(msg.run_id)
             if run is not None:
                 viewer.offer(run)
+    elif isinstance(msg, Compare):
+        viewer.compared = frozenset(msg.run_ids)
     elif isinstance(msg, BrowserHello):
         pass  # version already checked
 

@@ -32,7 +32,8 @@ def test_an_older_database_gains_the_added_columns_and_keeps_its_runs(tmp_path: 
         assert all(column in columns(path, table) for table, column, _ in ADDED_COLUMNS)
         old = store.get_run(run.id)
         assert old is not None and old.name == "before-the-upgrade"
-        assert (old.pause_on, old.guard_nonfinite, old.relu_layers, old.lr) == ([], False, [], None)  # the defaults
+        assert (old.pause_on, old.guard_nonfinite, old.relu_layers, old.lr, old.tags, old.note) == (
+            [], False, [], None, [], "")  # the defaults
     finally:
         store.close()
 
