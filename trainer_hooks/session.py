@@ -30,7 +30,8 @@ from gradwatch.protocol import (
 )
 
 from .control import RunControl, RunState
-from .graph_stats import SCALARS, GradientStats
+from .graph_stats import SCALARS
+from .multi_optimizer import AnyStats
 from .origin import OriginFinder, explain_nonfinite
 from .probe import Prober
 from .transport import Transport
@@ -71,7 +72,7 @@ class RunSession:
     def __init__(
         self,
         *,
-        stats: GradientStats,
+        stats: AnyStats,
         run_name: str,
         server: str,
         token: str | None,
