@@ -70,6 +70,7 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("runs", "relu_layers", "TEXT NOT NULL DEFAULT '[]'"),
     ("runs", "lr", "REAL"),
     ("commands", "lr", "REAL"),
+    ("commands", "optimizer_group", "TEXT"),  # Command.group ("group" is an SQL keyword)
 )
 
 

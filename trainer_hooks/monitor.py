@@ -19,7 +19,7 @@ from gradwatch.tokens import resolve_server, resolve_token
 from .fit_swap import FitSwap
 from .graph_stats import GradientStats
 from .lifecycle import Phase, RunLifecycle
-from .multi_optimizer import AnyHook, AnyStats, GroupedStats, MultiHook, find_optimizers, group_meta
+from .multi_optimizer import AnyHook, AnyStats, GroupedStats, MultiHook, find_optimizers, group_meta, group_stats
 from .multi_worker import worker_count
 from .optimizer_hook import OptimizerHook, learning_rate_variable, optimizer_clipping
 from .origin import OriginFinder
@@ -344,8 +344,11 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         optimizers = hook.optimizers if isinstance(hook, MultiHook) else {"optimizer": optimizer}
         groups = stats.group_variables if isinstance(stats, GroupedStats) else None
 
-        def set_lr(lr: float) -> None:
-            variables = [learning_rate_variable(optimizers[name]) for name in groups or optimizers]
+        def set_lr(lr: float, group: str | None = None) -> None:
+            if group is not None:
+                group_stats(stats, group)  # a clear error for a group this run does not have
+            names = [group] if group is not None else list(groups or optimizers)
+            variables = [learning_rate_variable(optimizers[name]) for name in names]
             if any(variable is None for variable in variables):
                 raise ValueError("the learning rate is a schedule or callable here; it cannot be set from the page")
             for variable in variables:

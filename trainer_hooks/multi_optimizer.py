@@ -63,6 +63,15 @@ def group_meta(stats: GroupedStats) -> str:
     return json.dumps({name: len(names) for name, names in stats.group_variables.items()})
 
 
+def group_stats(stats: AnyStats, group: str) -> GradientStats:
+    """The statistics of optimizer ``group`` (a command's ``group``); a clear ValueError if there is none."""
+    groups = stats.groups if isinstance(stats, GroupedStats) else {}
+    if group not in groups:
+        have = f"its groups are {sorted(groups)}" if groups else "it has one optimizer: leave 'group' out"
+        raise ValueError(f"group={group!r} is not an optimizer group of this run; {have}")
+    return groups[group]
+
+
 class GroupedStats:
     """The statistics of several groups, read as one ``GradientStats`` (the parts ``RunSession`` uses)."""
 

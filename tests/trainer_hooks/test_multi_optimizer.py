@@ -20,10 +20,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from gradwatch.trainer_hooks.multi_optimizer import find_optimizers, group_name
+from gradwatch.trainer_hooks.clipping import CLIP_MODE_IDS
+from gradwatch.trainer_hooks.graph_stats import GradientStats
+from gradwatch.trainer_hooks.multi_optimizer import GroupedStats, find_optimizers, group_name, group_stats
 from sklearn.datasets import load_digits
 
 from gradwatch import GradientMonitor
+from gradwatch.protocol import Command
 
 LATENT = 8
 BATCH = 64
@@ -114,19 +117,23 @@ def api(shared_server: Any) -> Api:
 
 
 class ClipAt(keras.callbacks.Callback):  # type: ignore[misc]
-    """Posts set_clip from the page's side at batch ``at`` and holds the step until the trainer has it."""
+    """Posts commands from the page's side at batch ``at`` and holds the step until the trainer has them."""
 
-    def __init__(self, api: Api, name: str, monitor: GradientMonitor, at: int, **command: Any) -> None:
+    def __init__(self, api: Api, name: str, monitor: GradientMonitor, at: int, *commands: dict[str, Any]) -> None:
         super().__init__()
-        self.api, self.name, self.monitor, self.at, self.command = api, name, monitor, at, command
+        self.api, self.name, self.monitor, self.at, self.commands = api, name, monitor, at, commands
         self.posted = threading.Event()
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         if batch != self.at:
             return
+        deadline = time.monotonic() + 10
+        while not any(r["name"] == self.name for r in self.api.get("/api/runs")) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the hello is sent in the background
         run_id = self.api.run(self.name)["id"]
-        r = self.api.client.post(f"/api/runs/{run_id}/commands", json=self.command)
-        assert r.status_code == 202, r.text
+        for command in self.commands:
+            r = self.api.client.post(f"/api/runs/{run_id}/commands", json=command)
+            assert r.status_code == 202, r.text
         deadline = time.monotonic() + 10
         session = self.monitor.session
         assert session is not None
@@ -150,7 +157,7 @@ def test_a_gan_reports_both_optimizers_in_one_run_with_one_row_per_step(shared_s
     x = digits()
     steps = len(x) // BATCH
     mon = GradientMonitor(server=shared_server.url, token=shared_server.token, run_name="gan")
-    clip = ClipAt(api, "gan", mon, at=3, type="set_clip", mode="global_norm", threshold=1e-3)
+    clip = ClipAt(api, "gan", mon, 3, {"type": "set_clip", "mode": "global_norm", "threshold": 1e-3})
     model.fit(x, batch_size=BATCH, epochs=2, verbose=0, callbacks=[mon, clip])  # monitor first: the run exists
     assert clip.posted.is_set()
 
@@ -197,3 +204,40 @@ def test_wgan_style_several_discriminator_updates_are_still_one_step(shared_serv
     assert int(d_opt.iterations.numpy()) == 3 * steps and int(g_opt.iterations.numpy()) == steps
     assert all(n > 0 for name in run["variables"] for n in m["grad_norm"][name])
     mon.close(5)
+
+
+def test_clip_and_learning_rate_commands_can_name_one_optimizer_group(shared_server: Any, api: Api) -> None:
+    d_opt, g_opt = keras.optimizers.Adam(1e-3, clipnorm=5.0), keras.optimizers.Adam(1e-3)
+    model = gan(d_opt, g_opt)
+    mon = GradientMonitor(server=shared_server.url, token=shared_server.token, run_name="gan-groups")
+    commands = (
+        {"type": "set_clip", "mode": "global_norm", "threshold": 1e-3, "group": "g"},
+        {"type": "set_lr", "lr": 0.5, "group": "d"},
+        {"type": "set_clip", "threshold": 1.0, "group": "critic"},
+    )
+    model.fit(
+        digits(), batch_size=BATCH, epochs=1, verbose=0, callbacks=[mon, ClipAt(api, "gan-groups", mon, 2, *commands)]
+    )
+    run = api.wait_status("gan-groups", "idle")
+    acks = {c["id"]: c for c in api.get(f"/api/runs/{run['id']}/commands")}
+    clip_g, lr_d, unknown = (acks[i] for i in sorted(acks))
+    assert clip_g["state"] == lr_d["state"] == "applied" and clip_g["group"] == "g"
+    assert unknown["state"] == "rejected" and "'critic'" in unknown["detail"] and "['d', 'g']" in unknown["detail"]
+
+    assert isinstance(mon.stats, GroupedStats)
+    d_stats, g_stats = mon.stats.groups["d"], mon.stats.groups["g"]
+    assert float(g_stats.clip_threshold.numpy()) == pytest.approx(1e-3)  # the generator's only
+    assert float(d_stats.clip_threshold.numpy()) == 5.0 and int(d_stats.clip_mode.numpy()) == CLIP_MODE_IDS["norm"]
+    assert float(d_opt.learning_rate.numpy()) == 0.5 and float(g_opt.learning_rate.numpy()) == pytest.approx(1e-3)
+    m = api.get(f"/api/runs/{run['id']}/metrics")
+    applied = clip_g["applied_step"]
+    assert m["clipped"] == [s >= applied for s in m["step"]]  # the generator's gradients clipped from then on
+    assert d_opt.clipnorm == 5.0 and "apply" not in vars(d_opt) and "apply" not in vars(g_opt)
+    mon.close(5)
+
+
+def test_a_group_on_a_run_with_one_optimizer_is_refused_by_the_trainer_and_by_the_protocol() -> None:
+    with pytest.raises(ValueError, match="takes no parameters"):
+        Command(type="pause", group="d")
+    with pytest.raises(ValueError, match="one optimizer: leave 'group' out"):
+        group_stats(GradientStats([tf.Variable([1.0])]), "d")
