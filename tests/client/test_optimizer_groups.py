@@ -11,6 +11,7 @@ import re
 import time
 from typing import Any
 
+import httpx
 import pytest
 from websockets.sync.client import connect
 
@@ -69,7 +70,24 @@ def test_a_gans_heatmap_rows_are_grouped_by_optimizer(gradwatch_server: Any, bro
     assert shown["notes"] == [["<b>d</b>", 0.5], ["<b>g</b>", 3]]  # each name centred on its band
     assert shown["rules"] == [1.5]  # one rule between the two bands
 
-    # One optimizer (or a grouping that does not add up): no bands at all.
+    # The controls offer the groups; a clip or learning-rate change can name one.
+    page = browser_page
+    assert page.locator("[data-testid=cmd-group] option").all_text_contents() == ["all", "d", "g"]
+    page.select_option("[data-testid=cmd-group]", "g")
+    page.fill("[data-testid=clip-threshold]", "0.5")
+    page.click("[data-testid=clip-apply]")
+    page.fill("[data-testid=lr-input]", "0.01")
+    page.select_option("[data-testid=cmd-group]", "")
+    page.click("[data-testid=lr-apply]")
+    page.wait_for_function("document.querySelectorAll('[data-testid=command-log] li').length === 2")
+    log = page.locator("[data-testid=command-log] li").all_text_contents()
+    assert "(g)" in log[1] and "(g)" not in log[0] and "(d)" not in log[0]
+    client = httpx.Client(base_url=srv.url, headers=srv.headers, timeout=10)
+    sent = client.get(f"/api/runs/{run_id}/commands").json()
+    assert [(c["type"], c["group"]) for c in sent] == [("set_clip", "g"), ("set_lr", None)]
+
+    # One optimizer (or a grouping that does not add up): no bands at all, no group to choose.
     plain = send_run(srv, "plain", D_VARS, {"optimizer_groups": json.dumps({"d": 1, "g": 5})})
     shown = open_run(browser_page, srv, plain)
     assert shown["groups"] == [] and shown["notes"] == [] and shown["rules"] == []
+    assert page.locator("[data-testid=cmd-group]").is_hidden()
