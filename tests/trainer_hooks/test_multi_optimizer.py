@@ -182,8 +182,11 @@ def test_a_gan_reports_both_optimizers_in_one_run_with_one_row_per_step(shared_s
         assert "apply" not in vars(opt) and "scale_loss" not in vars(opt)
     assert d_opt.clipnorm == 5.0 and g_opt.clipnorm is None
 
-    # A second fit continues the run, and one without the monitor trains as usual.
+    # A second fit continues the run without a retrace, and one without the monitor trains as usual.
+    assert mon.stats is not None
+    traces = mon.stats.traces
     model.fit(x, batch_size=BATCH, epochs=1, verbose=0, callbacks=[mon])
+    assert mon.stats.traces == traces
     api.wait_status("gan", "idle")
     assert api.get(f"/api/runs/{run['id']}/metrics")["step"] == list(range(3 * steps))
     model.fit(x, batch_size=BATCH, epochs=1, verbose=0)
@@ -241,3 +244,27 @@ def test_a_group_on_a_run_with_one_optimizer_is_refused_by_the_trainer_and_by_th
         Command(type="pause", group="d")
     with pytest.raises(ValueError, match="one optimizer: leave 'group' out"):
         group_stats(GradientStats([tf.Variable([1.0])]), "d")
+
+
+class FailAt(keras.callbacks.Callback):  # type: ignore[misc]
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        if batch == 2:
+            raise RuntimeError("another callback failed")
+
+
+def test_an_interrupted_gan_fit_leaves_both_optimizers_as_the_user_had_them(shared_server: Any, api: Api) -> None:
+    # The generator's optimizer under a loss scaler, as with mixed precision (keras-io's mixed precision guide).
+    d_opt = keras.optimizers.Adam(1e-3, clipnorm=2.0)
+    g_opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3, global_clipnorm=3.0))
+    model = gan(d_opt, g_opt)
+    mon = GradientMonitor(server=shared_server.url, token=shared_server.token, run_name="gan-interrupted")
+    with pytest.raises(RuntimeError, match="another callback failed"):
+        model.fit(digits(), batch_size=BATCH, epochs=1, verbose=0, callbacks=[mon, FailAt()])
+    run = api.wait_status("gan-interrupted", "interrupted")
+    assert len(run["variables"]) == 8 and api.get(f"/api/runs/{run['id']}/metrics")["step"] == [0, 1, 2]
+    for opt in (d_opt, g_opt, g_opt.inner_optimizer, model.optimizer):
+        assert "apply" not in vars(opt) and "scale_loss" not in vars(opt)
+    assert d_opt.clipnorm == 2.0 and g_opt.inner_optimizer.global_clipnorm == 3.0
+    model.fit(digits(), batch_size=BATCH, epochs=1, verbose=0)  # the next fit, unmonitored, trains as usual
+    assert int(d_opt.iterations.numpy()) == 3 + 8
+    mon.close(5)
