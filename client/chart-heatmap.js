@@ -70,6 +70,7 @@ export class Heatmap {
   full(store) {
     this.store = store;
     this.div.style.height = `${Math.max(260, Math.min(560, 70 + 22 * store.V))}px`;
+    this.div.dataset.groups = JSON.stringify(store.groups.map((g) => [g.name, g.start, g.end]));
     this.heat = new HeatWindow(store);
     this.draw();
   }
@@ -124,6 +125,25 @@ export class Heatmap {
     return out;
   }
 
+  /** One optimizer group per band of rows (a GAN's discriminator, generator): a rule between, the name on the right. */
+  groupMarks() {
+    const shapes = [];
+    const annotations = [];
+    for (const g of this.store.groups) {
+      if (g.start > 0) {
+        shapes.push({
+          type: "line", xref: "paper", yref: "y", x0: 0, x1: 1, y0: g.start - 0.5, y1: g.start - 0.5,
+          line: { color: "#ffffff", width: 3 }, layer: "above",
+        });
+      }
+      annotations.push({
+        xref: "paper", yref: "y", x: 1, y: (g.start + g.end - 1) / 2, xanchor: "right", showarrow: false,
+        text: `<b>${plotlyText(g.name)}</b>`, font: { size: 11, color: "#ffffff" }, bgcolor: "rgba(0,0,0,0.35)",
+      });
+    }
+    return { shapes, annotations };
+  }
+
   // Variable names can be long and many: show a readable subset of
   // shortened labels (hover shows the full name) and size the margin to them.
   ticks(labels) {
@@ -167,6 +187,7 @@ export class Heatmap {
     }
     this.revision += 1;
     const ticks = this.ticks(labels);
+    const groups = this.groupMarks();
     const data = [
       {
         type: "heatmap", name: "‖grad‖", x: h.x, y: labels, z: h.z, zmin, zmax, colorscale: "Viridis",
@@ -190,7 +211,8 @@ export class Heatmap {
         type: "category", autorange: "reversed", showgrid: false, tickfont: { size: 10, color: MUTED },
         categoryorder: "array", categoryarray: labels, automargin: false, ...ticks.axis,
       }),
-      shapes: this.highlightShapes(),
+      shapes: [...this.highlightShapes(), ...groups.shapes],
+      annotations: groups.annotations,
     });
     plot(this.div, data, layout);
     const t1 = performance.now();

@@ -4,6 +4,7 @@
 
 import { kindLabel } from "./alerts.js";
 import { selectedRun, state } from "./state.js";
+import { optimizerGroups } from "./store.js";
 import { $, el, fmtLr, fmtNum, num, postJSON, setText } from "./util.js";
 
 // ------------------------------------------------------------------ forms and buttons
@@ -13,12 +14,32 @@ export function renderControls() {
   const d = selectedRun();
   if (!d) return;
   renderGuards(d);
+  renderGroups(d);
   const finished = d.status === "finished";
   for (const b of document.querySelectorAll("[data-cmd]")) b.disabled = finished || b.dataset.busy === "1";
   $("clip-apply").disabled = finished;
   $("lr-apply").disabled = finished || $("lr-apply").dataset.busy === "1";
   $("btn-pause").classList.toggle("is-active", d.status === "paused");
   $("controls").classList.toggle("is-finished", finished);
+}
+
+// A run with several optimizers (a GAN's): clip and learning rate for all of them, or for one group.
+function renderGroups(d) {
+  const names = optimizerGroups(d.meta, (d.variables || []).length).map((g) => g.name);
+  const select = $("cmd-group");
+  const have = [...select.options].slice(1).map((o) => o.value);
+  if (have.join("\u0000") !== names.join("\u0000")) {
+    const keep = select.value;
+    select.replaceChildren(el("option", { value: "" }, "all"), ...names.map((n) => el("option", { value: n }, n)));
+    select.value = names.includes(keep) ? keep : "";
+  }
+  $("group-field").hidden = names.length === 0;
+}
+
+/** The group the clip and learning-rate commands name, if one is chosen. */
+function withGroup(cmd) {
+  const group = $("group-field").hidden ? "" : $("cmd-group").value;
+  return group ? { ...cmd, group } : cmd;
 }
 
 // What the trainer does on its own: pause_on (the server pauses the run on those alerts), guard_nonfinite.
@@ -74,7 +95,7 @@ async function sendCommand(cmd, button) {
     const res = await postJSON(`/api/runs/${id}/commands`, cmd);
     if (id === state.selected && res && typeof res.id === "number") {
       mergeCommand({
-        id: res.id, run_id: id, type: cmd.type, mode: cmd.mode ?? null, threshold: cmd.threshold ?? null, lr: cmd.lr ?? null,
+        id: res.id, run_id: id, type: cmd.type, mode: cmd.mode ?? null, threshold: cmd.threshold ?? null, lr: cmd.lr ?? null, group: cmd.group ?? null,
         origin: "browser", created_at: Date.now() / 1000, state: res.state || "pending", applied_step: null,
         detail: null, updated_at: Date.now() / 1000,
       });
@@ -118,12 +139,12 @@ export function initControls() {
   $("clip-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const threshold = readNumber($("clip-threshold"), "a clip threshold", "a threshold", "1.0");
-    if (threshold !== null) sendCommand({ type: "set_clip", mode: $("clip-mode").value, threshold }, $("clip-apply"));
+    if (threshold !== null) sendCommand(withGroup({ type: "set_clip", mode: $("clip-mode").value, threshold }), $("clip-apply"));
   });
   $("lr-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const lr = readNumber($("lr-input"), "a learning rate", "a learning rate", "0.001");
-    if (lr !== null) sendCommand({ type: "set_lr", lr }, $("lr-apply"));
+    if (lr !== null) sendCommand(withGroup({ type: "set_lr", lr }), $("lr-apply"));
   });
 }
 
@@ -143,9 +164,13 @@ function describeCommand(c) {
     const parts = ["set clip"];
     if (c.mode) parts.push(c.mode);
     if (c.threshold !== null && c.threshold !== undefined) parts.push(`≤ ${fmtNum(num(c.threshold), 4)}`);
+    if (c.group) parts.push(`(${c.group})`);
     return parts.join(" ");
   }
-  if (c.type === "set_lr") return c.lr === null || c.lr === undefined ? "set lr" : `set lr → ${fmtLr(num(c.lr))}`;
+  if (c.type === "set_lr") {
+    const text = c.lr === null || c.lr === undefined ? "set lr" : `set lr → ${fmtLr(num(c.lr))}`;
+    return c.group ? `${text} (${c.group})` : text;
+  }
   return c.type;
 }
 

@@ -37,12 +37,36 @@ function scalars(get) {
 const CLIP_SHARE_WINDOW = 50;
 const MAX_CELLS = 3_000_000; // bound on kept per-variable numbers (variables x steps)
 
+/**
+ * The optimizer groups of a run whose train step updates with several optimizers (a GAN's):
+ * meta.optimizer_groups is JSON {group: number of variables}, groups contiguous in variable
+ * order (docs/protocol.md). Returns [{name, start, end}] (rows start..end-1), or [] for one optimizer.
+ */
+export function optimizerGroups(meta, nVars) {
+  let counts;
+  try {
+    counts = JSON.parse((meta && meta.optimizer_groups) || "null");
+  } catch {
+    return [];
+  }
+  if (!counts || typeof counts !== "object") return [];
+  const out = [];
+  let start = 0;
+  for (const [name, n] of Object.entries(counts)) {
+    if (!Number.isInteger(n) || n < 0) return [];
+    out.push({ name: String(name), start, end: start + n });
+    start += n;
+  }
+  return start === nVars && out.length > 1 ? out : [];
+}
+
 export class RunStore {
   constructor(detail) {
     this.runId = detail.id;
     this.variables = (detail.variables || []).map(String);
     this.bnLayers = (detail.bn_layers || []).map(String);
     this.V = this.variables.length;
+    this.groups = optimizerGroups(detail.meta, this.V);
     this.L = this.bnLayers.length;
     // Keep at most this many steps in memory (charts show a window of it).
     this.cap = Math.max(2000, Math.min(20000, Math.floor(MAX_CELLS / Math.max(1, this.V))));

@@ -98,14 +98,16 @@ class Command(_Msg):
     """A control command, as posted by the page and forwarded to the trainer.
 
     ``set_clip`` needs a finite positive ``threshold``; ``mode`` defaults to the
-    run's current mode. ``set_lr`` needs a finite positive ``lr``. The other
-    types take no parameters.
+    run's current mode. ``set_lr`` needs a finite positive ``lr``. Either may name
+    an optimizer ``group`` (a run with several, ``meta.optimizer_groups``): only that
+    optimizer changes; without it every group does. The other types take no parameters.
     """
 
     type: CommandType
     mode: ClipMode | None = None
     threshold: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_CLIP_THRESHOLD, allow_inf_nan=False)] | None = None
     lr: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False)] | None = None
+    group: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
     @model_validator(mode="after")
     def _parameters_match_type(self) -> Command:
@@ -121,7 +123,7 @@ class Command(_Msg):
                 raise ValueError("set_lr needs 'lr': a finite number > 0, e.g. {'type': 'set_lr', 'lr': 0.001}")
             if self.mode is not None or self.threshold is not None:
                 raise ValueError("set_lr takes no 'mode' or 'threshold'; send a separate set_clip command")
-        elif self.mode is not None or self.threshold is not None or self.lr is not None:
+        elif self.mode is not None or self.threshold is not None or self.lr is not None or self.group is not None:
             raise ValueError(f"{self.type!r} takes no parameters; only set_clip and set_lr do")
         return self
 
@@ -376,6 +378,7 @@ class CommandView(_View):
     mode: ClipMode | None
     threshold: float | None
     lr: float | None
+    group: str | None = None
     origin: str
     created_at: float
     state: CommandState

@@ -72,6 +72,7 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("commands", "lr", "REAL"),
     ("runs", "tags", "TEXT NOT NULL DEFAULT '[]'"),
     ("runs", "note", "TEXT NOT NULL DEFAULT ''"),
+    ("commands", "optimizer_group", "TEXT"),  # Command.group ("group" is an SQL keyword)
 )
 
 

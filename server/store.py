@@ -65,9 +65,10 @@ class CommandRow:
     applied_step: int | None
     detail: str | None
     lr: float | None = None
+    group: str | None = None
 
     def to_command(self) -> Command:
-        return Command(type=self.type, mode=self.mode, threshold=self.threshold, lr=self.lr)
+        return Command(type=self.type, mode=self.mode, threshold=self.threshold, lr=self.lr, group=self.group)
 
 
 @dataclass
@@ -79,7 +80,8 @@ class GapRow:
 
 _RUN_COLS = "id, name, status, created_at, updated_at, last_step, variables, bn_layers, clip_mode, clip_threshold, " \
             "every, meta, pause_on, guard_nonfinite, relu_layers, lr, tags, note"
-_CMD_COLS = "id, run_id, type, mode, threshold, origin, created_at, updated_at, state, applied_step, detail, lr"
+_CMD_COLS = "id, run_id, type, mode, threshold, origin, created_at, updated_at, state, applied_step, detail, lr, " \
+            "optimizer_group"
 _INSERT_STEP = f"INSERT OR REPLACE INTO steps ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 
 
@@ -235,9 +237,9 @@ class Store:
         threshold = float(command.threshold) if command.threshold is not None else None
         lr = float(command.lr) if command.lr is not None else None
         cur = self._conn.execute(
-            "INSERT INTO commands (run_id, type, mode, threshold, lr, origin, created_at, updated_at, state) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
-            (run_id, command.type, command.mode, threshold, lr, origin, now, now),
+            "INSERT INTO commands (run_id, type, mode, threshold, lr, optimizer_group, origin, created_at, updated_at,"
+            " state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+            (run_id, command.type, command.mode, threshold, lr, command.group, origin, now, now),
         )
         cmd = self.get_command(int(cur.lastrowid or 0))
         assert cmd is not None

@@ -122,7 +122,7 @@ def run_detail(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = 
 
 def command_view(cmd: CommandRow) -> CommandView:
     return CommandView(id=cmd.id, run_id=cmd.run_id, type=cmd.type,
-                       mode=cmd.mode, threshold=cmd.threshold, lr=cmd.lr,
+                       mode=cmd.mode, threshold=cmd.threshold, lr=cmd.lr, group=cmd.group,
                        origin=cmd.origin, created_at=cmd.created_at, state=cmd.state,
                        applied_step=cmd.applied_step, detail=cmd.detail, updated_at=cmd.updated_at)
 

@@ -37,16 +37,17 @@ _TRANSITIONS: dict[str, tuple[frozenset[RunState], RunState | None]] = {
 class RunControl:
     """Thread-safe holder of the run state and the inbox of commands.
 
-    ``on_clip`` is called on the training thread with (mode, threshold) for
-    ``set_clip`` (mode ``None``: keep the current one); ``send`` hands an
+    ``on_clip`` is called on the training thread with (mode, threshold, group) for
+    ``set_clip`` (mode ``None``: keep the current one; group ``None``: every optimizer),
+    ``on_lr`` with (lr, group) for ``set_lr``; ``send`` hands an
     acknowledgement or a status change to the transport.
     """
 
     def __init__(
         self,
-        on_clip: Callable[[str | None, float], None],
+        on_clip: Callable[[str | None, float, str | None], None],
         send: Callable[[Ack | Status], None],
-        on_lr: Callable[[float], None] | None = None,
+        on_lr: Callable[[float, str | None], None] | None = None,
     ) -> None:
         self._on_clip = on_clip
         self._on_lr = on_lr
@@ -107,12 +108,12 @@ class RunControl:
         try:
             if command.type == "set_clip":
                 assert command.threshold is not None  # guaranteed by Command's validation
-                self._on_clip(command.mode, float(command.threshold))
+                self._on_clip(command.mode, float(command.threshold), command.group)
             elif command.type == "set_lr":
                 assert command.lr is not None
                 if self._on_lr is None:
                     raise ValueError("this trainer cannot change its learning rate")
-                self._on_lr(float(command.lr))
+                self._on_lr(float(command.lr), command.group)
         except ValueError as err:
             self._send(Ack(type="ack", id=command_id, state="rejected", detail=str(err)))
             return

@@ -30,7 +30,7 @@ from typing import Any
 
 import keras
 
-from .optimizer_hook import OptimizerHook
+from .multi_optimizer import AnyHook
 
 #: Seconds between two looks of the watchdog at the training thread's stack.
 WATCH_INTERVAL = 0.2
@@ -60,7 +60,7 @@ def _on_stack(frame: types.FrameType, thread_id: int) -> bool:
 class FitSwap:
     """One model's monitored train function; ``enter`` for a fit, ``leave`` after it (idempotent)."""
 
-    def __init__(self, model: Any, hook: OptimizerHook, on_abandoned: Callable[[Callable[[], bool]], None]) -> None:
+    def __init__(self, model: Any, hook: AnyHook, on_abandoned: Callable[[Callable[[], bool]], None]) -> None:
         self.model = model
         self.hook = hook
         # The fit ended without on_train_end; called with a check that it is still the same fit.
@@ -111,7 +111,9 @@ class FitSwap:
             # Only to see the batch (for finding where a non-finite step came from).
             x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
             hook.note_inputs((x, y))
-            return original_train_step(data)
+            result = original_train_step(data)
+            hook.end_step()  # a train step may update with several optimizers: one step all the same
+            return result
 
         # make_train_function takes model.train_step as it is now into the function it makes.
         own = vars(model).get("train_step")  # one the user set on the instance, if any

@@ -113,6 +113,7 @@ class GradientStats:
         clip_threshold: float | None = None,
         ring: int = 1,
         first_step: int = 0,
+        step: tf.Variable | None = None,
     ) -> None:
         if clip_mode not in CLIP_MODE_IDS:
             raise ValueError(f"clip_mode={clip_mode!r} is not one of {CLIP_MODES}")
@@ -130,7 +131,10 @@ class GradientStats:
         )
         # Our own step counter: the optimizer's does not advance on a step its
         # loss scaler skips, and every attempted step deserves its own report.
-        self.step = monitor_variable(first_step, tf.int64, "gw_step")
+        # ``step`` given: a counter shared with other optimizers' statistics, advanced by its owner
+        # once per train step (multi_optimizer.py), not here on every update.
+        self._owns_step = step is None
+        self.step = monitor_variable(first_step, tf.int64, "gw_step") if step is None else step
         self.bn = BatchNormSampler(self.bn_layers)
 
     # ------------------------------------------------------------------ host side
@@ -228,7 +232,8 @@ class GradientStats:
                 return tf.constant(True)
 
             tf.cond(healthy, lambda: tf.constant(False), write_trouble)
-        self.step.assign_add(1)
+        if self._owns_step:
+            self.step.assign_add(1)
         return clipped_grads, healthy, step
 
     def record_skipped(self, step: Any, skipped: tf.Tensor) -> None:

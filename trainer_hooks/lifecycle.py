@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from gradwatch.protocol import TrainerState
 
 if TYPE_CHECKING:
-    from .optimizer_hook import OptimizerHook
+    from .multi_optimizer import AnyHook
     from .session import RunSession
 
 
@@ -65,7 +65,7 @@ _REPORTED: dict[str, TrainerState] = {
     "finish": "finished",
 }
 
-OpenSession = Callable[[Any, Any, "OptimizerHook"], "RunSession"]
+OpenSession = Callable[[Any, Any, "AnyHook"], "RunSession"]
 
 
 class InvalidMove(RuntimeError):
@@ -89,7 +89,7 @@ class RunLifecycle:
         self.flush_timeout = flush_timeout
         self.phase = Phase.IDLE
         self.session: RunSession | None = None
-        self.hook: OptimizerHook | None = None
+        self.hook: AnyHook | None = None
         self._model: Any = None
         self._optimizer: Any = None
         self._on_leave: Callable[[], None] | None = None
@@ -101,7 +101,7 @@ class RunLifecycle:
     # ------------------------------------------------------------------ transitions
 
     def begin(
-        self, hook: OptimizerHook, model: Any, optimizer: Any, next_step: int, on_leave: Callable[[], None]
+        self, hook: AnyHook, model: Any, optimizer: Any, next_step: int, on_leave: Callable[[], None]
     ) -> None:
         """A fit or loop starts at ``next_step``; ``on_leave`` undoes what its door installed."""
         with self._lock:

@@ -19,6 +19,7 @@ from gradwatch.tokens import resolve_server, resolve_token
 from .fit_swap import FitSwap
 from .graph_stats import GradientStats
 from .lifecycle import Phase, RunLifecycle
+from .multi_optimizer import AnyHook, AnyStats, GroupedStats, MultiHook, find_optimizers, group_meta, group_stats
 from .multi_worker import worker_count
 from .optimizer_hook import OptimizerHook, learning_rate_variable, optimizer_clipping
 from .origin import OriginFinder
@@ -145,7 +146,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
 
     def _start_fresh(self) -> None:
         """The run-time state: none of it is configuration."""
-        self.stats: GradientStats | None = None
+        self.stats: AnyStats | None = None
         #: The one run of this monitor, across every fit() and watch() block (lifecycle.py).
         self.lifecycle = RunLifecycle(self.new_session, self.flush_timeout)
         self._fit: FitSwap | None = None  # the monitored train function of the model last fitted
@@ -226,9 +227,14 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         if fit is None or fit.model is not model or fit.hook.optimizer is not model.optimizer:
             # Rows kept between host reads: at least one execution's worth of steps.
             ring = max(int(getattr(model, "steps_per_execution", 1) or 1), STATS_RING)
-            hook = self.new_hook(model, model.optimizer, ring)
+            optimizers = find_optimizers(model)
+            hook: AnyHook
+            if len(optimizers) > 1:  # a train_step with optimizers of its own (a GAN's)
+                hook = self.new_group_hook(model, optimizers, ring)
+            else:
+                hook = self.new_hook(model, model.optimizer, ring)
             fit = self._fit = FitSwap(model, hook, self.lifecycle.interrupt)
-            if hook.prepare_if_built(model):
+            if isinstance(hook, OptimizerHook) and hook.prepare_if_built(model):
                 assert hook.stats is not None
                 # Kept now so that the very first step's update can be measured too.
                 self._update_ratio = UpdateRatio(hook.stats.variables, self.update_ratio_every)
@@ -258,9 +264,10 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         warnings.warn(
             f"gradwatch: after {self._steps - self._fit_start} steps the compiled optimizer "
             f"({type(self.model.optimizer).__name__}) has applied no gradients, so nothing is monitored: this "
-            "train_step updates the weights with optimizers of its own (as a GAN's does). Use "
-            "`with monitor.watch(model, optimizer) as watch:` and call `watch.apply_gradients(grads, variables)` "
-            "instead of that optimizer's `apply_gradients`",
+            "train_step updates the weights with an optimizer the monitor cannot find (it watches `model.optimizer` "
+            "and any optimizer held in an attribute of the model, like a GAN's `self.d_optimizer`). Keep the "
+            "optimizer in such an attribute, or use `with monitor.watch(model, optimizer) as watch:` and call "
+            "`watch.apply_gradients(grads, variables)` instead of that optimizer's `apply_gradients`",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -299,7 +306,31 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             strategy=getattr(model, "distribute_strategy", None),
         )
 
-    def new_session(self, model: Any, optimizer: Any, hook: OptimizerHook) -> RunSession:
+    def new_group_hook(self, model: Any, optimizers: dict[str, Any], ring: int) -> MultiHook:
+        """An (uninstalled) hook over every optimizer of ``model``, one group each.
+
+        The run has one clip setting for every group: ``clip_threshold``, else the first
+        group optimizer's own clipping.
+        """
+        adopted = next((c for o in optimizers.values() if (c := optimizer_clipping(o)) is not None), None)
+        mode, threshold = self.clip_mode, self.clip_threshold
+        if threshold is None and adopted is not None:
+            mode, threshold = adopted
+        self._clip = (mode, threshold)
+
+        def make_stats(variables: list[Any], step: tf.Variable) -> GradientStats:
+            return GradientStats(variables, (), mode, threshold, ring, step=step)
+
+        return MultiHook(
+            model.optimizer,
+            optimizers,
+            make_stats,
+            bn_layers=find_batchnorm_layers(model),
+            guard_nonfinite=self.guard_nonfinite,
+            strategy=getattr(model, "distribute_strategy", None),
+        )
+
+    def new_session(self, model: Any, optimizer: Any, hook: AnyHook) -> RunSession:
         """A started session streaming the statistics of ``hook`` (built by now) for ``model``."""
         stats = hook.stats
         assert stats is not None
@@ -316,11 +347,18 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         except Exception as err:
             notes["probe"] = f"the activation probe is off ({type(err).__name__}: {err})"
 
-        def set_lr(lr: float) -> None:
-            variable = learning_rate_variable(optimizer)
-            if variable is None:
+        optimizers = hook.optimizers if isinstance(hook, MultiHook) else {"optimizer": optimizer}
+        groups = stats.group_variables if isinstance(stats, GroupedStats) else None
+
+        def set_lr(lr: float, group: str | None = None) -> None:
+            if group is not None:
+                group_stats(stats, group)  # a clear error for a group this run does not have
+            names = [group] if group is not None else list(groups or optimizers)
+            variables = [learning_rate_variable(optimizers[name]) for name in names]
+            if any(variable is None for variable in variables):
                 raise ValueError("the learning rate is a schedule or callable here; it cannot be set from the page")
-            variable.assign(lr)
+            for variable in variables:
+                variable.assign(lr)
 
         session = RunSession(
             stats=stats,
@@ -332,7 +370,10 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             clip_threshold=self._clip[1],
             meta={
                 "model": model.name,
-                "optimizer": type(optimizer).__name__,
+                "optimizer": ", ".join(f"{n}: {type(o).__name__}" for n, o in optimizers.items() if n in groups)
+                if groups is not None
+                else type(optimizer).__name__,
+                **({"optimizer_groups": group_meta(stats)} if isinstance(stats, GroupedStats) else {}),
                 "keras": keras.__version__,
                 "tensorflow": tf.__version__,
                 "replicas": int(getattr(strategy, "num_replicas_in_sync", 1)),

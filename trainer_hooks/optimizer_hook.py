@@ -127,6 +127,9 @@ class OptimizerHook:
         """The (x, y) of the step being traced, for finding where a non-finite step came from."""
         self._inputs = inputs
 
+    def end_step(self) -> None:
+        """After the train step (traced): nothing here, the statistics counted the step themselves."""
+
     def uninstall(self) -> None:
         opt = self.optimizer
         for name in ("apply", "scale_loss"):

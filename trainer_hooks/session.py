@@ -30,7 +30,8 @@ from gradwatch.protocol import (
 )
 
 from .control import RunControl, RunState
-from .graph_stats import SCALARS, GradientStats
+from .graph_stats import SCALARS
+from .multi_optimizer import AnyStats, group_stats
 from .origin import OriginFinder, explain_nonfinite
 from .probe import Prober
 from .transport import Transport
@@ -71,7 +72,7 @@ class RunSession:
     def __init__(
         self,
         *,
-        stats: GradientStats,
+        stats: AnyStats,
         run_name: str,
         server: str,
         token: str | None,
@@ -83,7 +84,7 @@ class RunSession:
         transport_options: dict[str, Any] | None = None,
         pause_on: Sequence[str] = (),
         guard_nonfinite: bool = False,
-        set_lr: Callable[[float], None] | None = None,
+        set_lr: Callable[[float, str | None], None] | None = None,
         prober: Prober | None = None,
         probe_every: int = 100,
         origin: OriginFinder | None = None,
@@ -265,11 +266,14 @@ class RunSession:
         index = self.origin.first_bad_layer(step) if self.origin is not None else None
         return self.origin.layer_names[index] if self.origin is not None and index is not None and index >= 0 else None
 
-    def _set_clip(self, mode: str | None, threshold: float) -> None:
+    def _set_clip(self, mode: str | None, threshold: float, group: str | None = None) -> None:
         mode = mode or self.clip[0]
         validate_clip(mode, threshold)
-        self.stats.set_clip(mode, threshold)
-        self.clip = (mode, threshold)
+        if group is None:
+            self.stats.set_clip(mode, threshold)
+            self.clip = (mode, threshold)
+        else:
+            group_stats(self.stats, group).set_clip(mode, threshold)
 
     # ------------------------------------------------------------------ sender thread
 

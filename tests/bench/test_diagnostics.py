@@ -29,6 +29,13 @@ def test_step_cost_compares_plain_and_monitored(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
+def test_gan_step_cost_compares_plain_and_both_optimizers_watched(tmp_path: Path) -> None:
+    r = _run(["bench.gan_step_cost", "--steps", "5"], tmp_path / "g.json")
+    assert set(r["variants"]) == {"plain", "monitored"}
+    assert all(v["median_ms"] > 0 for v in r["variants"].values())
+
+
+@pytest.mark.timeout(300)
 def test_server_cpu_reports_cpu_per_record(tmp_path: Path) -> None:
     r = _run(["bench.server_cpu", "--quick", "--shapes", "mlp"], tmp_path / "c.json")
     text = json.dumps(r)

@@ -15,7 +15,7 @@ def make_control():
     sent: list[Ack | Status] = []
     clips: list[tuple[str | None, float]] = []
 
-    def on_clip(mode, threshold):
+    def on_clip(mode, threshold, group=None):
         if threshold > 100:
             raise ValueError("threshold too large for this test")
         clips.append((mode, threshold))

@@ -276,12 +276,13 @@ def test_watch_entered_every_epoch_around_a_traced_function_loses_no_step(shared
 
 class OwnOptimizer(keras.Model):
     """A train_step that applies its gradients with an optimizer of its own, as a GAN's does
-    (keras-io examples/generative/dcgan_overriding_train_step.py: ``compile(d_optimizer=..., g_optimizer=...)``)."""
+    (keras-io examples/generative/dcgan_overriding_train_step.py: ``compile(d_optimizer=..., g_optimizer=...)``),
+    held where the monitor cannot find it (in a list; one in an attribute is watched: test_multi_optimizer.py)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.dense = keras.layers.Dense(2)
-        self.own = keras.optimizers.Adam(1e-3)
+        self.own = [keras.optimizers.Adam(1e-3)]
 
     def call(self, x: Any) -> Any:
         return self.dense(x)
@@ -291,7 +292,7 @@ class OwnOptimizer(keras.Model):
         with tf.GradientTape() as tape:
             loss = keras.losses.sparse_categorical_crossentropy(y, self(x), from_logits=True)
         grads = tape.gradient(loss, self.trainable_variables)
-        self.own.apply_gradients(zip(grads, self.trainable_variables))
+        self.own[0].apply_gradients(zip(grads, self.trainable_variables))
         return {"loss": tf.reduce_mean(loss)}
 
 
