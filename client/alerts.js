@@ -18,15 +18,15 @@ export const KIND_LABEL = {
   clip_saturated: "Clipping saturated",
 };
 
-const SEVERITY_RANK = { critical: 2, warning: 1 };
+const SEVERITY_RANK = { critical: 2, warning: 1, info: 0 };
 
 export function kindLabel(kind) {
   return KIND_LABEL[kind] || String(kind).replace(/_/g, " ");
 }
 
-/** The severity as styled (sev-critical / sev-warning): anything but critical shows as a warning. */
+/** The severity as styled (sev-critical / sev-warning / sev-info); an unknown one shows as a warning. */
 export function severityClass(severity) {
-  return severity === "critical" ? "critical" : "warning";
+  return severity === "critical" || severity === "info" ? severity : "warning";
 }
 
 /** An alert is open unless the server says it is resolved/closed. */
@@ -234,7 +234,8 @@ export function summarize(alertMap) {
       count += 1;
       kinds.add(a.kind);
       if (a.severity === "critical") severity = "critical";
-      else if (!severity) severity = "warning";
+      else if (a.severity !== "info" && severity !== "critical") severity = "warning";
+      else if (!severity) severity = "info";
     }
   }
   return { count, severity, kinds: [...kinds] };
