@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,6 +35,7 @@ from .control import RunControl, RunState
 from .graph_stats import SCALARS, GradientStats
 from .origin import OriginFinder, explain_nonfinite
 from .probe import Prober
+from .spool import RunFile
 from .transport import Transport
 from .update_ratio import UpdateRatio
 
@@ -89,8 +92,13 @@ class RunSession:
         origin: OriginFinder | None = None,
         update_ratio: UpdateRatio | None = None,
         resume: int | str | None = None,
+        log_dir: Path | None = None,
+        offline: bool = False,
+        spool_budget_bytes: int = 0,
     ) -> None:
         self.stats = stats
+        #: Unique to this session: a run file synced later continues its run on the server (spool.py).
+        self.uid = uuid.uuid4().hex
         self.resume_run = resume  # GradientMonitor(resume=...)
         self.pause_on = list(pause_on)
         self.guard_nonfinite = guard_nonfinite
@@ -110,6 +118,10 @@ class RunSession:
         self.meta = meta
         self.names = [getattr(v, "path", None) or v.name for v in stats.variables]
         self.bn_names = [getattr(layer, "path", None) or layer.name for layer in stats.bn_layers]
+        run_file = None
+        if log_dir is not None and (offline or spool_budget_bytes > 0):
+            run_file = RunFile(log_dir, self.uid, run_name, "offline" if offline else "spool",
+                               None if offline else spool_budget_bytes)
         self.transport = Transport(
             trainer_ws_url(server),
             token,
@@ -117,6 +129,8 @@ class RunSession:
             on_command=lambda m: self.control.submit(m),
             encode=self._encode,
             max_buffer_bytes=max_buffer_bytes,
+            run_file=run_file,
+            offline=offline,
             **(transport_options or {}),
         )
         self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control, on_lr=set_lr)
@@ -292,6 +306,7 @@ class RunSession:
             pause_on=self.pause_on,
             guard_nonfinite=self.guard_nonfinite,
             relu_layers=self.prober.relu_names if self.prober is not None else [],
+            uid=self.uid,
         )
 
     def _encode(self, payload: tuple[np.ndarray, int, float, float | None, float | None, Any]) -> dict[str, Any]:
