@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, TypeAdapter, model_validator
 
@@ -43,6 +44,15 @@ MAX_CLIP_THRESHOLD = 1e9
 
 TRAINER_PATH = "/ws/trainer"
 BROWSER_PATH = "/ws/browser"
+
+
+def trainer_ws_url(server: str) -> str:
+    """``http://host:port`` (or ws://, https://, wss://) → the trainer websocket URL."""
+    parts = urlsplit(server)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"server={server!r} is not a URL like 'http://127.0.0.1:8765'")
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + TRAINER_PATH, "", ""))
 
 
 class CloseCode(IntEnum):
@@ -174,6 +184,8 @@ _check_step_fields({name: _accepts_none(info.annotation) for name, info in StepR
 RunUid = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 #: Version of the run file layout (docs/protocol.md, "Run files").
 RUN_FILE_FORMAT = 1
+#: How run files end; ``gradwatch sync`` looks for these in a folder.
+RUN_FILE_SUFFIX = ".gwrun.jsonl"
 
 
 class RunFileHeader(_Msg):

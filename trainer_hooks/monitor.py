@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import tensorflow as tf
 
-from gradwatch.protocol import ALERT_KINDS
+from gradwatch.protocol import ALERT_KINDS, trainer_ws_url
 from gradwatch.tokens import resolve_server, resolve_token
 
 from .fit_swap import FitSwap
@@ -23,7 +23,7 @@ from .multi_worker import worker_count
 from .optimizer_hook import OptimizerHook, learning_rate_variable, optimizer_clipping
 from .origin import OriginFinder
 from .probe import Prober
-from .session import RunSession, trainer_ws_url, validate_clip
+from .session import RunSession, validate_clip
 from .spool import resolve_log_dir
 from .tuner_trial import TrialInfo, find_trial
 from .update_ratio import UpdateRatio

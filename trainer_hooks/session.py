@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -22,13 +21,13 @@ from gradwatch.protocol import (
     CLIP_MODES,
     MAX_CLIP_THRESHOLD,
     PROTOCOL_VERSION,
-    TRAINER_PATH,
     ClipSetting,
     NonfiniteOrigin,
     Probe,
     Status,
     TrainerHello,
     TrainerState,
+    trainer_ws_url,
 )
 
 from .control import RunControl, RunState
@@ -45,15 +44,6 @@ _UNHEALTHY, _WEIGHT_NONFINITE, _SKIPPED = (SCALARS.index(k) for k in ("unhealthy
 def _nonfinite(row: np.ndarray) -> bool:
     """Were the step's gradients or loss not finite?"""
     return bool(row[_UNHEALTHY])
-
-
-def trainer_ws_url(server: str) -> str:
-    """``http://host:port`` (or ws://, https://, wss://) → the trainer websocket URL."""
-    parts = urlsplit(server)
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"server={server!r} is not a URL like 'http://127.0.0.1:8765'")
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + TRAINER_PATH, "", ""))
 
 
 def validate_clip(mode: str, threshold: float | None) -> None:

@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 from typing import IO, Literal
 
-from gradwatch.protocol import RunFileHeader
+from gradwatch.protocol import RUN_FILE_SUFFIX, RunFileHeader
 
 #: Where run files go when neither ``log_dir=`` nor ``$GRADWATCH_LOG_DIR`` says otherwise.
 LOG_DIR_ENV = "GRADWATCH_LOG_DIR"
-SUFFIX = ".gwrun.jsonl"
 
 
 def resolve_log_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -55,7 +54,7 @@ class RunFile:
         self.source = source
         self.budget_bytes = budget_bytes
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", run_name)[:80].strip("._") or "run"
-        self.path = directory / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{uid[:8]}-{source}{SUFFIX}"
+        self.path = directory / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{uid[:8]}-{source}{RUN_FILE_SUFFIX}"
         self.size = 0
         self._file: IO[str] | None = None
 
