@@ -120,7 +120,8 @@ def sync(args: argparse.Namespace) -> int:
             print(f"gradwatch sync: {e}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{path}: run {done.run_id} ({done.run_name}): {done.steps} steps, {done.messages} messages")
+        print(f"{path}: run {done.run_id} ({done.run_name}): sent {done.steps} steps in {done.messages} messages "
+              "(the server keeps what it did not have)")
         for why in done.skipped:
             print(f"{path}: skipped {why}", file=sys.stderr)
     return 1 if failed else 0

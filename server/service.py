@@ -161,6 +161,10 @@ class Gradwatch:
     async def open_run(self, hello: TrainerHello, websocket: WebSocket) -> TrainerLink:
         """Create or continue the run of a trainer that just said hello; send welcome and pending commands."""
         uploaded = await self._uploaded_run(hello)
+        if uploaded is not None and uploaded.id in self.links:
+            # 1013 "try again later", not a refusal: a live trainer that missed its welcome lands here too
+            raise ProtocolError(1013, f"run {uploaded.id} has its trainer connected; sync its file once that "
+                                      "trainer has ended")
         run = uploaded or await self._run_to_continue(hello)
         if run is not None:
             if not _same_layout(run, hello):

@@ -220,9 +220,17 @@ class Transport:
     # ------------------------------------------------------------------ sender thread
 
     def _run(self) -> None:
-        if self.offline:
-            self._run_offline()
-            return
+        try:
+            if self.offline:
+                self._run_offline()
+            else:
+                self._run_online()
+        finally:
+            if self.run_file is not None:
+                self._write_spilled()  # what overflowed last still goes to disk
+                self.run_file.close()
+
+    def _run_online(self) -> None:
         backoff = BACKOFF_MIN
         while not self._stop:
             handshake_done = False
@@ -274,7 +282,6 @@ class Transport:
             with self._cond:
                 self._ws = None
                 self.connected.clear()
-            run_file.close()
 
     def _write_spilled(self) -> None:
         """Write the records the buffer could not hold to the spool file; past its budget they are lost."""

@@ -216,3 +216,36 @@ def test_offline_mode_from_the_environment(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(ValueError, match=r"\$GRADWATCH_MODE='ofline' must be one of"):
         GradientMonitor()
     assert np.isfinite(list(file_steps(path).values())).all()
+
+
+def test_spool_file_fills_the_hole_of_the_live_run(gradwatch_server: Any, tmp_path: Path) -> None:
+    """Server up, then stopped mid-run, then back: the live run resumes, its spool file fills the hole."""
+    srv = gradwatch_server()
+    x, y = data(256)
+    model = tiny_model()
+    monitor = GradientMonitor(
+        server=srv.url, token=srv.token, log_dir=tmp_path, run_name="holey", max_buffer_mb=2e-3, flush_timeout=10.0
+    )
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)  # steps 0..31, delivered
+    transport = monitor.session.transport  # type: ignore[union-attr]
+    assert transport.drain(5.0)
+    srv.stop()  # a clean stop: what it received is stored (a kill -9 may lose its last 0.2 s; docs/reliability.md)
+    with pytest.warns(RuntimeWarning, match="cannot reach the server"):
+        model.fit(x, y, batch_size=8, epochs=2, callbacks=[monitor], verbose=0)  # steps 32..95, server away
+        time.sleep(0.5)
+    srv.restart()
+    assert monitor.close(timeout=15.0)  # reconnects, delivers what memory held, finishes
+    (path,) = tmp_path.glob(f"*-spool{RUN_FILE_SUFFIX}")
+    spooled = file_steps(path)
+    assert transport.spooled == len(spooled) > 20 and transport.dropped == 0
+    (run_id,) = run_ids(srv)
+    live = server_steps(srv, run_id)
+    # the hole (and what overflowed the tiny buffer while connected): exactly what was spooled
+    assert spooled and set(spooled).isdisjoint(live) and sorted({*spooled, *live}) == list(range(96))
+
+    done = sync(srv, path)
+    assert done.returncode == 0, done.stderr
+    assert run_ids(srv) == [run_id]  # into the live run, by its session id
+    assert sorted(server_steps(srv, run_id)) == list(range(96))
+    run = httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers, timeout=10).json()
+    assert run["status"] == "finished" and run["gaps"] == []
