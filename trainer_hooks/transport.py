@@ -249,9 +249,11 @@ class Transport:
                 if handshake_done:
                     log.info("gradwatch: connection to %s lost (%s); reconnecting", self.url, err)
                 else:
+                    spool = "" if self.run_file is None else f", then spooled to {self.run_file.path} (gradwatch sync)"
                     self._warn(
                         f"gradwatch: cannot reach the server at {self.url} ({err}); training continues, reports are "
                         f"buffered (up to {self.max_buffer_bytes // 2**20} MiB, across fits) and sent when it is back"
+                        + spool
                     )
             finally:
                 with self._cond:
