@@ -96,6 +96,10 @@ def killed_offline_run(log_dir: Path, min_steps: int) -> Path:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
     (path,) = log_dir.glob(f"*{RUN_FILE_SUFFIX}")
+    assert proc.stdout is not None
+    printed = [int(line.split()[1]) for line in proc.stdout.read().decode().splitlines() if line.startswith("step ")]
+    # Each step takes >= 20 ms (the trainer sleeps): 50 steps are more than the last second before the kill.
+    assert printed[-1] - max(file_steps(path)) <= 50, (printed[-1], max(file_steps(path)))
     return path
 
 
@@ -249,3 +253,12 @@ def test_spool_file_fills_the_hole_of_the_live_run(gradwatch_server: Any, tmp_pa
     assert sorted(server_steps(srv, run_id)) == list(range(96))
     run = httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers, timeout=10).json()
     assert run["status"] == "finished" and run["gaps"] == []
+
+
+def test_bad_offline_arguments_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"mode='ofline' must be one of \('online', 'offline'\)"):
+        GradientMonitor(mode="ofline")
+    with pytest.raises(ValueError, match=r"spool_mb=-1 must be a number of MiB >= 0"):
+        GradientMonitor(spool_mb=-1)
+    with pytest.raises(ValueError, match=r"log_dir=3 must be a folder path"):
+        GradientMonitor(log_dir=3)  # type: ignore[arg-type]
