@@ -262,3 +262,24 @@ def test_bad_offline_arguments_are_named(tmp_path: Path) -> None:
         GradientMonitor(spool_mb=-1)
     with pytest.raises(ValueError, match=r"log_dir=3 must be a folder path"):
         GradientMonitor(log_dir=3)  # type: ignore[arg-type]
+
+
+def test_a_hand_written_loop_runs_offline_too(tmp_path: Path) -> None:
+    """The loop hook is the other door into the same lifecycle: offline for it as well (pattern of the
+    keras-io guide "Writing a training loop from scratch": GradientTape, then apply the gradients)."""
+    import keras
+    import tensorflow as tf
+
+    x, y = data(64)
+    model = tiny_model()
+    optimizer = keras.optimizers.SGD(0.01)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    monitor = GradientMonitor(mode="offline", log_dir=tmp_path, server="http://127.0.0.1:9")
+    with monitor.watch(model, optimizer) as watch:
+        for i in range(8):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y[i * 8 : (i + 1) * 8], model(x[i * 8 : (i + 1) * 8], training=True))
+            watch.apply_gradients(tape.gradient(loss, model.trainable_variables), model.trainable_variables, loss)
+    assert monitor.close(timeout=5.0)
+    (path,) = tmp_path.glob(f"*-offline{RUN_FILE_SUFFIX}")
+    assert sorted(file_steps(path)) == list(range(8))
