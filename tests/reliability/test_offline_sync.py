@@ -283,3 +283,27 @@ def test_a_hand_written_loop_runs_offline_too(tmp_path: Path) -> None:
     assert monitor.close(timeout=5.0)
     (path,) = tmp_path.glob(f"*-offline{RUN_FILE_SUFFIX}")
     assert sorted(file_steps(path)) == list(range(8))
+
+
+def test_a_synced_run_raises_the_alerts_the_live_one_did(gradwatch_server: Any, tmp_path: Path) -> None:
+    """The same seeded training twice, streamed live and offline then synced: the same alerts at the same steps."""
+    srv = gradwatch_server()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
+    for mode in ("online", "offline"):
+        env = {**base, "GRADWATCH_SERVER": srv.url, "GRADWATCH_TOKEN": srv.token}
+        done = subprocess.run(
+            [sys.executable, str(TRAINER), str(tmp_path / mode), "120", str(NAN_BATCH), mode],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=env,
+        )
+        assert done.returncode == 0 and "done" in done.stdout, done.stdout + done.stderr
+    assert sync(srv, tmp_path / "offline").returncode == 0
+    live_id, synced_id = sorted(run_ids(srv))
+
+    def alerts(run_id: int) -> list[tuple[Any, ...]]:
+        return sorted((a["kind"], a["severity"], a["step"], a["count"]) for a in wait_alerts(srv, run_id))
+
+    assert alerts(live_id) and alerts(synced_id) == alerts(live_id)
+    assert server_steps(srv, synced_id).keys() == server_steps(srv, live_id).keys() == set(range(120))
