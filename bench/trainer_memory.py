@@ -33,7 +33,8 @@ model = keras.Sequential([keras.Input((32,))] + [keras.layers.Dense(32, activati
 model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(True))
 rng = np.random.default_rng(0)
 x, y = rng.random((steps * 8, 32), np.float32), rng.integers(0, 10, steps * 8)
-monitor = GradientMonitor(server=f"http://127.0.0.1:{port}", token="x" * 16, max_buffer_mb=mb, flush_timeout=0.5)
+monitor = GradientMonitor(server=f"http://127.0.0.1:{port}", token="x" * 16, max_buffer_mb=mb, flush_timeout=0.5,
+                          spool_mb=0)  # the in-memory bound alone (a spool would take the overflow to disk)
 proc = psutil.Process()
 class Probe(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):

@@ -1,4 +1,5 @@
-"""The ``gradwatch`` command: ``serve`` runs the server, ``export`` downloads a run, ``demo`` the demo."""
+"""The ``gradwatch`` command: ``serve`` runs the server, ``export`` downloads a run, ``sync`` uploads run files,
+``demo`` the demo."""
 
 from __future__ import annotations
 
@@ -85,6 +86,47 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sync", help="upload run files (offline runs, spooled reports) into a server")
+    p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
+                   help="run files (*.gwrun.jsonl) or folders holding them (e.g. ~/.gradwatch/runs)")
+    p.add_argument("--server", default=None,
+                   help="the server (default $GRADWATCH_SERVER, else http://127.0.0.1:8765)")
+    p.add_argument("--token", default=None, help="access token (default $GRADWATCH_TOKEN, else the token file)")
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="token file (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token)")
+
+
+def sync(args: argparse.Namespace) -> int:
+    from gradwatch.runfile import RunFileError, find_run_files
+    from gradwatch.sync import SyncError, sync_file
+    from gradwatch.tokens import resolve_server, resolve_token
+
+    server = resolve_server(args.server)
+    token = resolve_token(args.token, args.token_file)
+    try:
+        files = find_run_files(args.paths)
+    except RunFileError as e:
+        print(f"gradwatch sync: {e}", file=sys.stderr)
+        return 2
+    if not files:
+        print(f"gradwatch sync: no run files (*.gwrun.jsonl) under {' '.join(map(str, args.paths))}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in files:
+        try:
+            done = sync_file(path, server, token)
+        except (SyncError, ValueError) as e:
+            print(f"gradwatch sync: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}: run {done.run_id} ({done.run_name}): sent {done.steps} steps in {done.messages} messages "
+              "(the server keeps what it did not have)")
+        for why in done.skipped:
+            print(f"{path}: skipped {why}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":  # everything after 'demo' belongs to the demo's own parser
@@ -95,12 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _export_parser(sub)
+    _sync_parser(sub)
     sub.add_parser("demo", help="train a small model with a live dashboard (options: gradwatch demo --help)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
     if args.command == "export":
         return export(args)
+    if args.command == "sync":
+        return sync(args)
     return 2
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, TypeAdapter, model_validator
 
@@ -43,6 +44,15 @@ MAX_CLIP_THRESHOLD = 1e9
 
 TRAINER_PATH = "/ws/trainer"
 BROWSER_PATH = "/ws/browser"
+
+
+def trainer_ws_url(server: str) -> str:
+    """``http://host:port`` (or ws://, https://, wss://) → the trainer websocket URL."""
+    parts = urlsplit(server)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"server={server!r} is not a URL like 'http://127.0.0.1:8765'")
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + TRAINER_PATH, "", ""))
 
 
 class CloseCode(IntEnum):
@@ -172,6 +182,29 @@ class StepRecord(_Msg):
 _check_step_fields({name: _accepts_none(info.annotation) for name, info in StepRecord.model_fields.items()})
 
 
+#: A trainer session's unique id: a uuid4 in hex.
+RunUid = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+#: Version of the run file layout (docs/protocol.md, "Run files").
+RUN_FILE_FORMAT = 1
+#: How run files end; ``gradwatch sync`` looks for these in a folder.
+RUN_FILE_SUFFIX = ".gwrun.jsonl"
+
+
+class RunFileHeader(_Msg):
+    """The first line of a run file: an offline run, or reports spooled while the server was away.
+
+    The file goes on with the session's ``hello`` and then the trainer's messages exactly as
+    the websocket would carry them (``parse_trainer_message``), one JSON object per line.
+    """
+
+    type: Literal["gradwatch_run"] = "gradwatch_run"
+    format: StrictInt = RUN_FILE_FORMAT
+    uid: RunUid
+    #: ``offline``: the whole run; ``spool``: only the reports the server did not get in time.
+    source: Literal["offline", "spool"]
+    created_at: StrictFloat
+
+
 class TrainerHello(_Msg):
     type: Literal["hello"]
     protocol: StrictInt
@@ -193,6 +226,9 @@ class TrainerHello(_Msg):
     guard_nonfinite: StrictBool = False
     #: Layer names the trainer probes for dead ReLU units (``Probe.dead_relu`` keys).
     relu_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
+    #: The trainer session's unique id (``RunFileHeader.uid``): a run file of this session (offline, or
+    #: spooled while the server was away) synced later continues the same run and adds only what is new.
+    uid: RunUid | None = None
 
 
 class Steps(_Msg):

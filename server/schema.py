@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from .alerts import persist as alert_persist
+from .replay import RUN_UIDS
 from .stepcodec import STORED, sql_declaration
 
 
@@ -81,6 +82,7 @@ def create_or_upgrade(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
     conn.executescript(steps_table())
     conn.executescript(alert_persist.SCHEMA)
+    conn.executescript(RUN_UIDS)
     added = [("steps", f.stored_as, sql_declaration(f)) for f in STORED]
     for table, column, decl in (*ADDED_COLUMNS, *added):
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}

@@ -36,6 +36,7 @@ from gradwatch.protocol import (
     page_message_text,
 )
 
+from . import replay
 from .alerting import AlertEvent, Alerting
 from .alerts.engine import Alert
 from .commands import CommandDesk, TrainerLink
@@ -93,6 +94,8 @@ class Gradwatch:
         self.links: dict[int, TrainerLink] = {}
         #: Runs with a trainer connected, kept current in memory (last_step included).
         self.active: dict[int, RunRow] = {}
+        #: Connections re-playing a session the server already has (a synced run file): news only.
+        self.replays: dict[int, replay.Replay] = {}
         self.webhooks = webhook_sender(config)
         self.alerting = Alerting(self.store, self.hub, self._auto_pause,
                                  notify=self._notify if self.webhooks is not None else None)
@@ -166,7 +169,12 @@ class Gradwatch:
 
     async def open_run(self, hello: TrainerHello, websocket: WebSocket) -> TrainerLink:
         """Create or continue the run of a trainer that just said hello; send welcome and pending commands."""
-        run = await self._run_to_continue(hello)
+        uploaded = await self._uploaded_run(hello)
+        if uploaded is not None and uploaded.id in self.links:
+            # 1013 "try again later", not a refusal: a live trainer that missed its welcome lands here too
+            raise ProtocolError(1013, f"run {uploaded.id} has its trainer connected; sync its file once that "
+                                      "trainer has ended")
+        run = uploaded or await self._run_to_continue(hello)
         if run is not None:
             if not _same_layout(run, hello):
                 raise ProtocolError(CloseCode.BAD_MESSAGE, f"run {run.id} was recorded with other variables or BN "
@@ -176,7 +184,8 @@ class Gradwatch:
                 with contextlib.suppress(Exception):
                     await old.websocket.close(1000, "replaced by a newer connection of the same run")
             self.active[run.id] = run
-            await self._transition(run.id, "resume" if hello.resume else "reconnect")
+            if uploaded is None or run.status != "finished":  # a re-synced finished run stays finished
+                await self._transition(run.id, "resume" if hello.resume else "reconnect")
             run = await self.store.call(self.store.update_run, run.id, clip_mode=hello.clip.mode,
                                         clip_threshold=hello.clip.threshold, every=hello.every,
                                         meta=hello.meta or run.meta, pause_on=list(hello.pause_on),
@@ -184,6 +193,13 @@ class Gradwatch:
             assert run is not None
         else:
             run = await self.store.call(self.store.create_run, hello)
+        if hello.uid is not None:
+            await self.store.call(replay.remember_uid, self.store.conn, hello.uid, run.id)
+        if uploaded is not None:
+            await self.writer.flush()  # what the run has is on disk, for the replay to compare with
+            self.replays[run.id] = replay.Replay(run.id)
+        else:
+            self.replays.pop(run.id, None)
         self.active[run.id] = run
         await self.alerting.attach(run)
         link = TrainerLink(websocket, run.id)
@@ -192,6 +208,13 @@ class Gradwatch:
         await self._broadcast_run(run.id)
         await self.commands.forward_pending(link)
         return link
+
+    async def _uploaded_run(self, hello: TrainerHello) -> RunRow | None:
+        """The run of a session the server already has (by ``hello.uid``) that says hello afresh: a replay."""
+        if hello.uid is None or hello.run_id is not None:
+            return None  # a live trainer reconnecting names its run
+        run_id = await self.store.call(replay.run_for_uid, self.store.conn, hello.uid)
+        return None if run_id is None else await self.store.call(self.store.get_run, run_id)
 
     async def _run_to_continue(self, hello: TrainerHello) -> RunRow | None:
         """The run a hello continues: its ``run_id`` (unless finished, or resumed), or with ``resume``
@@ -225,6 +248,11 @@ class Gradwatch:
         run = self.active[link.run_id]
         for rec in records:
             self._check_shapes(run, rec)
+        again = self.replays.get(link.run_id)
+        if again is not None:
+            records = await self.store.call(again.new_records, self.store.conn, records)
+            if not records:
+                return
         top = max(r.step for r in records)
         if run.last_step is None or top > run.last_step:
             run.last_step = top
@@ -240,12 +268,18 @@ class Gradwatch:
 
     async def add_gap(self, link: TrainerLink, gap: Gap) -> None:
         await self.writer.flush()
+        again = self.replays.get(link.run_id)
+        if again is not None and not await self.store.call(again.new_gap, self.store.conn, gap):
+            return
         await self.store.call(self.store.add_gap, link.run_id, gap.from_step, gap.to_step, gap.dropped)
         self.hub.publish(link.run_id, page_message_text(GapMessage(
             run_id=link.run_id, from_step=gap.from_step, to_step=gap.to_step, dropped=gap.dropped)))
         await self._broadcast_run(link.run_id)
 
     async def add_probe(self, link: TrainerLink, probe: Probe) -> None:
+        again = self.replays.get(link.run_id)
+        if again is not None and not await self.store.call(again.new_probe, self.store.conn, probe):
+            return
         dead = {k: decode_float(v) for k, v in probe.dead_relu.items()}
         gap = {k: decode_float(v) for k, v in probe.bn_gap.items()}
         await self.store.call(self.store.add_probe, link.run_id, probe.step, dead, gap)
@@ -254,6 +288,9 @@ class Gradwatch:
         await self.alerting.probe(link.run_id, probe)
 
     async def nonfinite_origin(self, link: TrainerLink, msg: NonfiniteOrigin) -> None:
+        again = self.replays.get(link.run_id)
+        if again is not None and msg.step not in again.added:
+            return  # its step was already there: so was its alert
         log.info("run %d: non-finite step %d comes from %s %s", link.run_id, msg.step, msg.source, msg.layer or "")
         await self.alerting.origin(link.run_id, msg)
 
@@ -271,12 +308,16 @@ class Gradwatch:
             await self._broadcast_run(link.run_id)
 
     async def handle_status(self, link: TrainerLink, status: Status) -> None:
+        run = self.active.get(link.run_id)
+        if link.run_id in self.replays and run is not None and run.status == "finished":
+            return  # a re-synced file's old states do not reopen a finished run
         await self._transition(link.run_id, status.state)
 
     async def trainer_gone(self, link: TrainerLink) -> None:
         if self.links.get(link.run_id) is not link:
             return  # already replaced by a newer connection
         del self.links[link.run_id]
+        self.replays.pop(link.run_id, None)
         await self.writer.flush()
         await self.alerting.detach(link.run_id)
         await self._transition(link.run_id, "disconnect")

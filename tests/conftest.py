@@ -179,6 +179,12 @@ def _server_factory(base: Path) -> Iterator[Callable[..., ServerProcess]]:
             srv.stop()
 
 
+@pytest.fixture(autouse=True)
+def _run_files_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Monitors spool (and write offline runs) under a temporary folder, never the user's ~/.gradwatch/runs."""
+    monkeypatch.setenv("GRADWATCH_LOG_DIR", str(tmp_path_factory.mktemp("gradwatch-runs")))
+
+
 @pytest.fixture
 def gradwatch_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: ``gradwatch_server(extra_args=None, env=None, db=None) -> ServerProcess`` (started, healthy)."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import tensorflow as tf
 
-from gradwatch.protocol import ALERT_KINDS
+from gradwatch.protocol import ALERT_KINDS, trainer_ws_url
 from gradwatch.tokens import resolve_server, resolve_token
 
 from .fit_swap import FitSwap
@@ -24,7 +24,8 @@ from .multi_worker import worker_count
 from .optimizer_hook import OptimizerHook, learning_rate_variable, optimizer_clipping
 from .origin import OriginFinder
 from .probe import Prober
-from .session import RunSession, trainer_ws_url, validate_clip
+from .session import RunSession, validate_clip
+from .spool import resolve_log_dir
 from .tuner_trial import TrialInfo, find_trial
 from .update_ratio import UpdateRatio
 
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from .watch import Watch
 
 
+#: ``GradientMonitor(mode=...)``: stream to the server, or write a run file for ``gradwatch sync``.
+MODES = ("online", "offline")
+MODE_ENV = "GRADWATCH_MODE"
 #: Statistics rows the graph keeps for the host (it reads every ``STATS_RING // 2`` steps at most).
 STATS_RING = 16
 
@@ -71,8 +75,14 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             activation probe (dead ReLU units, BatchNorm batch-vs-moving gap); ``None``: the
             probe takes the training batch of the steps it is due (at most 256 examples).
         probe_every: run the probe every N steps.
-        max_buffer_mb: reports kept in memory while the server is unreachable;
-            past it the oldest are dropped and the gap is reported.
+        max_buffer_mb: reports kept in memory while the server is unreachable; past it the
+            oldest are written to a spool file under ``log_dir`` (up to ``spool_mb``), for
+            ``gradwatch sync``; past that they are dropped and the gap is reported.
+        mode: ``"online"`` (stream to the server) or ``"offline"`` (never contact a server: write
+            the run to a file under ``log_dir`` for ``gradwatch sync``); ``None`` reads
+            ``$GRADWATCH_MODE``, else online.
+        log_dir: where run files go; ``None`` reads ``$GRADWATCH_LOG_DIR``, else ``~/.gradwatch/runs``.
+        spool_mb: disk budget of one run's spool file in online mode (0: no spooling, drop as before).
         flush_timeout: seconds the interpreter's exit (or ``close()``) waits at most to deliver
             what is still buffered; ``fit()`` itself never waits for the server.
         resume: continue a run after the process restarted (a preempted job resumed from its
@@ -101,8 +111,20 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         flush_timeout: float = 10.0,
         resume: int | str | None = None,
         transport_options: dict[str, Any] | None = None,
+        mode: str | None = None,
+        log_dir: str | os.PathLike[str] | None = None,
+        spool_mb: float = 1024.0,
     ) -> None:
         super().__init__()
+        where = "mode" if mode is not None else f"${MODE_ENV}"
+        mode = mode if mode is not None else os.environ.get(MODE_ENV) or "online"
+        if mode not in MODES:
+            raise ValueError(f"{where}={mode!r} must be one of {MODES} (offline: write a run file for gradwatch sync)")
+        if isinstance(spool_mb, bool) or not (isinstance(spool_mb, (int, float)) and math.isfinite(spool_mb)
+                                                 and spool_mb >= 0):
+            raise ValueError(f"spool_mb={spool_mb!r} must be a number of MiB >= 0 (0: no spool file)")
+        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+            raise ValueError(f"log_dir={log_dir!r} must be a folder path (str or pathlib.Path)")
         server = resolve_server(server)
         trainer_ws_url(server)  # validates the URL now, with a clear message
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -136,6 +158,9 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         self.flush_timeout = flush_timeout
         self.resume = resume
         self.transport_options = transport_options
+        self.mode = mode
+        self.log_dir = resolve_log_dir(log_dir)
+        self.spool_mb = spool_mb
         self.guard_nonfinite = bool(guard_nonfinite)
         self.pause_on = tuple(pause_on)
         self.update_ratio_every = update_ratio_every
@@ -384,6 +409,9 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             max_buffer_bytes=int(self.max_buffer_mb * 2**20),
             resume=self.resume,
             transport_options=self.transport_options,
+            log_dir=self.log_dir,
+            offline=self.mode == "offline",
+            spool_budget_bytes=int(self.spool_mb * 2**20),
             pause_on=self.pause_on,
             guard_nonfinite=self.guard_nonfinite,
             set_lr=set_lr,

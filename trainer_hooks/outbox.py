@@ -7,6 +7,9 @@ the lock that guards it and the threads that drain it.
   counted into one pending ``gap`` (``[from_step, to_step, dropped]``).
 - A control message is never dropped. An ack goes out before any waiting
   record; a ``Status`` only after every record buffered before it.
+- With ``spill``, the records past ``max_bytes`` go to ``spilled`` instead, for the
+  sender to write to a run file on disk (spool.py); what the disk budget refuses
+  comes back through ``lose`` into the gap.
 - Records sent in the last ``window`` seconds (at most a quarter of
   ``max_bytes``) are kept and queued again, first, after a reconnect.
 """
@@ -35,9 +38,11 @@ class Item:
 
 
 class Outbox:
-    def __init__(self, max_bytes: int, window: float) -> None:
+    def __init__(self, max_bytes: int, window: float, spill: bool = False) -> None:
         self.max_bytes = max_bytes
         self.window = window
+        self.spill = spill
+        self.spilled: collections.deque[Item] = collections.deque()  # past max_bytes, to write to disk
         self.records: collections.deque[Item] = collections.deque()
         # (seq of the last record buffered before it, message): a status waits for those records.
         self.control: collections.deque[tuple[int, BaseModel]] = collections.deque()
@@ -64,13 +69,24 @@ class Outbox:
         while self._bytes > self.max_bytes and len(self.records) > 1:
             old = self.records.popleft()
             self._bytes -= old.nbytes
-            self.dropped += 1
-            if self.gap is None:
-                self.gap = [old.step, old.step, 0]
-            self.gap[1] = old.step
-            self.gap[2] += 1
-        # The sender only needs waking for the first record (it then lingers) or a full batch.
-        return len(self.records) == 1 or len(self.records) >= MAX_BATCH
+            if self.spill:
+                self.spilled.append(old)
+            else:
+                self.lose(old)
+        # The sender only needs waking for the first record (it then lingers), a full batch or a spill.
+        return len(self.records) == 1 or len(self.records) >= MAX_BATCH or len(self.spilled) == 1
+
+    def lose(self, item: Item) -> None:
+        """``item`` will never be delivered: count it into the pending gap."""
+        self.dropped += 1
+        if self.gap is None:
+            self.gap = [item.step, item.step, 0]
+        self.gap[1] = item.step
+        self.gap[2] += 1
+
+    def take_spilled(self) -> list[Item]:
+        """The records to write to disk now (at most one frame's worth)."""
+        return [self.spilled.popleft() for _ in range(min(MAX_BATCH, len(self.spilled)))]
 
     def add_control(self, message: BaseModel) -> None:
         self.control.append((self._seq if isinstance(message, Status) else 0, message))
@@ -128,6 +144,7 @@ class Outbox:
 
     def clear(self) -> None:
         self.records.clear()
+        self.spilled.clear()
         self.control.clear()
         self.resend.clear()
         self._recent.clear()

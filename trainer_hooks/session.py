@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -20,13 +21,13 @@ from gradwatch.protocol import (
     CLIP_MODES,
     MAX_CLIP_THRESHOLD,
     PROTOCOL_VERSION,
-    TRAINER_PATH,
     ClipSetting,
     NonfiniteOrigin,
     Probe,
     Status,
     TrainerHello,
     TrainerState,
+    trainer_ws_url,
 )
 
 from .control import RunControl, RunState
@@ -34,6 +35,7 @@ from .graph_stats import SCALARS
 from .multi_optimizer import AnyStats, group_stats
 from .origin import OriginFinder, explain_nonfinite
 from .probe import Prober
+from .spool import RunFile
 from .transport import Transport
 from .update_ratio import UpdateRatio
 
@@ -43,15 +45,6 @@ _UNHEALTHY, _WEIGHT_NONFINITE, _SKIPPED = (SCALARS.index(k) for k in ("unhealthy
 def _nonfinite(row: np.ndarray) -> bool:
     """Were the step's gradients or loss not finite?"""
     return bool(row[_UNHEALTHY])
-
-
-def trainer_ws_url(server: str) -> str:
-    """``http://host:port`` (or ws://, https://, wss://) → the trainer websocket URL."""
-    parts = urlsplit(server)
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"server={server!r} is not a URL like 'http://127.0.0.1:8765'")
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + TRAINER_PATH, "", ""))
 
 
 def validate_clip(mode: str, threshold: float | None) -> None:
@@ -90,8 +83,13 @@ class RunSession:
         origin: OriginFinder | None = None,
         update_ratio: UpdateRatio | None = None,
         resume: int | str | None = None,
+        log_dir: Path | None = None,
+        offline: bool = False,
+        spool_budget_bytes: int = 0,
     ) -> None:
         self.stats = stats
+        #: Unique to this session: a run file synced later continues its run on the server (spool.py).
+        self.uid = uuid.uuid4().hex
         self.resume_run = resume  # GradientMonitor(resume=...)
         self.pause_on = list(pause_on)
         self.guard_nonfinite = guard_nonfinite
@@ -111,6 +109,10 @@ class RunSession:
         self.meta = meta
         self.names = [getattr(v, "path", None) or v.name for v in stats.variables]
         self.bn_names = [getattr(layer, "path", None) or layer.name for layer in stats.bn_layers]
+        run_file = None
+        if log_dir is not None and (offline or spool_budget_bytes > 0):
+            run_file = RunFile(log_dir, self.uid, run_name, "offline" if offline else "spool",
+                               None if offline else spool_budget_bytes)
         self.transport = Transport(
             trainer_ws_url(server),
             token,
@@ -118,6 +120,8 @@ class RunSession:
             on_command=lambda m: self.control.submit(m),
             encode=self._encode,
             max_buffer_bytes=max_buffer_bytes,
+            run_file=run_file,
+            offline=offline,
             **(transport_options or {}),
         )
         self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control, on_lr=set_lr)
@@ -296,6 +300,7 @@ class RunSession:
             pause_on=self.pause_on,
             guard_nonfinite=self.guard_nonfinite,
             relu_layers=self.prober.relu_names if self.prober is not None else [],
+            uid=self.uid,
         )
 
     def _encode(self, payload: tuple[np.ndarray, int, float, float | None, float | None, Any]) -> dict[str, Any]:

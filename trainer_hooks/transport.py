@@ -18,6 +18,11 @@ flush interval when the server is killed). So the records sent in the last
 and sent again after every reconnect; the server replaces a step it already
 has, so this is idempotent and a crash of the server leaves no silent hole.
 See docs/reliability.md for every bound.
+
+Given a ``RunFile`` (spool.py), the records the buffer cannot hold are written
+to it instead of being dropped (up to its disk budget, then the gap as before);
+``gradwatch sync`` uploads them later. In offline mode the file is the link
+itself: the same sender writes every message to it and never opens a socket.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -47,7 +52,8 @@ from gradwatch.protocol import (
     parse_server_message,
 )
 
-from .outbox import MAX_BATCH, Outbox
+from .outbox import MAX_BATCH, Item, Outbox
+from .spool import RunFile, SpoolFull
 
 log = logging.getLogger("gradwatch.trainer")
 
@@ -61,6 +67,12 @@ LINGER = 0.03
 #: First and largest wait between connection attempts (doubling in between).
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 _PERMANENT_CLOSE = {CloseCode.UNAUTHORIZED, CloseCode.PROTOCOL_MISMATCH, CloseCode.BAD_MESSAGE}
+
+
+class _Link(Protocol):
+    """Where the sender's messages go: the websocket, or the run file in offline mode."""
+
+    def send(self, message: str, /) -> None: ...
 
 
 class PermanentError(Exception):
@@ -86,6 +98,8 @@ class Transport:
         connect_timeout: float = 5.0,
         connect_fn: Callable[..., ClientConnection] = connect,
         linger: float = LINGER,
+        run_file: RunFile | None = None,
+        offline: bool = False,
     ) -> None:
         self.url = url
         self.linger = linger
@@ -96,16 +110,22 @@ class Transport:
         self.max_buffer_bytes = max_buffer_bytes
         self._connect_timeout = connect_timeout
         self._connect_fn = connect_fn
-        self.outbox = Outbox(max_buffer_bytes, RESEND_WINDOW)  # guarded by self._cond
+        if offline and run_file is None:
+            raise ValueError("an offline transport needs the run_file it writes to")
+        self.run_file = run_file  # the spool (online) or the whole run (offline); written on the sender thread
+        self.offline = offline
+        # guarded by self._cond; online with a run file, overflow spills to it instead of being dropped
+        self.outbox = Outbox(max_buffer_bytes, RESEND_WINDOW, spill=run_file is not None and not offline)
         self._conn: ClientConnection | None = None  # the open connection, for close() to cut a stuck send
         self._cond = threading.Condition()
         self._stop = False  # set once close() has given up waiting, ends the sender
         self._thread: threading.Thread | None = None
-        self._ws: ClientConnection | None = None
+        self._ws: _Link | None = None
         self.run_id: int | None = None
         self.connected = threading.Event()
         self._warned = False
         self._failed: str | None = None
+        self._spooled = 0
         self._status: Status | None = None  # the last state the trainer reported, re-sent after a reconnect
 
     @property
@@ -116,6 +136,11 @@ class Transport:
     @property
     def sent(self) -> int:
         return self.outbox.sent
+
+    @property
+    def spooled(self) -> int:
+        """Records written to the spool file because the buffer could not hold them."""
+        return self._spooled
 
     # ------------------------------------------------------------------ training thread
 
@@ -195,6 +220,17 @@ class Transport:
     # ------------------------------------------------------------------ sender thread
 
     def _run(self) -> None:
+        try:
+            if self.offline:
+                self._run_offline()
+            else:
+                self._run_online()
+        finally:
+            if self.run_file is not None:
+                self._write_spilled()  # what overflowed last still goes to disk
+                self.run_file.close()
+
+    def _run_online(self) -> None:
         backoff = BACKOFF_MIN
         while not self._stop:
             handshake_done = False
@@ -213,18 +249,67 @@ class Transport:
                 if handshake_done:
                     log.info("gradwatch: connection to %s lost (%s); reconnecting", self.url, err)
                 else:
+                    spool = "" if self.run_file is None else f", then spooled to {self.run_file.path} (gradwatch sync)"
                     self._warn(
                         f"gradwatch: cannot reach the server at {self.url} ({err}); training continues, reports are "
                         f"buffered (up to {self.max_buffer_bytes // 2**20} MiB, across fits) and sent when it is back"
+                        + spool
                     )
             finally:
                 with self._cond:
                     self._ws = self._conn = None
                     self.connected.clear()
-            if not self._stop:
+            wake = time.monotonic() + backoff
+            while not self._stop and time.monotonic() < wake:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._stop, timeout=backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                    self._cond.wait_for(lambda: self._stop or bool(self.outbox.spilled),
+                                        timeout=max(0.0, wake - time.monotonic()))
+                self._write_spilled()
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _run_offline(self) -> None:
+        """Offline mode: the run file is the link; it never fails over to anything."""
+        run_file = self.run_file
+        assert run_file is not None
+        try:
+            run_file.open(self._hello(None).model_dump_json())
+            with self._cond:
+                self._ws = run_file
+            self.connected.set()
+            while not self._stop:
+                self._send_pending(run_file)
+        except Exception as err:
+            self._fail(f"cannot write the offline run file {run_file.path} ({err})")
+        finally:
+            with self._cond:
+                self._ws = None
+                self.connected.clear()
+
+    def _write_spilled(self) -> None:
+        """Write the records the buffer could not hold to the spool file; past its budget they are lost."""
+        run_file = self.run_file
+        if run_file is None or self.offline:
+            return
+        while True:
+            with self._cond:
+                items = self.outbox.take_spilled()
+            if not items:
+                return
+            lost: list[Item] = []
+            try:
+                run_file.open(self._hello(None).model_dump_json())
+                run_file.send(dumps({"type": "steps", "records": [self._encode(item.payload) for item in items]}))
+            except SpoolFull:
+                lost = items
+            except Exception as err:
+                lost = items
+                self._warn(f"gradwatch: cannot write the spool file {run_file.path} ({err}); "
+                           "reports the buffer cannot hold are dropped")
+            with self._cond:
+                for item in lost:
+                    self.outbox.lose(item)
+                if not lost:
+                    self._spooled += len(items)
 
     def _open(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
@@ -274,10 +359,13 @@ class Transport:
         self.connected.set()
         threading.Thread(target=self._receive, args=(ws,), name="gradwatch-receiver", daemon=True).start()
 
-    def _send_pending(self, ws: ClientConnection) -> None:
+    def _send_pending(self, ws: _Link) -> None:
+        self._write_spilled()
         box = self.outbox
         with self._cond:
-            self._cond.wait_for(lambda: box.pending() or self._stop or self._ws is None, timeout=0.5)
+            self._cond.wait_for(
+                lambda: box.pending() or bool(box.spilled) or self._stop or self._ws is None, timeout=0.5
+            )
             if box.records and not self._stop:
                 deadline = box.records[0].queued + self.linger
                 self._cond.wait_for(
@@ -303,7 +391,7 @@ class Transport:
                 self._cond.notify_all()
             self._send_controls(ws)  # a status that waited for these steps
 
-    def _send_controls(self, ws: ClientConnection) -> None:
+    def _send_controls(self, ws: _Link) -> None:
         """Send every queued control message whose preceding steps have left the buffer."""
         with self._cond:
             ready = self.outbox.ready_controls()

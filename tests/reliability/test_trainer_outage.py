@@ -95,7 +95,8 @@ def test_overflow_during_outage_is_an_explicit_gap(gradwatch_server):
         time.sleep(4.0)  # ~250 steps; the buffer below holds ~60 of them
         srv.start()
 
-    model, mon, _, _ = fit_with(srv, Script(script), max_buffer_mb=0.02)
+    # spool_mb=0: the drop path itself (with a spool the overflow goes to disk; test_offline_sync.py)
+    model, mon, _, _ = fit_with(srv, Script(script), max_buffer_mb=0.02, spool_mb=0)
     total = int(model.optimizer.iterations.numpy())
     assert mon.worst < HANG
     runs = get(srv, "/api/runs")

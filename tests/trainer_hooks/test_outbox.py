@@ -76,3 +76,14 @@ def test_clear_forgets_everything():
     b.add_control(Status(type="status", state="finished", step=0))
     b.clear()
     assert not b.pending() and b.pending_count() == 0
+
+
+def test_with_spill_the_overflow_waits_for_the_disk_and_only_what_it_refuses_is_a_gap():
+    b = Outbox(100, 2.0, spill=True)
+    wakes = [b.add_record(step, None, 30, now=0.0) for step in range(6)]
+    assert wakes[3]  # the first spilled record wakes the sender, so it writes it out
+    assert [i.step for i in b.spilled] == [0, 1, 2] and b.dropped == 0 and b.gap is None
+    taken = b.take_spilled()
+    assert [i.step for i in taken] == [0, 1, 2] and not b.spilled
+    b.lose(taken[2])  # the spool's budget refused it
+    assert b.dropped == 1 and b.gap == [2, 2, 1]
