@@ -33,7 +33,7 @@ from .wirejson import decode_float as decode_float
 from .wirejson import dumps as dumps
 from .wirejson import encode_float as encode_float
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 #: Largest websocket frame either side accepts. A step record of 2,000
 #: variables is about 60 KB; a batch of records stays well under this.
