@@ -59,7 +59,7 @@ def test_bad_trainer_frame_is_refused_and_harms_nothing(shared_server, frame, ne
 
 
 @pytest.mark.parametrize(("first", "code"), [
-    ({"protocol": 2}, CloseCode.PROTOCOL_MISMATCH),
+    ({"protocol": 3}, CloseCode.PROTOCOL_MISMATCH),
     ({"protocol": "1"}, CloseCode.PROTOCOL_MISMATCH),
     ({"run_id": BIG}, CloseCode.BAD_MESSAGE),
     ({"variables": [1, 2]}, CloseCode.BAD_MESSAGE),

@@ -91,7 +91,7 @@ def test_gap_reaches_subscribed_browser(shared_server):
 
 
 @pytest.mark.parametrize(("message", "code", "needle"), [
-    ({"type": "hello", "protocol": 2}, CloseCode.PROTOCOL_MISMATCH, "protocol version 2"),
+    ({"type": "hello", "protocol": 3}, CloseCode.PROTOCOL_MISMATCH, "protocol version 3"),
     ({"type": "hello", "protocol": "1"}, CloseCode.PROTOCOL_MISMATCH, "'1'"),
     ({"type": "subscribe"}, CloseCode.BAD_MESSAGE, "run_id"),
     ({"type": "subscribe", "run_id": "one"}, CloseCode.BAD_MESSAGE, "run_id"),

@@ -17,8 +17,8 @@ def runs(srv) -> list[dict]:
 
 
 @pytest.mark.parametrize(("first", "code", "needle"), [
-    (hello(protocol=2), CloseCode.PROTOCOL_MISMATCH, "protocol version 2"),
-    (hello(protocol=0), CloseCode.PROTOCOL_MISMATCH, "this server speaks 1"),
+    (hello(protocol=3), CloseCode.PROTOCOL_MISMATCH, "protocol version 3"),
+    (hello(protocol=0), CloseCode.PROTOCOL_MISMATCH, "this server speaks 2"),
     ({"type": "hello", "protocol": 99, "whatever": True}, CloseCode.PROTOCOL_MISMATCH, "99"),
     ({"type": "hello"}, CloseCode.PROTOCOL_MISMATCH, "None"),
     ("{this is not json", CloseCode.BAD_MESSAGE, "malformed JSON"),
