@@ -75,7 +75,7 @@ def transport_process(url: str, token: str, rate: float, seconds: float) -> None
     control: RunControl | None = None
     transport = Transport(url.replace("http", "ws", 1) + "/ws/trainer", token, hello=make_hello,
                           on_command=lambda m: control.submit(m) if control else None, encode=lambda p: p)
-    control = RunControl(on_clip=lambda mode, threshold: None, send=transport.put_control)
+    control = RunControl(on_clip=lambda mode, threshold, group: None, send=transport.put_control)
     transport.start()
     grads = grad_values(200)
     start = time.perf_counter()

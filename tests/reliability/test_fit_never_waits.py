@@ -118,6 +118,7 @@ def test_exit_with_the_server_away_waits_flush_timeout_and_says_what_is_lost(tmp
     assert code == 0, err[-2000:]
     lines = [line for line in err.splitlines() if "could not deliver" in line]
     assert len(lines) == 1, err[-2000:]
-    # 2 fits of 8 steps, 4 statuses: idle, running (the second fit), idle, finished (at exit)
-    assert f"{2 * STEPS_PER_FIT + 4} reports of run 'exit'" in lines[0]
+    # 2 fits of 8 steps, 4 statuses (idle, running for the second fit, idle, finished at exit),
+    # and the activation probe of step 0 (on by default, on the training batch)
+    assert f"{2 * STEPS_PER_FIT + 4 + 1} reports of run 'exit'" in lines[0]
     assert 1.0 <= exit_took < 1.0 + 3.0  # the flush waited flush_timeout, then the interpreter ended

@@ -127,7 +127,7 @@ def test_server_that_answers_slowly():
         mon, elapsed = fit(url, flush_timeout=2.0)
     assert mon.worst < HANG, f"a step waited {mon.worst:.3f} s in the callback"
     assert elapsed < 30
-    assert frames and frames[0]["type"] == "steps"  # it did get through, slowly
+    assert "steps" in [f["type"] for f in frames]  # it did get through, slowly (after step 0's probe)
     assert sender_ends(mon, 3.0)
 
 
