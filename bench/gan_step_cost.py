@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -30,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from bench._common import write_json
+from bench.step_cost import report
 
 LATENT, PIXELS, BATCH = 64, 784, 128
 
@@ -105,14 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t0)
-    base = statistics.median(times["plain"])
-    result: dict[str, Any] = {"model": "gan", "steps": args.steps, "variants": {}}
-    print("| gan | median step (ms) | added (µs) | ratio |\n|---|---|---|---|")
-    for name, t in times.items():
-        med = statistics.median(t)
-        result["variants"][name] = {"median_ms": 1e3 * med, "added_us": 1e6 * (med - base), "ratio": med / base}
-        print(f"| {name} | {1e3 * med:.3f} | {1e6 * (med - base):.0f} | {med / base:.4f} |")
-    write_json(args.json, result)
+    write_json(args.json, {"model": "gan", "steps": args.steps, "variants": report("gan", times)})
     return 0
 
 

@@ -86,15 +86,20 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t0)
+    write_json(args.json, {"model": args.model, "steps": args.steps, "variants": report(args.model, times)})
+    return 0
+
+
+def report(model: str, times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Print the median step of each variant against ``times["plain"]``; the same figures as JSON."""
     base = statistics.median(times["plain"])
-    result = {"model": args.model, "steps": args.steps, "variants": {}}
-    print(f"| {args.model} | median step (ms) | added (µs) | ratio |\n|---|---|---|---|")
+    variants = {}
+    print(f"| {model} | median step (ms) | added (µs) | ratio |\n|---|---|---|---|")
     for name, t in times.items():
         med = statistics.median(t)
-        result["variants"][name] = {"median_ms": 1e3 * med, "added_us": 1e6 * (med - base), "ratio": med / base}
+        variants[name] = {"median_ms": 1e3 * med, "added_us": 1e6 * (med - base), "ratio": med / base}
         print(f"| {name} | {1e3 * med:.3f} | {1e6 * (med - base):.0f} | {med / base:.4f} |")
-    write_json(args.json, result)
-    return 0
+    return variants
 
 
 if __name__ == "__main__":

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import keras
 import numpy as np
 import pytest
@@ -19,6 +18,8 @@ from gradwatch.trainer_hooks.fit_swap import FitSwap
 from gradwatch.trainer_hooks.lifecycle import InvalidMove, Phase, RunLifecycle
 
 from gradwatch import GradientMonitor
+
+from .test_monitor_integration import Api as BaseApi
 
 BATCH = 32
 N = 128
@@ -38,30 +39,13 @@ def model_with(optimizer: Any) -> keras.Model:
     return model
 
 
-class Api:
-    def __init__(self, server: Any) -> None:
-        self.client = httpx.Client(base_url=server.url, headers=server.headers, timeout=10)
-
-    def get(self, path: str) -> Any:
-        r = self.client.get(path)
-        assert r.status_code == 200, r.text
-        return r.json()
-
+class Api(BaseApi):
     def runs(self) -> list[dict[str, Any]]:
         return list(self.get("/api/runs"))
 
-    def wait(self, check: Callable[[], Any], desc: str, timeout: float = 15.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {desc}")
-
     def status(self, run_id: int, expected: str) -> dict[str, Any]:
         return self.wait(
-            lambda: (d := self.get(f"/api/runs/{run_id}"))["status"] == expected and d, f"status {expected}"
+            lambda: (d := self.get(f"/api/runs/{run_id}"))["status"] == expected and d, desc=f"status {expected}"
         )
 
     def steps(self, run_id: int) -> list[int]:
@@ -139,7 +123,7 @@ def test_a_later_fit_does_not_retrace_and_one_without_the_monitor_runs_the_users
     assert api.get(f"/api/runs/{run['id']}")["step"] == 2 * STEPS - 1  # nothing reported for it
 
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[mon])  # the run goes on after the gap
-    api.wait(lambda: api.get(f"/api/runs/{run['id']}")["step"] == 4 * STEPS - 1, "the fourth fit's steps")
+    api.wait(lambda: api.get(f"/api/runs/{run['id']}")["step"] == 4 * STEPS - 1, desc="the fourth fit's steps")
     assert api.steps(run["id"]) == [*range(2 * STEPS), *range(3 * STEPS, 4 * STEPS)]
 
 
@@ -340,7 +324,7 @@ def test_a_deep_copy_is_a_fresh_monitor_with_the_same_arguments(shared_server: A
     clone = copy.deepcopy(mon)  # what Keras Tuner does with the callbacks of every trial
     assert clone.every == 2 and clone.lifecycle is not mon.lifecycle and clone.session is None
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[clone])
-    api.wait(lambda: len([r for r in api.runs() if r["name"] == "copied"]) == 2, "a second run for the copy")
+    api.wait(lambda: len([r for r in api.runs() if r["name"] == "copied"]) == 2, desc="a second run for the copy")
 
 
 def test_resume_continues_the_run_of_a_restarted_job(shared_server: Any, api: Api, tmp_path: Any) -> None:
@@ -361,7 +345,7 @@ def test_resume_continues_the_run_of_a_restarted_job(shared_server: Any, api: Ap
     second.close(5)
     third = monitor(shared_server, "preempted", resume=run["id"])
     restored.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[third])
-    api.wait(lambda: api.get(f"/api/runs/{run['id']}")["step"] == 4 * STEPS - 1, "the resumed steps")
+    api.wait(lambda: api.get(f"/api/runs/{run['id']}")["step"] == 4 * STEPS - 1, desc="the resumed steps")
     assert [r["id"] for r in api.runs() if r["name"] == "preempted"] == [run["id"]]
     assert api.steps(run["id"]) == list(range(4 * STEPS))
 

@@ -15,7 +15,6 @@ import threading
 import time
 from typing import Any
 
-import httpx
 import keras
 import numpy as np
 import pytest
@@ -27,6 +26,8 @@ from sklearn.datasets import load_digits
 
 from gradwatch import GradientMonitor
 from gradwatch.protocol import Command
+
+from .test_monitor_integration import Api as BaseApi
 
 LATENT = 8
 BATCH = 64
@@ -88,15 +89,7 @@ def gan(d_optimizer: Any, g_optimizer: Any, d_steps: int = 1) -> GAN:
     return model
 
 
-class Api:
-    def __init__(self, server: Any) -> None:
-        self.client = httpx.Client(base_url=server.url, headers=server.headers, timeout=10)
-
-    def get(self, path: str) -> Any:
-        r = self.client.get(path)
-        assert r.status_code == 200, r.text
-        return r.json()
-
+class Api(BaseApi):
     def run(self, name: str) -> dict[str, Any]:
         (run,) = [r for r in self.get("/api/runs") if r["name"] == name]
         return dict(self.get(f"/api/runs/{run['id']}"))
