@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from gradwatch.protocol import PROTOCOL_VERSION
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
 CLIENT = Path(__file__).resolve().parents[2] / "client"
@@ -91,7 +93,7 @@ def columns(records: list[dict[str, Any]]) -> dict[str, Any]:
 class FakeBackend:
     """REST routes + a websocket route speaking the browser side of the contract."""
 
-    def __init__(self, page: Any, protocol: int = 1) -> None:
+    def __init__(self, page: Any, protocol: int = PROTOCOL_VERSION) -> None:
         self.protocol = protocol
         self.records = [record(i) for i in range(10)]
         self.events: list[str] = []
@@ -221,7 +223,7 @@ def test_page_merges_live_and_rest_and_renders_text(static_url: str, browser_pag
 
 def test_protocol_mismatch_is_reported(static_url: str, browser_page: Any) -> None:
     page = browser_page
-    FakeBackend(page, protocol=2)
+    FakeBackend(page, protocol=PROTOCOL_VERSION + 1)
     page.goto(static_url + "/")
     fatal = page.locator("[data-testid=fatal-error]")
     fatal.wait_for(state="visible")
