@@ -21,6 +21,12 @@ log = logging.getLogger("gradwatch.server.hub")
 #: Sentinel put on a queue to make its sender close the socket.
 _CLOSE = object()
 
+#: How long a viewer that fell behind may take to read what is already on the wire before the close frame can
+#: be written (the server's send waits for the socket to drain). Generous: giving up leaves the socket open with
+#: no close frame, so a slow but live viewer would wait forever instead of reconnecting; a stalled one costs only
+#: the one message already buffered.
+CLOSE_GRACE_S = 120.0
+
 
 class Viewer:
     def __init__(self, websocket: WebSocket, queue_size: int) -> None:
@@ -61,7 +67,7 @@ class Viewer:
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.websocket.close(code=code, reason=reason), timeout=5)
+            await asyncio.wait_for(self.websocket.close(code=code, reason=reason), timeout=CLOSE_GRACE_S)
 
     async def _sender(self) -> None:
         try:

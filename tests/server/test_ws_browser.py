@@ -141,7 +141,10 @@ def test_slow_viewer_is_closed_without_slowing_others(tmp_path):
             await send_steps(ws, [record(step, n_vars=n_vars)])
             await asyncio.sleep(0.01)  # a trainer's pace; the fast viewer keeps up with it
         await asyncio.wait_for(reader, 30)
-        # the slow one never read; its queue overflowed long ago
+        # The slow one has not read yet; its queue overflowed long ago. It stalls a while longer (as a busy
+        # machine may stall it): the close frame must still reach it once it reads (once, the server gave up
+        # writing it after 5 s and the viewer waited forever).
+        await asyncio.sleep(6)
         code, _ = await closed_with(slow, timeout=30)
         await fast.close()
         await ws.close()
