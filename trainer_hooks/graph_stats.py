@@ -122,6 +122,7 @@ class GradientStats:
         self.layout = Layout(len(self.variables))
         self.ring = max(1, int(ring))
         self.loss_recorded = False  # set while tracing: does the step know its loss?
+        self.inputs_given = True  # set while tracing: did the step see its batch (x, y)?
         self.traces = 0  # how many times ``process`` was traced; a retrace would show here
         self.clip_mode = monitor_variable(CLIP_MODE_IDS[clip_mode], tf.int32, "gw_clip_mode")
         # A threshold <= 0 means "measure, clip nothing".
@@ -180,6 +181,7 @@ class GradientStats:
         total = tf.reduce_sum(sq)
         known_loss = loss is not None
         self.loss_recorded = known_loss
+        self.inputs_given = inputs is not None
         loss = tf.cast(tf.reduce_mean(loss), tf.float32) if known_loss else tf.constant(np.nan, tf.float32)
         healthy = tf.math.is_finite(total)
         if known_loss:

@@ -33,7 +33,7 @@ from gradwatch.protocol import (
 from .control import RunControl, RunState
 from .graph_stats import SCALARS
 from .multi_optimizer import AnyStats, group_stats
-from .origin import OriginFinder, explain_nonfinite
+from .origin import OriginFinder, Replay, explain_nonfinite
 from .probe import Prober
 from .spool import RunFile
 from .transport import Transport
@@ -256,7 +256,8 @@ class RunSession:
         if len(self._origins_sent) >= self.MAX_ORIGINS:
             return
         u = self.stats.layout.unpack(row)
-        origin = explain_nonfinite(u, self.stats.loss_recorded, lambda: self._first_bad_layer(step))
+        inputs_given = bool(getattr(self.stats, "inputs_given", True))
+        origin = explain_nonfinite(u, self.stats.loss_recorded, lambda ok: self._replay(step, ok), inputs_given)
         key = (origin[0], origin[1])
         if key in self._origins_sent:
             return
@@ -266,9 +267,10 @@ class RunSession:
         )
         self.transport.put_control(message)
 
-    def _first_bad_layer(self, step: int) -> str | None:
-        index = self.origin.first_bad_layer(step) if self.origin is not None else None
-        return self.origin.layer_names[index] if self.origin is not None and index is not None and index >= 0 else None
+    def _replay(self, step: int, current_weights_ok: bool) -> Replay:
+        if self.origin is None:
+            return Replay(why_not="this model cannot be replayed layer by layer")
+        return self.origin.replay(step, current_weights_ok)
 
     def _set_clip(self, mode: str | None, threshold: float, group: str | None = None) -> None:
         mode = mode or self.clip[0]
