@@ -93,7 +93,7 @@ class RunLifecycle:
         self._model: Any = None
         self._optimizer: Any = None
         self._on_leave: Callable[[], None] | None = None
-        self._next_step = 0
+        self._next_step = self._begun_at = 0
         self._warned = False
         self._retired: list[RunSession] = []  # earlier runs of this monitor, still delivering
         self._lock = threading.RLock()
@@ -111,7 +111,7 @@ class RunLifecycle:
                 self._retire()  # another model or optimizer, or a run that ended: a new run
             self._move("begin")
             self.hook, self._model, self._optimizer, self._on_leave = hook, model, optimizer, on_leave
-            self._next_step = next_step
+            self._next_step = self._begun_at = next_step
             if self.session is not None:
                 self.session.resume(next_step)
 
@@ -127,6 +127,7 @@ class RunLifecycle:
                 if self.hook.stats is None:
                     return False
                 session = self.session = self._open_session(self._model, self._optimizer, self.hook)
+                session.expect_from(self._begun_at)
                 _register(self)
             return session.after_steps(next_step, epoch, loss, rows)
         except Exception as err:

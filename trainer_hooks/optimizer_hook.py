@@ -32,6 +32,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from .batch_keep import in_xla_context
 from .graph_stats import GradientStats
 from .multi_worker import WorkerSync, worker_count
 from .origin import OriginFinder
@@ -94,6 +95,9 @@ class OptimizerHook:
         self._saved_clip: dict[str, Any] = {}
         self._index: dict[int, int] = {}
         self._loss: Any = None  # the loss tensor of the step being traced
+        #: Whether the statistics were made while tracing an XLA-compiled step (``prepare``): there the
+        #: host reads the ring only when the loop looks, so it is made larger (monitor.py).
+        self.traced_in_xla = False
         self._inputs: Any = None  # (x, y) of the step being traced
 
     # ------------------------------------------------------------------ install / uninstall
@@ -152,6 +156,7 @@ class OptimizerHook:
         trace creates no variable and TensorFlow traces the step exactly once;
         otherwise called from that first trace (under ``tf.init_scope``).
         """
+        self.traced_in_xla = in_xla_context()  # before init_scope leaves the traced graph
         scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
         with scope, tf.init_scope():
             self.stats = self.make_stats(list(variables))

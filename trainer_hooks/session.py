@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from gradwatch.protocol import (
     MAX_CLIP_THRESHOLD,
     PROTOCOL_VERSION,
     ClipSetting,
+    Gap,
     NonfiniteOrigin,
     Probe,
     Status,
@@ -126,6 +128,8 @@ class RunSession:
         )
         self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control, on_lr=set_lr)
         self._last_seen = -1  # the last step read from the statistics ring
+        self._expect_from = 0  # the first step the ring must still hold (this fit's or loop's first)
+        self._warned_overrun = False
         self._last_time = time.monotonic()
         self._last_step_done = -1
         self._last_read, self._last_read_step, self._epoch = 0.0, -1, 0
@@ -172,8 +176,13 @@ class RunSession:
             meter.keep(next_step)
         return self.control.stop_requested
 
+    def expect_from(self, step: int) -> None:
+        """Training (re)starts at ``step``: every step from there on is read from the ring."""
+        self._expect_from = step
+
     def resume(self, next_step: int) -> None:
         """Another fit (or ``watch()`` block) of the same run starts at ``next_step``."""
+        self._expect_from = next_step
         self._last_step_done = -1  # no steps-per-second across the pause between two fits
         if self.update_ratio is not None:
             self.update_ratio.keep(next_step)
@@ -217,6 +226,7 @@ class RunSession:
         fresh = [(int(r[0]), r) for r in rows if int(r[0]) > self._last_seen]
         if not fresh:
             return
+        self._overrun(max(self._last_seen + 1, self._expect_from), min(step for step, _ in fresh))
         self._last_seen = max(step for step, _ in fresh)
         new = sorted((step, r) for step, r in fresh if step % self.every == 0 or _nonfinite(r))
         if not new:
@@ -238,6 +248,26 @@ class RunSession:
             for step in [s for s in pending if s <= self._last_seen]:
                 del pending[step]  # its row was not reportable after all
         self._last_time, self._last_step_done = now, last
+
+    def _overrun(self, first: int, oldest_held: int) -> None:
+        """Steps ``first .. oldest_held - 1`` ran but their rows were overwritten before the host read them:
+        a gap on the run, and one warning naming the fix."""
+        if oldest_held <= first:
+            return
+        lost = range(first, oldest_held)
+        dropped = sum(1 for step in lost if step % self.every == 0)
+        if dropped:
+            self.transport.put_control(Gap(type="gap", from_step=first, to_step=oldest_held - 1, dropped=dropped))
+        if not self._warned_overrun:
+            self._warned_overrun = True
+            warnings.warn(
+                f"gradwatch: steps {first}..{oldest_held - 1} ran before the host read the statistics ring, which "
+                f"holds {self.stats.ring} steps, so they are lost (a gap on the run). Inside a "
+                "tf.function(jit_compile=True) loop the host reads it when the loop reads `watch.stop_requested`: "
+                f"read it at least every {self.stats.ring} steps",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def _scan_weights(self, rows: list[tuple[int, np.ndarray]]) -> None:
         """After a non-finite step, and until clean: count non-finite weights (read now) into the rows."""
