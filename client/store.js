@@ -16,7 +16,7 @@ const BN_VAR_KEY = BN_SERIES_KEYS[BN_VAR];
 const SCALARS = Object.entries({
   epoch: "epoch", time: "time", loss: "loss", lr: "lr", gnorm: "global_norm", thr: "clip_threshold",
   scale: "clip_scale", clipped: "clipped", clipfrac: "clipped_fraction", sps: "steps_per_sec",
-  wnf: "weight_nonfinite", lnf: "loss_nonfinite", skipped: "skipped",
+  wnf: "weight_nonfinite", lnf: "loss_nonfinite", skipped: "skipped", lossMean: "loss_is_mean",
 }).map(([key, name]) => [key, field(name)]);
 const GRAD_NORM = field("grad_norm");
 const GRAD_NAN = field("grad_nan");
@@ -95,6 +95,7 @@ export class RunStore {
     this.nfVersion = 0; // bumps whenever nfByVar changes
     this.firstNonfinite = null; // {step, kind}
     this.lossNonfinite = 0;
+    this.lossMeanSteps = 0; // steps whose loss is Keras' running mean, not the step's own
     this.weightNonfinite = 0;
     this.gaps = [];
     this._recentClipped = [];
@@ -133,6 +134,7 @@ export class RunStore {
     if (f.skipped) this.skippedCount += 1;
     if (f.wnf > 0) this.weightNonfinite += 1;
     if (f.lnf) this.lossNonfinite += 1;
+    if (f.lossMean) this.lossMeanSteps += 1;
     this.lastStep = step;
     this.received += 1;
   }

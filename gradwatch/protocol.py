@@ -177,6 +177,9 @@ class StepRecord(_Msg):
     update_ratio: list[WireFloat] | None = None
     #: The step's update was skipped because its gradients were not finite (``guard_nonfinite``).
     skipped: StrictBool = False
+    #: ``loss`` is Keras' running mean of the epoch so far (``logs["loss"]``), not the step's own: the
+    #: train step exposed no loss of its own (a custom ``train_step`` tracking it with ``keras.metrics.Mean``).
+    loss_is_mean: StrictBool = False
 
 
 _check_step_fields({name: _accepts_none(info.annotation) for name, info in StepRecord.model_fields.items()})

@@ -238,6 +238,13 @@ class GradientStats:
             self.step.assign_add(1)
         return clipped_grads, healthy, step
 
+    def record_loss(self, step: Any, loss: tf.Tensor) -> None:
+        """After the train step (traced): the step's own loss, when ``process`` was given none."""
+        row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)
+        index = tf.stack([row, tf.constant(SCALARS.index("loss"), tf.int64)])[None]
+        self._write(index, tf.reshape(tf.cast(loss, tf.float64), [1]))
+        self.loss_recorded = True
+
     def record_skipped(self, step: Any, skipped: tf.Tensor) -> None:
         """After the optimizer ran (or did not): whether the step's update was skipped."""
         row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)

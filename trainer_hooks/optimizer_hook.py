@@ -99,6 +99,7 @@ class OptimizerHook:
         #: host reads the ring only when the loop looks, so it is made larger (monitor.py).
         self.traced_in_xla = False
         self._inputs: Any = None  # (x, y) of the step being traced
+        self._step: Any = None  # the step number of the update being traced
 
     # ------------------------------------------------------------------ install / uninstall
 
@@ -131,8 +132,18 @@ class OptimizerHook:
         """The (x, y) of the step being traced, for finding where a non-finite step came from."""
         self._inputs = inputs
 
-    def end_step(self) -> None:
-        """After the train step (traced): nothing here, the statistics counted the step themselves."""
+    def end_step(self, own_loss: Any = None) -> None:
+        """After the train step (traced): the statistics counted the step themselves.
+
+        ``own_loss``: the step's loss as a custom train step tracked it (step_loss.py), recorded when
+        the optimizer's ``scale_loss`` did not see one.
+        """
+        step, self._step = self._step, None
+        stats = self.stats
+        if own_loss is None or step is None or stats is None or stats.loss_recorded:
+            return
+        if _same_graph(own_loss, [step]):
+            stats.record_loss(step, own_loss)
 
     def uninstall(self) -> None:
         opt = self.optimizer
@@ -218,6 +229,7 @@ class OptimizerHook:
                 full[position] = g if g is None or loss_scale is None else g / tf.cast(loss_scale, g.dtype)
         origin = self.origin if replicas == 1 else None  # a replica's shard is not the batch to replay
         clipped_full, healthy, step = stats.process(full, opt.learning_rate, loss, inputs, origin)
+        self._step = step
         if loss_scale is not None:
             clipped_full = [g if g is None else g * tf.cast(loss_scale, g.dtype) for g in clipped_full]
         clipped = [g if i is None else clipped_full[i] for g, i in zip(grads, positions)]

@@ -100,6 +100,9 @@ class RunSession:
         self.origin = origin
         self._weights_suspect = False  # after a non-finite step, until a weight scan comes back clean
         self._bn_samples: dict[int, list[list[float]]] = {}  # step -> BN rows, until that step is queued
+        # step -> Keras' running-mean loss after it (logs["loss"]), until that step is queued: used only
+        # when the step exposed no loss of its own, and only on its own step.
+        self._mean_losses: dict[int, float] = {}
         self._last_queued: tuple[int, tuple[Any, ...]] | None = None
         self.update_ratio = update_ratio
         self._ratios: dict[int, np.ndarray] = {}  # step -> ||dw|| / ||w|| per variable, until queued
@@ -153,13 +156,15 @@ class RunSession:
         """
         last = next_step - 1
         self._epoch = epoch
+        if fallback_loss is not None and not self.stats.loss_recorded:
+            self._mean_losses[last] = fallback_loss
         if last % self.every == 0 and self.stats.bn.due(time.monotonic()):
             self._bn_samples[last] = self.stats.bn.sample()  # the moving statistics right after step `last`
         # Inside a compiled loop the host runs before the step's update is done: no ratio there.
         meter = self.update_ratio if rows is None else None
         if meter is not None and (ratios := meter.measure(last)) is not None:
             self._ratios[last] = ratios
-        self._report(last, fallback_loss, rows, force=False)
+        self._report(last, rows, force=False)
         if self.prober is not None and last // self.probe_every > self._last_probe_block:
             self._last_probe_block = last // self.probe_every
             dead, gap = self.prober.run()
@@ -167,10 +172,10 @@ class RunSession:
         if self.control.has_pending:
             # Every step so far goes out before the confirmation ("paused at N" must not
             # overtake steps still sitting in the statistics ring).
-            self._report(last, fallback_loss, None, force=True)
+            self._report(last, None, force=True)
         self.control.apply_pending(next_step)
         if self.control.state is RunState.PAUSED:
-            self._report(last, fallback_loss, None, force=True)  # the page shows where it stopped
+            self._report(last, None, force=True)  # the page shows where it stopped
         self.control.wait_while_paused(next_step)
         if meter is not None:
             meter.keep(next_step)
@@ -193,7 +198,7 @@ class RunSession:
 
         Queues only; nothing here waits for the server (``close`` does, at the very end).
         """
-        self._report(step, None, None, force=True)
+        self._report(step, None, force=True)
         last = self._last_queued
         if self.stats.bn_layers and last is not None and last[0] == step and last[1][-1] is None:
             # The state training ended in; sending a step again replaces its record.
@@ -207,7 +212,7 @@ class RunSession:
         """Deliver what is buffered within ``timeout`` seconds and disconnect; True if nothing was left."""
         return self.transport.close(timeout)
 
-    def _report(self, last: int, fallback_loss: float | None, rows: np.ndarray | None, force: bool) -> None:
+    def _report(self, last: int, rows: np.ndarray | None, force: bool) -> None:
         """Queue every reportable step up to ``last`` not queued yet, reading the buffer when due.
 
         Reportable: every ``every``-th step, and any step whose gradients or loss were
@@ -239,12 +244,13 @@ class RunSession:
             if ratios is not None and not row[_SKIPPED]:
                 offset = self.stats.layout.update_ratio_offset
                 row[offset : offset + len(ratios)] = ratios
-            payload = (row.copy(), self._epoch, wall, sps, fallback_loss, self._bn_samples.pop(step, None))
+            mean_loss = self._mean_losses.pop(step, None)
+            payload = (row.copy(), self._epoch, wall, sps, mean_loss, self._bn_samples.pop(step, None))
             self.transport.put_record(step, payload, row.nbytes)
             self._last_queued = (step, payload)
             if _nonfinite(row):
                 self._send_origin(step, row)
-        for pending in (self._bn_samples, self._ratios):
+        for pending in (self._bn_samples, self._ratios, self._mean_losses):
             for step in [s for s in pending if s <= self._last_seen]:
                 del pending[step]  # its row was not reportable after all
         self._last_time, self._last_step_done = now, last
@@ -336,9 +342,10 @@ class RunSession:
         )
 
     def _encode(self, payload: tuple[np.ndarray, int, float, float | None, float | None, Any]) -> dict[str, Any]:
-        row, epoch, t, sps, fallback_loss, bn = payload
+        row, epoch, t, sps, mean_loss, bn = payload
         u = self.stats.layout.unpack(row)
-        loss = u["loss"] if self.stats.loss_recorded or fallback_loss is None else fallback_loss
+        is_mean = not self.stats.loss_recorded and mean_loss is not None
+        loss = mean_loss if is_mean else u["loss"] if self.stats.loss_recorded else None
         threshold = u["clip_threshold"]
         return {
             "step": int(u["step"]),
@@ -361,4 +368,5 @@ class RunSession:
             "bn": bn or [],
             "update_ratio": None if np.isnan(u["update_ratio"]).all() else u["update_ratio"].tolist(),
             "skipped": bool(u["skipped"]),
+            "loss_is_mean": is_mean,
         }
