@@ -277,7 +277,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
                 # Kept now so that the very first step's update can be measured too.
                 self._update_ratio = UpdateRatio(hook.stats.variables, self.update_ratio_every)
         stats = fit.hook.stats
-        next_step = int(model.optimizer.iterations.numpy())
+        # A recompile's new optimizer counts from 0: the run's numbering goes on all the same.
+        next_step = max(int(model.optimizer.iterations.numpy()), self.lifecycle.next_step_for(model))
         if stats is not None:  # continue the run's numbering, also past fits without the monitor
             next_step = max(next_step, int(stats.step.numpy()))
             stats.step.assign(next_step)
@@ -329,7 +330,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
 
         def make_stats(variables: list[Any]) -> GradientStats:
             # Runs while the first step is traced: the model is built by then.
-            first_step = int(optimizer.iterations.numpy())
+            first_step = max(int(optimizer.iterations.numpy()), self.lifecycle.next_step_for(model))
             rows = ring_rows(ring, len(variables), hook.traced_in_xla)
             return GradientStats(
                 variables, find_batchnorm_layers(model), mode, threshold, rows, first_step
@@ -394,7 +395,9 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             if group is not None:
                 group_stats(stats, group)  # a clear error for a group this run does not have
             names = [group] if group is not None else list(groups or optimizers)
-            variables = [learning_rate_variable(optimizers[name]) for name in names]
+            # A recompile within the run brings a new optimizer: the one training now is set.
+            now = optimizers if groups is not None else {"optimizer": self.lifecycle.optimizer or optimizer}
+            variables = [learning_rate_variable(now[name]) for name in names]
             if any(variable is None for variable in variables):
                 raise ValueError("the learning rate is a schedule or callable here; it cannot be set from the page")
             for variable in variables:

@@ -29,6 +29,7 @@ from gradwatch.protocol import (
     Status,
     TrainerHello,
     TrainerState,
+    VariableSet,
     trainer_ws_url,
 )
 
@@ -112,7 +113,9 @@ class RunSession:
         self.every = every
         self.clip = (clip_mode, clip_threshold)
         self.meta = meta
+        #: The variables of the run's first set (the hello's); ``active`` those the records follow now.
         self.names = [getattr(v, "path", None) or v.name for v in stats.variables]
+        self.active = list(self.names)
         self.bn_names = [getattr(layer, "path", None) or layer.name for layer in stats.bn_layers]
         run_file = None
         if log_dir is not None and (offline or spool_budget_bytes > 0):
@@ -181,6 +184,25 @@ class RunSession:
             meter.keep(next_step)
         return self.control.stop_requested
 
+    def switch(self, stats: AnyStats, origin: OriginFinder | None, from_step: int) -> None:
+        """The same run goes on from ``from_step`` with other statistics (a recompile, a trainable flip).
+
+        The old statistics' last steps were queued when their fit ended (``settle``); if the watched
+        variables changed, the server hears it before any step of the new set.
+        """
+        self.stats, self.origin = stats, origin
+        stats.set_clip(*self.clip)
+        every = self.update_ratio.every if self.update_ratio is not None else None
+        self.update_ratio = UpdateRatio(stats.variables, every)
+        self._ratios.clear()
+        self._bn_samples.clear()
+        self._last_seen = self._last_read_step = from_step - 1
+        self._expect_from = from_step
+        names = [getattr(v, "path", None) or v.name for v in stats.variables]
+        if names != self.active:
+            self.active = names
+            self.transport.put_control(VariableSet(type="variables", from_step=from_step, variables=names))
+
     def expect_from(self, step: int) -> None:
         """Training (re)starts at ``step``: every step from there on is read from the ring."""
         self._expect_from = step
@@ -245,7 +267,7 @@ class RunSession:
                 offset = self.stats.layout.update_ratio_offset
                 row[offset : offset + len(ratios)] = ratios
             mean_loss = self._mean_losses.pop(step, None)
-            payload = (row.copy(), self._epoch, wall, sps, mean_loss, self._bn_samples.pop(step, None))
+            payload = (row.copy(), self.stats, self._epoch, wall, sps, mean_loss, self._bn_samples.pop(step, None))
             self.transport.put_record(step, payload, row.nbytes)
             self._last_queued = (step, payload)
             if _nonfinite(row):
@@ -341,11 +363,14 @@ class RunSession:
             uid=self.uid,
         )
 
-    def _encode(self, payload: tuple[np.ndarray, int, float, float | None, float | None, Any]) -> dict[str, Any]:
-        row, epoch, t, sps, mean_loss, bn = payload
-        u = self.stats.layout.unpack(row)
-        is_mean = not self.stats.loss_recorded and mean_loss is not None
-        loss = mean_loss if is_mean else u["loss"] if self.stats.loss_recorded else None
+    def _encode(
+        self, payload: tuple[np.ndarray, AnyStats, int, float, float | None, float | None, Any]
+    ) -> dict[str, Any]:
+        # The statistics the row was read from: a later fit of the run may watch other variables.
+        row, stats, epoch, t, sps, mean_loss, bn = payload
+        u = stats.layout.unpack(row)
+        is_mean = not stats.loss_recorded and mean_loss is not None
+        loss = mean_loss if is_mean else u["loss"] if stats.loss_recorded else None
         threshold = u["clip_threshold"]
         return {
             "step": int(u["step"]),
@@ -364,7 +389,7 @@ class RunSession:
             "grad_nan": u["grad_nan"].astype(np.int64).tolist(),
             "grad_inf": u["grad_inf"].astype(np.int64).tolist(),
             "weight_nonfinite": int(u["weight_nonfinite"]),
-            "loss_nonfinite": self.stats.loss_recorded and not math.isfinite(u["loss"]),
+            "loss_nonfinite": stats.loss_recorded and not math.isfinite(u["loss"]),
             "bn": bn or [],
             "update_ratio": None if np.isnan(u["update_ratio"]).all() else u["update_ratio"].tolist(),
             "skipped": bool(u["skipped"]),

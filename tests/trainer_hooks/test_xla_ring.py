@@ -12,9 +12,9 @@ from typing import Any
 import keras
 import pytest
 import tensorflow as tf
+from gradwatch.trainer_hooks import monitor as monitor_module
 
 from gradwatch import GradientMonitor
-from gradwatch.trainer_hooks import monitor as monitor_module
 
 from .test_monitor_integration import BATCH, Api, data, sequential
 from .test_xla import run_named
