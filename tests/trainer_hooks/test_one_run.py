@@ -23,25 +23,41 @@ HEAD_EPOCHS, TUNE_EPOCHS = 2, 1
 STEPS_PER_EPOCH = 128 // BATCH
 
 
+class Recipe:
+    """The two phases of the recipe on one model and one monitor: ``head()``, then ``tune()``."""
+
+    def __init__(self, server: Any) -> None:
+        keras.utils.set_random_seed(4)
+        self.x, self.y = data()
+        self.base = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                                      keras.layers.BatchNormalization()], name="base")
+        self.base.trainable = False
+        inputs = keras.Input((8,))
+        self.model = keras.Model(inputs, keras.layers.Dense(2, name="head")(self.base(inputs, training=False)))
+        self.loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.monitor = GradientMonitor(server=server.url, token=server.token, run_name="finetune")
+
+    def _fit(self, optimizer: Any, epochs: int) -> None:
+        self.model.compile(optimizer, self.loss)
+        self.model.fit(self.x, self.y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0,
+                       callbacks=[self.monitor])
+
+    def head(self) -> None:
+        self._fit(keras.optimizers.Adam(1e-3), HEAD_EPOCHS)
+
+    def tune(self) -> None:
+        self.base.trainable = True
+        self._fit(keras.optimizers.Adam(1e-5), TUNE_EPOCHS)
+        assert self.monitor.close()
+
+
 def recipe(server: Any) -> tuple[keras.Model, list[str]]:
-    x, y = data()
-    keras.utils.set_random_seed(4)
-    base = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.BatchNormalization()], name="base")
-    base.trainable = False
-    inputs = keras.Input((8,))
-    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(base(inputs, training=False)))
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    mon = GradientMonitor(server=server.url, token=server.token, run_name="finetune")
+    steps = Recipe(server)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.compile(keras.optimizers.Adam(1e-3), loss)
-        model.fit(x, y, batch_size=BATCH, epochs=HEAD_EPOCHS, shuffle=False, verbose=0, callbacks=[mon])
-        base.trainable = True
-        model.compile(keras.optimizers.Adam(1e-5), loss)
-        model.fit(x, y, batch_size=BATCH, epochs=TUNE_EPOCHS, shuffle=False, verbose=0, callbacks=[mon])
-    assert mon.close()
-    return model, [str(w.message) for w in caught if "gradwatch" in str(w.message)]
+        steps.head()
+        steps.tune()
+    return steps.model, [str(w.message) for w in caught if "gradwatch" in str(w.message)]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +97,7 @@ def test_the_recipe_is_one_run_whose_steps_go_on(finetuned: Any) -> None:
 
 
 def _model_order(finetuned: Any) -> list[str]:
-    _, run, model = finetuned
+    model = finetuned[2]
     return [v.path for v in model.trainable_variables]
 
 
