@@ -239,7 +239,7 @@ class Gradwatch:
         return next((r for r in runs if r.name == hello.run_name and _same_layout(r, hello)), None)
 
     def _check_shapes(self, run: RunRow, rec: StepRecord) -> None:
-        nv, nb = len(varsets.variables_at(run.variables, run.variable_sets, rec.step)), len(run.bn_layers)
+        nv, nb = len(varsets.watched_at(run, rec.step)), len(run.bn_layers)
         for name in ("grad_norm", "grad_nan", "grad_inf"):
             got = len(getattr(rec, name))
             if got != nv:

@@ -13,11 +13,14 @@ columns (``widen``), the alert rules' view of the variables, and the page's.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .stepcodec import VECTOR_COLUMNS, StepColumns
+
+if TYPE_CHECKING:
+    from .store import RunRow
 
 #: ``RunRow.variable_sets``: ``[from_step, [indices into the run's variables]]``, in step order.
 Sets = list[list[Any]]
@@ -31,6 +34,11 @@ def variables_at(variables: list[str], variable_sets: Sets, step: int) -> list[i
             break
         current = [int(i) for i in indices]
     return current
+
+
+def watched_at(run: RunRow, step: int) -> list[int]:
+    """``variables_at`` for ``run``: how many values, and of which variables, step ``step``'s vectors carry."""
+    return variables_at(run.variables, run.variable_sets, step)
 
 
 def latest(variables: list[str], variable_sets: Sets) -> list[int]:

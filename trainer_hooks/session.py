@@ -191,6 +191,8 @@ class RunSession:
         variables changed, the server hears it before any step of the new set.
         """
         self.stats, self.origin = stats, origin
+        if self.prober is not None and self.prober.samples is not None and origin is not None:
+            self.prober.samples = origin.samples  # the training batches the new step keeps
         stats.set_clip(*self.clip)
         every = self.update_ratio.every if self.update_ratio is not None else None
         self.update_ratio = UpdateRatio(stats.variables, every)
