@@ -46,9 +46,7 @@ def latest(variables: list[str], variable_sets: Sets) -> list[int]:
     return variables_at(variables, variable_sets, 2**62)
 
 
-def declare(
-    variables: list[str], variable_sets: Sets, from_step: int, names: list[str]
-) -> tuple[list[str], Sets]:
+def declare(variables: list[str], variable_sets: Sets, from_step: int, names: list[str]) -> tuple[list[str], Sets]:
     """``variables`` and ``variable_sets`` once ``names`` are the watched variables from ``from_step`` on.
 
     New names are appended; the set before the first change is written down first (all the
@@ -85,8 +83,11 @@ def widen(part: StepColumns, active: list[int], n_vars: int) -> StepColumns:
         values = part.vectors[name]
         if name == "bn":
             continue
-        wide = np.zeros((n, n_vars), values.dtype) if values.dtype.kind in "iu" else np.full((n, n_vars), np.nan,
-                                                                                              values.dtype)
+        wide = (
+            np.zeros((n, n_vars), values.dtype)
+            if values.dtype.kind in "iu"
+            else np.full((n, n_vars), np.nan, values.dtype)
+        )
         if active:
             wide[:, active] = values
         part.vectors[name] = wide

@@ -27,9 +27,7 @@ def test_the_heatmap_has_no_cells_for_variables_before_they_were_watched(
     assert page.evaluate("window.gradwatch._debug.state.store.V") == 2
     recipe.tune()  # the page hears of the new variables and then gets their steps live
     total = head_steps + TUNE_EPOCHS * STEPS_PER_EPOCH
-    page.wait_for_function(
-        f"(s => s && s.V === 6 && s.lastStep === {total - 1})(window.gradwatch._debug.state.store)"
-    )
+    page.wait_for_function(f"(s => s && s.V === 6 && s.lastStep === {total - 1})(window.gradwatch._debug.state.store)")
     cells = page.evaluate("""(() => {
         const s = window.gradwatch._debug.state.store;
         return s.variables.map((name, v) => ({name, steps: s.c.step, gn: s.gn[v]}));

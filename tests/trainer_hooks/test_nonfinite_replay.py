@@ -22,8 +22,11 @@ from .test_xla import overflowing, run_named
 def origin_evidence(api: Api, name: str) -> dict[str, Any]:
     run = run_named(api, name)
     alerts = api.wait(
-        lambda: [a for a in api.get(f"/api/runs/{run['id']}/alerts")
-                 if a["kind"] == "nonfinite" and a["evidence"].get("origin_source")],
+        lambda: [
+            a
+            for a in api.get(f"/api/runs/{run['id']}/alerts")
+            if a["kind"] == "nonfinite" and a["evidence"].get("origin_source")
+        ],
         desc="the nonfinite alert's origin",
     )
     return dict(alerts[0]["evidence"])
@@ -45,8 +48,9 @@ def test_a_batch_replaced_before_its_replay_is_not_called_finite(shared_server: 
     x[3 * BATCH : 6 * BATCH, 0] = 1e4
     keras.utils.set_random_seed(1)
     model = overflowing()
-    model.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  steps_per_execution=8)
+    model.compile(
+        keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=8
+    )
     printed = fit(shared_server, model, x, y, "replaced-batch", guard_nonfinite=True)
     evidence = origin_evidence(Api(shared_server), "replaced-batch")
     assert evidence["origin_step"] == 3

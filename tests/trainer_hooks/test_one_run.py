@@ -29,8 +29,10 @@ class Recipe:
     def __init__(self, server: Any) -> None:
         keras.utils.set_random_seed(4)
         self.x, self.y = data()
-        self.base = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
-                                      keras.layers.BatchNormalization()], name="base")
+        self.base = keras.Sequential(
+            [keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.BatchNormalization()],
+            name="base",
+        )
         self.base.trainable = False
         inputs = keras.Input((8,))
         self.model = keras.Model(inputs, keras.layers.Dense(2, name="head")(self.base(inputs, training=False)))
@@ -39,8 +41,9 @@ class Recipe:
 
     def _fit(self, optimizer: Any, epochs: int) -> None:
         self.model.compile(optimizer, self.loss)
-        self.model.fit(self.x, self.y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0,
-                       callbacks=[self.monitor])
+        self.model.fit(
+            self.x, self.y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=[self.monitor]
+        )
 
     def head(self) -> None:
         self._fit(keras.optimizers.Adam(1e-3), HEAD_EPOCHS)
