@@ -177,6 +177,9 @@ class StepRecord(_Msg):
     update_ratio: list[WireFloat] | None = None
     #: The step's update was skipped because its gradients were not finite (``guard_nonfinite``).
     skipped: StrictBool = False
+    #: ``loss`` is Keras' running mean of the epoch so far (``logs["loss"]``), not the step's own: the
+    #: train step exposed no loss of its own (a custom ``train_step`` tracking it with ``keras.metrics.Mean``).
+    loss_is_mean: StrictBool = False
 
 
 _check_step_fields({name: _accepts_none(info.annotation) for name, info in StepRecord.model_fields.items()})
@@ -275,6 +278,20 @@ class Probe(_Msg):
     bn_gap: dict[str, WireFloat] = Field(default_factory=dict)
 
 
+class VariableSet(_Msg):
+    """From step ``from_step`` on, the per-variable vectors of the step records follow ``variables``.
+
+    The run's watched variables changed within the run (fine-tuning: a base model made trainable and
+    the model recompiled): names not seen before join the run's variables, and any not listed are not
+    watched from that step on. Until the first such message the records follow ``TrainerHello.variables``.
+    Sending it again for the same ``from_step`` (after a reconnect) changes nothing.
+    """
+
+    type: Literal["variables"]
+    from_step: WireCount
+    variables: list[Annotated[str, Field(max_length=500)]] = Field(max_length=100_000)
+
+
 class NonfiniteOrigin(_Msg):
     """Where a non-finite step came from, found by replaying that one batch layer by layer."""
 
@@ -285,11 +302,12 @@ class NonfiniteOrigin(_Msg):
     detail: str = Field(default="", max_length=2000)
 
 
-TrainerMessage = Annotated[Steps | Gap | Ack | Status | Probe | NonfiniteOrigin, Field(discriminator="type")]
-_trainer_message: TypeAdapter[Steps | Gap | Ack | Status | Probe | NonfiniteOrigin] = TypeAdapter(TrainerMessage)
+AnyTrainerMessage = Steps | Gap | Ack | Status | Probe | NonfiniteOrigin | VariableSet
+TrainerMessage = Annotated[AnyTrainerMessage, Field(discriminator="type")]
+_trainer_message: TypeAdapter[AnyTrainerMessage] = TypeAdapter(TrainerMessage)
 
 
-def parse_trainer_message(data: str | bytes) -> Steps | Gap | Ack | Status | Probe | NonfiniteOrigin:
+def parse_trainer_message(data: str | bytes) -> AnyTrainerMessage:
     """Decode one trainer frame after the handshake; raises pydantic.ValidationError."""
     return _trainer_message.validate_json(data)
 
@@ -375,6 +393,13 @@ class GapView(_View):
     dropped: int
 
 
+class VariableSetView(_View):
+    """From ``from_step`` on, the run's step vectors cover these variables (indices into its ``variables``)."""
+
+    from_step: int
+    variables: list[int]
+
+
 class AlertCounts(_View):
     info: int = 0
     warning: int = 0
@@ -405,6 +430,10 @@ class RunState(RunSummary):
                                          "set_lr until the next step reports)")
     pause_on: list[AlertKind]
     guard_nonfinite: bool
+    variable_sets: list[VariableSetView] = Field(
+        default_factory=list,
+        description="where the watched variables changed within the run, in step order ([]: all of them throughout)",
+    )
 
 
 class CommandView(_View):

@@ -25,11 +25,12 @@ from .protocol import (
     Status,
     Steps,
     TrainerHello,
+    VariableSet,
     parse_trainer_hello,
     parse_trainer_message,
 )
 
-Message = Steps | Gap | Status | Probe | NonfiniteOrigin
+Message = Steps | Gap | Status | Probe | NonfiniteOrigin | VariableSet
 
 
 class RunFileError(ValueError):

@@ -28,6 +28,7 @@ from gradwatch.protocol import (
     page_message_text,
 )
 
+from . import varsets
 from .alerts import persist
 from .alerts.engine import Alert, Change, RunAlerts
 from .alerts.params import RULES, PatchError, settings, validate_patch
@@ -87,7 +88,8 @@ class Alerting:
     async def attach(self, run: RunRow) -> None:
         """A trainer connected (or reconnected) to ``run``: start its engine from the stored alerts and rules."""
         existing, rules = await self.store.call(self._load, run.id)
-        info = RunInfo(run.variables, run.bn_layers, run.relu_layers, run.guard_nonfinite)
+        watched = [run.variables[i] for i in varsets.latest(run.variables, run.variable_sets)]  # the newest set's
+        info = RunInfo(watched, run.bn_layers, run.relu_layers, run.guard_nonfinite)
         self.engines[run.id] = RunAlerts(run.id, info, rules, existing)
         self.pause_on[run.id] = set(run.pause_on)
 

@@ -27,11 +27,10 @@ def _floats(values: FloatArray, missing: BoolArray) -> list[Any]:
 
 
 def _columns(values: FloatArray, missing: BoolArray) -> list[list[Any]]:
-    """2-D (n, k) floats -> k lists, ``None`` on missing rows."""
+    """2-D (n, k) floats -> k lists, ``None`` on missing rows (or, ``missing`` (n, k), missing values)."""
     cols: list[list[Any]] = values.T.tolist()
-    rows = np.flatnonzero(missing).tolist()
-    for col in cols:
-        for i in rows:
+    for j, col in enumerate(cols):
+        for i in np.flatnonzero(missing[:, j] if missing.ndim > 1 else missing).tolist():
             col[i] = None
     return cols
 
@@ -125,6 +124,8 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
             if fld.nullable and missing.all():  # skip downsampling an all-missing matrix
                 body[name] = {} if omit_empty else {v: [None] * len(idx) for v in run.variables}
             else:
+                if data.inactive is not None:  # a variable not watched on a step has no value there (varsets.py)
+                    missing = data.inactive | missing[:, None]
                 body[name] = dict(zip(run.variables, _columns(*f(data.vectors[name], missing)), strict=True))
     body["probe"] = probe_series(run, probes or [])
     body["gaps"] = [{"from_step": g_.from_step, "to_step": g_.to_step, "dropped": g_.dropped} for g_ in gaps]

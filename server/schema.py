@@ -74,6 +74,7 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("runs", "tags", "TEXT NOT NULL DEFAULT '[]'"),
     ("runs", "note", "TEXT NOT NULL DEFAULT ''"),
     ("commands", "optimizer_group", "TEXT"),  # Command.group ("group" is an SQL keyword)
+    ("runs", "variable_sets", "TEXT NOT NULL DEFAULT '[]'"),  # server/varsets.py
 )
 
 

@@ -31,12 +31,13 @@ from gradwatch.protocol import (
     Status,
     StepRecord,
     TrainerHello,
+    VariableSet,
     Welcome,
     decode_float,
     page_message_text,
 )
 
-from . import replay
+from . import replay, varsets
 from .alerting import AlertEvent, Alerting
 from .alerts.engine import Alert
 from .commands import CommandDesk, TrainerLink
@@ -79,8 +80,12 @@ def _same_names(recorded: list[str], now: list[str], loose: bool) -> bool:
 
 
 def _same_layout(run: RunRow, hello: TrainerHello) -> bool:
-    """The hello's statistics fit the run's columns (same variables and BN layers, in order)."""
-    return (_same_names(run.variables, hello.variables, hello.resume)
+    """The hello's statistics fit the run's columns (same variables and BN layers, in order).
+
+    The hello names the run's first variable set; variables that joined later (``varsets.py``) follow it.
+    """
+    first = [run.variables[i] for i in run.variable_sets[0][1]] if run.variable_sets else run.variables
+    return (_same_names(first, hello.variables, hello.resume)
             and _same_names(run.bn_layers, hello.bn_layers, hello.resume))
 
 
@@ -234,7 +239,7 @@ class Gradwatch:
         return next((r for r in runs if r.name == hello.run_name and _same_layout(r, hello)), None)
 
     def _check_shapes(self, run: RunRow, rec: StepRecord) -> None:
-        nv, nb = len(run.variables), len(run.bn_layers)
+        nv, nb = len(varsets.watched_at(run, rec.step)), len(run.bn_layers)
         for name in ("grad_norm", "grad_nan", "grad_inf"):
             got = len(getattr(rec, name))
             if got != nv:
@@ -259,12 +264,28 @@ class Gradwatch:
         if self.hub.has_subscribers(run.id):  # encoded once, the same text for every viewer
             self.hub.publish(run.id, steps_message(run.id, records), compared=True)
         await self.writer.add(run.id, records)
+        if run.variable_sets:  # the rules follow the newest variable set; a late step of an older one is stored only
+            newest = int(run.variable_sets[-1][0])
+            records = [r for r in records if r.step >= newest]
         await self.alerting.steps(run.id, records)
         last = records[-1]
         threshold = None if last.clip_threshold is None else decode_float(last.clip_threshold)
         if (last.clip_mode, threshold) != (run.clip_mode, run.clip_threshold):
             await self._update_run(run.id, clip_mode=last.clip_mode, clip_threshold=threshold)
             await self._broadcast_run(run.id)
+
+    async def variable_set(self, link: TrainerLink, msg: VariableSet) -> None:
+        """The run's watched variables change from ``msg.from_step`` on (``varsets.py``)."""
+        run = self.active[link.run_id]
+        variables, sets = varsets.declare(run.variables, run.variable_sets, msg.from_step, msg.variables)
+        if (variables, sets) == (run.variables, run.variable_sets):
+            return  # sent again after a reconnect
+        await self.writer.flush()  # the steps before it are on disk under the old set
+        await self.alerting.flush(link.run_id)
+        await self._update_run(link.run_id, variables=variables, variable_sets=sets)
+        await self.alerting.attach(self.active[link.run_id])  # the rules follow the new set
+        log.info("run %d: %d variables watched from step %d", link.run_id, len(msg.variables), msg.from_step)
+        await self._broadcast_run(link.run_id)
 
     async def add_gap(self, link: TrainerLink, gap: Gap) -> None:
         await self.writer.flush()

@@ -118,6 +118,9 @@ class StepColumns:
     ints: dict[str, IntArray] = field(default_factory=dict)
     vectors: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
     vector_missing: dict[str, BoolArray] = field(default_factory=dict)
+    #: ``(n, variables)``: True where a variable was not watched on that step (``server/varsets.py``);
+    #: ``None`` when every variable was watched on every step.
+    inactive: BoolArray | None = None
 
     def __len__(self) -> int:
         return int(self.step.shape[0])
@@ -231,6 +234,9 @@ def concat_columns(parts: list[StepColumns], n_vars: int, n_bn: int) -> StepColu
     for name in INT_COLUMNS:
         out.ints[name] = cat([p.ints[name] for p in parts])
     n = len(out)
+    if any(p.inactive is not None for p in parts):
+        out.inactive = cat([p.inactive if p.inactive is not None else np.zeros((len(p), n_vars), dtype=bool)
+                            for p in parts])
     for name in VECTOR_COLUMNS:
         out.vector_missing[name] = cat([p.vector_missing[name] for p in parts])
         first = parts[0].vectors[name]

@@ -16,6 +16,7 @@ from gradwatch.protocol import (
     RunState,
     RunSummary,
     StepRecord,
+    VariableSetView,
     WireFloat,
     dumps,
     encode_float,
@@ -112,7 +113,8 @@ def _gaps(gaps: list[GapRow]) -> list[GapView]:
 def run_state(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None) -> RunState:
     return RunState(**summary(run, alerts).model_dump(), clip=_clip(run), paused=run.status == "paused",
                     every=run.every, meta=run.meta, gaps=_gaps(gaps), lr=run.lr, pause_on=run.pause_on,
-                    guard_nonfinite=run.guard_nonfinite)
+                    guard_nonfinite=run.guard_nonfinite,
+                    variable_sets=[VariableSetView(from_step=int(f), variables=list(v)) for f, v in run.variable_sets])
 
 
 def run_detail(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None) -> RunDetail:

@@ -17,6 +17,7 @@ from gradwatch.protocol import (
     Status,
     Steps,
     TrainerHello,
+    VariableSet,
     parse_trainer_hello,
     parse_trainer_message,
 )
@@ -58,6 +59,8 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
         await gw.add_probe(link, msg)
     elif isinstance(msg, NonfiniteOrigin):
         await gw.nonfinite_origin(link, msg)
+    elif isinstance(msg, VariableSet):
+        await gw.variable_set(link, msg)
 
 
 async def trainer_endpoint(websocket: WebSocket) -> None:
