@@ -12,6 +12,8 @@ from gradwatch.protocol import (
     Ack,
     CloseCode,
     Gap,
+    Mark,
+    Marked,
     NonfiniteOrigin,
     Probe,
     Status,
@@ -58,6 +60,8 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
         await gw.add_probe(link, msg)
     elif isinstance(msg, NonfiniteOrigin):
         await gw.nonfinite_origin(link, msg)
+    elif isinstance(msg, Mark):  # frames are handled in order: all before it were taken
+        await link.send(Marked(id=msg.id).model_dump_json())
 
 
 async def trainer_endpoint(websocket: WebSocket) -> None:
