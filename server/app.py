@@ -32,6 +32,7 @@ from .config import ServerConfig
 from .export import MEDIA_TYPES, ExportFormat
 from .export import filename as export_name
 from .export import stream as export_stream
+from .guard import RequestGuardMiddleware
 from .labels import RunLabels
 from .login_codes import LoginCodes
 from .service import Gradwatch, RunFinished, RunNotFound
@@ -97,6 +98,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.token = token
     app.state.login_codes = LoginCodes()
     app.state.gradwatch = gw
+    # Added last, runs first: the Host check, then the token before any body (guard.py).
+    app.add_middleware(RequestGuardMiddleware, token=token, max_body=config.max_request_bytes)
     app.add_middleware(HostCheckMiddleware, allowed_hosts=config.effective_allowed_hosts)
 
     @app.exception_handler(RequestValidationError)
