@@ -24,7 +24,7 @@ from gradwatch.protocol import (
     RunSummary,
     dumps,
 )
-from gradwatch.tokens import TOKEN_ENV
+from gradwatch.tokens import TOKEN_ENV, token_proof
 
 from .alerting import PatchError, UnknownKind
 from .auth import COOKIE_NAME, HostCheckMiddleware, require_token, token_matches
@@ -112,8 +112,15 @@ def create_app(config: ServerConfig) -> FastAPI:
         return _json({"detail": f"run {exc.args[0]} does not exist; GET /api/runs lists the runs"}, 404)
 
     @app.get("/api/health", response_model=Health, tags=["api"])
-    async def health() -> Health:
-        return Health(protocol=PROTOCOL_VERSION)
+    async def health(
+        request: Request,
+        proof: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$", description="a client's nonce: the answer "
+                                            "proves this server knows the token (tokens.proves_token)")] = None,
+    ) -> Health:
+        if proof is None:
+            return Health(protocol=PROTOCOL_VERSION)
+        port = int((request.scope.get("server") or ("", 0))[1] or 0)  # the socket's own port, not the Host header
+        return Health(protocol=PROTOCOL_VERSION, proof=token_proof(app.state.token, proof, port))
 
     @app.get("/api/runs", response_model=list[RunSummary], responses=_ERRORS, tags=["api"])
     async def list_runs(_: Auth) -> list[RunSummary]:
