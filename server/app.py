@@ -111,7 +111,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def on_not_found(request: Request, exc: RunNotFound) -> Response:
         return _json({"detail": f"run {exc.args[0]} does not exist; GET /api/runs lists the runs"}, 404)
 
-    @app.get("/api/health", response_model=Health, tags=["api"])
+    @app.get("/api/health", response_model=Health, response_model_exclude_none=True, tags=["api"])
     async def health(
         request: Request,
         proof: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$", description="a client's nonce: the answer "
