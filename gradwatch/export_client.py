@@ -39,7 +39,12 @@ def export_url(server: str, run_id: int, fmt: str) -> str:
 
 
 def download(
-    server: str | None, run_id: int, fmt: str, output: Path | None, token_file: Path | None = None, timeout: float = 30.0
+    server: str | None,
+    run_id: int,
+    fmt: str,
+    output: Path | None,
+    token_file: Path | None = None,
+    timeout: float = 30.0,
 ) -> Path | None:
     """Write the export to ``output`` (``-``: stdout; ``None``: ``run-<id>.<format>`` here); returns the path.
 

@@ -78,8 +78,10 @@ class RunFile:
                     self.skipped.append(f"line {number}: cut short after {size} bytes (the writer was killed)")
                     return
                 if raw is None:
-                    self.skipped.append(f"line {number}: {size} bytes, longer than the {MAX_FRAME_BYTES} bytes "
-                                        "the server takes in one frame")
+                    self.skipped.append(
+                        f"line {number}: {size} bytes, longer than the {MAX_FRAME_BYTES} bytes "
+                        "the server takes in one frame"
+                    )
                     continue
                 text = raw.decode("utf-8", errors="replace").strip()
                 if not text:

@@ -137,8 +137,15 @@ class _Replay:
         path, server = self.file.path, self.server
         while True:
             try:
-                ws = connect(trainer_ws_url(server), additional_headers=self.headers, open_timeout=10,
-                             close_timeout=self.timeout, max_size=MAX_FRAME_BYTES, compression=None, proxy=None)
+                ws = connect(
+                    trainer_ws_url(server),
+                    additional_headers=self.headers,
+                    open_timeout=10,
+                    close_timeout=self.timeout,
+                    max_size=MAX_FRAME_BYTES,
+                    compression=None,
+                    proxy=None,
+                )
             except InvalidStatus as err:
                 code = err.response.status_code
                 hint = "; set GRADWATCH_TOKEN or pass --token-file" if code in (401, 403) else ""
@@ -150,11 +157,12 @@ class _Replay:
                 reply = parse_server_message(ws.recv(timeout=10))
             except ConnectionClosed as err:
                 ws.close()
-                code, reason = (err.rcvd.code, err.rcvd.reason) if err.rcvd is not None else (None, "no reason given")
-                if code == 1013 and time.monotonic() < deadline:
+                closed = err.rcvd.code if err.rcvd is not None else None
+                reason = err.rcvd.reason if err.rcvd is not None else "no reason given"
+                if closed == 1013 and time.monotonic() < deadline:
                     time.sleep(0.2)
                     continue
-                raise SyncError(f"{path}: the server at {server} refused the file ({code}): {reason}") from None
+                raise SyncError(f"{path}: the server at {server} refused the file ({closed}): {reason}") from None
             except TimeoutError:
                 ws.close()
                 raise SyncError(f"{path}: the server at {server} did not answer the hello") from None

@@ -96,6 +96,8 @@ def proves_token(server: str, token: str, timeout: float = 2.0) -> bool:
 
 def untrusted(server: str) -> str:
     """Why the token was not sent to ``server`` (the default one, unproven), and what to do."""
-    return (f"the server at {server} did not prove it knows the token, so the token was not sent (another program "
-            "may be answering there); start 'gradwatch serve', or name the server to trust with --server / "
-            f"${SERVER_ENV}")
+    return (
+        f"the server at {server} did not prove it knows the token, so the token was not sent (another program "
+        "may be answering there); start 'gradwatch serve', or name the server to trust with --server / "
+        f"${SERVER_ENV}"
+    )

@@ -22,13 +22,22 @@ from .auth import presented_token, token_matches
 PUBLIC_PATHS = frozenset({"/", "/login", "/api/health", "/docs", "/redoc", "/openapi.json"})
 #: The page's sources: its own files only; Plotly injects <style> elements (hence 'unsafe-inline' for
 #: styles). Framing only from loopback pages (a notebook on another port), never another site.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-       "frame-ancestors 'self' http://localhost:* http://127.0.0.1:* http://[::1]:*")
-SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"content-security-policy", CSP.encode()),
-                    (b"referrer-policy", b"no-referrer")]
-UNAUTHORIZED = json.dumps({"detail": "missing or wrong token: send 'Authorization: Bearer <token>' or open "
-                                     "/login?token=<token>; the body was not read"}).encode()
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'self' http://localhost:* http://127.0.0.1:* http://[::1]:*"
+)
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", CSP.encode()),
+    (b"referrer-policy", b"no-referrer"),
+]
+UNAUTHORIZED = json.dumps(
+    {
+        "detail": "missing or wrong token: send 'Authorization: Bearer <token>' or open "
+        "/login?token=<token>; the body was not read"
+    }
+).encode()
 
 
 def _public(path: str) -> bool:
@@ -36,8 +45,13 @@ def _public(path: str) -> bool:
 
 
 async def _respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close"), *SECURITY_HEADERS, *(extra or [])]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *SECURITY_HEADERS,
+        *(extra or []),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -54,8 +68,11 @@ class RequestGuardMiddleware:
             return
         headers = Headers(scope=scope)
         length = headers.get("content-length")
-        has_body = scope["method"] not in ("GET", "HEAD", "OPTIONS") or length not in (None, "0") or \
-            "transfer-encoding" in headers
+        has_body = (
+            scope["method"] not in ("GET", "HEAD", "OPTIONS")
+            or length not in (None, "0")
+            or "transfer-encoding" in headers
+        )
         if has_body and not _public(scope["path"]):
             token, source = presented_token(headers, cookie_parser(headers.get("cookie", "")))
             if source is None or not token_matches(token, self.token):

@@ -113,7 +113,7 @@ def _post(url: str, body: bytes, timeout: float) -> int:
 def _cut(conn: http.client.HTTPConnection) -> None:
     """The deadline passed: unblock the POST's thread wherever it waits."""
     with contextlib.suppress(OSError, AttributeError):
-        conn.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+        conn.sock.shutdown(socket.SHUT_RDWR)
 
 
 def _retryable(status: int) -> bool:

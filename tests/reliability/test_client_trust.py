@@ -89,8 +89,7 @@ def default_is(monkeypatch: pytest.MonkeyPatch) -> Any:
     return point
 
 
-def test_the_notebook_never_hands_the_token_to_a_squatter(squatter: Squatter, default_is: Any,
-                                                          tmp_path: Path) -> None:
+def test_the_notebook_never_hands_the_token_to_a_squatter(squatter: Squatter, default_is: Any, tmp_path: Path) -> None:
     default_is(squatter.url, "the-real-token-1234")
     try:
         dash = notebook.ensure_server(db=tmp_path / "nb.db")  # what show() displays
@@ -102,8 +101,9 @@ def test_the_notebook_never_hands_the_token_to_a_squatter(squatter: Squatter, de
     assert dash.embedded and dash.url != squatter.url and code != "stolen"  # an embedded server instead
 
 
-def test_the_real_default_server_proves_itself_and_a_relay_does_not(gradwatch_server: Any, default_is: Any,
-                                                                    tmp_path: Path) -> None:
+def test_the_real_default_server_proves_itself_and_a_relay_does_not(
+    gradwatch_server: Any, default_is: Any, tmp_path: Path
+) -> None:
     srv = gradwatch_server()
     assert tokens.proves_token(srv.url, srv.token)
     assert not tokens.proves_token(srv.url, srv.token + "x")
@@ -143,8 +143,14 @@ def test_export_names_the_file_itself(squatter: Squatter, tmp_path: Path) -> Non
     """Even a server the user named does not choose the file name (here: ``.bashrc``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
     env["GRADWATCH_TOKEN"] = "the-real-token-1234"
-    done = subprocess.run([sys.executable, "-m", "gradwatch.cli", "export", "7", "--server", squatter.url],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "gradwatch.cli", "export", "7", "--server", squatter.url],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run-7.parquet"]
     assert (tmp_path / "run-7.parquet").read_bytes() == b"not your export"
@@ -154,11 +160,18 @@ def test_sync_to_the_default_server_needs_its_proof(squatter: Squatter, tmp_path
     """The CLI's default address is fixed; a configured one is trusted, an unproven default is refused."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
     env["GRADWATCH_TOKEN"] = "the-real-token-1234"
-    code = "import sys; from gradwatch import tokens; tokens.DEFAULT_SERVER = sys.argv.pop(1); " \
-           "from gradwatch.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = (
+        "import sys; from gradwatch import tokens; tokens.DEFAULT_SERVER = sys.argv.pop(1); "
+        "from gradwatch.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     path = tmp_path / "x.gwrun.jsonl"
     path.write_text("{}\n")
-    done = subprocess.run([sys.executable, "-c", code, squatter.url, "sync", str(path)], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code, squatter.url, "sync", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "did not prove it knows the token" in done.stderr, done.stderr
     assert squatter.tokens_seen() == []

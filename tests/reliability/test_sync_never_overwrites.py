@@ -44,8 +44,13 @@ def sync(srv: Any, *args: str | Path, wrapper: str | None = None) -> subprocess.
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
     env["GRADWATCH_TOKEN"] = srv.token
     cli = ["-c", wrapper] if wrapper else ["-m", "gradwatch.cli"]
-    return subprocess.run([sys.executable, *cli, "sync", *map(str, args), "--server", srv.url],
-                          capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, *cli, "sync", *map(str, args), "--server", srv.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def metrics(srv: Any, run_id: int) -> dict[int, float]:
@@ -74,8 +79,9 @@ def live_run(srv: Any, steps: range, finish: bool = False, **hello_fields: Any) 
 
     run_id = run(body())
     deadline = time.monotonic() + 10
-    while (get_run(srv, run_id)["status"] in ("running", "paused") or len(metrics(srv, run_id)) < len(steps)) \
-            and time.monotonic() < deadline:
+    while (
+        get_run(srv, run_id)["status"] in ("running", "paused") or len(metrics(srv, run_id)) < len(steps)
+    ) and time.monotonic() < deadline:
         time.sleep(0.05)
     return run_id
 
@@ -97,8 +103,9 @@ def test_resume_of_a_finished_run_is_refused(gradwatch_server: Any, tmp_path: Pa
     srv = gradwatch_server()
     done_run = live_run(srv, range(5), finish=True)
     before = metrics(srv, done_run)
-    path = run_file(tmp_path / f"r{RUN_FILE_SUFFIX}", [steps_line(0, 1, 2, 5, global_norm=999.0)],
-                    run_id=done_run, resume=True)
+    path = run_file(
+        tmp_path / f"r{RUN_FILE_SUFFIX}", [steps_line(0, 1, 2, 5, global_norm=999.0)], run_id=done_run, resume=True
+    )
     done = sync(srv, path)
     assert done.returncode == 1 and f"run {done_run} is finished" in done.stderr, done.stderr
     assert metrics(srv, done_run) == before and get_run(srv, done_run)["status"] == "finished"
@@ -130,8 +137,9 @@ def test_resume_of_an_unfinished_run_appends_only_what_is_missing(gradwatch_serv
     srv = gradwatch_server()
     target = live_run(srv, range(5))  # disconnected, not finished: an offline resume may continue it
     before = metrics(srv, target)
-    path = run_file(tmp_path / f"a{RUN_FILE_SUFFIX}", [steps_line(3, 4, 5, 6, global_norm=999.0)],
-                    run_id=target, resume=True)
+    path = run_file(
+        tmp_path / f"a{RUN_FILE_SUFFIX}", [steps_line(3, 4, 5, 6, global_norm=999.0)], run_id=target, resume=True
+    )
     done = sync(srv, path)
     assert done.returncode == 0, done.stderr
     after = metrics(srv, target)
@@ -146,8 +154,9 @@ def test_a_live_trainer_is_never_displaced(gradwatch_server: Any, tmp_path: Path
     async def body() -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str], int]:
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello(uid=live_uid))
         await send_steps(ws, [record(s) for s in range(3)])
-        other = run_file(tmp_path / f"o{RUN_FILE_SUFFIX}", [steps_line(0, 1, 9, global_norm=999.0)],
-                         run_id=run_id, resume=True)
+        other = run_file(
+            tmp_path / f"o{RUN_FILE_SUFFIX}", [steps_line(0, 1, 9, global_norm=999.0)], run_id=run_id, resume=True
+        )
         own = run_file(tmp_path / f"s{RUN_FILE_SUFFIX}", [steps_line(7, global_norm=7.0)], uid=live_uid)
         import asyncio
 
@@ -239,8 +248,13 @@ def test_the_token_is_never_an_argument(gradwatch_server: Any, tmp_path: Path) -
     srv = gradwatch_server()
     path = run_file(tmp_path / f"t{RUN_FILE_SUFFIX}", [steps_line(0)])
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
-    done = subprocess.run([sys.executable, "-m", "gradwatch.cli", "sync", str(path), "--server", srv.url,
-                           "--token", srv.token], capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "gradwatch.cli", "sync", str(path), "--server", srv.url, "--token", srv.token],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert done.returncode == 2 and "GRADWATCH_TOKEN" in done.stderr and "--token-file" in done.stderr, done.stderr
     assert srv.token not in done.stderr
     assert run_ids(srv) == []

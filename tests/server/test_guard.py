@@ -31,8 +31,10 @@ def raw_request(srv: Any, head: str, body: bytes = b"") -> str:
 
 @pytest.mark.parametrize("auth", ["", "Authorization: Bearer wrong-token-123\n", "Cookie: gradwatch_token=nope\n"])
 def test_a_stranger_body_is_refused_unread(shared_server: Any, auth: str) -> None:
-    head = (f"POST /api/runs/1/commands HTTP/1.1\nHost: 127.0.0.1\n{auth}Content-Type: application/json\n"
-            f"Content-Length: {BIG}\n")
+    head = (
+        f"POST /api/runs/1/commands HTTP/1.1\nHost: 127.0.0.1\n{auth}Content-Type: application/json\n"
+        f"Content-Length: {BIG}\n"
+    )
     assert raw_request(shared_server, head, b'{"type": "pa').startswith("HTTP/1.1 401")
     chunked = f"PATCH /api/runs/1 HTTP/1.1\nHost: 127.0.0.1\n{auth}Transfer-Encoding: chunked\n"
     assert raw_request(shared_server, chunked, b"ffffff\r\nab").startswith("HTTP/1.1 401")
