@@ -89,7 +89,7 @@ class Gradwatch:
         self.config = config
         self.store = Store(config.db_path)
         self.writer = StepWriter(self.store, config.flush_interval, config.max_buffered_records)
-        self.hub = Hub(config.viewer_queue_size)
+        self.hub = Hub(config.viewer_queue_size, config.viewer_queue_bytes)
         self.commands = CommandDesk(self.store, self.hub)
         self.links: dict[int, TrainerLink] = {}
         #: Runs with a trainer connected, kept current in memory (last_step included).
