@@ -232,6 +232,10 @@ class TrainerHello(_Msg):
     #: The trainer session's unique id (``RunFileHeader.uid``): a run file of this session (offline, or
     #: spooled while the server was away) synced later continues the same run and adds only what is new.
     uid: RunUid | None = None
+    #: Sent by ``gradwatch sync`` only: this connection replays a run file. It goes into the run its
+    #: ``uid`` created (or, with ``resume``, an unfinished run no trainer is connected to), adds only
+    #: what that run lacks, and never displaces a live trainer (1013) nor writes into another run (4400).
+    replay: StrictBool = False
 
 
 class Steps(_Msg):
@@ -302,7 +306,15 @@ class NonfiniteOrigin(_Msg):
     detail: str = Field(default="", max_length=2000)
 
 
-AnyTrainerMessage = Steps | Gap | Ack | Status | Probe | NonfiniteOrigin | VariableSet
+class Mark(_Msg):
+    """Sent by ``gradwatch sync``: the server answers ``Marked`` once it has taken every frame before
+    this one (a refused frame closes the connection first, so the sync knows which stretch held it)."""
+
+    type: Literal["mark"]
+    id: WireId
+
+
+AnyTrainerMessage = Steps | Gap | Ack | Status | Probe | NonfiniteOrigin | VariableSet | Mark
 TrainerMessage = Annotated[AnyTrainerMessage, Field(discriminator="type")]
 _trainer_message: TypeAdapter[AnyTrainerMessage] = TypeAdapter(TrainerMessage)
 
@@ -331,11 +343,18 @@ class CommandMessage(_Msg):
     command: Command
 
 
-ServerToTrainer = Annotated[Welcome | CommandMessage, Field(discriminator="type")]
-_server_to_trainer: TypeAdapter[Welcome | CommandMessage] = TypeAdapter(ServerToTrainer)
+class Marked(_Msg):
+    """The answer to ``Mark``: every frame before it was taken."""
+
+    type: Literal["marked"] = "marked"
+    id: StrictInt
 
 
-def parse_server_message(data: str | bytes) -> Welcome | CommandMessage:
+ServerToTrainer = Annotated[Welcome | CommandMessage | Marked, Field(discriminator="type")]
+_server_to_trainer: TypeAdapter[Welcome | CommandMessage | Marked] = TypeAdapter(ServerToTrainer)
+
+
+def parse_server_message(data: str | bytes) -> Welcome | CommandMessage | Marked:
     """Decode one server frame on the trainer side; raises pydantic.ValidationError."""
     return _server_to_trainer.validate_json(data)
 

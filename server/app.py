@@ -24,7 +24,7 @@ from gradwatch.protocol import (
     RunSummary,
     dumps,
 )
-from gradwatch.tokens import TOKEN_ENV
+from gradwatch.tokens import TOKEN_ENV, token_proof
 
 from .alerting import PatchError, UnknownKind
 from .auth import COOKIE_NAME, HostCheckMiddleware, require_token, token_matches
@@ -32,6 +32,7 @@ from .config import ServerConfig
 from .export import MEDIA_TYPES, ExportFormat
 from .export import filename as export_name
 from .export import stream as export_stream
+from .guard import RequestGuardMiddleware
 from .labels import RunLabels
 from .login_codes import LoginCodes
 from .service import Gradwatch, RunFinished, RunNotFound
@@ -97,6 +98,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.token = token
     app.state.login_codes = LoginCodes()
     app.state.gradwatch = gw
+    # Added last, runs first: the Host check, then the token before any body (guard.py).
+    app.add_middleware(RequestGuardMiddleware, token=token, max_body=config.max_request_bytes)
     app.add_middleware(HostCheckMiddleware, allowed_hosts=config.effective_allowed_hosts)
 
     @app.exception_handler(RequestValidationError)
@@ -108,9 +111,16 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def on_not_found(request: Request, exc: RunNotFound) -> Response:
         return _json({"detail": f"run {exc.args[0]} does not exist; GET /api/runs lists the runs"}, 404)
 
-    @app.get("/api/health", response_model=Health, tags=["api"])
-    async def health() -> Health:
-        return Health(protocol=PROTOCOL_VERSION)
+    @app.get("/api/health", response_model=Health, response_model_exclude_none=True, tags=["api"])
+    async def health(
+        request: Request,
+        proof: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$", description="a client's nonce: the answer "
+                                            "proves this server knows the token (tokens.proves_token)")] = None,
+    ) -> Health:
+        if proof is None:
+            return Health(protocol=PROTOCOL_VERSION)
+        port = int((request.scope.get("server") or ("", 0))[1] or 0)  # the socket's own port, not the Host header
+        return Health(protocol=PROTOCOL_VERSION, proof=token_proof(app.state.token, proof, port))
 
     @app.get("/api/runs", response_model=list[RunSummary], responses=_ERRORS, tags=["api"])
     async def list_runs(_: Auth) -> list[RunSummary]:

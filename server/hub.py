@@ -2,7 +2,8 @@
 
 Messages are encoded once by the caller and the same text is queued for
 every viewer. ``put_nowait`` never waits, so a slow viewer cannot slow the
-trainer or the other viewers; when its queue is full it is closed with
+trainer or the other viewers; when its queue is full (in messages or in
+bytes: a wide run's step message can be MBs) it is closed with
 ``CloseCode.TOO_SLOW`` and should reconnect and backfill over REST.
 """
 
@@ -29,12 +30,15 @@ CLOSE_GRACE_S = 120.0
 
 
 class Viewer:
-    def __init__(self, websocket: WebSocket, queue_size: int) -> None:
+    def __init__(self, websocket: WebSocket, queue_size: int, queue_bytes: int = 32 << 20) -> None:
         self.websocket = websocket
         self.run_id: int | None = None
         #: Runs whose live steps this viewer also wants (``protocol.Compare``).
         self.compared: frozenset[int] = frozenset()
         self.queue: asyncio.Queue[str | object] = asyncio.Queue(maxsize=queue_size)
+        #: Characters queued (the messages are ASCII JSON: bytes), bounded by ``queue_bytes``.
+        self.queued = 0
+        self.queue_bytes = queue_bytes
         self.closed = False
         self.close_code: int | None = None
         self._task: asyncio.Task[None] | None = None
@@ -48,10 +52,14 @@ class Viewer:
         if self.closed:
             return False
         try:
+            if self.queued + len(text) > self.queue_bytes:
+                raise asyncio.QueueFull
             self.queue.put_nowait(text)
+            self.queued += len(text)
             return True
         except asyncio.QueueFull:
-            log.warning("viewer fell %d messages behind; closing it with %d", self.queue.maxsize, CloseCode.TOO_SLOW)
+            log.warning("viewer fell %d messages (%d bytes) behind; closing it with %d", self.queue.qsize(),
+                        self.queued, CloseCode.TOO_SLOW)
             self.close(CloseCode.TOO_SLOW, "too slow: reconnect and reload history over REST")
             return False
 
@@ -75,6 +83,7 @@ class Viewer:
                 item = await self.queue.get()
                 if not isinstance(item, str):
                     return
+                self.queued -= len(item)
                 await self.websocket.send_text(item)
         except asyncio.CancelledError:
             raise
@@ -90,12 +99,13 @@ class Viewer:
 
 
 class Hub:
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, queue_bytes: int = 32 << 20) -> None:
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.viewers: set[Viewer] = set()
 
     def add(self, websocket: WebSocket) -> Viewer:
-        viewer = Viewer(websocket, self.queue_size)
+        viewer = Viewer(websocket, self.queue_size, self.queue_bytes)
         self.viewers.add(viewer)
         viewer.start()
         return viewer

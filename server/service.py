@@ -94,7 +94,7 @@ class Gradwatch:
         self.config = config
         self.store = Store(config.db_path)
         self.writer = StepWriter(self.store, config.flush_interval, config.max_buffered_records)
-        self.hub = Hub(config.viewer_queue_size)
+        self.hub = Hub(config.viewer_queue_size, config.viewer_queue_bytes)
         self.commands = CommandDesk(self.store, self.hub)
         self.links: dict[int, TrainerLink] = {}
         #: Runs with a trainer connected, kept current in memory (last_step included).
@@ -174,33 +174,29 @@ class Gradwatch:
 
     async def open_run(self, hello: TrainerHello, websocket: WebSocket) -> TrainerLink:
         """Create or continue the run of a trainer that just said hello; send welcome and pending commands."""
-        uploaded = await self._uploaded_run(hello)
-        if uploaded is not None and uploaded.id in self.links:
-            # 1013 "try again later", not a refusal: a live trainer that missed its welcome lands here too
-            raise ProtocolError(1013, f"run {uploaded.id} has its trainer connected; sync its file once that "
-                                      "trainer has ended")
-        run = uploaded or await self._run_to_continue(hello)
+        run = await (self._replay_target(hello) if hello.replay else self._run_to_continue(hello))
         if run is not None:
             if not _same_layout(run, hello):
                 raise ProtocolError(CloseCode.BAD_MESSAGE, f"run {run.id} was recorded with other variables or BN "
                                                            "layers; reconnect without run_id to start a new run")
-            old = self.links.pop(run.id, None)
+            old = self.links.pop(run.id, None)  # never a replay's target (_replay_target refused it)
             if old is not None:
                 with contextlib.suppress(Exception):
                     await old.websocket.close(1000, "replaced by a newer connection of the same run")
             self.active[run.id] = run
-            if uploaded is None or run.status != "finished":  # a re-synced finished run stays finished
-                await self._transition(run.id, "resume" if hello.resume else "reconnect")
-            run = await self.store.call(self.store.update_run, run.id, clip_mode=hello.clip.mode,
-                                        clip_threshold=hello.clip.threshold, every=hello.every,
-                                        meta=hello.meta or run.meta, pause_on=list(hello.pause_on),
-                                        guard_nonfinite=int(hello.guard_nonfinite), relu_layers=hello.relu_layers)
+            if not (hello.replay and run.status == "finished"):  # a re-synced finished run stays as it was
+                await self._transition(run.id, "resume" if hello.resume and not hello.replay else "reconnect")
+                run = await self.store.call(self.store.update_run, run.id, clip_mode=hello.clip.mode,
+                                            clip_threshold=hello.clip.threshold, every=hello.every,
+                                            meta=hello.meta or run.meta, pause_on=list(hello.pause_on),
+                                            guard_nonfinite=int(hello.guard_nonfinite),
+                                            relu_layers=hello.relu_layers)
             assert run is not None
         else:
             run = await self.store.call(self.store.create_run, hello)
         if hello.uid is not None:
             await self.store.call(replay.remember_uid, self.store.conn, hello.uid, run.id)
-        if uploaded is not None:
+        if hello.replay:
             await self.writer.flush()  # what the run has is on disk, for the replay to compare with
             self.replays[run.id] = replay.Replay(run.id)
         else:
@@ -214,16 +210,41 @@ class Gradwatch:
         await self.commands.forward_pending(link)
         return link
 
-    async def _uploaded_run(self, hello: TrainerHello) -> RunRow | None:
-        """The run of a session the server already has (by ``hello.uid``) that says hello afresh: a replay."""
-        if hello.uid is None or hello.run_id is not None:
-            return None  # a live trainer reconnecting names its run
-        run_id = await self.store.call(replay.run_for_uid, self.store.conn, hello.uid)
-        return None if run_id is None else await self.store.call(self.store.get_run, run_id)
+    async def _replay_target(self, hello: TrainerHello) -> RunRow | None:
+        """The run a replayed file (``hello.replay``) goes into; None: a new run. Refuses what would
+        overwrite: another session's run, a finished run it did not record, a run with a live trainer."""
+        if hello.uid is None:
+            raise ProtocolError(CloseCode.BAD_MESSAGE, "a replay needs the hello's uid (its run file's session)")
+        own = await self.store.call(replay.run_for_uid, self.store.conn, hello.uid)
+        if own is not None:
+            if hello.run_id is not None and hello.run_id != own:
+                raise ProtocolError(CloseCode.BAD_MESSAGE, f"refused: the file names run {hello.run_id} but its "
+                                                           f"session recorded run {own}")
+            run = await self.store.call(self.store.get_run, own)
+        elif hello.run_id is not None and not hello.resume:
+            run = await self.store.call(self.store.get_run, hello.run_id)
+            if run is not None:
+                raise ProtocolError(CloseCode.BAD_MESSAGE, f"refused: the file names run {hello.run_id}, another "
+                                                           "session's run; a sync never writes into it")
+        else:
+            run = await self._run_to_continue(hello)
+            if run is not None and run.status == "finished":
+                raise ProtocolError(CloseCode.BAD_MESSAGE, f"refused: run {run.id} is finished; a sync never "
+                                                           "reopens or rewrites it")
+        if run is not None and run.id in self.links:
+            # 1013 "try again later", not a refusal: the file's steps are welcome once that trainer ended
+            raise ProtocolError(1013, f"run {run.id} has its trainer connected; sync the file once it has ended")
+        return run
 
     async def _run_to_continue(self, hello: TrainerHello) -> RunRow | None:
         """The run a hello continues: its ``run_id`` (unless finished, or resumed), or with ``resume``
         and no id the newest run of that name recorded with the same variables; None: a new run."""
+        if hello.run_id is None and hello.uid is not None and not hello.replay:
+            # a live trainer whose first welcome got lost: its session's run, if the server made one
+            own = await self.store.call(replay.run_for_uid, self.store.conn, hello.uid)
+            run = None if own is None else await self.store.call(self.store.get_run, own)
+            if run is not None and run.status != "finished":
+                return run
         if hello.run_id is not None:
             run = await self.store.call(self.store.get_run, hello.run_id)
             if run is None and hello.resume:

@@ -31,6 +31,8 @@ from .store import CommandRow, GapRow, RunRow
 class Health(BaseModel):
     status: str = "ok"
     protocol: int
+    #: Asked for with ``?proof=<nonce>``: ``tokens.token_proof`` (the server knows the token; it never sends it).
+    proof: str | None = None
 
 
 class RunDetail(RunState):

@@ -12,6 +12,8 @@ from gradwatch.protocol import (
     Ack,
     CloseCode,
     Gap,
+    Mark,
+    Marked,
     NonfiniteOrigin,
     Probe,
     Status,
@@ -22,7 +24,7 @@ from gradwatch.protocol import (
     parse_trainer_message,
 )
 
-from .auth import presented_token, same_origin, token_matches
+from .auth import foreign_origin, presented_token, token_matches
 from .commands import TrainerLink
 from .service import Gradwatch, ProtocolError
 from .wsutil import Disconnected, check_handshake, close, describe, receive_text
@@ -61,15 +63,16 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
         await gw.nonfinite_origin(link, msg)
     elif isinstance(msg, VariableSet):
         await gw.variable_set(link, msg)
+    elif isinstance(msg, Mark):  # frames are handled in order: all before it were taken
+        await link.send(Marked(id=msg.id).model_dump_json())
 
 
 async def trainer_endpoint(websocket: WebSocket) -> None:
     gw: Gradwatch = websocket.app.state.gradwatch
-    await websocket.accept()
-    origin = websocket.headers.get("origin")
-    if origin is not None and not same_origin(origin, websocket.headers.get("host", "")):
-        await close(websocket, CloseCode.FORBIDDEN_ORIGIN, "foreign Origin refused")
+    if foreign_origin(websocket):
+        await websocket.close()  # before accept: the handshake is answered HTTP 403, no socket is opened
         return
+    await websocket.accept()
     token, source = presented_token(websocket.headers, {})  # trainers use the header, never the cookie
     if source is None or not token_matches(token, websocket.app.state.token):
         await close(websocket, CloseCode.UNAUTHORIZED, "missing or wrong token: send 'Authorization: Bearer <token>'")

@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from gradwatch.protocol import ALERT_KINDS, trainer_ws_url
-from gradwatch.tokens import resolve_server, resolve_token
+from gradwatch.tokens import configured_server, resolve_server, resolve_token
 
 from .fit_swap import FitSwap
 from .graph_stats import GradientStats, Layout
@@ -138,6 +138,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             raise ValueError(f"spool_mb={spool_mb!r} must be a number of MiB >= 0 (0: no spool file)")
         if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
             raise ValueError(f"log_dir={log_dir!r} must be a folder path (str or pathlib.Path)")
+        self._prove_server = not configured_server(server)  # the default local one proves it knows the token
         server = resolve_server(server)
         trainer_ws_url(server)  # validates the URL now, with a clear message
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -426,7 +427,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             },
             max_buffer_bytes=int(self.max_buffer_mb * 2**20),
             resume=self.resume,
-            transport_options=self.transport_options,
+            transport_options={"prove_server": self._prove_server, **(self.transport_options or {})},
             log_dir=self.log_dir,
             offline=self.mode == "offline",
             spool_budget_bytes=int(self.spool_mb * 2**20),

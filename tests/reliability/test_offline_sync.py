@@ -44,18 +44,9 @@ def server_steps(srv: Any, run_id: int) -> dict[int, float]:
 
 def sync(srv: Any, *paths: Path, token: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
+    env["GRADWATCH_TOKEN"] = token or srv.token  # never on the command line (ps shows it)
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gradwatch.cli",
-            "sync",
-            *map(str, paths),
-            "--server",
-            srv.url,
-            "--token",
-            token or srv.token,
-        ],
+        [sys.executable, "-m", "gradwatch.cli", "sync", *map(str, paths), "--server", srv.url],
         capture_output=True,
         text=True,
         timeout=120,

@@ -112,9 +112,10 @@ def test_bad_browser_messages_close_with_code(shared_server, message, code, need
     assert needle in reason
 
 
-def test_slow_viewer_is_closed_without_slowing_others(tmp_path):
-    config = ServerConfig(port=0, db_path=tmp_path / "slow.db", token="t" * 32, viewer_queue_size=50,
-                          log_level="warning")
+@pytest.mark.parametrize("limit", [{"viewer_queue_size": 50},  # messages
+                                   {"viewer_queue_size": 100_000, "viewer_queue_bytes": 2 << 20}])  # bytes
+def test_slow_viewer_is_closed_without_slowing_others(tmp_path, limit):
+    config = ServerConfig(port=0, db_path=tmp_path / "slow.db", token="t" * 32, log_level="warning", **limit)
     n_vars = 4000
     names = [f"layer{i}/kernel" for i in range(n_vars)]
 
