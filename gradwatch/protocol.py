@@ -89,6 +89,12 @@ ALERT_KINDS: tuple[str, ...] = (
     "clip_saturated",
 )
 
+#: An alert's lifecycle (``AlertView.state``, docs/alerts.md "Lifecycle"): ``open`` while its condition holds or
+#: has been clear for fewer steps than its kind's clear steps, then ``resolved``. A condition that returns after
+#: that opens a new alert of the same kind and layer: its next episode (``count`` + 1).
+AlertState = Literal["open", "resolved"]
+ALERT_STATES: tuple[str, ...] = get_args(AlertState)
+
 #: Upper bound on a learning rate set from the page.
 MAX_LEARNING_RATE = 1e3
 CommandState = Literal["pending", "applied", "rejected"]
@@ -423,8 +429,18 @@ class CommandView(_View):
     updated_at: float
 
 
+class AlertUpdate(_View):
+    """What an open alert's rule saw after raising it: the evidence at ``step`` and the message it makes."""
+
+    step: int
+    evidence: dict[str, WireFloat | int | str | None]
+    message: str
+
+
 class AlertView(_View):
-    """One alert (docs/alerts.md). ``step``: first seen; ``count``: episodes (1 when raised)."""
+    """One episode of an alert (docs/alerts.md). ``step``, ``evidence`` and ``message``: as raised (they never
+    change, except a non-finite origin added to them); ``latest``: the newest update since; ``count``: the
+    episode's number for its kind and layer (1 when first raised)."""
 
     id: int
     run_id: int
@@ -440,6 +456,10 @@ class AlertView(_View):
     count: int
     created_at: float
     updated_at: float
+    state: AlertState
+    #: The first step at which the condition had been clear for its kind's clear steps (``None`` while open).
+    resolved_step: int | None
+    latest: AlertUpdate | None
 
 
 class AlertRuleView(_View):

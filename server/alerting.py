@@ -1,6 +1,6 @@
 """Alerts inside the running server: one ``RunAlerts`` engine per connected run, fed on ingest.
 
-New and re-triggered alerts are saved and pushed to every viewer at once
+Raised, re-opened and resolved alerts are saved and pushed to every viewer at once
 (``{"type": "alert", "run_id", "alert"}``); continuations of an alert already
 raised (its ``last_step`` and evidence moving on) are saved and pushed at most
 every ``UPDATE_INTERVAL`` seconds, and whenever alerts are read. A failing rule
@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 from gradwatch.protocol import (
     AlertMessage,
@@ -29,7 +29,7 @@ from gradwatch.protocol import (
 )
 
 from .alerts import persist
-from .alerts.engine import Alert, Change, RunAlerts
+from .alerts.engine import Alert, AlertEvent, Change, RunAlerts
 from .alerts.params import RULES, PatchError, settings, validate_patch
 from .alerts.rules import RunInfo
 from .hub import Hub
@@ -63,8 +63,7 @@ def alert_message(alert: Alert) -> str:
     return page_message_text(AlertMessage(run_id=alert.run_id, alert=AlertView(**alert.view())))
 
 
-#: ``notify(alert, event)``: an alert was raised (``"raised"``) or re-opened (``"reopened"``); must not block.
-AlertEvent = Literal["raised", "reopened"]
+#: ``notify(alert, event)``: an alert was raised, re-opened (its next episode) or resolved; must not block.
 Notify = Callable[[Alert, AlertEvent], None]
 
 
@@ -172,18 +171,18 @@ class Alerting:
         engine = self.engines.get(run_id)
         change = engine.origin(msg) if engine is not None else None
         if change is not None:
-            await self._publish(run_id, [change], notify=False)  # an origin added, not a new episode
+            await self._publish(run_id, [change])  # an origin added: announced to no webhook
 
-    async def _publish(self, run_id: int, changes: list[Change], notify: bool = True) -> None:
+    async def _publish(self, run_id: int, changes: list[Change]) -> None:
         if not changes:
             return
         await self.store.call(persist.save_alerts, self.store.conn, [c.alert for c in changes])
         for c in changes:
             self.hub.broadcast(alert_message(c.alert))
-            if notify and self.notify is not None:
-                self.notify(c.alert, "raised" if c.created else "reopened")
+            if c.event is not None and self.notify is not None:
+                self.notify(c.alert, c.event)
         for c in changes:
-            if c.raised and c.alert.kind in self.pause_on.get(run_id, ()):
+            if c.opened and c.alert.kind in self.pause_on.get(run_id, ()):  # never on resolving
                 log.info("run %d: %s alert #%d raised; pausing (pause_on)", run_id, c.alert.kind, c.alert.id)
                 await self.pause(run_id, f"auto: {c.alert.kind} alert #{c.alert.id}")
 
@@ -234,4 +233,4 @@ class Alerting:
         return new.view()
 
 
-__all__ = ["Alerting", "PatchError", "UnknownKind", "alert_message"]
+__all__ = ["AlertEvent", "Alerting", "PatchError", "UnknownKind", "alert_message"]

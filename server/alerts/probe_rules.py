@@ -21,6 +21,7 @@ from .series import (
     VAR_MAX,
     VAR_MIN,
     BoolArray,
+    IntArray,
     StepBatch,
     first_at_least,
     run_lengths,
@@ -57,6 +58,7 @@ class DeadRelu(Rule):
     """
 
     kind = "dead_relu"
+    clear_steps = 100
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -116,6 +118,8 @@ class FrozenBatchnorm(Rule):
     """Moving statistics that never move while gamma/beta train, or a probe gap that stays large."""
 
     kind = "frozen_batchnorm"
+    clear_steps = 200  # BatchNorm statistics are sampled, not reported on every step
+
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -135,6 +139,9 @@ class FrozenBatchnorm(Rule):
         self._has_params = self._param_present.any(axis=1)
         self.carry = np.zeros(len(run.bn_layers), dtype=np.int64)
         self.gaps = _ProbeCounter()
+
+    def checked_steps(self, batch: StepBatch) -> IntArray:
+        return batch.step[batch.bn_present]  # moving statistics are judged where they were sampled
 
     def observe(self, batch: StepBatch) -> list[Hit]:
         if not self.run.bn_layers or not batch.bn_present.any():
