@@ -21,7 +21,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-
 from gradwatch.protocol import NonfiniteOrigin, Probe, StepRecord
 
 from .params import RuleSettings, settings
@@ -263,8 +262,8 @@ class RunAlerts:
             self.dirty.discard(alert)
             hit_alerts.add(id(alert))
             changes.append(Change(alert, event))
-        for key in [k for k in self.active if k[0] == kind and k[1] == source and k not in seen]:
-            del self.active[key]
+        for gone in [k for k in self.active if k[0] == kind and k[1] == source and k not in seen]:
+            del self.active[gone]
         for alert in [a for a in self.open.values() if a.kind == kind and id(a) not in hit_alerts]:
             done = self._resolve_by(alert, source, checked, float("inf"))
             if done is not None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import ClassVar
 from itertools import pairwise
+from typing import ClassVar
 
 import numpy as np
 

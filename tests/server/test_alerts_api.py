@@ -258,7 +258,7 @@ def test_lifecycle_resolves_reopens_keeps_history_and_pauses_on_opening_only(gra
         await browser.close()
         return run_id, first, resolved["alert"], paused_after_resolve, second, alerts, commands
 
-    run_id, first, resolved, paused_after_resolve, second, alerts, commands = run(body())
+    _, first, resolved, paused_after_resolve, second, alerts, commands = run(body())
     assert first["command"] == second["command"] == {"type": "pause"}
     assert (resolved["state"], resolved["resolved_step"], resolved["step"], resolved["last_step"]) == (
         "resolved", 51, 1, 1)
@@ -266,4 +266,4 @@ def test_lifecycle_resolves_reopens_keeps_history_and_pauses_on_opening_only(gra
     old, new = alerts  # history: the resolved episode and the open one, apart
     assert (old["id"], old["state"], old["count"]) == (resolved["id"], "resolved", 1)
     assert (new["state"], new["count"], new["step"], new["resolved_step"]) == ("open", 2, 80, None)
-    assert [c["origin"] for c in commands] == [f"auto: nonfinite alert #{old['id']}", f"auto: nonfinite alert #{new['id']}"]
+    assert [c["origin"] for c in commands] == [f"auto: nonfinite alert #{a['id']}" for a in (old, new)]

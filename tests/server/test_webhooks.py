@@ -139,9 +139,14 @@ def test_fails_stalls_recovers_without_blocking_ingest(gradwatch_server: Any, re
         56,
     )
     assert resolved["text"].startswith(
-        f"gradwatch: CRITICAL nonfinite (dense/bias) resolved on run 'hooked' (#{run_id}) at step 56: clear since step 6"
+        f"gradwatch: CRITICAL nonfinite (dense/bias) resolved on run 'hooked' (#{run_id}) at step 56: "
+        "clear since step 6"
     )
-    assert (reopened["event"], reopened["alert"]["count"], reopened["alert"]["state"]) == ("reopened", 2, "open")
+    assert (reopened["event"], reopened["alert"]["count"], reopened["alert"]["state"]) == (
+        "reopened",
+        2,
+        "open",
+    )
     assert reopened["alert"]["id"] != raised["alert"]["id"] and "episode 2" in reopened["text"]
     assert (resolved_again["event"], resolved_again["alert"]["id"]) == ("resolved", reopened["alert"]["id"])
     assert "secret-path" not in srv.log()  # the webhook's path is a secret: never logged
