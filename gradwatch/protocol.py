@@ -232,6 +232,13 @@ class TrainerHello(_Msg):
     guard_nonfinite: StrictBool = False
     #: Layer names the trainer probes for dead ReLU units (``Probe.dead_relu`` keys).
     relu_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
+    #: Each layer's activation function by layer path (a recurrent layer's: its cell's), e.g. ``{"rnn": "tanh"}``:
+    #: a layer whose gradients are all zero is named by what it has (saturated tanh/sigmoid units, dead ReLUs).
+    activations: dict[Annotated[str, Field(max_length=500)], Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=dict, max_length=10_000)
+    #: The ``bn_layers`` the model's own code runs in inference mode (a ``model(x, training=True)`` call leaves their
+    #: moving statistics alone: fine-tuning with ``base(x, training=False)``); ``frozen_batchnorm`` skips them.
+    bn_inference: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
     #: The trainer session's unique id (``RunFileHeader.uid``): a run file of this session (offline, or
     #: spooled while the server was away) synced later continues the same run and adds only what is new.
     uid: RunUid | None = None

@@ -24,6 +24,7 @@ from gradwatch.protocol import (
     NonfiniteOrigin,
     Probe,
     StepRecord,
+    TrainerHello,
     decode_float,
     page_message_text,
 )
@@ -83,10 +84,14 @@ class Alerting:
         self._evaluated: dict[int, float] = {}
         self._timers: dict[int, asyncio.Task[None]] = {}
 
-    async def attach(self, run: RunRow) -> None:
-        """A trainer connected (or reconnected) to ``run``: start its engine from the stored alerts and rules."""
+    async def attach(self, run: RunRow, hello: TrainerHello | None = None) -> None:
+        """A trainer connected (or reconnected) to ``run``: start its engine from the stored alerts and rules.
+
+        What its ``hello`` says of the model's layers holds for this connection (every connection says it anew).
+        """
         existing, rules = await self.store.call(self._load, run.id)
-        info = RunInfo(run.variables, run.bn_layers, run.relu_layers, run.guard_nonfinite)
+        info = RunInfo(run.variables, run.bn_layers, run.relu_layers, run.guard_nonfinite,
+                       dict(hello.activations) if hello else {}, list(hello.bn_inference) if hello else [])
         self.engines[run.id] = RunAlerts(run.id, info, rules, existing)
         self.pause_on[run.id] = set(run.pause_on)
 

@@ -201,7 +201,7 @@ class Gradwatch:
         else:
             self.replays.pop(run.id, None)
         self.active[run.id] = run
-        await self.alerting.attach(run)
+        await self.alerting.attach(run, hello)
         link = TrainerLink(websocket, run.id)
         self.links[run.id] = link
         await link.send(Welcome(run_id=run.id).model_dump_json())

@@ -32,6 +32,7 @@ from gradwatch.protocol import (
 
 from .control import RunControl, RunState
 from .graph_stats import SCALARS
+from .model_facts import ModelFacts
 from .multi_optimizer import AnyStats, group_stats
 from .origin import OriginFinder, explain_nonfinite
 from .probe import Prober
@@ -86,8 +87,10 @@ class RunSession:
         log_dir: Path | None = None,
         offline: bool = False,
         spool_budget_bytes: int = 0,
+        facts: ModelFacts | None = None,
     ) -> None:
         self.stats = stats
+        self.facts = facts or ModelFacts()
         #: Unique to this session: a run file synced later continues its run on the server (spool.py).
         self.uid = uuid.uuid4().hex
         self.resume_run = resume  # GradientMonitor(resume=...)
@@ -300,6 +303,8 @@ class RunSession:
             pause_on=self.pause_on,
             guard_nonfinite=self.guard_nonfinite,
             relu_layers=self.prober.relu_names if self.prober is not None else [],
+            activations=self.facts.activations,
+            bn_inference=self.facts.bn_inference,
             uid=self.uid,
         )
 

@@ -30,6 +30,17 @@ class RunInfo:
     bn_layers: list[str]
     relu_layers: list[str] = field(default_factory=list)
     guard_nonfinite: bool = False
+    activations: dict[str, str] = field(default_factory=dict)  # TrainerHello.activations
+    bn_inference: list[str] = field(default_factory=list)  # TrainerHello.bn_inference
+
+    def activation(self, layer: str) -> str | None:
+        """The activation of ``layer`` (a variable's layer path) or of the nearest layer that contains it."""
+        path = layer
+        while path:
+            if path in self.activations:
+                return self.activations[path]
+            path = path.rpartition("/")[0]
+        return self.activations.get(layer.rpartition("/")[2])
 
 
 @dataclass
