@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -507,3 +509,10 @@ def test_batchnorm_statistics_never_updated_are_frozen_from_the_first_sample():
     moved = [0.0, -0.1, 0.1, 0.0, 1.0, 0.9, 1.1, 0.0]  # the same deltas, but the statistics did move once
     e2 = engine(BN_VARS, ["m/bn"])
     assert feed(e2, [rec(s, [1.0, 0.3, 0.3, 1.0], bn=[moved]) for s in range(1, 4)], batch=1) == []
+
+
+def test_docs_state_each_kinds_clear_steps_as_declared():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text()
+    table = text[text.index("| kind | clear steps |"):].split("\n\n", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (\d+) \|", table, re.M))
+    assert {k: int(v) for k, v in rows.items()} == {k: r.clear_steps for k, r in RULE_TYPES.items()}
