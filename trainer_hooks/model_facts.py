@@ -1,4 +1,4 @@
-"""What the alert rules need to know about the model's layers, read once when a session starts.
+"""What the alert rules need to know about the model's layers, read before a session's first hello.
 
 * ``activations``: each layer's activation function by name (a recurrent layer's is its
   cell's), so that a layer whose gradients are all zero is said to have saturated
@@ -68,8 +68,8 @@ def inference_mode_batchnorm(model: Any, bn_layers: list[Any]) -> list[str]:
 
     Traced, never run: nothing of the model changes, its random seeds included.
     """
-    if not bn_layers:
-        return []
+    if not any(v.trainable for layer in bn_layers for v in layer.trainable_weights):
+        return []  # no gamma/beta trains: the rule never judges these layers, so nothing to find out
     specs = _input_specs(model)
     if specs is None:
         return []

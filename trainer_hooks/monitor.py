@@ -420,7 +420,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             probe_every=self.probe_every,
             origin=hook.origin,
             update_ratio=self._update_ratio or UpdateRatio(stats.variables, self.update_ratio_every),
-            facts=model_facts(model, stats.bn_layers),
+            facts=lambda: model_facts(model, stats.bn_layers),
         )
         session.start()
         return session

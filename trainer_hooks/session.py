@@ -87,10 +87,13 @@ class RunSession:
         log_dir: Path | None = None,
         offline: bool = False,
         spool_budget_bytes: int = 0,
-        facts: ModelFacts | None = None,
+        facts: Callable[[], ModelFacts] | None = None,
     ) -> None:
         self.stats = stats
-        self.facts = facts or ModelFacts()
+        #: What the hello says of the model's layers, read on the sender thread before its first hello
+        #: (tracing a large model takes seconds, which fit() must not wait for).
+        self.facts = ModelFacts()
+        self._read_facts = facts
         #: Unique to this session: a run file synced later continues its run on the server (spool.py).
         self.uid = uuid.uuid4().hex
         self.resume_run = resume  # GradientMonitor(resume=...)
@@ -125,6 +128,7 @@ class RunSession:
             max_buffer_bytes=max_buffer_bytes,
             run_file=run_file,
             offline=offline,
+            prepare=self._prepare_hello,
             **(transport_options or {}),
         )
         self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control, on_lr=set_lr)
@@ -132,6 +136,10 @@ class RunSession:
         self._last_time = time.monotonic()
         self._last_step_done = -1
         self._last_read, self._last_read_step, self._epoch = 0.0, -1, 0
+
+    def _prepare_hello(self) -> None:
+        if self._read_facts is not None:
+            self.facts = self._read_facts()
 
     def start(self) -> None:
         self.stats.set_clip(*self.clip)

@@ -100,8 +100,10 @@ class Transport:
         linger: float = LINGER,
         run_file: RunFile | None = None,
         offline: bool = False,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
+        self._prepare = prepare  # run on the sender thread before the first hello (must not raise)
         self.linger = linger
         self._token = token
         self._hello = hello
@@ -221,6 +223,8 @@ class Transport:
 
     def _run(self) -> None:
         try:
+            if self._prepare is not None:
+                self._prepare()
             if self.offline:
                 self._run_offline()
             else:
