@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gradwatch.protocol import NonfiniteOrigin, Probe, StepRecord
+from gradwatch.protocol import AlertState, NonfiniteOrigin, Probe, StepRecord
 
 from .params import RuleSettings, settings
 from .probe_rules import DeadRelu, FrozenBatchnorm
@@ -65,7 +65,7 @@ class Alert:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     id: int = 0  # assigned when first stored
-    state: str = "open"
+    state: AlertState = "open"
     resolved_step: int | None = None
     #: ``{"step", "evidence", "message"}``: the rule's newest finding in this episode after the raise.
     latest: dict[str, Any] | None = None

@@ -70,8 +70,9 @@ def saturated_rnn(name: str) -> keras.Model:
     return keras.Sequential(
         [
             keras.Input((8, 8)),
-            keras.layers.SimpleRNN(16, name="rnn", kernel_initializer="ones", recurrent_initializer="ones",
-                                   bias_initializer=big),
+            keras.layers.SimpleRNN(
+                16, name="rnn", kernel_initializer="ones", recurrent_initializer="ones", bias_initializer=big
+            ),
             keras.layers.Dense(10, name="logits"),
         ],
         name=name,
@@ -88,8 +89,10 @@ def test_a_saturated_tanh_rnn_is_named_saturated_not_dead_relu(shared_server: An
     flush_at_exit(timeout=5.0)
     api = Api(shared_server)
     run = next(r for r in api.get("/api/runs") if r["name"] == "saturated-rnn")
-    alerts = api.wait(lambda: [a for a in api.get(f"/api/runs/{run['id']}/alerts") if a["kind"] == "dead_relu"],
-                      desc="the dead_relu alert")
+    alerts = api.wait(
+        lambda: [a for a in api.get(f"/api/runs/{run['id']}/alerts") if a["kind"] == "dead_relu"],
+        desc="the dead_relu alert",
+    )
     (alert,) = alerts
     assert "rnn" in alert["layer"] and alert["evidence"]["activation"] == "tanh"
     assert "Its tanh units are saturated" in alert["message"] and "ReLU" not in alert["message"]
