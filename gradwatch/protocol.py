@@ -89,6 +89,12 @@ ALERT_KINDS: tuple[str, ...] = (
     "clip_saturated",
 )
 
+#: An alert's lifecycle (``AlertView.state``, docs/alerts.md "Lifecycle"): ``open`` while its condition holds or
+#: has been clear for fewer steps than its kind's clear steps, then ``resolved``. A condition that returns after
+#: that opens a new alert of the same kind and layer: its next episode (``count`` + 1).
+AlertState = Literal["open", "resolved"]
+ALERT_STATES: tuple[str, ...] = get_args(AlertState)
+
 #: Upper bound on a learning rate set from the page.
 MAX_LEARNING_RATE = 1e3
 CommandState = Literal["pending", "applied", "rejected"]
@@ -229,6 +235,13 @@ class TrainerHello(_Msg):
     guard_nonfinite: StrictBool = False
     #: Layer names the trainer probes for dead ReLU units (``Probe.dead_relu`` keys).
     relu_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
+    #: Each layer's activation function by layer path (a recurrent layer's: its cell's), e.g. ``{"rnn": "tanh"}``:
+    #: a layer whose gradients are all zero is named by what it has (saturated tanh/sigmoid units, dead ReLUs).
+    activations: dict[Annotated[str, Field(max_length=500)], Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=dict, max_length=10_000)
+    #: The ``bn_layers`` the model's own code runs in inference mode (a ``model(x, training=True)`` call leaves their
+    #: moving statistics alone: fine-tuning with ``base(x, training=False)``); ``frozen_batchnorm`` skips them.
+    bn_inference: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
     #: The trainer session's unique id (``RunFileHeader.uid``): a run file of this session (offline, or
     #: spooled while the server was away) synced later continues the same run and adds only what is new.
     uid: RunUid | None = None
@@ -471,8 +484,18 @@ class CommandView(_View):
     updated_at: float
 
 
+class AlertUpdate(_View):
+    """What an open alert's rule saw after raising it: the evidence at ``step`` and the message it makes."""
+
+    step: int
+    evidence: dict[str, WireFloat | int | str | None]
+    message: str
+
+
 class AlertView(_View):
-    """One alert (docs/alerts.md). ``step``: first seen; ``count``: episodes (1 when raised)."""
+    """One episode of an alert (docs/alerts.md). ``step``, ``evidence`` and ``message``: as raised (they never
+    change, except a non-finite origin added to them); ``latest``: the newest update since; ``count``: the
+    episode's number for its kind and layer (1 when first raised)."""
 
     id: int
     run_id: int
@@ -488,6 +511,10 @@ class AlertView(_View):
     count: int
     created_at: float
     updated_at: float
+    state: AlertState
+    #: The first step at which the condition had been clear for its kind's clear steps (``None`` while open).
+    resolved_step: int | None
+    latest: AlertUpdate | None
 
 
 class AlertRuleView(_View):

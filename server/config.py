@@ -52,7 +52,7 @@ class ServerConfig:
     #: Seconds a new websocket has to send its hello.
     hello_timeout: float = 10.0
     log_level: str = "info"
-    #: POST raised and re-opened alerts here (JSON, Slack-compatible ``text``); ``None``: no webhook.
+    #: POST raised, re-opened and resolved alerts here (JSON, Slack-compatible ``text``); ``None``: no webhook.
     webhook_url: str | None = None
     #: The least severe alert posted: ``warning`` (every alert) or ``critical``.
     webhook_min_severity: str = "warning"

@@ -202,8 +202,8 @@ class Gradwatch:
         else:
             self.replays.pop(run.id, None)
         self.active[run.id] = run
-        await self.alerting.attach(run)
-        link = TrainerLink(websocket, run.id)
+        await self.alerting.attach(run, hello)
+        link = TrainerLink(websocket, run.id, hello)
         self.links[run.id] = link
         await link.send(Welcome(run_id=run.id).model_dump_json())
         await self._broadcast_run(run.id)
@@ -304,7 +304,7 @@ class Gradwatch:
         await self.writer.flush()  # the steps before it are on disk under the old set
         await self.alerting.flush(link.run_id)
         await self._update_run(link.run_id, variables=variables, variable_sets=sets)
-        await self.alerting.attach(self.active[link.run_id])  # the rules follow the new set
+        await self.alerting.attach(self.active[link.run_id], link.hello)  # the rules follow the new set
         log.info("run %d: %d variables watched from step %d", link.run_id, len(msg.variables), msg.from_step)
         await self._broadcast_run(link.run_id)
 

@@ -1,4 +1,4 @@
-"""Alert webhooks: raised and re-opened alerts POSTed as JSON to one URL, off the ingest path.
+"""Alert webhooks: raised, re-opened and resolved alerts POSTed as JSON to one URL, off the ingest path.
 
 ``WebhookSender.offer`` only snapshots the alert into a bounded queue (the oldest entry is
 dropped when it is full), so ingest and the alert rules never wait for the receiver. One
@@ -63,10 +63,16 @@ def payload(alert: Alert, event: Event, run_name: str | None, page_url: str | No
     where = f" ({alert.layer})" if alert.layer else ""
     run = f"{run_name!r} (#{alert.run_id})" if run_name else f"#{alert.run_id}"
     again = f", episode {alert.count}" if event == "reopened" else ""
-    text = (
-        f"gradwatch: {alert.severity.upper()} {alert.kind}{where} {event} on run {run} at step "
-        f"{alert.step}{again}: {alert.message}"
-    )
+    if event == "resolved":
+        text = (
+            f"gradwatch: {alert.severity.upper()} {alert.kind}{where} resolved on run {run} at step "
+            f"{alert.resolved_step}: clear since step {alert.last_step} (raised at step {alert.step}: {alert.message})"
+        )
+    else:
+        text = (
+            f"gradwatch: {alert.severity.upper()} {alert.kind}{where} {event} on run {run} at step "
+            f"{alert.step}{again}: {alert.message}"
+        )
     if page_url:
         text += f" {page_url}"
     return {

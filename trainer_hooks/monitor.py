@@ -19,6 +19,7 @@ from gradwatch.tokens import configured_server, resolve_server, resolve_token
 from .fit_swap import FitSwap
 from .graph_stats import GradientStats, Layout
 from .lifecycle import Phase, RunLifecycle
+from .model_facts import model_facts
 from .multi_optimizer import AnyHook, AnyStats, GroupedStats, MultiHook, find_optimizers, group_meta, group_stats
 from .multi_worker import worker_count
 from .optimizer_hook import OptimizerHook, learning_rate_variable, optimizer_clipping
@@ -438,6 +439,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             probe_every=self.probe_every,
             origin=hook.origin,
             update_ratio=self._update_ratio or UpdateRatio(stats.variables, self.update_ratio_every),
+            facts=lambda: model_facts(model, stats.bn_layers),
         )
         session.start()
         return session

@@ -35,6 +35,7 @@ from gradwatch.protocol import (
 
 from .control import RunControl, RunState
 from .graph_stats import SCALARS
+from .model_facts import ModelFacts
 from .multi_optimizer import AnyStats, group_stats
 from .origin import OriginFinder, Replay, explain_nonfinite
 from .probe import Prober
@@ -89,8 +90,13 @@ class RunSession:
         log_dir: Path | None = None,
         offline: bool = False,
         spool_budget_bytes: int = 0,
+        facts: Callable[[], ModelFacts] | None = None,
     ) -> None:
         self.stats = stats
+        #: What the hello says of the model's layers, read on the sender thread before its first hello
+        #: (tracing a large model takes seconds, which fit() must not wait for).
+        self.facts = ModelFacts()
+        self._read_facts = facts
         #: Unique to this session: a run file synced later continues its run on the server (spool.py).
         self.uid = uuid.uuid4().hex
         self.resume_run = resume  # GradientMonitor(resume=...)
@@ -130,6 +136,7 @@ class RunSession:
             max_buffer_bytes=max_buffer_bytes,
             run_file=run_file,
             offline=offline,
+            prepare=self._prepare_hello,
             **(transport_options or {}),
         )
         self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control, on_lr=set_lr)
@@ -139,6 +146,10 @@ class RunSession:
         self._last_time = time.monotonic()
         self._last_step_done = -1
         self._last_read, self._last_read_step, self._epoch = 0.0, -1, 0
+
+    def _prepare_hello(self) -> None:
+        if self._read_facts is not None:
+            self.facts = self._read_facts()
 
     def start(self) -> None:
         self.stats.set_clip(*self.clip)
@@ -362,6 +373,8 @@ class RunSession:
             pause_on=self.pause_on,
             guard_nonfinite=self.guard_nonfinite,
             relu_layers=self.prober.relu_names if self.prober is not None else [],
+            activations=self.facts.activations,
+            bn_inference=self.facts.bn_inference,
             uid=self.uid,
         )
 

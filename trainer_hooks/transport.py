@@ -102,10 +102,12 @@ class Transport:
         run_file: RunFile | None = None,
         offline: bool = False,
         prove_server: bool = False,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         #: The default local server, not one the user named: the token goes only to one that proves it knows it.
         self._prove_server = prove_server
+        self._prepare = prepare  # run on the sender thread before the first hello (must not raise)
         self.linger = linger
         self._token = token
         self._hello = hello
@@ -225,6 +227,8 @@ class Transport:
 
     def _run(self) -> None:
         try:
+            if self._prepare is not None:
+                self._prepare()
             if self.offline:
                 self._run_offline()
             else:

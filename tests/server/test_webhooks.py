@@ -110,10 +110,10 @@ def test_fails_stalls_recovers_without_blocking_ingest(gradwatch_server: Any, re
         await send_steps(ws, [record(s) for s in range(5)] + [nan(5), nan(6)])  # raises nonfinite
         assert await asyncio.to_thread(hook.stalled.wait, WAIT), hook.got
         # The receiver holds the third attempt open: ingest and the rules go on regardless.
-        await send_steps(ws, [record(s) for s in range(7, 20)])
-        await asyncio.sleep(0.6)  # the healthy batch is evaluated alone: the episode ends
-        await send_steps(ws, [nan(20)])  # the same alert re-opens
-        for s in range(21, 300, 40):
+        await send_steps(ws, [record(s) for s in range(7, 60)])  # clear 50 steps after step 6: resolved at 56
+        await asyncio.sleep(0.6)  # the healthy batch is evaluated alone
+        await send_steps(ws, [nan(60)])  # the condition returns: episode 2 opens (resolved again at 110)
+        for s in range(61, 300, 40):
             await send_steps(ws, [record(t) for t in range(s, min(s + 40, 300))])
         stored = await asyncio.to_thread(last_step, srv, run_id)
         queued_while_stalled = len(hook.got)
@@ -123,7 +123,7 @@ def test_fails_stalls_recovers_without_blocking_ingest(gradwatch_server: Any, re
 
     run_id, stored, during = run(body())
     assert stored == 299 and during == 3  # everything stored while the POST hung; nothing else sent yet
-    raised, reopened = hook.wait_for(2)
+    raised, resolved, reopened, resolved_again = hook.wait_for(4)
     assert [b["alert"]["kind"] for b, _ in hook.got[:3]] == ["nonfinite"] * 3  # the same body, retried
     assert (raised["event"], raised["alert"]["count"], raised["run_name"], raised["run_id"]) == (
         "raised",
@@ -133,12 +133,22 @@ def test_fails_stalls_recovers_without_blocking_ingest(gradwatch_server: Any, re
     )
     assert raised["text"].startswith("gradwatch: CRITICAL nonfinite (dense/bias) raised on run 'hooked'")
     assert raised["alert"]["message"] in raised["text"] and f"/#run={run_id}" in raised["text"]
-    assert (reopened["event"], reopened["alert"]["count"], reopened["alert"]["id"]) == (
+    assert (resolved["event"], resolved["alert"]["id"], resolved["alert"]["resolved_step"]) == (
+        "resolved",
+        raised["alert"]["id"],
+        56,
+    )
+    assert resolved["text"].startswith(
+        f"gradwatch: CRITICAL nonfinite (dense/bias) resolved on run 'hooked' (#{run_id}) at step 56: "
+        "clear since step 6"
+    )
+    assert (reopened["event"], reopened["alert"]["count"], reopened["alert"]["state"]) == (
         "reopened",
         2,
-        raised["alert"]["id"],
+        "open",
     )
-    assert "episode 2" in reopened["text"]
+    assert reopened["alert"]["id"] != raised["alert"]["id"] and "episode 2" in reopened["text"]
+    assert (resolved_again["event"], resolved_again["alert"]["id"]) == ("resolved", reopened["alert"]["id"])
     assert "secret-path" not in srv.log()  # the webhook's path is a secret: never logged
 
 
