@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -340,19 +339,16 @@ def test_muted_rule_raises_nothing_and_params_retune():
     assert [c.alert.step for c in feed(e2, clipped)] == [9]
 
 
-def test_rules_cost_at_most_a_fraction_of_the_ingest_budget():
-    """200 variables x 1000 steps (the 200,000 samples/s budget) in frames of 10 records."""
+def test_a_wide_healthy_run_in_small_frames_raises_nothing():
+    """200 variables x 1000 steps in frames of 10 records. What the rules cost is measured by
+    ``python -m bench.server_cpu`` (docs/performance.md), not timed here: a test must not depend on load."""
     rng = np.random.default_rng(7)
     n_vars = 200
     variables = [f"m/l{i}/kernel" if i % 2 == 0 else f"m/l{i}/bias" for i in range(n_vars)]
     recs = [rec(s, healthy(rng, n_vars), clip_threshold=20.0, clipped=bool(s % 2), clip_scale=0.7)
             for s in range(1000)]
     e = engine(variables)
-    start = time.perf_counter()
-    changes = feed(e, recs, batch=10)
-    elapsed = time.perf_counter() - start
-    assert changes == []
-    assert elapsed < 0.5, f"rules took {elapsed:.3f} s for 200,000 variable-samples"
+    assert feed(e, recs, batch=10) == []
 
 
 def test_nonfinite_origin_of_the_first_bad_step_is_kept():
