@@ -15,7 +15,6 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from gradwatch.protocol import (
-    BN_FIELDS,
     Ack,
     CloseCode,
     Command,
@@ -37,6 +36,7 @@ from gradwatch.protocol import (
 )
 
 from . import replay
+from .admission import misfit
 from .alerting import AlertEvent, Alerting
 from .alerts.engine import Alert
 from .commands import CommandDesk, TrainerLink
@@ -233,21 +233,12 @@ class Gradwatch:
         runs = await self.store.call(self.store.list_runs)  # newest first
         return next((r for r in runs if r.name == hello.run_name and _same_layout(r, hello)), None)
 
-    def _check_shapes(self, run: RunRow, rec: StepRecord) -> None:
-        nv, nb = len(run.variables), len(run.bn_layers)
-        for name in ("grad_norm", "grad_nan", "grad_inf"):
-            got = len(getattr(rec, name))
-            if got != nv:
-                raise ProtocolError(CloseCode.BAD_MESSAGE, f"step {rec.step}: {name} has {got} entries, "
-                                                           f"expected {nv} (one per hello.variables)")
-        if rec.bn and (len(rec.bn) != nb or any(len(row) != len(BN_FIELDS) for row in rec.bn)):
-            raise ProtocolError(CloseCode.BAD_MESSAGE, f"step {rec.step}: bn must be {nb} rows of "
-                                                       f"{len(BN_FIELDS)} values (or empty)")
-
     async def ingest_steps(self, link: TrainerLink, records: list[StepRecord]) -> None:
         run = self.active[link.run_id]
         for rec in records:
-            self._check_shapes(run, rec)
+            why = misfit(run, rec)
+            if why is not None:
+                raise ProtocolError(CloseCode.BAD_MESSAGE, why)
         again = self.replays.get(link.run_id)
         if again is not None:
             records = await self.store.call(again.new_records, self.store.conn, records)

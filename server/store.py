@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gradwatch.protocol import Command, CommandState, RunStatus, StepRecord, TrainerHello, decode_float
+from gradwatch.protocol import MAX_STEP, Command, CommandState, RunStatus, StepRecord, TrainerHello, decode_float
+from gradwatch.stepfields import Shape
 
 from .schema import create_or_upgrade
 from .stepcodec import ROW_COLUMNS, StepColumns, concat_columns, record_to_row, rows_to_columns
@@ -49,6 +50,11 @@ class RunRow:
     #: The user's labels (``PATCH /api/runs/{id}``), for filtering and comparing runs.
     tags: list[str] = field(default_factory=list)
     note: str = ""
+
+    def width(self, shape: Shape) -> int:
+        """Entries a vector of ``shape`` has in this run's steps: the one place that says so (the door checks
+        records with it, the store decodes rows with it)."""
+        return {"scalar": 1, "variable": len(self.variables), "bn_layer": len(self.bn_layers)}[shape]
 
 
 @dataclass
@@ -182,7 +188,7 @@ class Store:
 
     def read_steps(self, run: RunRow, since_step: int | None, until_step: int | None) -> StepColumns:
         lo = since_step if since_step is not None else -1
-        hi = until_step if until_step is not None else 2**62
+        hi = until_step if until_step is not None else MAX_STEP
         cursor = self._conn.execute(
             f"SELECT {', '.join(ROW_COLUMNS[1:])} FROM steps WHERE run_id=? AND step BETWEEN ? AND ? ORDER BY step",
             (run.id, lo, hi),
@@ -191,8 +197,8 @@ class Store:
         # would cost a fresh few hundred MB, and page faults, on every request.
         parts = []
         while rows := cursor.fetchmany(self.READ_CHUNK):
-            parts.append(rows_to_columns(rows, len(run.variables), len(run.bn_layers)))
-        return concat_columns(parts, len(run.variables), len(run.bn_layers))
+            parts.append(rows_to_columns(rows, run.width("variable"), run.width("bn_layer")))
+        return concat_columns(parts, run.width("variable"), run.width("bn_layer"))
 
     def read_step_page(self, run: RunRow, after_step: int, until_step: int, limit: int) -> StepColumns:
         """At most ``limit`` steps in ``(after_step, until_step]``, in order (an export reads a run page by page)."""
@@ -200,7 +206,7 @@ class Store:
             f"SELECT {', '.join(ROW_COLUMNS[1:])} FROM steps WHERE run_id=? AND step > ? AND step <= ? "
             "ORDER BY step LIMIT ?", (run.id, after_step, until_step, limit),
         ).fetchall()
-        return rows_to_columns(rows, len(run.variables), len(run.bn_layers))
+        return rows_to_columns(rows, run.width("variable"), run.width("bn_layer"))
 
     def count_steps(self, run_id: int) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM steps WHERE run_id=?", (run_id,)).fetchone()[0])
@@ -225,7 +231,7 @@ class Store:
     def read_probes(self, run_id: int, since_step: int | None,
                     until_step: int | None) -> list[tuple[int, dict[str, float], dict[str, float]]]:
         lo = since_step if since_step is not None else -1
-        hi = until_step if until_step is not None else 2**62
+        hi = until_step if until_step is not None else MAX_STEP
         rows = self._conn.execute("SELECT step, dead_relu, bn_gap FROM probes WHERE run_id=? AND step BETWEEN ? AND ? "
                                   "ORDER BY step", (run_id, lo, hi))
         return [(step, json.loads(dead), json.loads(gap)) for step, dead, gap in rows]
