@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -108,9 +109,15 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def on_not_found(request: Request, exc: RunNotFound) -> Response:
         return _json({"detail": f"run {exc.args[0]} does not exist; GET /api/runs lists the runs"}, 404)
 
+    @app.exception_handler(sqlite3.OperationalError)
+    async def on_store_failure(request: Request, exc: sqlite3.OperationalError) -> Response:
+        return _json({"detail": f"the server cannot write its database now ({exc}); try again later "
+                                "(GET /api/health tells when it can)"}, 503)
+
     @app.get("/api/health", response_model=Health, tags=["api"])
     async def health() -> Health:
-        return Health(protocol=PROTOCOL_VERSION)
+        store = gw.store_health()
+        return Health(status="ok" if store.writing else "degraded", protocol=PROTOCOL_VERSION, store=store)
 
     @app.get("/api/runs", response_model=list[RunSummary], responses=_ERRORS, tags=["api"])
     async def list_runs(_: Auth) -> list[RunSummary]:

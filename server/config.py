@@ -45,6 +45,10 @@ class ServerConfig:
     viewer_queue_size: int = 1000
     #: Buffered (unwritten) step records above which ingest waits for the writer.
     max_buffered_records: int = 10_000
+    #: ... or buffered bytes (as sent on the wire): the bound that holds for wide models too.
+    max_buffered_bytes: int = 64 * 1024 * 1024
+    #: Bytes of messages a browser may have queued before it is closed as too slow (with ``viewer_queue_size``).
+    viewer_queue_bytes: int = 32 * 1024 * 1024
     #: Seconds a new websocket has to send its hello.
     hello_timeout: float = 10.0
     log_level: str = "info"
@@ -85,7 +89,7 @@ class ServerConfig:
         if not isinstance(self.max_frame_bytes, int) or not 1024 <= self.max_frame_bytes <= 64 * 1024 * 1024:
             raise ValueError(f"max_frame_bytes={self.max_frame_bytes!r} must be an integer between 1024 and 64 MiB; "
                              f"the protocol default is {MAX_FRAME_BYTES}")
-        for name in ("viewer_queue_size", "max_buffered_records"):
+        for name in ("viewer_queue_size", "max_buffered_records", "max_buffered_bytes", "viewer_queue_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")

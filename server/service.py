@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import shutil
 from dataclasses import replace
 from typing import Any
 
@@ -45,7 +46,7 @@ from .hub import Hub
 from .metrics import build_metrics
 from .runstate import InvalidTransition, RunEvent, accepts_commands, next_status
 from .store import CommandRow, RunRow, Store
-from .views import run_detail, run_state, steps_message, summary
+from .views import StoreHealth, run_detail, run_state, steps_message, summary
 from .webhooks import webhook_sender
 from .writer import StepWriter
 
@@ -88,8 +89,9 @@ class Gradwatch:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.store = Store(config.db_path)
-        self.writer = StepWriter(self.store, config.flush_interval, config.max_buffered_records)
-        self.hub = Hub(config.viewer_queue_size)
+        self.writer = StepWriter(self.store, config.flush_interval, config.max_buffered_records,
+                                 config.max_buffered_bytes)
+        self.hub = Hub(config.viewer_queue_size, config.viewer_queue_bytes)
         self.commands = CommandDesk(self.store, self.hub)
         self.links: dict[int, TrainerLink] = {}
         #: Runs with a trainer connected, kept current in memory (last_step included).
@@ -124,6 +126,16 @@ class Gradwatch:
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
     # ------------------------------------------------------------------ reads
+
+    def store_health(self) -> StoreHealth:
+        """What ``/api/health`` says of the store: whether steps are written, and the disk's free space."""
+        w = self.writer.health()
+        try:
+            free: int | None = shutil.disk_usage(self.config.db_path.parent).free
+        except OSError:
+            free = None
+        return StoreHealth(writing=w.failing is None, error=w.failing, pending_steps=w.pending_steps,
+                           dropped_steps=w.dropped_steps, disk_free_bytes=free)
 
     async def get_run(self, run_id: int) -> RunRow:
         await self.writer.flush()
@@ -169,6 +181,7 @@ class Gradwatch:
 
     async def open_run(self, hello: TrainerHello, websocket: WebSocket) -> TrainerLink:
         """Create or continue the run of a trainer that just said hello; send welcome and pending commands."""
+        self.check_storing()
         uploaded = await self._uploaded_run(hello)
         if uploaded is not None and uploaded.id in self.links:
             # 1013 "try again later", not a refusal: a live trainer that missed its welcome lands here too
@@ -233,7 +246,16 @@ class Gradwatch:
         runs = await self.store.call(self.store.list_runs)  # newest first
         return next((r for r in runs if r.name == hello.run_name and _same_layout(r, hello)), None)
 
-    async def ingest_steps(self, link: TrainerLink, records: list[StepRecord]) -> None:
+    def check_storing(self) -> None:
+        """Refuse a trainer's frame (or hello) while the writer cannot write: the trainer keeps it and retries."""
+        failing = self.writer.failing
+        if failing is not None:
+            raise ProtocolError(CloseCode.STORAGE_UNAVAILABLE, f"the server cannot store steps now ({failing}); "
+                                                               "keep them and reconnect later")
+
+    async def ingest_steps(self, link: TrainerLink, records: list[StepRecord], size: int = 0) -> None:
+        """Store and publish one ``steps`` frame (``size``: its bytes on the wire)."""
+        self.check_storing()
         run = self.active[link.run_id]
         for rec in records:
             why = misfit(run, rec)
@@ -249,7 +271,7 @@ class Gradwatch:
             run.last_step = top
         if self.hub.has_subscribers(run.id):  # encoded once, the same text for every viewer
             self.hub.publish(run.id, steps_message(run.id, records), compared=True)
-        await self.writer.add(run.id, records)
+        await self.writer.add(run.id, records, size)
         await self.alerting.steps(run.id, records)
         last = records[-1]
         threshold = None if last.clip_threshold is None else decode_float(last.clip_threshold)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 
 from pydantic import ValidationError
 from starlette.websockets import WebSocket
@@ -47,7 +48,7 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
     except ValidationError as e:
         raise ProtocolError(CloseCode.BAD_MESSAGE, f"bad message: {describe(e)}") from None
     if isinstance(msg, Steps):
-        await gw.ingest_steps(link, msg.records)
+        await gw.ingest_steps(link, msg.records, len(text))
     elif isinstance(msg, Gap):
         await gw.add_gap(link, msg)
     elif isinstance(msg, Ack):
@@ -83,6 +84,11 @@ async def trainer_endpoint(websocket: WebSocket) -> None:
     except ProtocolError as e:
         log.warning("closing trainer connection%s: %s", f" of run {link.run_id}" if link else "", e.reason)
         await close(websocket, e.code, e.reason)
+    except sqlite3.OperationalError as e:  # the store itself failed (disk full, I/O): the trainer retries later
+        log.warning("closing trainer connection%s: the database failed: %s", f" of run {link.run_id}" if link
+                    else "", e)
+        await close(websocket, CloseCode.STORAGE_UNAVAILABLE, f"the server cannot write its database ({e}); "
+                                                               "keep the reports and reconnect later")
     except Exception:
         log.exception("internal error on a trainer connection")
         await close(websocket, 1011, "internal server error; see the server log")
