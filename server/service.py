@@ -10,6 +10,7 @@ import contextlib
 import functools
 import logging
 import shutil
+import sqlite3
 from dataclasses import replace
 from typing import Any
 
@@ -354,7 +355,15 @@ class Gradwatch:
             return
         if new == run.status:
             return
-        await self._update_run(run_id, status=new)
+        try:
+            await self._update_run(run_id, status=new)
+        except sqlite3.OperationalError as e:
+            if event != "disconnect":
+                raise
+            # The store cannot write (disk full): a run whose trainer left is marked disconnected at the next
+            # start anyway, and a failed write must not turn the end of a connection into an error.
+            log.warning("run %d: could not store its status %r (%s)", run_id, new, e)
+            return
         if new == "finished":
             await self.commands.reject_pending(run_id, "run finished before it applied")
         await self._broadcast_run(run_id)

@@ -57,6 +57,8 @@ class StepWriter:
         self._buffer: list[Frame] = []
         self._buffered = 0
         self._bytes = 0
+        #: Steps taken out of the buffer by a write still under way (still pending for ``health``).
+        self._writing = 0
         self._lock = asyncio.Lock()
         #: Set while records wait in the buffer: wakes the commit task.
         self._waiting = asyncio.Event()
@@ -69,7 +71,7 @@ class StepWriter:
         self._task = asyncio.create_task(self._loop(), name="gradwatch-step-writer")
 
     def health(self) -> WriterHealth:
-        return WriterHealth(self.failing, self._buffered, self._bytes, self.dropped)
+        return WriterHealth(self.failing, self._buffered + self._writing, self._bytes, self.dropped)
 
     async def add(self, run_id: int, records: list[StepRecord], size: int = 0) -> None:
         """Buffer one frame's records (``size``: its bytes on the wire, for the byte bound)."""
@@ -85,19 +87,25 @@ class StepWriter:
         async with self._lock:
             if not self._buffer:
                 return
-            batch, self._buffer, self._buffered, self._bytes = self._buffer, [], 0, 0
-            if self.failing is None:
-                try:
-                    await self.store.call(self.store.insert_steps, [(r, recs) for r, recs, _ in batch])
-                    return
-                except _UNSTORABLE:
-                    pass  # a frame the store cannot hold would fail every retry: store them one by one, drop it
-                except Exception as err:
-                    self._fail(err)
-                except BaseException:
-                    self._requeue(batch)  # cancelled mid-write (shutdown): kept for stop()'s flush
-                    raise
-            await self._insert_separately(batch)
+            batch, self._buffer, self._writing, self._buffered, self._bytes = self._buffer, [], self._buffered, 0, 0
+            try:
+                await self._write(batch)
+            finally:
+                self._writing = 0
+
+    async def _write(self, batch: list[Frame]) -> None:
+        if self.failing is None:
+            try:
+                await self.store.call(self.store.insert_steps, [(r, recs) for r, recs, _ in batch])
+                return
+            except _UNSTORABLE:
+                pass  # a frame the store cannot hold would fail every retry: store them one by one, drop it
+            except Exception as err:
+                self._fail(err)
+            except BaseException:
+                self._requeue(batch)  # cancelled mid-write (shutdown): kept for stop()'s flush
+                raise
+        await self._insert_separately(batch)
 
     async def _insert_separately(self, batch: list[Frame]) -> None:
         for i, (run_id, records, _) in enumerate(batch):

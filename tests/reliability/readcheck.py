@@ -12,8 +12,10 @@ RUN_READS = ("/api/runs/{id}", "/api/runs/{id}/metrics", "/api/runs/{id}/metrics
              "/api/runs/{id}/export?format=csv", "/api/runs/{id}/export?format=parquet")
 
 
-def failed_reads(srv: Any, run_ids: list[int], timeout: float = 30) -> list[str]:
-    """The reads that did not answer 200 with a complete body, as ``"GET path: status text"``; [] if all did."""
+def failed_reads(srv: Any, run_ids: list[int], timeout: float = 30, label: bool = True) -> list[str]:
+    """The reads that did not answer 200 with a complete body, as ``"GET path: status text"``; [] if all did.
+
+    ``label``: also PATCH each run's note (a write: a server whose disk is full answers it 503)."""
     bad: list[str] = []
     with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=timeout) as client:
         paths = ["/api/runs", *(p.format(id=i) for i in run_ids for p in RUN_READS)]
@@ -26,7 +28,7 @@ def failed_reads(srv: Any, run_ids: list[int], timeout: float = 30) -> list[str]
                     r.json()
             except (httpx.HTTPError, ValueError) as err:  # a body broken off mid-stream, or not JSON
                 bad.append(f"GET {path}: {type(err).__name__} {err}")
-        for i in run_ids:
+        for i in run_ids if label else ():
             r = client.patch(f"/api/runs/{i}", json={"note": "checked"})
             if r.status_code != 200:
                 bad.append(f"PATCH /api/runs/{i}: {r.status_code} {r.text[:200]}")
