@@ -25,6 +25,7 @@ from gradwatch.protocol import (
 from .auth import presented_token, same_origin, token_matches
 from .commands import TrainerLink
 from .service import Gradwatch, ProtocolError
+from .throttle import Throttle
 from .wsutil import Disconnected, check_handshake, close, describe, receive_text
 
 log = logging.getLogger("gradwatch.server.trainer")
@@ -77,8 +78,11 @@ async def trainer_endpoint(websocket: WebSocket) -> None:
         hello = await _hello(websocket, gw.config.hello_timeout)
         link = await gw.open_run(hello, websocket)
         log.info("trainer connected: run %d (%s)", link.run_id, hello.run_name)
+        throttle = Throttle(gw.config.trainer_frames_per_sec, gw.config.trainer_bytes_per_sec)
         while True:
-            await _dispatch(gw, link, await receive_text(websocket))
+            text = await receive_text(websocket)
+            await throttle.take(len(text))
+            await _dispatch(gw, link, text)
     except Disconnected:
         pass
     except ProtocolError as e:
