@@ -10,11 +10,12 @@ Bounded and deterministic in CI (``derandomize``): ``MAX_EXAMPLES`` examples, ab
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import httpx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from readcheck import failed_reads, stored_steps
 from schema_strategies import HOSTILE, from_schema, leaf_paths, spliced
@@ -31,6 +32,9 @@ BN = ["bn"]
 ALLOWED_CLOSE = {1000, CloseCode.BAD_MESSAGE}
 
 messages = from_schema(TRAINER_MESSAGE.json_schema())
+STEPS = {"type": "steps", "records": [record(1)]}
+#: Sent after the fuzzed frames: when the run is idle, the server has handled everything before it.
+IDLE = dumps({"type": "status", "state": "idle", "step": 0})
 
 
 def fit(message: Any) -> Any:
@@ -83,16 +87,34 @@ def test_fuzzed_trainers_never_harm_the_server(shared_server: Any) -> None:
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("fuzzed", variables=VARIABLES,
                                                                             bn_layers=BN))
         try:
-            for text in texts:
+            for text in [*texts, IDLE]:
                 await ws.send(text)
         except ConnectionClosed:
             pass  # refused midway: the rest is never read
+        # Closing at once would race the server's refusal (the close handshake is answered below the app):
+        # wait until the server refused the connection, or worked through it (the run went idle).
+        deadline = time.monotonic() + 10
+        code: int | None = None
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(ws.recv(), 0.05)
+            except ConnectionClosed as e:
+                code = e.rcvd.code if e.rcvd else None
+                break
+            except TimeoutError:
+                if run_status(srv, run_id) in ("idle", "finished"):
+                    await ws.close()
+                    code = 1000
+                    break
         await ws.close()
-        rcvd = ws.protocol.close_rcvd
         await bystander_step()
-        return run_id, rcvd.code if rcvd is not None else None
+        return run_id, code
 
     @given(texts=frames())
+    @example(texts=[spliced(STEPS, ("records", 0, "time"), "NaN")])  # issue 17's findings, always tried
+    @example(texts=[dumps({"type": "steps", "records": [record(1, update_ratio=[0.5, 0.5])]})])
+    @example(texts=[dumps({"type": "steps", "records": [record(1, grad_nan=[2**62] * 3, grad_inf=[2**62] * 3)]})])
+    @example(texts=[dumps({"type": "gap", "from_step": 9, "to_step": 2, "dropped": 1})])
     @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     def check(texts: list[str]) -> None:
@@ -115,11 +137,15 @@ def test_fuzzed_trainers_never_harm_the_server(shared_server: Any) -> None:
     assert httpx.get(srv.url + "/api/runs", headers=srv.headers, timeout=30).status_code == 200
 
 
+def run_status(srv: Any, run_id: int) -> str:
+    return str(httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers, timeout=10).json()["status"])
+
+
 def wait_ended(srv: Any, run_id: int, timeout: float = 10) -> None:
     """The server has worked through the connection (it marks the run when the trainer is gone)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers, timeout=10).json()["status"]
+        status = run_status(srv, run_id)
         if status not in ("running", "paused", "idle"):
             return
         time.sleep(0.02)
