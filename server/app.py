@@ -28,7 +28,7 @@ from gradwatch.protocol import (
 from gradwatch.tokens import TOKEN_ENV
 
 from .alerting import PatchError, UnknownKind
-from .auth import COOKIE_NAME, HostCheckMiddleware, require_token, token_matches
+from .auth import COOKIE_NAME, HostCheckMiddleware, presented_token, require_token, token_matches
 from .config import ServerConfig
 from .export import MEDIA_TYPES, ExportFormat
 from .export import filename as export_name
@@ -114,10 +114,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         return _json({"detail": f"the server cannot write its database now ({exc}); try again later "
                                 "(GET /api/health tells when it can)"}, 503)
 
-    @app.get("/api/health", response_model=Health, tags=["api"])
-    async def health() -> Health:
+    @app.get("/api/health", response_model=Health, response_model_exclude_none=True, tags=["api"])
+    async def health(request: Request) -> Health:
+        """No token needed. ``degraded`` while the store cannot write; the store's details need the token."""
         store = gw.store_health()
-        return Health(status="ok" if store.writing else "degraded", protocol=PROTOCOL_VERSION, store=store)
+        token, _ = presented_token(request.headers, request.cookies)
+        shown = store if token_matches(token, app.state.token) else None
+        return Health(status="ok" if store.writing else "degraded", protocol=PROTOCOL_VERSION, store=shown)
 
     @app.get("/api/runs", response_model=list[RunSummary], responses=_ERRORS, tags=["api"])
     async def list_runs(_: Auth) -> list[RunSummary]:

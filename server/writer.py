@@ -30,8 +30,7 @@ from .store import Store
 log = logging.getLogger("gradwatch.server.writer")
 
 #: Errors that say a frame itself cannot be stored (retrying cannot help), unlike a locked or full disk.
-_UNSTORABLE = (OverflowError, ValueError, TypeError, sqlite3.IntegrityError, sqlite3.InterfaceError,
-               sqlite3.DataError)
+_UNSTORABLE = (OverflowError, ValueError, TypeError, sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError)
 #: Distinct causes logged; past this many, new ones are still counted but not logged.
 _MAX_CAUSES = 100
 
@@ -135,8 +134,14 @@ class StepWriter:
     def _fail(self, err: Exception) -> None:
         cause = str(err) or type(err).__name__
         if self.failing != cause:
-            log.error("writing steps to %s failed (%s); %d steps kept in memory, retried every %g s; trainers are "
-                      "refused until it works", self.store.path, cause, self._buffered, self.flush_interval)
+            log.error(
+                "writing steps to %s failed (%s); %d steps kept in memory, retried every %g s; trainers are "
+                "refused until it works",
+                self.store.path,
+                cause,
+                self._buffered,
+                self.flush_interval,
+            )
         self.failing = cause
 
     def _requeue(self, batch: list[Frame]) -> None:
@@ -165,5 +170,9 @@ class StepWriter:
             await asyncio.sleep(self.flush_interval)
             await self.flush()
         if self._buffer:
-            log.error("shutting down with %d steps that could not be written to %s (%s): they are lost",
-                      self._buffered, self.store.path, self.failing)
+            log.error(
+                "shutting down with %d steps that could not be written to %s (%s): they are lost",
+                self._buffered,
+                self.store.path,
+                self.failing,
+            )

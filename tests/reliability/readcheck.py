@@ -7,9 +7,16 @@ from typing import Any
 import httpx
 
 #: The per-run reads (the page's and the CLI's): each must answer 200 whatever a trainer sent.
-RUN_READS = ("/api/runs/{id}", "/api/runs/{id}/metrics", "/api/runs/{id}/metrics?max_points=16",
-             "/api/runs/{id}/alerts", "/api/runs/{id}/alert-rules", "/api/runs/{id}/commands",
-             "/api/runs/{id}/export?format=csv", "/api/runs/{id}/export?format=parquet")
+RUN_READS = (
+    "/api/runs/{id}",
+    "/api/runs/{id}/metrics",
+    "/api/runs/{id}/metrics?max_points=16",
+    "/api/runs/{id}/alerts",
+    "/api/runs/{id}/alert-rules",
+    "/api/runs/{id}/commands",
+    "/api/runs/{id}/export?format=csv",
+    "/api/runs/{id}/export?format=parquet",
+)
 
 
 def failed_reads(srv: Any, run_ids: list[int], timeout: float = 30, label: bool = True) -> list[str]:

@@ -16,8 +16,25 @@ from gradwatch.protocol import dumps
 
 MAX_ITEMS = 6
 #: JSON text spliced in place of one value: what a broken or hostile client sends that no schema allows.
-HOSTILE = ("NaN", "Infinity", "-Infinity", "1e999", "-1e999", "9223372036854775808", "-1", "1.5", '"x"', '"NaN"',
-           "null", "[]", "{}", "true", "[[[[[[[[1]]]]]]]]", '"' + "y" * 5000 + '"', "4611686018427387905")
+HOSTILE = (
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e999",
+    "-1e999",
+    "9223372036854775808",
+    "-1",
+    "1.5",
+    '"x"',
+    '"NaN"',
+    "null",
+    "[]",
+    "{}",
+    "true",
+    "[[[[[[[[1]]]]]]]]",
+    '"' + "y" * 5000 + '"',
+    "4611686018427387905",
+)
 _MARK = "__gradwatch_fuzz_mark__"
 
 
@@ -39,8 +56,14 @@ def from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> s
     if kind == "number":
         low = schema.get("minimum", schema.get("exclusiveMinimum"))
         high = schema.get("maximum", schema.get("exclusiveMaximum"))
-        return st.floats(min_value=low, max_value=high, allow_nan=False, allow_infinity=False,
-                         exclude_min="exclusiveMinimum" in schema, exclude_max="exclusiveMaximum" in schema)
+        return st.floats(
+            min_value=low,
+            max_value=high,
+            allow_nan=False,
+            allow_infinity=False,
+            exclude_min="exclusiveMinimum" in schema,
+            exclude_max="exclusiveMaximum" in schema,
+        )
     if kind == "string":
         if "pattern" in schema:
             return st.from_regex(schema["pattern"], fullmatch=True)

@@ -30,8 +30,9 @@ TMPFS_MB = 16
 @contextlib.contextmanager
 def small_disk(path: Path) -> Iterator[Path]:
     path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MB}m", "tmpfs", str(path)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MB}m", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         message = f"cannot mount a tmpfs here ({done.stderr.strip()}); the disk-full test needs root"
         if os.environ.get("CI") == "true":
@@ -54,7 +55,7 @@ def fill(disk: Path) -> Path:
 
 
 def health(srv: Any) -> dict[str, Any]:
-    r = httpx.get(srv.url + "/api/health", timeout=10)
+    r = httpx.get(srv.url + "/api/health", headers=srv.headers, timeout=10)
     assert r.status_code == 200, r.text
     return dict(r.json())
 

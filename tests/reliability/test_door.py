@@ -43,8 +43,15 @@ def offend(srv: Any, frame: str) -> tuple[int, int, int | None, str]:
     return run(body())
 
 
-BARE = [("time", "NaN"), ("time", "Infinity"), ("time", "-Infinity"), ("time", "1e999"),
-        ("loss", "NaN"), ("global_norm", "Infinity"), ("grad_norm", "[1.0, NaN, 2.0]")]
+BARE = [
+    ("time", "NaN"),
+    ("time", "Infinity"),
+    ("time", "-Infinity"),
+    ("time", "1e999"),
+    ("loss", "NaN"),
+    ("global_norm", "Infinity"),
+    ("grad_norm", "[1.0, NaN, 2.0]"),
+]
 
 
 @pytest.mark.parametrize(("field", "literal"), BARE, ids=[f"{f}={v}" for f, v in BARE])
@@ -85,14 +92,20 @@ def test_bn_rows_of_the_wrong_shape_are_refused(shared_server: Any) -> None:
     assert failed_reads(srv, [run_id]) == []
 
 
-@pytest.mark.parametrize(("frame", "needle"), [
-    (dumps({"type": "steps", "records": [record(MAX_STEP + 1)]}), "step: Input should be less than or equal to"),
-    (dumps({"type": "steps", "records": [record(1, grad_nan=[2**62, 0, 0], grad_inf=[2**62, 0, 0])]}),
-     "grad_nan.0: Input should be less than or equal to"),
-    (dumps({"type": "gap", "from_step": 10, "to_step": 5, "dropped": 1}), "from_step 10 is after to_step 5"),
-    (dumps({"type": "status", "state": "running", "step": MAX_STEP + 1}), "step: Input should be less"),
-    (dumps({"type": "probe", "step": 1, "dead_relu": {"relu": MARK}}).replace(f'"{MARK}"', "NaN"), "finite"),
-], ids=["step>2^62", "nan+inf>int64", "gap-from>to", "status-step", "probe-bare-nan"])
+@pytest.mark.parametrize(
+    ("frame", "needle"),
+    [
+        (dumps({"type": "steps", "records": [record(MAX_STEP + 1)]}), "step: Input should be less than or equal to"),
+        (
+            dumps({"type": "steps", "records": [record(1, grad_nan=[2**62, 0, 0], grad_inf=[2**62, 0, 0])]}),
+            "grad_nan.0: Input should be less than or equal to",
+        ),
+        (dumps({"type": "gap", "from_step": 10, "to_step": 5, "dropped": 1}), "from_step 10 is after to_step 5"),
+        (dumps({"type": "status", "state": "running", "step": MAX_STEP + 1}), "step: Input should be less"),
+        (dumps({"type": "probe", "step": 1, "dead_relu": {"relu": MARK}}).replace(f'"{MARK}"', "NaN"), "finite"),
+    ],
+    ids=["step>2^62", "nan+inf>int64", "gap-from>to", "status-step", "probe-bare-nan"],
+)
 def test_out_of_bounds_is_refused(shared_server: Any, frame: str, needle: str) -> None:
     srv = shared_server
     good_id, bad_id, code, reason = offend(srv, frame)
@@ -135,8 +148,13 @@ def test_sync_of_a_file_with_a_nan_time_harms_no_run(gradwatch_server: Any, tmp_
         run_id = await bystander()
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
         done = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "gradwatch.cli", "sync", str(path), "--server", srv.url,
-                             "--token", srv.token], capture_output=True, text=True, timeout=60, env=env)
+            subprocess.run,
+            [sys.executable, "-m", "gradwatch.cli", "sync", str(path), "--server", srv.url, "--token", srv.token],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         ws, _ = await start_trainer(srv.trainer_url, srv.token, hello("bystander", run_id=run_id))
         await send_steps(ws, [record(s) for s in range(100, 200)])
         await asyncio.sleep(0.3)

@@ -76,16 +76,14 @@ def test_fuzzed_trainers_never_harm_the_server(shared_server: Any) -> None:
     state: dict[str, Any] = {"bystander": None, "steps": 0, "runs": [], "codes": set(), "stored": 0}
 
     async def bystander_step() -> None:
-        ws, run_id = await start_trainer(srv.trainer_url, srv.token,
-                                         hello("bystander", run_id=state["bystander"]))
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("bystander", run_id=state["bystander"]))
         state["bystander"] = run_id
         await send_steps(ws, [record(state["steps"])])
         state["steps"] += 1
         await ws.close()
 
     async def fuzz(texts: list[str]) -> tuple[int, int | None]:
-        ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("fuzzed", variables=VARIABLES,
-                                                                            bn_layers=BN))
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("fuzzed", variables=VARIABLES, bn_layers=BN))
         try:
             for text in [*texts, IDLE]:
                 await ws.send(text)
@@ -115,8 +113,13 @@ def test_fuzzed_trainers_never_harm_the_server(shared_server: Any) -> None:
     @example(texts=[dumps({"type": "steps", "records": [record(1, update_ratio=[0.5, 0.5])]})])
     @example(texts=[dumps({"type": "steps", "records": [record(1, grad_nan=[2**62] * 3, grad_inf=[2**62] * 3)]})])
     @example(texts=[dumps({"type": "gap", "from_step": 9, "to_step": 2, "dropped": 1})])
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     def check(texts: list[str]) -> None:
         run_id, code = run(fuzz(texts))
         state["runs"].append(run_id)
