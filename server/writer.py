@@ -139,7 +139,7 @@ class StepWriter:
                 "refused until it works",
                 self.store.path,
                 cause,
-                self._buffered,
+                self._buffered + self._writing,
                 self.flush_interval,
             )
         self.failing = cause
