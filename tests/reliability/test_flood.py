@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 from readcheck import failed_reads, stored_steps
-from simtrainer import closed_with, hello, open_browser, record, recv_until, run, send_steps, start_trainer
+from simtrainer import hello, record, run, start_trainer
 
-from gradwatch.protocol import CloseCode, dumps
+from gradwatch.protocol import dumps
 
 FRAMES = 5000  # the default bucket takes 1,000 frames a second after a burst of 1,000
 
@@ -50,26 +50,3 @@ def test_rest_answers_during_a_flood(gradwatch_server: Any) -> None:
         time.sleep(0.1)
     assert stored_steps(srv, run_id) == list(range(FRAMES))
     assert failed_reads(srv, [run_id]) == []
-
-
-def test_a_page_that_never_reads_is_closed_by_bytes(gradwatch_server: Any) -> None:
-    """A page's queue is bounded in bytes as well as messages: 60 steps messages of ~1 MB (a wide model) are far
-    fewer than the 1,000-message bound, but past 32 MiB the page that stopped reading is closed with 4408."""
-    srv = gradwatch_server()
-    variables = [f"layer{i}/kernel" for i in range(2000)]
-
-    async def body() -> tuple[int | None, str]:
-        ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("wide", variables=variables))
-        page = await open_browser(srv.browser_url, srv.token, max_queue=1)
-        await recv_until(page, "runs")
-        await page.send(dumps({"type": "subscribe", "run_id": run_id}))
-        await recv_until(page, "run")
-        for first in range(0, 60 * 50, 50):  # the page reads nothing from here on
-            await send_steps(ws, [record(s, n_vars=len(variables)) for s in range(first, first + 50)])
-        await ws.close()
-        return await closed_with(page, timeout=60)
-
-    code, reason = run(body(), 120)
-    # The 4408 frame sits behind the bytes the page never read, so the page may only see the socket end.
-    assert code in (CloseCode.TOO_SLOW, None), (code, reason)
-    assert "bytes behind; closing it with 4408" in srv.log()
