@@ -23,12 +23,17 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from .stepfields import BN_FIELDS as BN_FIELDS
 from .stepfields import check_model_fields as _check_step_fields
+from .wirejson import MAX_ELEMENT_COUNT as MAX_ELEMENT_COUNT
 from .wirejson import MAX_INT as MAX_INT
+from .wirejson import MAX_STEP as MAX_STEP
+from .wirejson import FiniteFloat as FiniteFloat
 from .wirejson import NonFinite as NonFinite
+from .wirejson import ServerFloat as ServerFloat
 from .wirejson import WireCount as WireCount
 from .wirejson import WireElementCount as WireElementCount
 from .wirejson import WireFloat as WireFloat
 from .wirejson import WireId as WireId
+from .wirejson import WireStep as WireStep
 from .wirejson import decode_float as decode_float
 from .wirejson import dumps as dumps
 from .wirejson import encode_float as encode_float
@@ -63,6 +68,9 @@ class CloseCode(IntEnum):
     PROTOCOL_MISMATCH = 4426
     BAD_MESSAGE = 4400
     TOO_SLOW = 4408  # a viewer fell too far behind; it should reconnect and backfill
+    #: The server cannot write its database (disk full, I/O error): nothing it acknowledged is lost; the trainer
+    #: keeps what it has not sent and reconnects (refused again until the store writes again).
+    STORAGE_UNAVAILABLE = 4507
     SERVER_SHUTDOWN = 1001
 
 
@@ -160,9 +168,9 @@ class StepRecord(_Msg):
     ``TrainerHello.bn_layers`` (``bn``). ``bn`` rows are ``BN_FIELDS``.
     """
 
-    step: WireCount
+    step: WireStep
     epoch: WireCount
-    time: StrictFloat  # unix seconds at the end of the step
+    time: FiniteFloat  # unix seconds at the end of the step
     loss: WireFloat | None = None
     lr: WireFloat | None = None
     global_norm: WireFloat
@@ -211,7 +219,7 @@ class RunFileHeader(_Msg):
     uid: RunUid
     #: ``offline``: the whole run; ``spool``: only the reports the server did not get in time.
     source: Literal["offline", "spool"]
-    created_at: StrictFloat
+    created_at: FiniteFloat
 
 
 class TrainerHello(_Msg):
@@ -228,7 +236,7 @@ class TrainerHello(_Msg):
     bn_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
     clip: ClipSetting
     every: WireCount = 1
-    meta: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    meta: dict[str, str | int | FiniteFloat | bool | None] = Field(default_factory=dict)
     #: Alert kinds on which the server should pause this run automatically.
     pause_on: list[AlertKind] = Field(default_factory=list)
     #: Non-finite steps are skipped by the trainer (weights untouched).
@@ -260,9 +268,16 @@ class Gap(_Msg):
     """The trainer dropped records (its buffer overflowed while the server was away)."""
 
     type: Literal["gap"]
-    from_step: WireCount
-    to_step: WireCount
+    from_step: WireStep
+    to_step: WireStep
     dropped: WireCount
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Gap:
+        if self.from_step > self.to_step:
+            raise ValueError(f"from_step {self.from_step} is after to_step {self.to_step}; a gap spans "
+                             "from_step..to_step inclusive")
+        return self
 
 
 class Ack(_Msg):
@@ -270,14 +285,14 @@ class Ack(_Msg):
     id: WireId
     state: Literal["applied", "rejected"]
     #: The first step that ran under the change (``None`` when rejected).
-    applied_step: WireCount | None = None
+    applied_step: WireStep | None = None
     detail: str | None = Field(default=None, max_length=1000)
 
 
 class Status(_Msg):
     type: Literal["status"]
     state: TrainerState
-    step: WireCount
+    step: WireStep
 
 
 class Probe(_Msg):
@@ -290,7 +305,7 @@ class Probe(_Msg):
     """
 
     type: Literal["probe"]
-    step: WireCount
+    step: WireStep
     dead_relu: dict[str, WireFloat] = Field(default_factory=dict)
     bn_gap: dict[str, WireFloat] = Field(default_factory=dict)
 
@@ -313,7 +328,7 @@ class NonfiniteOrigin(_Msg):
     """Where a non-finite step came from, found by replaying that one batch layer by layer."""
 
     type: Literal["nonfinite_origin"]
-    step: WireCount
+    step: WireStep
     source: Literal["features", "labels", "layer", "loss", "unknown"]
     layer: str | None = Field(default=None, max_length=500)
     detail: str = Field(default="", max_length=2000)
@@ -505,7 +520,7 @@ class AlertView(_View):
     last_step: int
     layer: str | None
     layers: list[str]
-    evidence: dict[str, WireFloat | int | str | None]
+    evidence: dict[str, ServerFloat | int | str | None]
     message: str
     remedies: list[str]
     count: int

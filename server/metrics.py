@@ -62,7 +62,7 @@ def _bn(run: RunRow, data: StepColumns, f: Callable[[FloatArray, BoolArray], tup
     bn: dict[str, dict[str, list[Any]]] = {}
     if run.bn_layers:
         width = len(BN_FIELDS)
-        cols = _columns(*f(data.bn.reshape(len(data), len(run.bn_layers) * width), data.bn_missing))
+        cols = _columns(*f(data.bn.reshape(len(data), run.width("bn_layer") * width), data.bn_missing))
         for li, layer in enumerate(run.bn_layers):
             bn[layer] = {BN_KEYS[k]: cols[li * width + k] for k in range(width)}
     return bn
@@ -115,7 +115,7 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
             counts = data.vectors[name]
             if counts.any():
                 nf = i(counts)
-                keep = nf.any(axis=0) if omit_empty else np.ones(len(run.variables), dtype=bool)
+                keep = nf.any(axis=0) if omit_empty else np.ones(run.width("variable"), dtype=bool)
                 body[name] = {v: col.tolist() for v, col, k in zip(run.variables, nf.T, keep, strict=True) if k}
             else:  # the usual case: all zero
                 body[name] = {} if omit_empty else {v: [0] * len(idx) for v in run.variables}

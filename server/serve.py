@@ -119,7 +119,7 @@ class GradwatchServer:
         logging.getLogger("uvicorn.access").addFilter(_RedactQuery())
         uv = uvicorn.Config(
             app, host=config.host, port=config.port, log_level=config.log_level,
-            ws_max_size=config.max_frame_bytes, ws_per_message_deflate=False,
+            ws_max_size=config.max_frame_bytes, ws_max_queue=config.ws_max_queue, ws_per_message_deflate=False,
             timeout_graceful_shutdown=5, lifespan="on",
         )
         self._unredact()

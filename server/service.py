@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import shutil
+import sqlite3
 from dataclasses import replace
 from typing import Any
 
 from starlette.websockets import WebSocket
 
 from gradwatch.protocol import (
-    BN_FIELDS,
     Ack,
     CloseCode,
     Command,
@@ -38,6 +39,7 @@ from gradwatch.protocol import (
 )
 
 from . import replay, varsets
+from .admission import misfit
 from .alerting import AlertEvent, Alerting
 from .alerts.engine import Alert
 from .commands import CommandDesk, TrainerLink
@@ -46,7 +48,7 @@ from .hub import Hub
 from .metrics import build_metrics
 from .runstate import InvalidTransition, RunEvent, accepts_commands, next_status
 from .store import CommandRow, RunRow, Store
-from .views import run_detail, run_state, steps_message, summary
+from .views import StoreHealth, run_detail, run_state, steps_message, summary
 from .webhooks import webhook_sender
 from .writer import StepWriter
 
@@ -93,7 +95,8 @@ class Gradwatch:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.store = Store(config.db_path)
-        self.writer = StepWriter(self.store, config.flush_interval, config.max_buffered_records)
+        self.writer = StepWriter(self.store, config.flush_interval, config.max_buffered_records,
+                                 config.max_buffered_bytes)
         self.hub = Hub(config.viewer_queue_size, config.viewer_queue_bytes)
         self.commands = CommandDesk(self.store, self.hub)
         self.links: dict[int, TrainerLink] = {}
@@ -129,6 +132,16 @@ class Gradwatch:
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
     # ------------------------------------------------------------------ reads
+
+    def store_health(self) -> StoreHealth:
+        """What ``/api/health`` says of the store: whether steps are written, and the disk's free space."""
+        w = self.writer.health()
+        try:
+            free: int | None = shutil.disk_usage(self.config.db_path.parent).free
+        except OSError:
+            free = None
+        return StoreHealth(writing=w.failing is None, error=w.failing, pending_steps=w.pending_steps,
+                           dropped_steps=w.dropped_steps, disk_free_bytes=free)
 
     async def get_run(self, run_id: int) -> RunRow:
         await self.writer.flush()
@@ -174,6 +187,7 @@ class Gradwatch:
 
     async def open_run(self, hello: TrainerHello, websocket: WebSocket) -> TrainerLink:
         """Create or continue the run of a trainer that just said hello; send welcome and pending commands."""
+        self.check_storing()
         run = await (self._replay_target(hello) if hello.replay else self._run_to_continue(hello))
         if run is not None:
             if not _same_layout(run, hello):
@@ -259,21 +273,21 @@ class Gradwatch:
         runs = await self.store.call(self.store.list_runs)  # newest first
         return next((r for r in runs if r.name == hello.run_name and _same_layout(r, hello)), None)
 
-    def _check_shapes(self, run: RunRow, rec: StepRecord) -> None:
-        nv, nb = len(varsets.watched_at(run, rec.step)), len(run.bn_layers)
-        for name in ("grad_norm", "grad_nan", "grad_inf"):
-            got = len(getattr(rec, name))
-            if got != nv:
-                raise ProtocolError(CloseCode.BAD_MESSAGE, f"step {rec.step}: {name} has {got} entries, "
-                                                           f"expected {nv} (one per hello.variables)")
-        if rec.bn and (len(rec.bn) != nb or any(len(row) != len(BN_FIELDS) for row in rec.bn)):
-            raise ProtocolError(CloseCode.BAD_MESSAGE, f"step {rec.step}: bn must be {nb} rows of "
-                                                       f"{len(BN_FIELDS)} values (or empty)")
+    def check_storing(self) -> None:
+        """Refuse a trainer's frame (or hello) while the writer cannot write: the trainer keeps it and retries."""
+        failing = self.writer.failing
+        if failing is not None:
+            raise ProtocolError(CloseCode.STORAGE_UNAVAILABLE, f"the server cannot store steps now ({failing}); "
+                                                               "keep them and reconnect later")
 
-    async def ingest_steps(self, link: TrainerLink, records: list[StepRecord]) -> None:
+    async def ingest_steps(self, link: TrainerLink, records: list[StepRecord], size: int = 0) -> None:
+        """Store and publish one ``steps`` frame (``size``: its bytes on the wire)."""
+        self.check_storing()
         run = self.active[link.run_id]
         for rec in records:
-            self._check_shapes(run, rec)
+            why = misfit(run, rec)
+            if why is not None:
+                raise ProtocolError(CloseCode.BAD_MESSAGE, why)
         again = self.replays.get(link.run_id)
         if again is not None:
             records = await self.store.call(again.new_records, self.store.conn, records)
@@ -284,12 +298,13 @@ class Gradwatch:
             run.last_step = top
         if self.hub.has_subscribers(run.id):  # encoded once, the same text for every viewer
             self.hub.publish(run.id, steps_message(run.id, records), compared=True)
-        await self.writer.add(run.id, records)
+        await self.writer.add(run.id, records, size)
+        last = records[-1]
         if run.variable_sets:  # the rules follow the newest variable set; a late step of an older one is stored only
             newest = int(run.variable_sets[-1][0])
             records = [r for r in records if r.step >= newest]
-        await self.alerting.steps(run.id, records)
-        last = records[-1]
+        if records:
+            await self.alerting.steps(run.id, records)
         threshold = None if last.clip_threshold is None else decode_float(last.clip_threshold)
         if (last.clip_mode, threshold) != (run.clip_mode, run.clip_threshold):
             await self._update_run(run.id, clip_mode=last.clip_mode, clip_threshold=threshold)
@@ -383,7 +398,15 @@ class Gradwatch:
             return
         if new == run.status:
             return
-        await self._update_run(run_id, status=new)
+        try:
+            await self._update_run(run_id, status=new)
+        except sqlite3.OperationalError as e:
+            if event != "disconnect":
+                raise
+            # The store cannot write (disk full): a run whose trainer left is marked disconnected at the next
+            # start anyway, and a failed write must not turn the end of a connection into an error.
+            log.warning("run %d: could not store its status %r (%s)", run_id, new, e)
+            return
         if new == "finished":
             await self.commands.reject_pending(run_id, "run finished before it applied")
         await self._broadcast_run(run_id)

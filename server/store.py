@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gradwatch.protocol import Command, CommandState, RunStatus, StepRecord, TrainerHello, decode_float
+from gradwatch.protocol import MAX_STEP, Command, CommandState, RunStatus, StepRecord, TrainerHello, decode_float
+from gradwatch.stepfields import Shape
 
 from . import varsets
 from .schema import create_or_upgrade
@@ -52,6 +53,14 @@ class RunRow:
     note: str = ""
     #: Where the watched variables changed: ``[from_step, [indices into variables]]`` (``server/varsets.py``).
     variable_sets: list[list[Any]] = field(default_factory=list)
+
+    def width(self, shape: Shape, step: int | None = None) -> int:
+        """Entries a vector of ``shape`` has: in step ``step``'s record (the door checks records with it; the
+        watched variables may change within a run, ``varsets.py``), or with ``step=None`` in the run's columns
+        (every variable it ever watched: what reads widen stored rows to)."""
+        if shape == "variable":
+            return len(self.variables) if step is None else len(varsets.watched_at(self, step))
+        return {"scalar": 1, "bn_layer": len(self.bn_layers)}[shape]
 
 
 @dataclass
@@ -185,7 +194,7 @@ class Store:
 
     def read_steps(self, run: RunRow, since_step: int | None, until_step: int | None) -> StepColumns:
         lo = since_step if since_step is not None else -1
-        hi = until_step if until_step is not None else 2**62
+        hi = until_step if until_step is not None else MAX_STEP
         cursor = self._conn.execute(
             f"SELECT {', '.join(ROW_COLUMNS[1:])} FROM steps WHERE run_id=? AND step BETWEEN ? AND ? ORDER BY step",
             (run.id, lo, hi),
@@ -241,7 +250,7 @@ class Store:
     def read_probes(self, run_id: int, since_step: int | None,
                     until_step: int | None) -> list[tuple[int, dict[str, float], dict[str, float]]]:
         lo = since_step if since_step is not None else -1
-        hi = until_step if until_step is not None else 2**62
+        hi = until_step if until_step is not None else MAX_STEP
         rows = self._conn.execute("SELECT step, dead_relu, bn_gap FROM probes WHERE run_id=? AND step BETWEEN ? AND ? "
                                   "ORDER BY step", (run_id, lo, hi))
         return [(step, json.loads(dead), json.loads(gap)) for step, dead, gap in rows]

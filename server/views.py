@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, create_model
 
@@ -28,11 +28,22 @@ from .stepcodec import STORED
 from .store import CommandRow, GapRow, RunRow
 
 
+class StoreHealth(BaseModel):
+    """The step writer's and the database disk's state (``server/writer.py``)."""
+
+    writing: bool = Field(description="steps reach the database (false: writes fail, trainers are refused)")
+    error: str | None = Field(description="why writes fail, e.g. 'database or disk is full'")
+    pending_steps: int = Field(description="steps received and kept in memory, not yet written")
+    dropped_steps: int = Field(description="steps the database rejected since start (logged once per cause)")
+    disk_free_bytes: int | None = Field(description="free space where the database lives")
+
+
 class Health(BaseModel):
-    status: str = "ok"
+    status: Literal["ok", "degraded"] = Field("ok", description="degraded while the store cannot write")
     protocol: int
     #: Asked for with ``?proof=<nonce>``: ``tokens.token_proof`` (the server knows the token; it never sends it).
     proof: str | None = None
+    store: StoreHealth | None = None
 
 
 class RunDetail(RunState):
