@@ -35,7 +35,7 @@ from gradwatch.protocol import CLIP_MODES
 
 from .batch_keep import in_xla_context
 from .bn_stats import BatchNormSampler
-from .clipping import CLIP_MODE_IDS, VALUE, clip_gradients, count, sq_norms
+from .clipping import CLIP_MODE_IDS, VALUE, clip_gradients, count, densify_sparse, exact, sq_norms
 from .origin import OriginFinder, count_nonfinite
 from .readback import host_array
 
@@ -124,8 +124,10 @@ class GradientStats:
         self.loss_recorded = False  # set while tracing: does the step know its loss?
         self.traces = 0  # how many times ``process`` was traced; a retrace would show here
         self.clip_mode = monitor_variable(CLIP_MODE_IDS[clip_mode], tf.int32, "gw_clip_mode")
-        # A threshold <= 0 means "measure, clip nothing".
-        self.clip_threshold = monitor_variable(float(clip_threshold or 0.0), tf.float32, "gw_clip_threshold")
+        # A threshold <= 0 means "measure, clip nothing". Double precision: Keras derives 1/threshold from
+        # the Python float it holds, and the clipping repeats that arithmetic (clipping.py).
+        self.clip_threshold = monitor_variable(float(clip_threshold or 0.0), tf.float64, "gw_clip_threshold")
+        self.setting = (clip_mode, clip_threshold)  # the host's latest: a trace decides sparse kinds by it
         self.buffer = monitor_variable(
             tf.fill([self.ring, self.layout.width], tf.constant(-1.0, tf.float64)), None, "gw_stats"
         )
@@ -145,6 +147,7 @@ class GradientStats:
             raise ValueError(f"clip mode {mode!r} is not one of {CLIP_MODES}")
         self.clip_mode.assign(CLIP_MODE_IDS[mode])
         self.clip_threshold.assign(float(threshold or 0.0))
+        self.setting = (mode, threshold)
 
     def read(self) -> np.ndarray:
         """The whole ring buffer (``ring`` × ``layout.width``), one host transfer."""
@@ -163,6 +166,7 @@ class GradientStats:
         loss: Any = None,
         inputs: tuple[Any, Any] | None = None,
         origin: OriginFinder | None = None,
+        clip: bool = True,
     ) -> tuple[list[Any], tf.Tensor, tf.Tensor]:
         """Clip ``grads`` under the live setting and record the step's statistics.
 
@@ -170,13 +174,17 @@ class GradientStats:
         gradient norm and loss) and the step's number. A step with no known ``loss`` records NaN there
         and judges health by the gradients alone. ``inputs`` (x, y), if given, are
         checked on unhealthy steps, and their features kept by ``origin`` (see ``OriginFinder.keep``).
+        ``clip=False``: measure only (gradient accumulation clips the averaged gradient, ``clip_applied``).
+        A sparse gradient is measured with its repeated ids summed, and reaches the
+        optimizer as the kind Keras would hand it under the clipping in force at trace time.
         """
         self.traces += 1
         step = self.step.read_value()
         grads = list(grads)
+        exact_grads = [None if g is None else exact(g) for g in grads]
         n = len(grads)
         present = [i for i, g in enumerate(grads) if g is not None]
-        sq = sq_norms(grads)
+        sq = sq_norms(exact_grads)
         total = tf.reduce_sum(sq)
         known_loss = loss is not None
         self.loss_recorded = known_loss
@@ -186,17 +194,23 @@ class GradientStats:
             healthy = healthy & tf.math.is_finite(loss)
 
         mode = self.clip_mode.read_value()
-        t = self.clip_threshold.read_value()
+        threshold = self.clip_threshold.read_value()
+        t = tf.cast(threshold, tf.float32)
         # tf.cond cannot carry None: clip the present gradients, then put the gaps back.
         present_sq = sq if len(present) == n else tf.gather(sq, present)
-        clipped, scale, frac = clip_gradients([grads[i] for i in present], present_sq, total, mode, t)
+        if clip:
+            clipped, scale, frac = clip_gradients(
+                [grads[i] for i in present], present_sq, mode, threshold, densify_sparse(*self.setting)
+            )
+        else:
+            clipped, scale, frac = [grads[i] for i in present], tf.constant(1.0), tf.constant(0.0)
         clipped_grads: list[Any] = [None] * n
         for i, g in zip(present, clipped):
             clipped_grads[i] = g
 
         def troubled() -> tf.Tensor:
             """unhealthy, features, labels, then NaN and Inf counts per variable: a non-finite step only."""
-            bad = [grads[i] for i in present]
+            bad = [exact_grads[i] for i in present]
             found = [tf.constant(0.0), tf.constant(0.0)]
             if inputs is not None:
                 x, y = inputs
