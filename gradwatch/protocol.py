@@ -177,6 +177,10 @@ class StepRecord(_Msg):
     update_ratio: list[WireFloat] | None = None
     #: The step's update was skipped because its gradients were not finite (``guard_nonfinite``).
     skipped: StrictBool = False
+    #: Gradient accumulation (``gradient_accumulation_steps``): a step whose gradient was only accumulated.
+    micro_step: StrictBool = False
+    #: Gradient accumulation, update step: global norm of the averaged gradient Keras clips and applies.
+    accumulated_norm: WireFloat | None = None
 
 
 _check_step_fields({name: _accepts_none(info.annotation) for name, info in StepRecord.model_fields.items()})

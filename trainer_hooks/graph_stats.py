@@ -53,6 +53,8 @@ SCALARS: tuple[str, ...] = (
     "weight_nonfinite",  # written by the host's weight scan
     "origin_features",  # non-finite elements in the step's input features (non-finite steps only)
     "origin_labels",  # ... in its labels
+    "micro_step",  # gradient accumulation: this step's gradient was only accumulated (no update)
+    "accumulated_norm",  # gradient accumulation, update step: global norm of the averaged gradient (else NaN)
 )
 
 
@@ -83,7 +85,9 @@ class Layout:
         clipping = out["clip_threshold"] > 0
         value_mode = int(out["clip_mode"]) == VALUE
         out["clipped"] = clipping and (out["clip_scale"] < 1.0 or (value_mode and out["clipped_fraction"] > 0))
-        out["clipped_fraction"] = out["clipped_fraction"] if value_mode and clipping else float("nan")
+        # A micro-step of gradient accumulation clips nothing: its update step clips the average.
+        applies = value_mode and clipping and not out["micro_step"]
+        out["clipped_fraction"] = out["clipped_fraction"] if applies else float("nan")
         return out
 
 
@@ -227,7 +231,10 @@ class GradientStats:
         # The row of a healthy step. Its inputs are ready early except ``sq``: after the
         # last gradient only a few ops remain, which is what the step's wall time sees.
         head = tf.stack([loss, tf.cast(lr, tf.float32), tf.cast(mode, tf.float32), t, scale, frac])
-        rest = tf.constant(np.zeros(len(SCALARS) - SCALARS.index("unhealthy"), np.float32))  # unhealthy...: 0
+        rest_init = np.zeros(len(SCALARS) - SCALARS.index("unhealthy"), np.float32)  # unhealthy...: 0
+        rest_init[SCALARS.index("micro_step") - SCALARS.index("unhealthy")] = 0.0 if clip else 1.0  # see clip_applied
+        rest_init[SCALARS.index("accumulated_norm") - SCALARS.index("unhealthy")] = np.nan
+        rest = tf.constant(rest_init)
         counts_and_ratios = tf.constant(np.r_[np.zeros(2 * n), np.full(n, np.nan)].astype(np.float32))
         values = tf.cast(tf.concat([head, rest, sq, counts_and_ratios], 0), tf.float64)
         values = tf.concat([tf.reshape(tf.cast(step, tf.float64), [1]), values], 0)
@@ -249,6 +256,29 @@ class GradientStats:
         if self._owns_step:
             self.step.assign_add(1)
         return clipped_grads, healthy, step
+
+    def clip_applied(self, grads: list[Any], step: Any) -> list[Any]:
+        """Gradient accumulation: clip the averaged gradient of an update step, where Keras clips it.
+
+        Called from the optimizer's ``_clip_gradients`` (optimizer_hook.py), after ``process``
+        measured step ``step``'s micro-batch with ``clip=False``. Writes into that step's
+        row: an update step, the averaged gradient's global norm, the clip scale and fraction.
+        """
+        present = [i for i, g in enumerate(grads) if g is not None]
+        sq = sq_norms([exact(grads[i]) for i in present])
+        threshold = self.clip_threshold.read_value()
+        clipped, scale, frac = clip_gradients(
+            [grads[i] for i in present], sq, self.clip_mode.read_value(), threshold, densify_sparse(*self.setting)
+        )
+        out = list(grads)
+        for i, g in zip(present, clipped):
+            out[i] = g
+        cols = [SCALARS.index(k) for k in ("clip_scale", "clipped_fraction", "micro_step", "accumulated_norm")]
+        row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)
+        index = tf.stack([tf.fill([len(cols)], row), tf.constant(cols, tf.int64)], axis=1)
+        values = tf.stack([scale, frac, tf.constant(0.0), tf.sqrt(tf.reduce_sum(sq))])
+        self._write(index, tf.cast(values, tf.float64))
+        return out
 
     def record_skipped(self, step: Any, skipped: tf.Tensor) -> None:
         """After the optimizer ran (or did not): whether the step's update was skipped."""

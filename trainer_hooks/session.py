@@ -329,4 +329,6 @@ class RunSession:
             "bn": bn or [],
             "update_ratio": None if np.isnan(u["update_ratio"]).all() else u["update_ratio"].tolist(),
             "skipped": bool(u["skipped"]),
+            "micro_step": bool(u["micro_step"]),
+            "accumulated_norm": None if math.isnan(u["accumulated_norm"]) else u["accumulated_norm"],
         }
