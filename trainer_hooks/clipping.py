@@ -26,6 +26,7 @@ one divide and one bound per gradient.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -185,7 +186,7 @@ def clip_gradients(
             return tf.clip_by_value(v * tf.cast(num, v.dtype) / tf.cast(den, v.dtype), *limit(v.dtype))
 
         out = [
-            map_values(kind(g), lambda v, num=num, den=den: scale_and_bound(v, num, den))
+            map_values(kind(g), functools.partial(scale_and_bound, num=num, den=den))
             for g, num, den in zip(grads, numerators, denominators)
         ]
         scales = numerator / denominator

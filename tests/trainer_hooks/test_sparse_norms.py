@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from gradwatch.trainer_hooks.graph_stats import GradientStats
 
 from gradwatch import GradientMonitor
 from gradwatch.protocol import decode_float
-from gradwatch.trainer_hooks.graph_stats import GradientStats
 
 from .test_monitor_integration import Api
 
@@ -135,8 +135,9 @@ def test_a_large_table_is_measured_exactly_without_densifying(jit: bool) -> None
     table = tf.Variable(np.zeros((20_000, 8), np.float32))
     stats = GradientStats([table])
     ids = rng.integers(0, 50, size=400).astype(np.int32)
-    grad = tf.IndexedSlices(tf.constant(rng.standard_normal((400, 8)).astype(np.float32)), tf.constant(ids),
-                            tf.constant([20_000, 8]))
+    grad = tf.IndexedSlices(
+        tf.constant(rng.standard_normal((400, 8)).astype(np.float32)), tf.constant(ids), tf.constant([20_000, 8])
+    )
     step = tf.function(lambda g: stats.process([g], 0.1)[0], jit_compile=jit)
     out = step(grad)
     assert isinstance(out[0], tf.IndexedSlices)  # no clipping in force: handed on as it came
