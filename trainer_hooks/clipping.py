@@ -15,8 +15,8 @@ given, repeated ids not summed; so does the clipping here (and only the clipping
 Which kind of tensor a sparse gradient reaches the optimizer as is fixed when the
 step is traced (``densify_sparse``), as in Keras.
 
-Statistics use the exact gradient (``exact``): an ``IndexedSlices`` with repeated
-ids summed (``coalesce``), in as many rows as the batch touched, never the whole table.
+Statistics use the exact gradient (``exact``): an ``IndexedSlices``' rows with repeated
+ids summed (``summed_rows``), as many as the batch touched, never the whole table.
 
 Every op per variable costs about a microsecond on a CPU step, whether it runs
 or sits in a branch not taken, so the per-variable part is kept to a few
@@ -58,27 +58,20 @@ def map_values(g: Any, fn: Callable[[tf.Tensor], tf.Tensor]) -> Any:
     return fn(g)
 
 
-def coalesce(g: tf.IndexedSlices) -> tf.IndexedSlices:
-    """``g`` with each row once, repeated ids summed: the gradient the optimizer applies, still sparse.
+def summed_rows(g: tf.IndexedSlices) -> tf.Tensor:
+    """The rows of ``g`` with repeated ids summed: the nonzero rows of the gradient the optimizer applies.
 
-    Static shapes throughout (XLA compiles it): as many rows as ``g`` has; the rows
-    past the distinct ids are zeros at index 0. Rows are summed in their original
-    order, as ``tf.convert_to_tensor(g)`` sums them.
+    As many rows as ``g`` has (static shapes), the ones past the distinct ids zero;
+    rows are summed in their original order, as ``tf.convert_to_tensor(g)`` sums them.
     """
-    ids = g.indices
-    n = tf.shape(ids, out_type=tf.int32)[0]
-    order = tf.argsort(ids, stable=True)
-    ordered = tf.gather(ids, order)
-    starts = tf.concat([tf.ones([1], tf.int32), tf.cast(ordered[1:] != ordered[:-1], tf.int32)], 0)
-    segment = tf.scatter_nd(order[:, None], tf.cumsum(starts) - 1, [n])  # of each original row
-    rows = tf.math.unsorted_segment_sum(g.values, segment, n)
-    row_ids = tf.maximum(tf.math.unsorted_segment_max(ids, segment, n), tf.zeros([], ids.dtype))
-    return tf.IndexedSlices(rows, row_ids, g.dense_shape)
+    n = tf.shape(g.indices, out_type=tf.int32)[0]
+    segment = tf.unique(g.indices, out_idx=tf.int32).idx  # numbers the distinct ids 0, 1, ...; XLA compiles it
+    return tf.math.unsorted_segment_sum(g.values, segment, n)
 
 
 def exact(g: Any) -> Any:
-    """What the statistics measure: the gradient itself, a sparse one coalesced (None stays None)."""
-    return coalesce(g) if isinstance(g, tf.IndexedSlices) else g
+    """What the statistics measure: a dense gradient itself, a sparse one's ``summed_rows``."""
+    return summed_rows(g) if isinstance(g, tf.IndexedSlices) else g
 
 
 def dense_size(g: Any) -> tf.Tensor:

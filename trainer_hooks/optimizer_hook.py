@@ -120,7 +120,9 @@ class OptimizerHook:
         def clip_gradients(grads: list[Any]) -> list[Any]:
             # Called where Keras clips: every update, or with gradient accumulation the averaged gradient
             # of an update step. Without accumulation the monitor has clipped in ``update`` already.
-            if self.stats is None or not getattr(opt, "gradient_accumulation_steps", None):
+            if self.stats is None or self._step is None:  # an update not routed through the monitor
+                return list(type(opt)._clip_gradients(opt, grads))
+            if not getattr(opt, "gradient_accumulation_steps", None):
                 return list(grads)
             return self.stats.clip_applied(list(grads), self._step)
 
@@ -240,14 +242,21 @@ class OptimizerHook:
         clipped_full, healthy, step = stats.process(
             full, opt.learning_rate, loss, inputs, origin, clip=not accumulating
         )
-        self._step = step
+
+        def routed(g: list[Any], v: list[Any]) -> Any:
+            self._step = step  # for Keras' call of _clip_gradients inside (take_over_clipping)
+            try:
+                return apply_fn(g, v)
+            finally:
+                self._step = None
+
         if loss_scale is not None:
             clipped_full = [
                 g if g is None else map_values(g, lambda v: v * tf.cast(loss_scale, v.dtype)) for g in clipped_full
             ]
         clipped = [g if i is None else clipped_full[i] for g, i in zip(grads, positions)]
         if replicas > 1:
-            apply_fn([g if g is None else _divided(g, replicas) for g in clipped], variables)
+            routed([g if g is None else _divided(g, replicas) for g in clipped], variables)
         guard = self.guard_nonfinite and loss_scale is None  # the scaler skips non-finite steps itself
         if replicas > 1 or (guard and tf.distribute.has_strategy()):
             # A tf.cond around the optimizer is not allowed under a strategy: its update merges across
@@ -262,15 +271,15 @@ class OptimizerHook:
                     stacklevel=2,
                 )
             if replicas == 1:
-                apply_fn(clipped, variables)
+                routed(clipped, variables)
             return
         if loss_scale is not None:
             # The scaler skips non-finite steps itself (and lowers its scale): let it.
-            apply_fn(clipped, variables)
+            routed(clipped, variables)
             stats.record_skipped(step, tf.logical_not(healthy))
             return
         if not guard:
-            apply_fn(clipped, variables)
+            routed(clipped, variables)
             return
         skip = tf.logical_not(healthy)
 
@@ -278,7 +287,7 @@ class OptimizerHook:
             return tf.constant(True)  # weights, slots and the optimizer's own step count stay as they were
 
         def applied() -> tf.Tensor:
-            apply_fn(clipped, variables)
+            routed(clipped, variables)
             return tf.constant(False)
 
         stats.record_skipped(step, tf.cond(skip, skipped, applied))
