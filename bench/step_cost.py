@@ -36,7 +36,9 @@ from bench.overhead import MODELS, compiled
 
 
 def compiled_step(
-    model_name: str, monitor_kwargs: dict[str, Any] | None, jit_compile: bool | str = "auto",
+    model_name: str,
+    monitor_kwargs: dict[str, Any] | None,
+    jit_compile: bool | str = "auto",
     clip: dict[str, float] | None = None,
 ) -> Any:
     """A warmed-up zero-argument step function of a fresh model, monitored if kwargs are given."""
