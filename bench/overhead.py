@@ -135,9 +135,26 @@ def mobilenetv2() -> tuple[keras.Model, np.ndarray, np.ndarray, int]:
     return model, rng.random((32 * 40, 64, 64, 3), np.float32), rng.integers(0, 10, 32 * 40), 32
 
 
+def text() -> tuple[keras.Model, np.ndarray, np.ndarray, int]:
+    """A text classifier whose Embedding (vocabulary 20,000) gets a sparse gradient: 64 x 40 ids a batch."""
+    model = keras.Sequential(
+        [
+            keras.Input((40,), dtype="int32"),
+            keras.layers.Embedding(20_000, 64),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(2),
+        ]
+    )
+    rng = np.random.default_rng(0)
+    ids = np.minimum(rng.zipf(1.3, (64 * 100, 40)), 20_000) - 1  # word-like: a few ids often, most rarely
+    return model, ids.astype(np.int32), rng.integers(0, 2, 64 * 100), 64
+
+
 MODELS: dict[str, Callable[[], tuple[keras.Model, np.ndarray, np.ndarray, int]]] = {
     "mlp": mlp,
     "mobilenetv2": mobilenetv2,
+    "text": text,
 }
 
 

@@ -1,9 +1,11 @@
 """The cost of the monitor inside the compiled train step alone, in microseconds per step.
 
     python -m bench.step_cost [--model mlp] [--steps 800] [--variant name:kwarg=value,...] [--jit-compile]
+                              [--clip global_clipnorm=1.0]
 
 A variant's values are JSON; ``probe_data="batch"`` stands for the model's own batch (with
 ``probe_data`` the step keeps no batch for the probe: compare with the defaults to see that cost).
+``--clip`` gives every model's optimizer, the plain one's too, Keras' own clipping (the monitor adopts it).
 
 No ``fit`` loop, no server, no callback work between steps: each model's compiled train
 function is called directly on one fixed batch, and the calls alternate step by step
@@ -33,11 +35,18 @@ from bench._common import write_json
 from bench.overhead import MODELS, compiled
 
 
-def compiled_step(model_name: str, monitor_kwargs: dict[str, Any] | None, jit_compile: bool | str = "auto") -> Any:
+def compiled_step(
+    model_name: str,
+    monitor_kwargs: dict[str, Any] | None,
+    jit_compile: bool | str = "auto",
+    clip: dict[str, float] | None = None,
+) -> Any:
     """A warmed-up zero-argument step function of a fresh model, monitored if kwargs are given."""
     from gradwatch import GradientMonitor
 
     model, x, y, batch = compiled(model_name, jit_compile)
+    for attr, value in (clip or {}).items():  # read when the step is traced, below
+        setattr(model.optimizer, attr, value)
     data = iter(tf.data.Dataset.from_tensors((x[:batch], y[:batch])).repeat())
     model.make_train_function()
     if monitor_kwargs is not None:
@@ -74,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", action="append", default=None,
                    help="name:kwarg=json,... of GradientMonitor (default: monitored: with the defaults)")
     p.add_argument("--jit-compile", action="store_true", help="compile the steps with XLA (jit_compile=True)")
+    p.add_argument("--clip", default=None, help="the optimizers' own clipping, e.g. global_clipnorm=1.0")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    clip = parse_variant(f"clip:{args.clip}")[1] if args.clip else None
     jit: bool | str = True if args.jit_compile else "auto"
     variants = dict(parse_variant(v) for v in (args.variant or ["monitored:"]))
-    steps = {"plain": compiled_step(args.model, None, jit)}
-    steps.update({name: compiled_step(args.model, kwargs, jit) for name, kwargs in variants.items()})
+    steps = {"plain": compiled_step(args.model, None, jit, clip)}
+    steps.update({name: compiled_step(args.model, kwargs, jit, clip) for name, kwargs in variants.items()})
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.steps):
         for name, step in steps.items():

@@ -1,6 +1,8 @@
 // Global gradient norm and clipping: the norm against the clip threshold
 // (log, top) and the clip scale and recent clipped share (bottom); grey bands
-// for gaps in the stream and thin red lines at skipped (non-finite) steps.
+// for gaps in the stream and thin red lines at skipped (non-finite) steps. With gradient
+// accumulation the line is each micro-batch's gradient and dots mark the averaged gradient that
+// each update step clipped and applied.
 
 import { MAX_POINTS, PALETTE, Plotly, axis, baseLayout, col, fin, plot, pos, sameX } from "./chart-base.js";
 
@@ -16,6 +18,7 @@ function series(s, from, to) {
     scale: col(c.scale, from, to, fin),
     share: col(c.clipShare, from, to, fin),
     skipX: x.filter((_, i) => c.skipped[from + i]),
+    acc: col(c.accnorm, from, to, pos),
   };
 }
 
@@ -42,7 +45,10 @@ function shapes(s) {
 export function draw(div, s, from) {
   const d = series(s, from, s.length);
   const data = [
-    { name: "global norm", x: d.x, y: d.gnorm, type: "scatter", mode: "lines", line: { color: PALETTE[0], width: 1.5 } },
+    {
+      name: s.accumulating ? "global norm (each micro-batch)" : "global norm", x: d.x, y: d.gnorm, type: "scatter",
+      mode: "lines", line: { color: PALETTE[0], width: 1.5 },
+    },
     {
       name: "clip threshold", x: d.x, y: d.thr, type: "scatter", mode: "lines",
       line: { color: "#e63946", width: 1.5, dash: "dash", shape: "hv" },
@@ -61,6 +67,11 @@ export function draw(div, s, from) {
       hovertemplate: "step %{x}: update skipped (non-finite gradients)<extra></extra>",
       showlegend: s.skippedCount > 0,
     },
+    {
+      name: "averaged gradient (update step)", x: d.x, y: d.acc, type: "scatter", mode: "markers",
+      marker: { size: 5, color: PALETTE[4] }, showlegend: s.accumulating,
+      hovertemplate: "step %{x}: update with the averaged accumulated gradient, norm %{y:.3g}<extra></extra>",
+    },
   ];
   const layout = baseLayout({
     uirevision: s.runId,
@@ -74,8 +85,12 @@ export function draw(div, s, from) {
 
 export function extend(div, s, from, to) {
   const d = series(s, from, to);
-  Plotly.extendTraces(div, { x: [...sameX(d.x, 4), d.skipX], y: [d.gnorm, d.thr, d.scale, d.share, d.skipX.map(() => 1)] },
-    [0, 1, 2, 3, 4], MAX_POINTS);
+  Plotly.extendTraces(div, { x: [...sameX(d.x, 4), d.skipX, d.x], y: [d.gnorm, d.thr, d.scale, d.share, d.skipX.map(() => 1), d.acc] },
+    [0, 1, 2, 3, 4, 5], MAX_POINTS);
+  if (s.accumulating && !div.data[5].showlegend) {
+    Plotly.restyle(div, { showlegend: true }, [5]);
+    Plotly.restyle(div, { name: "global norm (each micro-batch)" }, [0]);
+  }
   if (d.skipX.length) {
     Plotly.relayout(div, { shapes: shapes(s) });
     if (!div.data[4].showlegend) Plotly.restyle(div, { showlegend: true }, [4]);

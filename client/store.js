@@ -17,6 +17,7 @@ const SCALARS = Object.entries({
   epoch: "epoch", time: "time", loss: "loss", lr: "lr", gnorm: "global_norm", thr: "clip_threshold",
   scale: "clip_scale", clipped: "clipped", clipfrac: "clipped_fraction", sps: "steps_per_sec",
   wnf: "weight_nonfinite", lnf: "loss_nonfinite", skipped: "skipped", lossMean: "loss_is_mean",
+  micro: "micro_step", accnorm: "accumulated_norm",
 }).map(([key, name]) => [key, field(name)]);
 const GRAD_NORM = field("grad_norm");
 const GRAD_NAN = field("grad_nan");
@@ -76,10 +77,12 @@ export class RunStore {
     this.c = {
       step: [], epoch: [], time: [], loss: [], lr: [], gnorm: [], thr: [], scale: [],
       clipped: [], clipShare: [], clipfrac: [], sps: [], wnf: [], lnf: [], nfTotal: [], skipped: [],
+      micro: [], accnorm: [],
     };
     this.ur = this.variables.map(() => []); // update-to-weight ratio per variable (null: not measured)
     this.urSeen = false; // any update ratio received
     this.skippedCount = 0;
+    this.accumulating = false; // any update step of gradient accumulation received
     // Probe batches (every N steps, own step axis): {step: [], dead_relu: {layer: []}, bn_gap: {layer: []}}
     this.probe = { step: [], dead_relu: new Map(), bn_gap: new Map() };
     this.probeVersion = 0;
@@ -135,6 +138,10 @@ export class RunStore {
     c.lnf.push(f.lnf);
     c.skipped.push(f.skipped ? 1 : 0);
     if (f.skipped) this.skippedCount += 1;
+    // Gradient accumulation: micro-steps only accumulate; an update step's averaged gradient is clipped.
+    c.micro.push(f.micro ? 1 : 0);
+    c.accnorm.push(f.accnorm);
+    if (f.accnorm !== null) this.accumulating = true;
     if (f.wnf > 0) this.weightNonfinite += 1;
     if (f.lnf) this.lossNonfinite += 1;
     if (f.lossMean) this.lossMeanSteps += 1;

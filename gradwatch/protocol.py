@@ -194,6 +194,10 @@ class StepRecord(_Msg):
     #: ``loss`` is Keras' running mean of the epoch so far (``logs["loss"]``), not the step's own: the
     #: train step exposed no loss of its own (a custom ``train_step`` tracking it with ``keras.metrics.Mean``).
     loss_is_mean: StrictBool = False
+    #: Gradient accumulation (``gradient_accumulation_steps``): a step whose gradient was only accumulated.
+    micro_step: StrictBool = False
+    #: Gradient accumulation, update step: global norm of the averaged gradient Keras clips and applies.
+    accumulated_norm: WireFloat | None = None
 
 
 _check_step_fields({name: _accepts_none(info.annotation) for name, info in StepRecord.model_fields.items()})

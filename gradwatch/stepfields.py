@@ -120,6 +120,22 @@ STEP_FIELDS: tuple[StepField, ...] = (
         "loss is Keras' running mean over the epoch so far, not the step's own (the train step exposed none)",
         sql_default="0",
     ),
+    StepField(
+        "micro_step",
+        "bool",
+        "device",
+        "integer",
+        "gradient accumulation: the gradient was accumulated, the weights not updated (norms: this micro-batch's)",
+        sql_default="0",
+    ),
+    StepField(
+        "accumulated_norm",
+        "wire_float",
+        "device",
+        "masked_real",
+        "gradient accumulation, update step: global norm of the averaged gradient clipped and applied",
+        nullable=True,
+    ),
 )
 
 #: Column names of each ``StepRecord.bn`` row (``protocol.BN_FIELDS``).

@@ -35,7 +35,7 @@ from gradwatch.protocol import CLIP_MODES
 
 from .batch_keep import in_xla_context
 from .bn_stats import BatchNormSampler
-from .clipping import CLIP_MODE_IDS, VALUE, clip_gradients, count, sq_norms
+from .clipping import CLIP_MODE_IDS, VALUE, clip_gradients, count, densify_sparse, exact, sq_norms
 from .origin import OriginFinder, count_nonfinite
 from .readback import host_array
 
@@ -53,6 +53,8 @@ SCALARS: tuple[str, ...] = (
     "weight_nonfinite",  # written by the host's weight scan
     "origin_features",  # non-finite elements in the step's input features (non-finite steps only)
     "origin_labels",  # ... in its labels
+    "micro_step",  # gradient accumulation: this step's gradient was only accumulated (no update)
+    "accumulated_norm",  # gradient accumulation, update step: global norm of the averaged gradient (else NaN)
 )
 
 
@@ -83,7 +85,9 @@ class Layout:
         clipping = out["clip_threshold"] > 0
         value_mode = int(out["clip_mode"]) == VALUE
         out["clipped"] = clipping and (out["clip_scale"] < 1.0 or (value_mode and out["clipped_fraction"] > 0))
-        out["clipped_fraction"] = out["clipped_fraction"] if value_mode and clipping else float("nan")
+        # A micro-step of gradient accumulation clips nothing: its update step clips the average.
+        applies = value_mode and clipping and not out["micro_step"]
+        out["clipped_fraction"] = out["clipped_fraction"] if applies else float("nan")
         return out
 
 
@@ -125,8 +129,10 @@ class GradientStats:
         self.inputs_given = True  # set while tracing: did the step see its batch (x, y)?
         self.traces = 0  # how many times ``process`` was traced; a retrace would show here
         self.clip_mode = monitor_variable(CLIP_MODE_IDS[clip_mode], tf.int32, "gw_clip_mode")
-        # A threshold <= 0 means "measure, clip nothing".
-        self.clip_threshold = monitor_variable(float(clip_threshold or 0.0), tf.float32, "gw_clip_threshold")
+        # A threshold <= 0 means "measure, clip nothing". Double precision: Keras derives 1/threshold from
+        # the Python float it holds, and the clipping repeats that arithmetic (clipping.py).
+        self.clip_threshold = monitor_variable(float(clip_threshold or 0.0), tf.float64, "gw_clip_threshold")
+        self.setting = (clip_mode, clip_threshold)  # the host's latest: a trace decides sparse kinds by it
         self.buffer = monitor_variable(
             tf.fill([self.ring, self.layout.width], tf.constant(-1.0, tf.float64)), None, "gw_stats"
         )
@@ -146,6 +152,7 @@ class GradientStats:
             raise ValueError(f"clip mode {mode!r} is not one of {CLIP_MODES}")
         self.clip_mode.assign(CLIP_MODE_IDS[mode])
         self.clip_threshold.assign(float(threshold or 0.0))
+        self.setting = (mode, threshold)
 
     def read(self) -> np.ndarray:
         """The whole ring buffer (``ring`` × ``layout.width``), one host transfer."""
@@ -164,6 +171,7 @@ class GradientStats:
         loss: Any = None,
         inputs: tuple[Any, Any] | None = None,
         origin: OriginFinder | None = None,
+        clip: bool = True,
     ) -> tuple[list[Any], tf.Tensor, tf.Tensor]:
         """Clip ``grads`` under the live setting and record the step's statistics.
 
@@ -171,13 +179,17 @@ class GradientStats:
         gradient norm and loss) and the step's number. A step with no known ``loss`` records NaN there
         and judges health by the gradients alone. ``inputs`` (x, y), if given, are
         checked on unhealthy steps, and their features kept by ``origin`` (see ``OriginFinder.keep``).
+        ``clip=False``: measure only (gradient accumulation clips the averaged gradient, ``clip_applied``).
+        A sparse gradient is measured with its repeated ids summed, and reaches the
+        optimizer as the kind Keras would hand it under the clipping in force at trace time.
         """
         self.traces += 1
         step = self.step.read_value()
         grads = list(grads)
+        exact_grads = [None if g is None else exact(g) for g in grads]
         n = len(grads)
         present = [i for i, g in enumerate(grads) if g is not None]
-        sq = sq_norms(grads)
+        sq = sq_norms(exact_grads)
         total = tf.reduce_sum(sq)
         known_loss = loss is not None
         self.loss_recorded = known_loss
@@ -188,17 +200,23 @@ class GradientStats:
             healthy = healthy & tf.math.is_finite(loss)
 
         mode = self.clip_mode.read_value()
-        t = self.clip_threshold.read_value()
+        threshold = self.clip_threshold.read_value()
+        t = tf.cast(threshold, tf.float32)
         # tf.cond cannot carry None: clip the present gradients, then put the gaps back.
         present_sq = sq if len(present) == n else tf.gather(sq, present)
-        clipped, scale, frac = clip_gradients([grads[i] for i in present], present_sq, total, mode, t)
+        if clip:
+            clipped, scale, frac = clip_gradients(
+                [grads[i] for i in present], present_sq, mode, threshold, densify_sparse(*self.setting)
+            )
+        else:
+            clipped, scale, frac = [grads[i] for i in present], tf.constant(1.0), tf.constant(0.0)
         clipped_grads: list[Any] = [None] * n
         for i, g in zip(present, clipped):
             clipped_grads[i] = g
 
         def troubled() -> tf.Tensor:
             """unhealthy, features, labels, then NaN and Inf counts per variable: a non-finite step only."""
-            bad = [grads[i] for i in present]
+            bad = [exact_grads[i] for i in present]
             found = [tf.constant(0.0), tf.constant(0.0)]
             if inputs is not None:
                 x, y = inputs
@@ -215,7 +233,10 @@ class GradientStats:
         # The row of a healthy step. Its inputs are ready early except ``sq``: after the
         # last gradient only a few ops remain, which is what the step's wall time sees.
         head = tf.stack([loss, tf.cast(lr, tf.float32), tf.cast(mode, tf.float32), t, scale, frac])
-        rest = tf.constant(np.zeros(len(SCALARS) - SCALARS.index("unhealthy"), np.float32))  # unhealthy...: 0
+        rest_init = np.zeros(len(SCALARS) - SCALARS.index("unhealthy"), np.float32)  # unhealthy...: 0
+        rest_init[SCALARS.index("micro_step") - SCALARS.index("unhealthy")] = 0.0 if clip else 1.0  # see clip_applied
+        rest_init[SCALARS.index("accumulated_norm") - SCALARS.index("unhealthy")] = np.nan
+        rest = tf.constant(rest_init)
         counts_and_ratios = tf.constant(np.r_[np.zeros(2 * n), np.full(n, np.nan)].astype(np.float32))
         values = tf.cast(tf.concat([head, rest, sq, counts_and_ratios], 0), tf.float64)
         values = tf.concat([tf.reshape(tf.cast(step, tf.float64), [1]), values], 0)
@@ -244,6 +265,29 @@ class GradientStats:
         index = tf.stack([row, tf.constant(SCALARS.index("loss"), tf.int64)])[None]
         self._write(index, tf.reshape(tf.cast(loss, tf.float64), [1]))
         self.loss_recorded = True
+
+    def clip_applied(self, grads: list[Any], step: Any) -> list[Any]:
+        """Gradient accumulation: clip the averaged gradient of an update step, where Keras clips it.
+
+        Called from the optimizer's ``_clip_gradients`` (optimizer_hook.py), after ``process``
+        measured step ``step``'s micro-batch with ``clip=False``. Writes into that step's
+        row: an update step, the averaged gradient's global norm, the clip scale and fraction.
+        """
+        present = [i for i, g in enumerate(grads) if g is not None]
+        sq = sq_norms([exact(grads[i]) for i in present])
+        threshold = self.clip_threshold.read_value()
+        clipped, scale, frac = clip_gradients(
+            [grads[i] for i in present], sq, self.clip_mode.read_value(), threshold, densify_sparse(*self.setting)
+        )
+        out = list(grads)
+        for i, g in zip(present, clipped):
+            out[i] = g
+        cols = [SCALARS.index(k) for k in ("clip_scale", "clipped_fraction", "micro_step", "accumulated_norm")]
+        row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)
+        index = tf.stack([tf.fill([len(cols)], row), tf.constant(cols, tf.int64)], axis=1)
+        values = tf.stack([scale, frac, tf.constant(0.0), tf.sqrt(tf.reduce_sum(sq))])
+        self._write(index, tf.cast(values, tf.float64))
+        return out
 
     def record_skipped(self, step: Any, skipped: tf.Tensor) -> None:
         """After the optimizer ran (or did not): whether the step's update was skipped."""

@@ -33,6 +33,7 @@ import keras
 import tensorflow as tf
 
 from .batch_keep import in_xla_context
+from .clipping import map_values
 from .graph_stats import GradientStats
 from .multi_worker import WorkerSync, worker_count
 from .origin import OriginFinder
@@ -43,10 +44,11 @@ ApplyFn = Callable[[list[Any], list[Any]], Any]
 
 def optimizer_clipping(optimizer: Any) -> tuple[str, float] | None:
     """The (mode, threshold) the optimizer was built with, if any."""
-    for attr, mode in _CLIP_ATTRS.items():
-        value = getattr(optimizer, attr, None)
-        if value:
-            return mode, float(value)
+    for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):  # a LossScaleOptimizer's inner one clips
+        for attr, mode in _CLIP_ATTRS.items():
+            value = getattr(opt, attr, None)
+            if value:
+                return mode, float(value)
     return None
 
 
@@ -92,23 +94,45 @@ class OptimizerHook:
         self.stats: GradientStats | None = None
         self.origin: OriginFinder | None = None
         self.sync: WorkerSync | None = None  # set under a MultiWorkerMirroredStrategy with several workers
-        self._saved_clip: dict[str, Any] = {}
+        self._step: Any = None  # the step number of the update being traced
+        self._guard_declined = False
         self._index: dict[int, int] = {}
         self._loss: Any = None  # the loss tensor of the step being traced
         #: Whether the statistics were made while tracing an XLA-compiled step (``prepare``): there the
         #: host reads the ring only when the loop looks, so it is made larger (monitor.py).
         self.traced_in_xla = False
         self._inputs: Any = None  # (x, y) of the step being traced
-        self._step: Any = None  # the step number of the update being traced
+        #: The step number while the optimizer's own update runs (Keras calls ``_clip_gradients`` inside it).
+        self._clipping_step: Any = None
 
     # ------------------------------------------------------------------ install / uninstall
 
     def take_over_clipping(self) -> None:
-        """Switch the optimizer's own clipping off (the monitor clips now); ``uninstall`` restores it."""
-        opt = self.optimizer
-        self._saved_clip = {attr: getattr(opt, attr, None) for attr in _CLIP_ATTRS}
-        for attr in _CLIP_ATTRS:
-            setattr(opt, attr, None)
+        """Route the optimizer's own clipping through the monitor (which clips now); ``uninstall`` undoes it.
+
+        Keras clips in ``_clip_gradients``; replacing that on the instance (not the
+        ``clipnorm``/``global_clipnorm``/``clipvalue`` attributes) keeps the user's
+        settings readable, in ``get_config()`` and in a model saved meanwhile.
+        """
+        for opt in self._clipping_optimizers():
+            opt._clip_gradients = self._clip_hook(opt)
+
+    def _clipping_optimizers(self) -> list[Any]:
+        """The optimizer and, for a ``LossScaleOptimizer``, the one inside that clips."""
+        inner = getattr(self.optimizer, "inner_optimizer", None)
+        return [self.optimizer] if inner is None else [self.optimizer, inner]
+
+    def _clip_hook(self, opt: Any) -> Callable[[list[Any]], list[Any]]:
+        def clip_gradients(grads: list[Any]) -> list[Any]:
+            # Called where Keras clips: every update, or with gradient accumulation the averaged gradient
+            # of an update step. Without accumulation the monitor has clipped in ``update`` already.
+            if self.stats is None or self._clipping_step is None:  # an update not routed through the monitor
+                return list(type(opt)._clip_gradients(opt, grads))
+            if not getattr(opt, "gradient_accumulation_steps", None):
+                return list(grads)
+            return self.stats.clip_applied(list(grads), self._clipping_step)
+
+        return clip_gradients
 
     def install(self) -> None:
         """Route the optimizer's ``apply`` (as ``fit`` calls it) through the statistics."""
@@ -150,8 +174,9 @@ class OptimizerHook:
         for name in ("apply", "scale_loss"):
             if name in vars(opt):
                 delattr(opt, name)
-        for attr, value in self._saved_clip.items():
-            setattr(opt, attr, value)
+        for each in self._clipping_optimizers():
+            if "_clip_gradients" in vars(each):
+                del each._clip_gradients
 
     def prepare_if_built(self, model: Any) -> bool:
         """``prepare`` for ``model``'s weights now if it is fully built; False (nothing done) if not."""
@@ -226,32 +251,53 @@ class OptimizerHook:
         positions = [self._index.get(id(v)) for v in variables]
         for g, position in zip(grads, positions):
             if position is not None:
-                full[position] = g if g is None or loss_scale is None else g / tf.cast(loss_scale, g.dtype)
+                full[position] = g if g is None or loss_scale is None else _divided(g, loss_scale)
         origin = self.origin if replicas == 1 else None  # a replica's shard is not the batch to replay
-        clipped_full, healthy, step = stats.process(full, opt.learning_rate, loss, inputs, origin)
-        self._step = step
+        # With gradient accumulation Keras clips the averaged gradient of an update step, in
+        # ``_clip_gradients`` (take_over_clipping): measure each micro-batch here, clip there.
+        accumulating = bool(getattr(getattr(opt, "inner_optimizer", opt), "gradient_accumulation_steps", None))
+        clipped_full, healthy, step = stats.process(
+            full, opt.learning_rate, loss, inputs, origin, clip=not accumulating
+        )
+        self._step = step  # end_step records the step's own loss against it
+
+        def routed(g: list[Any], v: list[Any]) -> Any:
+            self._clipping_step = step  # for Keras' call of _clip_gradients inside (take_over_clipping)
+            try:
+                return apply_fn(g, v)
+            finally:
+                self._clipping_step = None
+
         if loss_scale is not None:
-            clipped_full = [g if g is None else g * tf.cast(loss_scale, g.dtype) for g in clipped_full]
+            clipped_full = [
+                g if g is None else map_values(g, lambda v: v * tf.cast(loss_scale, v.dtype)) for g in clipped_full
+            ]
         clipped = [g if i is None else clipped_full[i] for g, i in zip(grads, positions)]
         if replicas > 1:
-            # A tf.cond around the optimizer is not allowed in a replica context (it
-            # merges across replicas inside): no guard here.
-            if self.guard_nonfinite:
+            routed([g if g is None else _divided(g, replicas) for g in clipped], variables)
+        guard = self.guard_nonfinite and loss_scale is None  # the scaler skips non-finite steps itself
+        if replicas > 1 or (guard and tf.distribute.has_strategy()):
+            # A tf.cond around the optimizer is not allowed under a strategy: its update merges across
+            # replicas inside (``merge_call``), even with one replica. No guard there.
+            if guard and not self._guard_declined:
+                self._guard_declined = True
                 warnings.warn(
-                    "gradwatch: guard_nonfinite cannot skip steps under a multi-replica strategy; non-finite "
-                    "steps are still counted and reported, and pause_on=('nonfinite',) can stop the damage",
+                    "gradwatch: guard_nonfinite cannot skip steps under a tf.distribute strategy "
+                    f"({type(tf.distribute.get_strategy()).__name__}); non-finite steps are still counted and "
+                    "reported, and pause_on=('nonfinite',) can stop the damage",
                     RuntimeWarning,
                     stacklevel=2,
                 )
-            apply_fn([g if g is None else g / replicas for g in clipped], variables)
+            if replicas == 1:
+                routed(clipped, variables)
             return
         if loss_scale is not None:
             # The scaler skips non-finite steps itself (and lowers its scale): let it.
-            apply_fn(clipped, variables)
+            routed(clipped, variables)
             stats.record_skipped(step, tf.logical_not(healthy))
             return
-        if not self.guard_nonfinite:
-            apply_fn(clipped, variables)
+        if not guard:
+            routed(clipped, variables)
             return
         skip = tf.logical_not(healthy)
 
@@ -259,7 +305,12 @@ class OptimizerHook:
             return tf.constant(True)  # weights, slots and the optimizer's own step count stay as they were
 
         def applied() -> tf.Tensor:
-            apply_fn(clipped, variables)
+            routed(clipped, variables)
             return tf.constant(False)
 
         stats.record_skipped(step, tf.cond(skip, skipped, applied))
+
+
+def _divided(g: Any, divisor: Any) -> Any:
+    """``g / divisor``, a sparse gradient kept sparse."""
+    return map_values(g, lambda v: v / tf.cast(divisor, v.dtype))

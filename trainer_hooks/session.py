@@ -409,4 +409,6 @@ class RunSession:
             "update_ratio": None if np.isnan(u["update_ratio"]).all() else u["update_ratio"].tolist(),
             "skipped": bool(u["skipped"]),
             "loss_is_mean": is_mean,
+            "micro_step": bool(u["micro_step"]),
+            "accumulated_norm": None if math.isnan(u["accumulated_norm"]) else u["accumulated_norm"],
         }

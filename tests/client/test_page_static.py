@@ -353,3 +353,26 @@ def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page:
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(tmp_path / "alerts_static.png"))
     assert page.gradwatch_problems == [], page.gradwatch_problems
+
+
+def test_gradient_accumulation_update_steps_are_told_apart(static_url: str, browser_page: Any) -> None:
+    page = browser_page
+    backend = FakeBackend(page)
+    page.goto(static_url + "/")
+    page.wait_for_function("window.gradwatch.connected && window.gradwatch.steps === 10")
+    chart = "document.querySelector('[data-testid=chart-global-norm]')"
+    assert page.evaluate(f"{chart}.data[0].name") == "global norm"  # no accumulation: nothing else said
+    recs = [
+        {**record(s), "micro_step": s % 2 == 0, "accumulated_norm": None if s % 2 == 0 else 0.25 + s / 100}
+        for s in range(10, 14)
+    ]
+    backend.records.extend(recs)
+    backend.sockets[-1].send(json.dumps({"type": "steps", "run_id": 1, "records": recs}))
+    page.wait_for_function(f"window.gradwatch.lastStep === 13 && {chart}.data[5].showlegend === true")
+    assert page.evaluate(f"{chart}.data[0].name") == "global norm (each micro-batch)"
+    trace = page.evaluate(f"(() => {{ const t = {chart}.data[5]; return [t.name, t.x, t.y]; }})()")
+    name, xs, ys = trace
+    assert name == "averaged gradient (update step)"
+    assert [(x, y) for x, y in zip(xs, ys) if y is not None] == [(11, 0.36), (13, 0.38)]
+    assert page.evaluate("window.gradwatch._debug.state.store.c.micro").count(1) == 2
+    assert page.gradwatch_problems == [], page.gradwatch_problems
