@@ -51,8 +51,6 @@ class ServerConfig:
     max_request_bytes: int = 1 << 20
     #: ... or buffered bytes (as sent on the wire): the bound that holds for wide models too.
     max_buffered_bytes: int = 64 * 1024 * 1024
-    #: Bytes of messages a browser may have queued before it is closed as too slow (with ``viewer_queue_size``).
-    viewer_queue_bytes: int = 32 * 1024 * 1024
     #: Frames and bytes per second one trainer connection is handled at, at most (bursts of one second): a flood
     #: waits its turn so REST and other trainers stay responsive. A trainer sends a few dozen frames a second.
     trainer_frames_per_sec: float = 1000.0
