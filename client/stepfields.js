@@ -22,6 +22,7 @@ export const STEP_FIELDS = Object.freeze([
   Object.freeze({"name": "bn", "kind": "wire_float", "shape": "bn_layer", "nullable": false, "column": "bn"}),
   Object.freeze({"name": "update_ratio", "kind": "wire_float", "shape": "variable", "nullable": true, "column": "update_ratio"}),
   Object.freeze({"name": "skipped", "kind": "bool", "shape": "scalar", "nullable": false, "column": "skipped"}),
+  Object.freeze({"name": "loss_is_mean", "kind": "bool", "shape": "scalar", "nullable": false, "column": "loss_is_mean"}),
   Object.freeze({"name": "micro_step", "kind": "bool", "shape": "scalar", "nullable": false, "column": "micro_step"}),
   Object.freeze({"name": "accumulated_norm", "kind": "wire_float", "shape": "scalar", "nullable": true, "column": "accumulated_norm"}),
 ]);

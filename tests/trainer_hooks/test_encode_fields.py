@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 from gradwatch.trainer_hooks.graph_stats import GradientStats
 
-from gradwatch.protocol import StepRecord
+from gradwatch.protocol import StepRecord, dumps
 from gradwatch.stepfields import STEP_FIELDS
 
 from .test_session import make_session, queued
@@ -24,5 +24,5 @@ def test_encoded_records_are_the_declared_fields_and_validate() -> None:
     assert len(records) == 2
     for rec in records:
         assert list(rec) == [f.name for f in STEP_FIELDS]
-        StepRecord.model_validate(rec)
+        StepRecord.model_validate_json(dumps(rec))  # as sent: non-finite floats spelt the wire way
     assert records[1]["grad_nan"] == [12, 0] and records[1]["loss"] == 0.5
