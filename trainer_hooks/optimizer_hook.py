@@ -12,8 +12,7 @@ and the gradients' variables are known by then.
 
 Around the optimizer's own update the hook can skip a non-finite step
 (``guard_nonfinite``: weights and slots untouched). The update ratio ‖Δw‖/‖w‖
-is measured on the host (session.py): wrapping the optimizer in a branch to
-measure it in the step cost more than the measurement.
+is measured around the optimizer's own updates, in the step (update_capture.py).
 
 Under mixed precision Keras wraps the optimizer in a ``LossScaleOptimizer``,
 whose ``apply`` receives gradients multiplied by the dynamic loss scale. The
@@ -35,6 +34,7 @@ import tensorflow as tf
 from .graph_stats import GradientStats
 from .multi_worker import WorkerSync, worker_count
 from .origin import OriginFinder
+from .update_capture import apply_measuring, ratios, variable_index
 
 _CLIP_ATTRS = {"global_clipnorm": "global_norm", "clipnorm": "norm", "clipvalue": "value"}
 ApplyFn = Callable[[list[Any], list[Any]], Any]
@@ -93,6 +93,7 @@ class OptimizerHook:
         self.sync: WorkerSync | None = None  # set under a MultiWorkerMirroredStrategy with several workers
         self._saved_clip: dict[str, Any] = {}
         self._index: dict[int, int] = {}
+        self._ratio_index: dict[int, int] = {}
         self._loss: Any = None  # the loss tensor of the step being traced
         self._inputs: Any = None  # (x, y) of the step being traced
 
@@ -162,6 +163,7 @@ class OptimizerHook:
         with tf.init_scope():  # outside the strategy: only a single replica keeps its batch
             self.origin = self.make_origin() if self.make_origin is not None else None
         self._index = {id(v): i for i, v in enumerate(self.stats.variables)}
+        self._ratio_index = variable_index(self.stats.variables)
 
     # ------------------------------------------------------------------ the update, traced
 
@@ -216,6 +218,8 @@ class OptimizerHook:
         if loss_scale is not None:
             clipped_full = [g if g is None else g * tf.cast(loss_scale, g.dtype) for g in clipped_full]
         clipped = [g if i is None else clipped_full[i] for g, i in zip(grads, positions)]
+        if stats.update_ratio and replicas == 1 and not tf.distribute.has_strategy():
+            apply_fn = self._measuring(apply_fn, step)
         if replicas > 1:
             # A tf.cond around the optimizer is not allowed in a replica context (it
             # merges across replicas inside): no guard here.
@@ -246,3 +250,15 @@ class OptimizerHook:
             return tf.constant(False)
 
         stats.record_skipped(step, tf.cond(skip, skipped, applied))
+
+    def _measuring(self, apply_fn: ApplyFn, step: Any) -> ApplyFn:
+        """``apply_fn`` that also writes the update-to-weight ratio of the step into its row."""
+        stats = self.stats
+        assert stats is not None
+        n = stats.layout.n_vars
+
+        def apply(grads: list[Any], variables: list[Any]) -> None:
+            apply_measuring(self.optimizer, self._ratio_index, lambda: apply_fn(grads, variables),
+                            lambda captured: stats.record_updates(step, ratios(captured, n)))
+
+        return apply

@@ -149,7 +149,7 @@ class RunSession:
         """
         last = next_step - 1
         self._epoch = epoch
-        if last % self.every == 0 and self.stats.bn.due(time.monotonic()):
+        if last % self.every == 0 and self.stats.bn.due(last // self.every):
             self._bn_samples[last] = self.stats.bn.sample()  # the moving statistics right after step `last`
         # Inside a compiled loop the host runs before the step's update is done: no ratio there.
         meter = self.update_ratio if rows is None else None
