@@ -78,7 +78,8 @@ TrainerState = Literal["running", "paused", "idle", "interrupted", "finished"]
 RunStatus = Literal[TrainerState, "disconnected"]
 CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr"]
 AlertKind = Literal[
-    "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated"
+    "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated",
+    "diverging",
 ]
 ALERT_KINDS: tuple[str, ...] = (
     "exploding_gradients",
@@ -87,6 +88,7 @@ ALERT_KINDS: tuple[str, ...] = (
     "dead_relu",
     "frozen_batchnorm",
     "clip_saturated",
+    "diverging",
 )
 
 #: Upper bound on a learning rate set from the page.

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -52,6 +55,12 @@ def test_exploding_is_flagged_before_the_first_nan(server: Any) -> None:
     exploding = [a for a in alerts if a["kind"] == "exploding_gradients"]
     assert exploding and exploding[0]["step"] < nan_at
     assert exploding[0]["layer"] in metrics["grad_norm"]
+    # The update/weight chart of a run that trains is never empty: every kernel, every step before the NaN.
+    kernels = [k for k in metrics["update_ratio"] if k.endswith("kernel")]
+    assert kernels
+    for k in kernels:
+        before = [decode_float(v) if v is not None else math.nan for v in metrics["update_ratio"][k][:nan_at]]
+        assert np.isfinite(before).all() and min(before) > 0, k
 
 
 def test_vanishing_names_an_early_layer(server: Any) -> None:
@@ -89,3 +98,23 @@ def test_dying_relu_names_the_dead_layer(server: Any) -> None:
     dead = [a for a in alerts if a["kind"] == "dead_relu"]
     assert dead and dead[0]["layer"].endswith("dense_dead")
     assert {a["kind"] for a in alerts} == {"dead_relu"}
+
+
+def _alerts_seen(alerts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return sorted((a["kind"], a["layer"], tuple(a["layers"]), a["step"]) for a in alerts)
+
+
+def test_the_same_alerts_at_the_same_steps_beside_a_cpu_hog(server: Any) -> None:
+    """Which steps are sampled, and so what is concluded, must not depend on how loaded the machine is."""
+    _, quiet, _ = run_scenario(server, "dying_relu", run_name="test dying_relu quiet")
+    # One busy process per core, each ending by itself after a bound (and stopped as soon as the run is done).
+    hog = "import time\nend = time.monotonic() + 240\nwhile time.monotonic() < end:\n    pass\n"
+    hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(os.cpu_count() or 2)]
+    try:
+        _, loaded, _ = run_scenario(server, "dying_relu", run_name="test dying_relu loaded")
+    finally:
+        for p in hogs:
+            p.kill()
+            p.wait(timeout=30)
+    assert quiet, "the scenario raises its alert"
+    assert _alerts_seen(loaded) == _alerts_seen(quiet)

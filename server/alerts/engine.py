@@ -15,6 +15,7 @@ from typing import Any
 
 from gradwatch.protocol import NonfiniteOrigin, Probe, StepRecord
 
+from .divergence import Diverging
 from .params import RuleSettings, settings
 from .probe_rules import DeadRelu, FrozenBatchnorm
 from .rules import ClipSaturated, Evidence, ExplodingGradients, Hit, Nonfinite, Rule, RunInfo, VanishingGradients
@@ -29,6 +30,7 @@ RULE_TYPES: dict[str, type[Rule]] = {
     "dead_relu": DeadRelu,
     "frozen_batchnorm": FrozenBatchnorm,
     "clip_saturated": ClipSaturated,
+    "diverging": Diverging,
 }
 
 

@@ -67,7 +67,8 @@ def _ratios(server: Any, run_name: str, opt: str, options: dict[str, Any], **mon
     run = next(r for r in api.get("/api/runs").json() if r["name"] == run_name)
     m = api.get(f"/api/runs/{run['id']}/metrics").json()
     assert len(m["step"]) == STEPS
-    return {k.split("/", 1)[1]: [math.nan if v is None else decode_float(v) for v in s] for k, s in m["update_ratio"].items()}
+    series = m["update_ratio"].items()
+    return {k.split("/", 1)[1]: [math.nan if v is None else decode_float(v) for v in s] for k, s in series}
 
 
 @pytest.mark.parametrize(
