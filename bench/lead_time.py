@@ -19,6 +19,7 @@ Every run uses a default ``GradientMonitor`` against one real ``gradwatch serve`
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -40,6 +41,8 @@ HEALTHY_SCHEDULES = ("linear_warmup", "cosine_warmup", "one_cycle", "plateau", "
 LOUD = ("warning", "critical")
 #: Ground truth: the fixed batch's loss this many times its best so far is divergence.
 DIVERGED = 3.0
+#: Examples in the fixed batch the ground truth is measured on.
+FIXED = 64
 #: Steps trained past divergence (the alerts that come after it do not count, nor cost time).
 AFTER = 5
 
@@ -66,7 +69,7 @@ def draw_runs(seed: int, seeds: int, healthy_per_schedule: int) -> list[LeadRun]
     for arch in ARCHS:
         for opt in OPTIMIZERS:
             for k in range(seeds):
-                onset, growth = d.int(30, 120), d.rng.uniform(1.05, 1.3)
+                onset, growth = d.int(20, 80), d.rng.uniform(1.05, 1.3)
                 steps = onset + int(math.log(1e5) / math.log(growth)) + 20
                 runs.append(LeadRun(f"runaway {arch}/{opt} #{k} x{growth:.3f}@{onset}", arch, opt,
                                     NOMINAL_LR[opt] * d.logu(0.5, 2.0), d.pick((16, 32)), d.pick((16, 32, 64)),
@@ -77,7 +80,7 @@ def draw_runs(seed: int, seeds: int, healthy_per_schedule: int) -> list[LeadRun]
             warmup = d.int(20, 100) if schedule != "plateau" else d.int(3, 10)
             runs.append(LeadRun(f"healthy {schedule} {arch}/{opt} #{k}", arch, opt,
                                 NOMINAL_LR[opt] * d.logu(0.7, 2.0), d.pick((16, 32)), d.pick((16, 32, 64)),
-                                d.int(250, 400), schedule, warmup=warmup, seed=int(d.rng.integers(1 << 30))))
+                                d.int(150, 300), schedule, warmup=warmup, seed=int(d.rng.integers(1 << 30))))
     return runs
 
 
@@ -197,7 +200,7 @@ def train(run: LeadRun, server: str, token: str) -> dict[str, Any]:
     model = _model(run)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=_optimizer(run.opt, _schedule(run)), loss=loss_fn)
-    fixed_x, fixed_y = x[:256], y[:256]
+    fixed_x, fixed_y = x[:FIXED], y[:FIXED]
     truth: dict[str, Any] = {"diverged_at": None, "best": math.inf, "steps": 0}
 
     class Truth(keras.callbacks.Callback):  # type: ignore[misc]
@@ -346,6 +349,9 @@ def main(args: Any) -> int:
         for run in runs:
             r = run_one(run, srv, api, keep_series=bool(args.json))
             results.append(r)
+            if args.json:  # a run cut short keeps what it measured
+                with open(f"{args.json}.partial.jsonl", "a") as f:
+                    f.write(json.dumps(r) + "\n")
             print(f"{r['name']:<55} {r['seconds']:>5}s diverged_at={r.get('diverged_at')} "
                   f"first_alert={r['first_alert']} ({r['first_alert_kind']}) lead={r['lead']}"
                   + (f" ERROR {r['error']}" if r.get("error") else ""), flush=True)
