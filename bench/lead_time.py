@@ -71,16 +71,39 @@ def draw_runs(seed: int, seeds: int, healthy_per_schedule: int) -> list[LeadRun]
             for k in range(seeds):
                 onset, growth = d.int(20, 80), d.rng.uniform(1.05, 1.3)
                 steps = onset + int(math.log(1e5) / math.log(growth)) + 20
-                runs.append(LeadRun(f"runaway {arch}/{opt} #{k} x{growth:.3f}@{onset}", arch, opt,
-                                    NOMINAL_LR[opt] * d.logu(0.5, 2.0), d.pick((16, 32)), d.pick((16, 32, 64)),
-                                    steps, "runaway", onset, growth, seed=int(d.rng.integers(1 << 30))))
+                runs.append(
+                    LeadRun(
+                        f"runaway {arch}/{opt} #{k} x{growth:.3f}@{onset}",
+                        arch,
+                        opt,
+                        NOMINAL_LR[opt] * d.logu(0.5, 2.0),
+                        d.pick((16, 32)),
+                        d.pick((16, 32, 64)),
+                        steps,
+                        "runaway",
+                        onset,
+                        growth,
+                        seed=int(d.rng.integers(1 << 30)),
+                    )
+                )
     for schedule in HEALTHY_SCHEDULES:
         for k in range(healthy_per_schedule):
             arch, opt = d.pick(ARCHS), d.pick(OPTIMIZERS)
             warmup = d.int(20, 100) if schedule != "plateau" else d.int(3, 10)
-            runs.append(LeadRun(f"healthy {schedule} {arch}/{opt} #{k}", arch, opt,
-                                NOMINAL_LR[opt] * d.logu(0.7, 2.0), d.pick((16, 32)), d.pick((16, 32, 64)),
-                                d.int(150, 300), schedule, warmup=warmup, seed=int(d.rng.integers(1 << 30))))
+            runs.append(
+                LeadRun(
+                    f"healthy {schedule} {arch}/{opt} #{k}",
+                    arch,
+                    opt,
+                    NOMINAL_LR[opt] * d.logu(0.7, 2.0),
+                    d.pick((16, 32)),
+                    d.pick((16, 32, 64)),
+                    d.int(150, 300),
+                    schedule,
+                    warmup=warmup,
+                    seed=int(d.rng.integers(1 << 30)),
+                )
+            )
     return runs
 
 
@@ -88,8 +111,9 @@ def quick_runs() -> list[LeadRun]:
     """Two short runs for CI: one runaway, one warm-up."""
     return [
         LeadRun("runaway mlp/momentum quick", "mlp", "momentum", 0.01, 16, 32, 110, "runaway", 30, 1.3, seed=1),
-        LeadRun("healthy linear_warmup mlp/adam quick", "mlp", "adam", 1e-3, 16, 32, 80, "linear_warmup",
-                warmup=30, seed=2),
+        LeadRun(
+            "healthy linear_warmup mlp/adam quick", "mlp", "adam", 1e-3, 16, 32, 80, "linear_warmup", warmup=30, seed=2
+        ),
     ]
 
 
@@ -108,8 +132,15 @@ def _model(run: LeadRun) -> Any:
         h = L.Dense(run.width, activation="relu", name="ffn")(L.GlobalAveragePooling1D()(h))
         return keras.Model(inputs, L.Dense(10, name="logits")(h), name="lead_embed")
     arch = {"bn_cnn": "cnn"}.get(run.arch, run.arch)
-    return build(ModelSpec(arch, run.width, 2, kernel_init="he_normal" if arch != "lstm" else "glorot_uniform",
-                           batchnorm=run.arch == "bn_cnn"))
+    return build(
+        ModelSpec(
+            arch,
+            run.width,
+            2,
+            kernel_init="he_normal" if arch != "lstm" else "glorot_uniform",
+            batchnorm=run.arch == "bn_cnn",
+        )
+    )
 
 
 def _data(run: LeadRun) -> tuple[np.ndarray, np.ndarray]:
@@ -219,14 +250,18 @@ def train(run: LeadRun, server: str, token: str) -> dict[str, Any]:
 
     callbacks: list[Any] = [Truth()]
     if run.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.3, patience=run.warmup,
-                                                           min_lr=run.lr / 1e3, verbose=0))
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="loss", factor=0.3, patience=run.warmup, min_lr=run.lr / 1e3, verbose=0
+            )
+        )
     monitor = GradientMonitor(server=server, token=token, run_name=run.name)
     per_epoch = -(-len(x) // run.batch)
     try:
         # The monitor last: it reports the step after Truth ran; ReduceLROnPlateau acts per epoch.
-        model.fit(x, y, batch_size=run.batch, epochs=-(-run.steps // per_epoch), verbose=0,
-                  callbacks=[*callbacks, monitor])
+        model.fit(
+            x, y, batch_size=run.batch, epochs=-(-run.steps // per_epoch), verbose=0, callbacks=[*callbacks, monitor]
+        )
     finally:
         monitor.close()
     return {"diverged_at": truth["diverged_at"], "steps_trained": truth["steps"]}
@@ -250,8 +285,10 @@ def run_one(run: LeadRun, srv: BenchServer, api: httpx.Client, keep_series: bool
             if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        out["alerts"] = [{k: a[k] for k in ("kind", "severity", "step", "layer", "message")}
-                         for a in api.get(f"/api/runs/{run_id}/alerts").json()]
+        out["alerts"] = [
+            {k: a[k] for k in ("kind", "severity", "step", "layer", "message")}
+            for a in api.get(f"/api/runs/{run_id}/alerts").json()
+        ]
         if keep_series:  # what the rules saw, to study them offline
             m = api.get(f"/api/runs/{run_id}/metrics", params={"max_points": 1_000_000}).json()
             out["series"] = {k: m[k] for k in ("step", "lr", "loss", "global_norm", "update_ratio")}
@@ -274,8 +311,10 @@ def score(results: list[dict[str, Any]]) -> dict[str, Any]:
     unwarned = [r["name"] for r in diverged if r["lead"] is None or r["lead"] <= 0]
     healthy = [r for r in results if r["schedule"] != "runaway" and not r.get("error")]
     false = [(r["name"], a) for r in healthy for a in r["alerts"] if a["severity"] in LOUD]
-    per_schedule = {s: {"runs": sum(1 for r in healthy if r["schedule"] == s),
-                        "loud": sum(1 for n, _ in false if f" {s} " in n)} for s in HEALTHY_SCHEDULES}
+    per_schedule = {
+        s: {"runs": sum(1 for r in healthy if r["schedule"] == s), "loud": sum(1 for n, _ in false if f" {s} " in n)}
+        for s in HEALTHY_SCHEDULES
+    }
     by_arch = {a: [r["lead"] if r["lead"] is not None else None for r in diverged if r["arch"] == a] for a in ARCHS}
     by_opt = {o: [r["lead"] if r["lead"] is not None else None for r in diverged if r["opt"] == o] for o in OPTIMIZERS}
     median = statistics.median([r["lead"] if r["lead"] is not None else 0 for r in diverged]) if diverged else None
@@ -313,13 +352,19 @@ def markdown(s: dict[str, Any], command: str) -> str:
     lines = [f"`{command}`", "", "| architecture | " + " | ".join(OPTIMIZERS) + " |", "|---" * 4 + "|"]
     # lead per arch x optimizer from the raw leads
     for arch in ARCHS:
-        lines.append(f"| {arch} | " + " | ".join(_lead_cell(s["cells"].get(f"{arch}/{o}", [])) for o in OPTIMIZERS)
-                     + " |")
-    lines += ["", f"Diverging runs: {s['diverged']} of {s['runaway_runs']} diverged; median lead "
-              f"{s['median_lead']} steps (an unwarned run counts 0; from the onset of the runaway to divergence: "
-              f"median {s['median_onset_to_divergence']} steps, the most any warning could lead by); not warned "
-              f"before divergence: {len(s['unwarned'])}.", "",
-              "| healthy schedule | runs | runs with a warning/critical alert |", "|---|---|---|"]
+        lines.append(
+            f"| {arch} | " + " | ".join(_lead_cell(s["cells"].get(f"{arch}/{o}", [])) for o in OPTIMIZERS) + " |"
+        )
+    lines += [
+        "",
+        f"Diverging runs: {s['diverged']} of {s['runaway_runs']} diverged; median lead "
+        f"{s['median_lead']} steps (an unwarned run counts 0; from the onset of the runaway to divergence: "
+        f"median {s['median_onset_to_divergence']} steps, the most any warning could lead by); not warned "
+        f"before divergence: {len(s['unwarned'])}.",
+        "",
+        "| healthy schedule | runs | runs with a warning/critical alert |",
+        "|---|---|---|",
+    ]
     for name, v in s["per_schedule"].items():
         lines.append(f"| {name} | {v['runs']} | {v['loud']} |")
     lines += ["", "Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in s["targets"].items())]
@@ -352,16 +397,28 @@ def main(args: Any) -> int:
             if args.json:  # a run cut short keeps what it measured
                 with open(f"{args.json}.partial.jsonl", "a") as f:
                     f.write(json.dumps(r) + "\n")
-            print(f"{r['name']:<55} {r['seconds']:>5}s diverged_at={r.get('diverged_at')} "
-                  f"first_alert={r['first_alert']} ({r['first_alert_kind']}) lead={r['lead']}"
-                  + (f" ERROR {r['error']}" if r.get("error") else ""), flush=True)
+            print(
+                f"{r['name']:<55} {r['seconds']:>5}s diverged_at={r.get('diverged_at')} "
+                f"first_alert={r['first_alert']} ({r['first_alert_kind']}) lead={r['lead']}"
+                + (f" ERROR {r['error']}" if r.get("error") else ""),
+                flush=True,
+            )
     s = score(results)
     s["cells"] = cells(results)
-    command = "python -m bench.diagnosis --lead" + (" --quick" if args.quick else
-                                                     f" --seed {args.seed} --seeds {args.seeds}")
+    command = "python -m bench.diagnosis --lead" + (
+        " --quick" if args.quick else f" --seed {args.seed} --seeds {args.seeds}"
+    )
     print(markdown(s, command))
     for line in s["false_alarms"] + [f"UNWARNED {n}" for n in s["unwarned"]] + s["errors"]:
         print(line)
-    write_json(args.json, {"command": command, "machine": machine(), "seconds": round(time.monotonic() - t0, 1),
-                           "summary": s, "runs": results})
+    write_json(
+        args.json,
+        {
+            "command": command,
+            "machine": machine(),
+            "seconds": round(time.monotonic() - t0, 1),
+            "summary": s,
+            "runs": results,
+        },
+    )
     return 0

@@ -258,7 +258,11 @@ class OptimizerHook:
         n = stats.layout.n_vars
 
         def apply(grads: list[Any], variables: list[Any]) -> None:
-            apply_measuring(self.optimizer, self._ratio_index, lambda: apply_fn(grads, variables),
-                            lambda captured: stats.record_updates(step, ratios(captured, n)))
+            apply_measuring(
+                self.optimizer,
+                self._ratio_index,
+                lambda: apply_fn(grads, variables),
+                lambda captured: stats.record_updates(step, ratios(captured, n)),
+            )
 
         return apply

@@ -64,8 +64,9 @@ def _patched(obj: Any, methods: dict[str, Callable[..., Any]]) -> Iterator[None]
                 delattr(obj, name)
 
 
-def apply_measuring(optimizer: Any, index: dict[int, int], apply: Callable[[], Any],
-                    record: Callable[[Captured], None]) -> None:
+def apply_measuring(
+    optimizer: Any, index: dict[int, int], apply: Callable[[], Any], record: Callable[[Captured], None]
+) -> None:
     """Run ``apply()`` (traced) and hand ``record`` what ``optimizer`` did to the variables of ``index``.
 
     ``record`` runs where the updates were made: after the inner optimizer's ``apply`` when a loss
@@ -97,8 +98,9 @@ def apply_measuring(optimizer: Any, index: dict[int, int], apply: Callable[[], A
     finish()
 
 
-def _wrap(name: str, original: Callable[[Any, Any], Any], index: dict[int, int],
-          captured: Captured) -> Callable[[Any, Any], Any]:
+def _wrap(
+    name: str, original: Callable[[Any, Any], Any], index: dict[int, int], captured: Captured
+) -> Callable[[Any, Any], Any]:
 
     def method(variable: Any, value: Any) -> Any:
         i = index.get(id(variable))

@@ -95,5 +95,11 @@ class Diverging(Rule):
         if ratio_rate < math.log(self.p["ratio_growth"]):
             return None
         lr_rate = sum(rates) / len(rates)
-        return {"rule": "runaway_lr", "update_ratio": r1, "update_ratio_growth": round(math.exp(ratio_rate), 4),
-                "lr": lr1, "lr_growth": round(math.exp(lr_rate), 4), "window": s1 - s0}
+        return {
+            "rule": "runaway_lr",
+            "update_ratio": r1,
+            "update_ratio_growth": round(math.exp(ratio_rate), 4),
+            "lr": lr1,
+            "lr_growth": round(math.exp(lr_rate), 4),
+            "window": s1 - s0,
+        }

@@ -26,8 +26,13 @@ def run(lr_of: Callable[[int], float], steps: int, seed: int = 0, every: int = 1
     for step in range(0, steps, every):
         lr = lr_of(step)
         ratios = [3.0 * lr * float(rng.lognormal(0.0, 0.1)) * (1 + i) for i in range(len(VARS))]
-        out.append(StepRecord.model_validate(record(step, n_vars=len(VARS), lr=lr, update_ratio=ratios,
-                                                    grad_norm=[1.0] * len(VARS), global_norm=2.45)))
+        out.append(
+            StepRecord.model_validate(
+                record(
+                    step, n_vars=len(VARS), lr=lr, update_ratio=ratios, grad_norm=[1.0] * len(VARS), global_norm=2.45
+                )
+            )
+        )
     return out
 
 
@@ -35,7 +40,7 @@ def raised(records: list[StepRecord], frame: int = 7) -> list[Any]:
     e = RunAlerts(1, RunInfo(VARS, []), {"diverging": settings("diverging")})
     changes = []
     for i in range(0, len(records), frame):
-        changes += e.observe_steps(records[i:i + frame])
+        changes += e.observe_steps(records[i : i + frame])
     return list({id(c.alert): c.alert for c in changes if c.alert.kind == "diverging"}.values())
 
 
@@ -84,5 +89,5 @@ def test_every_nth_step_reported_counts_growth_per_step() -> None:
 
 
 def test_no_update_ratio_no_verdict() -> None:
-    records = [StepRecord.model_validate(record(s, n_vars=len(VARS), lr=0.01 * 1.2 ** s)) for s in range(60)]
+    records = [StepRecord.model_validate(record(s, n_vars=len(VARS), lr=0.01 * 1.2**s)) for s in range(60)]
     assert raised(records) == []

@@ -51,15 +51,21 @@ def _ratios(server: Any, run_name: str, opt: str, options: dict[str, Any], **mon
     x = rng.standard_normal((STEPS * 8, 8)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
     keras.utils.clear_session()  # the same variable names in both runs
-    model = keras.Sequential([
-        keras.Input((8,)),
-        keras.layers.Dense(16, activation="relu", name="hidden"),
-        keras.layers.Dense(2, dtype="float32", name="out"),
-    ])
-    model.compile(optimizer=_optimizer(opt), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=bool(options.get("jit")))
-    mon = GradientMonitor(server=server.url, token=server.token, run_name=run_name,
-                          guard_nonfinite=bool(options.get("guard")), **monitor)
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu", name="hidden"),
+            keras.layers.Dense(2, dtype="float32", name="out"),
+        ]
+    )
+    model.compile(
+        optimizer=_optimizer(opt),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=bool(options.get("jit")),
+    )
+    mon = GradientMonitor(
+        server=server.url, token=server.token, run_name=run_name, guard_nonfinite=bool(options.get("guard")), **monitor
+    )
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[mon])
     mon.close()
     keras.mixed_precision.set_global_policy("float32")
@@ -73,8 +79,13 @@ def _ratios(server: Any, run_name: str, opt: str, options: dict[str, Any], **mon
 
 @pytest.mark.parametrize(
     ("opt", "options"),
-    [("momentum", {}), ("adam", {}), ("rmsprop", {"jit": True}), ("adam", {"mixed": True}),
-     ("momentum", {"guard": True})],
+    [
+        ("momentum", {}),
+        ("adam", {}),
+        ("rmsprop", {"jit": True}),
+        ("adam", {"mixed": True}),
+        ("momentum", {"guard": True}),
+    ],
     ids=["momentum", "adam", "rmsprop-xla", "adam-mixed-precision", "momentum-guard"],
 )
 def test_every_step_matches_the_host_reference(shared_server: Any, opt: str, options: dict[str, Any]) -> None:
