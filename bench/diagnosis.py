@@ -1,6 +1,7 @@
 """Diagnosis benchmark: do the alerts name what went wrong, early, and stay quiet on healthy runs?
 
     python -m bench.diagnosis [--quick] [--seed 2026] [--only KIND,...] [--json PATH]
+    python -m bench.diagnosis --lead [--quick] [--seed 2026] [--seeds 2] [--json PATH]   (bench/lead_time.py)
 
 Trains the zoo (``bench.zoo``: pathological and healthy runs drawn at random from a seeded RNG) for real,
 each run with a default ``GradientMonitor(run_name=...)``, against one real ``gradwatch serve``, then reads
@@ -33,6 +34,8 @@ from gradwatch.protocol import decode_float
 from .zoo import ALSO, KINDS, Run, draw_zoo, execute, quick_zoo
 
 LOUD = ("warning", "critical")
+#: Alert kinds that warn of a pathology before it shows (no zoo run has them as its true kind).
+LEADING = ("diverging",)
 #: A run's event comes this many steps after the start or later: its alert must come before it.
 EARLY_EVENT = 3
 #: An explosion is gradual when its global norm climbed (stayed 3x above its level before the onset)
@@ -197,7 +200,7 @@ def lead(r: dict[str, Any]) -> int | None:
 
 def score(results: list[dict[str, Any]]) -> dict[str, Any]:
     counted = [r for r in results if r["kind"] == "healthy" or provoked(r)]
-    columns = [*KINDS, "none"]
+    columns = [*KINDS, *LEADING, "none"]
     confusion = {k: dict.fromkeys(columns, 0) for k in (*KINDS, "healthy")}
     for r in counted:
         raised = loud_kinds(r)
@@ -318,8 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=2026, help="the zoo's RNG seed")
     p.add_argument("--only", default=None, help="comma-separated true kinds (and/or 'healthy') to run")
     p.add_argument("--limit", type=int, default=None, help="at most this many runs (after --only)")
+    p.add_argument("--lead", action="store_true", help="the lead-time benchmark instead (bench/lead_time.py)")
+    p.add_argument("--seeds", type=int, default=2, help="--lead: seeds per architecture x optimizer")
+    p.add_argument("--healthy", type=int, default=3, help="--lead: healthy runs per schedule")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.lead:
+        from .lead_time import main as lead_main
+
+        return lead_main(args)
     runs = quick_zoo() if args.quick else draw_zoo(args.seed)
     if args.only:
         wanted = set(args.only.split(","))

@@ -28,7 +28,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 NOMINAL_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 1e-3, "rmsprop": 1e-3}
 #: Kinds that may honestly accompany a run's true kind (a run that explodes also ends in NaN).
 ALSO: dict[str, tuple[str, ...]] = {
-    "exploding_gradients": ("nonfinite", "dead_relu"),  # large updates kill ReLUs (and saturate LSTM gates)
+    # large updates kill ReLUs (and saturate LSTM gates); a runaway learning rate is seen coming (diverging)
+    "exploding_gradients": ("nonfinite", "dead_relu", "diverging"),
     "vanishing_gradients": (),
     "nonfinite": (),
     "dead_relu": (),

@@ -7,6 +7,7 @@ import { el, fmtInt, fmtNum } from "./util.js";
 
 export const ALERT_KINDS = [
   "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated",
+  "diverging",
 ];
 
 export const KIND_LABEL = {
@@ -16,6 +17,7 @@ export const KIND_LABEL = {
   dead_relu: "Dead ReLU units",
   frozen_batchnorm: "Frozen BatchNorm",
   clip_saturated: "Clipping saturated",
+  diverging: "Heading for divergence",
 };
 
 const SEVERITY_RANK = { critical: 2, warning: 1, info: 0 };

@@ -86,7 +86,8 @@ TrainerState = Literal["running", "paused", "idle", "interrupted", "finished"]
 RunStatus = Literal[TrainerState, "disconnected"]
 CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr"]
 AlertKind = Literal[
-    "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated"
+    "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated",
+    "diverging",
 ]
 ALERT_KINDS: tuple[str, ...] = (
     "exploding_gradients",
@@ -95,6 +96,7 @@ ALERT_KINDS: tuple[str, ...] = (
     "dead_relu",
     "frozen_batchnorm",
     "clip_saturated",
+    "diverging",
 )
 
 #: An alert's lifecycle (``AlertView.state``, docs/alerts.md "Lifecycle"): ``open`` while its condition holds or

@@ -105,9 +105,9 @@ STEP_FIELDS: tuple[StepField, ...] = (
     StepField(
         "update_ratio",
         "wire_float",
-        "host",
+        "device",
         "f32_blob",
-        "||w_after - w_before|| / ||w_before|| per variable",
+        "||w_after - w_before|| / ||w_before|| per variable (in the step by default; the host's if asked)",
         shape="variable",
         nullable=True,
     ),

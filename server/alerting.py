@@ -84,6 +84,9 @@ class Alerting:
         self._pending: dict[int, list[StepRecord]] = {}
         self._evaluated: dict[int, float] = {}
         self._timers: dict[int, asyncio.Task[None]] = {}
+        #: Probes ahead of the steps received, per run: judged once the steps up to theirs are in, so that
+        #: rules see steps and probes in step order however the two streams interleave on the wire.
+        self._probes: dict[int, list[Probe]] = {}
 
     async def attach(self, run: RunRow, hello: TrainerHello | None = None) -> None:
         """A trainer connected (or reconnected) to ``run``: start its engine from the stored alerts and rules.
@@ -101,6 +104,7 @@ class Alerting:
         return persist.list_alerts(self.store.conn, run_id), persist.load_rules(self.store.conn, run_id)
 
     async def detach(self, run_id: int) -> None:
+        await self.evaluate(run_id, every_probe=True)
         await self.flush(run_id)
         timer = self._timers.pop(run_id, None)
         if timer is not None:
@@ -109,6 +113,7 @@ class Alerting:
         self._flushed.pop(run_id, None)
         self._pending.pop(run_id, None)
         self._evaluated.pop(run_id, None)
+        self._probes.pop(run_id, None)
 
     # ------------------------------------------------------------------ ingest
 
@@ -141,19 +146,29 @@ class Alerting:
         except Exception:
             log.exception("evaluating the alert rules of run %d failed", run_id)
 
-    async def evaluate(self, run_id: int) -> None:
-        """Run the rules over the run's pending records now (also before anything reads alerts)."""
-        records = self._pending.pop(run_id, None)
+    async def evaluate(self, run_id: int, *, every_probe: bool = False) -> None:
+        """Run the rules over the run's pending records now (also before anything reads alerts).
+
+        Each held probe whose step the records reach is judged between the records up to its step
+        and the rest (``every_probe``: also those the records do not reach, as when the trainer left).
+        """
+        records = self._pending.pop(run_id, None) or []
         engine = self.engines.get(run_id)
-        if not records or engine is None:
+        if engine is None:
             return
+        held = self._probes.get(run_id, [])
+        reached = self.seen_step.get(run_id, -1)
+        due = [p for p in held if every_probe or p.step <= reached]
+        if not records and not due:
+            return
+        self._probes[run_id] = [p for p in held if p not in due]
         self._evaluated[run_id] = time.monotonic()
-        try:
-            changes = engine.observe_steps(records)
-        except Exception:
-            log.exception("alert rules failed on run %d; these steps are not checked", run_id)
-            return
-        await self._publish(run_id, changes)
+        for probe in sorted(due, key=lambda p: p.step):
+            upto = [r for r in records if r.step <= probe.step]
+            records = records[len(upto):]
+            await self._observe(run_id, engine.observe_steps, upto)
+            await self._observe(run_id, engine.observe_probe, probe)
+        await self._observe(run_id, engine.observe_steps, records)
         if engine.dirty and time.monotonic() - self._flushed.get(run_id, 0.0) >= UPDATE_INTERVAL:
             await self.flush(run_id)
 
@@ -161,17 +176,23 @@ class Alerting:
         for run_id in list(self._pending):
             await self.evaluate(run_id)
 
-    async def probe(self, run_id: int, probe: Probe) -> None:
-        await self.evaluate(run_id)  # steps before the probe are checked first
-        engine = self.engines.get(run_id)
-        if engine is None:
+    async def _observe(self, run_id: int, observe: Callable[[Any], list[Change]], what: Any) -> None:
+        if not what:
             return
         try:
-            changes = engine.observe_probe(probe)
+            changes = observe(what)
         except Exception:
-            log.exception("alert rules failed on a probe of run %d", run_id)
+            log.exception("alert rules failed on run %d; these %s are not checked", run_id,
+                          "steps" if isinstance(what, list) else "probe")
             return
         await self._publish(run_id, changes)
+
+    async def probe(self, run_id: int, probe: Probe) -> None:
+        """Judge ``probe`` after every step up to its own (held until those steps are in)."""
+        if run_id not in self.engines:
+            return
+        self._probes.setdefault(run_id, []).append(probe)
+        await self.evaluate(run_id)
 
     async def origin(self, run_id: int, msg: NonfiniteOrigin) -> None:
         await self.evaluate(run_id)  # the non-finite step it explains raises its alert first

@@ -19,7 +19,10 @@ passes its dead tensors through), so the step keeps to:
   probe is due (batch_keep.py);
 - the weight scan after a bad step and the BatchNorm moving statistics are the
   host's (session.py, bn_stats.py): reading variables in the step would also
-  hold every weight update back until the whole backward pass had finished.
+  hold every weight update back until the whole backward pass had finished;
+- the update-to-weight ratio, two ``l2_loss`` kernels per variable around the
+  optimizer's own update (update_capture.py), written into the row after it
+  (``record_updates``).
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ class GradientStats:
         ring: int = 1,
         first_step: int = 0,
         step: tf.Variable | None = None,
+        update_ratio: bool = True,
     ) -> None:
         if clip_mode not in CLIP_MODE_IDS:
             raise ValueError(f"clip_mode={clip_mode!r} is not one of {CLIP_MODES}")
@@ -143,6 +147,10 @@ class GradientStats:
         self._owns_step = step is None
         self.step = monitor_variable(first_step, tf.int64, "gw_step") if step is None else step
         self.bn = BatchNormSampler(self.bn_layers)
+        #: Measure the update-to-weight ratio in the step (False: the host does, or nobody).
+        self.update_ratio = update_ratio
+        #: Set while tracing: the traced step writes the ratio of at least one variable.
+        self.updates_in_graph = False
 
     # ------------------------------------------------------------------ host side
 
@@ -294,6 +302,17 @@ class GradientStats:
         row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)
         index = tf.stack([row, tf.constant(SCALARS.index("skipped"), tf.int64)])[None]
         self._write(index, tf.reshape(tf.cast(skipped, tf.float64), [1]))
+
+    def record_updates(self, step: Any, ratios: tf.Tensor) -> None:
+        """After the optimizer's update: its ‖Δw‖ / ‖w‖ per variable into the step's row."""
+        self.updates_in_graph = True
+        n, offset = self.layout.n_vars, self.layout.update_ratio_offset
+        row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)
+        if tf.distribute.has_strategy() or in_xla_context():
+            cols = tf.range(offset, offset + n, dtype=tf.int64)
+            self._write(tf.stack([tf.fill([n], row), cols], axis=1), ratios)
+        else:
+            self.buffer[row, offset : offset + n].assign(ratios)  # in place
 
     def _write(self, index: tf.Tensor, values: tf.Tensor) -> None:
         # A whole-variable assign, not a scatter: under a distribution strategy the

@@ -83,8 +83,9 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             finite, so one bad batch cannot poison the weights.
         pause_on: alert kinds on which the server pauses the run automatically,
             e.g. ``("nonfinite", "exploding_gradients")``.
-        update_ratio_every: measure ‖Δw‖/‖w‖ per variable every N-th step (0: never);
-            ``None`` paces it by its own cost, to at most 0.5 % of wall time.
+        update_ratio_every: ``None``: measure the update-to-weight ratio ‖Δw‖/‖w‖ per variable in the
+            compiled step, every step; N: on the host instead, every N-th step (copies the weights);
+            0: never.
         probe_data: a small fixed batch of inputs (at most 256 examples are used) for the
             activation probe (dead ReLU units, BatchNorm batch-vs-moving gap); ``None``: the
             probe takes the training batch of the steps it is due (at most 256 examples).
@@ -276,8 +277,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             fit = self._fit = FitSwap(model, hook, self.lifecycle.interrupt)
             if isinstance(hook, OptimizerHook) and hook.prepare_if_built(model):
                 assert hook.stats is not None
-                # Kept now so that the very first step's update can be measured too.
-                self._update_ratio = UpdateRatio(hook.stats.variables, self.update_ratio_every)
+                if self.update_ratio_every:  # measured on the host: kept now, so the first step counts too
+                    self._update_ratio = UpdateRatio(hook.stats.variables, self.update_ratio_every)
         stats = fit.hook.stats
         # A recompile's new optimizer counts from 0: the run's numbering goes on all the same.
         next_step = max(int(model.optimizer.iterations.numpy()), self.lifecycle.next_step_for(model))
@@ -335,7 +336,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             first_step = max(int(optimizer.iterations.numpy()), self.lifecycle.next_step_for(model))
             rows = ring_rows(ring, len(variables), hook.traced_in_xla)
             return GradientStats(
-                variables, find_batchnorm_layers(model), mode, threshold, rows, first_step
+                variables, find_batchnorm_layers(model), mode, threshold, rows, first_step,
+                update_ratio=self.update_ratio_every is None,
             )
 
         hook = OptimizerHook(
@@ -362,7 +364,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         self._clip = (mode, threshold)
 
         def make_stats(variables: list[Any], step: tf.Variable) -> GradientStats:
-            return GradientStats(variables, (), mode, threshold, ring, step=step)
+            return GradientStats(variables, (), mode, threshold, ring, step=step,
+                                 update_ratio=self.update_ratio_every is None)
 
         return MultiHook(
             model.optimizer,
@@ -438,11 +441,19 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             prober=prober,
             probe_every=self.probe_every,
             origin=hook.origin,
-            update_ratio=self._update_ratio or UpdateRatio(stats.variables, self.update_ratio_every),
+            update_ratio=self._host_update_ratio(stats),
             facts=lambda: model_facts(model, stats.bn_layers),
         )
         session.start()
         return session
+
+    def _host_update_ratio(self, stats: AnyStats) -> UpdateRatio | None:
+        """The host's meter: when asked for, or when the compiled step (traced by now) measured nothing."""
+        if self._update_ratio is not None or self.update_ratio_every == 0:
+            return self._update_ratio
+        if self.update_ratio_every is None and stats.updates_in_graph:
+            return None
+        return UpdateRatio(stats.variables, self.update_ratio_every or UpdateRatio.FALLBACK_EVERY)
 
     def watch(self, model: Any, optimizer: Any) -> Watch:
         """Monitor a hand-written ``tf.GradientTape`` loop; see ``Watch``.

@@ -91,6 +91,10 @@ class GroupedStats:
         return any(s.loss_recorded for s in self.groups.values())
 
     @property
+    def updates_in_graph(self) -> bool:
+        return any(s.updates_in_graph for s in self.groups.values())
+
+    @property
     def traces(self) -> int:
         return sum(s.traces for s in self.groups.values())
 

@@ -12,8 +12,7 @@ and the gradients' variables are known by then.
 
 Around the optimizer's own update the hook can skip a non-finite step
 (``guard_nonfinite``: weights and slots untouched). The update ratio ‖Δw‖/‖w‖
-is measured on the host (session.py): wrapping the optimizer in a branch to
-measure it in the step cost more than the measurement.
+is measured around the optimizer's own updates, in the step (update_capture.py).
 
 Under mixed precision Keras wraps the optimizer in a ``LossScaleOptimizer``,
 whose ``apply`` receives gradients multiplied by the dynamic loss scale. The
@@ -37,6 +36,7 @@ from .clipping import map_values
 from .graph_stats import GradientStats
 from .multi_worker import WorkerSync, worker_count
 from .origin import OriginFinder
+from .update_capture import apply_measuring, ratios, variable_index
 
 _CLIP_ATTRS = {"global_clipnorm": "global_norm", "clipnorm": "norm", "clipvalue": "value"}
 ApplyFn = Callable[[list[Any], list[Any]], Any]
@@ -97,6 +97,7 @@ class OptimizerHook:
         self._step: Any = None  # the step number of the update being traced
         self._guard_declined = False
         self._index: dict[int, int] = {}
+        self._ratio_index: dict[int, int] = {}
         self._loss: Any = None  # the loss tensor of the step being traced
         #: Whether the statistics were made while tracing an XLA-compiled step (``prepare``): there the
         #: host reads the ring only when the loop looks, so it is made larger (monitor.py).
@@ -203,6 +204,7 @@ class OptimizerHook:
         with tf.init_scope():  # outside the strategy: only a single replica keeps its batch
             self.origin = self.make_origin() if self.make_origin is not None else None
         self._index = {id(v): i for i, v in enumerate(self.stats.variables)}
+        self._ratio_index = variable_index(self.stats.variables)
 
     # ------------------------------------------------------------------ the update, traced
 
@@ -273,6 +275,8 @@ class OptimizerHook:
                 g if g is None else map_values(g, lambda v: v * tf.cast(loss_scale, v.dtype)) for g in clipped_full
             ]
         clipped = [g if i is None else clipped_full[i] for g, i in zip(grads, positions)]
+        if stats.update_ratio and replicas == 1 and not tf.distribute.has_strategy():
+            apply_fn = self._measuring(apply_fn, step)
         if replicas > 1:
             routed([g if g is None else _divided(g, replicas) for g in clipped], variables)
         guard = self.guard_nonfinite and loss_scale is None  # the scaler skips non-finite steps itself
@@ -310,6 +314,21 @@ class OptimizerHook:
 
         stats.record_skipped(step, tf.cond(skip, skipped, applied))
 
+    def _measuring(self, apply_fn: ApplyFn, step: Any) -> ApplyFn:
+        """``apply_fn`` that also writes the update-to-weight ratio of the step into its row."""
+        stats = self.stats
+        assert stats is not None
+        n = stats.layout.n_vars
+
+        def apply(grads: list[Any], variables: list[Any]) -> None:
+            apply_measuring(
+                self.optimizer,
+                self._ratio_index,
+                lambda: apply_fn(grads, variables),
+                lambda captured: stats.record_updates(step, ratios(captured, n)),
+            )
+
+        return apply
 
 def _divided(g: Any, divisor: Any) -> Any:
     """``g / divisor``, a sparse gradient kept sparse."""

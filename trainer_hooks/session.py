@@ -172,7 +172,7 @@ class RunSession:
         self._epoch = epoch
         if fallback_loss is not None and not self.stats.loss_recorded:
             self._mean_losses[last] = fallback_loss
-        if last % self.every == 0 and self.stats.bn.due(time.monotonic()):
+        if last % self.every == 0 and self.stats.bn.due(last // self.every):
             self._bn_samples[last] = self.stats.bn.sample()  # the moving statistics right after step `last`
         # Inside a compiled loop the host runs before the step's update is done: no ratio there.
         meter = self.update_ratio if rows is None else None
@@ -205,8 +205,8 @@ class RunSession:
         if self.prober is not None and self.prober.samples is not None and origin is not None:
             self.prober.samples = origin.samples  # the training batches the new step keeps
         stats.set_clip(*self.clip)
-        every = self.update_ratio.every if self.update_ratio is not None else None
-        self.update_ratio = UpdateRatio(stats.variables, every)
+        if self.update_ratio is not None:  # the host's meter follows the new variables (else the graph measures)
+            self.update_ratio = UpdateRatio(stats.variables, self.update_ratio.every)
         self._ratios.clear()
         self._bn_samples.clear()
         self._last_seen = self._last_read_step = from_step - 1

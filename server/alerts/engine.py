@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from gradwatch.protocol import AlertState, NonfiniteOrigin, Probe, StepRecord
 
+from .divergence import Diverging
 from .params import RuleSettings, settings
 from .probe_rules import DeadRelu, FrozenBatchnorm
 from .rules import ClipSaturated, Evidence, ExplodingGradients, Hit, Nonfinite, Rule, RunInfo, VanishingGradients
@@ -37,6 +38,7 @@ RULE_TYPES: dict[str, type[Rule]] = {
     "dead_relu": DeadRelu,
     "frozen_batchnorm": FrozenBatchnorm,
     "clip_saturated": ClipSaturated,
+    "diverging": Diverging,
 }
 
 #: What a change announces (the webhook's ``event``): a first episode raised (or an open alert's severity risen),

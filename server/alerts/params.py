@@ -99,6 +99,17 @@ RULES: dict[str, dict[str, Param]] = {
         "max_scale": _f(0.2, 0.0, 1.0, "the median clip scale of the clipped steps must be at most this (clipping "
                                        "shrinks them 5x or more); 1.0: any clipping counts"),
     },
+    "diverging": {
+        "window": _i(5, 2, 10_000, "reported steps over which the learning rate's and the update ratio's growth "
+                                   "are measured"),
+        "lr_growth": _f(1.04, 1.0, 100.0, "the learning rate grew at least this much on every step of the window"),
+        "lr_steady": _f(0.9, 0.0, 10.0, "... and its growth on the window's last step is at least this share of that "
+                                        "on its first (a warm-up slows down as it nears its target)"),
+        "ratio_growth": _f(1.02, 1.0, 100.0, "the update-to-weight ratio (median over the weight matrices) grew at "
+                                             "least this much per step over the window"),
+        "ratio_level": _f(2e-3, 0.0, 10.0, "... to at least this share of the weights per step"),
+        "sustain": _i(2, 1, 1000, "consecutive reported steps all of it holds"),
+    },
 }
 assert tuple(RULES) == ALERT_KINDS
 

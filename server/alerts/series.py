@@ -8,7 +8,7 @@ rule then works on whole arrays.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,17 @@ def _floats(rows: Sequence[Sequence[float | str]], width: int) -> FloatArray:
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
 
 
+def _ratios(records: list[StepRecord], n_vars: int) -> FloatArray:
+    """The records' update ratios, NaN rows where a record has none (one conversion when all have them)."""
+    if all(r.update_ratio is not None for r in records):
+        return _floats([r.update_ratio for r in records], n_vars)  # type: ignore[misc]
+    out = np.full((len(records), n_vars), np.nan)
+    for i, r in enumerate(records):
+        if r.update_ratio is not None:
+            out[i] = np.asarray(r.update_ratio, dtype=np.float64)
+    return out
+
+
 @dataclass
 class StepBatch:
     step: IntArray
@@ -53,6 +64,8 @@ class StepBatch:
     skipped: BoolArray
     bn: FloatArray  # (n, bn layers, len(BN_FIELDS)), NaN rows where a step had no BN report
     bn_present: BoolArray
+    #: (n, variables) ‖Δw‖/‖w‖, NaN where a step did not report it.
+    update_ratio: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def __len__(self) -> int:
         return int(self.step.shape[0])
@@ -95,6 +108,7 @@ class StepBatch:
             skipped=ints[:, 3] != 0,
             bn=bn,
             bn_present=present,
+            update_ratio=_ratios(records, n_vars),
         )
 
     def take(self, rows: slice | IntArray) -> StepBatch:

@@ -14,6 +14,7 @@ SEVERITY: dict[str, str] = {
     "dead_relu": "warning",
     "frozen_batchnorm": "warning",
     "clip_saturated": "warning",
+    "diverging": "warning",
 }
 
 REMEDIES: dict[str, list[str]] = {
@@ -47,6 +48,10 @@ REMEDIES: dict[str, list[str]] = {
         "(model(x, training=True)); model.fit does this for you.",
         "If the layer is frozen on purpose (fine-tuning), also make gamma/beta non-trainable.",
         "Check the BatchNormalization momentum is not 1.0.",
+    ],
+    "diverging": [
+        "Lower the learning rate (set_lr from the page), or stop the warm-up or schedule that keeps raising it.",
+        "Clip gradients (a global-norm clip threshold) to bound each update while you do.",
     ],
     "clip_saturated": [
         "Raise the clip threshold (set_clip) toward the typical global norm, or lower the learning rate "
@@ -100,6 +105,11 @@ def message(kind: str, step: int, layer: str | None, evidence: dict[str, Any]) -
         return (f"Clipping bites on {_g(100 * float(e.get('clipped_share', 0)))}% of the last {e.get('window')} steps "
                 f"(as of step {step}; median scale {_g(e.get('median_clip_scale'))}): the clip threshold "
                 f"{_g(e.get('clip_threshold'))} now acts as a lower learning rate.")
+    if kind == "diverging":
+        return (f"Training is heading for divergence: updates are {_pct(e.get('update_ratio'))} of the weights per "
+                f"step and growing x{_g(e.get('update_ratio_growth'))} a step, as the learning rate grows "
+                f"x{_g(e.get('lr_growth'))} a step (now {_g(e.get('lr'))}, since step {e.get('since_step')}, seen at "
+                f"step {step}): lower the learning rate or stop the warm-up.")
     return f"{kind} at step {step}{_at(layer)}."
 
 
@@ -124,6 +134,10 @@ def _no_gradient(activation: Any) -> str:
                 "is exactly zero (or it is cut off from the loss)")
     what = f"{activation} " if activation else ""
     return f"Its {what}units pass no gradient: dead, saturated, or cut off from the loss"
+
+
+def _pct(x: Any) -> str:
+    return f"{100 * x:.2g} %" if isinstance(x, (int, float)) else "?"
 
 
 def _exploding(step: int, layer: str | None, e: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from gradwatch.protocol import PROTOCOL_VERSION
+from gradwatch.protocol import ALERT_KINDS, PROTOCOL_VERSION
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -249,7 +249,7 @@ def test_hooks_exist(static_url: str, browser_page: Any) -> None:
     assert set(page.evaluate("Object.keys(window.gradwatch)")) >= {"steps", "lastStep", "runId", "connected"}
 
 
-KINDS = ["exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated"]
+KINDS = list(ALERT_KINDS)
 
 
 def alert(id_: int, kind: str, severity: str, step: int, layer: str | None, **extra: Any) -> dict[str, Any]:

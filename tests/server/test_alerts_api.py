@@ -84,7 +84,7 @@ def test_rules_mute_tune_and_refusals(shared_server):
 
     rules, muted, tuned, refusals, alerts, after = run(body())
     assert set(rules) == {"exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu",
-                          "frozen_batchnorm", "clip_saturated"}
+                          "frozen_batchnorm", "clip_saturated", "diverging"}
     assert rules["clip_saturated"] == {"muted": False, "params": {"fraction": 0.9, "window": 100, "max_scale": 0.2}}
     assert rules["exploding_gradients"]["params"]["spike_factor"] == 10.0
     assert muted.status_code == 200 and muted.json()["muted"] is True

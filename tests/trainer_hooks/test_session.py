@@ -10,7 +10,6 @@ import pytest
 import tensorflow as tf
 from gradwatch.trainer_hooks.graph_stats import GradientStats
 from gradwatch.trainer_hooks.origin import OriginFinder
-from gradwatch.trainer_hooks.pacing import Pacer
 from gradwatch.trainer_hooks.session import RunSession
 
 
@@ -50,7 +49,7 @@ def test_batchnorm_is_sampled_on_the_host_with_its_change():
     step_fn([tf.ones(2)])
     session.after_steps(1, 0)
     bn(np.arange(16, dtype=np.float32).reshape(4, 4), training=True)
-    stats.bn.pacer.last = -np.inf  # due again now, whatever the pacing says
+    stats.bn._block = -1  # due again now, whatever the spacing says
     step_fn([tf.ones(2)])
     session.after_steps(2, 0)
     first, second = (r["bn"] for r in queued(session))
@@ -60,31 +59,16 @@ def test_batchnorm_is_sampled_on_the_host_with_its_change():
     assert second[0][3] == pytest.approx(np.sqrt(np.mean(mm**2)), rel=1e-5)  # moved from zeros
 
 
-def test_sampling_paces_itself_by_its_cost():
+def test_sampling_is_spaced_by_steps_not_time():
+    """The first reportable step of every block of EVERY: the same steps however slow each one is."""
     bn = keras.layers.BatchNormalization()
     bn.build((None, 4))
     stats = GradientStats([tf.Variable(np.ones(2, np.float32))], [bn])
-    sampler, pacer = stats.bn, stats.bn.pacer
-    assert sampler.due(0.0)
-    sampler.sample()
-    assert 0 < pacer.interval <= sampler.MAX_INTERVAL
-    assert not sampler.due(pacer.last)  # just sampled
-    assert sampler.due(pacer.last + pacer.interval + 1e-9)
-    sampler.sample()
-    assert [sampler.due(pacer.last) for _ in range(sampler.MAX_STEPS)][-2:] == [False, True]  # every N steps
-
-
-@pytest.mark.parametrize(("cost", "expected"), [(0.001, 0.2), (1.0, 30.0)])
-def test_pacer_keeps_to_its_budget_within_bounds(cost, expected):
-    pacer = Pacer(0.005, min_calls=3, max_interval=30.0)
-    assert pacer.due(0.0)  # the first opportunity
-    pacer.took(0.0, cost)
-    assert pacer.interval == pytest.approx(expected)
-    assert not any(pacer.due(expected * 0.99) for _ in range(100))
-    assert pacer.due(expected)
-    pacer.took(expected, cost * 10)  # a slower sample (interference) does not stretch the spacing
-    assert pacer.interval == pytest.approx(expected)
-    assert [pacer.due(1e9) for _ in range(3)] == [False, False, True]  # never more often than every 3 calls
+    sampler = stats.bn
+    due = [i for i in range(23) if sampler.due(i)]
+    assert due == list(range(0, 23, sampler.EVERY))
+    later = GradientStats([tf.Variable(np.ones(2, np.float32))], [bn]).bn
+    assert [i for i in (3, 4, 9, 12, 13, 22) if later.due(i)] == [3, 9, 12, 22]  # sparse calls: once per block
 
 
 @pytest.mark.parametrize(("poison", "source"), [("features", "features"), ("layer", "layer")])
