@@ -1,7 +1,7 @@
 // Small helpers shared by the gradwatch page modules. No data ever goes
 // through innerHTML: el() builds nodes and sets text with textContent.
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** Runs one comparison may hold: gradwatch.protocol.MAX_COMPARE (tests/test_page_constants.py checks). */
 export const MAX_COMPARE = 8;
 

@@ -38,7 +38,11 @@ from .wirejson import decode_float as decode_float
 from .wirejson import dumps as dumps
 from .wirejson import encode_float as encode_float
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
+
+#: Protocol versions whose run files (``gradwatch sync``) this one replays: version 3 only added to version 2
+#: (messages ``variables`` and ``mark``, optional fields), so a version-2 file's lines are version-3 lines.
+RUN_FILE_PROTOCOLS: tuple[int, ...] = (2, PROTOCOL_VERSION)
 
 #: Largest websocket frame either side accepts. A step record of 2,000
 #: variables is about 60 KB; a batch of records stays well under this.

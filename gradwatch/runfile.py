@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from .protocol import (
     MAX_FRAME_BYTES,
     RUN_FILE_FORMAT,
+    RUN_FILE_PROTOCOLS,
     RUN_FILE_SUFFIX,
     Ack,
     Gap,
@@ -147,6 +148,11 @@ def open_run_file(path: Path) -> RunFile:
         raise RunFileError(f"{path}: line 2 is no valid hello ({_first_error(err)}); was it cut short?") from None
     if hello.uid != header.uid:
         raise RunFileError(f"{path}: the hello's uid {hello.uid!r} is not the header's {header.uid!r}")
+    if hello.protocol not in RUN_FILE_PROTOCOLS:
+        raise RunFileError(
+            f"{path}: written with protocol {hello.protocol}; this gradwatch replays protocols "
+            f"{', '.join(map(str, RUN_FILE_PROTOCOLS))}. Sync it with the gradwatch release that wrote it"
+        )
     return RunFile(path, header, hello)
 
 

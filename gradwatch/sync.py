@@ -26,7 +26,16 @@ from pathlib import Path
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from .protocol import MAX_FRAME_BYTES, CloseCode, Mark, Marked, Welcome, parse_server_message, trainer_ws_url
+from .protocol import (
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    CloseCode,
+    Mark,
+    Marked,
+    Welcome,
+    parse_server_message,
+    trainer_ws_url,
+)
 from .runfile import Line, RunFile, RunFileError, open_run_file
 
 #: Close codes that refuse one frame, not the file: that line is skipped, the rest is sent.
@@ -59,7 +68,8 @@ class _Replay:
         self.server = server
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
-        self.hello = run_file.hello.model_copy(update={"replay": True}).model_dump_json()
+        # An older file's hello speaks its own version; its lines are readable as this one's (RUN_FILE_PROTOCOLS).
+        self.hello = run_file.hello.model_copy(update={"replay": True, "protocol": PROTOCOL_VERSION}).model_dump_json()
         self.run_id: int | None = None
         self.marks = 0
 

@@ -30,7 +30,7 @@ BAD_FRAMES = [
     (dumps({"type": "gap", "from_step": 0, "to_step": BIG, "dropped": 1}), "to_step: Input should be less"),
     (dumps({"type": "ack", "id": -BIG, "state": "applied"}), "ack.id: Input should be greater than or equal to 0"),
     (dumps({"type": "status", "state": "exploded", "step": 1}), "state"),
-    (dumps({"type": "hello", "protocol": 2}), "bad message"),  # a second hello
+    (dumps({"type": "hello", "protocol": 3}), "bad message"),  # a second hello
 ]
 
 

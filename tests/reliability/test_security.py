@@ -69,7 +69,7 @@ def test_public_routes_hold_no_run_data(app_client):
     app, client = app_client
     paths = {r.path for r in app.routes if isinstance(r, APIRoute)}
     assert "/api/runs" in paths
-    assert client.get("/api/health").json() == {"status": "ok", "protocol": 2}
+    assert client.get("/api/health").json() == {"status": "ok", "protocol": 3}
 
 
 def test_every_websocket_needs_the_token(app_client):
@@ -242,7 +242,7 @@ def test_hostile_command_frames_reach_a_real_monitor_and_do_nothing(tmp_path):
         json.dumps({"type": "command", "id": 5, "command": {"type": "set_clip", "threshold": 1e300}}),
         json.dumps({"type": "command", "id": 6, "command": {"type": "set_clip", "threshold": 0.5, "mode": payload}}),
         json.dumps({"type": "command", "id": "7", "command": {"type": "pause"}}),
-        json.dumps({"type": "welcome", "protocol": 2, "run_id": 99, "__class__": payload}),
+        json.dumps({"type": "welcome", "protocol": 3, "run_id": 99, "__class__": payload}),
         json.dumps({"type": payload}),
         json.dumps({"type": "command", "id": 8, "command": {"type": "stop"}, "eval": payload}),
     ]

@@ -21,7 +21,7 @@ def test_health_needs_no_token(gradwatch_server):
     srv = gradwatch_server()
     r = httpx.get(srv.url + "/api/health", timeout=5)
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "protocol": 2}
+    assert r.json() == {"status": "ok", "protocol": 3}
 
 
 def test_steps_are_stored_and_read_back(gradwatch_server):

@@ -32,7 +32,7 @@ def test_hello_runs_subscribe_and_live_steps(shared_server):
         b = await open_browser(srv.browser_url, srv.token, origin=srv.url)
         first = await recv_json(b)
         runs = await recv_json(b)
-        await b.send(dumps({"type": "hello", "protocol": 2}))
+        await b.send(dumps({"type": "hello", "protocol": 3}))
         wb, run_b = await start_trainer(srv.trainer_url, srv.token, hello("b"))
         created = await recv_until(b, "run")
         await b.send(dumps({"type": "subscribe", "run_id": run_a}))
@@ -58,7 +58,7 @@ def test_hello_runs_subscribe_and_live_steps(shared_server):
     run_a, run_b, first, runs, created, subscribed, steps, after = run(body())
     for message in (first, runs, created, subscribed, steps, *after):  # every frame is a typed page message
         parse_page_message(dumps(message))
-    assert first == {"type": "hello", "protocol": 2}
+    assert first == {"type": "hello", "protocol": 3}
     assert runs["type"] == "runs" and run_a in [r["id"] for r in runs["runs"]]
     assert created["run"]["id"] == run_b and created["run"]["status"] == "running"
     assert subscribed["run"]["id"] == run_a
