@@ -63,14 +63,17 @@ class Pattern:
     train: Callable[[Ctx], Any]
     source: str
     xfail: str | None = None  # "issue 16 item N: ..." while a known bug makes it fail
+    crash: bool = False  # that bug raises inside training (else: a check of the harness fails)
     monitor_kwargs: dict[str, Any] = field(default_factory=dict)
     weights_rtol: float = 0.0  # 0: bitwise; else a bound justified where the pattern declares it
+    loss_per_step: bool = False  # also compare each step's reported loss with the loss fit logged for it
     slow: bool = False
 
     def param(self) -> Any:
         marks: list[Any] = []
         if self.xfail:
-            marks.append(pytest.mark.xfail(strict=True, reason=self.xfail))
+            raises = Exception if self.crash else AssertionError
+            marks.append(pytest.mark.xfail(strict=True, reason=self.xfail, raises=raises))
         if self.slow:
             marks.append(pytest.mark.slow)
         return pytest.param(self, id=self.name, marks=marks)
@@ -139,6 +142,17 @@ class Recorder:
         return {self.offset + k: dict(zip(self.paths, table[k])) for k in range(n)}
 
 
+class LossLog(keras.callbacks.Callback):  # type: ignore[misc]
+    """The loss ``fit`` hands the callbacks after each batch (in both runs alike)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.losses.append(float((logs or {})["loss"]))
+
+
 class PlainWatch:
     """The user's own loop body where ``monitor.watch`` would be: ``optimizer.apply_gradients``."""
 
@@ -171,6 +185,7 @@ class Ctx:
         self.optimizers: list[Any] = []
         self.recorders: dict[str, list[Recorder]] = collections.defaultdict(list)
         self.monitors: dict[str, GradientMonitor] = {}
+        self.loss_logs: dict[str, LossLog] = {}
 
     def run_name(self, key: str) -> str:
         return f"compat-{self.pattern.name}-{key}-{self.tag}"
@@ -198,6 +213,8 @@ class Ctx:
     def callbacks(self, *others: Any, key: str = MAIN) -> list[Any]:
         """The pattern's own callbacks, plus the monitor in the monitored run."""
         mon = self.monitor(key)
+        if self.pattern.loss_per_step:
+            others = (*others, self.loss_logs.setdefault(key, LossLog()))
         return [*others, *([mon] if mon is not None else [])]
 
     def watch(self, model: Any, optimizer: Any, key: str = MAIN) -> Any:
@@ -264,6 +281,7 @@ def captured(into: list[str]) -> Iterator[None]:
 class Outcome:
     ctx: Ctx
     state: dict[str, np.ndarray]
+    optimizer_paths: list[list[str]]
     printed: list[str]
 
 
@@ -273,9 +291,13 @@ def _state(models: Any, optimizers: list[Any]) -> dict[str, np.ndarray]:
         for v in model.weights:
             out[f"model{i}:{v.path}"] = np.asarray(v.numpy())
     for i, opt in enumerate(optimizers):
-        for v in opt.variables:
-            out[f"optimizer{i}:{v.path}"] = np.asarray(v.numpy())
+        for j, v in enumerate(opt.variables):  # by position: a path that changed is reported apart
+            out[f"optimizer{i}:{j}"] = np.asarray(v.numpy())
     return out
+
+
+def _optimizer_paths(optimizers: list[Any]) -> list[list[str]]:
+    return [[v.path for v in opt.variables] for opt in optimizers]
 
 
 def train_once(pat: Pattern, server: Any, monitored: bool) -> Outcome:
@@ -290,7 +312,7 @@ def train_once(pat: Pattern, server: Any, monitored: bool) -> Outcome:
                 mon.close()
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    return Outcome(ctx, _state(models, ctx.optimizers), printed)
+    return Outcome(ctx, _state(models, ctx.optimizers), _optimizer_paths(ctx.optimizers), printed)
 
 
 # ---------------------------------------------------------------------------------------- the checks
@@ -350,7 +372,7 @@ def _close(got: float, want: float) -> bool:
     return math.isclose(got, want, rel_tol=NORM_RTOL, abs_tol=1e-12)
 
 
-def check_run(api: Api, name: str, ref: dict[int, dict[str, float]]) -> list[str]:
+def check_run(api: Api, name: str, ref: dict[int, dict[str, float]], losses: list[float] | None) -> list[str]:
     """The problems of one monitored run against its reference (empty: all good)."""
     steps = sorted(ref)
     assert steps == list(range(steps[0], steps[0] + len(steps))), f"the plain run's steps have holes: {steps}"
@@ -387,6 +409,12 @@ def check_run(api: Api, name: str, ref: dict[int, dict[str, float]]) -> list[str
             bad_norms.append(f"step {step} global norm: reported {got:.7g}, reference {global_ref:.7g}")
     if bad_norms:
         problems.append(f"{len(bad_norms)} norms differ; first: {bad_norms[:4]}")
+    if losses is not None:
+        got_losses = [decode_float(v) if v is not None else math.nan for v in m["loss"]]
+        wrong = [(s, g, w) for s, g, w in zip(m["step"], got_losses, losses) if not math.isclose(g, w, rel_tol=1e-6)]
+        if wrong:
+            problems.append(f"loss of {len(wrong)} steps is not the step's logged loss (step, reported, logged): "
+                            f"{wrong[:4]}")
     alerts = [a for a in api.get(f"/api/runs/{run['id']}/alerts") if a["severity"] in ("warning", "critical")]
     if alerts:
         problems.append(f"alerts on a healthy run: {[(a['kind'], a['severity'], a['step'], a['message']) for a in alerts]}")
@@ -401,9 +429,16 @@ def run_and_check(pat: Pattern, server: Any) -> None:
     plain = train_once(pat, server, monitored=False)
     watched = train_once(pat, server, monitored=True)
     problems = _compare_state(plain.state, watched.state, pat.weights_rtol)
+    for i, (a, b) in enumerate(zip(plain.optimizer_paths, watched.optimizer_paths)):
+        renamed = [(x, y) for x, y in zip(a, b) if x != y]
+        if renamed or len(a) != len(b):
+            problems.append(f"optimizer {i}'s variables are named differently (without, with the monitor): "
+                            f"{renamed[:2]}")
     api = Api(server)
     for key, recorders in plain.ctx.recorders.items():
-        problems += [f"[{key}] {p}" for p in check_run(api, watched.ctx.run_name(key), reference(recorders))]
+        log = watched.ctx.loss_logs.get(key)
+        problems += [f"[{key}] {p}" for p in check_run(api, watched.ctx.run_name(key), reference(recorders),
+                                                        log.losses if log is not None else None)]
     if sorted(plain.ctx.recorders) != sorted(watched.ctx.monitors):
         problems.append(f"runs {sorted(plain.ctx.recorders)} trained, monitors {sorted(watched.ctx.monitors)}")
     extra = collections.Counter(map(_normalise, watched.printed)) - collections.Counter(map(_normalise, plain.printed))

@@ -11,25 +11,29 @@ from harness import Ctx, digits, pattern
 LOGITS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _setup(ctx: Ctx, clipnorm: float | None = None) -> tuple[Any, Any, Any]:
+def _setup(ctx: Ctx, clipnorm: float | None = None, batch: int = 16) -> tuple[Any, Any, Any]:
     x, y = digits(192)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
     optimizer = ctx.optimizer(keras.optimizers.Adam(1e-3, global_clipnorm=clipnorm))
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
     return model, optimizer, data
 
 
-def _loop(ctx: Ctx, model: Any, optimizer: Any, data: Any, step: Any, epochs: int = 1, check_every: int = 1) -> None:
+def _loop(ctx: Ctx, model: Any, optimizer: Any, data: Any, compiled: dict[str, Any] | None = None,
+          epochs: int = 1, check_every: int = 1) -> None:
+    """``compiled``: tf.function options for the step (None: eager)."""
     with ctx.watch(model, optimizer) as watch:
+        step = _step_fn(model, watch)
+        step = tf.function(step, **compiled) if compiled is not None else step
         for _ in range(epochs):
             for i, (x, y) in enumerate(data):
-                step(watch, x, y)
+                step(x, y)
                 if i % check_every == 0 and watch.stop_requested:
                     break
 
 
-def _step_fn(model: Any) -> Any:
-    def step(watch: Any, x: Any, y: Any) -> Any:
+def _step_fn(model: Any, watch: Any) -> Any:
+    def step(x: Any, y: Any) -> Any:
         with tf.GradientTape() as tape:
             loss = LOGITS(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
@@ -42,15 +46,14 @@ def _step_fn(model: Any) -> Any:
 @pattern("keras-team/keras-io guides/writing_a_custom_training_loop_in_tensorflow.py (eager loop)")
 def eager_loop(ctx: Ctx) -> Any:
     model, optimizer, data = _setup(ctx)
-    _loop(ctx, model, optimizer, data, _step_fn(model))
+    _loop(ctx, model, optimizer, data)
     return model
 
 
 @pattern("keras-team/keras-io guides/writing_a_custom_training_loop_in_tensorflow.py (@tf.function train_step)")
 def tf_function_loop(ctx: Ctx) -> Any:
     model, optimizer, data = _setup(ctx)
-    step = tf.function(_step_fn(model))
-    _loop(ctx, model, optimizer, data, lambda w, x, y: step(w, x, y), epochs=2)
+    _loop(ctx, model, optimizer, data, {}, epochs=2)
     return model
 
 
@@ -58,8 +61,7 @@ def tf_function_loop(ctx: Ctx) -> Any:
          "(tf.function(jit_compile=True), stop_requested read every step)")
 def jit_loop(ctx: Ctx) -> Any:
     model, optimizer, data = _setup(ctx)
-    step = tf.function(_step_fn(model), jit_compile=True)
-    _loop(ctx, model, optimizer, data, lambda w, x, y: step(w, x, y), epochs=2)
+    _loop(ctx, model, optimizer, data, {"jit_compile": True}, epochs=2)
     return model
 
 
@@ -67,9 +69,8 @@ def jit_loop(ctx: Ctx) -> Any:
          "(jit-compiled step, the loop logs and checks every 25 steps)",
          xfail="issue 16 item 6: jit-loop ring overrun (rows overwritten between reads of stop_requested)")
 def jit_loop_checks_every_25(ctx: Ctx) -> Any:
-    model, optimizer, data = _setup(ctx)
-    step = tf.function(_step_fn(model), jit_compile=True)
-    _loop(ctx, model, optimizer, data, lambda w, x, y: step(w, x, y), epochs=2, check_every=25)
+    model, optimizer, data = _setup(ctx, batch=4)  # 48 steps: read at steps 0 and 25, and at the end
+    _loop(ctx, model, optimizer, data, {"jit_compile": True}, check_every=25)
     return model
 
 
@@ -77,10 +78,10 @@ def jit_loop_checks_every_25(ctx: Ctx) -> Any:
          xfail="issue 16 item 7: get_config inside watch (the optimizer's global_clipnorm reads None)")
 def config_inside_watch(ctx: Ctx) -> Any:
     model, optimizer, data = _setup(ctx, clipnorm=2.0)
-    step = tf.function(_step_fn(model))
     with ctx.watch(model, optimizer) as watch:
+        step = tf.function(_step_fn(model, watch))
         for x, y in data:
-            step(watch, x, y)
+            step(x, y)
             # What a user logs or checkpoints mid-loop must read what they set.
             assert optimizer.get_config()["global_clipnorm"] == 2.0, optimizer.get_config()["global_clipnorm"]
     return model

@@ -17,7 +17,9 @@ def _mixed_model() -> Any:
                              keras.layers.Dense(10), keras.layers.Activation("linear", dtype="float32")])
 
 
-@pattern("https://keras.io/api/mixed_precision/ (mixed_float16; compile wraps a LossScaleOptimizer)")
+@pattern("https://keras.io/api/mixed_precision/ (mixed_float16; compile wraps a LossScaleOptimizer)",
+         xfail="new (found by this suite): the monitor builds a LossScaleOptimizer's inner optimizer outside "
+               "its name scope, so its slots are named 'adam/...' instead of 'loss_scale_optimizer/adam/...'")
 def mixed_precision_fit(ctx: Ctx) -> Any:
     x, y = digits(128)
     model = _mixed_model()
@@ -32,16 +34,18 @@ def mixed_precision_loop(ctx: Ctx) -> Any:
     model = _mixed_model()
     optimizer = ctx.optimizer(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05)))
 
-    @tf.function
-    def step(watch: Any, xb: Any, yb: Any) -> None:
-        with tf.GradientTape() as tape:
-            loss = LOGITS(yb, model(xb, training=True))
-            scaled = optimizer.scale_loss(loss)
-        watch.apply_gradients(tape.gradient(scaled, model.trainable_variables), model.trainable_variables, loss=loss)
-
     with ctx.watch(model, optimizer) as watch:
+
+        @tf.function
+        def step(xb: Any, yb: Any) -> None:
+            with tf.GradientTape() as tape:
+                loss = LOGITS(yb, model(xb, training=True))
+                scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            watch.apply_gradients(grads, model.trainable_variables, loss=loss)
+
         for xb, yb in tf.data.Dataset.from_tensor_slices((x, y)).batch(16):
-            step(watch, xb, yb)
+            step(xb, yb)
     return model
 
 
@@ -63,6 +67,6 @@ def mirrored_one_device(ctx: Ctx) -> Any:
 
 @pattern("keras-team/keras-io guides/distributed_training_with_tensorflow.py (MirroredStrategy) "
          "with GradientMonitor(guard_nonfinite=True)", monitor_kwargs={"guard_nonfinite": True},
-         xfail="issue 16 item 3: MirroredStrategy guard crash (merge_call called while defining a new graph)")
+         crash=True, xfail="issue 16 item 3: MirroredStrategy guard crash (merge_call called while defining a new graph)")
 def mirrored_one_device_guarded(ctx: Ctx) -> Any:
     return _mirrored(ctx)
