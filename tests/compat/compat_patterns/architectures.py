@@ -52,16 +52,29 @@ def multi_input_multi_output(ctx: Ctx) -> Any:
     priority = title[:, :1] + 0.5 * tags[:, :1]
     department = (body[:, 0] > 0).astype("int32") + (tags[:, 1] > 0).astype("int32")
     t, b, g = keras.Input((6,), name="title"), keras.Input((10,), name="body"), keras.Input((4,), name="tags")
-    h = keras.layers.concatenate([keras.layers.Dense(8, activation="relu")(t),
-                                  keras.layers.Dense(8, activation="relu")(b), g])
-    model = keras.Model({"title": t, "body": b, "tags": g},
-                        {"priority": keras.layers.Dense(1, name="priority")(h),
-                         "department": keras.layers.Dense(3, name="department")(h)})
-    model.compile(optimizer=ctx.optimizer(keras.optimizers.RMSprop(1e-3)),
-                  loss={"priority": "mse", "department": LOGITS},
-                  loss_weights={"priority": 1.0, "department": 0.2})
-    model.fit({"title": title, "body": body, "tags": tags}, {"priority": priority, "department": department},
-              batch_size=16, epochs=1, verbose=0, callbacks=ctx.callbacks())
+    h = keras.layers.concatenate(
+        [keras.layers.Dense(8, activation="relu")(t), keras.layers.Dense(8, activation="relu")(b), g]
+    )
+    model = keras.Model(
+        {"title": t, "body": b, "tags": g},
+        {
+            "priority": keras.layers.Dense(1, name="priority")(h),
+            "department": keras.layers.Dense(3, name="department")(h),
+        },
+    )
+    model.compile(
+        optimizer=ctx.optimizer(keras.optimizers.RMSprop(1e-3)),
+        loss={"priority": "mse", "department": LOGITS},
+        loss_weights={"priority": 1.0, "department": 0.2},
+    )
+    model.fit(
+        {"title": title, "body": body, "tags": tags},
+        {"priority": priority, "department": department},
+        batch_size=16,
+        epochs=1,
+        verbose=0,
+        callbacks=ctx.callbacks(),
+    )
     return model
 
 
@@ -80,9 +93,14 @@ class ActivityRegularization(keras.layers.Layer):
 @pattern("keras-team/keras-io guides/making_new_layers_and_models_via_subclassing.py (add_loss)")
 def custom_layer_add_loss(ctx: Ctx) -> Any:
     x, y = digits(96)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
-                              ActivityRegularization(), keras.layers.Dense(10,
-                              kernel_regularizer=keras.regularizers.L2(1e-3))])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(16, activation="relu"),
+            ActivityRegularization(),
+            keras.layers.Dense(10, kernel_regularizer=keras.regularizers.L2(1e-3)),
+        ]
+    )
     model.compile(loss=LOGITS, optimizer=ctx.optimizer(keras.optimizers.Adam(1e-3)))
     model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=ctx.callbacks())
     return model

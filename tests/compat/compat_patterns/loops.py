@@ -19,8 +19,15 @@ def _setup(ctx: Ctx, clipnorm: float | None = None, batch: int = 16) -> tuple[An
     return model, optimizer, data
 
 
-def _loop(ctx: Ctx, model: Any, optimizer: Any, data: Any, compiled: dict[str, Any] | None = None,
-          epochs: int = 1, check_every: int = 1) -> None:
+def _loop(
+    ctx: Ctx,
+    model: Any,
+    optimizer: Any,
+    data: Any,
+    compiled: dict[str, Any] | None = None,
+    epochs: int = 1,
+    check_every: int = 1,
+) -> None:
     """``compiled``: tf.function options for the step (None: eager)."""
     with ctx.watch(model, optimizer) as watch:
         step = _step_fn(model, watch)
@@ -57,25 +64,31 @@ def tf_function_loop(ctx: Ctx) -> Any:
     return model
 
 
-@pattern("keras-team/keras-io guides/writing_a_custom_training_loop_in_tensorflow.py "
-         "(tf.function(jit_compile=True), stop_requested read every step)")
+@pattern(
+    "keras-team/keras-io guides/writing_a_custom_training_loop_in_tensorflow.py "
+    "(tf.function(jit_compile=True), stop_requested read every step)"
+)
 def jit_loop(ctx: Ctx) -> Any:
     model, optimizer, data = _setup(ctx)
     _loop(ctx, model, optimizer, data, {"jit_compile": True}, epochs=2)
     return model
 
 
-@pattern("keras-team/keras-io guides/writing_a_custom_training_loop_in_tensorflow.py "
-         "(jit-compiled step, the loop logs and checks every 25 steps)",
-         xfail="issue 16 item 6: jit-loop ring overrun (rows overwritten between reads of stop_requested)")
+@pattern(
+    "keras-team/keras-io guides/writing_a_custom_training_loop_in_tensorflow.py "
+    "(jit-compiled step, the loop logs and checks every 25 steps)",
+    xfail="issue 16 item 6: jit-loop ring overrun (rows overwritten between reads of stop_requested)",
+)
 def jit_loop_checks_every_25(ctx: Ctx) -> Any:
     model, optimizer, data = _setup(ctx, batch=4)  # 48 steps: read at steps 0 and 25, and at the end
     _loop(ctx, model, optimizer, data, {"jit_compile": True}, check_every=25)
     return model
 
 
-@pattern("keras-team/keras-io guides/serialization_and_saving.py (model.save in a training loop)",
-         xfail="issue 16 item 7: get_config inside watch (the optimizer's global_clipnorm reads None)")
+@pattern(
+    "keras-team/keras-io guides/serialization_and_saving.py (model.save in a training loop)",
+    xfail="issue 16 item 7: get_config inside watch (the optimizer's global_clipnorm reads None)",
+)
 def config_inside_watch(ctx: Ctx) -> Any:
     model, optimizer, data = _setup(ctx, clipnorm=2.0)
     with ctx.watch(model, optimizer) as watch:

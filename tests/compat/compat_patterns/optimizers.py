@@ -47,8 +47,10 @@ def gradient_accumulation(ctx: Ctx) -> Any:
     return _fit(ctx, keras.optimizers.Adam(1e-3, gradient_accumulation_steps=4))
 
 
-@pattern("https://keras.io/api/optimizers/ (gradient_accumulation_steps with global_clipnorm)",
-         xfail="issue 16 item 2: gradient accumulation clipping (the monitor clips every micro-batch)")
+@pattern(
+    "https://keras.io/api/optimizers/ (gradient_accumulation_steps with global_clipnorm)",
+    xfail="issue 16 item 2: gradient accumulation clipping (the monitor clips every micro-batch)",
+)
 def gradient_accumulation_clipped(ctx: Ctx) -> Any:
     return _fit(ctx, keras.optimizers.Adam(1e-3, gradient_accumulation_steps=4, global_clipnorm=0.05))
 
@@ -56,8 +58,10 @@ def gradient_accumulation_clipped(ctx: Ctx) -> Any:
 # Found by this suite (not in issue 16's list): with dense gradients too, the monitor's clipping rounds
 # differently from Keras' (Keras: g * c / max(norm, c), and c * min(1/norm, 1/c) for the global norm;
 # the monitor: g * min(1, c / norm)), so the weights drift by an ulp or so per step.
-ROUNDING = ("issue 16 item 2 (new, dense gradients): the monitor's clipping arithmetic is not Keras' "
-            "(weights differ by ~1e-8 after 8 steps)")
+ROUNDING = (
+    "issue 16 item 2 (new, dense gradients): the monitor's clipping arithmetic is not Keras' "
+    "(weights differ by ~1e-8 after 8 steps)"
+)
 
 
 @pattern("https://keras.io/api/optimizers/ (clipnorm)", xfail=ROUNDING)

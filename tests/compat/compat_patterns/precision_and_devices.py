@@ -13,13 +13,21 @@ LOGITS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 def _mixed_model() -> Any:
     keras.mixed_precision.set_global_policy("mixed_float16")  # the harness sets float32 back
-    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
-                             keras.layers.Dense(10), keras.layers.Activation("linear", dtype="float32")])
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10),
+            keras.layers.Activation("linear", dtype="float32"),
+        ]
+    )
 
 
-@pattern("https://keras.io/api/mixed_precision/ (mixed_float16; compile wraps a LossScaleOptimizer)",
-         xfail="new (found by this suite): the monitor builds a LossScaleOptimizer's inner optimizer outside "
-               "its name scope, so its slots are named 'adam/...' instead of 'loss_scale_optimizer/adam/...'")
+@pattern(
+    "https://keras.io/api/mixed_precision/ (mixed_float16; compile wraps a LossScaleOptimizer)",
+    xfail="new (found by this suite): the monitor builds a LossScaleOptimizer's inner optimizer outside "
+    "its name scope, so its slots are named 'adam/...' instead of 'loss_scale_optimizer/adam/...'",
+)
 def mixed_precision_fit(ctx: Ctx) -> Any:
     x, y = digits(128)
     model = _mixed_model()
@@ -53,8 +61,9 @@ def _mirrored(ctx: Ctx) -> Any:
     x, y = digits(96)
     strategy = tf.distribute.MirroredStrategy()  # one replica on this CPU-only machine
     with strategy.scope():
-        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
-                                  keras.layers.Dense(10)])
+        model = keras.Sequential(
+            [keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)]
+        )
         model.compile(loss=LOGITS, optimizer=ctx.optimizer(keras.optimizers.Adam(1e-3)))
     model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=ctx.callbacks())
     return model
@@ -65,8 +74,12 @@ def mirrored_one_device(ctx: Ctx) -> Any:
     return _mirrored(ctx)
 
 
-@pattern("keras-team/keras-io guides/distributed_training_with_tensorflow.py (MirroredStrategy) "
-         "with GradientMonitor(guard_nonfinite=True)", monitor_kwargs={"guard_nonfinite": True},
-         crash=True, xfail="issue 16 item 3: MirroredStrategy guard crash (merge_call called while defining a new graph)")
+@pattern(
+    "keras-team/keras-io guides/distributed_training_with_tensorflow.py (MirroredStrategy) "
+    "with GradientMonitor(guard_nonfinite=True)",
+    monitor_kwargs={"guard_nonfinite": True},
+    crash=True,
+    xfail="issue 16 item 3: MirroredStrategy guard crash (merge_call called while defining a graph)",
+)
 def mirrored_one_device_guarded(ctx: Ctx) -> Any:
     return _mirrored(ctx)

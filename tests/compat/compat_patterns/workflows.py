@@ -13,13 +13,16 @@ from harness import Ctx, digits, pattern
 LOGITS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-@pattern("keras-team/keras-io guides/transfer_learning.py (freeze the base, train the head, "
-         "unfreeze, recompile with Adam(1e-5), fit again)",
-         xfail="issue 16 item 4: second run after recompile (the fine-tuning fit starts a new run at step 0)")
+@pattern(
+    "keras-team/keras-io guides/transfer_learning.py (freeze the base, train the head, "
+    "unfreeze, recompile with Adam(1e-5), fit again)",
+    xfail="issue 16 item 4: second run after recompile (the fine-tuning fit starts a new run at step 0)",
+)
 def transfer_then_finetune(ctx: Ctx) -> Any:
     x, y = digits(96)
-    base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.BatchNormalization()], name="base")
+    base = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.BatchNormalization()], name="base"
+    )
     inputs = keras.Input((64,))
     model = keras.Model(inputs, keras.layers.Dense(10)(base(inputs, training=False)))
     base.trainable = False
@@ -31,8 +34,10 @@ def transfer_then_finetune(ctx: Ctx) -> Any:
     return model
 
 
-@pattern("keras-team/keras-io guides/training_with_built_in_methods.py (EarlyStopping, ModelCheckpoint, "
-         "load_model and train on)")
+@pattern(
+    "keras-team/keras-io guides/training_with_built_in_methods.py (EarlyStopping, ModelCheckpoint, "
+    "load_model and train on)"
+)
 def early_stopping_checkpoint_reload(ctx: Ctx) -> Any:
     x, y = digits(64)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)])
