@@ -56,15 +56,12 @@ class Pattern:
     monitor_kwargs: dict[str, Any] = field(default_factory=dict)
     weights_rtol: float = 0.0  # 0: bitwise; else a bound justified where the pattern declares it
     loss_per_step: bool = False  # also compare each step's reported loss with the loss fit logged for it
-    slow: bool = False
 
     def param(self) -> Any:
         marks: list[Any] = []
         if self.xfail:
             raises = Exception if self.crash else AssertionError
             marks.append(pytest.mark.xfail(strict=True, reason=self.xfail, raises=raises))
-        if self.slow:
-            marks.append(pytest.mark.slow)
         return pytest.param(self, id=self.name, marks=marks)
 
 
