@@ -60,7 +60,7 @@ def eager_loop(ctx: Ctx) -> Any:
 @pattern("keras-team/keras-io guides/writing_a_custom_training_loop_in_tensorflow.py (@tf.function train_step)")
 def tf_function_loop(ctx: Ctx) -> Any:
     model, optimizer, data = _setup(ctx)
-    _loop(ctx, model, optimizer, data, {}, epochs=2)
+    _loop(ctx, model, optimizer, data, {})
     return model
 
 
@@ -70,7 +70,7 @@ def tf_function_loop(ctx: Ctx) -> Any:
 )
 def jit_loop(ctx: Ctx) -> Any:
     model, optimizer, data = _setup(ctx)
-    _loop(ctx, model, optimizer, data, {"jit_compile": True}, epochs=2)
+    _loop(ctx, model, optimizer, data, {"jit_compile": True})
     return model
 
 
