@@ -17,8 +17,16 @@ NORM_RTOL = 1e-5
 
 
 class Api:
+    """The few REST reads the checks need (``with Api(server) as api:`` closes its connection)."""
+
     def __init__(self, server: Any) -> None:
         self.client = httpx.Client(base_url=server.url, headers=server.headers, timeout=10)
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
 
     def get(self, path: str) -> Any:
         r = self.client.get(path)

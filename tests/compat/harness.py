@@ -202,10 +202,10 @@ def run_and_check(pat: Pattern, server: Any) -> None:
             problems.append(
                 f"optimizer {i}'s variables are named differently (without, with the monitor): {renamed[:2]}"
             )
-    api = Api(server)
-    for key, recorders in plain.ctx.recorders.items():
-        log = watched.ctx.loss_logs.get(key)
-        problems += [f"[{key}] {p}" for p in check_run(api, watched.ctx.run_name(key), reference(recorders), log)]
+    with Api(server) as api:
+        for key, recorders in plain.ctx.recorders.items():
+            log = watched.ctx.loss_logs.get(key)
+            problems += [f"[{key}] {p}" for p in check_run(api, watched.ctx.run_name(key), reference(recorders), log)]
     if sorted(plain.ctx.recorders) != sorted(watched.ctx.monitors):
         problems.append(f"runs {sorted(plain.ctx.recorders)} trained, monitors {sorted(watched.ctx.monitors)}")
     extra = collections.Counter(map(normalise, watched.printed)) - collections.Counter(map(normalise, plain.printed))
