@@ -74,11 +74,13 @@ def replay(detail: dict[str, Any], m: dict[str, Any]) -> list[dict[str, Any]]:
     )
     engine = RunAlerts(detail["id"], info)
     recs = records(detail, m)
+    raised: dict[int, Any] = {}  # every episode, resolved ones included
     for i in range(0, len(recs), 8):
-        engine.observe_steps(recs[i : i + 8])
+        for c in engine.observe_steps(recs[i : i + 8]):
+            raised[id(c.alert)] = c.alert
     return [
         {k: getattr(a, k) for k in ("kind", "severity", "step", "last_step", "layer", "count", "message")}
-        for a in engine.open.values()
+        for a in raised.values()
     ]
 
 

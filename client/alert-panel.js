@@ -45,7 +45,12 @@ export const scheduleAlerts = frameBatched(renderAlertsNow);
 
 const bannerNodes = {
   banner: $("alert-banner"), kind: $("ab-kind"), sev: $("ab-sev"), where: $("ab-where"), more: $("ab-more"),
-  message: $("ab-message"), evidence: $("ab-evidence"), remedies: $("ab-remedies"), remediesWrap: $("ab-remedies-wrap"), mute: $("ab-mute"),
+  message: $("ab-message"), evidence: $("ab-evidence"), latest: $("ab-latest"), remedies: $("ab-remedies"), remediesWrap: $("ab-remedies-wrap"), mute: $("ab-mute"),
+};
+
+const timelineNodes = {
+  open: $("alert-list"), openEmpty: $("alerts-none-open"), resolved: $("alert-list-resolved"),
+  resolvedWrap: $("alerts-resolved"), resolvedCount: $("alerts-resolved-count"), empty: $("alerts-empty"),
 };
 
 export function renderAlertsNow() {
@@ -53,7 +58,7 @@ export function renderAlertsNow() {
   const top = bannerAlert(alerts, isMuted);
   const open = alerts.filter((a) => isOpen(a) && !isMuted(a.kind));
   renderBanner(bannerNodes, top, Math.max(0, open.length - 1), setMuted);
-  renderTimeline($("alert-list"), $("alerts-empty"), alerts, isMuted);
+  renderTimeline(timelineNodes, alerts, isMuted);
   renderRules($("rule-list"), state.rules, state.rulesBusy, state.rulesAvailable, setMuted);
   const note = $("rules-note");
   if (!state.rulesAvailable && state.store) {

@@ -29,12 +29,13 @@ export function severityClass(severity) {
   return severity === "critical" || severity === "info" ? severity : "warning";
 }
 
-/** An alert is open unless the server says it is resolved/closed. */
+// AlertView.state, as gradwatch/protocol.py declares it (ALERT_STATES; tests/test_page_constants.py checks this copy).
+export const ALERT_STATES = Object.freeze(["open", "resolved"]);
+const [OPEN] = ALERT_STATES;
+
+/** An alert is open while its `state` says so; a resolved one has a `resolved_step`. */
 export function isOpen(a) {
-  if (!a) return false;
-  if (a.resolved === true || a.open === false) return false;
-  if (a.state === "resolved" || a.state === "closed" || a.status === "resolved" || a.status === "closed") return false;
-  return true;
+  return !!a && a.state === OPEN;
 }
 
 function lastStepOf(a) {
@@ -149,43 +150,67 @@ export function renderBanner(nodes, alert, others, muteHandler) {
   if (layers.length) where.push(`in ${layers.slice(0, 3).join(", ")}${layers.length > 3 ? ` and ${layers.length - 3} more` : ""}`);
   where.push(`first seen at step ${fmtInt(alert.step)}`);
   if (typeof alert.last_step === "number" && alert.last_step !== alert.step) where.push(`last at ${fmtInt(alert.last_step)}`);
-  if (alert.count > 1) where.push(`${fmtInt(alert.count)} episodes`);
+  if (alert.count > 1) where.push(`episode ${fmtInt(alert.count)}`);
   nodes.where.textContent = where.join(" · ");
   nodes.more.textContent = others > 0 ? `+${others} more open` : "";
   nodes.message.textContent = alert.message || "";
   nodes.evidence.textContent = evidenceText(alert.evidence);
+  const latest = latestText(alert);
+  nodes.latest.textContent = latest;
+  nodes.latest.hidden = !latest;
   const remedies = Array.isArray(alert.remedies) ? alert.remedies : [];
   nodes.remedies.replaceChildren(...remedies.map((r) => el("li", {}, String(r))));
   nodes.remediesWrap.hidden = remedies.length === 0;
   nodes.mute.onclick = () => muteHandler(alert.kind, true);
 }
 
+/** The episode's newest finding after it was raised, at its own step ("" when none). */
+export function latestText(a) {
+  const u = a && a.latest;
+  if (!u || typeof u !== "object" || typeof u.step !== "number" || u.step === a.step) return "";
+  return `Update at step ${fmtInt(u.step)}: ${u.message || evidenceText(u.evidence)}`;
+}
+
 // ------------------------------------------------------------------ timeline
 
-export function renderTimeline(list, empty, alerts, muted) {
+/** Open alerts in `nodes.open`, resolved ones apart in `nodes.resolved` (each newest first). */
+export function renderTimeline(nodes, alerts, muted) {
+  const open = alerts.filter(isOpen);
+  const resolved = alerts.filter((a) => !isOpen(a));
+  nodes.open.replaceChildren(...timelineItems(open, muted));
+  nodes.resolved.replaceChildren(...timelineItems(resolved, muted));
+  nodes.openEmpty.hidden = open.length > 0 || alerts.length === 0;
+  nodes.resolvedWrap.hidden = resolved.length === 0;
+  nodes.resolvedCount.textContent = resolved.length ? `(${fmtInt(resolved.length)})` : "";
+  nodes.empty.hidden = alerts.length > 0;
+}
+
+function timelineItems(alerts, muted) {
   const sorted = [...alerts].sort(byNewest);
-  const items = sorted.slice(0, 300).map((a) => {
+  return sorted.slice(0, 300).map((a) => {
     const sev = severityClass(a.severity);
     const layers = alertLayers(a);
     const evidence = evidenceText(a.evidence);
     const isMuted = muted(a.kind);
     const open = isOpen(a);
+    const latest = latestText(a);
     return el("li", {
       class: `alert-entry sev-${sev}${isMuted ? " is-muted" : ""}${open ? "" : " is-closed"}`,
-      dataset: { testid: "alert-entry", kind: a.kind, severity: sev, layer: a.layer ?? "", alertId: String(a.id) },
-      title: [a.message, evidence].filter(Boolean).join("\n"),
+      dataset: { testid: "alert-entry", kind: a.kind, severity: sev, layer: a.layer ?? "", alertId: String(a.id),
+        state: String(a.state) },
+      title: [a.message, evidence, latest].filter(Boolean).join("\n"),
     },
     el("span", { class: "ae-dot", "aria-hidden": "true" }),
     el("span", { class: "ae-main" },
       el("span", { class: "ae-kind" }, kindLabel(a.kind)),
       layers.length ? el("bdi", { class: "ae-layer" }, layers.length > 1 ? `${layers[0]} +${layers.length - 1}` : layers[0]) : null,
       isMuted ? el("span", { class: "ae-tag" }, "muted") : null,
-      open ? null : el("span", { class: "ae-tag" }, "resolved")),
-    el("span", { class: "ae-steps" }, `${stepRange(a)}${a.count > 1 ? ` · ${fmtInt(a.count)} episodes` : ""}`),
+      a.count > 1 ? el("span", { class: "ae-tag" }, `episode ${fmtInt(a.count)}`) : null,
+      open || typeof a.resolved_step !== "number" ? null
+        : el("span", { class: "ae-tag", dataset: { testid: "alert-resolved-step" } }, `resolved at step ${fmtInt(a.resolved_step)}`)),
+    el("span", { class: "ae-steps" }, stepRange(a)),
     el("span", { class: "ae-msg" }, a.message || evidence));
   });
-  list.replaceChildren(...items);
-  empty.hidden = alerts.length > 0;
 }
 
 // ------------------------------------------------------------------ rules (mute switches)

@@ -45,6 +45,13 @@ export function upsertRun(r) {
   const old = state.runs.get(r.id) || {};
   state.runs.set(r.id, { ...old, ...r });
   if (r.id === state.selected && state.detail) {
+    const before = state.detail.variable_sets || [];
+    if (Array.isArray(r.variable_sets) && r.variable_sets.length !== before.length) {
+      // The run's watched variables changed (a recompile): load it afresh, with its new variables.
+      state.store = null;
+      selectRun(r.id);
+      return;
+    }
     const { variables, bn_layers, ...rest } = r; // a `run` message has neither; keep ours
     void variables;
     void bn_layers;

@@ -22,6 +22,7 @@ export const STEP_FIELDS = Object.freeze([
   Object.freeze({"name": "bn", "kind": "wire_float", "shape": "bn_layer", "nullable": false, "column": "bn"}),
   Object.freeze({"name": "update_ratio", "kind": "wire_float", "shape": "variable", "nullable": true, "column": "update_ratio"}),
   Object.freeze({"name": "skipped", "kind": "bool", "shape": "scalar", "nullable": false, "column": "skipped"}),
+  Object.freeze({"name": "loss_is_mean", "kind": "bool", "shape": "scalar", "nullable": false, "column": "loss_is_mean"}),
 ]);
 
 export const BN_FIELDS = Object.freeze(["moving_mean_mean", "moving_mean_min", "moving_mean_max", "moving_mean_delta", "moving_variance_mean", "moving_variance_min", "moving_variance_max", "moving_variance_delta"]);

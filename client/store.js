@@ -16,7 +16,7 @@ const BN_VAR_KEY = BN_SERIES_KEYS[BN_VAR];
 const SCALARS = Object.entries({
   epoch: "epoch", time: "time", loss: "loss", lr: "lr", gnorm: "global_norm", thr: "clip_threshold",
   scale: "clip_scale", clipped: "clipped", clipfrac: "clipped_fraction", sps: "steps_per_sec",
-  wnf: "weight_nonfinite", lnf: "loss_nonfinite", skipped: "skipped",
+  wnf: "weight_nonfinite", lnf: "loss_nonfinite", skipped: "skipped", lossMean: "loss_is_mean",
 }).map(([key, name]) => [key, field(name)]);
 const GRAD_NORM = field("grad_norm");
 const GRAD_NAN = field("grad_nan");
@@ -66,6 +66,9 @@ export class RunStore {
     this.variables = (detail.variables || []).map(String);
     this.bnLayers = (detail.bn_layers || []).map(String);
     this.V = this.variables.length;
+    // Where the watched variables changed within the run: [{from_step, variables: [indices]}], step order.
+    this.variableSets = Array.isArray(detail.variable_sets) ? detail.variable_sets : [];
+    this._positionsOf = new Map(); // a variable set -> each variable's position in its records (-1: not watched)
     this.groups = optimizerGroups(detail.meta, this.V);
     this.L = this.bnLayers.length;
     // Keep at most this many steps in memory (charts show a window of it).
@@ -95,6 +98,7 @@ export class RunStore {
     this.nfVersion = 0; // bumps whenever nfByVar changes
     this.firstNonfinite = null; // {step, kind}
     this.lossNonfinite = 0;
+    this.lossMeanSteps = 0; // steps whose loss is Keras' running mean, not the step's own
     this.weightNonfinite = 0;
     this.gaps = [];
     this._recentClipped = [];
@@ -133,6 +137,7 @@ export class RunStore {
     if (f.skipped) this.skippedCount += 1;
     if (f.wnf > 0) this.weightNonfinite += 1;
     if (f.lnf) this.lossNonfinite += 1;
+    if (f.lossMean) this.lossMeanSteps += 1;
     this.lastStep = step;
     this.received += 1;
   }
@@ -158,15 +163,37 @@ export class RunStore {
     const inf = r[GRAD_INF.name] || [];
     const bn = r[BN.name] || [];
     const bnAt = (l, k) => (bn[l] && bn[l].length > k ? num(bn[l][k]) : null);
+    const pos = this._positions(step);
+    const p = (v) => (pos === null ? v : pos[v]); // -1: not watched on this step, no value
     this._pushPoint(step, f, {
-      ur: (v) => (ur && v < ur.length ? num(ur[v]) : null),
-      gn: (v) => (v < gn.length ? num(gn[v]) : null),
-      nf: (v) => (Number(nan[v]) || 0) + (Number(inf[v]) || 0),
+      ur: (v) => (ur && p(v) >= 0 && p(v) < ur.length ? num(ur[p(v)]) : null),
+      gn: (v) => (p(v) >= 0 && p(v) < gn.length ? num(gn[p(v)]) : null),
+      nf: (v) => (p(v) >= 0 ? (Number(nan[p(v)]) || 0) + (Number(inf[p(v)]) || 0) : 0),
       bnMean: (l) => bnAt(l, BN_MEAN),
       bnVar: (l) => bnAt(l, BN_VAR),
     });
     this._trim();
     return true;
+  }
+
+  /** Each variable's position in the vectors of a record of `step` (-1: not watched), or null: the run's order. */
+  _positions(step) {
+    let active = null;
+    for (const set of this.variableSets) {
+      if (Number(set.from_step) > step) break;
+      active = set.variables;
+    }
+    if (!Array.isArray(active)) return null;
+    let pos = this._positionsOf.get(active);
+    if (pos === undefined) {
+      pos = new Array(this.V).fill(-1);
+      active.forEach((v, i) => {
+        if (v >= 0 && v < this.V) pos[v] = i;
+      });
+      if (active.length === this.V && pos.every((q, v) => q === v)) pos = null;
+      this._positionsOf.set(active, pos);
+    }
+    return pos;
   }
 
   /**

@@ -67,8 +67,10 @@ def _export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("run_id", type=int, metavar="RUN_ID", help="the run's id (GET /api/runs lists them)")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="file format (default parquet)")
     p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
-                   help="where to write (default: the server's file name, in the current folder; '-' for stdout)")
-    p.add_argument("--server", default="http://127.0.0.1:8765", help="the server (default http://127.0.0.1:8765)")
+                   help="where to write (default: run-<RUN_ID>.<format> in the current folder; '-' for stdout)")
+    p.add_argument("--server", default=None,
+                   help="the server (default $GRADWATCH_SERVER, else http://127.0.0.1:8765 once it proved it knows "
+                   "the token)")
     p.add_argument("--token-file", type=Path, default=None,
                    help="token file (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token); $GRADWATCH_TOKEN wins")
 
@@ -92,18 +94,26 @@ def _sync_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="run files (*.gwrun.jsonl) or folders holding them (e.g. ~/.gradwatch/runs)")
     p.add_argument("--server", default=None,
                    help="the server (default $GRADWATCH_SERVER, else http://127.0.0.1:8765)")
-    p.add_argument("--token", default=None, help="access token (default $GRADWATCH_TOKEN, else the token file)")
+    # Refused, not taken: a token on the command line is visible to every user of the machine (ps).
+    p.add_argument("--token", default=None, help=argparse.SUPPRESS)
     p.add_argument("--token-file", type=Path, default=None,
-                   help="token file (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token)")
+                   help="token file (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token); $GRADWATCH_TOKEN wins")
 
 
 def sync(args: argparse.Namespace) -> int:
     from gradwatch.runfile import RunFileError, find_run_files
     from gradwatch.sync import SyncError, sync_file
-    from gradwatch.tokens import resolve_server, resolve_token
+    from gradwatch.tokens import configured_server, proves_token, resolve_server, resolve_token, untrusted
 
+    if args.token is not None:
+        print("gradwatch sync: --token is not taken (any user of this machine could read it with ps); "
+              "set $GRADWATCH_TOKEN or pass --token-file FILE", file=sys.stderr)
+        return 2
     server = resolve_server(args.server)
-    token = resolve_token(args.token, args.token_file)
+    token = resolve_token(None, args.token_file)
+    if token is not None and not configured_server(args.server) and not proves_token(server, token):
+        print(f"gradwatch sync: {untrusted(server)}", file=sys.stderr)
+        return 2
     try:
         files = find_run_files(args.paths)
     except RunFileError as e:
@@ -121,7 +131,7 @@ def sync(args: argparse.Namespace) -> int:
             failed += 1
             continue
         print(f"{path}: run {done.run_id} ({done.run_name}): sent {done.steps} steps in {done.messages} messages "
-              "(the server keeps what it did not have)")
+              "(the server adds only what it did not have)")
         for why in done.skipped:
             print(f"{path}: skipped {why}", file=sys.stderr)
     return 1 if failed else 0

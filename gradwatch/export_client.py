@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -14,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .tokens import TOKEN_ENV, resolve_token
+from .tokens import TOKEN_ENV, configured_server, proves_token, resolve_server, resolve_token, untrusted
 
 FORMATS = ("parquet", "csv")
 
@@ -40,16 +39,25 @@ def export_url(server: str, run_id: int, fmt: str) -> str:
 
 
 def download(
-    server: str, run_id: int, fmt: str, output: Path | None, token_file: Path | None = None, timeout: float = 30.0
+    server: str | None,
+    run_id: int,
+    fmt: str,
+    output: Path | None,
+    token_file: Path | None = None,
+    timeout: float = 30.0,
 ) -> Path | None:
-    """Write the export to ``output`` (``-``: stdout; ``None``: the server's file name); returns the path.
+    """Write the export to ``output`` (``-``: stdout; ``None``: ``run-<id>.<format>`` here); returns the path.
 
-    The file appears only when the download completed (written beside it, then renamed).
+    ``server`` ``None``: ``$GRADWATCH_SERVER``, else the default local server, which must first prove it
+    knows the token. The file appears only when the download completed (written beside it, then renamed).
     """
+    configured, server = configured_server(server), resolve_server(server)
     url = export_url(server, run_id, fmt)
     token = resolve_token(None, token_file)
     if token is None:
         raise ExportError(f"no token: set ${TOKEN_ENV} or pass --token-file (the file 'gradwatch serve' wrote)")
+    if not configured and not proves_token(server, token):
+        raise ExportError(untrusted(server))
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
@@ -61,9 +69,8 @@ def download(
         if output is not None and str(output) == "-":
             shutil.copyfileobj(response, sys.stdout.buffer, 1 << 20)
             return None
-        if output is None:
-            found = re.search(r'filename="([^"/\\]+)"', response.headers.get("Content-Disposition", ""))
-            output = Path(found.group(1) if found else f"run{run_id}.{fmt}")
+        if output is None:  # named here, never by the server's Content-Disposition (a path, a dotfile)
+            output = Path(f"run-{int(run_id)}.{fmt}")
         output.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part")
         try:

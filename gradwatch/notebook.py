@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradwatch.tokens import DEFAULT_SERVER, SERVER_ENV, TOKEN_ENV, generate_token, resolve_server, resolve_token
+from gradwatch.tokens import (
+    DEFAULT_SERVER,
+    SERVER_ENV,
+    TOKEN_ENV,
+    generate_token,
+    proves_token,
+    resolve_server,
+    resolve_token,
+)
 
 
 def default_db() -> Path:
@@ -70,15 +78,6 @@ _lock = threading.Lock()
 _embedded: Any = None  # the GradwatchServer this process started, if any
 
 
-def _answers(url: str, timeout: float = 0.5) -> bool:
-    """Does a gradwatch server answer at ``url``? (Its health route needs no token.)"""
-    try:
-        with urllib.request.urlopen(f"{url}/api/health", timeout=timeout) as response:
-            return bool(json.load(response).get("status") == "ok")
-    except (OSError, ValueError):
-        return False
-
-
 def ensure_server(port: int = 0, db: str | os.PathLike[str] | None = None) -> Dashboard:
     """The server the notebook's page and monitors use, started embedded if none is reachable.
 
@@ -91,7 +90,8 @@ def ensure_server(port: int = 0, db: str | os.PathLike[str] | None = None) -> Da
         configured = os.environ.get(SERVER_ENV)
         if configured:
             return Dashboard(resolve_server(configured), resolve_token(), embedded=False)  # never start another
-        if _answers(DEFAULT_SERVER) and (token := resolve_token()) is not None:
+        # Whatever answers on the default port gets the token only once it proved it knows it.
+        if (token := resolve_token()) is not None and proves_token(DEFAULT_SERVER, token, timeout=0.5):
             return Dashboard(DEFAULT_SERVER, token, embedded=False)
         from gradwatch.server.config import ServerConfig
         from gradwatch.server.serve import GradwatchServer

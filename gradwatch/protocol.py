@@ -23,12 +23,17 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from .stepfields import BN_FIELDS as BN_FIELDS
 from .stepfields import check_model_fields as _check_step_fields
+from .wirejson import MAX_ELEMENT_COUNT as MAX_ELEMENT_COUNT
 from .wirejson import MAX_INT as MAX_INT
+from .wirejson import MAX_STEP as MAX_STEP
+from .wirejson import FiniteFloat as FiniteFloat
 from .wirejson import NonFinite as NonFinite
+from .wirejson import ServerFloat as ServerFloat
 from .wirejson import WireCount as WireCount
 from .wirejson import WireElementCount as WireElementCount
 from .wirejson import WireFloat as WireFloat
 from .wirejson import WireId as WireId
+from .wirejson import WireStep as WireStep
 from .wirejson import decode_float as decode_float
 from .wirejson import dumps as dumps
 from .wirejson import encode_float as encode_float
@@ -63,6 +68,9 @@ class CloseCode(IntEnum):
     PROTOCOL_MISMATCH = 4426
     BAD_MESSAGE = 4400
     TOO_SLOW = 4408  # a viewer fell too far behind; it should reconnect and backfill
+    #: The server cannot write its database (disk full, I/O error): nothing it acknowledged is lost; the trainer
+    #: keeps what it has not sent and reconnects (refused again until the store writes again).
+    STORAGE_UNAVAILABLE = 4507
     SERVER_SHUTDOWN = 1001
 
 
@@ -88,6 +96,12 @@ ALERT_KINDS: tuple[str, ...] = (
     "frozen_batchnorm",
     "clip_saturated",
 )
+
+#: An alert's lifecycle (``AlertView.state``, docs/alerts.md "Lifecycle"): ``open`` while its condition holds or
+#: has been clear for fewer steps than its kind's clear steps, then ``resolved``. A condition that returns after
+#: that opens a new alert of the same kind and layer: its next episode (``count`` + 1).
+AlertState = Literal["open", "resolved"]
+ALERT_STATES: tuple[str, ...] = get_args(AlertState)
 
 #: Upper bound on a learning rate set from the page.
 MAX_LEARNING_RATE = 1e3
@@ -154,9 +168,9 @@ class StepRecord(_Msg):
     ``TrainerHello.bn_layers`` (``bn``). ``bn`` rows are ``BN_FIELDS``.
     """
 
-    step: WireCount
+    step: WireStep
     epoch: WireCount
-    time: StrictFloat  # unix seconds at the end of the step
+    time: FiniteFloat  # unix seconds at the end of the step
     loss: WireFloat | None = None
     lr: WireFloat | None = None
     global_norm: WireFloat
@@ -177,6 +191,9 @@ class StepRecord(_Msg):
     update_ratio: list[WireFloat] | None = None
     #: The step's update was skipped because its gradients were not finite (``guard_nonfinite``).
     skipped: StrictBool = False
+    #: ``loss`` is Keras' running mean of the epoch so far (``logs["loss"]``), not the step's own: the
+    #: train step exposed no loss of its own (a custom ``train_step`` tracking it with ``keras.metrics.Mean``).
+    loss_is_mean: StrictBool = False
 
 
 _check_step_fields({name: _accepts_none(info.annotation) for name, info in StepRecord.model_fields.items()})
@@ -202,7 +219,7 @@ class RunFileHeader(_Msg):
     uid: RunUid
     #: ``offline``: the whole run; ``spool``: only the reports the server did not get in time.
     source: Literal["offline", "spool"]
-    created_at: StrictFloat
+    created_at: FiniteFloat
 
 
 class TrainerHello(_Msg):
@@ -219,16 +236,27 @@ class TrainerHello(_Msg):
     bn_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
     clip: ClipSetting
     every: WireCount = 1
-    meta: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    meta: dict[str, str | int | FiniteFloat | bool | None] = Field(default_factory=dict)
     #: Alert kinds on which the server should pause this run automatically.
     pause_on: list[AlertKind] = Field(default_factory=list)
     #: Non-finite steps are skipped by the trainer (weights untouched).
     guard_nonfinite: StrictBool = False
     #: Layer names the trainer probes for dead ReLU units (``Probe.dead_relu`` keys).
     relu_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
+    #: Each layer's activation function by layer path (a recurrent layer's: its cell's), e.g. ``{"rnn": "tanh"}``:
+    #: a layer whose gradients are all zero is named by what it has (saturated tanh/sigmoid units, dead ReLUs).
+    activations: dict[Annotated[str, Field(max_length=500)], Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=dict, max_length=10_000)
+    #: The ``bn_layers`` the model's own code runs in inference mode (a ``model(x, training=True)`` call leaves their
+    #: moving statistics alone: fine-tuning with ``base(x, training=False)``); ``frozen_batchnorm`` skips them.
+    bn_inference: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
     #: The trainer session's unique id (``RunFileHeader.uid``): a run file of this session (offline, or
     #: spooled while the server was away) synced later continues the same run and adds only what is new.
     uid: RunUid | None = None
+    #: Sent by ``gradwatch sync`` only: this connection replays a run file. It goes into the run its
+    #: ``uid`` created (or, with ``resume``, an unfinished run no trainer is connected to), adds only
+    #: what that run lacks, and never displaces a live trainer (1013) nor writes into another run (4400).
+    replay: StrictBool = False
 
 
 class Steps(_Msg):
@@ -240,9 +268,16 @@ class Gap(_Msg):
     """The trainer dropped records (its buffer overflowed while the server was away)."""
 
     type: Literal["gap"]
-    from_step: WireCount
-    to_step: WireCount
+    from_step: WireStep
+    to_step: WireStep
     dropped: WireCount
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Gap:
+        if self.from_step > self.to_step:
+            raise ValueError(f"from_step {self.from_step} is after to_step {self.to_step}; a gap spans "
+                             "from_step..to_step inclusive")
+        return self
 
 
 class Ack(_Msg):
@@ -250,14 +285,14 @@ class Ack(_Msg):
     id: WireId
     state: Literal["applied", "rejected"]
     #: The first step that ran under the change (``None`` when rejected).
-    applied_step: WireCount | None = None
+    applied_step: WireStep | None = None
     detail: str | None = Field(default=None, max_length=1000)
 
 
 class Status(_Msg):
     type: Literal["status"]
     state: TrainerState
-    step: WireCount
+    step: WireStep
 
 
 class Probe(_Msg):
@@ -270,26 +305,49 @@ class Probe(_Msg):
     """
 
     type: Literal["probe"]
-    step: WireCount
+    step: WireStep
     dead_relu: dict[str, WireFloat] = Field(default_factory=dict)
     bn_gap: dict[str, WireFloat] = Field(default_factory=dict)
+
+
+class VariableSet(_Msg):
+    """From step ``from_step`` on, the per-variable vectors of the step records follow ``variables``.
+
+    The run's watched variables changed within the run (fine-tuning: a base model made trainable and
+    the model recompiled): names not seen before join the run's variables, and any not listed are not
+    watched from that step on. Until the first such message the records follow ``TrainerHello.variables``.
+    Sending it again for the same ``from_step`` (after a reconnect) changes nothing.
+    """
+
+    type: Literal["variables"]
+    from_step: WireCount
+    variables: list[Annotated[str, Field(max_length=500)]] = Field(max_length=100_000)
 
 
 class NonfiniteOrigin(_Msg):
     """Where a non-finite step came from, found by replaying that one batch layer by layer."""
 
     type: Literal["nonfinite_origin"]
-    step: WireCount
+    step: WireStep
     source: Literal["features", "labels", "layer", "loss", "unknown"]
     layer: str | None = Field(default=None, max_length=500)
     detail: str = Field(default="", max_length=2000)
 
 
-TrainerMessage = Annotated[Steps | Gap | Ack | Status | Probe | NonfiniteOrigin, Field(discriminator="type")]
-_trainer_message: TypeAdapter[Steps | Gap | Ack | Status | Probe | NonfiniteOrigin] = TypeAdapter(TrainerMessage)
+class Mark(_Msg):
+    """Sent by ``gradwatch sync``: the server answers ``Marked`` once it has taken every frame before
+    this one (a refused frame closes the connection first, so the sync knows which stretch held it)."""
+
+    type: Literal["mark"]
+    id: WireId
 
 
-def parse_trainer_message(data: str | bytes) -> Steps | Gap | Ack | Status | Probe | NonfiniteOrigin:
+AnyTrainerMessage = Steps | Gap | Ack | Status | Probe | NonfiniteOrigin | VariableSet | Mark
+TrainerMessage = Annotated[AnyTrainerMessage, Field(discriminator="type")]
+_trainer_message: TypeAdapter[AnyTrainerMessage] = TypeAdapter(TrainerMessage)
+
+
+def parse_trainer_message(data: str | bytes) -> AnyTrainerMessage:
     """Decode one trainer frame after the handshake; raises pydantic.ValidationError."""
     return _trainer_message.validate_json(data)
 
@@ -313,11 +371,18 @@ class CommandMessage(_Msg):
     command: Command
 
 
-ServerToTrainer = Annotated[Welcome | CommandMessage, Field(discriminator="type")]
-_server_to_trainer: TypeAdapter[Welcome | CommandMessage] = TypeAdapter(ServerToTrainer)
+class Marked(_Msg):
+    """The answer to ``Mark``: every frame before it was taken."""
+
+    type: Literal["marked"] = "marked"
+    id: StrictInt
 
 
-def parse_server_message(data: str | bytes) -> Welcome | CommandMessage:
+ServerToTrainer = Annotated[Welcome | CommandMessage | Marked, Field(discriminator="type")]
+_server_to_trainer: TypeAdapter[Welcome | CommandMessage | Marked] = TypeAdapter(ServerToTrainer)
+
+
+def parse_server_message(data: str | bytes) -> Welcome | CommandMessage | Marked:
     """Decode one server frame on the trainer side; raises pydantic.ValidationError."""
     return _server_to_trainer.validate_json(data)
 
@@ -375,6 +440,13 @@ class GapView(_View):
     dropped: int
 
 
+class VariableSetView(_View):
+    """From ``from_step`` on, the run's step vectors cover these variables (indices into its ``variables``)."""
+
+    from_step: int
+    variables: list[int]
+
+
 class AlertCounts(_View):
     info: int = 0
     warning: int = 0
@@ -405,6 +477,10 @@ class RunState(RunSummary):
                                          "set_lr until the next step reports)")
     pause_on: list[AlertKind]
     guard_nonfinite: bool
+    variable_sets: list[VariableSetView] = Field(
+        default_factory=list,
+        description="where the watched variables changed within the run, in step order ([]: all of them throughout)",
+    )
 
 
 class CommandView(_View):
@@ -423,8 +499,18 @@ class CommandView(_View):
     updated_at: float
 
 
+class AlertUpdate(_View):
+    """What an open alert's rule saw after raising it: the evidence at ``step`` and the message it makes."""
+
+    step: int
+    evidence: dict[str, WireFloat | int | str | None]
+    message: str
+
+
 class AlertView(_View):
-    """One alert (docs/alerts.md). ``step``: first seen; ``count``: episodes (1 when raised)."""
+    """One episode of an alert (docs/alerts.md). ``step``, ``evidence`` and ``message``: as raised (they never
+    change, except a non-finite origin added to them); ``latest``: the newest update since; ``count``: the
+    episode's number for its kind and layer (1 when first raised)."""
 
     id: int
     run_id: int
@@ -434,12 +520,16 @@ class AlertView(_View):
     last_step: int
     layer: str | None
     layers: list[str]
-    evidence: dict[str, WireFloat | int | str | None]
+    evidence: dict[str, ServerFloat | int | str | None]
     message: str
     remedies: list[str]
     count: int
     created_at: float
     updated_at: float
+    state: AlertState
+    #: The first step at which the condition had been clear for its kind's clear steps (``None`` while open).
+    resolved_step: int | None
+    latest: AlertUpdate | None
 
 
 class AlertRuleView(_View):

@@ -112,6 +112,14 @@ STEP_FIELDS: tuple[StepField, ...] = (
         nullable=True,
     ),
     StepField("skipped", "bool", "device", "integer", "the update was skipped (non-finite gradients)", sql_default="0"),
+    StepField(
+        "loss_is_mean",
+        "bool",
+        "host",
+        "integer",
+        "loss is Keras' running mean over the epoch so far, not the step's own (the train step exposed none)",
+        sql_default="0",
+    ),
 )
 
 #: Column names of each ``StepRecord.bn`` row (``protocol.BN_FIELDS``).

@@ -14,13 +14,23 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictFloat, StrictInt
 
 NonFinite = Literal["NaN", "Infinity", "-Infinity"]
-WireFloat = StrictFloat | NonFinite
+#: A JSON number that is a finite float. A bare ``NaN``/``Infinity`` token (not JSON, but parsers take it) or
+#: ``1e999`` is refused: a non-finite value travels as its string spelling, only where a field allows one.
+FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+#: A float as a peer sends it: a finite number or one of the ``NonFinite`` spellings.
+WireFloat = FiniteFloat | NonFinite
+#: A float the server computed (alert evidence): may be NaN/Infinity in memory, spelt the wire way when sent.
+ServerFloat = StrictFloat | NonFinite
 #: SQLite integers are signed 64-bit: anything larger could not be stored.
 MAX_INT = 2**63 - 1
+#: The largest step number (the server reads steps ``0..MAX_STEP``, so a larger one would be stored unseen).
+MAX_STEP = 2**62
 WireCount = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
+WireStep = Annotated[StrictInt, Field(ge=0, le=MAX_STEP)]
 WireId = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
-#: Per-variable NaN and Inf element counts are summed when stored: each leaves room for the other.
-WireElementCount = Annotated[StrictInt, Field(ge=0, le=2**62)]
+#: Per-variable NaN and Inf element counts are summed when stored: each leaves room for the other in 64 bits.
+MAX_ELEMENT_COUNT = MAX_INT // 2
+WireElementCount = Annotated[StrictInt, Field(ge=0, le=MAX_ELEMENT_COUNT)]
 
 _NONFINITE_TO_FLOAT: dict[str, float] = {
     "NaN": math.nan,

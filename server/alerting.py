@@ -1,6 +1,6 @@
 """Alerts inside the running server: one ``RunAlerts`` engine per connected run, fed on ingest.
 
-New and re-triggered alerts are saved and pushed to every viewer at once
+Raised, re-opened and resolved alerts are saved and pushed to every viewer at once
 (``{"type": "alert", "run_id", "alert"}``); continuations of an alert already
 raised (its ``last_step`` and evidence moving on) are saved and pushed at most
 every ``UPDATE_INTERVAL`` seconds, and whenever alerts are read. A failing rule
@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 from gradwatch.protocol import (
     AlertMessage,
@@ -24,12 +24,14 @@ from gradwatch.protocol import (
     NonfiniteOrigin,
     Probe,
     StepRecord,
+    TrainerHello,
     decode_float,
     page_message_text,
 )
 
+from . import varsets
 from .alerts import persist
-from .alerts.engine import Alert, Change, RunAlerts
+from .alerts.engine import Alert, AlertEvent, Change, RunAlerts
 from .alerts.params import RULES, PatchError, settings, validate_patch
 from .alerts.rules import RunInfo
 from .hub import Hub
@@ -63,8 +65,7 @@ def alert_message(alert: Alert) -> str:
     return page_message_text(AlertMessage(run_id=alert.run_id, alert=AlertView(**alert.view())))
 
 
-#: ``notify(alert, event)``: an alert was raised (``"raised"``) or re-opened (``"reopened"``); must not block.
-AlertEvent = Literal["raised", "reopened"]
+#: ``notify(alert, event)``: an alert was raised, re-opened (its next episode) or resolved; must not block.
 Notify = Callable[[Alert, AlertEvent], None]
 
 
@@ -84,10 +85,15 @@ class Alerting:
         self._evaluated: dict[int, float] = {}
         self._timers: dict[int, asyncio.Task[None]] = {}
 
-    async def attach(self, run: RunRow) -> None:
-        """A trainer connected (or reconnected) to ``run``: start its engine from the stored alerts and rules."""
+    async def attach(self, run: RunRow, hello: TrainerHello | None = None) -> None:
+        """A trainer connected (or reconnected) to ``run``: start its engine from the stored alerts and rules.
+
+        What its ``hello`` says of the model's layers holds for this connection (every connection says it anew).
+        """
         existing, rules = await self.store.call(self._load, run.id)
-        info = RunInfo(run.variables, run.bn_layers, run.relu_layers, run.guard_nonfinite)
+        watched = [run.variables[i] for i in varsets.latest(run.variables, run.variable_sets)]  # the newest set's
+        info = RunInfo(watched, run.bn_layers, run.relu_layers, run.guard_nonfinite,
+                       dict(hello.activations) if hello else {}, list(hello.bn_inference) if hello else [])
         self.engines[run.id] = RunAlerts(run.id, info, rules, existing)
         self.pause_on[run.id] = set(run.pause_on)
 
@@ -172,18 +178,18 @@ class Alerting:
         engine = self.engines.get(run_id)
         change = engine.origin(msg) if engine is not None else None
         if change is not None:
-            await self._publish(run_id, [change], notify=False)  # an origin added, not a new episode
+            await self._publish(run_id, [change])  # an origin added: announced to no webhook
 
-    async def _publish(self, run_id: int, changes: list[Change], notify: bool = True) -> None:
+    async def _publish(self, run_id: int, changes: list[Change]) -> None:
         if not changes:
             return
         await self.store.call(persist.save_alerts, self.store.conn, [c.alert for c in changes])
         for c in changes:
             self.hub.broadcast(alert_message(c.alert))
-            if notify and self.notify is not None:
-                self.notify(c.alert, "raised" if c.created else "reopened")
+            if c.event is not None and self.notify is not None:
+                self.notify(c.alert, c.event)
         for c in changes:
-            if c.raised and c.alert.kind in self.pause_on.get(run_id, ()):
+            if c.opened and c.alert.kind in self.pause_on.get(run_id, ()):  # never on resolving
                 log.info("run %d: %s alert #%d raised; pausing (pause_on)", run_id, c.alert.kind, c.alert.id)
                 await self.pause(run_id, f"auto: {c.alert.kind} alert #{c.alert.id}")
 
@@ -234,4 +240,4 @@ class Alerting:
         return new.view()
 
 
-__all__ = ["Alerting", "PatchError", "UnknownKind", "alert_message"]
+__all__ = ["AlertEvent", "Alerting", "PatchError", "UnknownKind", "alert_message"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -24,14 +25,15 @@ from gradwatch.protocol import (
     RunSummary,
     dumps,
 )
-from gradwatch.tokens import TOKEN_ENV
+from gradwatch.tokens import TOKEN_ENV, token_proof
 
 from .alerting import PatchError, UnknownKind
-from .auth import COOKIE_NAME, HostCheckMiddleware, require_token, token_matches
+from .auth import COOKIE_NAME, HostCheckMiddleware, presented_token, require_token, token_matches
 from .config import ServerConfig
 from .export import MEDIA_TYPES, ExportFormat
 from .export import filename as export_name
 from .export import stream as export_stream
+from .guard import RequestGuardMiddleware
 from .labels import RunLabels
 from .login_codes import LoginCodes
 from .service import Gradwatch, RunFinished, RunNotFound
@@ -97,6 +99,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.token = token
     app.state.login_codes = LoginCodes()
     app.state.gradwatch = gw
+    # Added last, runs first: the Host check, then the token before any body (guard.py).
+    app.add_middleware(RequestGuardMiddleware, token=token, max_body=config.max_request_bytes)
     app.add_middleware(HostCheckMiddleware, allowed_hosts=config.effective_allowed_hosts)
 
     @app.exception_handler(RequestValidationError)
@@ -108,9 +112,24 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def on_not_found(request: Request, exc: RunNotFound) -> Response:
         return _json({"detail": f"run {exc.args[0]} does not exist; GET /api/runs lists the runs"}, 404)
 
-    @app.get("/api/health", response_model=Health, tags=["api"])
-    async def health() -> Health:
-        return Health(protocol=PROTOCOL_VERSION)
+    @app.exception_handler(sqlite3.OperationalError)
+    async def on_store_failure(request: Request, exc: sqlite3.OperationalError) -> Response:
+        return _json({"detail": f"the server cannot write its database now ({exc}); try again later "
+                                "(GET /api/health tells when it can)"}, 503)
+
+    @app.get("/api/health", response_model=Health, response_model_exclude_none=True, tags=["api"])
+    async def health(
+        request: Request,
+        proof: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$", description="a client's nonce: the answer "
+                                            "proves this server knows the token (tokens.proves_token)")] = None,
+    ) -> Health:
+        """No token needed. ``degraded`` while the store cannot write; the store's details need the token."""
+        store = gw.store_health()
+        token, _ = presented_token(request.headers, request.cookies)
+        shown = store if token_matches(token, app.state.token) else None
+        port = int((request.scope.get("server") or ("", 0))[1] or 0)  # the socket's own port, not the Host header
+        return Health(status="ok" if store.writing else "degraded", protocol=PROTOCOL_VERSION, store=shown,
+                      proof=None if proof is None else token_proof(app.state.token, proof, port))
 
     @app.get("/api/runs", response_model=list[RunSummary], responses=_ERRORS, tags=["api"])
     async def list_runs(_: Auth) -> list[RunSummary]:

@@ -4,7 +4,7 @@
   as ``Authorization: Bearer <token>`` or the ``gradwatch_token`` cookie set by
   ``GET /login?token=`` (HttpOnly, SameSite=Strict). Compared in constant time,
   never logged.
-* A browser websocket whose ``Origin`` is not this server is closed with 4403.
+* A websocket whose ``Origin`` is not this server is refused at the handshake (HTTP 403).
 * A state-changing REST call authenticated by the cookie is refused (403) when
   ``Sec-Fetch-Site`` or ``Origin`` show it comes from another site.
 * The ``Host`` header must be one of the allowed hosts (DNS-rebinding guard).
@@ -21,6 +21,7 @@ from fastapi import HTTPException, Request
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 COOKIE_NAME = "gradwatch_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -61,6 +62,12 @@ def same_origin(origin: str, host_header: str) -> bool:
     parts = urlsplit(origin)
     return parts.scheme in ("http", "https") and bool(parts.netloc) and \
         parts.netloc.lower() == host_header.strip().lower()
+
+
+def foreign_origin(websocket: WebSocket) -> bool:
+    """A websocket handshake whose ``Origin`` is present and not this server (refused with HTTP 403)."""
+    origin = websocket.headers.get("origin")
+    return origin is not None and not same_origin(origin, websocket.headers.get("host", ""))
 
 
 def cross_site(headers: Headers) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from starlette.websockets import WebSocket
 
-from gradwatch.protocol import Ack, Command, CommandMessage, CommandUpdate, page_message_text
+from gradwatch.protocol import Ack, Command, CommandMessage, CommandUpdate, TrainerHello, page_message_text
 
 from .hub import Hub
 from .store import CommandRow, Store
@@ -29,6 +29,8 @@ class TrainerLink:
 
     websocket: WebSocket
     run_id: int
+    #: What the trainer said of its model on this connection (the alert rules read it on every restart).
+    hello: TrainerHello | None = None
     sent: set[int] = field(default_factory=set)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

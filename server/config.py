@@ -43,12 +43,24 @@ class ServerConfig:
     max_frame_bytes: int = MAX_FRAME_BYTES
     #: Messages a browser may have queued before it is closed as too slow.
     viewer_queue_size: int = 1000
+    #: ... and bytes (one wide run's step message can be MBs): past either it is closed as too slow.
+    viewer_queue_bytes: int = 32 << 20
     #: Buffered (unwritten) step records above which ingest waits for the writer.
     max_buffered_records: int = 10_000
+    #: Largest REST request body (commands, labels, rule patches are a few KiB): 413 past it.
+    max_request_bytes: int = 1 << 20
+    #: ... or buffered bytes (as sent on the wire): the bound that holds for wide models too.
+    max_buffered_bytes: int = 64 * 1024 * 1024
+    #: Frames and bytes per second one trainer connection is handled at, at most (bursts of one second): a flood
+    #: waits its turn so REST and other trainers stay responsive. A trainer sends a few dozen frames a second.
+    trainer_frames_per_sec: float = 1000.0
+    trainer_bytes_per_sec: float = 64 * 1024 * 1024
+    #: Frames uvicorn queues per websocket before it stops reading the socket (at most this x max_frame_bytes).
+    ws_max_queue: int = 8
     #: Seconds a new websocket has to send its hello.
     hello_timeout: float = 10.0
     log_level: str = "info"
-    #: POST raised and re-opened alerts here (JSON, Slack-compatible ``text``); ``None``: no webhook.
+    #: POST raised, re-opened and resolved alerts here (JSON, Slack-compatible ``text``); ``None``: no webhook.
     webhook_url: str | None = None
     #: The least severe alert posted: ``warning`` (every alert) or ``critical``.
     webhook_min_severity: str = "warning"
@@ -85,10 +97,18 @@ class ServerConfig:
         if not isinstance(self.max_frame_bytes, int) or not 1024 <= self.max_frame_bytes <= 64 * 1024 * 1024:
             raise ValueError(f"max_frame_bytes={self.max_frame_bytes!r} must be an integer between 1024 and 64 MiB; "
                              f"the protocol default is {MAX_FRAME_BYTES}")
-        for name in ("viewer_queue_size", "max_buffered_records"):
+        for name in ("viewer_queue_size", "viewer_queue_bytes", "max_buffered_records", "max_buffered_bytes",
+                     "max_request_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
+        for name in ("trainer_frames_per_sec", "trainer_bytes_per_sec"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name}={value!r} must be a positive number")
+        if isinstance(self.ws_max_queue, bool) or not isinstance(self.ws_max_queue, int) \
+                or not 1 <= self.ws_max_queue <= 1024:
+            raise ValueError(f"ws_max_queue={self.ws_max_queue!r} must be an integer in 1..1024")
         if not isinstance(self.hello_timeout, (int, float)) or not 0 < self.hello_timeout <= 300:
             raise ValueError(f"hello_timeout={self.hello_timeout!r} must be in (0, 300] seconds")
         if self.webhook_url is not None:

@@ -39,14 +39,16 @@ def minmax(values: FloatArray, starts: IntArray, missing: BoolArray | None = Non
     """Downsample along axis 0 (1-D or 2-D ``values``).
 
     Returns ``(out, out_missing)`` with ``2 * len(starts)`` rows: for each bucket
-    ``[min, max]`` (min replaced by NaN when the bucket holds a NaN).
+    ``[min, max]`` (min replaced by NaN when the bucket holds a NaN). A 2-D ``missing`` (one flag
+    per value) gives a 2-D ``out_missing``.
     """
     v = np.asarray(values)
     if v.dtype not in (np.float32, np.float64):
         v = v.astype(np.float64)
     if missing is None:
         missing = np.zeros(v.shape[0], dtype=bool)
-    miss = missing.reshape((-1,) + (1,) * (v.ndim - 1))
+    cells = missing.ndim > 1  # missing per value (a variable not watched on some steps), not per row
+    miss = missing if cells else missing.reshape((-1,) + (1,) * (v.ndim - 1))
     is_nan = np.isnan(v) & ~miss
     lo = np.fmin.reduceat(v, starts, axis=0)  # fmin/fmax skip NaN (and missing, which is NaN too)
     hi = np.fmax.reduceat(v, starts, axis=0)
@@ -55,6 +57,8 @@ def minmax(values: FloatArray, starts: IntArray, missing: BoolArray | None = Non
     lo = np.where(has_nan, np.nan, lo)
     out = np.stack([lo, hi], axis=1).reshape((-1, *v.shape[1:]))
     absent: BoolArray = np.asarray(~present, dtype=bool)
+    if cells:
+        return out, np.repeat(absent, 2, axis=0)
     if absent.ndim > 1:  # a row is missing only if missing for every column
         absent = np.asarray(absent.all(axis=tuple(range(1, absent.ndim))), dtype=bool)
     out_missing = np.repeat(absent, 2)

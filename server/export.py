@@ -55,15 +55,21 @@ def schema(run: RunRow) -> pa.Schema:
     """The export's columns for ``run``, in order."""
     cols = [pa.field(f.stored_as, _arrow_type(f), nullable=_nullable(f)) for f in SCALARS]
     for f in VECTORS:
-        cols += [pa.field(f"{f.stored_as}:{v}", _arrow_type(f), nullable=_nullable(f)) for v in run.variables]
+        nullable = _nullable(f) or bool(run.variable_sets)  # null: the variable was not watched on that step
+        cols += [pa.field(f"{f.stored_as}:{v}", _arrow_type(f), nullable=nullable) for v in run.variables]
     for f in BN:
         cols += [pa.field(f"{f.stored_as}:{layer}:{k}", _arrow_type(f)) for layer in run.bn_layers for k in BN_FIELDS]
     return pa.schema(cols)
 
 
+def width(run: RunRow) -> int:
+    """Cells in one exported row of ``run``."""
+    return len(SCALARS) + len(VECTORS) * len(run.variables) + len(BN_FIELDS) * len(run.bn_layers)
+
+
 def page_rows(run: RunRow) -> int:
-    width = len(SCALARS) + len(VECTORS) * len(run.variables) + len(BN_FIELDS) * len(run.bn_layers)
-    return max(256, min(20_000, PAGE_CELLS // width))
+    """Steps per page: within ``PAGE_CELLS`` whatever the width (a 100,000-variable run: ~10 steps)."""
+    return max(1, min(20_000, PAGE_CELLS // width(run)))
 
 
 def _column(values: Any, missing: Any, typ: pa.DataType) -> pa.Array:
@@ -93,6 +99,9 @@ def record_batch(run: RunRow, data: StepColumns, target: pa.Schema) -> pa.Record
                 else _column(values[:, 0] if run.variables else np.zeros(n), None, typ)
             )
             arrays += [shared] * len(run.variables)
+        elif data.inactive is not None and f.stored_as != "nonfinite":  # not watched: null, not NaN
+            rows = missing if f.nullable else np.zeros(n, dtype=bool)
+            arrays += [_column(values[:, j], rows | data.inactive[:, j], typ) for j in range(len(run.variables))]
         else:
             arrays += [_column(values[:, j], missing if f.nullable else None, typ) for j in range(len(run.variables))]
     for f in BN:

@@ -27,11 +27,10 @@ def _floats(values: FloatArray, missing: BoolArray) -> list[Any]:
 
 
 def _columns(values: FloatArray, missing: BoolArray) -> list[list[Any]]:
-    """2-D (n, k) floats -> k lists, ``None`` on missing rows."""
+    """2-D (n, k) floats -> k lists, ``None`` on missing rows (or, ``missing`` (n, k), missing values)."""
     cols: list[list[Any]] = values.T.tolist()
-    rows = np.flatnonzero(missing).tolist()
-    for col in cols:
-        for i in rows:
+    for j, col in enumerate(cols):
+        for i in np.flatnonzero(missing[:, j] if missing.ndim > 1 else missing).tolist():
             col[i] = None
     return cols
 
@@ -63,7 +62,7 @@ def _bn(run: RunRow, data: StepColumns, f: Callable[[FloatArray, BoolArray], tup
     bn: dict[str, dict[str, list[Any]]] = {}
     if run.bn_layers:
         width = len(BN_FIELDS)
-        cols = _columns(*f(data.bn.reshape(len(data), len(run.bn_layers) * width), data.bn_missing))
+        cols = _columns(*f(data.bn.reshape(len(data), run.width("bn_layer") * width), data.bn_missing))
         for li, layer in enumerate(run.bn_layers):
             bn[layer] = {BN_KEYS[k]: cols[li * width + k] for k in range(width)}
     return bn
@@ -116,7 +115,7 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
             counts = data.vectors[name]
             if counts.any():
                 nf = i(counts)
-                keep = nf.any(axis=0) if omit_empty else np.ones(len(run.variables), dtype=bool)
+                keep = nf.any(axis=0) if omit_empty else np.ones(run.width("variable"), dtype=bool)
                 body[name] = {v: col.tolist() for v, col, k in zip(run.variables, nf.T, keep, strict=True) if k}
             else:  # the usual case: all zero
                 body[name] = {} if omit_empty else {v: [0] * len(idx) for v in run.variables}
@@ -125,6 +124,8 @@ def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points
             if fld.nullable and missing.all():  # skip downsampling an all-missing matrix
                 body[name] = {} if omit_empty else {v: [None] * len(idx) for v in run.variables}
             else:
+                if data.inactive is not None:  # a variable not watched on a step has no value there (varsets.py)
+                    missing = data.inactive | missing[:, None]
                 body[name] = dict(zip(run.variables, _columns(*f(data.vectors[name], missing)), strict=True))
     body["probe"] = probe_series(run, probes or [])
     body["gaps"] = [{"from_step": g_.from_step, "to_step": g_.to_step, "dropped": g_.dropped} for g_ in gaps]

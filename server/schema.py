@@ -74,6 +74,10 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("runs", "tags", "TEXT NOT NULL DEFAULT '[]'"),
     ("runs", "note", "TEXT NOT NULL DEFAULT ''"),
     ("commands", "optimizer_group", "TEXT"),  # Command.group ("group" is an SQL keyword)
+    ("runs", "variable_sets", "TEXT NOT NULL DEFAULT '[]'"),  # server/varsets.py
+    ("alerts", "state", "TEXT NOT NULL DEFAULT 'open'"),  # alerts stored before they could resolve: open
+    ("alerts", "resolved_step", "INTEGER"),
+    ("alerts", "latest", "TEXT"),
 )
 
 

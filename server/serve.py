@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 import uvicorn
 
@@ -36,25 +36,41 @@ class _RedactQuery(logging.Filter):
         return True
 
 
-class _RedactToken(logging.Filter):
-    """Replace the token wherever a log line would carry it (e.g. websocket handshake headers at debug level)."""
+class _RedactToken:
+    """Replace the token in every log record of this process, whichever logger makes it (handshake
+    headers, a token typed into a URL path echoed by a validation error or a traceback): installed
+    as the record factory, so no handler or logger configured later can miss it."""
 
     def __init__(self, token: str) -> None:
-        super().__init__()
         self.token = token
+        self.previous = logging.getLogRecordFactory()
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def install(self) -> None:
+        logging.setLogRecordFactory(self.make)
+
+    def remove(self) -> None:
+        if logging.getLogRecordFactory() == self.make:
+            logging.setLogRecordFactory(self.previous)
+
+    def make(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.previous(*args, **kwargs)
         try:
             message = record.getMessage()
         except Exception:
-            return True
+            return record
         if self.token in message:
-            record.msg, record.args = message.replace(self.token, "<token>"), None
-        return True
-
-
-#: Loggers whose records can carry request headers or URLs.
-_REDACTED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "websockets.server")
+            if isinstance(record.args, tuple):  # keep the args' shape: formatters unpack them (uvicorn's access log)
+                record.args = tuple(a.replace(self.token, "<token>") if isinstance(a, str) else a for a in record.args)
+            if isinstance(record.msg, str):
+                record.msg = record.msg.replace(self.token, "<token>")
+            with contextlib.suppress(Exception):
+                if self.token in record.getMessage():
+                    record.msg, record.args = record.getMessage().replace(self.token, "<token>"), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info).replace(self.token, "<token>")
+        if record.stack_info:
+            record.stack_info = record.stack_info.replace(self.token, "<token>")
+        return record
 
 
 class GradwatchServer:
@@ -103,12 +119,12 @@ class GradwatchServer:
         logging.getLogger("uvicorn.access").addFilter(_RedactQuery())
         uv = uvicorn.Config(
             app, host=config.host, port=config.port, log_level=config.log_level,
-            ws_max_size=config.max_frame_bytes, ws_per_message_deflate=False,
+            ws_max_size=config.max_frame_bytes, ws_max_queue=config.ws_max_queue, ws_per_message_deflate=False,
             timeout_graceful_shutdown=5, lifespan="on",
         )
+        self._unredact()
         self._redact = _RedactToken(self.token)
-        for name in _REDACTED_LOGGERS:  # after uvicorn.Config, which (re)configures these loggers
-            logging.getLogger(name).addFilter(self._redact)
+        self._redact.install()
         return QuietServer(uv)
 
     def _announce(self, server: uvicorn.Server) -> None:
@@ -172,8 +188,7 @@ class GradwatchServer:
 
     def _unredact(self) -> None:
         if self._redact is not None:
-            for name in _REDACTED_LOGGERS:
-                logging.getLogger(name).removeFilter(self._redact)
+            self._redact.remove()
             self._redact = None
 
     def serve(self) -> None:

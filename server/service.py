@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import shutil
+import sqlite3
 from dataclasses import replace
 from typing import Any
 
 from starlette.websockets import WebSocket
 
 from gradwatch.protocol import (
-    BN_FIELDS,
     Ack,
     CloseCode,
     Command,
@@ -31,12 +32,14 @@ from gradwatch.protocol import (
     Status,
     StepRecord,
     TrainerHello,
+    VariableSet,
     Welcome,
     decode_float,
     page_message_text,
 )
 
-from . import replay
+from . import replay, varsets
+from .admission import misfit
 from .alerting import AlertEvent, Alerting
 from .alerts.engine import Alert
 from .commands import CommandDesk, TrainerLink
@@ -45,7 +48,7 @@ from .hub import Hub
 from .metrics import build_metrics
 from .runstate import InvalidTransition, RunEvent, accepts_commands, next_status
 from .store import CommandRow, RunRow, Store
-from .views import run_detail, run_state, steps_message, summary
+from .views import StoreHealth, run_detail, run_state, steps_message, summary
 from .webhooks import webhook_sender
 from .writer import StepWriter
 
@@ -79,8 +82,12 @@ def _same_names(recorded: list[str], now: list[str], loose: bool) -> bool:
 
 
 def _same_layout(run: RunRow, hello: TrainerHello) -> bool:
-    """The hello's statistics fit the run's columns (same variables and BN layers, in order)."""
-    return (_same_names(run.variables, hello.variables, hello.resume)
+    """The hello's statistics fit the run's columns (same variables and BN layers, in order).
+
+    The hello names the run's first variable set; variables that joined later (``varsets.py``) follow it.
+    """
+    first = [run.variables[i] for i in run.variable_sets[0][1]] if run.variable_sets else run.variables
+    return (_same_names(first, hello.variables, hello.resume)
             and _same_names(run.bn_layers, hello.bn_layers, hello.resume))
 
 
@@ -88,8 +95,9 @@ class Gradwatch:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.store = Store(config.db_path)
-        self.writer = StepWriter(self.store, config.flush_interval, config.max_buffered_records)
-        self.hub = Hub(config.viewer_queue_size)
+        self.writer = StepWriter(self.store, config.flush_interval, config.max_buffered_records,
+                                 config.max_buffered_bytes)
+        self.hub = Hub(config.viewer_queue_size, config.viewer_queue_bytes)
         self.commands = CommandDesk(self.store, self.hub)
         self.links: dict[int, TrainerLink] = {}
         #: Runs with a trainer connected, kept current in memory (last_step included).
@@ -124,6 +132,16 @@ class Gradwatch:
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
     # ------------------------------------------------------------------ reads
+
+    def store_health(self) -> StoreHealth:
+        """What ``/api/health`` says of the store: whether steps are written, and the disk's free space."""
+        w = self.writer.health()
+        try:
+            free: int | None = shutil.disk_usage(self.config.db_path.parent).free
+        except OSError:
+            free = None
+        return StoreHealth(writing=w.failing is None, error=w.failing, pending_steps=w.pending_steps,
+                           dropped_steps=w.dropped_steps, disk_free_bytes=free)
 
     async def get_run(self, run_id: int) -> RunRow:
         await self.writer.flush()
@@ -169,56 +187,78 @@ class Gradwatch:
 
     async def open_run(self, hello: TrainerHello, websocket: WebSocket) -> TrainerLink:
         """Create or continue the run of a trainer that just said hello; send welcome and pending commands."""
-        uploaded = await self._uploaded_run(hello)
-        if uploaded is not None and uploaded.id in self.links:
-            # 1013 "try again later", not a refusal: a live trainer that missed its welcome lands here too
-            raise ProtocolError(1013, f"run {uploaded.id} has its trainer connected; sync its file once that "
-                                      "trainer has ended")
-        run = uploaded or await self._run_to_continue(hello)
+        self.check_storing()
+        run = await (self._replay_target(hello) if hello.replay else self._run_to_continue(hello))
         if run is not None:
             if not _same_layout(run, hello):
                 raise ProtocolError(CloseCode.BAD_MESSAGE, f"run {run.id} was recorded with other variables or BN "
                                                            "layers; reconnect without run_id to start a new run")
-            old = self.links.pop(run.id, None)
+            old = self.links.pop(run.id, None)  # never a replay's target (_replay_target refused it)
             if old is not None:
                 with contextlib.suppress(Exception):
                     await old.websocket.close(1000, "replaced by a newer connection of the same run")
             self.active[run.id] = run
-            if uploaded is None or run.status != "finished":  # a re-synced finished run stays finished
-                await self._transition(run.id, "resume" if hello.resume else "reconnect")
-            run = await self.store.call(self.store.update_run, run.id, clip_mode=hello.clip.mode,
-                                        clip_threshold=hello.clip.threshold, every=hello.every,
-                                        meta=hello.meta or run.meta, pause_on=list(hello.pause_on),
-                                        guard_nonfinite=int(hello.guard_nonfinite), relu_layers=hello.relu_layers)
+            if not (hello.replay and run.status == "finished"):  # a re-synced finished run stays as it was
+                await self._transition(run.id, "resume" if hello.resume and not hello.replay else "reconnect")
+                run = await self.store.call(self.store.update_run, run.id, clip_mode=hello.clip.mode,
+                                            clip_threshold=hello.clip.threshold, every=hello.every,
+                                            meta=hello.meta or run.meta, pause_on=list(hello.pause_on),
+                                            guard_nonfinite=int(hello.guard_nonfinite),
+                                            relu_layers=hello.relu_layers)
             assert run is not None
         else:
             run = await self.store.call(self.store.create_run, hello)
         if hello.uid is not None:
             await self.store.call(replay.remember_uid, self.store.conn, hello.uid, run.id)
-        if uploaded is not None:
+        if hello.replay:
             await self.writer.flush()  # what the run has is on disk, for the replay to compare with
             self.replays[run.id] = replay.Replay(run.id)
         else:
             self.replays.pop(run.id, None)
         self.active[run.id] = run
-        await self.alerting.attach(run)
-        link = TrainerLink(websocket, run.id)
+        await self.alerting.attach(run, hello)
+        link = TrainerLink(websocket, run.id, hello)
         self.links[run.id] = link
         await link.send(Welcome(run_id=run.id).model_dump_json())
         await self._broadcast_run(run.id)
         await self.commands.forward_pending(link)
         return link
 
-    async def _uploaded_run(self, hello: TrainerHello) -> RunRow | None:
-        """The run of a session the server already has (by ``hello.uid``) that says hello afresh: a replay."""
-        if hello.uid is None or hello.run_id is not None:
-            return None  # a live trainer reconnecting names its run
-        run_id = await self.store.call(replay.run_for_uid, self.store.conn, hello.uid)
-        return None if run_id is None else await self.store.call(self.store.get_run, run_id)
+    async def _replay_target(self, hello: TrainerHello) -> RunRow | None:
+        """The run a replayed file (``hello.replay``) goes into; None: a new run. Refuses what would
+        overwrite: another session's run, a finished run it did not record, a run with a live trainer."""
+        if hello.uid is None:
+            raise ProtocolError(CloseCode.BAD_MESSAGE, "a replay needs the hello's uid (its run file's session)")
+        own = await self.store.call(replay.run_for_uid, self.store.conn, hello.uid)
+        if own is not None:
+            if hello.run_id is not None and hello.run_id != own:
+                raise ProtocolError(CloseCode.BAD_MESSAGE, f"refused: the file names run {hello.run_id} but its "
+                                                           f"session recorded run {own}")
+            run = await self.store.call(self.store.get_run, own)
+        elif hello.run_id is not None and not hello.resume:
+            run = await self.store.call(self.store.get_run, hello.run_id)
+            if run is not None:
+                raise ProtocolError(CloseCode.BAD_MESSAGE, f"refused: the file names run {hello.run_id}, another "
+                                                           "session's run; a sync never writes into it")
+        else:
+            run = await self._run_to_continue(hello)
+            if run is not None and run.status == "finished":
+                raise ProtocolError(CloseCode.BAD_MESSAGE, f"refused: run {run.id} is finished; a sync never "
+                                                           "reopens or rewrites it")
+        if run is not None and run.id in self.links:
+            # 1013 "try again later", not a refusal: the file's steps are welcome once that trainer ended
+            raise ProtocolError(1013, f"run {run.id} has its trainer connected; sync the file once it has ended")
+        return run
 
     async def _run_to_continue(self, hello: TrainerHello) -> RunRow | None:
         """The run a hello continues: its ``run_id`` (unless finished, or resumed), or with ``resume``
         and no id the newest run of that name recorded with the same variables; None: a new run."""
+        if hello.run_id is None and hello.uid is not None and not hello.replay:
+            # a live trainer whose first welcome got lost: its session's run, if the server made one
+            own = await self.store.call(replay.run_for_uid, self.store.conn, hello.uid)
+            run = None if own is None else await self.store.call(self.store.get_run, own)
+            if run is not None and run.status != "finished":
+                return run
         if hello.run_id is not None:
             run = await self.store.call(self.store.get_run, hello.run_id)
             if run is None and hello.resume:
@@ -233,21 +273,21 @@ class Gradwatch:
         runs = await self.store.call(self.store.list_runs)  # newest first
         return next((r for r in runs if r.name == hello.run_name and _same_layout(r, hello)), None)
 
-    def _check_shapes(self, run: RunRow, rec: StepRecord) -> None:
-        nv, nb = len(run.variables), len(run.bn_layers)
-        for name in ("grad_norm", "grad_nan", "grad_inf"):
-            got = len(getattr(rec, name))
-            if got != nv:
-                raise ProtocolError(CloseCode.BAD_MESSAGE, f"step {rec.step}: {name} has {got} entries, "
-                                                           f"expected {nv} (one per hello.variables)")
-        if rec.bn and (len(rec.bn) != nb or any(len(row) != len(BN_FIELDS) for row in rec.bn)):
-            raise ProtocolError(CloseCode.BAD_MESSAGE, f"step {rec.step}: bn must be {nb} rows of "
-                                                       f"{len(BN_FIELDS)} values (or empty)")
+    def check_storing(self) -> None:
+        """Refuse a trainer's frame (or hello) while the writer cannot write: the trainer keeps it and retries."""
+        failing = self.writer.failing
+        if failing is not None:
+            raise ProtocolError(CloseCode.STORAGE_UNAVAILABLE, f"the server cannot store steps now ({failing}); "
+                                                               "keep them and reconnect later")
 
-    async def ingest_steps(self, link: TrainerLink, records: list[StepRecord]) -> None:
+    async def ingest_steps(self, link: TrainerLink, records: list[StepRecord], size: int = 0) -> None:
+        """Store and publish one ``steps`` frame (``size``: its bytes on the wire)."""
+        self.check_storing()
         run = self.active[link.run_id]
         for rec in records:
-            self._check_shapes(run, rec)
+            why = misfit(run, rec)
+            if why is not None:
+                raise ProtocolError(CloseCode.BAD_MESSAGE, why)
         again = self.replays.get(link.run_id)
         if again is not None:
             records = await self.store.call(again.new_records, self.store.conn, records)
@@ -258,13 +298,30 @@ class Gradwatch:
             run.last_step = top
         if self.hub.has_subscribers(run.id):  # encoded once, the same text for every viewer
             self.hub.publish(run.id, steps_message(run.id, records), compared=True)
-        await self.writer.add(run.id, records)
-        await self.alerting.steps(run.id, records)
+        await self.writer.add(run.id, records, size)
         last = records[-1]
+        if run.variable_sets:  # the rules follow the newest variable set; a late step of an older one is stored only
+            newest = int(run.variable_sets[-1][0])
+            records = [r for r in records if r.step >= newest]
+        if records:
+            await self.alerting.steps(run.id, records)
         threshold = None if last.clip_threshold is None else decode_float(last.clip_threshold)
         if (last.clip_mode, threshold) != (run.clip_mode, run.clip_threshold):
             await self._update_run(run.id, clip_mode=last.clip_mode, clip_threshold=threshold)
             await self._broadcast_run(run.id)
+
+    async def variable_set(self, link: TrainerLink, msg: VariableSet) -> None:
+        """The run's watched variables change from ``msg.from_step`` on (``varsets.py``)."""
+        run = self.active[link.run_id]
+        variables, sets = varsets.declare(run.variables, run.variable_sets, msg.from_step, msg.variables)
+        if (variables, sets) == (run.variables, run.variable_sets):
+            return  # sent again after a reconnect
+        await self.writer.flush()  # the steps before it are on disk under the old set
+        await self.alerting.flush(link.run_id)
+        await self._update_run(link.run_id, variables=variables, variable_sets=sets)
+        await self.alerting.attach(self.active[link.run_id], link.hello)  # the rules follow the new set
+        log.info("run %d: %d variables watched from step %d", link.run_id, len(msg.variables), msg.from_step)
+        await self._broadcast_run(link.run_id)
 
     async def add_gap(self, link: TrainerLink, gap: Gap) -> None:
         await self.writer.flush()
@@ -341,7 +398,15 @@ class Gradwatch:
             return
         if new == run.status:
             return
-        await self._update_run(run_id, status=new)
+        try:
+            await self._update_run(run_id, status=new)
+        except sqlite3.OperationalError as e:
+            if event != "disconnect":
+                raise
+            # The store cannot write (disk full): a run whose trainer left is marked disconnected at the next
+            # start anyway, and a failed write must not turn the end of a connection into an error.
+            log.warning("run %d: could not store its status %r (%s)", run_id, new, e)
+            return
         if new == "finished":
             await self.commands.reject_pending(run_id, "run finished before it applied")
         await self._broadcast_run(run_id)

@@ -26,7 +26,7 @@ def plotly_js() -> Path | None:
 
 def client_file(name: str, root: Path = CLIENT_DIR) -> Path | None:
     """``root/name`` if it is a servable file inside ``root`` (no traversal, no hidden or Python files)."""
-    if not name or any(part.startswith((".", "_")) for part in Path(name).parts):
+    if not name or "\x00" in name or any(part.startswith((".", "_")) for part in Path(name).parts):
         return None
     path = (root / name).resolve()
     if not path.is_relative_to(root.resolve()) or path.suffix not in SERVED_SUFFIXES or not path.is_file():

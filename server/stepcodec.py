@@ -72,7 +72,8 @@ def _encoder(f: StepField) -> Callable[[StepRecord], Any]:
     summed = tuple(g.name for g in STEP_FIELDS if g.stored_as == f.stored_as)  # u32_sum_blob
 
     def counts(r: StepRecord) -> bytes | None:
-        total = sum(np.asarray(getattr(r, n), dtype=np.int64) for n in summed)
+        # Each count saturates before the sum, so no pair of in-bounds counts can overflow.
+        total = sum(np.minimum(np.asarray(getattr(r, n), dtype=np.uint64), _U32_MAX) for n in summed)
         return np.minimum(total, _U32_MAX).astype(np.uint32).tobytes() if np.any(total) else None
 
     return counts
@@ -118,6 +119,9 @@ class StepColumns:
     ints: dict[str, IntArray] = field(default_factory=dict)
     vectors: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
     vector_missing: dict[str, BoolArray] = field(default_factory=dict)
+    #: ``(n, variables)``: True where a variable was not watched on that step (``server/varsets.py``);
+    #: ``None`` when every variable was watched on every step.
+    inactive: BoolArray | None = None
 
     def __len__(self) -> int:
         return int(self.step.shape[0])
@@ -157,8 +161,16 @@ class StepColumns:
         return self.ints["skipped"]
 
 
+def _fits(blob: Any, size: int) -> bool:
+    return blob is not None and len(blob) == size
+
+
 def _decode_vector(f: StepField, blobs: tuple[Any, ...], n_vars: int, n_bn: int) -> tuple[Any, BoolArray]:
     n = len(blobs)
+    # A blob of another width (stored before the door checked widths) reads as missing, never as an error.
+    size = 4 * (n_bn * len(BN_FIELDS) if f.storage == "bn_blob" else n_vars)
+    if any(b is not None and len(b) != size for b in blobs):
+        blobs = tuple(b if _fits(b, size) else None for b in blobs)
     missing = np.array([b is None for b in blobs], dtype=bool) if n else np.zeros(0, dtype=bool)
     if f.storage == "bn_blob":
         out = np.full((n, n_bn, len(BN_FIELDS)), np.nan)
@@ -173,7 +185,7 @@ def _decode_vector(f: StepField, blobs: tuple[Any, ...], n_vars: int, n_bn: int)
         for i in np.flatnonzero(~missing).tolist():
             counts[i] = np.frombuffer(blobs[i], dtype=np.uint32)
         return counts, np.zeros(n, dtype=bool)
-    if not f.nullable:  # f32, present on every step: one join, kept float32
+    if not f.nullable and not missing.any():  # f32, present on every step: one join, kept float32
         if n and n_vars:
             return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(n, n_vars), missing
         return np.zeros((n, n_vars)), missing
@@ -231,6 +243,9 @@ def concat_columns(parts: list[StepColumns], n_vars: int, n_bn: int) -> StepColu
     for name in INT_COLUMNS:
         out.ints[name] = cat([p.ints[name] for p in parts])
     n = len(out)
+    if any(p.inactive is not None for p in parts):
+        out.inactive = cat([p.inactive if p.inactive is not None else np.zeros((len(p), n_vars), dtype=bool)
+                            for p in parts])
     for name in VECTOR_COLUMNS:
         out.vector_missing[name] = cat([p.vector_missing[name] for p in parts])
         first = parts[0].vectors[name]

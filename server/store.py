@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gradwatch.protocol import Command, CommandState, RunStatus, StepRecord, TrainerHello, decode_float
+from gradwatch.protocol import MAX_STEP, Command, CommandState, RunStatus, StepRecord, TrainerHello, decode_float
+from gradwatch.stepfields import Shape
 
+from . import varsets
 from .schema import create_or_upgrade
 from .stepcodec import ROW_COLUMNS, StepColumns, concat_columns, record_to_row, rows_to_columns
 
@@ -49,6 +51,16 @@ class RunRow:
     #: The user's labels (``PATCH /api/runs/{id}``), for filtering and comparing runs.
     tags: list[str] = field(default_factory=list)
     note: str = ""
+    #: Where the watched variables changed: ``[from_step, [indices into variables]]`` (``server/varsets.py``).
+    variable_sets: list[list[Any]] = field(default_factory=list)
+
+    def width(self, shape: Shape, step: int | None = None) -> int:
+        """Entries a vector of ``shape`` has: in step ``step``'s record (the door checks records with it; the
+        watched variables may change within a run, ``varsets.py``), or with ``step=None`` in the run's columns
+        (every variable it ever watched: what reads widen stored rows to)."""
+        if shape == "variable":
+            return len(self.variables) if step is None else len(varsets.watched_at(self, step))
+        return {"scalar": 1, "bn_layer": len(self.bn_layers)}[shape]
 
 
 @dataclass
@@ -79,7 +91,7 @@ class GapRow:
 
 
 _RUN_COLS = "id, name, status, created_at, updated_at, last_step, variables, bn_layers, clip_mode, clip_threshold, " \
-            "every, meta, pause_on, guard_nonfinite, relu_layers, lr, tags, note"
+            "every, meta, pause_on, guard_nonfinite, relu_layers, lr, tags, note, variable_sets"
 _CMD_COLS = "id, run_id, type, mode, threshold, origin, created_at, updated_at, state, applied_step, detail, lr, " \
             "optimizer_group"
 _INSERT_STEP = f"INSERT OR REPLACE INTO steps ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
@@ -88,7 +100,7 @@ _INSERT_STEP = f"INSERT OR REPLACE INTO steps ({', '.join(ROW_COLUMNS)}) VALUES 
 def _run(row: Sequence[Any]) -> RunRow:
     return RunRow(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), json.loads(row[7]),
                   row[8], row[9], row[10], json.loads(row[11]), json.loads(row[12]), bool(row[13]),
-                  json.loads(row[14]), row[15], json.loads(row[16]), row[17])
+                  json.loads(row[14]), row[15], json.loads(row[16]), row[17], json.loads(row[18]))
 
 
 class Store:
@@ -148,11 +160,11 @@ class Store:
     def update_run(self, run_id: int, *, touch: bool = True, **fields: Any) -> RunRow | None:
         """Set ``fields``; ``touch=False`` keeps ``updated_at`` (the user's labels are not the run's activity)."""
         allowed = {"status", "clip_mode", "clip_threshold", "every", "meta", "name", "pause_on", "guard_nonfinite",
-                   "relu_layers", "lr", "tags", "note"}
+                   "relu_layers", "lr", "tags", "note", "variables", "variable_sets"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update run fields {sorted(unknown)}")
-        for name in ("meta", "pause_on", "relu_layers", "tags"):
+        for name in ("meta", "pause_on", "relu_layers", "tags", "variables", "variable_sets"):
             if name in fields:
                 fields[name] = json.dumps(fields[name])
         if touch:
@@ -182,7 +194,7 @@ class Store:
 
     def read_steps(self, run: RunRow, since_step: int | None, until_step: int | None) -> StepColumns:
         lo = since_step if since_step is not None else -1
-        hi = until_step if until_step is not None else 2**62
+        hi = until_step if until_step is not None else MAX_STEP
         cursor = self._conn.execute(
             f"SELECT {', '.join(ROW_COLUMNS[1:])} FROM steps WHERE run_id=? AND step BETWEEN ? AND ? ORDER BY step",
             (run.id, lo, hi),
@@ -191,7 +203,7 @@ class Store:
         # would cost a fresh few hundred MB, and page faults, on every request.
         parts = []
         while rows := cursor.fetchmany(self.READ_CHUNK):
-            parts.append(rows_to_columns(rows, len(run.variables), len(run.bn_layers)))
+            parts += self._decode(run, rows)
         return concat_columns(parts, len(run.variables), len(run.bn_layers))
 
     def read_step_page(self, run: RunRow, after_step: int, until_step: int, limit: int) -> StepColumns:
@@ -200,7 +212,20 @@ class Store:
             f"SELECT {', '.join(ROW_COLUMNS[1:])} FROM steps WHERE run_id=? AND step > ? AND step <= ? "
             "ORDER BY step LIMIT ?", (run.id, after_step, until_step, limit),
         ).fetchall()
-        return rows_to_columns(rows, len(run.variables), len(run.bn_layers))
+        return concat_columns(self._decode(run, rows), len(run.variables), len(run.bn_layers))
+
+    @staticmethod
+    def _decode(run: RunRow, rows: list[tuple[Any, ...]]) -> list[StepColumns]:
+        """Rows (in step order) as the run's columns, each stretch by the variables its steps carried."""
+        nv, nb = len(run.variables), len(run.bn_layers)
+        if not run.variable_sets or not rows:
+            return [rows_to_columns(rows, nv, nb)]
+        steps = [r[0] for r in rows]
+        out = []
+        for start, end in varsets.segments(steps, run.variables, run.variable_sets):
+            active = varsets.variables_at(run.variables, run.variable_sets, steps[start])
+            out.append(varsets.widen(rows_to_columns(rows[start:end], len(active), nb), active, nv))
+        return out
 
     def count_steps(self, run_id: int) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM steps WHERE run_id=?", (run_id,)).fetchone()[0])
@@ -225,7 +250,7 @@ class Store:
     def read_probes(self, run_id: int, since_step: int | None,
                     until_step: int | None) -> list[tuple[int, dict[str, float], dict[str, float]]]:
         lo = since_step if since_step is not None else -1
-        hi = until_step if until_step is not None else 2**62
+        hi = until_step if until_step is not None else MAX_STEP
         rows = self._conn.execute("SELECT step, dead_relu, bn_gap FROM probes WHERE run_id=? AND step BETWEEN ? AND ? "
                                   "ORDER BY step", (run_id, lo, hi))
         return [(step, json.loads(dead), json.loads(gap)) for step, dead, gap in rows]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, create_model
 
@@ -16,6 +16,7 @@ from gradwatch.protocol import (
     RunState,
     RunSummary,
     StepRecord,
+    VariableSetView,
     WireFloat,
     dumps,
     encode_float,
@@ -27,9 +28,22 @@ from .stepcodec import STORED
 from .store import CommandRow, GapRow, RunRow
 
 
+class StoreHealth(BaseModel):
+    """The step writer's and the database disk's state (``server/writer.py``)."""
+
+    writing: bool = Field(description="steps reach the database (false: writes fail, trainers are refused)")
+    error: str | None = Field(description="why writes fail, e.g. 'database or disk is full'")
+    pending_steps: int = Field(description="steps received and kept in memory, not yet written")
+    dropped_steps: int = Field(description="steps the database rejected since start (logged once per cause)")
+    disk_free_bytes: int | None = Field(description="free space where the database lives")
+
+
 class Health(BaseModel):
-    status: str = "ok"
+    status: Literal["ok", "degraded"] = Field("ok", description="degraded while the store cannot write")
     protocol: int
+    #: Asked for with ``?proof=<nonce>``: ``tokens.token_proof`` (the server knows the token; it never sends it).
+    proof: str | None = None
+    store: StoreHealth | None = None
 
 
 class RunDetail(RunState):
@@ -112,7 +126,8 @@ def _gaps(gaps: list[GapRow]) -> list[GapView]:
 def run_state(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None) -> RunState:
     return RunState(**summary(run, alerts).model_dump(), clip=_clip(run), paused=run.status == "paused",
                     every=run.every, meta=run.meta, gaps=_gaps(gaps), lr=run.lr, pause_on=run.pause_on,
-                    guard_nonfinite=run.guard_nonfinite)
+                    guard_nonfinite=run.guard_nonfinite,
+                    variable_sets=[VariableSetView(from_step=int(f), variables=list(v)) for f, v in run.variable_sets])
 
 
 def run_detail(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None) -> RunDetail:

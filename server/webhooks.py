@@ -1,4 +1,4 @@
-"""Alert webhooks: raised and re-opened alerts POSTed as JSON to one URL, off the ingest path.
+"""Alert webhooks: raised, re-opened and resolved alerts POSTed as JSON to one URL, off the ingest path.
 
 ``WebhookSender.offer`` only snapshots the alert into a bounded queue (the oldest entry is
 dropped when it is full), so ingest and the alert rules never wait for the receiver. One
@@ -11,15 +11,17 @@ the whole alert (see docs/alerts.md, "Webhooks").
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
+import http.client
 import logging
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from gradwatch.protocol import dumps
 
@@ -40,13 +42,20 @@ def check_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         shown = f"{parts.scheme}://{parts.netloc}/..." if parts.netloc else repr(url[:40])
         raise ValueError(f"webhook_url {shown} is not an http(s) URL; use e.g. https://hooks.slack.com/services/...")
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):  # CR/LF would split the request line (header injection)
+        raise ValueError(f"webhook_url {redacted(url)} holds spaces or control characters (CR, LF, ...); "
+                         "percent-encode them")
     return url
 
 
 def redacted(url: str) -> str:
-    """The URL for logs: scheme and host only (a Slack or Discord webhook's path is its secret)."""
+    """The URL for logs: scheme, host and port only (a webhook's path, and any user:password@, are secrets)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/…"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}/…"
 
 
 def payload(alert: Alert, event: Event, run_name: str | None, page_url: str | None) -> dict[str, Any]:
@@ -54,10 +63,16 @@ def payload(alert: Alert, event: Event, run_name: str | None, page_url: str | No
     where = f" ({alert.layer})" if alert.layer else ""
     run = f"{run_name!r} (#{alert.run_id})" if run_name else f"#{alert.run_id}"
     again = f", episode {alert.count}" if event == "reopened" else ""
-    text = (
-        f"gradwatch: {alert.severity.upper()} {alert.kind}{where} {event} on run {run} at step "
-        f"{alert.step}{again}: {alert.message}"
-    )
+    if event == "resolved":
+        text = (
+            f"gradwatch: {alert.severity.upper()} {alert.kind}{where} resolved on run {run} at step "
+            f"{alert.resolved_step}: clear since step {alert.last_step} (raised at step {alert.step}: {alert.message})"
+        )
+    else:
+        text = (
+            f"gradwatch: {alert.severity.upper()} {alert.kind}{where} {event} on run {run} at step "
+            f"{alert.step}{again}: {alert.message}"
+        )
     if page_url:
         text += f" {page_url}"
     return {
@@ -79,14 +94,32 @@ class RetryPolicy:
 
 
 def _post(url: str, body: bytes, timeout: float) -> int:
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": USER_AGENT}
-    )
+    """POST ``body``; the status. At most ``timeout`` seconds in all, however slowly the receiver
+    drips its answer (a watchdog shuts the socket). Redirects are answers, never followed (they would
+    turn the POST into a GET elsewhere); ``user:password@`` in the URL is sent as Basic auth."""
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.hostname or "", parts.port, timeout=timeout)
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "Content-Length": str(len(body))}
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+    watchdog = threading.Timer(timeout, _cut, (conn,))
+    watchdog.start()
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
+        conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body, headers)
+        return int(conn.getresponse().status)  # the body is not read: only the status counts
+    except (http.client.HTTPException, OSError) as e:
+        raise OSError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from None
+    finally:
+        watchdog.cancel()
+        conn.close()
+
+
+def _cut(conn: http.client.HTTPConnection) -> None:
+    """The deadline passed: unblock the POST's thread wherever it waits."""
+    with contextlib.suppress(OSError, AttributeError):
+        conn.sock.shutdown(socket.SHUT_RDWR)
 
 
 def _retryable(status: int) -> bool:
@@ -182,7 +215,8 @@ class WebhookSender:
             if 200 <= status < 300:
                 return True
             if status and not _retryable(status):
-                log.warning("webhook %s refused an alert (%s); not retrying", redacted(self.url), problem)
+                hint = "; redirects are not followed, give the final URL" if 300 <= status < 400 else ""
+                log.warning("webhook %s refused an alert (%s%s); not retrying", redacted(self.url), problem, hint)
                 return False
             if attempt < self.retry.attempts:
                 log.info("webhook %s: %s; retrying in %.1f s", redacted(self.url), problem, delay)

@@ -19,7 +19,7 @@ from gradwatch.protocol import (
     parse_browser_message,
 )
 
-from .auth import presented_token, same_origin, token_matches
+from .auth import foreign_origin, presented_token, token_matches
 from .hub import Viewer
 from .service import Gradwatch, ProtocolError
 from .wsutil import Disconnected, check_handshake, close, describe, receive_text
@@ -52,11 +52,10 @@ async def _handle(gw: Gradwatch, viewer: Viewer, text: str) -> None:
 
 async def browser_endpoint(websocket: WebSocket) -> None:
     gw: Gradwatch = websocket.app.state.gradwatch
-    await websocket.accept()
-    origin = websocket.headers.get("origin")
-    if origin is not None and not same_origin(origin, websocket.headers.get("host", "")):
-        await close(websocket, CloseCode.FORBIDDEN_ORIGIN, "foreign Origin refused: open the page from this server")
+    if foreign_origin(websocket):
+        await websocket.close()  # before accept: the handshake is answered HTTP 403, no socket is opened
         return
+    await websocket.accept()
     token, source = presented_token(websocket.headers, websocket.cookies)
     if source is None or not token_matches(token, websocket.app.state.token):
         await close(websocket, CloseCode.UNAUTHORIZED, "missing or wrong token: open /login?token=<token> first")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 
 from pydantic import ValidationError
 from starlette.websockets import WebSocket
@@ -12,18 +13,22 @@ from gradwatch.protocol import (
     Ack,
     CloseCode,
     Gap,
+    Mark,
+    Marked,
     NonfiniteOrigin,
     Probe,
     Status,
     Steps,
     TrainerHello,
+    VariableSet,
     parse_trainer_hello,
     parse_trainer_message,
 )
 
-from .auth import presented_token, same_origin, token_matches
+from .auth import foreign_origin, presented_token, token_matches
 from .commands import TrainerLink
 from .service import Gradwatch, ProtocolError
+from .throttle import Throttle
 from .wsutil import Disconnected, check_handshake, close, describe, receive_text
 
 log = logging.getLogger("gradwatch.server.trainer")
@@ -47,7 +52,7 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
     except ValidationError as e:
         raise ProtocolError(CloseCode.BAD_MESSAGE, f"bad message: {describe(e)}") from None
     if isinstance(msg, Steps):
-        await gw.ingest_steps(link, msg.records)
+        await gw.ingest_steps(link, msg.records, len(text))
     elif isinstance(msg, Gap):
         await gw.add_gap(link, msg)
     elif isinstance(msg, Ack):
@@ -58,15 +63,18 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
         await gw.add_probe(link, msg)
     elif isinstance(msg, NonfiniteOrigin):
         await gw.nonfinite_origin(link, msg)
+    elif isinstance(msg, VariableSet):
+        await gw.variable_set(link, msg)
+    elif isinstance(msg, Mark):  # frames are handled in order: all before it were taken
+        await link.send(Marked(id=msg.id).model_dump_json())
 
 
 async def trainer_endpoint(websocket: WebSocket) -> None:
     gw: Gradwatch = websocket.app.state.gradwatch
-    await websocket.accept()
-    origin = websocket.headers.get("origin")
-    if origin is not None and not same_origin(origin, websocket.headers.get("host", "")):
-        await close(websocket, CloseCode.FORBIDDEN_ORIGIN, "foreign Origin refused")
+    if foreign_origin(websocket):
+        await websocket.close()  # before accept: the handshake is answered HTTP 403, no socket is opened
         return
+    await websocket.accept()
     token, source = presented_token(websocket.headers, {})  # trainers use the header, never the cookie
     if source is None or not token_matches(token, websocket.app.state.token):
         await close(websocket, CloseCode.UNAUTHORIZED, "missing or wrong token: send 'Authorization: Bearer <token>'")
@@ -76,13 +84,21 @@ async def trainer_endpoint(websocket: WebSocket) -> None:
         hello = await _hello(websocket, gw.config.hello_timeout)
         link = await gw.open_run(hello, websocket)
         log.info("trainer connected: run %d (%s)", link.run_id, hello.run_name)
+        throttle = Throttle(gw.config.trainer_frames_per_sec, gw.config.trainer_bytes_per_sec)
         while True:
-            await _dispatch(gw, link, await receive_text(websocket))
+            text = await receive_text(websocket)
+            await throttle.take(len(text))
+            await _dispatch(gw, link, text)
     except Disconnected:
         pass
     except ProtocolError as e:
         log.warning("closing trainer connection%s: %s", f" of run {link.run_id}" if link else "", e.reason)
         await close(websocket, e.code, e.reason)
+    except sqlite3.OperationalError as e:  # the store itself failed (disk full, I/O): the trainer retries later
+        log.warning("closing trainer connection%s: the database failed: %s", f" of run {link.run_id}" if link
+                    else "", e)
+        await close(websocket, CloseCode.STORAGE_UNAVAILABLE, f"the server cannot write its database ({e}); "
+                                                               "keep the reports and reconnect later")
     except Exception:
         log.exception("internal error on a trainer connection")
         await close(websocket, 1011, "internal server error; see the server log")

@@ -79,3 +79,32 @@ def test_set_clip_threshold_rule(t):
 @given(st.integers() | st.none())
 def test_subscribe(run_id):
     assert parse_browser_message(json.dumps({"type": "subscribe", "run_id": run_id})).run_id == run_id  # type: ignore[union-attr]
+
+
+def test_step_record_floats_follow_their_declared_kind():
+    """``stepfields`` kind ``float``: a finite JSON number only; ``wire_float``: finite or the protocol's spelling.
+    Neither takes a bare NaN/Infinity token or 1e999 (issue 17: a NaN time wedged the store)."""
+    import json
+
+    from pydantic import ValidationError
+
+    from gradwatch.protocol import StepRecord
+    from gradwatch.stepfields import STEP_FIELDS
+
+    base = {"step": 1, "epoch": 0, "time": 1.0, "global_norm": 1.0, "clip_mode": "global_norm", "clip_scale": 1.0,
+            "clipped": False, "grad_norm": [1.0], "grad_nan": [0], "grad_inf": [0]}
+    for f in STEP_FIELDS:
+        if f.kind not in ("float", "wire_float"):
+            continue
+        value: object = 2.5 if f.shape == "scalar" else [2.5] if f.shape == "variable" else [[2.5] * 8]
+        text = json.dumps({**base, f.name: value})
+        StepRecord.model_validate_json(text)
+        for bad in ("NaN", "Infinity", "-Infinity", "1e999"):
+            with pytest.raises(ValidationError, match="finite"):
+                StepRecord.model_validate_json(text.replace("2.5", bad))
+        spelt = StepRecord.model_validate_json(text.replace("2.5", '"NaN"')) if f.kind == "wire_float" else None
+        if f.kind == "float":
+            with pytest.raises(ValidationError):
+                StepRecord.model_validate_json(text.replace("2.5", '"NaN"'))
+        else:
+            assert spelt is not None

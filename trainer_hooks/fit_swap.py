@@ -31,6 +31,8 @@ from typing import Any
 import keras
 
 from .multi_optimizer import AnyHook
+from .optimizer_hook import OptimizerHook
+from .step_loss import StepLoss
 
 #: Seconds between two looks of the watchdog at the training thread's stack.
 WATCH_INTERVAL = 0.2
@@ -108,11 +110,16 @@ class FitSwap:
         original_train_step = model.train_step
 
         def train_step(data: Any) -> Any:
-            # Only to see the batch (for finding where a non-finite step came from).
+            # Only to see the batch (for finding where a non-finite step came from) and the step's loss.
             x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
             hook.note_inputs((x, y))
+            loss = StepLoss(model)
+            loss.before()
             result = original_train_step(data)
-            hook.end_step()  # a train step may update with several optimizers: one step all the same
+            if isinstance(hook, OptimizerHook):
+                hook.end_step(loss.own())
+            else:
+                hook.end_step()  # a train step may update with several optimizers: one step all the same
             return result
 
         # make_train_function takes model.train_step as it is now into the function it makes.

@@ -122,6 +122,7 @@ class GradientStats:
         self.layout = Layout(len(self.variables))
         self.ring = max(1, int(ring))
         self.loss_recorded = False  # set while tracing: does the step know its loss?
+        self.inputs_given = True  # set while tracing: did the step see its batch (x, y)?
         self.traces = 0  # how many times ``process`` was traced; a retrace would show here
         self.clip_mode = monitor_variable(CLIP_MODE_IDS[clip_mode], tf.int32, "gw_clip_mode")
         # A threshold <= 0 means "measure, clip nothing".
@@ -180,6 +181,7 @@ class GradientStats:
         total = tf.reduce_sum(sq)
         known_loss = loss is not None
         self.loss_recorded = known_loss
+        self.inputs_given = inputs is not None
         loss = tf.cast(tf.reduce_mean(loss), tf.float32) if known_loss else tf.constant(np.nan, tf.float32)
         healthy = tf.math.is_finite(total)
         if known_loss:
@@ -235,6 +237,13 @@ class GradientStats:
         if self._owns_step:
             self.step.assign_add(1)
         return clipped_grads, healthy, step
+
+    def record_loss(self, step: Any, loss: tf.Tensor) -> None:
+        """After the train step (traced): the step's own loss, when ``process`` was given none."""
+        row = tf.math.floormod(tf.cast(step, tf.int64), self.ring)
+        index = tf.stack([row, tf.constant(SCALARS.index("loss"), tf.int64)])[None]
+        self._write(index, tf.reshape(tf.cast(loss, tf.float64), [1]))
+        self.loss_recorded = True
 
     def record_skipped(self, step: Any, skipped: tf.Tensor) -> None:
         """After the optimizer ran (or did not): whether the step's update was skipped."""

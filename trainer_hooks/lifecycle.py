@@ -93,7 +93,7 @@ class RunLifecycle:
         self._model: Any = None
         self._optimizer: Any = None
         self._on_leave: Callable[[], None] | None = None
-        self._next_step = 0
+        self._next_step = self._begun_at = 0
         self._warned = False
         self._retired: list[RunSession] = []  # earlier runs of this monitor, still delivering
         self._lock = threading.RLock()
@@ -107,13 +107,36 @@ class RunLifecycle:
         with self._lock:
             if self.phase is Phase.TRAINING:
                 self.interrupt()  # the previous one ended without saying so
-            if hook is not self.hook or self.phase in (Phase.FINISHED, Phase.DISABLED):
-                self._retire()  # another model or optimizer, or a run that ended: a new run
+            if (hook is not self.hook and not self._continues(hook, model)) or self.phase in (
+                Phase.FINISHED,
+                Phase.DISABLED,
+            ):
+                self._retire()  # another model, or a run that ended: a new run
             self._move("begin")
             self.hook, self._model, self._optimizer, self._on_leave = hook, model, optimizer, on_leave
-            self._next_step = next_step
+            self._next_step = self._begun_at = next_step
             if self.session is not None:
                 self.session.resume(next_step)
+
+    @property
+    def optimizer(self) -> Any:
+        """The optimizer of the fit or loop that began last."""
+        return self._optimizer
+
+    def next_step_for(self, model: Any) -> int:
+        """The step a fit or loop of ``model`` starts at to continue this run (0: it would start a new one)."""
+        with self._lock:
+            if self.session is None or model is not self._model or self.phase in (Phase.FINISHED, Phase.DISABLED):
+                return 0
+            return self._next_step
+
+    def _continues(self, hook: AnyHook, model: Any) -> bool:
+        """The same model with another hook (recompiled with a new optimizer, or a layer made trainable):
+        the same run goes on, its watched variables may change (``RunSession.switch``)."""
+        from .optimizer_hook import OptimizerHook  # a plain hook: a GAN's groups are a run of their own
+
+        plain = isinstance(hook, OptimizerHook) and isinstance(self.hook, OptimizerHook)
+        return plain and self.session is not None and model is self._model
 
     def step(self, next_step: int, epoch: int, loss: float | None = None, rows: Any = None) -> bool:
         """After the step ``next_step - 1`` (training thread); True when training should stop."""
@@ -127,7 +150,10 @@ class RunLifecycle:
                 if self.hook.stats is None:
                     return False
                 session = self.session = self._open_session(self._model, self._optimizer, self.hook)
+                session.expect_from(self._begun_at)
                 _register(self)
+            elif self.hook is not None and self.hook.stats is not None and self.hook.stats is not session.stats:
+                session.switch(self.hook.stats, self.hook.origin, self._begun_at)  # the run goes on
             return session.after_steps(next_step, epoch, loss, rows)
         except Exception as err:
             self.disable(f"monitoring failed ({type(err).__name__}: {err})")

@@ -14,11 +14,12 @@ import keras
 import tensorflow as tf
 
 from gradwatch.protocol import ALERT_KINDS, trainer_ws_url
-from gradwatch.tokens import resolve_server, resolve_token
+from gradwatch.tokens import configured_server, resolve_server, resolve_token
 
 from .fit_swap import FitSwap
-from .graph_stats import GradientStats
+from .graph_stats import GradientStats, Layout
 from .lifecycle import Phase, RunLifecycle
+from .model_facts import model_facts
 from .multi_optimizer import AnyHook, AnyStats, GroupedStats, MultiHook, find_optimizers, group_meta, group_stats
 from .multi_worker import worker_count
 from .optimizer_hook import OptimizerHook, learning_rate_variable, optimizer_clipping
@@ -38,6 +39,19 @@ MODES = ("online", "offline")
 MODE_ENV = "GRADWATCH_MODE"
 #: Statistics rows the graph keeps for the host (it reads every ``STATS_RING // 2`` steps at most).
 STATS_RING = 16
+#: In an XLA-compiled loop the host reads the ring only when the loop reads ``watch.stop_requested``
+#: (XLA compiles no host call), so there it holds up to this many rows, within ``XLA_RING_BYTES``: a loop
+#: that looks every few hundred steps (keras-io logs every N) loses none. Each step writes one row in place.
+XLA_RING_ROWS = 1024
+XLA_RING_BYTES = 8 * 2**20
+
+
+def ring_rows(ring: int, n_vars: int, xla: bool) -> int:
+    """Rows of a statistics ring for ``n_vars`` variables: ``ring``, more in an XLA-compiled loop."""
+    if not xla:
+        return ring
+    row_bytes = Layout(n_vars).width * 8
+    return max(ring, min(XLA_RING_ROWS, XLA_RING_BYTES // row_bytes))
 
 
 def find_batchnorm_layers(model: Any) -> list[Any]:
@@ -125,6 +139,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             raise ValueError(f"spool_mb={spool_mb!r} must be a number of MiB >= 0 (0: no spool file)")
         if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
             raise ValueError(f"log_dir={log_dir!r} must be a folder path (str or pathlib.Path)")
+        self._prove_server = not configured_server(server)  # the default local one proves it knows the token
         server = resolve_server(server)
         trainer_ws_url(server)  # validates the URL now, with a clear message
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -264,7 +279,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
                 # Kept now so that the very first step's update can be measured too.
                 self._update_ratio = UpdateRatio(hook.stats.variables, self.update_ratio_every)
         stats = fit.hook.stats
-        next_step = int(model.optimizer.iterations.numpy())
+        # A recompile's new optimizer counts from 0: the run's numbering goes on all the same.
+        next_step = max(int(model.optimizer.iterations.numpy()), self.lifecycle.next_step_for(model))
         if stats is not None:  # continue the run's numbering, also past fits without the monitor
             next_step = max(next_step, int(stats.step.numpy()))
             stats.step.assign(next_step)
@@ -316,12 +332,13 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
 
         def make_stats(variables: list[Any]) -> GradientStats:
             # Runs while the first step is traced: the model is built by then.
-            first_step = int(optimizer.iterations.numpy())
+            first_step = max(int(optimizer.iterations.numpy()), self.lifecycle.next_step_for(model))
+            rows = ring_rows(ring, len(variables), hook.traced_in_xla)
             return GradientStats(
-                variables, find_batchnorm_layers(model), mode, threshold, ring, first_step
+                variables, find_batchnorm_layers(model), mode, threshold, rows, first_step
             )
 
-        return OptimizerHook(
+        hook = OptimizerHook(
             optimizer,
             make_stats,
             self.every,
@@ -330,6 +347,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             make_origin=lambda: OriginFinder(model, sample_every=self.probe_every if self.probe_data is None else 0),
             strategy=getattr(model, "distribute_strategy", None),
         )
+        return hook
 
     def new_group_hook(self, model: Any, optimizers: dict[str, Any], ring: int) -> MultiHook:
         """An (uninstalled) hook over every optimizer of ``model``, one group each.
@@ -379,7 +397,9 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             if group is not None:
                 group_stats(stats, group)  # a clear error for a group this run does not have
             names = [group] if group is not None else list(groups or optimizers)
-            variables = [learning_rate_variable(optimizers[name]) for name in names]
+            # A recompile within the run brings a new optimizer: the one training now is set.
+            now = optimizers if groups is not None else {"optimizer": self.lifecycle.optimizer or optimizer}
+            variables = [learning_rate_variable(now[name]) for name in names]
             if any(variable is None for variable in variables):
                 raise ValueError("the learning rate is a schedule or callable here; it cannot be set from the page")
             for variable in variables:
@@ -408,7 +428,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             },
             max_buffer_bytes=int(self.max_buffer_mb * 2**20),
             resume=self.resume,
-            transport_options=self.transport_options,
+            transport_options={"prove_server": self._prove_server, **(self.transport_options or {})},
             log_dir=self.log_dir,
             offline=self.mode == "offline",
             spool_budget_bytes=int(self.spool_mb * 2**20),
@@ -419,6 +439,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             probe_every=self.probe_every,
             origin=hook.origin,
             update_ratio=self._update_ratio or UpdateRatio(stats.variables, self.update_ratio_every),
+            facts=lambda: model_facts(model, stats.bn_layers),
         )
         session.start()
         return session

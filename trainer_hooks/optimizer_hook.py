@@ -32,6 +32,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from .batch_keep import in_xla_context
 from .graph_stats import GradientStats
 from .multi_worker import WorkerSync, worker_count
 from .origin import OriginFinder
@@ -94,7 +95,11 @@ class OptimizerHook:
         self._saved_clip: dict[str, Any] = {}
         self._index: dict[int, int] = {}
         self._loss: Any = None  # the loss tensor of the step being traced
+        #: Whether the statistics were made while tracing an XLA-compiled step (``prepare``): there the
+        #: host reads the ring only when the loop looks, so it is made larger (monitor.py).
+        self.traced_in_xla = False
         self._inputs: Any = None  # (x, y) of the step being traced
+        self._step: Any = None  # the step number of the update being traced
 
     # ------------------------------------------------------------------ install / uninstall
 
@@ -127,8 +132,18 @@ class OptimizerHook:
         """The (x, y) of the step being traced, for finding where a non-finite step came from."""
         self._inputs = inputs
 
-    def end_step(self) -> None:
-        """After the train step (traced): nothing here, the statistics counted the step themselves."""
+    def end_step(self, own_loss: Any = None) -> None:
+        """After the train step (traced): the statistics counted the step themselves.
+
+        ``own_loss``: the step's loss as a custom train step tracked it (step_loss.py), recorded when
+        the optimizer's ``scale_loss`` did not see one.
+        """
+        step, self._step = self._step, None
+        stats = self.stats
+        if own_loss is None or step is None or stats is None or stats.loss_recorded:
+            return
+        if _same_graph(own_loss, [step]):
+            stats.record_loss(step, own_loss)
 
     def uninstall(self) -> None:
         opt = self.optimizer
@@ -152,6 +167,7 @@ class OptimizerHook:
         trace creates no variable and TensorFlow traces the step exactly once;
         otherwise called from that first trace (under ``tf.init_scope``).
         """
+        self.traced_in_xla = in_xla_context()  # before init_scope leaves the traced graph
         scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
         with scope, tf.init_scope():
             self.stats = self.make_stats(list(variables))
@@ -213,6 +229,7 @@ class OptimizerHook:
                 full[position] = g if g is None or loss_scale is None else g / tf.cast(loss_scale, g.dtype)
         origin = self.origin if replicas == 1 else None  # a replica's shard is not the batch to replay
         clipped_full, healthy, step = stats.process(full, opt.learning_rate, loss, inputs, origin)
+        self._step = step
         if loss_scale is not None:
             clipped_full = [g if g is None else g * tf.cast(loss_scale, g.dtype) for g in clipped_full]
         clipped = [g if i is None else clipped_full[i] for g, i in zip(grads, positions)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,18 +23,21 @@ from gradwatch.protocol import (
     MAX_CLIP_THRESHOLD,
     PROTOCOL_VERSION,
     ClipSetting,
+    Gap,
     NonfiniteOrigin,
     Probe,
     Status,
     TrainerHello,
     TrainerState,
+    VariableSet,
     trainer_ws_url,
 )
 
 from .control import RunControl, RunState
 from .graph_stats import SCALARS
+from .model_facts import ModelFacts
 from .multi_optimizer import AnyStats, group_stats
-from .origin import OriginFinder, explain_nonfinite
+from .origin import OriginFinder, Replay, explain_nonfinite
 from .probe import Prober
 from .spool import RunFile
 from .transport import Transport
@@ -86,8 +90,13 @@ class RunSession:
         log_dir: Path | None = None,
         offline: bool = False,
         spool_budget_bytes: int = 0,
+        facts: Callable[[], ModelFacts] | None = None,
     ) -> None:
         self.stats = stats
+        #: What the hello says of the model's layers, read on the sender thread before its first hello
+        #: (tracing a large model takes seconds, which fit() must not wait for).
+        self.facts = ModelFacts()
+        self._read_facts = facts
         #: Unique to this session: a run file synced later continues its run on the server (spool.py).
         self.uid = uuid.uuid4().hex
         self.resume_run = resume  # GradientMonitor(resume=...)
@@ -98,6 +107,9 @@ class RunSession:
         self.origin = origin
         self._weights_suspect = False  # after a non-finite step, until a weight scan comes back clean
         self._bn_samples: dict[int, list[list[float]]] = {}  # step -> BN rows, until that step is queued
+        # step -> Keras' running-mean loss after it (logs["loss"]), until that step is queued: used only
+        # when the step exposed no loss of its own, and only on its own step.
+        self._mean_losses: dict[int, float] = {}
         self._last_queued: tuple[int, tuple[Any, ...]] | None = None
         self.update_ratio = update_ratio
         self._ratios: dict[int, np.ndarray] = {}  # step -> ||dw|| / ||w|| per variable, until queued
@@ -107,7 +119,9 @@ class RunSession:
         self.every = every
         self.clip = (clip_mode, clip_threshold)
         self.meta = meta
+        #: The variables of the run's first set (the hello's); ``active`` those the records follow now.
         self.names = [getattr(v, "path", None) or v.name for v in stats.variables]
+        self.active = list(self.names)
         self.bn_names = [getattr(layer, "path", None) or layer.name for layer in stats.bn_layers]
         run_file = None
         if log_dir is not None and (offline or spool_budget_bytes > 0):
@@ -122,13 +136,20 @@ class RunSession:
             max_buffer_bytes=max_buffer_bytes,
             run_file=run_file,
             offline=offline,
+            prepare=self._prepare_hello,
             **(transport_options or {}),
         )
         self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control, on_lr=set_lr)
         self._last_seen = -1  # the last step read from the statistics ring
+        self._expect_from = 0  # the first step the ring must still hold (this fit's or loop's first)
+        self._warned_overrun = False
         self._last_time = time.monotonic()
         self._last_step_done = -1
         self._last_read, self._last_read_step, self._epoch = 0.0, -1, 0
+
+    def _prepare_hello(self) -> None:
+        if self._read_facts is not None:
+            self.facts = self._read_facts()
 
     def start(self) -> None:
         self.stats.set_clip(*self.clip)
@@ -149,13 +170,15 @@ class RunSession:
         """
         last = next_step - 1
         self._epoch = epoch
+        if fallback_loss is not None and not self.stats.loss_recorded:
+            self._mean_losses[last] = fallback_loss
         if last % self.every == 0 and self.stats.bn.due(time.monotonic()):
             self._bn_samples[last] = self.stats.bn.sample()  # the moving statistics right after step `last`
         # Inside a compiled loop the host runs before the step's update is done: no ratio there.
         meter = self.update_ratio if rows is None else None
         if meter is not None and (ratios := meter.measure(last)) is not None:
             self._ratios[last] = ratios
-        self._report(last, fallback_loss, rows, force=False)
+        self._report(last, rows, force=False)
         if self.prober is not None and last // self.probe_every > self._last_probe_block:
             self._last_probe_block = last // self.probe_every
             dead, gap = self.prober.run()
@@ -163,17 +186,43 @@ class RunSession:
         if self.control.has_pending:
             # Every step so far goes out before the confirmation ("paused at N" must not
             # overtake steps still sitting in the statistics ring).
-            self._report(last, fallback_loss, None, force=True)
+            self._report(last, None, force=True)
         self.control.apply_pending(next_step)
         if self.control.state is RunState.PAUSED:
-            self._report(last, fallback_loss, None, force=True)  # the page shows where it stopped
+            self._report(last, None, force=True)  # the page shows where it stopped
         self.control.wait_while_paused(next_step)
         if meter is not None:
             meter.keep(next_step)
         return self.control.stop_requested
 
+    def switch(self, stats: AnyStats, origin: OriginFinder | None, from_step: int) -> None:
+        """The same run goes on from ``from_step`` with other statistics (a recompile, a trainable flip).
+
+        The old statistics' last steps were queued when their fit ended (``settle``); if the watched
+        variables changed, the server hears it before any step of the new set.
+        """
+        self.stats, self.origin = stats, origin
+        if self.prober is not None and self.prober.samples is not None and origin is not None:
+            self.prober.samples = origin.samples  # the training batches the new step keeps
+        stats.set_clip(*self.clip)
+        every = self.update_ratio.every if self.update_ratio is not None else None
+        self.update_ratio = UpdateRatio(stats.variables, every)
+        self._ratios.clear()
+        self._bn_samples.clear()
+        self._last_seen = self._last_read_step = from_step - 1
+        self._expect_from = from_step
+        names = [getattr(v, "path", None) or v.name for v in stats.variables]
+        if names != self.active:
+            self.active = names
+            self.transport.put_control(VariableSet(type="variables", from_step=from_step, variables=names))
+
+    def expect_from(self, step: int) -> None:
+        """Training (re)starts at ``step``: every step from there on is read from the ring."""
+        self._expect_from = step
+
     def resume(self, next_step: int) -> None:
         """Another fit (or ``watch()`` block) of the same run starts at ``next_step``."""
+        self._expect_from = next_step
         self._last_step_done = -1  # no steps-per-second across the pause between two fits
         if self.update_ratio is not None:
             self.update_ratio.keep(next_step)
@@ -184,7 +233,7 @@ class RunSession:
 
         Queues only; nothing here waits for the server (``close`` does, at the very end).
         """
-        self._report(step, None, None, force=True)
+        self._report(step, None, force=True)
         last = self._last_queued
         if self.stats.bn_layers and last is not None and last[0] == step and last[1][-1] is None:
             # The state training ended in; sending a step again replaces its record.
@@ -198,7 +247,7 @@ class RunSession:
         """Deliver what is buffered within ``timeout`` seconds and disconnect; True if nothing was left."""
         return self.transport.close(timeout)
 
-    def _report(self, last: int, fallback_loss: float | None, rows: np.ndarray | None, force: bool) -> None:
+    def _report(self, last: int, rows: np.ndarray | None, force: bool) -> None:
         """Queue every reportable step up to ``last`` not queued yet, reading the buffer when due.
 
         Reportable: every ``every``-th step, and any step whose gradients or loss were
@@ -217,6 +266,7 @@ class RunSession:
         fresh = [(int(r[0]), r) for r in rows if int(r[0]) > self._last_seen]
         if not fresh:
             return
+        self._overrun(max(self._last_seen + 1, self._expect_from), min(step for step, _ in fresh))
         self._last_seen = max(step for step, _ in fresh)
         new = sorted((step, r) for step, r in fresh if step % self.every == 0 or _nonfinite(r))
         if not new:
@@ -229,15 +279,36 @@ class RunSession:
             if ratios is not None and not row[_SKIPPED]:
                 offset = self.stats.layout.update_ratio_offset
                 row[offset : offset + len(ratios)] = ratios
-            payload = (row.copy(), self._epoch, wall, sps, fallback_loss, self._bn_samples.pop(step, None))
+            mean_loss = self._mean_losses.pop(step, None)
+            payload = (row.copy(), self.stats, self._epoch, wall, sps, mean_loss, self._bn_samples.pop(step, None))
             self.transport.put_record(step, payload, row.nbytes)
             self._last_queued = (step, payload)
             if _nonfinite(row):
                 self._send_origin(step, row)
-        for pending in (self._bn_samples, self._ratios):
+        for pending in (self._bn_samples, self._ratios, self._mean_losses):
             for step in [s for s in pending if s <= self._last_seen]:
                 del pending[step]  # its row was not reportable after all
         self._last_time, self._last_step_done = now, last
+
+    def _overrun(self, first: int, oldest_held: int) -> None:
+        """Steps ``first .. oldest_held - 1`` ran but their rows were overwritten before the host read them:
+        a gap on the run, and one warning naming the fix."""
+        if oldest_held <= first:
+            return
+        lost = range(first, oldest_held)
+        dropped = sum(1 for step in lost if step % self.every == 0)
+        if dropped:
+            self.transport.put_control(Gap(type="gap", from_step=first, to_step=oldest_held - 1, dropped=dropped))
+        if not self._warned_overrun:
+            self._warned_overrun = True
+            warnings.warn(
+                f"gradwatch: steps {first}..{oldest_held - 1} ran before the host read the statistics ring, which "
+                f"holds {self.stats.ring} steps, so they are lost (a gap on the run). Inside a "
+                "tf.function(jit_compile=True) loop the host reads it when the loop reads `watch.stop_requested`: "
+                f"read it at least every {self.stats.ring} steps",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def _scan_weights(self, rows: list[tuple[int, np.ndarray]]) -> None:
         """After a non-finite step, and until clean: count non-finite weights (read now) into the rows."""
@@ -256,7 +327,8 @@ class RunSession:
         if len(self._origins_sent) >= self.MAX_ORIGINS:
             return
         u = self.stats.layout.unpack(row)
-        origin = explain_nonfinite(u, self.stats.loss_recorded, lambda: self._first_bad_layer(step))
+        inputs_given = bool(getattr(self.stats, "inputs_given", True))
+        origin = explain_nonfinite(u, self.stats.loss_recorded, lambda ok: self._replay(step, ok), inputs_given)
         key = (origin[0], origin[1])
         if key in self._origins_sent:
             return
@@ -266,9 +338,10 @@ class RunSession:
         )
         self.transport.put_control(message)
 
-    def _first_bad_layer(self, step: int) -> str | None:
-        index = self.origin.first_bad_layer(step) if self.origin is not None else None
-        return self.origin.layer_names[index] if self.origin is not None and index is not None and index >= 0 else None
+    def _replay(self, step: int, current_weights_ok: bool) -> Replay:
+        if self.origin is None:
+            return Replay(why_not="this model cannot be replayed layer by layer")
+        return self.origin.replay(step, current_weights_ok)
 
     def _set_clip(self, mode: str | None, threshold: float, group: str | None = None) -> None:
         mode = mode or self.clip[0]
@@ -300,13 +373,19 @@ class RunSession:
             pause_on=self.pause_on,
             guard_nonfinite=self.guard_nonfinite,
             relu_layers=self.prober.relu_names if self.prober is not None else [],
+            activations=self.facts.activations,
+            bn_inference=self.facts.bn_inference,
             uid=self.uid,
         )
 
-    def _encode(self, payload: tuple[np.ndarray, int, float, float | None, float | None, Any]) -> dict[str, Any]:
-        row, epoch, t, sps, fallback_loss, bn = payload
-        u = self.stats.layout.unpack(row)
-        loss = u["loss"] if self.stats.loss_recorded or fallback_loss is None else fallback_loss
+    def _encode(
+        self, payload: tuple[np.ndarray, AnyStats, int, float, float | None, float | None, Any]
+    ) -> dict[str, Any]:
+        # The statistics the row was read from: a later fit of the run may watch other variables.
+        row, stats, epoch, t, sps, mean_loss, bn = payload
+        u = stats.layout.unpack(row)
+        is_mean = not stats.loss_recorded and mean_loss is not None
+        loss = mean_loss if is_mean else u["loss"] if stats.loss_recorded else None
         threshold = u["clip_threshold"]
         return {
             "step": int(u["step"]),
@@ -325,8 +404,9 @@ class RunSession:
             "grad_nan": u["grad_nan"].astype(np.int64).tolist(),
             "grad_inf": u["grad_inf"].astype(np.int64).tolist(),
             "weight_nonfinite": int(u["weight_nonfinite"]),
-            "loss_nonfinite": self.stats.loss_recorded and not math.isfinite(u["loss"]),
+            "loss_nonfinite": stats.loss_recorded and not math.isfinite(u["loss"]),
             "bn": bn or [],
             "update_ratio": None if np.isnan(u["update_ratio"]).all() else u["update_ratio"].tolist(),
             "skipped": bool(u["skipped"]),
+            "loss_is_mean": is_mean,
         }

@@ -51,6 +51,7 @@ from gradwatch.protocol import (
     dumps,
     parse_server_message,
 )
+from gradwatch.tokens import proves_token
 
 from .outbox import MAX_BATCH, Item, Outbox
 from .spool import RunFile, SpoolFull
@@ -100,8 +101,13 @@ class Transport:
         linger: float = LINGER,
         run_file: RunFile | None = None,
         offline: bool = False,
+        prove_server: bool = False,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
+        #: The default local server, not one the user named: the token goes only to one that proves it knows it.
+        self._prove_server = prove_server
+        self._prepare = prepare  # run on the sender thread before the first hello (must not raise)
         self.linger = linger
         self._token = token
         self._hello = hello
@@ -221,6 +227,8 @@ class Transport:
 
     def _run(self) -> None:
         try:
+            if self._prepare is not None:
+                self._prepare()
             if self.offline:
                 self._run_offline()
             else:
@@ -313,6 +321,9 @@ class Transport:
 
     def _open(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        if self._token and self._prove_server and not proves_token(self.url, self._token, self._connect_timeout):
+            raise ConnectionError("it did not prove it knows the token, so the token was not sent; pass server=... "
+                                  "to name the server to trust")
         try:
             return self._connect_fn(
                 self.url,

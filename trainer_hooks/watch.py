@@ -82,7 +82,7 @@ class Watch:
                 self._hook.prepare_if_built(self.model)
         hook = self._hook
         hook.take_over_clipping()  # until __exit__: the monitor clips (also in a step traced earlier)
-        next_step = int(self.optimizer.iterations.numpy())
+        next_step = max(int(self.optimizer.iterations.numpy()), self.monitor.lifecycle.next_step_for(self.model))
         if hook.stats is not None:  # entered again: the run's step numbers go on
             next_step = max(next_step, int(hook.stats.step.numpy()))
             hook.stats.step.assign(next_step)

@@ -1,19 +1,27 @@
 """Per-run alert bookkeeping: runs the rules on every batch and probe, one open alert per (kind, layer).
 
 ``RunAlerts`` is synchronous and does no I/O. It returns ``Change``s that must be
-saved and pushed now (an alert raised for the first time, re-triggered after
-its condition had cleared, or given its non-finite origin), and collects
-continuations (the same episode still going: ``last_step`` and evidence move
-on) in ``dirty`` for the caller to save at its own pace.
+saved and pushed now (an alert raised, a new episode of one re-opened, one
+resolved, or given its non-finite origin), and collects continuations (the same
+episode still going: ``last_step`` and ``latest`` move on) in ``dirty`` for the
+caller to save at its own pace.
+
+Lifecycle (docs/alerts.md): an open alert resolves at the first step its rule
+checked once the condition has been clear for the kind's ``clear_steps`` (a
+class attribute of its rule) after ``last_step``. A condition that holds again
+after that opens a new alert, the next episode (``count`` + 1); one that returns
+sooner continues the open alert. The evidence and message an alert was raised
+with stay as they were; what its rule sees later goes to ``latest``, at its own step.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from gradwatch.protocol import NonfiniteOrigin, Probe, StepRecord
+from gradwatch.protocol import AlertState, NonfiniteOrigin, Probe, StepRecord
 
 from .params import RuleSettings, settings
 from .probe_rules import DeadRelu, FrozenBatchnorm
@@ -30,6 +38,15 @@ RULE_TYPES: dict[str, type[Rule]] = {
     "frozen_batchnorm": FrozenBatchnorm,
     "clip_saturated": ClipSaturated,
 }
+
+#: What a change announces (the webhook's ``event``): a first episode raised (or an open alert's severity risen),
+#: a later episode opened, or an episode resolved.
+AlertEvent = Literal["raised", "reopened", "resolved"]
+Source = Literal["steps", "probe"]
+
+
+def clear_steps(kind: str) -> int:
+    return RULE_TYPES[kind].clear_steps
 
 
 @dataclass(eq=False)
@@ -48,25 +65,37 @@ class Alert:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     id: int = 0  # assigned when first stored
+    state: AlertState = "open"
+    resolved_step: int | None = None
+    #: ``{"step", "evidence", "message"}``: the rule's newest finding in this episode after the raise.
+    latest: dict[str, Any] | None = None
+    #: Which inputs raised or continued it (not stored): only those can see its condition clear.
+    sources: set[str] = field(default_factory=set, repr=False)
 
     def view(self) -> dict[str, Any]:
+        latest = None if self.latest is None else {**self.latest, "evidence": dict(self.latest["evidence"])}
         return {"id": self.id, "run_id": self.run_id, "kind": self.kind, "severity": self.severity,
                 "step": self.step, "last_step": self.last_step, "layer": self.layer, "layers": list(self.layers),
                 "evidence": dict(self.evidence), "message": self.message, "remedies": list(self.remedies),
-                "count": self.count, "created_at": self.created_at, "updated_at": self.updated_at}
+                "count": self.count, "created_at": self.created_at, "updated_at": self.updated_at,
+                "state": self.state, "resolved_step": self.resolved_step, "latest": latest}
+
+
+def _stored_sources(alert: Alert) -> set[str]:
+    """The sources of an alert read back from the store: only probe hits carry ``probes`` in their evidence."""
+    return {"probe"} if "probes" in alert.evidence else {"steps"}
 
 
 @dataclass
 class Change:
     alert: Alert
-    created: bool
-    #: An open alert's severity rose (an info overflow that persisted): it is raised anew.
-    escalated: bool = False
+    #: ``None``: an update that announces nothing (a non-finite origin added).
+    event: AlertEvent | None
 
     @property
-    def raised(self) -> bool:
-        """Newly raised at warning or critical: what ``pause_on`` acts on (information never pauses)."""
-        return (self.created or self.escalated) and self.alert.severity != "info"
+    def opened(self) -> bool:
+        """Raised or re-opened at warning or critical: what ``pause_on`` acts on (information never pauses)."""
+        return self.event in ("raised", "reopened") and self.alert.severity != "info"
 
 
 class RunAlerts:
@@ -78,7 +107,15 @@ class RunAlerts:
         self.rules: dict[str, Rule] = {}
         for kind in RULE_TYPES:
             self._build(kind)
-        self.open: dict[tuple[str, str | None], Alert] = {(a.kind, a.layer): a for a in existing or []}
+        self.open: dict[tuple[str, str | None], Alert] = {}
+        #: The number of the newest episode of each (kind, layer), open or resolved.
+        self.episodes: dict[tuple[str, str | None], int] = {}
+        for a in existing or []:
+            key = (a.kind, a.layer)
+            self.episodes[key] = max(self.episodes.get(key, 0), a.count)
+            if a.state == "open":
+                a.sources = _stored_sources(a)
+                self.open[key] = a
         #: Episodes that held in the previous evaluation: (kind, source, key) -> alert.
         self.active: dict[tuple[str, str, str | None], Alert] = {}
         self.dirty: set[Alert] = set()
@@ -104,13 +141,13 @@ class RunAlerts:
         batch = StepBatch.from_records(records, len(self.info.variables), len(self.info.bn_layers))
         changes: list[Change] = []
         for kind, rule in list(self.rules.items()):
-            self._apply(kind, "steps", rule.observe(batch), changes)
+            self._apply(kind, "steps", rule.observe(batch), rule.checked_steps(batch).tolist(), changes)
         return changes
 
     def observe_probe(self, probe: Probe) -> list[Change]:
         changes: list[Change] = []
         for kind, rule in list(self.rules.items()):
-            self._apply(kind, "probe", rule.observe_probe(probe), changes)
+            self._apply(kind, "probe", rule.observe_probe(probe), [probe.step], changes)
         return changes
 
     def origin(self, msg: NonfiniteOrigin) -> Change | None:
@@ -129,9 +166,10 @@ class RunAlerts:
             return None  # a later step's origin never replaces where the trouble started
         self._set_origin(alert, msg)
         self.dirty.discard(alert)
-        return Change(alert, created=False)
+        return Change(alert, None)
 
     def _set_origin(self, alert: Alert, msg: NonfiniteOrigin) -> None:
+        # Part of what raised the alert (where its first bad step came from), so it joins the raise evidence.
         alert.evidence.update({"origin_step": msg.step, "origin_source": msg.source, "origin_layer": msg.layer,
                                "origin_detail": msg.detail or None})
         self._say(alert)
@@ -155,37 +193,65 @@ class RunAlerts:
 
     # ------------------------------------------------------------------ episodes
 
-    def _apply(self, kind: str, source: str, hits: list[Hit], changes: list[Change]) -> None:
+    def _resolve_by(self, alert: Alert, source: str, checked: Iterable[int], before: float) -> int | None:
+        """The first checked step before ``before`` at which ``alert``'s condition had been clear long enough."""
+        if source not in alert.sources:
+            return None
+        due = alert.last_step + clear_steps(alert.kind)
+        return next((s for s in checked if due <= s < before), None)
+
+    def _resolve(self, alert: Alert, step: int, now: float, changes: list[Change]) -> None:
+        alert.state, alert.resolved_step, alert.updated_at = "resolved", step, now
+        self.open.pop((alert.kind, alert.layer), None)
+        for key in [k for k, a in self.active.items() if a is alert]:
+            del self.active[key]
+        self.dirty.discard(alert)
+        changes.append(Change(alert, "resolved"))
+
+    def _open(self, kind: str, severity: str, hit: Hit, now: float) -> tuple[Alert, AlertEvent]:
+        key = (kind, hit.layer)
+        count = self.episodes.get(key, 0) + 1
+        self.episodes[key] = count
+        alert = Alert(self.run_id, kind, severity, hit.step, hit.last_step, hit.layer, list(hit.layers),
+                      dict(hit.evidence), "", [], count=count, created_at=now, updated_at=now)
+        self.open[key] = alert
+        return alert, "raised" if count == 1 else "reopened"
+
+    def _apply(self, kind: str, source: Source, hits: list[Hit], checked: list[int], changes: list[Change]) -> None:
         now = time.time()
         seen: set[tuple[str, str, str | None]] = set()
+        hit_alerts: set[int] = set()
         for hit in hits:
             key = (kind, source, hit.key)
             seen.add(key)
-            alert = self.active.get(key)
+            alert = self.active.get(key) or self.open.get((kind, hit.layer))
+            if alert is not None:
+                done = self._resolve_by(alert, source, checked, hit.step)
+                if done is not None:  # clear long enough inside this batch, then back: a new episode
+                    self._resolve(alert, done, now, changes)
+                    alert = None
             severity = hit.severity or SEVERITY[kind]
             if alert is not None and SEVERITY_RANK[severity] <= SEVERITY_RANK[alert.severity]:
-                alert.last_step = max(alert.last_step, hit.last_step)  # the same episode goes on
-                alert.evidence.update(hit.evidence)
-                self._say(alert)
+                # The episode goes on: what raised it stays as it was, the newest finding is its update.
+                alert.last_step = max(alert.last_step, hit.last_step)
+                alert.sources.add(source)
+                alert.latest = {"step": hit.step, "evidence": dict(hit.evidence),
+                                "message": message(kind, hit.step, alert.layer, hit.evidence)}
                 alert.updated_at = now
+                self.active[key] = alert
                 self.dirty.add(alert)
+                hit_alerts.add(id(alert))
                 continue
-            alert = alert or self.open.get((kind, hit.layer))
-            escalated = False
+            event: AlertEvent
             if alert is None:
-                alert = Alert(self.run_id, kind, severity, hit.step, hit.last_step, hit.layer, list(hit.layers),
-                              dict(hit.evidence), "", [], created_at=now, updated_at=now)
-                self.open[(kind, hit.layer)] = alert
-                created = True
-            else:
-                if SEVERITY_RANK[severity] > SEVERITY_RANK[alert.severity]:  # what it was is not what it is
-                    alert.severity, alert.step, alert.evidence, escalated = severity, hit.step, {}, True
-                alert.count += 1
+                alert, event = self._open(kind, severity, hit, now)
+            else:  # what it was is not what it is: raised anew at the higher severity
+                alert.severity, alert.step, alert.evidence, alert.latest, event = (
+                    severity, hit.step, dict(hit.evidence), None, "raised")
                 alert.last_step = max(alert.last_step, hit.last_step)
                 alert.layers = list(dict.fromkeys([*alert.layers, *hit.layers]))
-                alert.evidence.update(hit.evidence)
                 alert.updated_at = now
-                created = False
+            alert.sources.add(source)
             if kind == "nonfinite" and alert.severity != "info":
                 self._link_cause(alert)
                 if self.pending_origin is not None:
@@ -194,9 +260,14 @@ class RunAlerts:
             self._say(alert)
             self.active[key] = alert
             self.dirty.discard(alert)
-            changes.append(Change(alert, created, escalated))
-        for key in [k for k in self.active if k[0] == kind and k[1] == source and k not in seen]:
-            del self.active[key]
+            hit_alerts.add(id(alert))
+            changes.append(Change(alert, event))
+        for gone in [k for k in self.active if k[0] == kind and k[1] == source and k not in seen]:
+            del self.active[gone]
+        for alert in [a for a in self.open.values() if a.kind == kind and id(a) not in hit_alerts]:
+            done = self._resolve_by(alert, source, checked, float("inf"))
+            if done is not None:
+                self._resolve(alert, done, now, changes)
 
     def take_dirty(self) -> list[Alert]:
         out = [a for a in self.dirty if a.id]

@@ -21,6 +21,7 @@ from .series import (
     VAR_MAX,
     VAR_MIN,
     BoolArray,
+    IntArray,
     StepBatch,
     first_at_least,
     run_lengths,
@@ -57,6 +58,7 @@ class DeadRelu(Rule):
     """
 
     kind = "dead_relu"
+    clear_steps = 100
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -96,6 +98,7 @@ class DeadRelu(Rule):
                               "output_layer": _layer_of(self.run.variables[self.last]),
                               "output_grad_norm": float(np.nanmax(batch.grad[last_row, self.output]))}
         layer = self.layers[c]
+        evidence["activation"] = self.run.activation(layer)  # what its units have: dead ReLUs, saturated tanh...
         return [Hit(self.kind, int(batch.step[int(at[c])]), int(batch.step[last_row]), layer,
                     [self.layers[i] for i in cols.tolist()], evidence, key=f"zero:{layer}")]
 
@@ -116,6 +119,8 @@ class FrozenBatchnorm(Rule):
     """Moving statistics that never move while gamma/beta train, or a probe gap that stays large."""
 
     kind = "frozen_batchnorm"
+    clear_steps = 200  # BatchNorm statistics are sampled, not reported on every step
+
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -133,8 +138,13 @@ class FrozenBatchnorm(Rule):
             self._param_index[b, :len(idx)] = idx
             self._param_present[b, :len(idx)] = True
         self._has_params = self._param_present.any(axis=1)
+        # Layers the model runs in inference mode on purpose (fine-tuning) are never frozen by mistake.
+        self._judged = np.asarray([layer not in run.bn_inference for layer in run.bn_layers], dtype=bool)
         self.carry = np.zeros(len(run.bn_layers), dtype=np.int64)
         self.gaps = _ProbeCounter()
+
+    def checked_steps(self, batch: StepBatch) -> IntArray:
+        return batch.step[batch.bn_present]  # moving statistics are judged where they were sampled
 
     def observe(self, batch: StepBatch) -> list[Hit]:
         if not self.run.bn_layers or not batch.bn_present.any():
@@ -154,7 +164,7 @@ class FrozenBatchnorm(Rule):
             grads = batch.grad[rows][:, self._param_index]  # (rows, bn layers, 2)
             with np.errstate(invalid="ignore"):
                 above = (grads > self.p["grad_eps"]) | ~self._param_present
-            training = np.asarray(above.all(axis=2) & self._has_params)
+            training = np.asarray(above.all(axis=2) & self._has_params & self._judged)
         runs, self.carry = run_lengths(still & training, self.carry)
         need = int(self.p["sustain"])
         # Statistics still exactly at their initial values (every moving mean 0, every variance 1) after
@@ -184,7 +194,7 @@ class FrozenBatchnorm(Rule):
     def observe_probe(self, probe: Probe) -> list[Hit]:
         if probe.step < self.p["gap_min_step"]:
             return []
-        values = _probe_values(probe.bn_gap)
+        values = {k: v for k, v in _probe_values(probe.bn_gap).items() if k not in self.run.bn_inference}
         threshold = self.p["gap_threshold"]
         runs = self.gaps.update(values, threshold)
         need = int(self.p["gap_sustain"])

@@ -12,13 +12,14 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import ClassVar
 
 import numpy as np
 
 from gradwatch.protocol import Probe
 
 from .params import RuleSettings
-from .series import BoolArray, FloatArray, Ring, StepBatch, first_at_least, run_lengths
+from .series import BoolArray, FloatArray, IntArray, Ring, StepBatch, first_at_least, run_lengths
 
 Evidence = dict[str, float | int | str | None]
 
@@ -29,6 +30,17 @@ class RunInfo:
     bn_layers: list[str]
     relu_layers: list[str] = field(default_factory=list)
     guard_nonfinite: bool = False
+    activations: dict[str, str] = field(default_factory=dict)  # TrainerHello.activations
+    bn_inference: list[str] = field(default_factory=list)  # TrainerHello.bn_inference
+
+    def activation(self, layer: str) -> str | None:
+        """The activation of ``layer`` (a variable's layer path) or of the nearest layer that contains it."""
+        path = layer
+        while path:
+            if path in self.activations:
+                return self.activations[path]
+            path = path.rpartition("/")[0]
+        return self.activations.get(layer.rpartition("/")[2])
 
 
 @dataclass
@@ -75,6 +87,9 @@ class LrRise:
 
 class Rule:
     kind = ""
+    #: An open alert of this kind resolves once its condition has been clear for this many steps (docs/alerts.md,
+    #: "Lifecycle"); every rule states its own, beside its kind.
+    clear_steps: ClassVar[int]
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         self.run = run
@@ -82,6 +97,10 @@ class Rule:
 
     def observe(self, batch: StepBatch) -> list[Hit]:
         return []
+
+    def checked_steps(self, batch: StepBatch) -> IntArray:
+        """The steps of ``batch`` on which ``observe`` checked its condition (a step without a hit is clear)."""
+        return batch.step
 
     def observe_probe(self, probe: Probe) -> list[Hit]:
         return []
@@ -123,6 +142,7 @@ class ExplodingGradients(Rule):
     """
 
     kind = "exploding_gradients"
+    clear_steps = 50  # the rolling window
     SMOOTH = 5
     TRENDS = ((10, 2), (20, 3))  # (window, parts)
 
@@ -377,6 +397,7 @@ class VanishingGradients(Rule):
     """
 
     kind = "vanishing_gradients"
+    clear_steps = 100
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -425,6 +446,7 @@ class Nonfinite(Rule):
     """
 
     kind = "nonfinite"
+    clear_steps = 50
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -483,6 +505,7 @@ class ClipSaturated(Rule):
     """Nearly every recent step clipped: clipping has become a lower learning rate."""
 
     kind = "clip_saturated"
+    clear_steps = 100  # the default window
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)

@@ -77,8 +77,8 @@ def message(kind: str, step: int, layer: str | None, evidence: dict[str, Any]) -
     if kind == "dead_relu" and e.get("rule") == "zero_gradients":
         return (f"Layer {layer} is dead: every gradient of its weights has been exactly zero for {e.get('zero_steps')} "
                 f"steps (since step {e.get('since_step')}) while the output layer {e.get('output_layer')} still "
-                f"learns (gradient norm {_g(e.get('output_grad_norm'))}). Its ReLU units output zero for every "
-                "example (or it is cut off from the loss), so it no longer learns, nor do the layers before it.")
+                f"learns (gradient norm {_g(e.get('output_grad_norm'))}). {_no_gradient(e.get('activation'))}, "
+                "so it no longer learns, nor do the layers before it.")
     if kind == "dead_relu":
         return (f"{_g(100 * float(e.get('dead_share', 0)))}% of the ReLU units in {layer} output zero for every probe "
                 f"example (over {_g(100 * float(e.get('threshold', 0)))}% on {e.get('probes')} probes in a row, "
@@ -101,6 +101,29 @@ def message(kind: str, step: int, layer: str | None, evidence: dict[str, Any]) -
                 f"(as of step {step}; median scale {_g(e.get('median_clip_scale'))}): the clip threshold "
                 f"{_g(e.get('clip_threshold'))} now acts as a lower learning rate.")
     return f"{kind} at step {step}{_at(layer)}."
+
+
+#: Activations whose derivative is exactly 0 in float32 once their input is large enough.
+SATURATING = frozenset({"tanh", "sigmoid", "hard_sigmoid", "hard_tanh", "softsign", "hard_silu"})
+RELU = frozenset({"relu", "relu6"})
+
+SATURATED_REMEDIES = [
+    "Lower the learning rate (large updates drive the pre-activations deep into saturation).",
+    "Normalise the inputs and clip gradients (clipnorm or a clip threshold from the page).",
+    "Add LayerNormalization (recurrent layers) or BatchNormalization before the activation.",
+    "Use Glorot or orthogonal (recurrent_initializer='orthogonal') initialisation so pre-activations start small.",
+]
+
+
+def _no_gradient(activation: Any) -> str:
+    """Why a layer passes no gradient, from its activation (``None``: not known)."""
+    if activation in RELU:
+        return "Its ReLU units output zero for every example (or it is cut off from the loss)"
+    if activation in SATURATING:
+        return (f"Its {activation} units are saturated: their inputs are so large that the derivative of {activation} "
+                "is exactly zero (or it is cut off from the loss)")
+    what = f"{activation} " if activation else ""
+    return f"Its {what}units pass no gradient: dead, saturated, or cut off from the loss"
 
 
 def _exploding(step: int, layer: str | None, e: dict[str, Any]) -> str:
@@ -207,6 +230,8 @@ _NONFINITE_FIRST: dict[str, list[str]] = {
 
 def remedies(kind: str, evidence: dict[str, Any]) -> list[str]:
     """The kind's remedies, ordered by what the evidence says the cause is."""
+    if kind == "dead_relu" and evidence.get("activation") in SATURATING:
+        return list(SATURATED_REMEDIES)
     if kind != "nonfinite":
         return list(REMEDIES[kind])
     if evidence.get("rule") == "loss_scale":

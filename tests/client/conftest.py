@@ -70,7 +70,9 @@ def chromium() -> Iterator[Any]:
 
 @pytest.fixture
 def browser_page(chromium: Any) -> Iterator[Any]:
-    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    # bypass_csp: Playwright evaluates the tests' string predicates with eval, which the page's CSP
+    # forbids; test_csp.py loads the page with its CSP enforced.
+    context = chromium.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True)
     context.set_default_timeout(15_000)
     page = context.new_page()
     problems: list[str] = []

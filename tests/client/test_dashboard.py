@@ -374,7 +374,7 @@ def test_nonfinite_alert_banner_highlight_badge_and_mute(gradwatch_server: Any, 
                                                          tmp_path: Any) -> None:
     page = browser_page
     srv = gradwatch_server()
-    trainer = trainers(srv, "nan-in-gamma", nan_steps=(25,))
+    trainer = trainers(srv, "nan-in-gamma", nan_steps=tuple(range(25, 100_000)))  # stays open
     run_id = trainer.run_id
     login(page, srv)
     page.goto(f"{srv.url}/#run={run_id}")
@@ -414,7 +414,7 @@ def test_nonfinite_alert_banner_highlight_badge_and_mute(gradwatch_server: Any, 
     assert badge.get_attribute("data-severity") == "critical"
 
     # a second run that is not selected gets its badge live
-    other = trainers(srv, "another-nan", nan_steps=(3,))
+    other = trainers(srv, "another-nan", nan_steps=tuple(range(3, 100_000)))
     other_badge = page.locator(f"[data-testid=run-item][data-run-id='{other.run_id}'] [data-testid=run-item-alerts]")
     other_badge.wait_for(timeout=20_000)
     assert other_badge.get_attribute("data-severity") == "critical"
@@ -456,3 +456,34 @@ def test_nonfinite_alert_banner_highlight_badge_and_mute(gradwatch_server: Any, 
 
     assert page.gradwatch_problems == [], page.gradwatch_problems
     assert trainer.error is None and other.error is None
+
+
+def test_alerts_resolve_and_reopen_shown_apart(gradwatch_server: Any, trainers: Any, browser_page: Any) -> None:
+    """nonfinite resolves 50 clear steps after its NaN (step 25 -> 75); a NaN after that is episode 2, open."""
+    page = browser_page
+    srv = gradwatch_server()
+    first = trainers(srv, "flapping", nan_steps=(25,), n_steps=90, interval=0.02)
+    run_id = first.run_id
+    login(page, srv)
+    page.goto(f"{srv.url}/#run={run_id}")
+    resolved = page.locator("[data-testid=alert-timeline-resolved] [data-testid=alert-entry]")
+    resolved.first.wait_for(timeout=30_000)
+    assert resolved.get_attribute("data-state") == "resolved"
+    assert resolved.locator("[data-testid=alert-resolved-step]").text_content() == "resolved at step 75"
+    assert page.locator("[data-testid=alert-timeline] [data-testid=alert-entry]").count() == 0
+    assert page.locator("[data-testid=alerts-none-open]").is_visible()
+    assert page.locator("[data-testid=alert-banner]").is_hidden()  # nothing is wrong now
+    assert first.done.wait(30)
+
+    again = trainers(srv, "flapping", run_id=run_id, first_step=90, nan_steps=(110,), n_steps=30, interval=0.02)
+    banner = page.locator("[data-testid=alert-banner]")
+    banner.wait_for(state="visible", timeout=30_000)
+    assert "first seen at step 110" in banner.text_content() and "episode 2" in banner.text_content()
+    opened = page.locator("[data-testid=alert-timeline] [data-testid=alert-entry]")
+    assert opened.count() == 1 and opened.get_attribute("data-state") == "open"
+    assert resolved.count() == 1 and resolved.get_attribute("data-state") == "resolved"
+    stored = httpx.get(f"{srv.url}/api/runs/{run_id}/alerts", headers=srv.headers, timeout=10).json()
+    assert [(a["state"], a["count"], a["step"]) for a in stored] == [("resolved", 1, 25), ("open", 2, 110)]
+    assert opened.get_attribute("data-alert-id") == str(stored[1]["id"])
+    assert page.gradwatch_problems == [], page.gradwatch_problems
+    assert first.error is None and again.error is None

@@ -256,7 +256,8 @@ def alert(id_: int, kind: str, severity: str, step: int, layer: str | None, **ex
     return {"id": id_, "run_id": 1, "kind": kind, "severity": severity, "step": step, "last_step": step,
             "layer": layer, "layers": [layer] if layer else [], "evidence": {"ratio": 1e-9, "note": XSS},
             "message": f"{kind} at {XSS}", "remedies": ["Lower the learning rate", XSS], "count": 1,
-            "created_at": 1.7e9 + step, "updated_at": 1.7e9 + step, **extra}
+            "created_at": 1.7e9 + step, "updated_at": 1.7e9 + step, "state": "open", "resolved_step": None,
+            "latest": None, **extra}
 
 
 def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page: Any, tmp_path: Path) -> None:
@@ -302,10 +303,13 @@ def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page:
     ticks = heat.locator(".ytick text").all_text_contents()
     assert any("<b>dense</b>/bias" in t for t in ticks), ticks  # still literal text, emphasised
     assert badge.get_attribute("data-severity") == "critical" and badge.text_content() == "▲ 2"
-    # an update of the same alert (count, last_step) replaces it in place
+    # an update of the same alert (last_step, latest) replaces it in place; what raised it stays shown
     backend.sockets[-1].send(json.dumps({"type": "alert", "run_id": 1, "alert": {
-        **crit, "last_step": 14, "count": 3, "updated_at": crit["updated_at"] + 2}}))
-    page.wait_for_function("document.querySelector('[data-testid=alert-banner]').textContent.includes('3 episodes')")
+        **crit, "last_step": 14, "latest": {"step": 14, "evidence": {}, "message": "still NaN"},
+        "updated_at": crit["updated_at"] + 2}}))
+    page.wait_for_function("document.querySelector('[data-testid=alert-banner-latest]').textContent"
+                           " === 'Update at step 14: still NaN'")
+    assert crit["message"] in banner.text_content()
     assert page.locator("[data-testid=alert-entry]").count() == 2
 
     # mute the critical kind: PATCH, switch shows muted, banner falls back to the warning

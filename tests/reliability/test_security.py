@@ -122,6 +122,18 @@ def test_token_never_in_the_log_even_at_debug_level(gradwatch_server):
     assert len(lines) == 1 and lines[0].startswith("gradwatch: serving on"), lines  # ...but not the token
 
 
+def test_a_token_typed_into_a_url_path_is_never_logged(gradwatch_server):
+    srv = gradwatch_server(extra_args=["--log-level", "debug"])
+    for path in (f"/api/runs/{srv.token}", f"/static/{srv.token}", f"/api/runs/1/metrics?since_step={srv.token}"):
+        httpx.get(srv.url + path, headers=srv.headers, timeout=5)
+        httpx.post(srv.url + path, headers=srv.headers, timeout=5)
+    srv.stop()
+    text = srv.log()
+    assert "<token>" in text  # the lines were logged, with the token replaced
+    lines = [line for line in text.splitlines() if srv.token in line]
+    assert len(lines) == 1 and lines[0].startswith("gradwatch: serving on"), lines
+
+
 def test_websocket_with_a_foreign_host_is_refused(shared_server):
     """DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host: evil.example."""
     srv = shared_server

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import time
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from gradwatch.server.alerts.engine import RunAlerts
+from gradwatch.server.alerts.engine import RULE_TYPES, RunAlerts
 from gradwatch.server.alerts.params import settings
-from gradwatch.server.alerts.rules import RunInfo
+from gradwatch.server.alerts.rules import Nonfinite, RunInfo
 from simtrainer import record
 
 from gradwatch.protocol import NonfiniteOrigin, Probe, StepRecord
@@ -99,7 +100,7 @@ def test_exploding_needs_sustain_consecutive_spikes(spikes, fires):
     if not fires:
         assert changes == []
         return
-    (c,) = changes
+    (c,) = [c for c in changes if c.event != "resolved"]
     assert c.alert.kind == "exploding_gradients" and c.alert.step == 203 and c.alert.layer == "m/out/kernel"
     assert c.alert.last_step == 199 + spikes
 
@@ -181,15 +182,68 @@ def test_nonfinite_loss_or_weights_only_has_no_layer_and_origin_can_come_first()
     assert "forward output of layer m/d2" in c.alert.message
 
 
-def test_retrigger_updates_the_open_alert():
+def nan_loss_run(bad: set[int], n: int) -> list[StepRecord]:
+    return [rec(s, [1.0] * len(VARS), loss="NaN" if s in bad else 0.5, loss_nonfinite=s in bad) for s in range(n)]
+
+
+def events(changes: list[Any]) -> list[tuple[str | None, int, int, str, int | None]]:
+    return [(c.event, c.alert.count, c.alert.step, c.alert.state, c.alert.resolved_step) for c in changes]
+
+
+def test_a_condition_back_within_its_clear_steps_continues_the_open_alert():
     e = engine()
-    recs = [rec(s, [1.0] * len(VARS), loss="NaN" if s in (5, 6, 20) else 0.5, loss_nonfinite=s in (5, 6, 20))
-            for s in range(30)]
-    changes = []
-    for r in recs:
-        changes += [(c.created, c.alert.count, c.alert) for c in e.observe_steps([r])]
-    assert [(created, count) for created, count, _ in changes] == [(True, 1), (False, 2)]
-    assert changes[0][2] is changes[1][2] and changes[1][2].last_step == 20
+    changes = feed(e, nan_loss_run({5, 6, 20}, 30), batch=1)
+    assert events(changes) == [("raised", 1, 5, "open", None)]
+    a = changes[0].alert
+    assert a.last_step == 20 and a.latest is not None and a.latest["step"] == 20
+
+
+@pytest.mark.parametrize("batch", [1, 7, 40])
+def test_an_alert_resolves_after_its_clear_steps_and_a_return_is_its_next_episode(batch):
+    """nonfinite clears after 50 steps: NaN at 5-6 resolves at 56; NaN again at 100 opens episode 2."""
+    assert Nonfinite.clear_steps == 50
+    e = engine()
+    changes = feed(e, nan_loss_run({5, 6, 100}, 200), batch=batch)
+    assert events(changes) == [("raised", 1, 5, "resolved", 56), ("resolved", 1, 5, "resolved", 56),
+                               ("reopened", 2, 100, "resolved", 150), ("resolved", 2, 100, "resolved", 150)]
+    first, second = changes[0].alert, changes[2].alert
+    assert first is not second and (first.layer, first.kind) == (second.layer, second.kind)
+    assert e.open == {} and [c.opened for c in changes] == [True, False, True, False]
+
+
+def test_every_kind_states_its_clear_steps():
+    for kind, rule in RULE_TYPES.items():
+        assert isinstance(rule.__dict__.get("clear_steps"), int) and rule.clear_steps > 0, kind
+
+
+def test_a_resolved_alert_loaded_back_stays_resolved_and_numbers_the_next_episode():
+    e = engine()
+    changes = feed(e, nan_loss_run({5}, 60), batch=10)
+    stored = [changes[0].alert]
+    assert stored[0].state == "resolved"
+    again = RunAlerts(1, RunInfo(VARS, []), existing=stored)
+    (c,) = again.observe_steps([rec(61, [1.0] * len(VARS), loss="NaN", loss_nonfinite=True)])
+    assert (c.event, c.alert.count, c.alert.step) == ("reopened", 2, 61)
+
+
+def test_the_evidence_that_raised_an_alert_stays_as_it_was_and_updates_carry_their_own_step():
+    """The growth rule raises at the step the norm had grown enough; later batches are updates, not rewrites."""
+    rng = np.random.default_rng(1)
+    recs = [rec(s, healthy(rng)) for s in range(100)]
+    norms = healthy(rng)
+    for s in range(100, 112):
+        norms = norms * 4.0
+        recs.append(rec(s, norms))
+    changes = feed(engine(), recs, batch=3)
+    (c,) = [c for c in changes if c.alert.kind == "exploding_gradients"]
+    a = c.alert
+    raised_norm = float(recs[a.step - 0].global_norm)
+    assert a.evidence["global_norm"] == pytest.approx(raised_norm)
+    assert f"{raised_norm:.3g}" in a.message and f"at step {a.step}" in a.message
+    assert a.latest is not None and a.latest["step"] > a.step
+    later = float(recs[a.latest["step"]].global_norm)
+    assert a.latest["evidence"]["global_norm"] == pytest.approx(later)
+    assert f"at step {a.latest['step']}" in a.latest["message"] and f"{later:.3g}" in a.latest["message"]
 
 
 # ----------------------------------------------------------------------------- dead ReLU
@@ -285,19 +339,16 @@ def test_muted_rule_raises_nothing_and_params_retune():
     assert [c.alert.step for c in feed(e2, clipped)] == [9]
 
 
-def test_rules_cost_at_most_a_fraction_of_the_ingest_budget():
-    """200 variables x 1000 steps (the 200,000 samples/s budget) in frames of 10 records."""
+def test_a_wide_healthy_run_in_small_frames_raises_nothing():
+    """200 variables x 1000 steps in frames of 10 records. What the rules cost is measured by
+    ``python -m bench.server_cpu`` (docs/performance.md), not timed here: a test must not depend on load."""
     rng = np.random.default_rng(7)
     n_vars = 200
     variables = [f"m/l{i}/kernel" if i % 2 == 0 else f"m/l{i}/bias" for i in range(n_vars)]
     recs = [rec(s, healthy(rng, n_vars), clip_threshold=20.0, clipped=bool(s % 2), clip_scale=0.7)
             for s in range(1000)]
     e = engine(variables)
-    start = time.perf_counter()
-    changes = feed(e, recs, batch=10)
-    elapsed = time.perf_counter() - start
-    assert changes == []
-    assert elapsed < 0.5, f"rules took {elapsed:.3f} s for 200,000 variable-samples"
+    assert feed(e, recs, batch=10) == []
 
 
 def test_nonfinite_origin_of_the_first_bad_step_is_kept():
@@ -336,12 +387,12 @@ def test_a_loss_scaler_overflow_is_information_and_never_pauses_unless_it_persis
     recs = [rec(s, healthy(rng), grad_inf=inf, global_norm="Infinity", skipped=True) for s in range(2)]
     recs += [rec(s, healthy(rng)) for s in range(2, 40)]
     (c,) = feed(e, recs)
-    assert (c.alert.kind, c.alert.severity, c.raised) == ("nonfinite", "info", False)
+    assert (c.alert.kind, c.alert.severity, c.opened) == ("nonfinite", "info", False)
     assert "loss scaler skipped 2" in c.alert.message and "guard" not in c.alert.message
     # ... and when it goes on skipping, it is critical, and raised (what pause_on acts on)
     later = [rec(s, healthy(rng), grad_inf=inf, global_norm="Infinity", skipped=True) for s in range(40, 50)]
     (c2,) = feed(e, later, batch=10)
-    assert (c2.alert.severity, c2.raised, c2.alert.step) == ("critical", True, 45)
+    assert (c2.alert.severity, c2.opened, c2.alert.step) == ("critical", True, 45)
     assert "6 steps in a row" in c2.alert.message
 
 
@@ -454,3 +505,10 @@ def test_batchnorm_statistics_never_updated_are_frozen_from_the_first_sample():
     moved = [0.0, -0.1, 0.1, 0.0, 1.0, 0.9, 1.1, 0.0]  # the same deltas, but the statistics did move once
     e2 = engine(BN_VARS, ["m/bn"])
     assert feed(e2, [rec(s, [1.0, 0.3, 0.3, 1.0], bn=[moved]) for s in range(1, 4)], batch=1) == []
+
+
+def test_docs_state_each_kinds_clear_steps_as_declared():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text()
+    table = text[text.index("| kind | clear steps |"):].split("\n\n", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (\d+) \|", table, re.M))
+    assert {k: int(v) for k, v in rows.items()} == {k: r.clear_steps for k, r in RULE_TYPES.items()}

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 from simtrainer import drain, hello, open_browser, record, recv_json, recv_until, run, send_steps, start_trainer
 
-from gradwatch.protocol import dumps, parse_page_message
+from gradwatch.protocol import AlertView, dumps, parse_page_message
 
 
 def get(srv, path: str):
@@ -46,8 +46,7 @@ def test_alert_pushed_to_every_viewer_stored_and_origin_attached(shared_server):
     run_id, pushed, updated, alerts, runs = run(body())
     assert parse_page_message(dumps(updated)).type == "alert"  # a typed page message
     a = pushed["alert"]
-    assert set(a) == {"id", "run_id", "kind", "severity", "step", "last_step", "layer", "layers", "evidence",
-                      "message", "remedies", "count", "created_at", "updated_at"}
+    assert set(a) == set(AlertView.model_fields) and (a["state"], a["resolved_step"]) == ("open", None)
     assert (a["kind"], a["severity"], a["step"], a["layer"], a["count"]) == ("nonfinite", "critical", 5,
                                                                            "dense/bias", 1)
     assert a["layers"] == ["dense/bias", "out/kernel"] and a["last_step"] == 6
@@ -221,7 +220,7 @@ def test_alerts_and_rules_survive_restart(gradwatch_server):
     assert get(srv, f"/api/runs/{run_id}/alerts") == before
     assert get(srv, f"/api/runs/{run_id}/alert-rules")["dead_relu"]["params"]["threshold"] == 0.3
 
-    async def second():  # the trainer continues the run: the same alert is re-triggered, not duplicated
+    async def second():  # the trainer continues the run: the stored open alert goes on, not duplicated
         ws, again = await start_trainer(srv.trainer_url, srv.token, hello(run_id=run_id))
         await send_steps(ws, [record(2), nan_record(3)])
         await asyncio.sleep(0.3)
@@ -232,4 +231,39 @@ def test_alerts_and_rules_survive_restart(gradwatch_server):
     again, after = run(second())
     assert again == run_id
     (a,) = after
-    assert a["id"] == before[0]["id"] and a["count"] == 2 and a["last_step"] == 3 and a["step"] == 1
+    assert a["id"] == before[0]["id"] and a["count"] == 1 and a["last_step"] == 3 and a["step"] == 1
+    assert a["state"] == "open" and a["latest"]["step"] == 3
+
+
+def test_lifecycle_resolves_reopens_keeps_history_and_pauses_on_opening_only(gradwatch_server):
+    """nonfinite resolves 50 clear steps after its last bad step; the return is episode 2, which pauses again."""
+    srv = gradwatch_server()
+
+    async def body():
+        browser = await open_browser(srv.browser_url, srv.token)
+        await recv_until(browser, "runs")
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("flaps", pause_on=["nonfinite"]))
+        await send_steps(ws, [record(0), nan_record(1)])
+        first = await recv_until(ws, "command")
+        await send_steps(ws, [record(s) for s in range(2, 80)])
+        resolved = await recv_until(browser, "alert", run_id=run_id)
+        while resolved["alert"]["state"] != "resolved":
+            resolved = await recv_until(browser, "alert", run_id=run_id)
+        paused_after_resolve = len(get(srv, f"/api/runs/{run_id}/commands"))
+        await send_steps(ws, [nan_record(80)])
+        second = await recv_until(ws, "command")
+        alerts = get(srv, f"/api/runs/{run_id}/alerts")
+        commands = get(srv, f"/api/runs/{run_id}/commands")
+        await ws.close()
+        await browser.close()
+        return run_id, first, resolved["alert"], paused_after_resolve, second, alerts, commands
+
+    _, first, resolved, paused_after_resolve, second, alerts, commands = run(body())
+    assert first["command"] == second["command"] == {"type": "pause"}
+    assert (resolved["state"], resolved["resolved_step"], resolved["step"], resolved["last_step"]) == (
+        "resolved", 51, 1, 1)
+    assert paused_after_resolve == 1  # resolving never pauses
+    old, new = alerts  # history: the resolved episode and the open one, apart
+    assert (old["id"], old["state"], old["count"]) == (resolved["id"], "resolved", 1)
+    assert (new["state"], new["count"], new["step"], new["resolved_step"]) == ("open", 2, 80, None)
+    assert [c["origin"] for c in commands] == [f"auto: nonfinite alert #{a['id']}" for a in (old, new)]

@@ -121,11 +121,21 @@ def test_small_pages_give_the_same_file(shared_server: Any, exported_run: int, m
     whole = pq.read_table(
         io.BytesIO(fetch(shared_server, exported_run, "parquet", headers=shared_server.headers).content)
     )
-    monkeypatch.setattr(export, "PAGE_CELLS", 1)  # 256 steps per page: three row groups here
     store = Store(shared_server.db)
     try:
         rec = store.get_run(exported_run)
         assert rec is not None
+        # A budget of 3 rows' cells: pages are bounded by cells, however few rows that leaves (no floor)
+        monkeypatch.setattr(export, "PAGE_CELLS", 3 * export.width(rec))
+        pages: list[int] = []
+        read_page = store.read_step_page
+
+        def spy(*args: Any) -> Any:
+            page = read_page(*args)
+            pages.append(len(page))
+            return page
+
+        monkeypatch.setattr(store, "read_step_page", spy)
 
         async def collect() -> bytes:
             return b"".join([chunk async for chunk in export.stream(store, rec, "parquet")])
@@ -133,7 +143,7 @@ def test_small_pages_give_the_same_file(shared_server: Any, exported_run: int, m
         paged = pq.ParquetFile(io.BytesIO(run(collect())))
     finally:
         store.close()
-    assert paged.metadata.num_row_groups == math.ceil(N / 256)
+    assert paged.metadata.num_row_groups == math.ceil(N / 3) and max(pages) == 3
     again = paged.read()
     assert again.schema.equals(whole.schema)
     assert [c.null_count for c in again.columns] == [c.null_count for c in whole.columns]

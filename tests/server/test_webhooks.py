@@ -110,10 +110,10 @@ def test_fails_stalls_recovers_without_blocking_ingest(gradwatch_server: Any, re
         await send_steps(ws, [record(s) for s in range(5)] + [nan(5), nan(6)])  # raises nonfinite
         assert await asyncio.to_thread(hook.stalled.wait, WAIT), hook.got
         # The receiver holds the third attempt open: ingest and the rules go on regardless.
-        await send_steps(ws, [record(s) for s in range(7, 20)])
-        await asyncio.sleep(0.6)  # the healthy batch is evaluated alone: the episode ends
-        await send_steps(ws, [nan(20)])  # the same alert re-opens
-        for s in range(21, 300, 40):
+        await send_steps(ws, [record(s) for s in range(7, 60)])  # clear 50 steps after step 6: resolved at 56
+        await asyncio.sleep(0.6)  # the healthy batch is evaluated alone
+        await send_steps(ws, [nan(60)])  # the condition returns: episode 2 opens (resolved again at 110)
+        for s in range(61, 300, 40):
             await send_steps(ws, [record(t) for t in range(s, min(s + 40, 300))])
         stored = await asyncio.to_thread(last_step, srv, run_id)
         queued_while_stalled = len(hook.got)
@@ -123,7 +123,7 @@ def test_fails_stalls_recovers_without_blocking_ingest(gradwatch_server: Any, re
 
     run_id, stored, during = run(body())
     assert stored == 299 and during == 3  # everything stored while the POST hung; nothing else sent yet
-    raised, reopened = hook.wait_for(2)
+    raised, resolved, reopened, resolved_again = hook.wait_for(4)
     assert [b["alert"]["kind"] for b, _ in hook.got[:3]] == ["nonfinite"] * 3  # the same body, retried
     assert (raised["event"], raised["alert"]["count"], raised["run_name"], raised["run_id"]) == (
         "raised",
@@ -133,12 +133,22 @@ def test_fails_stalls_recovers_without_blocking_ingest(gradwatch_server: Any, re
     )
     assert raised["text"].startswith("gradwatch: CRITICAL nonfinite (dense/bias) raised on run 'hooked'")
     assert raised["alert"]["message"] in raised["text"] and f"/#run={run_id}" in raised["text"]
-    assert (reopened["event"], reopened["alert"]["count"], reopened["alert"]["id"]) == (
+    assert (resolved["event"], resolved["alert"]["id"], resolved["alert"]["resolved_step"]) == (
+        "resolved",
+        raised["alert"]["id"],
+        56,
+    )
+    assert resolved["text"].startswith(
+        f"gradwatch: CRITICAL nonfinite (dense/bias) resolved on run 'hooked' (#{run_id}) at step 56: "
+        "clear since step 6"
+    )
+    assert (reopened["event"], reopened["alert"]["count"], reopened["alert"]["state"]) == (
         "reopened",
         2,
-        raised["alert"]["id"],
+        "open",
     )
-    assert "episode 2" in reopened["text"]
+    assert reopened["alert"]["id"] != raised["alert"]["id"] and "episode 2" in reopened["text"]
+    assert (resolved_again["event"], resolved_again["alert"]["id"]) == ("resolved", reopened["alert"]["id"])
     assert "secret-path" not in srv.log()  # the webhook's path is a secret: never logged
 
 
@@ -205,3 +215,100 @@ def test_bad_webhook_settings_are_refused_clearly(tmp_path: Any) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "ftp://h/..." in done.stderr and "secret" not in done.stderr
+
+
+def _alert(i: int) -> Alert:
+    return Alert(1, "nonfinite", "critical", i, i, None, [], {}, f"alert {i}", [])
+
+
+def _deliver_one(url: str, policy: RetryPolicy) -> WebhookSender:
+    async def body() -> WebhookSender:
+        sender = WebhookSender(url, retry=policy)
+        sender.start()
+        sender.offer(_alert(0), "raised", None)
+        deadline = time.monotonic() + WAIT
+        while sender.delivered + sender.failed == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await sender.stop(grace=0.0)
+        return sender
+
+    return run(body())
+
+
+class _Raw:
+    """A TCP receiver with a scripted answer: ``drip`` sends one byte per 0.2 s (for up to WAIT s)."""
+
+    def __init__(self, answer: bytes, drip: bool = False) -> None:
+        import socket as socketlib
+
+        self.sock = socketlib.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.requests: list[bytes] = []
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.settimeout(WAIT)
+                    self.requests.append(conn.recv(65536))
+                    try:
+                        if drip:
+                            end = time.monotonic() + WAIT
+                            for byte in answer * 1000:
+                                if time.monotonic() > end:
+                                    break
+                                conn.sendall(bytes([byte]))
+                                time.sleep(0.2)
+                        else:
+                            conn.sendall(answer)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_slow_drip_receiver_cannot_hold_delivery_past_the_timeout() -> None:
+    drip = _Raw(b"HTTP/1.1 200 OK\r\n", drip=True)  # a byte every 0.2 s: no single read ever times out
+    try:
+        t0 = time.monotonic()
+        sender = _deliver_one(drip.url, RetryPolicy(timeout=1.0, attempts=1))
+        assert sender.failed == 1 and sender.delivered == 0
+        assert time.monotonic() - t0 < WAIT / 2  # bounded by the POST's timeout, not by the receiver's patience
+    finally:
+        drip.close()
+
+
+def test_redirects_are_not_followed() -> None:
+    target = _Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    moved = _Raw(f"HTTP/1.1 302 Found\r\nLocation: {target.url}\r\nContent-Length: 0\r\n\r\n".encode())
+    try:
+        sender = _deliver_one(moved.url, RetryPolicy(timeout=5.0, attempts=1))
+    finally:
+        moved.close()
+        target.close()
+    assert sender.failed == 1 and target.requests == []  # no GET (nor POST) to wherever it pointed
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth_never_logged(caplog: Any) -> None:
+    raw = _Raw(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
+    url = raw.url.replace("http://", "http://hook-user:s3cr%40t@")
+    try:
+        with caplog.at_level("INFO", logger="gradwatch.webhooks"):
+            sender = _deliver_one(url, RetryPolicy(timeout=5.0, attempts=2, backoff=0.01))
+    finally:
+        raw.close()
+    assert sender.failed == 1 and len(raw.requests) == 2
+    assert b"Authorization: Basic aG9vay11c2VyOnMzY3JAdA==" in raw.requests[0]  # hook-user:s3cr@t
+    assert caplog.records and "s3cr" not in caplog.text and "hook-user" not in caplog.text
+
+
+@pytest.mark.parametrize("bad", ["http://127.0.0.1:9/x\r\nX-Evil: 1", "http://127.0.0.1:9/a b", "http://h/\n"])
+def test_control_characters_in_the_url_are_refused(tmp_path: Any, bad: str) -> None:
+    with pytest.raises(ValueError, match="control characters"):
+        ServerConfig(webhook_url=bad, db_path=tmp_path / "x.db")

@@ -112,9 +112,10 @@ def test_bad_browser_messages_close_with_code(shared_server, message, code, need
     assert needle in reason
 
 
-def test_slow_viewer_is_closed_without_slowing_others(tmp_path):
-    config = ServerConfig(port=0, db_path=tmp_path / "slow.db", token="t" * 32, viewer_queue_size=50,
-                          log_level="warning")
+@pytest.mark.parametrize("limit", [{"viewer_queue_size": 50},  # messages
+                                   {"viewer_queue_size": 100_000, "viewer_queue_bytes": 2 << 20}])  # bytes
+def test_slow_viewer_is_closed_without_slowing_others(tmp_path, limit):
+    config = ServerConfig(port=0, db_path=tmp_path / "slow.db", token="t" * 32, log_level="warning", **limit)
     n_vars = 4000
     names = [f"layer{i}/kernel" for i in range(n_vars)]
 
@@ -141,7 +142,10 @@ def test_slow_viewer_is_closed_without_slowing_others(tmp_path):
             await send_steps(ws, [record(step, n_vars=n_vars)])
             await asyncio.sleep(0.01)  # a trainer's pace; the fast viewer keeps up with it
         await asyncio.wait_for(reader, 30)
-        # the slow one never read; its queue overflowed long ago
+        # The slow one has not read yet; its queue overflowed long ago. It stalls a while longer (as a busy
+        # machine may stall it): the close frame must still reach it once it reads (once, the server gave up
+        # writing it after 5 s and the viewer waited forever).
+        await asyncio.sleep(6)
         code, _ = await closed_with(slow, timeout=30)
         await fast.close()
         await ws.close()
