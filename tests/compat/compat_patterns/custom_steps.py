@@ -56,7 +56,6 @@ class VAE(keras.Model):
 @pattern(
     "keras-team/keras-io examples/generative/vae.py (custom train_step, Mean loss trackers)",
     loss_per_step=True,
-    xfail="issue 16 item 5: loss per step (one running mean stamped on several steps)",
 )
 def vae(ctx: Ctx) -> Any:
     x, _ = digits(128)

@@ -77,7 +77,6 @@ def jit_loop(ctx: Ctx) -> Any:
 @pattern(
     "keras-team/keras-io guides/writing_a_custom_training_loop_in_tensorflow.py "
     "(jit-compiled step, the loop logs and checks every 25 steps)",
-    xfail="issue 16 item 6: jit-loop ring overrun (rows overwritten between reads of stop_requested)",
 )
 def jit_loop_checks_every_25(ctx: Ctx) -> Any:
     model, optimizer, data = _setup(ctx, batch=4)  # 48 steps: read at steps 0 and 25, and at the end

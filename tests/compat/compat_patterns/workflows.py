@@ -16,7 +16,6 @@ LOGITS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 @pattern(
     "keras-team/keras-io guides/transfer_learning.py (freeze the base, train the head, "
     "unfreeze, recompile with Adam(1e-5), fit again)",
-    xfail="issue 16 item 4: second run after recompile (the fine-tuning fit starts a new run at step 0)",
 )
 def transfer_then_finetune(ctx: Ctx) -> Any:
     x, y = digits(96)
