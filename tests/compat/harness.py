@@ -56,6 +56,8 @@ class Pattern:
     monitor_kwargs: dict[str, Any] = field(default_factory=dict)
     weights_rtol: float = 0.0  # 0: bitwise; else a bound justified where the pattern declares it
     loss_per_step: bool = False  # also compare each step's reported loss with the loss fit logged for it
+    #: Text of warnings the monitor documents for this configuration: each may be printed once, nothing else.
+    expected_output: tuple[str, ...] = ()
 
     def param(self) -> Any:
         marks: list[Any] = []
@@ -209,6 +211,13 @@ def run_and_check(pat: Pattern, server: Any) -> None:
     if sorted(plain.ctx.recorders) != sorted(watched.ctx.monitors):
         problems.append(f"runs {sorted(plain.ctx.recorders)} trained, monitors {sorted(watched.ctx.monitors)}")
     extra = collections.Counter(map(normalise, watched.printed)) - collections.Counter(map(normalise, plain.printed))
+    for text in pat.expected_output:
+        announced = [line for line in extra if text in line]
+        if not announced:
+            problems.append(f"the monitor did not say {text!r}")
+        for line in announced[:1]:
+            extra[line] -= 1
+        extra = +extra  # drop the lines counted out
     if extra:
         shown = [line for line in watched.printed if normalise(line) in extra]
         problems.append(f"printed by the monitored run only: {shown[:8]}")

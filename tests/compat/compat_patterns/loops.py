@@ -86,7 +86,6 @@ def jit_loop_checks_every_25(ctx: Ctx) -> Any:
 
 @pattern(
     "keras-team/keras-io guides/serialization_and_saving.py (model.save in a training loop)",
-    xfail="issue 16 item 7: get_config inside watch (the optimizer's global_clipnorm reads None)",
 )
 def config_inside_watch(ctx: Ctx) -> Any:
     model, optimizer, data = _setup(ctx, clipnorm=2.0)

@@ -49,7 +49,6 @@ def gradient_accumulation(ctx: Ctx) -> Any:
 
 @pattern(
     "https://keras.io/api/optimizers/ (gradient_accumulation_steps with global_clipnorm)",
-    xfail="issue 16 item 2: gradient accumulation clipping (the monitor clips every micro-batch)",
 )
 def gradient_accumulation_clipped(ctx: Ctx) -> Any:
     return _fit(ctx, keras.optimizers.Adam(1e-3, gradient_accumulation_steps=4, global_clipnorm=0.05))
@@ -58,18 +57,14 @@ def gradient_accumulation_clipped(ctx: Ctx) -> Any:
 # Found by this suite (not in issue 16's list): with dense gradients too, the monitor's clipping rounds
 # differently from Keras' (Keras: g * c / max(norm, c), and c * min(1/norm, 1/c) for the global norm;
 # the monitor: g * min(1, c / norm)), so the weights drift by an ulp or so per step.
-ROUNDING = (
-    "issue 16 item 2 (new, dense gradients): the monitor's clipping arithmetic is not Keras' "
-    "(weights differ by ~1e-8 after 8 steps)"
-)
 
 
-@pattern("https://keras.io/api/optimizers/ (clipnorm)", xfail=ROUNDING)
+@pattern("https://keras.io/api/optimizers/ (clipnorm)")
 def clipnorm(ctx: Ctx) -> Any:
     return _fit(ctx, keras.optimizers.SGD(0.1, clipnorm=0.05))
 
 
-@pattern("https://keras.io/api/optimizers/ (global_clipnorm)", xfail=ROUNDING)
+@pattern("https://keras.io/api/optimizers/ (global_clipnorm)")
 def global_clipnorm(ctx: Ctx) -> Any:
     return _fit(ctx, keras.optimizers.Adam(1e-3, global_clipnorm=0.1))
 

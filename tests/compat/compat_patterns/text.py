@@ -9,8 +9,6 @@ import numpy as np
 import tensorflow as tf
 from harness import Ctx, pattern, token_texts
 
-NORMS = "issue 16 item 1: IndexedSlices norms (the norm of .values, repeated token ids not summed)"
-
 
 def _text_model(ctx: Ctx, optimizer: Any) -> Any:
     texts, labels = token_texts(128)
@@ -31,15 +29,13 @@ def _text_model(ctx: Ctx, optimizer: Any) -> Any:
     return model
 
 
-@pattern("keras-team/keras-io examples/nlp/text_classification_from_scratch.py", xfail=NORMS)
+@pattern("keras-team/keras-io examples/nlp/text_classification_from_scratch.py")
 def text_classification(ctx: Ctx) -> Any:
     return _text_model(ctx, keras.optimizers.Adam(1e-2))
 
 
 @pattern(
     "keras-team/keras-io examples/nlp/text_classification_from_scratch.py, with Adam(global_clipnorm)",
-    xfail="issue 16 items 1-2: with Embedding the monitor's clipping hands the optimizer a sparse tensor, "
-    "Keras' a dense one, and the norms are those of .values",
 )
 def text_global_clipnorm(ctx: Ctx) -> Any:
     return _text_model(ctx, keras.optimizers.Adam(1e-2, global_clipnorm=0.05))
@@ -63,9 +59,7 @@ def masking_lstm(ctx: Ctx) -> Any:
     return model
 
 
-@pattern(
-    "keras-team/keras-io guides/understanding_masking_and_padding.py (Embedding(mask_zero=True) + GRU)", xfail=NORMS
-)
+@pattern("keras-team/keras-io guides/understanding_masking_and_padding.py (Embedding(mask_zero=True) + GRU)")
 def embedding_mask_zero_gru(ctx: Ctx) -> Any:
     rng = np.random.default_rng(1)
     seqs = [rng.integers(1, 30, size=rng.integers(2, 10)) for _ in range(96)]
