@@ -52,6 +52,13 @@ def optimizer_clipping(optimizer: Any) -> tuple[str, float] | None:
     return None
 
 
+def build_like_keras(optimizer: Any, variables: list[Any]) -> None:
+    """Build ``optimizer`` for ``variables`` as its own first ``apply`` would: inside its name scope, so its
+    slots get the paths Keras gives them (``loss_scale_optimizer/adam/...``), and a checkpoint matches."""
+    with keras.name_scope(optimizer.name, caller=optimizer):
+        optimizer.build(variables)
+
+
 def learning_rate_variable(optimizer: Any) -> Any:
     """The variable holding ``optimizer``'s learning rate, or None for a schedule or callable.
 
@@ -200,7 +207,7 @@ class OptimizerHook:
             if worker_count(self.strategy) > 1:
                 self.sync = WorkerSync(self.strategy)
             if not self.optimizer.built:  # nothing may be created inside the tf.cond of update()
-                self.optimizer.build(list(variables))
+                build_like_keras(self.optimizer, list(variables))
         with tf.init_scope():  # outside the strategy: only a single replica keeps its batch
             self.origin = self.make_origin() if self.make_origin is not None else None
         self._index = {id(v): i for i, v in enumerate(self.stats.variables)}

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from .batch_keep import in_xla_context
 from .multi_worker import first_local_replica, is_distributed
+from .optimizer_hook import build_like_keras
 
 if TYPE_CHECKING:
     from .monitor import GradientMonitor
@@ -111,7 +112,7 @@ class Watch:
             raise RuntimeError("use `with monitor.watch(model, optimizer) as watch:` before apply_gradients")
         grads, variables = list(grads), list(variables)
         if not self.optimizer.built:
-            self.optimizer.build(variables)
+            build_like_keras(self.optimizer, variables)
         if tf.executing_eagerly():
             key = tuple(id(v) for v in variables)
             step = self._compiled.get(key)

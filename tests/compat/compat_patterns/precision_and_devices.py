@@ -25,8 +25,6 @@ def _mixed_model() -> Any:
 
 @pattern(
     "https://keras.io/api/mixed_precision/ (mixed_float16; compile wraps a LossScaleOptimizer)",
-    xfail="new (found by this suite): the monitor builds a LossScaleOptimizer's inner optimizer outside "
-    "its name scope, so its slots are named 'adam/...' instead of 'loss_scale_optimizer/adam/...'",
 )
 def mixed_precision_fit(ctx: Ctx) -> Any:
     x, y = digits(128)
