@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.diagnosis import score  # noqa: E402
+from bench.diagnosis import LEADING, score  # noqa: E402
 from bench.zoo import KINDS  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def test_quick_report_has_every_figure_per_kind(report: dict[str, Any]) -> None:
     for k in s["per_kind"].values():
         assert {"runs", "recall", "precision", "median_lead", "late_or_missing"} <= set(k)
     assert set(s["confusion"]) == {*KINDS, "healthy"}
-    assert all(set(row) == {*KINDS, "none"} for row in s["confusion"].values())
+    assert all(set(row) == {*KINDS, *LEADING, "none"} for row in s["confusion"].values())
     assert s["healthy"]["runs"] == 2 and s["healthy"]["steps"] > 100
     assert s["healthy"]["false_alarms_per_1000_steps"] is not None
     runs = report["runs"]
