@@ -13,7 +13,7 @@ import pytest
 from fittools import get
 from simtrainer import closed_with, hello, open_browser, record, recv_until, run, send_steps, start_trainer
 
-from gradwatch.protocol import CloseCode, dumps
+from gradwatch.protocol import PROTOCOL_VERSION, CloseCode, dumps
 
 BIG = 2**64
 
@@ -59,7 +59,7 @@ def test_bad_trainer_frame_is_refused_and_harms_nothing(shared_server, frame, ne
 
 
 @pytest.mark.parametrize(("first", "code"), [
-    ({"protocol": 3}, CloseCode.PROTOCOL_MISMATCH),
+    ({"protocol": PROTOCOL_VERSION + 1}, CloseCode.PROTOCOL_MISMATCH),
     ({"protocol": "1"}, CloseCode.PROTOCOL_MISMATCH),
     ({"run_id": BIG}, CloseCode.BAD_MESSAGE),
     ({"variables": [1, 2]}, CloseCode.BAD_MESSAGE),

@@ -21,7 +21,7 @@ from simtrainer import (
 )
 from websockets.asyncio.client import connect
 
-from gradwatch.protocol import CloseCode, dumps, parse_page_message
+from gradwatch.protocol import PROTOCOL_VERSION, CloseCode, dumps, parse_page_message
 
 
 def test_hello_runs_subscribe_and_live_steps(shared_server):
@@ -91,7 +91,8 @@ def test_gap_reaches_subscribed_browser(shared_server):
 
 
 @pytest.mark.parametrize(("message", "code", "needle"), [
-    ({"type": "hello", "protocol": 3}, CloseCode.PROTOCOL_MISMATCH, "protocol version 3"),
+    ({"type": "hello", "protocol": PROTOCOL_VERSION + 1}, CloseCode.PROTOCOL_MISMATCH,
+     f"protocol version {PROTOCOL_VERSION + 1}"),
     ({"type": "hello", "protocol": "1"}, CloseCode.PROTOCOL_MISMATCH, "'1'"),
     ({"type": "subscribe"}, CloseCode.BAD_MESSAGE, "run_id"),
     ({"type": "subscribe", "run_id": "one"}, CloseCode.BAD_MESSAGE, "run_id"),

@@ -9,7 +9,7 @@ import pytest
 from simtrainer import closed_with, hello, open_trainer, record, recv_json, run, send_steps, start_trainer
 from websockets.exceptions import ConnectionClosed
 
-from gradwatch.protocol import MAX_FRAME_BYTES, CloseCode, dumps
+from gradwatch.protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION, CloseCode, dumps
 
 
 def runs(srv) -> list[dict]:
@@ -17,8 +17,8 @@ def runs(srv) -> list[dict]:
 
 
 @pytest.mark.parametrize(("first", "code", "needle"), [
-    (hello(protocol=3), CloseCode.PROTOCOL_MISMATCH, "protocol version 3"),
-    (hello(protocol=0), CloseCode.PROTOCOL_MISMATCH, "this server speaks 2"),
+    (hello(protocol=PROTOCOL_VERSION + 1), CloseCode.PROTOCOL_MISMATCH, f"protocol version {PROTOCOL_VERSION + 1}"),
+    (hello(protocol=0), CloseCode.PROTOCOL_MISMATCH, f"this server speaks {PROTOCOL_VERSION}"),
     ({"type": "hello", "protocol": 99, "whatever": True}, CloseCode.PROTOCOL_MISMATCH, "99"),
     ({"type": "hello"}, CloseCode.PROTOCOL_MISMATCH, "None"),
     ("{this is not json", CloseCode.BAD_MESSAGE, "malformed JSON"),
