@@ -23,8 +23,15 @@ def fresh_model() -> keras.Model:
 
 
 def metrics_of_only_run(api: Api) -> dict[str, Any]:
-    run = api.only_run()
-    return api.get(f"/api/runs/{run['id']}/metrics")
+    # The end of a fit or loop waits only a moment for delivery (fit() must not wait): poll, bounded.
+    def delivered() -> dict[str, Any] | None:
+        runs = api.get("/api/runs")
+        if len(runs) != 1:
+            return None
+        m = api.get(f"/api/runs/{runs[0]['id']}/metrics")
+        return m if len(m["step"]) == STEPS else None
+
+    return dict(api.wait(delivered, desc=f"one run with {STEPS} steps"))
 
 
 def fit_metrics(server: Any) -> dict[str, Any]:
@@ -118,6 +125,7 @@ def test_a_loop_that_trains_a_subset_watches_that_subset(gradwatch_server: Any) 
                 loss = loss_fn(y[i * BATCH : (i + 1) * BATCH], model(x[i * BATCH : (i + 1) * BATCH], training=True))
             watch.apply_gradients(tape.gradient(loss, head), head, loss=loss)
     api = Api(server)
+    metrics = metrics_of_only_run(api)
     detail = api.get(f"/api/runs/{api.only_run()['id']}")
     assert detail["variables"] == [v.path for v in head]  # no all-zero rows for the frozen layers
-    assert all(n > 0 for series in metrics_of_only_run(api)["grad_norm"].values() for n in series)
+    assert all(n > 0 for series in metrics["grad_norm"].values() for n in series)
