@@ -56,12 +56,11 @@ class WorkerSync:
 
     def offer(self, ctx: Any, stats: GradientStats, lr: Any) -> tf.Tensor:
         """This replica's share of the settings vector: the chief's first replica gives its own, others zeros."""
+        # float64: exact for the clip threshold (a float64 variable) and for a float32 learning rate and flag.
         mine = tf.stack(
             [
-                tf.cast(stats.clip_mode.read_value(), tf.float32),
-                stats.clip_threshold.read_value(),
-                tf.cast(lr, tf.float32),
-                self.stop.read_value(),
+                tf.cast(v, tf.float64)
+                for v in (stats.clip_mode.read_value(), stats.clip_threshold.read_value(), lr, self.stop.read_value())
             ]
         )
         return tf.where(tf.equal(ctx.replica_id_in_sync_group, 0), mine, tf.zeros_like(mine))
@@ -72,7 +71,7 @@ class WorkerSync:
         ``lr_variable`` is None for a learning-rate schedule: the same on every worker anyway.
         """
         stats.clip_mode.assign(tf.cast(tf.round(shared[0]), tf.int32))
-        stats.clip_threshold.assign(shared[1])
+        stats.clip_threshold.assign(tf.cast(shared[1], stats.clip_threshold.dtype))
         if lr_variable is not None:
             lr_variable.assign(tf.cast(shared[2], lr_variable.dtype))
-        self.stop.assign(shared[3])
+        self.stop.assign(tf.cast(shared[3], self.stop.dtype))

@@ -245,11 +245,10 @@ class OptimizerHook:
         if replicas > 1:
             present = [i for i, g in enumerate(grads) if g is not None]
             reduce = [grads[i] for i in present]
-            if self.sync is not None:  # the chief's settings travel with the gradients
-                reduce.append(self.sync.offer(ctx, stats, opt.learning_rate))
+            if self.sync is not None:  # the chief's settings, in float64 (exact), reduced on their own
+                shared = ctx.all_reduce(tf.distribute.ReduceOp.SUM, self.sync.offer(ctx, stats, opt.learning_rate))
+                self.sync.follow(shared, stats, learning_rate_variable(opt))
             summed = list(ctx.all_reduce(tf.distribute.ReduceOp.SUM, reduce))
-            if self.sync is not None:
-                self.sync.follow(summed.pop(), stats, learning_rate_variable(opt))
             grads = list(grads)
             for i, g in zip(present, summed):
                 grads[i] = g
