@@ -114,6 +114,20 @@ def export_once(srv: BenchServer, run_id: int, fmt: str, out: Path) -> dict[str,
     }
 
 
+def _scalar_columns() -> int:
+    """Export columns of a run without BN layers: one per scalar step field (gradwatch/stepfields.py) ..."""
+    from gradwatch.stepfields import STEP_FIELDS
+
+    return len({f.stored_as for f in STEP_FIELDS if f.shape == "scalar"})
+
+
+def _variable_columns() -> int:
+    """... and one per variable for each per-variable column (NaN and Inf counts share one)."""
+    from gradwatch.stepfields import STEP_FIELDS
+
+    return len({f.stored_as for f in STEP_FIELDS if f.shape == "variable"})
+
+
 def check(path: Path, fmt: str, steps: int, n_vars: int) -> None:
     import pandas as pd
     import pyarrow.parquet as pq
@@ -124,7 +138,7 @@ def check(path: Path, fmt: str, steps: int, n_vars: int) -> None:
     else:
         df = pd.read_csv(path, usecols=["step", "loss"])
         rows, cols = len(df), len(pd.read_csv(path, nrows=1).columns)
-    want_cols = 15 + 3 * n_vars
+    want_cols = _scalar_columns() + _variable_columns() * n_vars
     if rows != steps or cols != want_cols:
         raise SystemExit(f"{fmt}: {rows} rows x {cols} columns, expected {steps} x {want_cols}")
 
@@ -166,7 +180,8 @@ def _run(args: Any, steps: int, work: Path) -> int:
             )
             out.unlink()
     db_mb = db.stat().st_size / 2**20
-    print(f"{steps:,} steps x {args.vars} variables ({15 + 3 * args.vars} columns), {db_mb:.0f} MB database\n")
+    columns = _scalar_columns() + _variable_columns() * args.vars
+    print(f"{steps:,} steps x {args.vars} variables ({columns} columns), {db_mb:.0f} MB database\n")
     print("| format | seconds | first byte (s) | file (MB) | server RSS before -> peak (MiB) | heap before -> peak |")
     print("|---|---|---|---|---|---|")
     for r in results:
