@@ -11,6 +11,7 @@ import functools
 import logging
 import shutil
 import sqlite3
+import weakref
 from dataclasses import replace
 from typing import Any
 
@@ -104,6 +105,7 @@ class Gradwatch:
         self.active: dict[int, RunRow] = {}
         #: Connections re-playing a session the server already has (a synced run file): news only.
         self.replays: dict[int, replay.Replay] = {}
+        self._lifecycles: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self.webhooks = webhook_sender(config)
         self.alerting = Alerting(self.store, self.hub, self._auto_pause,
                                  notify=self._notify if self.webhooks is not None else None)
@@ -189,7 +191,11 @@ class Gradwatch:
         """Create or continue the run of a trainer that just said hello; send welcome and pending commands."""
         self.check_storing()
         run = await (self._replay_target(hello) if hello.replay else self._run_to_continue(hello))
-        if run is not None:
+        if run is None:
+            return await self._link(await self.store.call(self.store.create_run, hello), hello, websocket)
+        async with self._lifecycle(run.id):  # the run's last connection has finished going away
+            run = await self.store.call(self.store.get_run, run.id)
+            assert run is not None  # runs are never deleted
             if not _same_layout(run, hello):
                 raise ProtocolError(CloseCode.BAD_MESSAGE, f"run {run.id} was recorded with other variables or BN "
                                                            "layers; reconnect without run_id to start a new run")
@@ -205,9 +211,20 @@ class Gradwatch:
                                             meta=hello.meta or run.meta, pause_on=list(hello.pause_on),
                                             guard_nonfinite=int(hello.guard_nonfinite),
                                             relu_layers=hello.relu_layers)
-            assert run is not None
-        else:
-            run = await self.store.call(self.store.create_run, hello)
+                assert run is not None
+            return await self._link(run, hello, websocket)
+
+    def _lifecycle(self, run_id: int) -> asyncio.Lock:
+        """The lock that keeps a run's connect (``open_run``) and disconnect (``trainer_gone``) apart:
+        both await the store, and a reconnect racing the old connection's teardown would otherwise
+        have its alert state detached and its run marked disconnected while it streams."""
+        lock = self._lifecycles.get(run_id)
+        if lock is None:
+            lock = self._lifecycles[run_id] = asyncio.Lock()
+        return lock
+
+    async def _link(self, run: RunRow, hello: TrainerHello, websocket: WebSocket) -> TrainerLink:
+        """Make ``websocket`` the trainer link of ``run``: welcome, broadcast, pending commands."""
         if hello.uid is not None:
             await self.store.call(replay.remember_uid, self.store.conn, hello.uid, run.id)
         if hello.replay:
@@ -371,14 +388,15 @@ class Gradwatch:
         await self._transition(link.run_id, status.state)
 
     async def trainer_gone(self, link: TrainerLink) -> None:
-        if self.links.get(link.run_id) is not link:
-            return  # already replaced by a newer connection
-        del self.links[link.run_id]
-        self.replays.pop(link.run_id, None)
-        await self.writer.flush()
-        await self.alerting.detach(link.run_id)
-        await self._transition(link.run_id, "disconnect")
-        self.active.pop(link.run_id, None)
+        async with self._lifecycle(link.run_id):
+            if self.links.get(link.run_id) is not link:
+                return  # already replaced by a newer connection
+            del self.links[link.run_id]
+            self.replays.pop(link.run_id, None)
+            await self.writer.flush()
+            await self.alerting.detach(link.run_id)
+            await self._transition(link.run_id, "disconnect")
+            self.active.pop(link.run_id, None)
 
     async def _update_run(self, run_id: int, *, touch: bool = True, **fields: Any) -> None:
         """Store ``fields`` on the run; a connected run's copy in memory keeps its live last step."""

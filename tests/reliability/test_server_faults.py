@@ -20,6 +20,7 @@ from simtrainer import (
     run,
     send_steps,
     start_trainer,
+    taken,
 )
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -117,6 +118,7 @@ def test_stalled_browsers_slow_neither_trainers_nor_other_browsers(gradwatch_ser
                 await send_steps(ws, [record(big * 40 + step, n_vars=n_vars)])
             await send_steps(other, [record(step)])
         send_time = time.monotonic() - t0
+        await taken(other)  # every frame of the other run handled: the read below must see them all
         # REST answers promptly while the stalled viewers are still connected or being closed
         t1 = time.monotonic()
         async with httpx.AsyncClient(headers=srv.headers, timeout=10) as client:

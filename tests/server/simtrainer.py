@@ -85,6 +85,13 @@ async def recv_until(ws: ClientConnection, type_: str, timeout: float = RECV_TIM
             return msg
 
 
+async def taken(ws: ClientConnection, timeout: float = 30.0) -> None:
+    """Return once the server has handled every frame sent on ``ws`` so far (a ``mark`` round trip):
+    ``send`` only hands a frame to the socket, so a REST read right after it may not see it yet."""
+    await ws.send(dumps({"type": "mark", "id": 1}))
+    await recv_until(ws, "marked", timeout=timeout, id=1)
+
+
 async def closed_with(ws: ClientConnection, timeout: float = RECV_TIMEOUT) -> tuple[int | None, str]:
     """Wait for the server to close ``ws``; return (code, reason). Other messages are skipped."""
     try:

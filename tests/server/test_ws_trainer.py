@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 import pytest
-from simtrainer import closed_with, hello, open_trainer, record, recv_json, run, send_steps, start_trainer
+from simtrainer import closed_with, hello, open_trainer, record, recv_json, run, send_steps, start_trainer, taken
 from websockets.exceptions import ConnectionClosed
 
 from gradwatch.protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION, CloseCode, dumps
@@ -153,3 +153,41 @@ def test_newer_connection_replaces_older_one(shared_server):
     run_id, again, code, cmd, msg = run(body())
     assert again == run_id and code == 1000
     assert msg["id"] == cmd["id"]
+
+
+def test_reconnect_during_the_old_connections_teardown_keeps_streaming(shared_server):
+    # A trainer whose connection drops reconnects at once (trainer_hooks/transport.py); the server may
+    # still be tearing the old connection down, flushing the writer. Here another run's records fill
+    # the writer just before the drop, so that flush takes a while; the new connection must come out
+    # of it live: its steps taken, its run "running", not closed 1011 or marked disconnected.
+    srv = shared_server
+
+    async def body() -> list[tuple[int | None, str, str]]:
+        busy, _ = await start_trainer(srv.trainer_url, srv.token, hello("flood"))
+        out = []
+        for attempt in range(5):
+            ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello(f"race-{attempt}"))
+            await send_steps(ws, [record(0)])
+            for chunk in range(10):
+                base = (attempt * 10 + chunk) * 1000
+                await send_steps(busy, [record(base + i) for i in range(1000)])
+            await ws.close()
+            ws2, again = await start_trainer(srv.trainer_url, srv.token, hello(f"race-{attempt}", run_id=run_id))
+            assert again == run_id
+            await send_steps(ws2, [record(1), record(2)])
+            await taken(ws2, timeout=60)
+            await asyncio.sleep(0.5)  # the old connection's teardown has long ended by now
+            await send_steps(ws2, [record(3)])
+            try:
+                await taken(ws2, timeout=60)
+                code, reason = None, ""
+            except ConnectionClosed as e:
+                code, reason = (e.rcvd.code, e.rcvd.reason) if e.rcvd else (None, "")
+            status = httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers, timeout=30).json()["status"]
+            out.append((code, reason, status))
+            await ws2.close()
+        await busy.close()
+        return out
+
+    results = run(body(), timeout=240)
+    assert results == [(None, "", "running")] * 5
