@@ -44,6 +44,9 @@ class Outbox:
         self.spill = spill
         self.spilled: collections.deque[Item] = collections.deque()  # past max_bytes, to write to disk
         self.records: collections.deque[Item] = collections.deque()
+        # Taken for the frame on the wire: out of the overflow's reach (the server may already have
+        # them, so dropping one would report it lost while it is stored), back to ``records`` if it fails.
+        self.sending: list[Item] = []
         # (seq of the last record buffered before it, message): a status waits for those records.
         self.control: collections.deque[tuple[int, BaseModel]] = collections.deque()
         self.gap: list[int] | None = None  # [from_step, to_step, dropped] not yet reported
@@ -92,36 +95,43 @@ class Outbox:
         self.control.append((self._seq if isinstance(message, Status) else 0, message))
 
     def pending(self) -> bool:
-        return bool(self.records or self.control or self.gap or self.resend)
+        return bool(self.records or self.sending or self.control or self.gap or self.resend)
 
     def has_status(self) -> bool:
         """A ``Status`` waits to be sent."""
         return any(isinstance(message, Status) for _, message in self.control)
 
     def pending_count(self) -> int:
-        return len(self.records) + len(self.control) + len(self.resend)
+        return len(self.records) + len(self.sending) + len(self.control) + len(self.resend)
 
     def take(self) -> tuple[list[int] | None, list[Item], list[Item]]:
-        """The gap (now taken over: drops from here on start a new one), re-sends and records for one frame."""
+        """The gap (now taken over: drops from here on start a new one), re-sends and records for one frame.
+
+        The records move to ``sending`` until ``delivered`` or ``not_sent``.
+        """
+        assert not self.sending, "one frame at a time"
         gap, self.gap = self.gap, None
         resend = [self.resend[i] for i in range(min(MAX_BATCH, len(self.resend)))]
-        batch = [self.records[i] for i in range(min(MAX_BATCH - len(resend), len(self.records)))]
+        batch = [self.records.popleft() for _ in range(min(MAX_BATCH - len(resend), len(self.records)))]
+        self._bytes -= sum(item.nbytes for item in batch)
+        self.sending = batch
         return gap, resend, batch
 
-    def gap_not_sent(self, gap: list[int]) -> None:
-        """Report ``gap`` on the next connection, merged with any newer drops."""
-        self.gap = gap if self.gap is None else [gap[0], self.gap[1], gap[2] + self.gap[2]]
+    def not_sent(self, gap: list[int] | None) -> None:
+        """The frame did not go out: its records are buffered again, first, and ``gap`` is reported on
+        the next connection, merged with any newer drops."""
+        self.records.extendleft(reversed(self.sending))
+        self._bytes += sum(item.nbytes for item in self.sending)
+        self.sending = []
+        if gap is not None:
+            self.gap = gap if self.gap is None else [gap[0], self.gap[1], gap[2] + self.gap[2]]
 
     def delivered(self, now: float, resend: list[Item], batch: list[Item]) -> None:
         """``resend`` and ``batch`` went out (at ``now``): forget them, but keep them for a re-send."""
         for item in resend:
             if self.resend and self.resend[0] is item:
                 self.resend.popleft()
-        # Only drop what was sent: overflow may have already evicted some of it.
-        for item in batch:
-            if self.records and self.records[0] is item:
-                self.records.popleft()
-                self._bytes -= item.nbytes
+        self.sending = []
         for item in (*resend, *batch):
             self._recent.append((now, item))
             self._recent_bytes += item.nbytes
@@ -132,7 +142,7 @@ class Outbox:
 
     def ready_controls(self) -> list[tuple[int, BaseModel]]:
         """Control messages whose preceding records have left the buffer."""
-        first = self.records[0].seq if self.records else self._seq + 1
+        first = (self.sending or self.records or [Item(0, 0, None, seq=self._seq + 1)])[0].seq
         return [entry for entry in self.control if entry[0] < first]
 
     def reconnected(self) -> None:
@@ -144,6 +154,7 @@ class Outbox:
 
     def clear(self) -> None:
         self.records.clear()
+        self.sending.clear()
         self.spilled.clear()
         self.control.clear()
         self.resend.clear()

@@ -386,17 +386,19 @@ class Transport:
             if self._ws is None:
                 raise ConnectionError("the receiver saw the connection close")
             gap, resend, batch = box.take()
-        self._send_controls(ws)
-        if gap is not None:
-            try:
+        try:
+            self._send_controls(ws)
+            if gap is not None:
                 ws.send(dumps({"type": "gap", "from_step": gap[0], "to_step": gap[1], "dropped": gap[2]}))
-            except BaseException:
-                with self._cond:
-                    box.gap_not_sent(gap)
-                raise
-        items = resend + batch
+                gap = None
+            items = resend + batch
+            if items:
+                ws.send(dumps({"type": "steps", "records": [self._encode(item.payload) for item in items]}))
+        except BaseException:
+            with self._cond:
+                box.not_sent(gap)
+            raise
         if items:
-            ws.send(dumps({"type": "steps", "records": [self._encode(item.payload) for item in items]}))
             with self._cond:
                 box.delivered(time.monotonic(), resend, batch)
                 self._cond.notify_all()

@@ -19,10 +19,27 @@ def test_past_the_budget_the_oldest_are_dropped_into_one_gap():
     gap, resend, batch = b.take()
     assert gap == [0, 2, 3] and resend == [] and [i.step for i in batch] == [3, 4, 5]
     assert b.gap is None
-    b.gap_not_sent(gap)  # the frame failed: reported again, merged with newer drops
+    b.not_sent(gap)  # the frame failed: its records buffered again, the gap merged with newer drops
+    assert [i.step for i in b.records] == [3, 4, 5] and b.queued_bytes == 90
     for step in range(6, 10):
         b.add_record(step, None, 30, now=0.0)
-    assert b.gap == [0, 6, 3 + 4]
+    assert b.gap == [0, 6, 3 + 4] and [i.step for i in b.records] == [7, 8, 9]
+
+
+def test_records_on_the_wire_are_never_counted_as_dropped():
+    # The training thread overflows the buffer while the sender is sending a frame: what is in that
+    # frame may reach the server, so only records not yet taken are dropped (a gap never claims a
+    # stored step; tests/reliability/test_trainer_outage.py saw 187 dropped for 185 missing).
+    b = box(max_bytes=100)
+    for step in range(3):
+        b.add_record(step, None, 30, now=0.0)
+    _, resend, batch = b.take()
+    for step in range(3, 10):
+        b.add_record(step, None, 30, now=0.0)
+    assert [i.step for i in batch] == [0, 1, 2] and b.pending_count() == 6
+    assert b.gap == [3, 6, 4] and [i.step for i in b.records] == [7, 8, 9]
+    b.delivered(0.0, resend, batch)
+    assert b.sent == 3 and b.dropped == 4 and [i.step for i in b.records] == [7, 8, 9]
 
 
 def test_a_full_batch_wakes_the_sender_and_a_frame_holds_at_most_max_batch():
