@@ -1,67 +1,40 @@
-"""``GradientMonitor``: the Keras callback users add to ``model.fit``."""
+"""``GradientMonitor``: the Keras callback users add to ``model.fit``, the core's Keras door.
+
+The options are a ``MonitorConfig`` (config.py); the run behind both this door and the loop
+hook (``monitor.watch``, watch.py) is a ``MonitorCore`` (core.py).
+"""
 
 from __future__ import annotations
 
 import copy
-import math
 import os
-import socket
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
-import tensorflow as tf
 
-from gradwatch.protocol import ALERT_KINDS, trainer_ws_url
-from gradwatch.tokens import configured_server, resolve_server, resolve_token
-
+from .config import OPTION_FIELDS, MonitorConfig
+from .core import STATS_RING, MonitorCore
 from .fit_swap import FitSwap
-from .graph_stats import GradientStats, Layout
 from .lifecycle import Phase, RunLifecycle
-from .model_facts import model_facts
-from .multi_optimizer import AnyHook, AnyStats, GroupedStats, MultiHook, find_optimizers, group_meta, group_stats
+from .multi_optimizer import AnyHook, AnyStats, find_optimizers
 from .multi_worker import worker_count
-from .optimizer_hook import OptimizerHook, learning_rate_variable, optimizer_clipping
-from .origin import OriginFinder
-from .probe import Prober
-from .session import RunSession, validate_clip
-from .spool import resolve_log_dir
-from .tuner_trial import TrialInfo, find_trial
+from .optimizer_hook import OptimizerHook
+from .tuner_trial import find_trial
 from .update_ratio import UpdateRatio
 
 if TYPE_CHECKING:
+    from .session import RunSession
     from .watch import Watch
 
 
-#: ``GradientMonitor(mode=...)``: stream to the server, or write a run file for ``gradwatch sync``.
-MODES = ("online", "offline")
-MODE_ENV = "GRADWATCH_MODE"
-#: Statistics rows the graph keeps for the host (it reads every ``STATS_RING // 2`` steps at most).
-STATS_RING = 16
-#: In an XLA-compiled loop the host reads the ring only when the loop reads ``watch.stop_requested``
-#: (XLA compiles no host call), so there it holds up to this many rows, within ``XLA_RING_BYTES``: a loop
-#: that looks every few hundred steps (keras-io logs every N) loses none. Each step writes one row in place.
-XLA_RING_ROWS = 1024
-XLA_RING_BYTES = 8 * 2**20
-
-
-def ring_rows(ring: int, n_vars: int, xla: bool) -> int:
-    """Rows of a statistics ring for ``n_vars`` variables: ``ring``, more in an XLA-compiled loop."""
-    if not xla:
-        return ring
-    row_bytes = Layout(n_vars).width * 8
-    return max(ring, min(XLA_RING_ROWS, XLA_RING_BYTES // row_bytes))
-
-
-def find_batchnorm_layers(model: Any) -> list[Any]:
-    """Every BatchNormalization layer in ``model``, nested ones included, in model order."""
-    layers = model._flatten_layers(include_self=False, recursive=True)
-    return [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
-
-
-def default_run_name(model: Any) -> str:
-    return f"{model.name}@{socket.gethostname()}:{os.getpid()}"
+def _given(value: Any, default: Any) -> bool:
+    """Was an option passed with something other than its default? (An array compares elementwise.)"""
+    try:
+        return not (value is default or bool(value == default))
+    except Exception:
+        return True
 
 
 class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras ships no type hints
@@ -104,6 +77,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             checkpoint): its id, or ``"auto"`` for the newest run of this ``run_name`` with the
             same variables. Restore the optimizer too, so that its step count goes on.
 
+        config: every option above as one ``MonitorConfig`` (then pass no other argument).
+
     The callback never raises into training: any failure of the monitor itself
     is reported once with a warning and monitoring stops, training goes on.
     """
@@ -129,79 +104,49 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         mode: str | None = None,
         log_dir: str | os.PathLike[str] | None = None,
         spool_mb: float = 1024.0,
+        config: MonitorConfig | None = None,
     ) -> None:
+        # The arguments are MonitorConfig's fields one to one (a test holds them equal): read them
+        # from locals() rather than spell every name a third time.
+        arguments = locals()
+        options = {f.name: arguments[f.name] for f in OPTION_FIELDS}
         super().__init__()
-        where = "mode" if mode is not None else f"${MODE_ENV}"
-        mode = mode if mode is not None else os.environ.get(MODE_ENV) or "online"
-        if mode not in MODES:
-            raise ValueError(f"{where}={mode!r} must be one of {MODES} (offline: write a run file for gradwatch sync)")
-        if isinstance(spool_mb, bool) or not (isinstance(spool_mb, (int, float)) and math.isfinite(spool_mb)
-                                                 and spool_mb >= 0):
-            raise ValueError(f"spool_mb={spool_mb!r} must be a number of MiB >= 0 (0: no spool file)")
-        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
-            raise ValueError(f"log_dir={log_dir!r} must be a folder path (str or pathlib.Path)")
-        self._prove_server = not configured_server(server)  # the default local one proves it knows the token
-        server = resolve_server(server)
-        trainer_ws_url(server)  # validates the URL now, with a clear message
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every={every!r} must be a whole number >= 1 (report every N-th step)")
-        validate_clip(clip_mode, clip_threshold)
-        if not (isinstance(max_buffer_mb, (int, float)) and math.isfinite(max_buffer_mb) and max_buffer_mb > 0):
-            raise ValueError(f"max_buffer_mb={max_buffer_mb!r} must be a positive number of MiB")
-        run_id_ok = isinstance(resume, int) and not isinstance(resume, bool) and resume >= 1
-        if resume is not None and resume != "auto" and not run_id_ok:
-            raise ValueError(f"resume={resume!r} must be None, a run id (a whole number >= 1) or 'auto'")
-        if not (isinstance(flush_timeout, (int, float)) and math.isfinite(flush_timeout) and flush_timeout >= 0):
-            raise ValueError(f"flush_timeout={flush_timeout!r} must be a number of seconds >= 0, e.g. 10")
-        if run_name is not None and not (isinstance(run_name, str) and 0 < len(run_name) <= 200):
-            raise ValueError(f"run_name={run_name!r} must be a non-empty string of at most 200 characters")
-        unknown = [k for k in pause_on if k not in ALERT_KINDS] if not isinstance(pause_on, str) else [pause_on]
-        if unknown:
-            raise ValueError(f"pause_on={pause_on!r}: {unknown} not alert kinds; choose from {ALERT_KINDS} (a tuple)")
-        counts = [("probe_every", probe_every, 1)]
-        if update_ratio_every is not None:
-            counts.append(("update_ratio_every", update_ratio_every, 0))
-        for name, value, low in counts:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}={value!r} must be a whole number >= {low}")
-        self.server = server
-        self.token = token
-        self.run_name = run_name
-        self.every = every
-        self.clip_mode = clip_mode
-        self.clip_threshold = clip_threshold
-        self.max_buffer_mb = max_buffer_mb
-        self.flush_timeout = flush_timeout
-        self.resume = resume
-        self.transport_options = transport_options
-        self.mode = mode
-        self.log_dir = resolve_log_dir(log_dir)
-        self.spool_mb = spool_mb
-        self.guard_nonfinite = bool(guard_nonfinite)
-        self.pause_on = tuple(pause_on)
-        self.update_ratio_every = update_ratio_every
-        self.probe_data = probe_data
-        self.probe_every = probe_every
-        self._clip: tuple[str, float | None] = (clip_mode, clip_threshold)
+        if config is None:
+            config = MonitorConfig(**options)
+        else:
+            given = [f"{f.name}={options[f.name]!r}" for f in OPTION_FIELDS if _given(options[f.name], f.default)]
+            if given:
+                raise TypeError(
+                    f"GradientMonitor(config=...) takes no other options, got {', '.join(given)}: set them on the "
+                    "config instead, e.g. dataclasses.replace(config, every=10)"
+                )
+        #: Every option, validated (``MonitorConfig``); the monitor's run is ``core``.
+        self.config = config
         self._start_fresh()
 
     def _start_fresh(self) -> None:
         """The run-time state: none of it is configuration."""
-        self.stats: AnyStats | None = None
-        #: The one run of this monitor, across every fit() and watch() block (lifecycle.py).
-        self.lifecycle = RunLifecycle(self.new_session, self.flush_timeout)
+        self.core = MonitorCore(self.config)
         self._fit: FitSwap | None = None  # the monitored train function of the model last fitted
         self._watches: dict[tuple[int, int], Watch] = {}
-        self._update_ratio: UpdateRatio | None = None
         self._steps, self._epoch, self._last_batch, self._fit_start = 0, 0, -1, 0
         self._warned_unused = False
-        self._trial: TrialInfo | None = None  # the Keras Tuner trial this monitor's fit belongs to
 
     def __deepcopy__(self, memo: dict[int, Any]) -> GradientMonitor:
-        """The same arguments, a run of its own (Keras Tuner copies the callbacks for every trial)."""
+        """The same options, a run of its own (Keras Tuner copies the callbacks for every trial)."""
         clone = copy.copy(self)
         clone._start_fresh()
         return clone
+
+    @property
+    def lifecycle(self) -> RunLifecycle:
+        """The one run of this monitor, across every fit() and watch() block (lifecycle.py)."""
+        return self.core.lifecycle
+
+    @property
+    def stats(self) -> AnyStats | None:
+        """The statistics of the run's session, once it opened."""
+        return self.core.stats
 
     @property
     def session(self) -> RunSession | None:
@@ -245,7 +190,7 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         try:
             # A Keras Tuner trial's copy of the monitor trains once: its run is finished, not idle.
-            self.lifecycle.end(final=self._trial is not None)
+            self.lifecycle.end(final=self.core.trial is not None)
         except Exception as err:
             self.lifecycle.disable(f"could not finish cleanly ({type(err).__name__}: {err})")
 
@@ -264,39 +209,30 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
                 "the callback does not support MultiWorkerMirroredStrategy with several workers; "
                 "use monitor.watch(model, optimizer) in a hand-written loop"
             )
-        fit = self._fit
+        core, fit = self.core, self._fit
         if fit is None or fit.model is not model or fit.hook.optimizer is not model.optimizer:
             # Rows kept between host reads: at least one execution's worth of steps.
             ring = max(int(getattr(model, "steps_per_execution", 1) or 1), STATS_RING)
             optimizers = find_optimizers(model)
             hook: AnyHook
             if len(optimizers) > 1:  # a train_step with optimizers of its own (a GAN's)
-                hook = self.new_group_hook(model, optimizers, ring)
+                hook = core.new_group_hook(model, optimizers, ring)
             else:
-                hook = self.new_hook(model, model.optimizer, ring)
+                hook = core.new_hook(model, model.optimizer, ring)
             fit = self._fit = FitSwap(model, hook, self.lifecycle.interrupt)
             if isinstance(hook, OptimizerHook) and hook.prepare_if_built(model):
                 assert hook.stats is not None
-                if self.update_ratio_every:  # measured on the host: kept now, so the first step counts too
-                    self._update_ratio = UpdateRatio(hook.stats.variables, self.update_ratio_every)
-        stats = fit.hook.stats
-        # A recompile's new optimizer counts from 0: the run's numbering goes on all the same.
-        next_step = max(int(model.optimizer.iterations.numpy()), self.lifecycle.next_step_for(model))
-        if stats is not None:  # continue the run's numbering, also past fits without the monitor
-            next_step = max(next_step, int(stats.step.numpy()))
-            stats.step.assign(next_step)
-        self.lifecycle.begin(fit.hook, model, model.optimizer, next_step, on_leave=fit.leave)
+                every = self.config.update_ratio_every
+                if every:  # measured on the host: kept now, so the first step counts too
+                    core.update_ratio = UpdateRatio(hook.stats.variables, every)
+        next_step = core.begin(fit.hook, model, model.optimizer, on_leave=fit.leave)
         fit.enter()
         if self.lifecycle.session is None:
-            self._trial = find_trial(fit.fit_callbacks())
-        if self.lifecycle.session is None and self._update_ratio is not None:
-            self._update_ratio.keep(next_step)
+            core.trial = find_trial(fit.fit_callbacks())
+            if core.update_ratio is not None:
+                core.update_ratio.keep(next_step)
         self._steps = self._fit_start = next_step
         self._epoch, self._last_batch = 0, -1
-
-    def _run_name(self, model: Any) -> str:
-        name = self.run_name or default_run_name(model)
-        return name if self._trial is None else f"{name} · trial {self._trial.trial_id}"[:200]
 
     def _warn_if_unused(self) -> None:
         """A train_step that applies its gradients with other optimizers (a GAN's) reports nothing: say so."""
@@ -314,147 +250,6 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             stacklevel=2,
         )
 
-    # ------------------------------------------------------------------ shared with Watch
-
-    def new_hook(self, model: Any, optimizer: Any, ring: int = STATS_RING) -> OptimizerHook:
-        """An (uninstalled) hook whose statistics cover ``model`` and clip as configured."""
-        mode, threshold = self.clip_mode, self.clip_threshold
-        adopted = optimizer_clipping(optimizer)
-        if adopted is not None:
-            if threshold is None:
-                mode, threshold = adopted
-            else:
-                warnings.warn(
-                    f"gradwatch: the optimizer clips with {adopted[0]}={adopted[1]}; using clip_threshold="
-                    f"{threshold} ({mode}) instead, and the optimizer's own clipping is switched off for this run",
-                    stacklevel=4,
-                )
-        self._clip = (mode, threshold)
-
-        def make_stats(variables: list[Any]) -> GradientStats:
-            # Runs while the first step is traced: the model is built by then.
-            first_step = max(int(optimizer.iterations.numpy()), self.lifecycle.next_step_for(model))
-            rows = ring_rows(ring, len(variables), hook.traced_in_xla)
-            return GradientStats(
-                variables, find_batchnorm_layers(model), mode, threshold, rows, first_step,
-                update_ratio=self.update_ratio_every is None,
-            )
-
-        hook = OptimizerHook(
-            optimizer,
-            make_stats,
-            self.every,
-            guard_nonfinite=self.guard_nonfinite,
-            # Without probe_data the probe replays the training batch of the steps it is due.
-            make_origin=lambda: OriginFinder(model, sample_every=self.probe_every if self.probe_data is None else 0),
-            strategy=getattr(model, "distribute_strategy", None),
-        )
-        return hook
-
-    def new_group_hook(self, model: Any, optimizers: dict[str, Any], ring: int) -> MultiHook:
-        """An (uninstalled) hook over every optimizer of ``model``, one group each.
-
-        The run has one clip setting for every group: ``clip_threshold``, else the first
-        group optimizer's own clipping.
-        """
-        adopted = next((c for o in optimizers.values() if (c := optimizer_clipping(o)) is not None), None)
-        mode, threshold = self.clip_mode, self.clip_threshold
-        if threshold is None and adopted is not None:
-            mode, threshold = adopted
-        self._clip = (mode, threshold)
-
-        def make_stats(variables: list[Any], step: tf.Variable) -> GradientStats:
-            return GradientStats(variables, (), mode, threshold, ring, step=step,
-                                 update_ratio=self.update_ratio_every is None)
-
-        return MultiHook(
-            model.optimizer,
-            optimizers,
-            make_stats,
-            bn_layers=find_batchnorm_layers(model),
-            guard_nonfinite=self.guard_nonfinite,
-            strategy=getattr(model, "distribute_strategy", None),
-        )
-
-    def new_session(self, model: Any, optimizer: Any, hook: AnyHook) -> RunSession:
-        """A started session streaming the statistics of ``hook`` (built by now) for ``model``."""
-        stats = hook.stats
-        assert stats is not None
-        self.stats = stats
-        strategy = hook.strategy  # the model's, as the hook was made for it
-        # What the trainer could not do on this model: one line each, in the run's info.
-        notes: dict[str, str] = {} if hook.origin is None else hook.origin.notes
-        prober = None
-        try:  # probe_data, or else the training batches the step keeps (hook.origin.samples)
-            samples = hook.origin.samples if hook.origin is not None else None
-            prober = Prober(model, self.probe_data, stats.bn_layers, samples)
-            notes.update(prober.notes)
-            prober = prober if prober.active else None
-        except Exception as err:
-            notes["probe"] = f"the activation probe is off ({type(err).__name__}: {err})"
-
-        optimizers = hook.optimizers if isinstance(hook, MultiHook) else {"optimizer": optimizer}
-        groups = stats.group_variables if isinstance(stats, GroupedStats) else None
-
-        def set_lr(lr: float, group: str | None = None) -> None:
-            if group is not None:
-                group_stats(stats, group)  # a clear error for a group this run does not have
-            names = [group] if group is not None else list(groups or optimizers)
-            # A recompile within the run brings a new optimizer: the one training now is set.
-            now = optimizers if groups is not None else {"optimizer": self.lifecycle.optimizer or optimizer}
-            variables = [learning_rate_variable(now[name]) for name in names]
-            if any(variable is None for variable in variables):
-                raise ValueError("the learning rate is a schedule or callable here; it cannot be set from the page")
-            for variable in variables:
-                variable.assign(lr)
-
-        session = RunSession(
-            stats=stats,
-            run_name=self._run_name(model),
-            server=self.server,
-            token=resolve_token(self.token),
-            every=self.every,
-            clip_mode=self._clip[0],
-            clip_threshold=self._clip[1],
-            meta={
-                "model": model.name,
-                "optimizer": ", ".join(f"{n}: {type(o).__name__}" for n, o in optimizers.items() if n in groups)
-                if groups is not None
-                else type(optimizer).__name__,
-                **({"optimizer_groups": group_meta(stats)} if isinstance(stats, GroupedStats) else {}),
-                "keras": keras.__version__,
-                "tensorflow": tf.__version__,
-                "replicas": int(getattr(strategy, "num_replicas_in_sync", 1)),
-                "workers": worker_count(strategy),  # only the chief streams (multi_worker.py)
-                **(self._trial.meta if self._trial is not None else {}),
-                **notes,
-            },
-            max_buffer_bytes=int(self.max_buffer_mb * 2**20),
-            resume=self.resume,
-            transport_options={"prove_server": self._prove_server, **(self.transport_options or {})},
-            log_dir=self.log_dir,
-            offline=self.mode == "offline",
-            spool_budget_bytes=int(self.spool_mb * 2**20),
-            pause_on=self.pause_on,
-            guard_nonfinite=self.guard_nonfinite,
-            set_lr=set_lr,
-            prober=prober,
-            probe_every=self.probe_every,
-            origin=hook.origin,
-            update_ratio=self._host_update_ratio(stats),
-            facts=lambda: model_facts(model, stats.bn_layers),
-        )
-        session.start()
-        return session
-
-    def _host_update_ratio(self, stats: AnyStats) -> UpdateRatio | None:
-        """The host's meter: when asked for, or when the compiled step (traced by now) measured nothing."""
-        if self._update_ratio is not None or self.update_ratio_every == 0:
-            return self._update_ratio
-        if self.update_ratio_every is None and stats.updates_in_graph:
-            return None
-        return UpdateRatio(stats.variables, self.update_ratio_every or UpdateRatio.FALLBACK_EVERY)
-
     def watch(self, model: Any, optimizer: Any) -> Watch:
         """Monitor a hand-written ``tf.GradientTape`` loop; see ``Watch``.
 
@@ -466,5 +261,5 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         key = (id(model), id(optimizer))
         watch = self._watches.get(key)
         if watch is None or watch.model is not model or watch.optimizer is not optimizer:
-            watch = self._watches[key] = Watch(self, model, optimizer)
+            watch = self._watches[key] = Watch(self.core, model, optimizer)
         return watch

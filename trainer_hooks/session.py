@@ -12,15 +12,13 @@ import math
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from gradwatch.protocol import (
     CLIP_MODES,
-    MAX_CLIP_THRESHOLD,
     PROTOCOL_VERSION,
     ClipSetting,
     Gap,
@@ -33,6 +31,7 @@ from gradwatch.protocol import (
     trainer_ws_url,
 )
 
+from .config import MonitorConfig, validate_clip
 from .control import RunControl, RunState
 from .graph_stats import SCALARS
 from .model_facts import ModelFacts
@@ -51,47 +50,26 @@ def _nonfinite(row: np.ndarray) -> bool:
     return bool(row[_UNHEALTHY])
 
 
-def validate_clip(mode: str, threshold: float | None) -> None:
-    if mode not in CLIP_MODES:
-        raise ValueError(f"clip_mode={mode!r} is not one of {CLIP_MODES}")
-    if threshold is not None and not (
-        isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0 < threshold <= MAX_CLIP_THRESHOLD
-    ):
-        raise ValueError(
-            f"clip_threshold={threshold!r} must be None (measure only) "
-            f"or a finite number in (0, {MAX_CLIP_THRESHOLD:g}]"
-        )
-
-
 class RunSession:
     """Constructed with everything it needs; ``start()`` opens the connection."""
 
     def __init__(
         self,
+        config: MonitorConfig,
         *,
         stats: AnyStats,
         run_name: str,
-        server: str,
         token: str | None,
-        every: int,
-        clip_mode: str,
-        clip_threshold: float | None,
+        clip: tuple[str, float | None],
         meta: dict[str, Any],
-        max_buffer_bytes: int,
-        transport_options: dict[str, Any] | None = None,
-        pause_on: Sequence[str] = (),
-        guard_nonfinite: bool = False,
         set_lr: Callable[[float, str | None], None] | None = None,
         prober: Prober | None = None,
-        probe_every: int = 100,
         origin: OriginFinder | None = None,
         update_ratio: UpdateRatio | None = None,
-        resume: int | str | None = None,
-        log_dir: Path | None = None,
-        offline: bool = False,
-        spool_budget_bytes: int = 0,
         facts: Callable[[], ModelFacts] | None = None,
     ) -> None:
+        """``config`` says how to report; the rest are this run's facts: its statistics, its name and
+        token (resolved by now), the clip in effect, the hello's ``meta`` and the host-side helpers."""
         self.stats = stats
         #: What the hello says of the model's layers, read on the sender thread before its first hello
         #: (tracing a large model takes seconds, which fit() must not wait for).
@@ -99,11 +77,8 @@ class RunSession:
         self._read_facts = facts
         #: Unique to this session: a run file synced later continues its run on the server (spool.py).
         self.uid = uuid.uuid4().hex
-        self.resume_run = resume  # GradientMonitor(resume=...)
-        self.pause_on = list(pause_on)
-        self.guard_nonfinite = guard_nonfinite
+        self.config = config
         self.prober = prober
-        self.probe_every = probe_every
         self.origin = origin
         self._weights_suspect = False  # after a non-finite step, until a weight scan comes back clean
         self._bn_samples: dict[int, list[list[float]]] = {}  # step -> BN rows, until that step is queued
@@ -116,28 +91,29 @@ class RunSession:
         self._last_probe_block = -1
         self._origins_sent: list[tuple[str, str | None]] = []
         self.run_name = run_name
-        self.every = every
-        self.clip = (clip_mode, clip_threshold)
+        self.every = config.every
+        self.clip = clip
         self.meta = meta
         #: The variables of the run's first set (the hello's); ``active`` those the records follow now.
         self.names = [getattr(v, "path", None) or v.name for v in stats.variables]
         self.active = list(self.names)
         self.bn_names = [getattr(layer, "path", None) or layer.name for layer in stats.bn_layers]
         run_file = None
-        if log_dir is not None and (offline or spool_budget_bytes > 0):
-            run_file = RunFile(log_dir, self.uid, run_name, "offline" if offline else "spool",
-                               None if offline else spool_budget_bytes)
+        offline, spool_bytes = config.offline, int(config.spool_mb * 2**20)
+        if offline or spool_bytes > 0:
+            run_file = RunFile(config.run_dir, self.uid, run_name, "offline" if offline else "spool",
+                               None if offline else spool_bytes)
         self.transport = Transport(
-            trainer_ws_url(server),
+            trainer_ws_url(config.server_url),
             token,
             hello=self._hello,
             on_command=lambda m: self.control.submit(m),
             encode=self._encode,
-            max_buffer_bytes=max_buffer_bytes,
+            max_buffer_bytes=int(config.max_buffer_mb * 2**20),
             run_file=run_file,
             offline=offline,
             prepare=self._prepare_hello,
-            **(transport_options or {}),
+            **{"prove_server": config.prove_server, **(config.transport_options or {})},
         )
         self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control, on_lr=set_lr)
         self._last_seen = -1  # the last step read from the statistics ring
@@ -179,8 +155,8 @@ class RunSession:
         if meter is not None and (ratios := meter.measure(last)) is not None:
             self._ratios[last] = ratios
         self._report(last, rows, force=False)
-        if self.prober is not None and last // self.probe_every > self._last_probe_block:
-            self._last_probe_block = last // self.probe_every
+        if self.prober is not None and last // self.config.probe_every > self._last_probe_block:
+            self._last_probe_block = last // self.config.probe_every
             dead, gap = self.prober.run()
             self.transport.put_control(Probe(type="probe", step=last, dead_relu=dead, bn_gap=gap))
         if self.control.has_pending:
@@ -356,9 +332,10 @@ class RunSession:
 
     def _hello(self, run_id: int | None) -> TrainerHello:
         # Until the first welcome (run_id None) a resumed session asks for its old run.
-        resuming = self.resume_run is not None and run_id is None
-        if resuming and isinstance(self.resume_run, int):
-            run_id = self.resume_run
+        resume = self.config.resume
+        resuming = resume is not None and run_id is None
+        if resuming and isinstance(resume, int):
+            run_id = resume
         return TrainerHello(
             type="hello",
             protocol=PROTOCOL_VERSION,
@@ -370,8 +347,8 @@ class RunSession:
             clip=ClipSetting(mode=self.clip[0], threshold=self.clip[1]),
             every=self.every,
             meta=self.meta,
-            pause_on=self.pause_on,
-            guard_nonfinite=self.guard_nonfinite,
+            pause_on=list(self.config.pause_on),
+            guard_nonfinite=self.config.guard_nonfinite,
             relu_layers=self.prober.relu_names if self.prober is not None else [],
             activations=self.facts.activations,
             bn_inference=self.facts.bn_inference,

@@ -34,16 +34,19 @@ from .multi_worker import first_local_replica, is_distributed
 from .optimizer_hook import build_like_keras
 
 if TYPE_CHECKING:
-    from .monitor import GradientMonitor
+    from .core import MonitorCore
     from .optimizer_hook import OptimizerHook
     from .session import RunSession
 
 
 class Watch:
-    """Context manager returned by ``GradientMonitor.watch``; set ``watch.epoch`` to label reports."""
+    """Context manager returned by ``GradientMonitor.watch``; set ``watch.epoch`` to label reports.
 
-    def __init__(self, monitor: GradientMonitor, model: Any, optimizer: Any) -> None:
-        self.monitor = monitor
+    The monitor's loop door: it tells the monitor's ``core`` (core.py) where the loop begins, steps and ends.
+    """
+
+    def __init__(self, core: MonitorCore, model: Any, optimizer: Any) -> None:
+        self.core = core
         self.model = model
         self.optimizer = optimizer
         self.epoch = 0
@@ -71,11 +74,11 @@ class Watch:
     @property
     def session(self) -> RunSession | None:
         """The monitor's run session, once the first step was reported."""
-        return self.monitor.lifecycle.session
+        return self.core.lifecycle.session
 
     def __enter__(self) -> Watch:
         if self._hook is None:
-            self._hook = self.monitor.new_hook(self.model, self.optimizer)
+            self._hook = self.core.new_hook(self.model, self.optimizer)
             if is_distributed(self._hook.strategy):
                 # Variables made now, not in the first traced step: a distribution strategy allows no
                 # variable creation inside a replica's step. (Otherwise the first step's own variables
@@ -83,22 +86,18 @@ class Watch:
                 self._hook.prepare_if_built(self.model)
         hook = self._hook
         hook.take_over_clipping()  # until __exit__: the monitor clips (also in a step traced earlier)
-        next_step = max(int(self.optimizer.iterations.numpy()), self.monitor.lifecycle.next_step_for(self.model))
-        if hook.stats is not None:  # entered again: the run's step numbers go on
-            next_step = max(next_step, int(hook.stats.step.numpy()))
-            hook.stats.step.assign(next_step)
-        self._steps = next_step  # counted on the host from here on
         self._stop = False
-        self.monitor.lifecycle.begin(hook, self.model, self.optimizer, next_step, on_leave=hook.uninstall)
+        # Entered again: the run's step numbers go on; counted on the host from here on.
+        self._steps = self.core.begin(hook, self.model, self.optimizer, on_leave=hook.uninstall)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         """Back to idle (the next ``with`` continues the run), or interrupted if the block raised."""
         self._catch_up()  # under XLA: the steps since stop_requested was last read
         if exc_type is None:
-            self.monitor.lifecycle.end()
+            self.core.lifecycle.end()
         else:
-            self.monitor.lifecycle.interrupt()
+            self.core.lifecycle.interrupt()
 
     def apply_gradients(
         self, grads: Sequence[Any], variables: Sequence[Any], loss: Any = None, inputs: Any = None
@@ -163,7 +162,7 @@ class Watch:
             self._stop = bool(sync.stop.numpy() if shared_stop is None else shared_stop)
             if not sync.chief:
                 return  # only the chief streams and takes commands
-        stop = self.monitor.lifecycle.step(self._steps, self.epoch, rows=rows)
+        stop = self.core.lifecycle.step(self._steps, self.epoch, rows=rows)
         if sync is None:
             self._stop = stop
         elif stop:

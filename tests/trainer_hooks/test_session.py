@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from gradwatch.trainer_hooks.config import MonitorConfig
 from gradwatch.trainer_hooks.graph_stats import GradientStats
 from gradwatch.trainer_hooks.origin import OriginFinder
 from gradwatch.trainer_hooks.session import RunSession
@@ -15,8 +16,8 @@ from gradwatch.trainer_hooks.session import RunSession
 
 def make_session(stats: GradientStats, origin: OriginFinder | None = None) -> RunSession:
     # Never started: records stay in the transport's buffer, where the test reads them.
-    return RunSession(stats=stats, run_name="t", server="http://127.0.0.1:9", token="x" * 32, every=1,
-                      clip_mode="global_norm", clip_threshold=None, meta={}, max_buffer_bytes=2**20,
+    config = MonitorConfig(server="http://127.0.0.1:9", max_buffer_mb=1, spool_mb=0)
+    return RunSession(config, stats=stats, run_name="t", token="x" * 32, clip=("global_norm", None), meta={},
                       origin=origin)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import pytest
 import tensorflow as tf
-from gradwatch.trainer_hooks import monitor as monitor_module
+from gradwatch.trainer_hooks import core as core_module
 
 from gradwatch import GradientMonitor
 
@@ -61,7 +61,7 @@ def test_a_loop_reading_every_25_steps_stores_every_step(shared_server: Any) -> 
 def test_steps_the_ring_could_not_hold_are_a_gap_and_one_warning(
     shared_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor_module, "XLA_RING_ROWS", 16)  # fewer rows than the loop's 25 steps between looks
+    monkeypatch.setattr(core_module, "XLA_RING_ROWS", 16)  # fewer rows than the loop's 25 steps between looks
     said = sparse_loop(shared_server, "ring-too-small")
     assert len(said) == 1, said
     assert "watch.stop_requested" in said[0] and "at least every 16 steps" in said[0]
