@@ -115,7 +115,12 @@ class MonitorCore:
             first_step = max(int(optimizer.iterations.numpy()), self.lifecycle.next_step_for(model))
             rows = ring_rows(ring, len(variables), hook.traced_in_xla)
             return GradientStats(
-                variables, find_batchnorm_layers(model), mode, threshold, rows, first_step,
+                variables,
+                find_batchnorm_layers(model),
+                mode,
+                threshold,
+                rows,
+                first_step,
                 update_ratio=config.update_ratio_every is None,
             )
 
@@ -145,8 +150,9 @@ class MonitorCore:
         self.clip = (mode, threshold)
 
         def make_stats(variables: list[Any], step: tf.Variable) -> GradientStats:
-            return GradientStats(variables, (), mode, threshold, ring, step=step,
-                                 update_ratio=config.update_ratio_every is None)
+            return GradientStats(
+                variables, (), mode, threshold, ring, step=step, update_ratio=config.update_ratio_every is None
+            )
 
         return MultiHook(
             model.optimizer,

@@ -101,8 +101,9 @@ class RunSession:
         run_file = None
         offline, spool_bytes = config.offline, int(config.spool_mb * 2**20)
         if offline or spool_bytes > 0:
-            run_file = RunFile(config.run_dir, self.uid, run_name, "offline" if offline else "spool",
-                               None if offline else spool_bytes)
+            run_file = RunFile(
+                config.run_dir, self.uid, run_name, "offline" if offline else "spool", None if offline else spool_bytes
+            )
         self.transport = Transport(
             trainer_ws_url(config.server_url),
             token,

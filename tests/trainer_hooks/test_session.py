@@ -17,8 +17,9 @@ from gradwatch.trainer_hooks.session import RunSession
 def make_session(stats: GradientStats, origin: OriginFinder | None = None) -> RunSession:
     # Never started: records stay in the transport's buffer, where the test reads them.
     config = MonitorConfig(server="http://127.0.0.1:9", max_buffer_mb=1, spool_mb=0)
-    return RunSession(config, stats=stats, run_name="t", token="x" * 32, clip=("global_norm", None), meta={},
-                      origin=origin)
+    return RunSession(
+        config, stats=stats, run_name="t", token="x" * 32, clip=("global_norm", None), meta={}, origin=origin
+    )
 
 
 def queued(session: RunSession) -> list[dict[str, Any]]:
