@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from gradwatch.trainer_hooks.config import MonitorConfig
     from gradwatch.trainer_hooks.monitor import GradientMonitor
 
-__all__ = ["GradientMonitor", "__version__", "load_ipython_extension"]
+__all__ = ["GradientMonitor", "MonitorConfig", "__version__", "load_ipython_extension"]
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -29,4 +30,8 @@ def __getattr__(name: str) -> Any:
         from gradwatch.trainer_hooks.monitor import GradientMonitor
 
         return GradientMonitor
+    if name == "MonitorConfig":  # needs no TensorFlow
+        from gradwatch.trainer_hooks.config import MonitorConfig
+
+        return MonitorConfig
     raise AttributeError(f"module 'gradwatch' has no attribute {name!r}")

@@ -5,15 +5,18 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from gradwatch.tokens import resolve_token
 from gradwatch.trainer_hooks.config import ENV_VARS, OPTION_FIELDS, MonitorConfig
 from gradwatch.trainer_hooks.monitor import GradientMonitor
+
+from gradwatch.tokens import resolve_token
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,3 +97,12 @@ def test_each_bad_option_is_named_with_its_fix(kwargs: dict[str, Any], message: 
     for make in (MonitorConfig, GradientMonitor):
         with pytest.raises(ValueError, match=re.escape(message)):
             make(**kwargs)
+
+
+def test_the_config_is_exported_and_needs_no_tensorflow() -> None:
+    code = "import sys, gradwatch; gradwatch.MonitorConfig(every=3); print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"
+    import gradwatch
+
+    assert gradwatch.MonitorConfig is MonitorConfig
