@@ -138,11 +138,6 @@ class MonitorConfig:
         }.items():
             object.__setattr__(self, key, value)
 
-    @property
-    def options(self) -> dict[str, Any]:
-        """The fields given to the constructor, by name (``MonitorConfig(**config.options)`` is ``config``)."""
-        return {f.name: getattr(self, f.name) for f in OPTION_FIELDS}
-
 
 #: The constructor's fields, in order: ``GradientMonitor``'s keyword arguments.
 OPTION_FIELDS = tuple(f for f in MonitorConfig.__dataclass_fields__.values() if f.init)

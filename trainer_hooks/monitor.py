@@ -114,7 +114,12 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         if config is None:
             config = MonitorConfig(**options)
         else:
-            given = [f"{f.name}={options[f.name]!r}" for f in OPTION_FIELDS if _given(options[f.name], f.default)]
+            # A field kept out of repr (the token) is named, never echoed.
+            given = [
+                f"{f.name}={options[f.name]!r}" if f.repr else f.name
+                for f in OPTION_FIELDS
+                if _given(options[f.name], f.default)
+            ]
             if given:
                 raise TypeError(
                     f"GradientMonitor(config=...) takes no other options, got {', '.join(given)}: set them on the "

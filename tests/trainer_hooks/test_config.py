@@ -67,6 +67,9 @@ def test_keywords_and_a_config_are_the_same_monitor() -> None:
     assert by_keywords.config.pause_on == ("nonfinite",) and by_config.config.probe_data is probe
     with pytest.raises(TypeError, match=r"takes no other options, got every=2.*dataclasses.replace"):
         GradientMonitor(config=MonitorConfig(), every=2)
+    with pytest.raises(TypeError, match=r"got token:") as raised:
+        GradientMonitor(config=MonitorConfig(), token="a-secret-token")
+    assert "a-secret-token" not in str(raised.value)
 
 
 def test_a_config_is_frozen_and_replace_resolves_again(monkeypatch: pytest.MonkeyPatch) -> None:
