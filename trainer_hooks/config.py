@@ -90,8 +90,8 @@ class MonitorConfig:
     server_url: str = field(init=False)
     #: The default local server was chosen, not named: it must prove it knows the token before it gets it.
     prove_server: bool = field(init=False)
-    #: ``mode`` (else ``$GRADWATCH_MODE``) is ``"offline"``.
-    offline: bool = field(init=False)
+    #: ``mode``, else ``$GRADWATCH_MODE``, else ``"online"``.
+    run_mode: str = field(init=False)
     #: ``log_dir``, else ``$GRADWATCH_LOG_DIR``, else ``~/.gradwatch/runs``.
     run_dir: Path = field(init=False)
 
@@ -133,7 +133,7 @@ class MonitorConfig:
             "guard_nonfinite": bool(self.guard_nonfinite),
             "server_url": server_url,
             "prove_server": not configured_server(self.server),
-            "offline": mode == "offline",
+            "run_mode": mode,
             "run_dir": resolve_log_dir(self.log_dir),
         }.items():
             object.__setattr__(self, key, value)
@@ -141,5 +141,7 @@ class MonitorConfig:
 
 #: The constructor's fields, in order: ``GradientMonitor``'s keyword arguments.
 OPTION_FIELDS = tuple(f for f in MonitorConfig.__dataclass_fields__.values() if f.init)
+#: The options whose value in effect is another field: what ``None`` resolved to.
+RESOLVED = {"server": "server_url", "mode": "run_mode", "log_dir": "run_dir"}
 
-__all__ = ["ENV_VARS", "MODES", "MODE_ENV", "OPTION_FIELDS", "MonitorConfig", "validate_clip"]
+__all__ = ["ENV_VARS", "MODES", "MODE_ENV", "OPTION_FIELDS", "RESOLVED", "MonitorConfig", "validate_clip"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from .config import OPTION_FIELDS, MonitorConfig
+from .config import OPTION_FIELDS, RESOLVED, MonitorConfig
 from .core import STATS_RING, MonitorCore
 from .fit_swap import FitSwap
 from .lifecycle import Phase, RunLifecycle
@@ -35,6 +35,9 @@ def _given(value: Any, default: Any) -> bool:
         return not (value is default or bool(value == default))
     except Exception:
         return True
+
+
+_OPTIONS = frozenset(f.name for f in OPTION_FIELDS)
 
 
 class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras ships no type hints
@@ -142,6 +145,21 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         clone = copy.copy(self)
         clone._start_fresh()
         return clone
+
+    def __getattr__(self, name: str) -> Any:
+        """``monitor.every`` and the other options read as before the config: the value in effect."""
+        config = self.__dict__.get("config")  # not self.config: absent while copy.copy makes a bare object
+        if config is None or name not in _OPTIONS:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(config, RESOLVED.get(name, name))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OPTIONS:  # read by the hooks made at the first fit: a later change would be half applied
+            raise AttributeError(
+                f"monitor.{name} is read-only; make the monitor with it: "
+                f"GradientMonitor(config=dataclasses.replace(monitor.config, {name}=...))"
+            )
+        super().__setattr__(name, value)
 
     @property
     def lifecycle(self) -> RunLifecycle:

@@ -99,7 +99,7 @@ class RunSession:
         self.active = list(self.names)
         self.bn_names = [getattr(layer, "path", None) or layer.name for layer in stats.bn_layers]
         run_file = None
-        offline, spool_bytes = config.offline, int(config.spool_mb * 2**20)
+        offline, spool_bytes = config.run_mode == "offline", int(config.spool_mb * 2**20)
         if offline or spool_bytes > 0:
             run_file = RunFile(
                 config.run_dir, self.uid, run_name, "offline" if offline else "spool", None if offline else spool_bytes

@@ -40,11 +40,15 @@ def test_each_variable_fills_its_field_left_none(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("GRADWATCH_LOG_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("GRADWATCH_TOKEN", "from-the-environment")
     config = MonitorConfig()
-    assert (config.server_url, config.offline, config.run_dir) == ("http://10.0.0.7:9999", True, tmp_path / "runs")
+    assert (config.server_url, config.run_mode, config.run_dir) == (
+        "http://10.0.0.7:9999",
+        "offline",
+        tmp_path / "runs",
+    )
     assert not config.prove_server  # a named server is trusted with the token
     assert resolve_token(config.token) == "from-the-environment"
     given = MonitorConfig(server="http://127.0.0.1:1", mode="online", log_dir=tmp_path, token="given-token")
-    assert (given.server_url, given.offline, given.run_dir) == ("http://127.0.0.1:1", False, tmp_path)
+    assert (given.server_url, given.run_mode, given.run_dir) == ("http://127.0.0.1:1", "online", tmp_path)
     assert resolve_token(given.token) == "given-token"
 
 
@@ -109,3 +113,14 @@ def test_the_config_is_exported_and_needs_no_tensorflow() -> None:
     import gradwatch
 
     assert gradwatch.MonitorConfig is MonitorConfig
+
+
+def test_the_options_read_as_attributes_in_effect_and_cannot_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRADWATCH_SERVER", raising=False)
+    monkeypatch.setenv("GRADWATCH_MODE", "offline")
+    monitor = GradientMonitor(every=2, pause_on=["nonfinite"])
+    assert (monitor.every, monitor.pause_on) == (2, ("nonfinite",))
+    assert (monitor.server, monitor.mode) == ("http://127.0.0.1:8765", "offline")  # what None resolved to
+    with pytest.raises(AttributeError, match=r"monitor.every is read-only.*dataclasses.replace"):
+        monitor.every = 5
+    assert not hasattr(monitor, "evry") and monitor.every == 2
