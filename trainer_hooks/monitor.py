@@ -37,9 +37,6 @@ def _given(value: Any, default: Any) -> bool:
         return True
 
 
-_OPTIONS = frozenset(f.name for f in OPTION_FIELDS)
-
-
 class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras ships no type hints
     """Streams per-layer gradient health to a gradwatch server and obeys its commands.
 
@@ -135,6 +132,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
     def _start_fresh(self) -> None:
         """The run-time state: none of it is configuration."""
         self.core = MonitorCore(self.config)
+        #: The one run of this monitor, across every fit() and watch() block (lifecycle.py): the core's.
+        self.lifecycle: RunLifecycle = self.core.lifecycle
         self._fit: FitSwap | None = None  # the monitored train function of the model last fitted
         self._watches: dict[tuple[int, int], Watch] = {}
         self._steps, self._epoch, self._last_batch, self._fit_start = 0, 0, -1, 0
@@ -145,26 +144,6 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         clone = copy.copy(self)
         clone._start_fresh()
         return clone
-
-    def __getattr__(self, name: str) -> Any:
-        """``monitor.every`` and the other options read as before the config: the value in effect."""
-        config = self.__dict__.get("config")  # not self.config: absent while copy.copy makes a bare object
-        if config is None or name not in _OPTIONS:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return getattr(config, RESOLVED.get(name, name))
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _OPTIONS:  # read by the hooks made at the first fit: a later change would be half applied
-            raise AttributeError(
-                f"monitor.{name} is read-only; make the monitor with it: "
-                f"GradientMonitor(config=dataclasses.replace(monitor.config, {name}=...))"
-            )
-        super().__setattr__(name, value)
-
-    @property
-    def lifecycle(self) -> RunLifecycle:
-        """The one run of this monitor, across every fit() and watch() block (lifecycle.py)."""
-        return self.core.lifecycle
 
     @property
     def stats(self) -> AnyStats | None:
@@ -286,3 +265,25 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         if watch is None or watch.model is not model or watch.optimizer is not optimizer:
             watch = self._watches[key] = Watch(self.core, model, optimizer)
         return watch
+
+
+def _option(name: str) -> property:
+    """``monitor.<name>``, read as before the config: the value in effect; set, it says how to change it."""
+
+    def get(self: GradientMonitor) -> Any:
+        return getattr(self.config, RESOLVED.get(name, name))
+
+    def refuse(self: GradientMonitor, value: Any) -> None:
+        # Read by the hooks made at the first fit: a later change would be half applied.
+        raise AttributeError(
+            f"monitor.{name} is read-only; make the monitor with it: "
+            f"GradientMonitor(config=dataclasses.replace(monitor.config, {name}=...))"
+        )
+
+    return property(get, refuse, doc=f"The option ``{name}`` in effect (``config.{RESOLVED.get(name, name)}``).")
+
+
+# Properties rather than __getattr__/__setattr__: setting the monitor's own attributes each batch stays plain.
+for _field in OPTION_FIELDS:
+    setattr(GradientMonitor, _field.name, _option(_field.name))
+del _field
