@@ -62,8 +62,8 @@ def _number(value: object) -> bool:
 class MonitorConfig:
     """Every option of ``GradientMonitor``; the meaning of each is in ``GradientMonitor``'s docstring.
 
-    Fields hold what was given (``None``: from the environment, else the default); the
-    ``init=False`` fields below them are what that resolved to when the config was made.
+    Fields hold what was given (``pause_on`` as a tuple; ``None``: from the environment, else the
+    default); the ``init=False`` fields below them are what that resolved to when the config was made.
     """
 
     server: str | None = None
@@ -125,6 +125,8 @@ class MonitorConfig:
         if unknown:
             raise ValueError(f"pause_on={pause_on!r}: {unknown} not alert kinds; choose from {ALERT_KINDS} (a tuple)")
         _whole("probe_every", self.probe_every, 1)
+        if self.transport_options is not None and not isinstance(self.transport_options, Mapping):
+            raise ValueError(f"transport_options={self.transport_options!r} must be a dict of Transport arguments")
         if self.update_ratio_every is not None:
             _whole("update_ratio_every", self.update_ratio_every, 0)
         # Normalised and resolved: frozen, so set the way dataclasses' own __init__ does.

@@ -98,6 +98,7 @@ def test_a_config_is_frozen_and_replace_resolves_again(monkeypatch: pytest.Monke
         ({"max_buffer_mb": 0}, "max_buffer_mb=0 must be a positive number of MiB"),
         ({"flush_timeout": float("inf")}, "flush_timeout=inf must be a number of seconds >= 0"),
         ({"spool_mb": True}, "spool_mb=True must be a number of MiB >= 0"),
+        ({"transport_options": ["connect_fn"]}, "transport_options=['connect_fn'] must be a dict"),
     ],
 )
 def test_each_bad_option_is_named_with_its_fix(kwargs: dict[str, Any], message: str) -> None:
