@@ -77,6 +77,19 @@ def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: An
         first = page.evaluate("window.gradwatch.lastStep")
         page.wait_for_function(f"window.gradwatch.lastStep > {first + 20}")  # live, not just backfilled
         assert "heatmap" in page.get_by_test_id("chart-heatmap").inner_html()
+        # The update/weight ratio chart is filled on a run that trains (issue 18): one line per variable,
+        # the values the server stored for them.
+        chart = "document.querySelector('[data-testid=chart-update-ratio]')"
+        page.locator("[data-testid=chart-update-ratio]").scroll_into_view_if_needed()
+        n_vars = len(training.model.trainable_variables)
+        page.wait_for_function(f"({chart}.data || []).length === {n_vars}"
+                               f" && {chart}.data.every(t => t.y.some(v => v !== null && v > 0))")
+        shown = page.evaluate(f"{chart}.data.map(t => [t.name, Array.from(t.x), Array.from(t.y)])")
+        stored = api.get(f"/api/runs/{run['id']}/metrics").json()
+        name, xs, ys = shown[0]
+        by_step = dict(zip(stored["step"], stored["update_ratio"][name]))
+        pairs = [(by_step[x], y) for x, y in zip(xs, ys) if y is not None and x in by_step]
+        assert pairs and all(a == pytest.approx(b, rel=1e-6) for a, b in pairs)
 
         # Pause from the page: the trainer stops stepping and confirms where.
         page.get_by_test_id("btn-pause").click()
@@ -110,7 +123,7 @@ def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: An
         height = page.evaluate("document.documentElement.scrollHeight")
         page.set_viewport_size({"width": 1400, "height": height})
         page.wait_for_timeout(1500)
-        page.screenshot(path=str(screenshot), full_page=True)
+        page.screenshot(path=str(screenshot), full_page=True, timeout=90_000)  # slow on a loaded machine
         assert screenshot.stat().st_size > 10_000  # a page, not a blank
 
         page.get_by_test_id("btn-stop").click()
