@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
-from simtrainer import drain, hello, open_browser, record, recv_json, recv_until, run, send_steps, start_trainer
+from simtrainer import drain, hello, open_browser, record, recv_json, recv_until, run, send_steps, start_trainer, taken
 
 from gradwatch.protocol import AlertView, dumps, parse_page_message
 
@@ -76,7 +74,7 @@ def test_rules_mute_tune_and_refusals(shared_server):
         ]
         await send_steps(ws, [nan_record(0)] + [record(s, clipped=True, clip_threshold=1.0, clip_scale=0.1)
                                                 for s in range(1, 12)])
-        await asyncio.sleep(0.3)
+        await taken(ws)
         alerts = get(srv, f"/api/runs/{run_id}/alerts")
         after = get(srv, f"/api/runs/{run_id}/alert-rules")
         await ws.close()
@@ -150,13 +148,13 @@ def test_set_lr_round_trip(shared_server):
     async def body():
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
         await send_steps(ws, [record(0, lr=0.1)])
-        await asyncio.sleep(0.3)
+        await taken(ws)
         before = get(srv, f"/api/runs/{run_id}")["lr"]
         r = httpx.post(f"{srv.url}/api/runs/{run_id}/commands", json={"type": "set_lr", "lr": 0.01},
                        headers=srv.headers, timeout=10)
         msg = await recv_json(ws)
         await ws.send(dumps({"type": "ack", "id": msg["id"], "state": "applied", "applied_step": 1}))
-        await asyncio.sleep(0.3)
+        await taken(ws)
         after = get(srv, f"/api/runs/{run_id}")["lr"]
         await send_steps(ws, [record(1, lr=0.01)])
         commands = get(srv, f"/api/runs/{run_id}/commands")
@@ -184,7 +182,7 @@ def test_probe_update_ratio_and_skipped_in_metrics_and_live(shared_server):
         await ws.send(dumps({"type": "probe", "step": 2, "dead_relu": {"dense": 0.25}, "bn_gap": {"bn": 0.5}}))
         live = await recv_until(browser, "probe")
         await ws.send(dumps({"type": "probe", "step": 3, "dead_relu": {"dense": 0.5}, "bn_gap": {}}))
-        await asyncio.sleep(0.3)
+        await taken(ws)
         metrics = get(srv, f"/api/runs/{run_id}/metrics")
         detail = get(srv, f"/api/runs/{run_id}")
         await ws.close()
@@ -210,7 +208,7 @@ def test_alerts_and_rules_survive_restart(gradwatch_server):
         assert patch(srv, f"/api/runs/{run_id}/alert-rules/dead_relu", {"params": {"threshold": 0.3}}).status_code \
             == 200
         await send_steps(ws, [record(0), nan_record(1)])
-        await asyncio.sleep(0.3)
+        await taken(ws)
         alerts = get(srv, f"/api/runs/{run_id}/alerts")
         await ws.close()
         return run_id, alerts
@@ -223,7 +221,7 @@ def test_alerts_and_rules_survive_restart(gradwatch_server):
     async def second():  # the trainer continues the run: the stored open alert goes on, not duplicated
         ws, again = await start_trainer(srv.trainer_url, srv.token, hello(run_id=run_id))
         await send_steps(ws, [record(2), nan_record(3)])
-        await asyncio.sleep(0.3)
+        await taken(ws)
         alerts = get(srv, f"/api/runs/{run_id}/alerts")
         await ws.close()
         return again, alerts
