@@ -80,28 +80,47 @@ class CloseCode(IntEnum):
 
 # --------------------------------------------------------------------------- shared pieces
 
+#: How the trainer clips (``ClipSetting.mode``): ``global_norm`` (Keras' ``global_clipnorm``), ``norm`` (per variable,
+#: ``clipnorm``), ``value`` (per element, ``clipvalue``).
 ClipMode = Literal["global_norm", "norm", "value"]
-CLIP_MODES: tuple[str, ...] = ("global_norm", "norm", "value")
+CLIP_MODES: tuple[str, ...] = get_args(ClipMode)
 #: What the trainer says its run is doing (``Status.state``): ``idle`` between two ``fit()`` calls
 #: (or ``watch()`` blocks) of one monitor, ``interrupted`` after one ended by an exception
 #: (KeyboardInterrupt, another callback's error). Both continue as ``running`` with the next fit.
 TrainerState = Literal["running", "paused", "idle", "interrupted", "finished"]
+TRAINER_STATES: tuple[str, ...] = get_args(TrainerState)
 #: A run's status on the server: the trainer's state, or ``disconnected`` when its trainer went away.
 RunStatus = Literal[TrainerState, "disconnected"]
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+#: The control commands (``Command.type``). A new command is declared here and nowhere else in the vocabulary:
+#: its parameters are checked in ``Command._parameters_match_type`` and the trainer applies it
+#: (``trainer_hooks/control.py``); the page reads the list from the generated ``client/protocol.js``.
 CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr"]
+COMMANDS: tuple[str, ...] = get_args(CommandType)
+#: An alert's severity, lowest first (the order ranks them): ``info`` is worth knowing and needs no action
+#: (an overflow the loss scaler handled) and never pauses a run.
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[str, ...] = get_args(Severity)
+#: The alert kinds, in the order the server evaluates them (exploding before nonfinite: growth that ends in NaN is
+#: raised as what it is first). The server declares each kind's rule, severity, parameters and texts beside its
+#: rule (``server/alerts/kinds.py`` checks that they cover exactly these).
 AlertKind = Literal[
     "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated",
     "diverging",
 ]
-ALERT_KINDS: tuple[str, ...] = (
-    "exploding_gradients",
-    "vanishing_gradients",
-    "nonfinite",
-    "dead_relu",
-    "frozen_batchnorm",
-    "clip_saturated",
-    "diverging",
-)
+ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
+#: What the page calls each kind.
+ALERT_LABELS: dict[str, str] = {
+    "exploding_gradients": "Exploding gradients",
+    "vanishing_gradients": "Vanishing gradients",
+    "nonfinite": "NaN / Inf gradients",
+    "dead_relu": "Dead ReLU units",
+    "frozen_batchnorm": "Frozen BatchNorm",
+    "clip_saturated": "Clipping saturated",
+    "diverging": "Heading for divergence",
+}
+if tuple(ALERT_LABELS) != ALERT_KINDS:
+    raise TypeError(f"ALERT_LABELS {tuple(ALERT_LABELS)} differ from AlertKind {ALERT_KINDS}")
 
 #: An alert's lifecycle (``AlertView.state``, docs/alerts.md "Lifecycle"): ``open`` while its condition holds or
 #: has been clear for fewer steps than its kind's clear steps, then ``resolved``. A condition that returns after
@@ -458,9 +477,15 @@ class VariableSetView(_View):
 
 
 class AlertCounts(_View):
+    """A run's alerts by severity: one field per ``Severity``."""
+
     info: int = 0
     warning: int = 0
     critical: int = 0
+
+
+if tuple(AlertCounts.model_fields) != SEVERITIES:
+    raise TypeError(f"AlertCounts fields {tuple(AlertCounts.model_fields)} differ from Severity {SEVERITIES}")
 
 
 class RunSummary(_View):
@@ -525,7 +550,7 @@ class AlertView(_View):
     id: int
     run_id: int
     kind: AlertKind
-    severity: Literal["info", "warning", "critical"]
+    severity: Severity
     step: int
     last_step: int
     layer: str | None
