@@ -28,8 +28,8 @@ def number(x: float) -> str:
 def table(spec: KindSpec) -> str:
     rows = []
     for name, p in spec.params.items():
-        bounds = f"{number(p.low)} – {number(p.high)}" + (" (integer)" if p.integer else "")
-        meaning = re.sub(r"(?<=\S) x (?=\S)", " × ", p.doc)
+        bounds = f"{number(p.low)} \u2013 {number(p.high)}" + (" (integer)" if p.integer else "")
+        meaning = re.sub(r"(?<=\S) x (?=\S)", " \u00d7 ", p.doc)
         rows.append(f"| `{name}` | {number(p.default)} | {bounds} | {meaning} |\n")
     return HEADER + "".join(rows)
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-from gradwatch.protocol import ALERT_KINDS, ALERT_LABELS, SEVERITIES, AlertView
 from gradwatch.server.alerts import doctable
 from gradwatch.server.alerts.kinds import RULE_TYPES, SPECS
 from gradwatch.server.alerts.params import PatchError, settings, validate_patch
 from gradwatch.server.alerts.spec import KindSpec
+
+from gradwatch.protocol import ALERT_KINDS, ALERT_LABELS, SEVERITIES, AlertView
 
 
 def test_the_rules_cover_exactly_the_protocols_kinds_in_its_order() -> None:
@@ -45,7 +45,7 @@ def test_the_patch_api_takes_the_declared_ranges(kind: str) -> None:
 
 def test_a_kind_the_protocol_does_not_name_is_refused() -> None:
     spec = SPECS["diverging"]
-    with pytest.raises(TypeError, match="not in gradwatch.protocol.AlertKind"):
+    with pytest.raises(TypeError, match=r"not in gradwatch\.protocol\.AlertKind"):
         KindSpec("runaway", "warning", 10, {}, (), spec.message)
     with pytest.raises(TypeError, match="severity 'fatal'"):
         KindSpec("diverging", "fatal", 10, {}, (), spec.message)
