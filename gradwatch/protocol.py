@@ -15,6 +15,7 @@ training process and the server can import it cheaply.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
@@ -84,6 +85,15 @@ class CloseCode(IntEnum):
 #: ``clipnorm``), ``value`` (per element, ``clipvalue``).
 ClipMode = Literal["global_norm", "norm", "value"]
 CLIP_MODES: tuple[str, ...] = get_args(ClipMode)
+
+
+def check_clip_mode(mode: object, name: str = "clip_mode") -> str:
+    """``mode`` if it is a ``ClipMode``; else a ValueError naming ``name``'s bad value and the choices."""
+    if not isinstance(mode, str) or mode not in CLIP_MODES:
+        raise ValueError(f"{name}={mode!r} is not one of {CLIP_MODES}")
+    return mode
+
+
 #: What the trainer says its run is doing (``Status.state``): ``idle`` between two ``fit()`` calls
 #: (or ``watch()`` blocks) of one monitor, ``interrupted`` after one ended by an exception
 #: (KeyboardInterrupt, another callback's error). Both continue as ``running`` with the next fit.
@@ -92,9 +102,10 @@ TRAINER_STATES: tuple[str, ...] = get_args(TrainerState)
 #: A run's status on the server: the trainer's state, or ``disconnected`` when its trainer went away.
 RunStatus = Literal[TrainerState, "disconnected"]
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
-#: The control commands (``Command.type``). A new command is declared here and nowhere else in the vocabulary:
-#: its parameters are checked in ``Command._parameters_match_type`` and the trainer applies it
-#: (``trainer_hooks/control.py``); the page reads the list from the generated ``client/protocol.js``.
+#: The control commands (``Command.type``). A new command is declared here, in ``CommandType`` and
+#: ``COMMAND_PARAMS`` below (its parameters); the trainer says in which of its states it applies and what it does
+#: (``trainer_hooks/control.py``, checked against ``COMMANDS`` at import); the page reads the list from the
+#: generated ``client/protocol.js``.
 CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr"]
 COMMANDS: tuple[str, ...] = get_args(CommandType)
 #: An alert's severity, lowest first (the order ranks them): ``info`` is worth knowing and needs no action
@@ -133,6 +144,29 @@ MAX_LEARNING_RATE = 1e3
 CommandState = Literal["pending", "applied", "rejected"]
 
 
+@dataclass(frozen=True)
+class CommandParams:
+    """The ``Command`` parameters a command type needs and those it may also take (it takes no others)."""
+
+    needs: tuple[str, ...] = ()
+    takes: tuple[str, ...] = ()
+    #: What a needed parameter is, with an example command (the error message's fix).
+    hint: str = ""
+
+
+#: Every command type's parameters, in ``CommandType``'s order.
+COMMAND_PARAMS: dict[str, CommandParams] = {
+    "pause": CommandParams(),
+    "resume": CommandParams(),
+    "stop": CommandParams(),
+    "set_clip": CommandParams(("threshold",), ("mode", "group"),
+                              "a finite number > 0, e.g. {'type': 'set_clip', 'threshold': 1.0}"),
+    "set_lr": CommandParams(("lr",), ("group",), "a finite number > 0, e.g. {'type': 'set_lr', 'lr': 0.001}"),
+}
+if tuple(COMMAND_PARAMS) != COMMANDS:
+    raise TypeError(f"COMMAND_PARAMS {tuple(COMMAND_PARAMS)} differ from CommandType {COMMANDS}")
+
+
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -160,21 +194,27 @@ class Command(_Msg):
 
     @model_validator(mode="after")
     def _parameters_match_type(self) -> Command:
-        if self.type == "set_clip":
-            if self.threshold is None:
-                raise ValueError(
-                    "set_clip needs 'threshold': a finite number > 0, e.g. {'type': 'set_clip', 'threshold': 1.0}"
-                )
-            if self.lr is not None:
-                raise ValueError("set_clip takes no 'lr'; send a separate set_lr command")
-        elif self.type == "set_lr":
-            if self.lr is None:
-                raise ValueError("set_lr needs 'lr': a finite number > 0, e.g. {'type': 'set_lr', 'lr': 0.001}")
-            if self.mode is not None or self.threshold is not None:
-                raise ValueError("set_lr takes no 'mode' or 'threshold'; send a separate set_clip command")
-        elif self.mode is not None or self.threshold is not None or self.lr is not None or self.group is not None:
-            raise ValueError(f"{self.type!r} takes no parameters; only set_clip and set_lr do")
+        spec = COMMAND_PARAMS[self.type]
+        for name in spec.needs:
+            if getattr(self, name) is None:
+                raise ValueError(f"{self.type} needs {name!r}: {spec.hint}")
+        given = [n for n in _COMMAND_PARAMETERS if getattr(self, n) is not None]
+        extra = [n for n in given if n not in (*spec.needs, *spec.takes)]
+        if extra and not (spec.needs or spec.takes):
+            takers = [t for t, p in COMMAND_PARAMS.items() if p.needs or p.takes]
+            raise ValueError(f"{self.type!r} takes no parameters; only {' and '.join(takers)} do")
+        if extra:
+            owners = [t for t, p in COMMAND_PARAMS.items() if set(extra) & {*p.needs, *p.takes}]
+            raise ValueError(f"{self.type} takes no {' or '.join(map(repr, extra))}; send a separate "
+                             f"{' or '.join(owners)} command")
         return self
+
+
+#: ``Command``'s fields other than ``type``: what ``COMMAND_PARAMS`` entries may name.
+_COMMAND_PARAMETERS: tuple[str, ...] = tuple(n for n in Command.model_fields if n != "type")
+for _t, _p in COMMAND_PARAMS.items():
+    if not set(_p.needs + _p.takes) <= set(_COMMAND_PARAMETERS):
+        raise TypeError(f"COMMAND_PARAMS[{_t!r}] names a parameter Command does not have: {_p}")
 
 
 # --------------------------------------------------------------------------- trainer -> server
