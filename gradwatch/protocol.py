@@ -76,7 +76,14 @@ class CloseCode(IntEnum):
     #: The server cannot write its database (disk full, I/O error): nothing it acknowledged is lost; the trainer
     #: keeps what it has not sent and reconnects (refused again until the store writes again).
     STORAGE_UNAVAILABLE = 4507
+    # The standard codes gradwatch sends (RFC 6455, 7.4.1):
     SERVER_SHUTDOWN = 1001
+    #: The request broke a server policy: a Host header not allowed (DNS rebinding guard, ``server/auth.py``).
+    POLICY_VIOLATION = 1008
+    #: The server failed unexpectedly; the trainer reconnects and resends what was not acknowledged.
+    INTERNAL_ERROR = 1011
+    #: Not now: a run file's sync while that run's trainer is connected (``server/service.py``).
+    TRY_AGAIN_LATER = 1013
 
 
 # --------------------------------------------------------------------------- shared pieces
