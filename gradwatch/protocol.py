@@ -119,6 +119,8 @@ COMMANDS: tuple[str, ...] = get_args(CommandType)
 #: (an overflow the loss scaler handled) and never pauses a run.
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[str, ...] = get_args(Severity)
+#: The severities that call for action: what ``pause_on`` acts on and a webhook may be set to post from.
+ACTION_SEVERITIES: tuple[str, ...] = SEVERITIES[1:]
 #: The alert kinds, in the order the server evaluates them (exploding before nonfinite: growth that ends in NaN is
 #: raised as what it is first). The server declares each kind's rule, severity, parameters and texts beside its
 #: rule (``server/alerts/kinds.py`` checks that they cover exactly these).

@@ -6,6 +6,8 @@ import json
 import sqlite3
 from typing import Any
 
+from gradwatch.protocol import SEVERITIES
+
 from .engine import Alert
 from .params import RULES, settings
 from .spec import RuleSettings
@@ -114,7 +116,7 @@ def alert_counts(conn: sqlite3.Connection) -> dict[int, dict[str, int]]:
     """run id -> {"info": i, "warning": n, "critical": m} (runs without alerts are absent)."""
     out: dict[int, dict[str, int]] = {}
     for run_id, severity, n in conn.execute("SELECT run_id, severity, COUNT(*) FROM alerts GROUP BY run_id, severity"):
-        out.setdefault(run_id, {"info": 0, "warning": 0, "critical": 0})[severity] = n
+        out.setdefault(run_id, dict.fromkeys(SEVERITIES, 0))[severity] = n
     return out
 
 
