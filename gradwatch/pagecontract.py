@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from . import protocol as p
 
 JS_PATH = "client/protocol.js"
@@ -39,6 +41,55 @@ def constants() -> dict[str, tuple[str, Any]]:
     }
 
 
+#: Vocabularies a message field may name instead of spelling its words (JSDoc type name -> words).
+_NAMED = {
+    "AlertKind": p.ALERT_KINDS,
+    "Severity": p.SEVERITIES,
+    "RunStatus": p.RUN_STATUSES,
+    "TrainerState": p.TRAINER_STATES,
+    "ClipMode": p.CLIP_MODES,
+    "CommandType": p.COMMANDS,
+    "AlertState": p.ALERT_STATES,
+}
+
+
+def _jsdoc_type(schema: dict[str, Any]) -> str:
+    """A JSON schema (pydantic's) as a JSDoc type."""
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    if "anyOf" in schema:
+        return "(" + "|".join(dict.fromkeys(_jsdoc_type(s) for s in schema["anyOf"])) + ")"
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    if "enum" in schema:
+        named = [n for n, words in _NAMED.items() if tuple(schema["enum"]) == words]
+        return named[0] if named else "|".join(json.dumps(v) for v in schema["enum"])
+    kind = schema.get("type")
+    if kind == "array":
+        return f"Array<{_jsdoc_type(schema.get('items', {}))}>"
+    if kind == "object":
+        extra = schema.get("additionalProperties")
+        return f"Object<string, {_jsdoc_type(extra)}>" if isinstance(extra, dict) else "Object"
+    return {"integer": "number", "number": "number", "string": "string", "boolean": "boolean", "null": "null"}.get(
+        str(kind), "*"
+    )
+
+
+def typedefs() -> list[str]:
+    """JSDoc typedefs of every message the page receives or sends, with the models they contain.
+
+    Every property is listed as present: the server sends every field (``model_dump``), the page every one it names.
+    """
+    schema = TypeAdapter(p.PageMessage | p.BrowserHello | p.Subscribe | p.Compare).json_schema(mode="serialization")
+    lines = [f"/** @typedef {{{'|'.join(json.dumps(w) for w in words)}}} {name} */" for name, words in _NAMED.items()]
+    for name, model in sorted(schema["$defs"].items()):
+        lines += ["/**", f" * @typedef {{Object}} {name}"]
+        for field, spec in model.get("properties", {}).items():
+            lines.append(f" * @property {{{_jsdoc_type(spec)}}} {field}")
+        lines.append(" */")
+    return lines
+
+
 def javascript() -> str:
     """The text of ``client/protocol.js``."""
     lines = [
@@ -49,6 +100,7 @@ def javascript() -> str:
     for name, (doc, value) in constants().items():
         text = _frozen(value) if isinstance(value, (list, dict)) else json.dumps(value)
         lines += [f"/** {doc[0].upper()}{doc[1:]}. */", f"export const {name} = {text};"]
+    lines += ["", "// The messages' shapes (docs/protocol.md), as JSDoc types for editors.", *typedefs()]
     return "\n".join([*lines, ""])
 
 

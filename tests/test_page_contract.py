@@ -36,8 +36,13 @@ def test_no_client_file_copies_a_vocabulary() -> None:
 
     A button names its one command (``data-cmd``; controls.js refuses one that is not in COMMANDS at load).
     """
-    vocabularies = {"RUN_STATUSES": RUN_STATUSES, "SEVERITIES": SEVERITIES, "COMMANDS": COMMANDS,
-                    "ALERT_KINDS": ALERT_KINDS, "CLIP_MODES": CLIP_MODES}
+    vocabularies = {
+        "RUN_STATUSES": RUN_STATUSES,
+        "SEVERITIES": SEVERITIES,
+        "COMMANDS": COMMANDS,
+        "ALERT_KINDS": ALERT_KINDS,
+        "CLIP_MODES": CLIP_MODES,
+    }
     for path in HAND_WRITTEN:
         text = re.sub(r'data-cmd="\w+"', "", path.read_text())
         quoted = set(re.findall(r"[\"'](\w+)[\"']", text))
@@ -62,3 +67,10 @@ def test_the_page_reads_an_alerts_state_from_fields_the_protocol_sends() -> None
     fields = set(re.findall(r"\ba\.(\w+)", body.group(1)))
     assert fields and fields <= set(AlertView.model_fields), fields  # only fields the protocol sends
     assert re.search(r"import \{[^}]*\bALERT_STATES\b[^}]*\} from \"\./protocol\.js\"", text)
+
+
+def test_every_run_status_has_its_help_on_the_page() -> None:
+    text = (CLIENT / "status.js").read_text()
+    table = re.search(r"const RUN_STATUS_HELP = \{(.*?)\n\};", text, re.S)
+    assert table, "client/status.js has no RUN_STATUS_HELP"
+    assert tuple(re.findall(r"^  (\w+):", table.group(1), re.M)) == RUN_STATUSES
