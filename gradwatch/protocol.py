@@ -221,9 +221,9 @@ class Command(_Msg):
 
 #: ``Command``'s fields other than ``type``: what ``COMMAND_PARAMS`` entries may name.
 _COMMAND_PARAMETERS: tuple[str, ...] = tuple(n for n in Command.model_fields if n != "type")
-for _t, _p in COMMAND_PARAMS.items():
-    if not set(_p.needs + _p.takes) <= set(_COMMAND_PARAMETERS):
-        raise TypeError(f"COMMAND_PARAMS[{_t!r}] names a parameter Command does not have: {_p}")
+_unknown = {t: c for t, c in COMMAND_PARAMS.items() if not set(c.needs + c.takes) <= set(_COMMAND_PARAMETERS)}
+if _unknown:
+    raise TypeError(f"COMMAND_PARAMS name parameters Command does not have: {_unknown}")
 
 
 # --------------------------------------------------------------------------- trainer -> server
