@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from gradwatch.protocol import AlertState, NonfiniteOrigin, Probe, StepRecord
+from gradwatch.protocol import AlertState, AlertView, NonfiniteOrigin, Probe, StepRecord
 
 from .kinds import RULE_TYPES as RULE_TYPES
 from .kinds import SPECS
@@ -65,26 +65,17 @@ class Alert:
     sources: set[str] = field(default_factory=set, repr=False)
 
     def view(self) -> dict[str, Any]:
-        latest = None if self.latest is None else {**self.latest, "evidence": dict(self.latest["evidence"])}
-        return {
-            "id": self.id,
-            "run_id": self.run_id,
-            "kind": self.kind,
-            "severity": self.severity,
-            "step": self.step,
-            "last_step": self.last_step,
-            "layer": self.layer,
-            "layers": list(self.layers),
-            "evidence": dict(self.evidence),
-            "message": self.message,
-            "remedies": list(self.remedies),
-            "count": self.count,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "state": self.state,
-            "resolved_step": self.resolved_step,
-            "latest": latest,
-        }
+        """The protocol's ``AlertView`` of it: its fields, copied (lists and dicts are the alert's own)."""
+        out = {name: getattr(self, name) for name in AlertView.model_fields}
+        out.update(layers=list(self.layers), evidence=dict(self.evidence), remedies=list(self.remedies))
+        if self.latest is not None:
+            out["latest"] = {**self.latest, "evidence": dict(self.latest["evidence"])}
+        return out
+
+
+_missing = set(AlertView.model_fields) - {f.name for f in fields(Alert)}
+if _missing:
+    raise TypeError(f"Alert has no field for AlertView's {sorted(_missing)}")
 
 
 def _stored_sources(alert: Alert) -> set[str]:
