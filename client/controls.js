@@ -3,6 +3,7 @@
 // log (each command's state as the trainer reports it back).
 
 import { kindLabel } from "./alerts.js";
+import { CLIP_MODES, COMMANDS } from "./protocol.js";
 import { selectedRun, state } from "./state.js";
 import { optimizerGroups } from "./store.js";
 import { $, el, fmtLr, fmtNum, num, postJSON, setText } from "./util.js";
@@ -61,7 +62,7 @@ export function resetControls() {
 
 export function fillClipForm(clip) {
   if (!clip) return;
-  $("clip-mode").value = clip.mode || "global_norm";
+  $("clip-mode").value = clip.mode || CLIP_MODES[0];
   const t = num(clip.threshold);
   $("clip-threshold").value = t === null || !Number.isFinite(t) ? "" : String(t);
 }
@@ -133,7 +134,9 @@ function readNumber(input, what, short, example) {
 }
 
 export function initControls() {
+  $("clip-mode").replaceChildren(...CLIP_MODES.map((m) => el("option", { value: m }, m)));
   for (const b of document.querySelectorAll("[data-cmd]")) {
+    if (!COMMANDS.includes(b.dataset.cmd)) throw new Error(`index.html: data-cmd="${b.dataset.cmd}" is not a protocol command`);
     b.addEventListener("click", () => sendCommand({ type: b.dataset.cmd }, b));
   }
   $("clip-form").addEventListener("submit", (ev) => {

@@ -263,8 +263,9 @@ class Gradwatch:
                 raise ProtocolError(CloseCode.BAD_MESSAGE, f"refused: run {run.id} is finished; a sync never "
                                                            "reopens or rewrites it")
         if run is not None and run.id in self.links:
-            # 1013 "try again later", not a refusal: the file's steps are welcome once that trainer ended
-            raise ProtocolError(1013, f"run {run.id} has its trainer connected; sync the file once it has ended")
+            # "try again later", not a refusal: the file's steps are welcome once that trainer ended
+            raise ProtocolError(CloseCode.TRY_AGAIN_LATER,
+                                f"run {run.id} has its trainer connected; sync the file once it has ended")
         return run
 
     async def _run_to_continue(self, hello: TrainerHello) -> RunRow | None:

@@ -101,7 +101,7 @@ async def trainer_endpoint(websocket: WebSocket) -> None:
                                                                "keep the reports and reconnect later")
     except Exception:
         log.exception("internal error on a trainer connection")
-        await close(websocket, 1011, "internal server error; see the server log")
+        await close(websocket, CloseCode.INTERNAL_ERROR, "internal server error; see the server log")
     finally:
         if link is not None:
             await gw.trainer_gone(link)

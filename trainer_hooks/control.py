@@ -14,24 +14,33 @@ import threading
 from collections.abc import Callable
 from enum import Enum
 
-from gradwatch.protocol import Ack, Command, CommandMessage, Status
+from gradwatch.protocol import COMMANDS, TRAINER_STATES, Ack, Command, CommandMessage, Status
 
 
-class RunState(str, Enum):
+class ControlState(str, Enum):
+    """Where the control state machine is: the protocol's ``TrainerState`` words it reports (``Status.state``),
+    and ``stopping``, its own (a stop applied, ``fit()`` not yet ended; the server hears ``finished`` then)."""
+
     RUNNING = "running"
     PAUSED = "paused"
     STOPPING = "stopping"
     FINISHED = "finished"
 
 
-# command type -> (states it may be applied in, state it leads to)
-_TRANSITIONS: dict[str, tuple[frozenset[RunState], RunState | None]] = {
-    "pause": (frozenset({RunState.RUNNING}), RunState.PAUSED),
-    "resume": (frozenset({RunState.PAUSED}), RunState.RUNNING),
-    "stop": (frozenset({RunState.RUNNING, RunState.PAUSED}), RunState.STOPPING),
-    "set_clip": (frozenset({RunState.RUNNING, RunState.PAUSED}), None),
-    "set_lr": (frozenset({RunState.RUNNING, RunState.PAUSED}), None),
+if not {s.value for s in ControlState} - {"stopping"} <= set(TRAINER_STATES):
+    raise TypeError(f"ControlState {[s.value for s in ControlState]} names a state the protocol does not")
+
+# command type -> (states it may be applied in, state it leads to); a new command of the protocol
+# (gradwatch.protocol.CommandType, COMMAND_PARAMS) gets its line here and its handling in RunControl._apply.
+_TRANSITIONS: dict[str, tuple[frozenset[ControlState], ControlState | None]] = {
+    "pause": (frozenset({ControlState.RUNNING}), ControlState.PAUSED),
+    "resume": (frozenset({ControlState.PAUSED}), ControlState.RUNNING),
+    "stop": (frozenset({ControlState.RUNNING, ControlState.PAUSED}), ControlState.STOPPING),
+    "set_clip": (frozenset({ControlState.RUNNING, ControlState.PAUSED}), None),
+    "set_lr": (frozenset({ControlState.RUNNING, ControlState.PAUSED}), None),
 }
+if tuple(_TRANSITIONS) != COMMANDS:
+    raise TypeError(f"the trainer's commands {tuple(_TRANSITIONS)} differ from gradwatch.protocol.COMMANDS {COMMANDS}")
 
 
 class RunControl:
@@ -52,17 +61,17 @@ class RunControl:
         self._on_clip = on_clip
         self._on_lr = on_lr
         self._send = send
-        self._state = RunState.RUNNING
+        self._state = ControlState.RUNNING
         self._inbox: collections.deque[CommandMessage] = collections.deque()
         self._cond = threading.Condition()
 
     @property
-    def state(self) -> RunState:
+    def state(self) -> ControlState:
         return self._state
 
     @property
     def stop_requested(self) -> bool:
-        return self._state in (RunState.STOPPING, RunState.FINISHED)
+        return self._state in (ControlState.STOPPING, ControlState.FINISHED)
 
     def submit(self, message: CommandMessage) -> None:
         """Queue a command (any thread); wakes a paused training loop."""
@@ -84,7 +93,7 @@ class RunControl:
     def wait_while_paused(self, next_step: int, poll: float = 0.5) -> None:
         """Block the training thread while paused, still applying commands (resume, stop, set_clip)."""
         self.apply_pending(next_step)
-        while self._state is RunState.PAUSED:
+        while self._state is ControlState.PAUSED:
             with self._cond:
                 if not self._inbox:
                     self._cond.wait(poll)
@@ -92,7 +101,7 @@ class RunControl:
 
     def finish(self) -> None:
         """Training ended; commands still queued are rejected so none stays pending forever."""
-        self._state = RunState.FINISHED
+        self._state = ControlState.FINISHED
         while self._inbox:
             message = self._inbox.popleft()
             self._send(Ack(type="ack", id=message.id, state="rejected", detail="training had already ended"))
@@ -120,5 +129,5 @@ class RunControl:
         self._send(Ack(type="ack", id=command_id, state="applied", applied_step=next_step))
         if target is not None:
             self._state = target
-            if target in (RunState.PAUSED, RunState.RUNNING):
+            if target in (ControlState.PAUSED, ControlState.RUNNING):
                 self._send(Status(type="status", state=target.value, step=next_step))

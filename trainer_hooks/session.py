@@ -30,10 +30,11 @@ from gradwatch.protocol import (
     TrainerHello,
     TrainerState,
     VariableSet,
+    check_clip_mode,
     trainer_ws_url,
 )
 
-from .control import RunControl, RunState
+from .control import ControlState, RunControl
 from .graph_stats import SCALARS
 from .model_facts import ModelFacts
 from .multi_optimizer import AnyStats, group_stats
@@ -52,8 +53,7 @@ def _nonfinite(row: np.ndarray) -> bool:
 
 
 def validate_clip(mode: str, threshold: float | None) -> None:
-    if mode not in CLIP_MODES:
-        raise ValueError(f"clip_mode={mode!r} is not one of {CLIP_MODES}")
+    check_clip_mode(mode)
     if threshold is not None and not (
         isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0 < threshold <= MAX_CLIP_THRESHOLD
     ):
@@ -188,7 +188,7 @@ class RunSession:
             # overtake steps still sitting in the statistics ring).
             self._report(last, None, force=True)
         self.control.apply_pending(next_step)
-        if self.control.state is RunState.PAUSED:
+        if self.control.state is ControlState.PAUSED:
             self._report(last, None, force=True)  # the page shows where it stopped
         self.control.wait_while_paused(next_step)
         if meter is not None:
