@@ -88,7 +88,7 @@ CLIP_MODES: tuple[str, ...] = ("global_norm", "norm", "value")
 TrainerState = Literal["running", "paused", "idle", "interrupted", "finished"]
 #: A run's status on the server: the trainer's state, or ``disconnected`` when its trainer went away.
 RunStatus = Literal[TrainerState, "disconnected"]
-CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr"]
+CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr", "rewind"]
 AlertKind = Literal[
     "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated",
     "diverging",
@@ -138,10 +138,24 @@ class Command(_Msg):
     threshold: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_CLIP_THRESHOLD, allow_inf_nan=False)] | None = None
     lr: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False)] | None = None
     group: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    #: ``rewind``: restore the newest snapshot the trainer holds taken at or before this step
+    #: (``RunState.snapshots`` lists them).
+    step: WireStep | None = None
+    #: ``rewind`` only: posted by the server for ``rewind_on`` (the trainer scales its learning rate by its
+    #: ``rewind_lr_factor`` unless ``lr`` is given, and counts it against ``max_rewinds``).
+    auto: StrictBool = False
 
     @model_validator(mode="after")
     def _parameters_match_type(self) -> Command:
-        if self.type == "set_clip":
+        if self.type != "rewind" and (self.step is not None or self.auto):
+            raise ValueError(f"{self.type!r} takes no 'step' or 'auto'; only rewind does")
+        if self.type == "rewind":
+            if self.step is None:
+                raise ValueError("rewind needs 'step': a snapshot step the run holds (run.snapshots), "
+                                 "e.g. {'type': 'rewind', 'step': 200}")
+            if self.group is not None:
+                raise ValueError("rewind takes no 'group': it restores every optimizer of the run")
+        elif self.type == "set_clip":
             if self.threshold is None:
                 raise ValueError(
                     "set_clip needs 'threshold': a finite number > 0, e.g. {'type': 'set_clip', 'threshold': 1.0}"
@@ -154,7 +168,7 @@ class Command(_Msg):
             if self.mode is not None or self.threshold is not None:
                 raise ValueError("set_lr takes no 'mode' or 'threshold'; send a separate set_clip command")
         elif self.mode is not None or self.threshold is not None or self.lr is not None or self.group is not None:
-            raise ValueError(f"{self.type!r} takes no parameters; only set_clip and set_lr do")
+            raise ValueError(f"{self.type!r} takes no parameters; only set_clip, set_lr and rewind do")
         return self
 
 
@@ -251,6 +265,9 @@ class TrainerHello(_Msg):
     pause_on: list[AlertKind] = Field(default_factory=list)
     #: Non-finite steps are skipped by the trainer (weights untouched).
     guard_nonfinite: StrictBool = False
+    #: Alert kinds on which the server asks this run to rewind (an ``auto`` ``rewind`` command to the step
+    #: before the alert's onset); the trainer holds the snapshots (``Snapshots``).
+    rewind_on: list[AlertKind] = Field(default_factory=list)
     #: Layer names the trainer probes for dead ReLU units (``Probe.dead_relu`` keys).
     relu_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
     #: Each layer's activation function by layer path (a recurrent layer's: its cell's), e.g. ``{"rnn": "tanh"}``:
@@ -352,7 +369,15 @@ class Mark(_Msg):
     id: WireId
 
 
-AnyTrainerMessage = Steps | Gap | Ack | Status | Probe | NonfiniteOrigin | VariableSet | Mark
+class Snapshots(_Msg):
+    """The steps of the snapshots the trainer holds now, oldest first (sent whenever they change): what a
+    ``rewind`` command can go back to."""
+
+    type: Literal["snapshots"]
+    steps: list[WireStep] = Field(max_length=1000)
+
+
+AnyTrainerMessage = Steps | Gap | Ack | Status | Probe | NonfiniteOrigin | VariableSet | Mark | Snapshots
 TrainerMessage = Annotated[AnyTrainerMessage, Field(discriminator="type")]
 _trainer_message: TypeAdapter[AnyTrainerMessage] = TypeAdapter(TrainerMessage)
 
@@ -491,6 +516,8 @@ class RunState(RunSummary):
         default_factory=list,
         description="where the watched variables changed within the run, in step order ([]: all of them throughout)",
     )
+    snapshots: list[int] = Field(default_factory=list, description="steps the connected trainer can rewind to "
+                                 "(the newest Snapshots message; [] when none, or no trainer is connected)")
 
 
 class CommandView(_View):
@@ -501,6 +528,7 @@ class CommandView(_View):
     threshold: float | None
     lr: float | None
     group: str | None = None
+    step: int | None = None
     origin: str
     created_at: float
     state: CommandState

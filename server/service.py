@@ -30,6 +30,7 @@ from gradwatch.protocol import (
     RunMessage,
     RunsMessage,
     RunSummary,
+    Snapshots,
     Status,
     StepRecord,
     TrainerHello,
@@ -107,7 +108,7 @@ class Gradwatch:
         self.replays: dict[int, replay.Replay] = {}
         self._lifecycles: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self.webhooks = webhook_sender(config)
-        self.alerting = Alerting(self.store, self.hub, self._auto_pause,
+        self.alerting = Alerting(self.store, self.hub, self._auto_command,
                                  notify=self._notify if self.webhooks is not None else None)
 
     async def start(self) -> None:
@@ -372,14 +373,22 @@ class Gradwatch:
         updated = await self.commands.resolve(link.run_id, ack)
         if updated is None:
             return
-        if updated.state == "applied" and updated.type == "set_clip":
+        if updated.state != "applied":
+            return
+        # A rewind may set the clip threshold and the learning rate too.
+        if updated.type == "set_clip" or (updated.type == "rewind" and updated.threshold is not None):
             run = self.active.get(link.run_id)
             mode = updated.mode or (run.clip_mode if run else "global_norm")
             await self._update_run(link.run_id, clip_mode=mode, clip_threshold=updated.threshold)
             await self._broadcast_run(link.run_id)
-        elif updated.state == "applied" and updated.type == "set_lr" and updated.lr is not None:
+        if updated.type in ("set_lr", "rewind") and updated.lr is not None:
             await self._update_run(link.run_id, lr=updated.lr)
             await self._broadcast_run(link.run_id)
+
+    async def snapshots(self, link: TrainerLink, msg: Snapshots) -> None:
+        """The steps the trainer can rewind to now: every page watching the run offers them."""
+        link.snapshots = list(msg.steps)
+        await self._broadcast_run(link.run_id)
 
     async def handle_status(self, link: TrainerLink, status: Status) -> None:
         run = self.active.get(link.run_id)
@@ -439,12 +448,13 @@ class Gradwatch:
             raise RunFinished(run_id)
         return await self.commands.post(run_id, command, origin, self.links.get(run_id))
 
-    async def _auto_pause(self, run_id: int, origin: str) -> None:
-        """``pause_on``: an alert pauses its run through the ordinary command path (audited with ``origin``)."""
+    async def _auto_command(self, run_id: int, command: Command, origin: str) -> None:
+        """``pause_on``, ``rewind_on``: an alert pauses or rewinds its run through the ordinary command path
+        (audited with ``origin``)."""
         try:
-            await self.post_command(run_id, Command(type="pause"), origin)
+            await self.post_command(run_id, command, origin)
         except (RunNotFound, RunFinished):
-            log.info("run %d: not pausing for %s; the run takes no commands", run_id, origin)
+            log.info("run %d: no %s for %s; the run takes no commands", run_id, command.type, origin)
 
     # ------------------------------------------------------------------ browser side
 
@@ -464,7 +474,9 @@ class Gradwatch:
             return None
         gaps = await self.store.call(self.store.list_gaps, run_id)
         counts = await self.alerting.counts()
-        return page_message_text(RunMessage(run=run_state(run, gaps, counts.get(run_id))))
+        link = self.links.get(run_id)
+        snapshots = link.snapshots if link is not None else None
+        return page_message_text(RunMessage(run=run_state(run, gaps, counts.get(run_id), snapshots)))
 
     async def _broadcast_run(self, run_id: int) -> None:
         text = await self.run_message(run_id)
