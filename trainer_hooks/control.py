@@ -31,7 +31,12 @@ _TRANSITIONS: dict[str, tuple[frozenset[RunState], RunState | None]] = {
     "stop": (frozenset({RunState.RUNNING, RunState.PAUSED}), RunState.STOPPING),
     "set_clip": (frozenset({RunState.RUNNING, RunState.PAUSED}), None),
     "set_lr": (frozenset({RunState.RUNNING, RunState.PAUSED}), None),
+    "rewind": (frozenset({RunState.RUNNING, RunState.PAUSED}), None),
 }
+
+
+class PauseInstead(ValueError):
+    """Raised by a command's handler: the command is refused (with this message) and the run pauses."""
 
 
 class RunControl:
@@ -39,8 +44,9 @@ class RunControl:
 
     ``on_clip`` is called on the training thread with (mode, threshold, group) for
     ``set_clip`` (mode ``None``: keep the current one; group ``None``: every optimizer),
-    ``on_lr`` with (lr, group) for ``set_lr``; ``send`` hands an
-    acknowledgement or a status change to the transport.
+    ``on_lr`` with (lr, group) for ``set_lr``, ``on_rewind`` with (command, next_step) for ``rewind``
+    (it returns the acknowledgement's detail); ``send`` hands an acknowledgement or a status change to
+    the transport.
     """
 
     def __init__(
@@ -48,9 +54,11 @@ class RunControl:
         on_clip: Callable[[str | None, float, str | None], None],
         send: Callable[[Ack | Status], None],
         on_lr: Callable[[float, str | None], None] | None = None,
+        on_rewind: Callable[[Command, int], str] | None = None,
     ) -> None:
         self._on_clip = on_clip
         self._on_lr = on_lr
+        self._on_rewind = on_rewind
         self._send = send
         self._state = RunState.RUNNING
         self._inbox: collections.deque[CommandMessage] = collections.deque()
@@ -102,9 +110,10 @@ class RunControl:
     def _apply(self, command_id: int, command: Command, next_step: int) -> None:
         allowed, target = _TRANSITIONS[command.type]
         if self._state not in allowed:
-            detail = f"cannot {command.type} while {self._state.value}"
-            self._send(Ack(type="ack", id=command_id, state="rejected", detail=detail))
+            why = f"cannot {command.type} while {self._state.value}"
+            self._send(Ack(type="ack", id=command_id, state="rejected", detail=why))
             return
+        detail: str | None = None
         try:
             if command.type == "set_clip":
                 assert command.threshold is not None  # guaranteed by Command's validation
@@ -114,10 +123,17 @@ class RunControl:
                 if self._on_lr is None:
                     raise ValueError("this trainer cannot change its learning rate")
                 self._on_lr(float(command.lr), command.group)
+            elif command.type == "rewind":
+                if self._on_rewind is None:
+                    raise ValueError("this run keeps no snapshots to rewind to (GradientMonitor(snapshot_every=...))")
+                detail = self._on_rewind(command, next_step)
         except ValueError as err:
-            self._send(Ack(type="ack", id=command_id, state="rejected", detail=str(err)))
+            self._send(Ack(type="ack", id=command_id, state="rejected", detail=str(err)[:1000]))
+            if isinstance(err, PauseInstead) and self._state is RunState.RUNNING:
+                self._state = RunState.PAUSED
+                self._send(Status(type="status", state="paused", step=next_step))
             return
-        self._send(Ack(type="ack", id=command_id, state="applied", applied_step=next_step))
+        self._send(Ack(type="ack", id=command_id, state="applied", applied_step=next_step, detail=detail))
         if target is not None:
             self._state = target
             if target in (RunState.PAUSED, RunState.RUNNING):

@@ -87,7 +87,8 @@ class Snapshots:
         return last // self.every > self._last_block
 
     def take(self, last: int) -> bool:
-        """Copy the state after step ``last``; False (nothing kept) if any floating value is not finite."""
+        """Copy the state after step ``last``; False (nothing kept until the next one is due) if any floating
+        value is not finite."""
         self._last_block = last // self.every
         arrays = tuple(np.array(v.numpy(), copy=True) for v in self.variables)
         if not all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f"):
@@ -97,12 +98,10 @@ class Snapshots:
         self._held.append(Snapshot(last, arrays))
         return True
 
-    def newest_before(self, step: int) -> Snapshot | None:
-        """The newest snapshot taken before step ``step`` ran (its ``step`` < ``step``)."""
-        return next((s for s in reversed(self._held) if s.step < step), None)
-
-    def get(self, step: int) -> Snapshot | None:
-        return next((s for s in self._held if s.step == step), None)
+    def newest_at_or_before(self, step: int) -> Snapshot | None:
+        """The newest snapshot whose ``step`` is at most ``step`` (the server asks for the one before an
+        alert's onset step ``k`` with ``k - 1``)."""
+        return next((s for s in reversed(self._held) if s.step <= step), None)
 
     def restore(self, snapshot: Snapshot) -> None:
         """Assign the snapshot's values back (training thread, between steps); newer snapshots are dropped,
