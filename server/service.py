@@ -171,7 +171,12 @@ class Gradwatch:
         run = await self.get_run(run_id)
         gaps = await self.store.call(self.store.list_gaps, run_id)
         counts = await self.alerting.counts()
-        return run_detail(run, gaps, counts.get(run_id)).model_dump_json()
+        return run_detail(run, gaps, counts.get(run_id), self._snapshots(run_id)).model_dump_json()
+
+    def _snapshots(self, run_id: int) -> list[int]:
+        """The steps the connected trainer of ``run_id`` can rewind to ([] with none connected)."""
+        link = self.links.get(run_id)
+        return link.snapshots if link is not None else []
 
     async def metrics(self, run_id: int, since: int | None, until: int | None, max_points: int | None,
                       omit_empty: bool = False) -> str:
@@ -474,9 +479,7 @@ class Gradwatch:
             return None
         gaps = await self.store.call(self.store.list_gaps, run_id)
         counts = await self.alerting.counts()
-        link = self.links.get(run_id)
-        snapshots = link.snapshots if link is not None else None
-        return page_message_text(RunMessage(run=run_state(run, gaps, counts.get(run_id), snapshots)))
+        return page_message_text(RunMessage(run=run_state(run, gaps, counts.get(run_id), self._snapshots(run_id))))
 
     async def _broadcast_run(self, run_id: int) -> None:
         text = await self.run_message(run_id)

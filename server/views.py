@@ -132,8 +132,9 @@ def run_state(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = N
                     snapshots=snapshots or [])
 
 
-def run_detail(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None) -> RunDetail:
-    return RunDetail(**run_state(run, gaps, alerts).model_dump(), variables=run.variables, bn_layers=run.bn_layers,
+def run_detail(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None,
+               snapshots: list[int] | None = None) -> RunDetail:
+    return RunDetail(**run_state(run, gaps, alerts, snapshots).model_dump(), variables=run.variables, bn_layers=run.bn_layers,
                      relu_layers=run.relu_layers)
 
 
