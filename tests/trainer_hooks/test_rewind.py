@@ -186,11 +186,12 @@ def test_a_nan_blow_up_is_rewound_unattended_and_the_run_finishes_healthy(gradwa
                               rewind_lr_factor=0.5)
 
     class Hold(keras.callbacks.Callback):
-        """After the bad batch, let the alert and its rewind reach the trainer (the fit is faster than a link)."""
+        """After the bad batch, let the alert and its rewind reach the trainer (the fit is faster than a link):
+        at step 12, when the monitor has read step 10's row (the snapshot due at 12 reads the ring)."""
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
             session = monitor.session
-            if batch == 10 and session is not None:
+            if batch == 12 and session is not None:
                 deadline = time.monotonic() + 30
                 while not session.control.has_pending and time.monotonic() < deadline:
                     time.sleep(0.01)
