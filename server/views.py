@@ -134,8 +134,8 @@ def run_state(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = N
 
 def run_detail(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None,
                snapshots: list[int] | None = None) -> RunDetail:
-    return RunDetail(**run_state(run, gaps, alerts, snapshots).model_dump(), variables=run.variables, bn_layers=run.bn_layers,
-                     relu_layers=run.relu_layers)
+    return RunDetail(**run_state(run, gaps, alerts, snapshots).model_dump(), variables=run.variables,
+                     bn_layers=run.bn_layers, relu_layers=run.relu_layers)
 
 
 def command_view(cmd: CommandRow) -> CommandView:

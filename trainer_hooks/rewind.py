@@ -115,7 +115,9 @@ class RewindOptions:
         object.__setattr__(self, "rewind_on", tuple(on))
 
     def rewinder(
-        self, variables: list[Any], lr_variables: Callable[[], list[Any]],
+        self,
+        variables: list[Any],
+        lr_variables: Callable[[], list[Any]],
         set_clip: Callable[[str | None, float, str | None], None],
     ) -> tuple[Rewinder | None, dict[str, str]]:
         """The run's rewinder (``None``: snapshots off or too large) and its lines for the run's info."""
@@ -128,5 +130,7 @@ class RewindOptions:
                 warnings.warn(f"gradwatch: {err}", RuntimeWarning, stacklevel=4)
             return None, {"rewind": str(err)}
         rewinder = Rewinder(snapshots, lr_variables, set_clip, self.rewind_lr_factor, self.max_rewinds)
-        return rewinder, {"rewind": f"snapshots every {self.snapshot_every} steps, {snapshots.keep} kept "
-                                    f"({snapshots.size / 2**20:.1f} MiB each); {DATA_NOTE}"}
+        return rewinder, {
+            "rewind": f"snapshots every {self.snapshot_every} steps, {snapshots.keep} kept "
+            f"({snapshots.size / 2**20:.1f} MiB each); {DATA_NOTE}"
+        }

@@ -11,12 +11,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from gradwatch import GradientMonitor
-from gradwatch.protocol import Ack, Command, CommandMessage, Status
 from gradwatch.trainer_hooks.control import RunControl, RunState
 from gradwatch.trainer_hooks.rewind import Rewinder
 from gradwatch.trainer_hooks.snapshots import Snapshots, SnapshotTooLarge, state_variables
+
+from gradwatch import GradientMonitor
+from gradwatch.protocol import Ack, Command, CommandMessage, Status
 
 BATCH, STEPS = 8, 24
 
@@ -29,10 +29,15 @@ def data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def mlp(optimizer: Any = None) -> keras.Model:
     keras.utils.set_random_seed(3)
-    model = keras.Sequential([
-        keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dropout(0.2),
-        keras.layers.BatchNormalization(), keras.layers.Dense(1),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(optimizer=optimizer or keras.optimizers.Adam(0.01), loss="mse")
     return model
 
@@ -84,16 +89,22 @@ def test_unattended_rewinds_stop_at_max_rewinds_and_pause() -> None:
     model = mlp()
     model.fit(*data(), batch_size=BATCH, verbose=0, epochs=1)
     lr = model.optimizer.learning_rate
-    rewinder = Rewinder(Snapshots(state_variables(model, [model.optimizer]), 1, 2, 2**20), lambda: [lr],
-                        lambda *a: None, lr_factor=0.5, max_rewinds=1)
+    rewinder = Rewinder(
+        Snapshots(state_variables(model, [model.optimizer]), 1, 2, 2**20),
+        lambda: [lr],
+        lambda *a: None,
+        lr_factor=0.5,
+        max_rewinds=1,
+    )
     assert rewinder.after_step(10, lambda: True)
     sent: list[Any] = []
     control = RunControl(on_clip=lambda *a: None, send=sent.append, on_rewind=rewinder.apply)
     for i in (1, 2):
         control.submit(CommandMessage(id=i, command=Command(type="rewind", step=10, auto=True)))
     control.apply_pending(20)
-    assert sent[0] == Ack(type="ack", id=1, state="applied", applied_step=20,
-                          detail="rewound to the snapshot of step 10, lr 0.005")
+    assert sent[0] == Ack(
+        type="ack", id=1, state="applied", applied_step=20, detail="rewound to the snapshot of step 10, lr 0.005"
+    )
     assert float(lr.numpy()) == np.float32(0.005)
     assert sent[1].state == "rejected" and "max_rewinds=1" in sent[1].detail
     assert sent[2] == Status(type="status", state="paused", step=20) and control.state is RunState.PAUSED
@@ -131,8 +142,9 @@ def run_id_of(api: httpx.Client) -> int:
 def wait_command(api: httpx.Client, run_id: int, kind: str) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        done = [c for c in api.get(f"/api/runs/{run_id}/commands").json() if c["type"] == kind
-                and c["state"] != "pending"]
+        done = [
+            c for c in api.get(f"/api/runs/{run_id}/commands").json() if c["type"] == kind and c["state"] != "pending"
+        ]
         if done:
             return dict(done[0])
         time.sleep(0.05)
@@ -171,8 +183,9 @@ def test_rewind_from_the_api_equals_a_restart_from_the_same_state(gradwatch_serv
     ref.fit(x[k * BATCH :], y[k * BATCH :], batch_size=BATCH, shuffle=False, verbose=0)
     assert_bitwise(state(ref), state(model))
     # Step numbering goes on after a rewind: the monitor reported every step 0..STEPS-1 once.
-    metrics = wait_for(lambda: (m := api.get(f"/api/runs/{run_id}/metrics").json())["step"][-1:] == [STEPS - 1]
-                       and m, "every step")
+    metrics = wait_for(
+        lambda: (m := api.get(f"/api/runs/{run_id}/metrics").json())["step"][-1:] == [STEPS - 1] and m, "every step"
+    )
     assert metrics["step"] == list(range(STEPS))
 
 
@@ -182,8 +195,9 @@ def test_a_nan_blow_up_is_rewound_unattended_and_the_run_finishes_healthy(gradwa
     x, y = data()
     x[10 * BATCH : 11 * BATCH] = np.nan  # batch 10 blows the weights up (no guard)
     model = mlp(keras.optimizers.SGD(0.02))
-    monitor = GradientMonitor(server=server.url, token=server.token, snapshot_every=4, rewind_on=("nonfinite",),
-                              rewind_lr_factor=0.5)
+    monitor = GradientMonitor(
+        server=server.url, token=server.token, snapshot_every=4, rewind_on=("nonfinite",), rewind_lr_factor=0.5
+    )
 
     class Hold(keras.callbacks.Callback):
         """After the bad batch, let the alert and its rewind reach the trainer (the fit is faster than a link):
