@@ -141,9 +141,9 @@ class Command(_Msg):
     #: ``rewind``: restore the newest snapshot the trainer holds taken at or before this step
     #: (``RunState.snapshots`` lists them).
     step: WireStep | None = None
-    #: ``rewind`` only: posted by the server for ``rewind_on`` (the trainer scales its learning rate by its
-    #: ``rewind_lr_factor`` unless ``lr`` is given, and counts it against ``max_rewinds``).
-    auto: StrictBool = False
+    #: ``rewind`` only: ``True`` when posted by the server for ``rewind_on`` (the trainer scales its learning rate
+    #: by its ``rewind_lr_factor`` unless ``lr`` is given, and counts it against ``max_rewinds``); absent otherwise.
+    auto: StrictBool | None = None
 
     @model_validator(mode="after")
     def _parameters_match_type(self) -> Command:

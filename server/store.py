@@ -84,7 +84,7 @@ class CommandRow:
 
     def to_command(self) -> Command:
         # The server's own rewinds (rewind_on) are the ones it posts with an "auto:" origin, as pause_on's.
-        auto = self.type == "rewind" and self.origin.startswith(AUTO_ORIGIN)
+        auto = True if self.type == "rewind" and self.origin.startswith(AUTO_ORIGIN) else None
         return Command(type=self.type, mode=self.mode, threshold=self.threshold, lr=self.lr, group=self.group,
                        step=self.step, auto=auto)
 

@@ -77,7 +77,7 @@ class Rewinder:
         for variable, lr in zip(variables, lrs, strict=True):
             if variable is not None:
                 variable.assign(float(command.lr) if command.lr is not None else lr)
-        self.auto_rewinds += command.auto
+        self.auto_rewinds += bool(command.auto)
         self.history.append((next_step, snapshot.step))
         now = [lr for lr in lrs if lr is not None]
         shown = float(command.lr) if command.lr is not None else (now[0] if now else None)
