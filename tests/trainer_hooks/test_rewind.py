@@ -219,3 +219,40 @@ def test_a_nan_blow_up_is_rewound_unattended_and_the_run_finishes_healthy(gradwa
     assert float(model.optimizer.learning_rate.numpy()) == np.float32(0.01)
     info = api.get(f"/api/runs/{run_id}").json()["meta"]["rewind"]
     assert "neither replayed nor skipped" in info
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
+def test_watch_loops_rewind_between_steps_and_refuse_inside_a_compiled_step(
+    gradwatch_server: Any, compiled: bool
+) -> None:
+    server = gradwatch_server()
+    api = httpx.Client(base_url=server.url, headers=server.headers, timeout=10)
+    x, y = data()
+    model = mlp()
+    optimizer = model.optimizer
+    monitor = GradientMonitor(server=server.url, token=server.token, snapshot_every=4)
+    states: dict[int, list[np.ndarray]] = {}
+
+    def train(watch: Any, xb: Any, yb: Any) -> None:
+        with tf.GradientTape() as tape:
+            loss = keras.losses.mean_squared_error(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        watch.apply_gradients(grads, model.trainable_variables, loss=tf.reduce_mean(loss))
+
+    step_fn = tf.function(train) if compiled else train
+    with monitor.watch(model, optimizer) as watch:
+        for i in range(STEPS):
+            step_fn(watch, x[i * BATCH : (i + 1) * BATCH], y[i * BATCH : (i + 1) * BATCH])
+            states[i] = state(model)
+            if i == 12:
+                r = api.post(f"/api/runs/{run_id_of(api)}/commands", json={"type": "rewind", "step": 9})
+                assert r.status_code == 202, r.text
+                session = monitor.session
+                assert session is not None
+                wait_for(lambda: session.control.has_pending, "the rewind to reach the trainer")
+    ack = wait_command(api, run_id_of(api), "rewind")
+    if compiled:
+        assert ack["state"] == "rejected" and "inside its compiled step" in ack["detail"], ack
+        return
+    assert ack["state"] == "applied" and ack["applied_step"] == 14, ack
+    assert_bitwise(states[13], states[8])
