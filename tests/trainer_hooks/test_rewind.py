@@ -249,7 +249,7 @@ def test_watch_loops_rewind_between_steps_and_refuse_inside_a_compiled_step(
                 assert r.status_code == 202, r.text
                 session = monitor.session
                 assert session is not None
-                wait_for(lambda: session.control.has_pending, "the rewind to reach the trainer")
+                wait_for(lambda s=session: s.control.has_pending, "the rewind to reach the trainer")
     ack = wait_command(api, run_id_of(api), "rewind")
     if compiled:
         assert ack["state"] == "rejected" and "inside its compiled step" in ack["detail"], ack
