@@ -180,6 +180,12 @@ export function initControls() {
 
 const STATE_RANK = { pending: 0, applied: 1, rejected: 1 };
 
+/** The steps at which the run's applied rewinds took effect (the charts mark them). */
+export function rewindSteps() {
+  return [...state.commands.values()].filter((c) => c.type === "rewind" && c.state === "applied"
+    && Number.isInteger(c.applied_step)).map((c) => c.applied_step);
+}
+
 export function mergeCommand(c) {
   if (!c || typeof c.id !== "number") return;
   const old = state.commands.get(c.id);

@@ -95,9 +95,16 @@ def test_page_rewinds_a_blown_up_run_which_then_finishes_healthy(gradwatch_serve
         entry = page.get_by_test_id("command-entry").filter(has_text="rewind")
         entry.get_by_text(re.compile(r"applied at step \d+: rewound to the snapshot of step 8, lr 0.005")).wait_for()
         assert "clip ≤ 5" in entry.inner_text() and "lr → 0.005" in entry.inner_text()
+        at = int(re.search(r"applied at step (\d+)", entry.inner_text()).group(1))  # type: ignore[union-attr]
+        page.wait_for_function(  # the global-norm chart marks the rewind, just before its first step
+            "(document.getElementById('chart-global-norm').layout?.shapes || [])"
+            f".some((s) => s.name === 'rewind' && s.x0 === {at} - 0.5)"
+        )
         page.get_by_test_id("btn-resume").click()
+        resume = page.get_by_test_id("command-entry").filter(has_text="resume")
+        resume.get_by_text(re.compile(r"applied at step \d+")).wait_for(timeout=60_000)
         training.join(60)
-        assert not training.is_alive() and training.error is None
+        assert not training.is_alive() and training.error is None, api.get(f"/api/runs/{run['id']}/commands").json()
         assert all(np.isfinite(w).all() for w in training.model.get_weights())
         assert float(training.model.optimizer.learning_rate.numpy()) == np.float32(0.005)
         detail = wait_for(
