@@ -118,3 +118,4 @@ def test_page_rewinds_a_blown_up_run_which_then_finishes_healthy(gradwatch_serve
             if training.monitor.session is not None:
                 training.monitor.session.control.finish()
             training.join(60)
+        training.monitor.close(5)  # while the server is up (the run would otherwise end at interpreter exit)
