@@ -27,7 +27,7 @@ def data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, (x[:, :1] * 2 - x[:, 1:2]).astype("float32")
 
 
-def mlp(optimizer: Any = None) -> keras.Model:
+def mlp(optimizer: Any = None, **compile_args: Any) -> keras.Model:
     keras.utils.set_random_seed(3)
     model = keras.Sequential(
         [
@@ -38,7 +38,7 @@ def mlp(optimizer: Any = None) -> keras.Model:
             keras.layers.Dense(1),
         ]
     )
-    model.compile(optimizer=optimizer or keras.optimizers.Adam(0.01), loss="mse")
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(0.01), loss="mse", **compile_args)
     return model
 
 
@@ -189,23 +189,33 @@ def test_rewind_from_the_api_equals_a_restart_from_the_same_state(gradwatch_serv
     assert metrics["step"] == list(range(STEPS))
 
 
-def test_a_nan_blow_up_is_rewound_unattended_and_the_run_finishes_healthy(gradwatch_server: Any) -> None:
+@pytest.mark.parametrize(
+    ("compile_args", "snapshot"),
+    [({}, 8), ({"jit_compile": True, "steps_per_execution": 2}, 9)],  # snapshots after steps 1, 5, 9 there
+    ids=["plain", "xla-steps_per_execution=2"],
+)
+def test_a_nan_blow_up_is_rewound_unattended_and_the_run_finishes_healthy(
+    gradwatch_server: Any, compile_args: dict[str, Any], snapshot: int
+) -> None:
     server = gradwatch_server()
     api = httpx.Client(base_url=server.url, headers=server.headers, timeout=10)
     x, y = data()
     x[10 * BATCH : 11 * BATCH] = np.nan  # batch 10 blows the weights up (no guard)
-    model = mlp(keras.optimizers.SGD(0.02))
+    model = mlp(keras.optimizers.SGD(0.02), **compile_args)
     monitor = GradientMonitor(
         server=server.url, token=server.token, snapshot_every=4, rewind_on=("nonfinite",), rewind_lr_factor=0.5
     )
 
     class Hold(keras.callbacks.Callback):
         """After the bad batch, let the alert and its rewind reach the trainer (the fit is faster than a link):
-        at step 12, when the monitor has read step 10's row (the snapshot due at 12 reads the ring)."""
+        from step 12 on, when the monitor has read step 10's row (the snapshot due then reads the ring)."""
+
+        held = False
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
             session = monitor.session
-            if batch == 12 and session is not None:
+            if batch >= 12 and not self.held and session is not None:
+                self.held = True
                 deadline = time.monotonic() + 30
                 while not session.control.has_pending and time.monotonic() < deadline:
                     time.sleep(0.01)
@@ -215,7 +225,7 @@ def test_a_nan_blow_up_is_rewound_unattended_and_the_run_finishes_healthy(gradwa
     run_id = run_id_of(api)
     ack = wait_command(api, run_id, "rewind")
     assert ack["state"] == "applied" and ack["origin"].startswith("auto: nonfinite alert"), ack
-    assert ack["detail"] == "rewound to the snapshot of step 8, lr 0.01", ack
+    assert ack["detail"] == f"rewound to the snapshot of step {snapshot}, lr 0.01", ack
     assert float(model.optimizer.learning_rate.numpy()) == np.float32(0.01)
     info = api.get(f"/api/runs/{run_id}").json()["meta"]["rewind"]
     assert "neither replayed nor skipped" in info
