@@ -266,3 +266,32 @@ def test_watch_loops_rewind_between_steps_and_refuse_inside_a_compiled_step(
         return
     assert ack["state"] == "applied" and ack["applied_step"] == 14, ack
     assert_bitwise(states[13], states[8])
+
+
+def test_a_gan_rewinds_both_optimizers_bitwise(gradwatch_server: Any) -> None:
+    from .test_multi_optimizer import digits, gan
+
+    server = gradwatch_server()
+    api = httpx.Client(base_url=server.url, headers=server.headers, timeout=10)
+    model = gan(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(2e-3))
+    monitor = GradientMonitor(server=server.url, token=server.token, snapshot_every=2)
+
+    def gan_state(m: Any) -> list[np.ndarray]:
+        variables = [*m.variables, *m.d_optimizer.variables, *m.g_optimizer.variables]
+        return [np.array(v.numpy()) for v in variables]
+
+    def post() -> None:
+        r = api.post(f"/api/runs/{run_id_of(api)}/commands", json={"type": "rewind", "step": 3})
+        assert r.status_code == 202, r.text
+
+    class GanRecorder(Recorder):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            super().on_train_batch_end(batch, logs)
+            self.states[batch] = gan_state(self.model)
+
+    recorder = GanRecorder(monitor, post, at=4)
+    model.fit(digits(), batch_size=64, shuffle=False, verbose=0, callbacks=[monitor, recorder])
+    ack = wait_command(api, run_id_of(api), "rewind")
+    assert ack["state"] == "applied" and ack["applied_step"] == 6, ack
+    assert ack["detail"].startswith("rewound to the snapshot of step 2"), ack  # held 0, 2, 4: newest <= 3
+    assert_bitwise(recorder.states[5], recorder.states[2])
