@@ -44,7 +44,7 @@ class RunControl:
 
     ``on_clip`` is called on the training thread with (mode, threshold, group) for
     ``set_clip`` (mode ``None``: keep the current one; group ``None``: every optimizer),
-    ``on_lr`` with (lr, group) for ``set_lr``, ``on_rewind`` with (command, next_step) for ``rewind``
+    ``on_lr`` with (lr, group) for ``set_lr``, ``on_rewind`` with the command for ``rewind``
     (it returns the acknowledgement's detail); ``send`` hands an acknowledgement or a status change to
     the transport.
     """
@@ -54,7 +54,7 @@ class RunControl:
         on_clip: Callable[[str | None, float, str | None], None],
         send: Callable[[Ack | Status], None],
         on_lr: Callable[[float, str | None], None] | None = None,
-        on_rewind: Callable[[Command, int], str] | None = None,
+        on_rewind: Callable[[Command], str] | None = None,
     ) -> None:
         self._on_clip = on_clip
         self._on_lr = on_lr
@@ -126,7 +126,7 @@ class RunControl:
             elif command.type == "rewind":
                 if self._on_rewind is None:
                     raise ValueError("this run keeps no snapshots to rewind to (GradientMonitor(snapshot_every=...))")
-                detail = self._on_rewind(command, next_step)
+                detail = self._on_rewind(command)
         except ValueError as err:
             self._send(Ack(type="ack", id=command_id, state="rejected", detail=str(err)[:1000]))
             if isinstance(err, PauseInstead) and self._state is RunState.RUNNING:

@@ -47,7 +47,6 @@ class Rewinder:
         self.lr_factor = lr_factor
         self.max_rewinds = max_rewinds
         self.auto_rewinds = 0
-        self.history: list[tuple[int, int]] = []  # (step it took effect at, snapshot step)
 
     def after_step(self, last: int, healthy: Callable[[], bool]) -> bool:
         """Take a snapshot after step ``last`` if one is due and the step was healthy; True if one was taken."""
@@ -57,7 +56,7 @@ class Rewinder:
             return False  # tried again after the next step
         return self.snapshots.take(last)
 
-    def apply(self, command: Command, next_step: int) -> str:
+    def apply(self, command: Command) -> str:
         """Restore the snapshot ``command`` names and set what comes with it; the ack's detail."""
         assert command.step is not None  # guaranteed by Command's validation
         snapshot = self.snapshots.newest_at_or_before(command.step)
@@ -68,8 +67,11 @@ class Rewinder:
             raise PauseInstead(f"max_rewinds={self.max_rewinds} unattended rewinds done; pausing instead")
         variables = self._lr_variables()
         scale = self.lr_factor if command.auto and command.lr is None else 1.0
-        if command.lr is None and scale != 1.0 and any(v is None for v in variables):
-            raise ValueError("the learning rate is a schedule here: a rewind cannot scale it (rewind_lr_factor)")
+        if (command.lr is not None or scale != 1.0) and any(v is None for v in variables):
+            raise ValueError(
+                "the learning rate is a schedule here: a rewind cannot set or scale it; rewind without "
+                "'lr' (and rewind_lr_factor=1 for rewind_on)"
+            )
         lrs = [None if v is None else float(v.numpy()) * scale for v in variables]
         if command.threshold is not None:
             self._set_clip(command.mode, float(command.threshold), None)  # validates before anything changes
@@ -78,7 +80,6 @@ class Rewinder:
             if variable is not None:
                 variable.assign(float(command.lr) if command.lr is not None else lr)
         self.auto_rewinds += bool(command.auto)
-        self.history.append((next_step, snapshot.step))
         now = [lr for lr in lrs if lr is not None]
         shown = float(command.lr) if command.lr is not None else (now[0] if now else None)
         return f"rewound to the snapshot of step {snapshot.step}" + (f", lr {shown:.6g}" if shown is not None else "")

@@ -224,14 +224,14 @@ class RunSession:
             self._held = held
             self.transport.put_control(Snapshots(type="snapshots", steps=held))
 
-    def _rewind(self, command: Command, next_step: int) -> str:
+    def _rewind(self, command: Command) -> str:
         """A ``rewind`` command, on the training thread between two steps (``RunControl``)."""
         if self.rewinder is None:
             raise ValueError("the snapshots were dropped when the model was recompiled; new ones need a new run")
         if not self._between_steps:
             raise ValueError("this loop's host call runs inside its compiled step, where the weights cannot be "
                              "restored; rewind works with fit() and eager or XLA watch() loops")
-        detail = self.rewinder.apply(command, next_step)
+        detail = self.rewinder.apply(command)
         self._tell_snapshots()
         return detail
 
