@@ -54,7 +54,6 @@ def _nonfinite(r: StepRecord) -> bool:
     return r.loss_nonfinite or r.weight_nonfinite > 0 or r.skipped or not math.isfinite(decode_float(r.global_norm))
 
 
-#: ``pause(run_id, origin)``: issue a pause command on behalf of an alert.
 #: ``post(run_id, command, origin)``: the server's own command to a run (``pause_on``, ``rewind_on``).
 PostCommand = Callable[[int, Command, str], Awaitable[None]]
 
