@@ -106,6 +106,7 @@ class Gradwatch:
         self.active: dict[int, RunRow] = {}
         #: Connections re-playing a session the server already has (a synced run file): news only.
         self.replays: dict[int, replay.Replay] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._lifecycles: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self.webhooks = webhook_sender(config)
         self.alerting = Alerting(self.store, self.hub, self._auto_command,
@@ -391,9 +392,20 @@ class Gradwatch:
             await self._broadcast_run(link.run_id)
 
     async def snapshots(self, link: TrainerLink, msg: Snapshots) -> None:
-        """The steps the trainer can rewind to now: every page watching the run offers them."""
+        """The steps the trainer can rewind to now: every page watching the run offers them.
+
+        The run is pushed in the background: the trainer's next frames (its steps) are not held behind it.
+        """
         link.snapshots = list(msg.steps)
-        await self._broadcast_run(link.run_id)
+        task = asyncio.create_task(self._broadcast_soon(link.run_id))
+        self._background.add(task)  # held until done (the loop keeps only a weak reference)
+        task.add_done_callback(self._background.discard)
+
+    async def _broadcast_soon(self, run_id: int) -> None:
+        try:
+            await self._broadcast_run(run_id)
+        except Exception as err:  # the server is shutting down: the page gets the run when it reconnects
+            log.info("run %d: could not push its snapshot steps (%s)", run_id, err)
 
     async def handle_status(self, link: TrainerLink, status: Status) -> None:
         run = self.active.get(link.run_id)
