@@ -4,6 +4,7 @@ and a run driven into NaN is rewound unattended and finishes healthy. Real Keras
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import tensorflow as tf
 from gradwatch.trainer_hooks.control import RunControl, RunState
 from gradwatch.trainer_hooks.rewind import Rewinder
 from gradwatch.trainer_hooks.snapshots import Snapshots, SnapshotTooLarge, state_variables
+from tensorflow.python.framework import config as tf_config
 
 from gradwatch import GradientMonitor
 from gradwatch.protocol import Ack, Command, CommandMessage, Status
@@ -151,8 +153,16 @@ def wait_command(api: httpx.Client, run_id: int, kind: str) -> dict[str, Any]:
     raise AssertionError(f"no {kind} acknowledged")
 
 
-def test_rewind_from_the_api_equals_a_restart_from_the_same_state(gradwatch_server: Any) -> None:
+@pytest.fixture
+def deterministic() -> Iterator[None]:
+    was = tf_config.is_op_determinism_enabled()
     tf.config.experimental.enable_op_determinism()
+    yield
+    if not was:  # the rest of the process runs as it would have (op determinism turns XLA off in fit)
+        tf_config.disable_op_determinism()
+
+
+def test_rewind_from_the_api_equals_a_restart_from_the_same_state(gradwatch_server: Any, deterministic: None) -> None:
     server = gradwatch_server()
     api = httpx.Client(base_url=server.url, headers=server.headers, timeout=10)
     x, y = data()
@@ -221,6 +231,7 @@ def test_a_nan_blow_up_is_rewound_unattended_and_the_run_finishes_healthy(
                     time.sleep(0.01)
 
     model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[monitor, Hold()])
+    assert model.jit_compile is compile_args.get("jit_compile", False)  # XLA did compile the step there
     assert all(np.isfinite(w).all() for w in model.get_weights())
     run_id = run_id_of(api)
     ack = wait_command(api, run_id, "rewind")
