@@ -16,7 +16,7 @@ export const RUN_STATUSES = Object.freeze(["running", "paused", "idle", "interru
 /** An alert's severity, lowest first (Severity). */
 export const SEVERITIES = Object.freeze(["info", "warning", "critical"]);
 /** Control command types (CommandType). */
-export const COMMANDS = Object.freeze(["pause", "resume", "stop", "set_clip", "set_lr"]);
+export const COMMANDS = Object.freeze(["pause", "resume", "stop", "set_clip", "set_lr", "rewind"]);
 /** Clip modes (ClipMode). */
 export const CLIP_MODES = Object.freeze(["global_norm", "norm", "value"]);
 /** Alert kinds, in the server's evaluation order (AlertKind). */
@@ -32,7 +32,7 @@ export const ALERT_STATES = Object.freeze(["open", "resolved"]);
 /** @typedef {"running"|"paused"|"idle"|"interrupted"|"finished"|"disconnected"} RunStatus */
 /** @typedef {"running"|"paused"|"idle"|"interrupted"|"finished"} TrainerState */
 /** @typedef {"global_norm"|"norm"|"value"} ClipMode */
-/** @typedef {"pause"|"resume"|"stop"|"set_clip"|"set_lr"} CommandType */
+/** @typedef {"pause"|"resume"|"stop"|"set_clip"|"set_lr"|"rewind"} CommandType */
 /** @typedef {"open"|"resolved"} AlertState */
 /**
  * @typedef {Object} AlertCounts
@@ -108,6 +108,7 @@ export const ALERT_STATES = Object.freeze(["open", "resolved"]);
  * @property {(number|null)} threshold
  * @property {(number|null)} lr
  * @property {(string|null)} group
+ * @property {(number|null)} step
  * @property {string} origin
  * @property {number} created_at
  * @property {"pending"|"applied"|"rejected"} state
@@ -171,6 +172,7 @@ export const ALERT_STATES = Object.freeze(["open", "resolved"]);
  * @property {Array<AlertKind>} pause_on
  * @property {boolean} guard_nonfinite
  * @property {Array<VariableSetView>} variable_sets
+ * @property {Array<number>} snapshots
  */
 /**
  * @typedef {Object} RunSummary

@@ -105,6 +105,7 @@ export class RunStore {
     this.lossMeanSteps = 0; // steps whose loss is Keras' running mean, not the step's own
     this.weightNonfinite = 0;
     this.gaps = [];
+    this.rewinds = []; // the steps at which an applied rewind took effect (controls.rewindSteps)
     this._recentClipped = [];
   }
 

@@ -113,7 +113,7 @@ RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 #: ``COMMAND_PARAMS`` below (its parameters); the trainer says in which of its states it applies and what it does
 #: (``trainer_hooks/control.py``, checked against ``COMMANDS`` at import); the page reads the list from the
 #: generated ``client/protocol.js``.
-CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr"]
+CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr", "rewind"]
 COMMANDS: tuple[str, ...] = get_args(CommandType)
 #: An alert's severity, lowest first (the order ranks them): ``info`` is worth knowing and needs no action
 #: (an overflow the loss scaler handled) and never pauses a run.
@@ -171,6 +171,9 @@ COMMAND_PARAMS: dict[str, CommandParams] = {
     "set_clip": CommandParams(("threshold",), ("mode", "group"),
                               "a finite number > 0, e.g. {'type': 'set_clip', 'threshold': 1.0}"),
     "set_lr": CommandParams(("lr",), ("group",), "a finite number > 0, e.g. {'type': 'set_lr', 'lr': 0.001}"),
+    # every optimizer of the run is restored: no group
+    "rewind": CommandParams(("step",), ("lr", "threshold", "mode", "auto"),
+                            "a snapshot step the run holds (run.snapshots), e.g. {'type': 'rewind', 'step': 200}"),
 }
 if tuple(COMMAND_PARAMS) != COMMANDS:
     raise TypeError(f"COMMAND_PARAMS {tuple(COMMAND_PARAMS)} differ from CommandType {COMMANDS}")
@@ -200,6 +203,12 @@ class Command(_Msg):
     threshold: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_CLIP_THRESHOLD, allow_inf_nan=False)] | None = None
     lr: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False)] | None = None
     group: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    #: ``rewind``: restore the newest snapshot the trainer holds taken at or before this step
+    #: (``RunState.snapshots`` lists them).
+    step: WireStep | None = None
+    #: ``rewind`` only: ``True`` when posted by the server for ``rewind_on`` (the trainer scales its learning rate
+    #: by its ``rewind_lr_factor`` unless ``lr`` is given, and counts it against ``max_rewinds``); absent otherwise.
+    auto: StrictBool | None = None
 
     @model_validator(mode="after")
     def _parameters_match_type(self) -> Command:
@@ -319,6 +328,9 @@ class TrainerHello(_Msg):
     pause_on: list[AlertKind] = Field(default_factory=list)
     #: Non-finite steps are skipped by the trainer (weights untouched).
     guard_nonfinite: StrictBool = False
+    #: Alert kinds on which the server asks this run to rewind (an ``auto`` ``rewind`` command to the step
+    #: before the alert's onset); the trainer holds the snapshots (``Snapshots``).
+    rewind_on: list[AlertKind] = Field(default_factory=list)
     #: Layer names the trainer probes for dead ReLU units (``Probe.dead_relu`` keys).
     relu_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
     #: Each layer's activation function by layer path (a recurrent layer's: its cell's), e.g. ``{"rnn": "tanh"}``:
@@ -420,7 +432,15 @@ class Mark(_Msg):
     id: WireId
 
 
-AnyTrainerMessage = Steps | Gap | Ack | Status | Probe | NonfiniteOrigin | VariableSet | Mark
+class Snapshots(_Msg):
+    """The steps of the snapshots the trainer holds now, oldest first (sent whenever they change): what a
+    ``rewind`` command can go back to."""
+
+    type: Literal["snapshots"]
+    steps: list[WireStep] = Field(max_length=1000)
+
+
+AnyTrainerMessage = Steps | Gap | Ack | Status | Probe | NonfiniteOrigin | VariableSet | Mark | Snapshots
 TrainerMessage = Annotated[AnyTrainerMessage, Field(discriminator="type")]
 _trainer_message: TypeAdapter[AnyTrainerMessage] = TypeAdapter(TrainerMessage)
 
@@ -565,6 +585,8 @@ class RunState(RunSummary):
         default_factory=list,
         description="where the watched variables changed within the run, in step order ([]: all of them throughout)",
     )
+    snapshots: list[int] = Field(default_factory=list, description="steps the connected trainer can rewind to "
+                                 "(the newest Snapshots message; [] when none, or no trainer is connected)")
 
 
 class CommandView(_View):
@@ -575,6 +597,7 @@ class CommandView(_View):
     threshold: float | None
     lr: float | None
     group: str | None = None
+    step: int | None = None
     origin: str
     created_at: float
     state: CommandState

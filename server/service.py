@@ -30,6 +30,7 @@ from gradwatch.protocol import (
     RunMessage,
     RunsMessage,
     RunSummary,
+    Snapshots,
     Status,
     StepRecord,
     TrainerHello,
@@ -105,9 +106,10 @@ class Gradwatch:
         self.active: dict[int, RunRow] = {}
         #: Connections re-playing a session the server already has (a synced run file): news only.
         self.replays: dict[int, replay.Replay] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._lifecycles: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self.webhooks = webhook_sender(config)
-        self.alerting = Alerting(self.store, self.hub, self._auto_pause,
+        self.alerting = Alerting(self.store, self.hub, self._auto_command,
                                  notify=self._notify if self.webhooks is not None else None)
 
     async def start(self) -> None:
@@ -170,7 +172,12 @@ class Gradwatch:
         run = await self.get_run(run_id)
         gaps = await self.store.call(self.store.list_gaps, run_id)
         counts = await self.alerting.counts()
-        return run_detail(run, gaps, counts.get(run_id)).model_dump_json()
+        return run_detail(run, gaps, counts.get(run_id), self._snapshots(run_id)).model_dump_json()
+
+    def _snapshots(self, run_id: int) -> list[int]:
+        """The steps the connected trainer of ``run_id`` can rewind to ([] with none connected)."""
+        link = self.links.get(run_id)
+        return link.snapshots if link is not None else []
 
     async def metrics(self, run_id: int, since: int | None, until: int | None, max_points: int | None,
                       omit_empty: bool = False) -> str:
@@ -373,14 +380,33 @@ class Gradwatch:
         updated = await self.commands.resolve(link.run_id, ack)
         if updated is None:
             return
-        if updated.state == "applied" and updated.type == "set_clip":
+        if updated.state != "applied":
+            return
+        # A rewind may set the clip threshold and the learning rate too.
+        if updated.type == "set_clip" or (updated.type == "rewind" and updated.threshold is not None):
             run = self.active.get(link.run_id)
             mode = updated.mode or (run.clip_mode if run else "global_norm")
             await self._update_run(link.run_id, clip_mode=mode, clip_threshold=updated.threshold)
             await self._broadcast_run(link.run_id)
-        elif updated.state == "applied" and updated.type == "set_lr" and updated.lr is not None:
+        if updated.type in ("set_lr", "rewind") and updated.lr is not None:
             await self._update_run(link.run_id, lr=updated.lr)
             await self._broadcast_run(link.run_id)
+
+    async def snapshots(self, link: TrainerLink, msg: Snapshots) -> None:
+        """The steps the trainer can rewind to now: every page watching the run offers them.
+
+        The run is pushed in the background: the trainer's next frames (its steps) are not held behind it.
+        """
+        link.snapshots = list(msg.steps)
+        task = asyncio.create_task(self._broadcast_soon(link.run_id))
+        self._background.add(task)  # held until done (the loop keeps only a weak reference)
+        task.add_done_callback(self._background.discard)
+
+    async def _broadcast_soon(self, run_id: int) -> None:
+        try:
+            await self._broadcast_run(run_id)
+        except Exception as err:  # the server is shutting down: the page gets the run when it reconnects
+            log.info("run %d: could not push its snapshot steps (%s)", run_id, err)
 
     async def handle_status(self, link: TrainerLink, status: Status) -> None:
         run = self.active.get(link.run_id)
@@ -440,12 +466,13 @@ class Gradwatch:
             raise RunFinished(run_id)
         return await self.commands.post(run_id, command, origin, self.links.get(run_id))
 
-    async def _auto_pause(self, run_id: int, origin: str) -> None:
-        """``pause_on``: an alert pauses its run through the ordinary command path (audited with ``origin``)."""
+    async def _auto_command(self, run_id: int, command: Command, origin: str) -> None:
+        """``pause_on``, ``rewind_on``: an alert pauses or rewinds its run through the ordinary command path
+        (audited with ``origin``)."""
         try:
-            await self.post_command(run_id, Command(type="pause"), origin)
+            await self.post_command(run_id, command, origin)
         except (RunNotFound, RunFinished):
-            log.info("run %d: not pausing for %s; the run takes no commands", run_id, origin)
+            log.info("run %d: no %s for %s; the run takes no commands", run_id, command.type, origin)
 
     # ------------------------------------------------------------------ browser side
 
@@ -465,7 +492,7 @@ class Gradwatch:
             return None
         gaps = await self.store.call(self.store.list_gaps, run_id)
         counts = await self.alerting.counts()
-        return page_message_text(RunMessage(run=run_state(run, gaps, counts.get(run_id))))
+        return page_message_text(RunMessage(run=run_state(run, gaps, counts.get(run_id), self._snapshots(run_id))))
 
     async def _broadcast_run(self, run_id: int) -> None:
         text = await self.run_message(run_id)

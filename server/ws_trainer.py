@@ -17,6 +17,7 @@ from gradwatch.protocol import (
     Marked,
     NonfiniteOrigin,
     Probe,
+    Snapshots,
     Status,
     Steps,
     TrainerHello,
@@ -63,6 +64,8 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
         await gw.add_probe(link, msg)
     elif isinstance(msg, NonfiniteOrigin):
         await gw.nonfinite_origin(link, msg)
+    elif isinstance(msg, Snapshots):
+        await gw.snapshots(link, msg)
     elif isinstance(msg, VariableSet):
         await gw.variable_set(link, msg)
     elif isinstance(msg, Mark):  # frames are handled in order: all before it were taken

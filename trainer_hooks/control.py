@@ -38,9 +38,14 @@ _TRANSITIONS: dict[str, tuple[frozenset[ControlState], ControlState | None]] = {
     "stop": (frozenset({ControlState.RUNNING, ControlState.PAUSED}), ControlState.STOPPING),
     "set_clip": (frozenset({ControlState.RUNNING, ControlState.PAUSED}), None),
     "set_lr": (frozenset({ControlState.RUNNING, ControlState.PAUSED}), None),
+    "rewind": (frozenset({ControlState.RUNNING, ControlState.PAUSED}), None),
 }
 if tuple(_TRANSITIONS) != COMMANDS:
     raise TypeError(f"the trainer's commands {tuple(_TRANSITIONS)} differ from gradwatch.protocol.COMMANDS {COMMANDS}")
+
+
+class PauseInstead(ValueError):
+    """Raised by a command's handler: the command is refused (with this message) and the run pauses."""
 
 
 class RunControl:
@@ -48,8 +53,9 @@ class RunControl:
 
     ``on_clip`` is called on the training thread with (mode, threshold, group) for
     ``set_clip`` (mode ``None``: keep the current one; group ``None``: every optimizer),
-    ``on_lr`` with (lr, group) for ``set_lr``; ``send`` hands an
-    acknowledgement or a status change to the transport.
+    ``on_lr`` with (lr, group) for ``set_lr``, ``on_rewind`` with the command for ``rewind``
+    (it returns the acknowledgement's detail); ``send`` hands an acknowledgement or a status change to
+    the transport.
     """
 
     def __init__(
@@ -57,9 +63,11 @@ class RunControl:
         on_clip: Callable[[str | None, float, str | None], None],
         send: Callable[[Ack | Status], None],
         on_lr: Callable[[float, str | None], None] | None = None,
+        on_rewind: Callable[[Command], str] | None = None,
     ) -> None:
         self._on_clip = on_clip
         self._on_lr = on_lr
+        self._on_rewind = on_rewind
         self._send = send
         self._state = ControlState.RUNNING
         self._inbox: collections.deque[CommandMessage] = collections.deque()
@@ -111,9 +119,10 @@ class RunControl:
     def _apply(self, command_id: int, command: Command, next_step: int) -> None:
         allowed, target = _TRANSITIONS[command.type]
         if self._state not in allowed:
-            detail = f"cannot {command.type} while {self._state.value}"
-            self._send(Ack(type="ack", id=command_id, state="rejected", detail=detail))
+            why = f"cannot {command.type} while {self._state.value}"
+            self._send(Ack(type="ack", id=command_id, state="rejected", detail=why))
             return
+        detail: str | None = None
         try:
             if command.type == "set_clip":
                 assert command.threshold is not None  # guaranteed by Command's validation
@@ -123,10 +132,17 @@ class RunControl:
                 if self._on_lr is None:
                     raise ValueError("this trainer cannot change its learning rate")
                 self._on_lr(float(command.lr), command.group)
+            elif command.type == "rewind":
+                if self._on_rewind is None:
+                    raise ValueError("this run keeps no snapshots to rewind to (GradientMonitor(snapshot_every=...))")
+                detail = self._on_rewind(command)
         except ValueError as err:
-            self._send(Ack(type="ack", id=command_id, state="rejected", detail=str(err)))
+            self._send(Ack(type="ack", id=command_id, state="rejected", detail=str(err)[:1000]))
+            if isinstance(err, PauseInstead) and self._state is ControlState.RUNNING:
+                self._state = ControlState.PAUSED
+                self._send(Status(type="status", state="paused", step=next_step))
             return
-        self._send(Ack(type="ack", id=command_id, state="applied", applied_step=next_step))
+        self._send(Ack(type="ack", id=command_id, state="applied", applied_step=next_step, detail=detail))
         if target is not None:
             self._state = target
             if target in (ControlState.PAUSED, ControlState.RUNNING):

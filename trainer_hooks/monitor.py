@@ -25,7 +25,9 @@ from .multi_worker import worker_count
 from .optimizer_hook import OptimizerHook, learning_rate_variable, optimizer_clipping
 from .origin import OriginFinder
 from .probe import Prober
+from .rewind import RewindOptions
 from .session import RunSession, validate_clip
+from .snapshots import DEFAULT_EVERY, DEFAULT_KEEP, DEFAULT_MB, state_variables
 from .spool import resolve_log_dir
 from .tuner_trial import TrialInfo, find_trial
 from .update_ratio import UpdateRatio
@@ -100,6 +102,13 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         spool_mb: disk budget of one run's spool file in online mode (0: no spooling, drop as before).
         flush_timeout: seconds the interpreter's exit (or ``close()``) waits at most to deliver
             what is still buffered; ``fit()`` itself never waits for the server.
+        rewind_on: alert kinds on which the server rewinds the run unattended: the newest snapshot taken
+            before the alert's step is restored, the learning rate multiplied by ``rewind_lr_factor``, and
+            training goes on (at most ``max_rewinds`` times per run; the next one pauses instead). Takes
+            precedence over ``pause_on`` for the same kind.
+        snapshot_every: keep a snapshot of the weights and optimizer state in host memory every N steps
+            (after a step whose gradients, loss and weights were finite), to rewind to from the page or
+            by ``rewind_on``; 0: none. ``snapshot_keep`` of them are kept, within ``snapshot_mb`` MiB.
         resume: continue a run after the process restarted (a preempted job resumed from its
             checkpoint): its id, or ``"auto"`` for the newest run of this ``run_name`` with the
             same variables. Restore the optimizer too, so that its step count goes on.
@@ -129,6 +138,12 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         mode: str | None = None,
         log_dir: str | os.PathLike[str] | None = None,
         spool_mb: float = 1024.0,
+        rewind_on: Sequence[str] = (),
+        rewind_lr_factor: float = 0.5,
+        max_rewinds: int = 3,
+        snapshot_every: int = DEFAULT_EVERY,
+        snapshot_keep: int = DEFAULT_KEEP,
+        snapshot_mb: float = DEFAULT_MB,
     ) -> None:
         super().__init__()
         where = "mode" if mode is not None else f"${MODE_ENV}"
@@ -158,6 +173,8 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         unknown = [k for k in pause_on if k not in ALERT_KINDS] if not isinstance(pause_on, str) else [pause_on]
         if unknown:
             raise ValueError(f"pause_on={pause_on!r}: {unknown} not alert kinds; choose from {ALERT_KINDS} (a tuple)")
+        self.rewind = RewindOptions(tuple(rewind_on), rewind_lr_factor, max_rewinds, snapshot_every, snapshot_keep,
+                                    snapshot_mb)
         counts = [("probe_every", probe_every, 1)]
         if update_ratio_every is not None:
             counts.append(("update_ratio_every", update_ratio_every, 0))
@@ -396,6 +413,17 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         optimizers = hook.optimizers if isinstance(hook, MultiHook) else {"optimizer": optimizer}
         groups = stats.group_variables if isinstance(stats, GroupedStats) else None
 
+        def lr_variables() -> list[Any]:
+            now = optimizers if groups is not None else {"optimizer": self.lifecycle.optimizer or optimizer}
+            return [learning_rate_variable(o) for o in now.values()]
+
+        session_ref: list[RunSession] = []  # the rewinder sets a threshold through the session made below
+        rewinder, rewind_notes = self.rewind.rewinder(
+            state_variables(model, optimizers.values()), lr_variables,
+            lambda mode, threshold, group: session_ref[0].set_clip(mode, threshold, group),
+        )
+        notes.update(rewind_notes)
+
         def set_lr(lr: float, group: str | None = None) -> None:
             if group is not None:
                 group_stats(stats, group)  # a clear error for a group this run does not have
@@ -443,7 +471,10 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
             origin=hook.origin,
             update_ratio=self._host_update_ratio(stats),
             facts=lambda: model_facts(model, stats.bn_layers),
+            rewinder=rewinder,
+            rewind_on=self.rewind.rewind_on,
         )
+        session_ref.append(session)
         session.start()
         return session
 

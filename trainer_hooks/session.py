@@ -23,9 +23,11 @@ from gradwatch.protocol import (
     MAX_CLIP_THRESHOLD,
     PROTOCOL_VERSION,
     ClipSetting,
+    Command,
     Gap,
     NonfiniteOrigin,
     Probe,
+    Snapshots,
     Status,
     TrainerHello,
     TrainerState,
@@ -40,6 +42,7 @@ from .model_facts import ModelFacts
 from .multi_optimizer import AnyStats, group_stats
 from .origin import OriginFinder, Replay, explain_nonfinite
 from .probe import Prober
+from .rewind import Rewinder
 from .spool import RunFile
 from .transport import Transport
 from .update_ratio import UpdateRatio
@@ -91,6 +94,8 @@ class RunSession:
         offline: bool = False,
         spool_budget_bytes: int = 0,
         facts: Callable[[], ModelFacts] | None = None,
+        rewinder: Rewinder | None = None,
+        rewind_on: Sequence[str] = (),
     ) -> None:
         self.stats = stats
         #: What the hello says of the model's layers, read on the sender thread before its first hello
@@ -101,6 +106,11 @@ class RunSession:
         self.uid = uuid.uuid4().hex
         self.resume_run = resume  # GradientMonitor(resume=...)
         self.pause_on = list(pause_on)
+        self.rewind_on = list(rewind_on)
+        self.rewinder = rewinder
+        self._held: list[int] = []  # the snapshot steps last told to the server
+        self._between_steps = True  # the host runs between two steps now (not inside a compiled one)
+        self._last_nonfinite = -1  # the last step read whose gradients or loss were not finite
         self.guard_nonfinite = guard_nonfinite
         self.prober = prober
         self.probe_every = probe_every
@@ -139,7 +149,8 @@ class RunSession:
             prepare=self._prepare_hello,
             **(transport_options or {}),
         )
-        self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control, on_lr=set_lr)
+        self.control = RunControl(on_clip=self.set_clip, send=self.transport.put_control, on_lr=set_lr,
+                                  on_rewind=self._rewind if rewinder is not None else None)
         self._last_seen = -1  # the last step read from the statistics ring
         self._expect_from = 0  # the first step the ring must still hold (this fit's or loop's first)
         self._warned_overrun = False
@@ -162,11 +173,14 @@ class RunSession:
     READ_INTERVAL = 0.02
 
     def after_steps(
-        self, next_step: int, epoch: int, fallback_loss: float | None = None, rows: np.ndarray | None = None
+        self, next_step: int, epoch: int, fallback_loss: float | None = None, rows: np.ndarray | None = None,
+        between_steps: bool = True,
     ) -> bool:
         """Called after the step ``next_step - 1``; returns True when training should stop.
 
-        ``rows`` is the statistics buffer when the caller already has it on the host.
+        ``rows`` is the statistics buffer when the caller already has it on the host. ``between_steps``:
+        False when the host runs inside a compiled step (a ``tf.function`` loop's host call), where no
+        snapshot may be taken nor restored.
         """
         last = next_step - 1
         self._epoch = epoch
@@ -183,6 +197,9 @@ class RunSession:
             self._last_probe_block = last // self.probe_every
             dead, gap = self.prober.run()
             self.transport.put_control(Probe(type="probe", step=last, dead_relu=dead, bn_gap=gap))
+        self._between_steps = between_steps
+        if self.rewinder is not None and between_steps and self.rewinder.after_step(last, lambda: self._healthy(last)):
+            self._tell_snapshots()
         if self.control.has_pending:
             # Every step so far goes out before the confirmation ("paused at N" must not
             # overtake steps still sitting in the statistics ring).
@@ -195,6 +212,29 @@ class RunSession:
             meter.keep(next_step)
         return self.control.stop_requested
 
+    def _healthy(self, last: int) -> bool:
+        """Were the gradients and loss of step ``last`` finite? (Reads the ring now if it was not read up to it.)"""
+        self._report(last, None, force=True)
+        return self._last_seen >= last and self._last_nonfinite < last
+
+    def _tell_snapshots(self) -> None:
+        assert self.rewinder is not None
+        held = self.rewinder.snapshots.steps
+        if held != self._held:
+            self._held = held
+            self.transport.put_control(Snapshots(type="snapshots", steps=held))
+
+    def _rewind(self, command: Command) -> str:
+        """A ``rewind`` command, on the training thread between two steps (``RunControl``)."""
+        if self.rewinder is None:
+            raise ValueError("the snapshots were dropped when the model was recompiled; new ones need a new run")
+        if not self._between_steps:
+            raise ValueError("this loop's host call runs inside its compiled step, where the weights cannot be "
+                             "restored; rewind works with fit() and eager or XLA watch() loops")
+        detail = self.rewinder.apply(command)
+        self._tell_snapshots()
+        return detail
+
     def switch(self, stats: AnyStats, origin: OriginFinder | None, from_step: int) -> None:
         """The same run goes on from ``from_step`` with other statistics (a recompile, a trainable flip).
 
@@ -202,6 +242,9 @@ class RunSession:
         variables changed, the server hears it before any step of the new set.
         """
         self.stats, self.origin = stats, origin
+        if self.rewinder is not None:  # its snapshots are of the old optimizer's variables
+            self.rewinder = None
+            self.transport.put_control(Snapshots(type="snapshots", steps=[]))
         if self.prober is not None and self.prober.samples is not None and origin is not None:
             self.prober.samples = origin.samples  # the training batches the new step keeps
         stats.set_clip(*self.clip)
@@ -268,6 +311,7 @@ class RunSession:
             return
         self._overrun(max(self._last_seen + 1, self._expect_from), min(step for step, _ in fresh))
         self._last_seen = max(step for step, _ in fresh)
+        self._last_nonfinite = max([self._last_nonfinite, *(step for step, r in fresh if _nonfinite(r))])
         new = sorted((step, r) for step, r in fresh if step % self.every == 0 or _nonfinite(r))
         if not new:
             return
@@ -343,7 +387,7 @@ class RunSession:
             return Replay(why_not="this model cannot be replayed layer by layer")
         return self.origin.replay(step, current_weights_ok)
 
-    def _set_clip(self, mode: str | None, threshold: float, group: str | None = None) -> None:
+    def set_clip(self, mode: str | None, threshold: float, group: str | None = None) -> None:
         mode = mode or self.clip[0]
         validate_clip(mode, threshold)
         if group is None:
@@ -371,6 +415,7 @@ class RunSession:
             every=self.every,
             meta=self.meta,
             pause_on=self.pause_on,
+            rewind_on=self.rewind_on,
             guard_nonfinite=self.guard_nonfinite,
             relu_layers=self.prober.relu_names if self.prober is not None else [],
             activations=self.facts.activations,

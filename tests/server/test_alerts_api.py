@@ -142,6 +142,32 @@ def test_pause_on_issues_an_audited_pause(shared_server):
     assert c["type"] == "pause" and c["origin"] == f"auto: nonfinite alert #{alerts[0]['id']}" and c["id"] == cmd["id"]
 
 
+def test_rewind_on_issues_an_audited_auto_rewind_instead_of_a_pause(shared_server):
+    srv = shared_server
+
+    async def body():
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token,
+                                         hello("auto-rewind", pause_on=["nonfinite"], rewind_on=["nonfinite"]))
+        await ws.send(dumps({"type": "snapshots", "steps": [0, 4]}))
+        await send_steps(ws, [record(s) for s in range(6)] + [nan_record(6)])
+        cmd = await recv_until(ws, "command")
+        await ws.send(dumps({"type": "ack", "id": cmd["id"], "state": "applied", "applied_step": 8,
+                             "detail": "rewound to the snapshot of step 4, lr 0.05"}))
+        await taken(ws)
+        detail = get(srv, f"/api/runs/{run_id}")
+        commands = get(srv, f"/api/runs/{run_id}/commands")
+        alerts = get(srv, f"/api/runs/{run_id}/alerts")
+        await ws.close()
+        return cmd, detail, commands, alerts
+
+    cmd, detail, commands, alerts = run(body())
+    assert cmd["command"] == {"type": "rewind", "step": 5, "auto": True}  # the newest snapshot before step 6
+    assert detail["snapshots"] == [0, 4]
+    (c,) = commands  # no pause as well
+    assert c["type"] == "rewind" and c["step"] == 5 and c["origin"] == f"auto: nonfinite alert #{alerts[0]['id']}"
+    assert c["state"] == "applied" and c["applied_step"] == 8 and c["detail"].startswith("rewound to")
+
+
 def test_set_lr_round_trip(shared_server):
     srv = shared_server
 
