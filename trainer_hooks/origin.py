@@ -111,8 +111,9 @@ class OriginFinder:
 
     One batch is kept (batch_keep.py): the features of a non-finite step, for the replay, and with
     ``sample_every`` > 0 those of every ``sample_every``-th step too (``samples``): the training batch
-    the activation probe replays when it was given no ``probe_data``. Under XLA at most ``XLA_ROWS``
-    examples are kept: XLA copies the kept variable on every step, so its size is what each step pays.
+    the activation probe replays when it was given no ``probe_data``. Inside an XLA-compiled step at most
+    ``XLA_ROWS`` examples are kept: XLA copies the kept variable on every step, so its size is what each
+    step pays. ``fit`` keeps the whole batch after the compiled step instead (``keep_outside``).
     """
 
     XLA_ROWS = 256
@@ -167,7 +168,7 @@ class OriginFinder:
     def keep(self, x: Any, step: tf.Tensor, healthy: tf.Tensor) -> None:
         """Keep the features of a non-finite step (to replay) and of the steps the probe is due.
 
-        Under XLA with ``outside`` set (fit: ``FitSwap``), the compiled step only notes whether and
+        Under XLA after ``allow_outside`` (fit: ``FitSwap``), the compiled step only notes whether and
         for which step the batch is wanted (two scalars); ``keep_outside`` copies it after the step.
         """
         if self._kept is None:

@@ -32,6 +32,7 @@ def fit_run(
     x: Any = None,
     y: Any = None,
     batch_size: int = BATCH,
+    steps_per_execution: int = 1,
     **monitor_kwargs: Any,
 ) -> tuple[keras.Model, list[warnings.WarningMessage]]:
     if x is None:
@@ -39,7 +40,10 @@ def fit_run(
     keras.utils.set_random_seed(1)
     model = build()
     model.compile(
-        keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit
+        keras.optimizers.SGD(0.05),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+        steps_per_execution=steps_per_execution,
     )
     mon = GradientMonitor(
         server=server.url, token=server.token, run_name=f"{build.__name__}-jit{jit}", **monitor_kwargs
@@ -133,17 +137,29 @@ def test_the_origin_of_a_nonfinite_step_is_found_under_xla(
     assert evidence["origin_layer"] == layer
 
 
-def test_the_origin_past_the_256th_example_of_a_batch_is_found_under_xla(shared_server: Any) -> None:
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_the_origin_past_the_256th_example_of_a_batch_is_found_under_xla(
+    shared_server: Any, steps_per_execution: int
+) -> None:
     """fit keeps the batch outside the compiled step, whole: an overflow in its 281st example is found."""
     x, y = data(n=600)
     x[300 + 280, :] = 1e4  # the second batch of 300 (step 1), past the 256 examples kept inside XLA
-    name = "origin-row-280"
+    name = f"origin-row-280-spe{steps_per_execution}"
 
     def build() -> keras.Model:
         return overflowing()
 
     build.__name__ = name
-    _, caught = fit_run(shared_server, build, jit=True, x=x, y=y, batch_size=300, guard_nonfinite=True)
+    _, caught = fit_run(
+        shared_server,
+        build,
+        jit=True,
+        x=x,
+        y=y,
+        batch_size=300,
+        steps_per_execution=steps_per_execution,
+        guard_nonfinite=True,
+    )
     assert caught == []
     api = Api(shared_server)
     run = run_named(api, f"{name}-jitTrue")
