@@ -323,3 +323,29 @@ def test_watch_under_xla_pauses_clips_and_stops_at_the_acknowledged_step(shared_
     assert all(t == 0.5 for s, t in thresholds.items() if s < clip["applied_step"])
     assert all(t == pytest.approx(0.01) for s, t in thresholds.items() if s >= clip["applied_step"])
     assert all(math.isfinite(v) for v in values(m["global_norm"]))
+
+
+def test_fit_under_xla_trains_bitwise_alike_with_the_monitor(shared_server: Any) -> None:
+    """The same weights, bit for bit, with and without the monitor, under XLA (a CPU XLA step repeats
+    exactly; op determinism would switch XLA off): the update ratio's ordering trick changes no value."""
+    x, y = data()
+
+    def train(callbacks: list[Any]) -> list[np.ndarray]:
+        keras.utils.set_random_seed(1)
+        model = sequential()
+        model.compile(
+            keras.optimizers.SGD(0.05, momentum=0.9),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=True,
+        )
+        model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=callbacks)
+        assert model.jit_compile is True
+        return [np.asarray(w) for w in model.get_weights()]
+
+    plain = train([])
+    mon = GradientMonitor(server=shared_server.url, token=shared_server.token, run_name="xla-bitwise")
+    watched = train([mon])
+    assert mon.close()
+    assert len(plain) == len(watched) > 0
+    for a, b in zip(plain, watched):
+        assert a.tobytes() == b.tobytes()
