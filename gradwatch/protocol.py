@@ -425,8 +425,10 @@ class NonfiniteOrigin(_Msg):
 
 
 class Mark(_Msg):
-    """Sent by ``gradwatch sync``: the server answers ``Marked`` once it has taken every frame before
-    this one (a refused frame closes the connection first, so the sync knows which stretch held it)."""
+    """Sent by ``gradwatch sync``, and by a live trainer every 0.2 s while it streams: the server answers
+    ``Marked`` once it has taken every frame before this one and committed their steps to its database
+    (a refused frame closes the connection first, so the sync knows which stretch held it; the trainer
+    keeps what was sent for a re-send until then)."""
 
     type: Literal["mark"]
     id: WireId

@@ -23,6 +23,8 @@ from gradwatch.protocol import (
     Command,
     Gap,
     GapMessage,
+    Mark,
+    Marked,
     NonfiniteOrigin,
     Probe,
     ProbeMessage,
@@ -107,6 +109,7 @@ class Gradwatch:
         #: Connections re-playing a session the server already has (a synced run file): news only.
         self.replays: dict[int, replay.Replay] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._marks: set[asyncio.Task[None]] = set()  # answers waiting for the writer (answer_mark)
         self._lifecycles: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self.webhooks = webhook_sender(config)
         self.alerting = Alerting(self.store, self.hub, self._auto_command,
@@ -129,6 +132,8 @@ class Gradwatch:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(link.websocket.close(CloseCode.SERVER_SHUTDOWN, "server shutting down"), 2)
         await self.writer.stop()
+        for task in list(self._marks):
+            task.cancel()
         for run_id in list(self.active):
             await self._transition(run_id, "disconnect")
         if self.webhooks is not None:
@@ -347,6 +352,19 @@ class Gradwatch:
         await self.alerting.attach(self.active[link.run_id], link.hello)  # the rules follow the new set
         log.info("run %d: %d variables watched from step %d", link.run_id, len(msg.variables), msg.from_step)
         await self._broadcast_run(link.run_id)
+
+    def answer_mark(self, link: TrainerLink, mark: Mark) -> None:
+        """Answer ``mark`` once the steps of every frame before it are committed: the trainer may then
+        forget them (``trainer_hooks/outbox.py``). Waits in a task, so the frames after it go on."""
+
+        async def answer() -> None:
+            await self.writer.written()
+            with contextlib.suppress(Exception):  # the connection may have ended meanwhile
+                await link.send(Marked(id=mark.id).model_dump_json())
+
+        task = asyncio.create_task(answer(), name=f"gradwatch-mark-{link.run_id}")
+        self._marks.add(task)
+        task.add_done_callback(self._marks.discard)
 
     async def add_gap(self, link: TrainerLink, gap: Gap) -> None:
         await self.writer.flush()

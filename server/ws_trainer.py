@@ -14,7 +14,6 @@ from gradwatch.protocol import (
     CloseCode,
     Gap,
     Mark,
-    Marked,
     NonfiniteOrigin,
     Probe,
     Snapshots,
@@ -69,7 +68,7 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
     elif isinstance(msg, VariableSet):
         await gw.variable_set(link, msg)
     elif isinstance(msg, Mark):  # frames are handled in order: all before it were taken
-        await link.send(Marked(id=msg.id).model_dump_json())
+        gw.answer_mark(link, msg)
 
 
 async def trainer_endpoint(websocket: WebSocket) -> None:
