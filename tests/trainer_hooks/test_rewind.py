@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from gradwatch.trainer_hooks.control import RunControl, RunState
+from gradwatch.trainer_hooks.control import ControlState, RunControl
 from gradwatch.trainer_hooks.rewind import Rewinder
 from gradwatch.trainer_hooks.snapshots import Snapshots, SnapshotTooLarge, state_variables
 from tensorflow.python.framework import config as tf_config
@@ -109,7 +109,7 @@ def test_unattended_rewinds_stop_at_max_rewinds_and_pause() -> None:
     )
     assert float(lr.numpy()) == np.float32(0.005)
     assert sent[1].state == "rejected" and "max_rewinds=1" in sent[1].detail
-    assert sent[2] == Status(type="status", state="paused", step=20) and control.state is RunState.PAUSED
+    assert sent[2] == Status(type="status", state="paused", step=20) and control.state is ControlState.PAUSED
 
 
 class Recorder(keras.callbacks.Callback):
