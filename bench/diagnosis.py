@@ -29,13 +29,13 @@ import httpx
 
 from bench._common import common_args, machine, write_json
 from bench._server import BenchServer
-from gradwatch.protocol import decode_float
+from gradwatch.protocol import ACTION_SEVERITIES, ALERT_KINDS, decode_float
 
 from .zoo import ALSO, KINDS, Run, draw_zoo, execute, quick_zoo
 
-LOUD = ("warning", "critical")
+LOUD = ACTION_SEVERITIES
 #: Alert kinds that warn of a pathology before it shows (no zoo run has them as its true kind).
-LEADING = ("diverging",)
+LEADING = tuple(k for k in ALERT_KINDS if k not in KINDS)
 #: A run's event comes this many steps after the start or later: its alert must come before it.
 EARLY_EVENT = 3
 #: An explosion is gradual when its global norm climbed (stayed 3x above its level before the onset)

@@ -80,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.step_cost", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="mlp", choices=sorted(MODELS))
     p.add_argument("--steps", type=int, default=800)
-    p.add_argument("--variant", action="append", default=None,
-                   help="name:kwarg=json,... of GradientMonitor (default: monitored: with the defaults)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        help="name:kwarg=json,... of GradientMonitor (default: monitored: with the defaults)",
+    )
     p.add_argument("--jit-compile", action="store_true", help="compile the steps with XLA (jit_compile=True)")
     p.add_argument("--clip", default=None, help="the optimizers' own clipping, e.g. global_clipnorm=1.0")
     p.add_argument("--json", default=None)
@@ -92,24 +96,39 @@ def main(argv: list[str] | None = None) -> int:
     steps = {"plain": compiled_step(args.model, None, jit, clip)}
     steps.update({name: compiled_step(args.model, kwargs, jit, clip) for name, kwargs in variants.items()})
     times: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.steps):
         for name, step in steps.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t0)
-    write_json(args.json, {"model": args.model, "steps": args.steps, "variants": report(args.model, times)})
+            cpu[name].append(time.process_time() - c0)
+    variants = report(args.model, times, cpu)
+    write_json(args.json, {"model": args.model, "steps": args.steps, "load_avg": os.getloadavg(), "variants": variants})
     return 0
 
 
-def report(model: str, times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    """Print the median step of each variant against ``times["plain"]``; the same figures as JSON."""
+def report(
+    model: str, times: dict[str, list[float]], cpu: dict[str, list[float]] | None = None
+) -> dict[str, dict[str, float]]:
+    """Print the median step of each variant against ``times["plain"]``; the same figures as JSON.
+
+    ``cpu``: the process CPU time of each step (all threads), steadier than wall time on a shared machine.
+    """
     base = statistics.median(times["plain"])
+    cpu_base = statistics.median(cpu["plain"]) if cpu else 0.0
     variants = {}
-    print(f"| {model} | median step (ms) | added (µs) | ratio |\n|---|---|---|---|")
+    extra = " CPU median (ms) | CPU ratio |" if cpu else ""
+    print(f"| {model} | median step (ms) | added (µs) | ratio |{extra}\n|---|---|---|---|{'---|---|' if cpu else ''}")
     for name, t in times.items():
         med = statistics.median(t)
         variants[name] = {"median_ms": 1e3 * med, "added_us": 1e6 * (med - base), "ratio": med / base}
-        print(f"| {name} | {1e3 * med:.3f} | {1e6 * (med - base):.0f} | {med / base:.4f} |")
+        line = f"| {name} | {1e3 * med:.3f} | {1e6 * (med - base):.0f} | {med / base:.4f} |"
+        if cpu:
+            c = statistics.median(cpu[name])
+            variants[name].update({"cpu_median_ms": 1e3 * c, "cpu_ratio": c / cpu_base if cpu_base else float("nan")})
+            line += f" {1e3 * c:.3f} | {variants[name]['cpu_ratio']:.4f} |"
+        print(line)
     return variants
 
 

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from gradwatch.protocol import ALERT_KINDS
+
 from .zoo_models import ModelSpec, digits, optimizer, runaway_schedule, warmup_schedule
 from .zoo_train import TrainSpec, dead_share, labels, train
 
-KINDS = ("exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated")
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 #: A learning rate each optimizer trains these models with, comfortably.
 NOMINAL_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 1e-3, "rmsprop": 1e-3}
@@ -235,6 +236,9 @@ RECIPES = {
     "frozen_batchnorm": _frozen_bn,
     "clip_saturated": _clip_saturated,
 }
+#: The alert kinds the zoo draws pathological runs of (those with a recipe), in the protocol's order; the others
+#: warn ahead of a pathology (``bench/diagnosis.py`` ``LEADING``).
+KINDS: tuple[str, ...] = tuple(k for k in ALERT_KINDS if k in RECIPES)
 
 # --------------------------------------------------------------------------- healthy recipes
 

@@ -4,7 +4,7 @@
 // run list badges. Rendering helpers are in alerts.js.
 
 import {
-  alertLayers, bannerAlert, isOpen, kindLabel, matchVariables, mergeHighlights, renderBanner, renderRules, renderTimeline,
+  alertLayers, bannerAlert, isOpen, kindLabel, matchVariables, mergeHighlights, noAlertsText, renderBanner, renderRules, renderTimeline,
   severityClass,
 } from "./alerts.js";
 import { scheduleRunList, sortedRuns } from "./run-list.js";
@@ -15,6 +15,7 @@ let charts = null;
 
 export function initAlertPanel(theCharts) {
   charts = theCharts;
+  $("alerts-empty").textContent = noAlertsText();
 }
 
 /** Merge one alert of the selected run; false when it is older than the one we hold. */

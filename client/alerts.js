@@ -3,36 +3,32 @@
 // heatmap rows each alert points at. The alert state of the page lives in
 // alert-panel.js. All text goes in with textContent (el()).
 
+import { ALERT_KINDS, ALERT_LABELS, ALERT_STATES, SEVERITIES } from "./protocol.js";
 import { el, fmtInt, fmtNum } from "./util.js";
 
-export const ALERT_KINDS = [
-  "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated",
-  "diverging",
-];
-
-export const KIND_LABEL = {
-  exploding_gradients: "Exploding gradients",
-  vanishing_gradients: "Vanishing gradients",
-  nonfinite: "NaN / Inf gradients",
-  dead_relu: "Dead ReLU units",
-  frozen_batchnorm: "Frozen BatchNorm",
-  clip_saturated: "Clipping saturated",
-  diverging: "Heading for divergence",
-};
-
-const SEVERITY_RANK = { critical: 2, warning: 1, info: 0 };
+/** Severities rank as protocol.js lists them, lowest first. */
+const SEVERITY_RANK = Object.fromEntries(SEVERITIES.map((s, rank) => [s, rank]));
 
 export function kindLabel(kind) {
-  return KIND_LABEL[kind] || String(kind).replace(/_/g, " ");
+  return ALERT_LABELS[kind] || String(kind).replace(/_/g, " ");
 }
 
 /** The severity as styled (sev-critical / sev-warning / sev-info); an unknown one shows as a warning. */
 export function severityClass(severity) {
-  return severity === "critical" || severity === "info" ? severity : "warning";
+  return Object.hasOwn(SEVERITY_RANK, severity) ? severity : "warning";
 }
 
-// AlertView.state, as gradwatch/protocol.py declares it (ALERT_STATES; tests/test_page_constants.py checks this copy).
-export const ALERT_STATES = Object.freeze(["open", "resolved"]);
+/** The worse of two severities (either may be null). */
+export function worse(a, b) {
+  if (!a || !b) return a || b || null;
+  return (SEVERITY_RANK[b] ?? 0) > (SEVERITY_RANK[a] ?? 0) ? b : a;
+}
+
+/** What the empty alert list says: every kind the server checks for. */
+export function noAlertsText() {
+  return `No alerts for this run. gradwatch checks for: ${ALERT_KINDS.map(kindLabel).join(", ")}.`;
+}
+
 const [OPEN] = ALERT_STATES;
 
 /** An alert is open while its `state` says so; a resolved one has a `resolved_step`. */
@@ -103,7 +99,7 @@ export function mergeHighlights(list) {
     if (!old) byVar.set(h.variable, { ...h, kinds: [h.kind] });
     else {
       old.step = Math.min(old.step, h.step);
-      if (h.severity === "critical") old.severity = "critical";
+      old.severity = worse(old.severity, h.severity);
       if (!old.kinds.includes(h.kind)) old.kinds.push(h.kind);
     }
   }
@@ -260,9 +256,7 @@ export function summarize(alertMap) {
       if (!isOpen(a)) continue;
       count += 1;
       kinds.add(a.kind);
-      if (a.severity === "critical") severity = "critical";
-      else if (a.severity !== "info" && severity !== "critical") severity = "warning";
-      else if (!severity) severity = "info";
+      severity = worse(severity, severityClass(a.severity));
     }
   }
   return { count, severity, kinds: [...kinds] };

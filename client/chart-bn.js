@@ -29,9 +29,10 @@ export function draw(div, s, from) {
   ];
   const layout = baseLayout({
     uirevision: s.runId,
-    xaxis: axis("step", { anchor: "y2" }),
-    yaxis: readableAxis(div, "yaxis", "moving mean", d.mean.flat(), { domain: [0.54, 1] }),
-    yaxis2: axis("moving var", { domain: [0, 0.44], type: "log", nticks: 4 }),
+    // no layers: no axes either, so the note is not drawn over empty ticks
+    xaxis: axis("step", { anchor: "y2", visible: s.L > 0 }),
+    yaxis: readableAxis(div, "yaxis", "moving mean", d.mean.flat(), { domain: [0.54, 1], visible: s.L > 0 }),
+    yaxis2: axis("moving var", { domain: [0, 0.44], type: "log", nticks: 4, visible: s.L > 0 }),
     showlegend: s.L > 0 && s.L <= 12,
     annotations: s.L ? [] : [centerNote("This model has no BatchNorm layers")],
   });

@@ -29,9 +29,14 @@ function gapShapes(s) {
   }));
 }
 
-// Gaps (grey bands) and skipped steps (thin red lines, the most recent MAX_SKIP_SHAPES).
+// Gaps (grey bands), rewinds (dashed purple lines just before the first step after each) and skipped
+// steps (thin red lines, the most recent MAX_SKIP_SHAPES).
 function shapes(s) {
   const out = gapShapes(s);
+  for (const step of s.rewinds || []) {
+    out.push({ type: "line", xref: "x", yref: "paper", x0: step - 0.5, x1: step - 0.5, y0: 0, y1: 1,
+      line: { color: "rgba(123,44,191,0.8)", width: 1.5, dash: "dash" }, name: "rewind" });
+  }
   const c = s.c;
   const skips = [];
   for (let i = c.step.length - 1; i >= 0 && skips.length < MAX_SKIP_SHAPES; i--) if (c.skipped[i]) skips.push(c.step[i]);
@@ -97,7 +102,7 @@ export function extend(div, s, from, to) {
   }
 }
 
-/** New gaps arrived: redraw the bands. */
+/** New gaps or rewinds arrived: redraw the bands and lines. */
 export function refreshGaps(div, s) {
   if (div._gwPlotted) Plotly.relayout(div, { shapes: shapes(s) });
 }

@@ -2,7 +2,15 @@
 // units per layer (top, solid) and the BatchNorm train/inference gap (bottom, dotted).
 
 import { plotlyText } from "./util.js";
-import { PALETTE, axis, baseLayout, fin, plot } from "./chart-base.js";
+import { PALETTE, axis, baseLayout, centerNote, fin, plot } from "./chart-base.js";
+
+/** What an empty probe chart is waiting for, or null when it has points. */
+export function emptyNote(s) {
+  const p = s.probe;
+  if (p.dead_relu.size || p.bn_gap.size) return null;
+  if (p.step.length || (!s.reluLayers.length && !s.L)) return "This model has no ReLU or BatchNorm layers to probe";
+  return "Waiting for the first probe: it runs every 100 steps by default (GradientMonitor(probe_every=…))";
+}
 
 export function draw(div, s) {
   const p = s.probe;
@@ -28,10 +36,11 @@ export function draw(div, s) {
   const hasBn = p.bn_gap.size > 0;
   const layout = baseLayout({
     uirevision: s.runId,
-    xaxis: axis("step", { anchor: hasBn ? "y2" : "y" }),
+    xaxis: axis("step", { anchor: hasBn ? "y2" : "y", visible: hasRelu || hasBn }),
     yaxis: axis("dead ReLU units", { domain: hasBn ? [0.54, 1] : [0, 1], range: [0, 1.02], tickformat: ".0%", nticks: 5, visible: hasRelu }),
     yaxis2: axis("BN gap", { domain: hasRelu ? [0, 0.44] : [0, 1], rangemode: "tozero", nticks: 4, visible: hasBn }),
     showlegend: k <= 10,
+    annotations: emptyNote(s) === null ? [] : [centerNote(emptyNote(s))],
   });
   plot(div, data, layout);
 }

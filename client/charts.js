@@ -114,7 +114,7 @@ export class Charts {
     this.heatmap.setHighlights(list);
   }
 
-  /** New gaps in the stream: redraw their bands. */
+  /** New gaps in the stream or a rewind: redraw their bands and lines. */
   refreshGaps() {
     if (this.store) globalNorm.refreshGaps(this.divs.global, this.store);
   }

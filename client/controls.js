@@ -3,6 +3,7 @@
 // log (each command's state as the trainer reports it back).
 
 import { kindLabel } from "./alerts.js";
+import { CLIP_MODES, COMMANDS } from "./protocol.js";
 import { selectedRun, state } from "./state.js";
 import { optimizerGroups } from "./store.js";
 import { $, el, fmtLr, fmtNum, num, postJSON, setText } from "./util.js";
@@ -19,6 +20,7 @@ export function renderControls() {
   for (const b of document.querySelectorAll("[data-cmd]")) b.disabled = finished || b.dataset.busy === "1";
   $("clip-apply").disabled = finished;
   $("lr-apply").disabled = finished || $("lr-apply").dataset.busy === "1";
+  renderSnapshots(d, finished);
   $("btn-pause").classList.toggle("is-active", d.status === "paused");
   $("controls").classList.toggle("is-finished", finished);
 }
@@ -34,6 +36,20 @@ function renderGroups(d) {
     select.value = names.includes(keep) ? keep : "";
   }
   $("group-field").hidden = names.length === 0;
+}
+
+// The steps the trainer can rewind to (run.snapshots), newest first; none: the form is off.
+function renderSnapshots(d, finished) {
+  const steps = (Array.isArray(d.snapshots) ? d.snapshots : []).slice().reverse().map(String);
+  const select = $("rewind-step");
+  const have = [...select.options].map((o) => o.value);
+  if (have.join(",") !== steps.join(",")) {
+    const keep = select.value;
+    select.replaceChildren(...(steps.length ? steps.map((s) => el("option", { value: s }, s))
+      : [el("option", { value: "" }, "no snapshot yet")]));
+    if (steps.includes(keep)) select.value = keep;
+  }
+  $("rewind-apply").disabled = finished || steps.length === 0 || $("rewind-apply").dataset.busy === "1";
 }
 
 /** The group the clip and learning-rate commands name, if one is chosen. */
@@ -61,7 +77,7 @@ export function resetControls() {
 
 export function fillClipForm(clip) {
   if (!clip) return;
-  $("clip-mode").value = clip.mode || "global_norm";
+  $("clip-mode").value = clip.mode || CLIP_MODES[0];
   const t = num(clip.threshold);
   $("clip-threshold").value = t === null || !Number.isFinite(t) ? "" : String(t);
 }
@@ -95,7 +111,7 @@ async function sendCommand(cmd, button) {
     const res = await postJSON(`/api/runs/${id}/commands`, cmd);
     if (id === state.selected && res && typeof res.id === "number") {
       mergeCommand({
-        id: res.id, run_id: id, type: cmd.type, mode: cmd.mode ?? null, threshold: cmd.threshold ?? null, lr: cmd.lr ?? null, group: cmd.group ?? null,
+        id: res.id, run_id: id, type: cmd.type, mode: cmd.mode ?? null, threshold: cmd.threshold ?? null, lr: cmd.lr ?? null, group: cmd.group ?? null, step: cmd.step ?? null,
         origin: "browser", created_at: Date.now() / 1000, state: res.state || "pending", applied_step: null,
         detail: null, updated_at: Date.now() / 1000,
       });
@@ -133,13 +149,28 @@ function readNumber(input, what, short, example) {
 }
 
 export function initControls() {
+  $("clip-mode").replaceChildren(...CLIP_MODES.map((m) => el("option", { value: m }, m)));
   for (const b of document.querySelectorAll("[data-cmd]")) {
+    if (!COMMANDS.includes(b.dataset.cmd)) throw new Error(`index.html: data-cmd="${b.dataset.cmd}" is not a protocol command`);
     b.addEventListener("click", () => sendCommand({ type: b.dataset.cmd }, b));
   }
   $("clip-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const threshold = readNumber($("clip-threshold"), "a clip threshold", "a threshold", "1.0");
     if (threshold !== null) sendCommand(withGroup({ type: "set_clip", mode: $("clip-mode").value, threshold }), $("clip-apply"));
+  });
+  $("rewind-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const step = Number($("rewind-step").value);
+    if ($("rewind-step").value === "" || !Number.isInteger(step)) return;
+    const cmd = { type: "rewind", step };
+    if ($("rewind-with").checked) {
+      const threshold = readNumber($("clip-threshold"), "a clip threshold", "a threshold", "1.0");
+      const lr = readNumber($("lr-input"), "a learning rate", "a learning rate", "0.001");
+      if (threshold === null || lr === null) return;
+      Object.assign(cmd, { mode: $("clip-mode").value, threshold, lr });
+    }
+    sendCommand(cmd, $("rewind-apply"));
   });
   $("lr-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -151,6 +182,12 @@ export function initControls() {
 // ------------------------------------------------------------------ command log
 
 const STATE_RANK = { pending: 0, applied: 1, rejected: 1 };
+
+/** The steps at which the run's applied rewinds took effect (the charts mark them). */
+export function rewindSteps() {
+  return [...state.commands.values()].filter((c) => c.type === "rewind" && c.state === "applied"
+    && Number.isInteger(c.applied_step)).map((c) => c.applied_step);
+}
 
 export function mergeCommand(c) {
   if (!c || typeof c.id !== "number") return;
@@ -171,11 +208,20 @@ function describeCommand(c) {
     const text = c.lr === null || c.lr === undefined ? "set lr" : `set lr → ${fmtLr(num(c.lr))}`;
     return c.group ? `${text} (${c.group})` : text;
   }
+  if (c.type === "rewind") {
+    const parts = [`rewind to ≤ step ${c.step}`];
+    if (c.threshold !== null && c.threshold !== undefined) parts.push(`clip ≤ ${fmtNum(num(c.threshold), 4)}`);
+    if (c.lr !== null && c.lr !== undefined) parts.push(`lr → ${fmtLr(num(c.lr))}`);
+    return parts.join(", ");
+  }
   return c.type;
 }
 
 function describeState(c) {
-  if (c.state === "applied") return c.applied_step === null || c.applied_step === undefined ? "applied" : `applied at step ${c.applied_step}`;
+  if (c.state === "applied") {
+    const at = c.applied_step === null || c.applied_step === undefined ? "applied" : `applied at step ${c.applied_step}`;
+    return c.type === "rewind" && c.detail ? `${at}: ${c.detail}` : at;
+  }
   if (c.state === "rejected") return `rejected: ${c.detail || "no reason given"}`;
   return "pending";
 }

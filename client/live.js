@@ -1,13 +1,8 @@
 // The browser websocket (/ws/browser): connect, check the server's protocol
 // version, dispatch messages, and reconnect with exponential backoff whenever
-// the socket closes (server restart, 4408 "too slow", network blip).
+// the socket closes (server restart, CLOSE.TOO_SLOW, network blip).
 
-import { PROTOCOL_VERSION } from "./util.js";
-
-const CLOSE_UNAUTHORIZED = 4401;
-const CLOSE_FORBIDDEN_ORIGIN = 4403;
-const CLOSE_PROTOCOL_MISMATCH = 4426;
-const CLOSE_TOO_SLOW = 4408;
+import { CLOSE, PROTOCOL_VERSION } from "./protocol.js";
 
 export class LiveSocket {
   /**
@@ -87,7 +82,7 @@ export class LiveSocket {
       this.ws = null;
       this.ready = false;
       if (this.stopped) return;
-      if (ev.code === CLOSE_PROTOCOL_MISMATCH) {
+      if (ev.code === CLOSE.PROTOCOL_MISMATCH) {
         this.stop();
         this.h.onFatal(
           `The server refused this page's protocol version (${PROTOCOL_VERSION}): ${ev.reason || "version mismatch"}. ` +
@@ -96,9 +91,9 @@ export class LiveSocket {
         return;
       }
       let why = ev.reason || `connection closed (code ${ev.code})`;
-      if (ev.code === CLOSE_UNAUTHORIZED) why = "not signed in: open the login link printed by `gradwatch serve`";
-      else if (ev.code === CLOSE_FORBIDDEN_ORIGIN) why = "the server refused this page's origin";
-      else if (ev.code === CLOSE_TOO_SLOW) why = "the page fell behind the live stream; catching up";
+      if (ev.code === CLOSE.UNAUTHORIZED) why = "not signed in: open the login link printed by `gradwatch serve`";
+      else if (ev.code === CLOSE.FORBIDDEN_ORIGIN) why = "the server refused this page's origin";
+      else if (ev.code === CLOSE.TOO_SLOW) why = "the page fell behind the live stream; catching up";
       this._retry(why, ev.code);
     };
     ws.onerror = () => {
@@ -109,7 +104,7 @@ export class LiveSocket {
   _retry(why, code) {
     if (this.stopped) return;
     // 0.5 s, 1 s, 2 s ... capped at 15 s, with jitter so many tabs do not stampede.
-    const base = code === CLOSE_TOO_SLOW && this.attempt === 0 ? 250 : 500 * 2 ** Math.min(this.attempt, 5);
+    const base = code === CLOSE.TOO_SLOW && this.attempt === 0 ? 250 : 500 * 2 ** Math.min(this.attempt, 5);
     const delay = Math.min(15000, base) * (0.8 + 0.4 * Math.random());
     this.attempt += 1;
     this.h.onState({ state: "reconnecting", detail: why, retryIn: delay });

@@ -4,7 +4,7 @@
 
 import { onAlert, prefetchRunAlerts, scheduleAlerts } from "./alert-panel.js";
 import { onCompareSteps } from "./compare.js";
-import { mergeCommand, renderCommands } from "./controls.js";
+import { mergeCommand, renderCommands, rewindSteps } from "./controls.js";
 import { renderRunHead, updateProgress } from "./run-head.js";
 import { scheduleRunList } from "./run-list.js";
 import { maybeAutoSelect, upsertRun } from "./run-sync.js";
@@ -55,6 +55,10 @@ export function messageHandler(charts) {
         if (msg.run_id !== state.selected || !msg.command) break;
         mergeCommand(msg.command);
         renderCommands();
+        if (msg.command.type === "rewind" && state.store) {
+          state.store.rewinds = rewindSteps();
+          charts.refreshGaps();
+        }
         break;
       case "alert":
         onAlert(msg.run_id, msg.alert);

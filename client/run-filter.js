@@ -2,7 +2,7 @@
 // Options come from the statuses the page knows and the tags the runs carry.
 
 import { state } from "./state.js";
-import { RUN_STATUSES } from "./status.js";
+import { RUN_STATUSES } from "./protocol.js";
 import { $, el } from "./util.js";
 
 const filter = { name: "", status: "", tag: "" };

@@ -6,7 +6,8 @@ import { kindLabel, severityClass, summarize } from "./alerts.js";
 import { filterActive, renderTagOptions, runMatches } from "./run-filter.js";
 import { state } from "./state.js";
 import { runStatusTitle } from "./status.js";
-import { $, MAX_COMPARE, el, fmtAgo, fmtInt, frameBatched, plural, setText, statusBadgeClass } from "./util.js";
+import { MAX_COMPARE } from "./protocol.js";
+import { $, el, fmtAgo, fmtInt, frameBatched, plural, setText, statusBadgeClass } from "./util.js";
 
 /** Render the run list on the next animation frame (coalesces any number of calls). */
 export const scheduleRunList = frameBatched(renderRunList);

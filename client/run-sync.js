@@ -10,7 +10,7 @@
 
 import { mergeAlert, renderAlertsNow, scheduleAlerts } from "./alert-panel.js";
 import { setExportLinks } from "./export-links.js";
-import { fillClipForm, fillLr, mergeCommand, renderCommands, resetControls } from "./controls.js";
+import { fillClipForm, fillLr, mergeCommand, renderCommands, resetControls, rewindSteps } from "./controls.js";
 import { renderNanBanner } from "./nan-banner.js";
 import { resetRunLabels } from "./run-labels.js";
 import { lastLr, renderRunHead, updateProgress } from "./run-head.js";
@@ -146,6 +146,7 @@ export async function syncRun() {
     state.probeBuffer = [];
     state.buffering = false;
     for (const c of commands || []) mergeCommand(c);
+    store.rewinds = rewindSteps();
     if (alerts.ok && Array.isArray(alerts.body)) {
       state.alerts.clear();
       for (const a of alerts.body) mergeAlert(a);

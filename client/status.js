@@ -41,7 +41,7 @@ export function setNotice(text, kind) {
   n.className = kind === "error" ? "notice notice-error" : "notice";
 }
 
-/** What a run's status means, for the badge's tooltip (the states are protocol.RunStatus). */
+/** What each run status (protocol.js RUN_STATUSES) means, for the badge's tooltip. */
 const RUN_STATUS_HELP = {
   running: "Training: steps are arriving",
   paused: "Paused from this page (or by an alert); resume to go on",
@@ -51,9 +51,6 @@ const RUN_STATUS_HELP = {
   finished: "Ended: the trainer finished or was stopped; takes no more commands",
   disconnected: "The trainer is not connected (its process ended or the network dropped)",
 };
-
-/** Every run status, in the order the filter offers them. */
-export const RUN_STATUSES = Object.freeze(Object.keys(RUN_STATUS_HELP));
 
 export function runStatusTitle(status) {
   return RUN_STATUS_HELP[status] || "";

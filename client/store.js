@@ -66,6 +66,7 @@ export class RunStore {
     this.runId = detail.id;
     this.variables = (detail.variables || []).map(String);
     this.bnLayers = (detail.bn_layers || []).map(String);
+    this.reluLayers = (detail.relu_layers || []).map(String); // what the probe measures (dead units)
     this.V = this.variables.length;
     // Where the watched variables changed within the run: [{from_step, variables: [indices]}], step order.
     this.variableSets = Array.isArray(detail.variable_sets) ? detail.variable_sets : [];
@@ -104,6 +105,7 @@ export class RunStore {
     this.lossMeanSteps = 0; // steps whose loss is Keras' running mean, not the step's own
     this.weightNonfinite = 0;
     this.gaps = [];
+    this.rewinds = []; // the steps at which an applied rewind took effect (controls.rewindSteps)
     this._recentClipped = [];
   }
 

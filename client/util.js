@@ -1,10 +1,6 @@
 // Small helpers shared by the gradwatch page modules. No data ever goes
 // through innerHTML: el() builds nodes and sets text with textContent.
 
-export const PROTOCOL_VERSION = 3;
-/** Runs one comparison may hold: gradwatch.protocol.MAX_COMPARE (tests/test_page_constants.py checks). */
-export const MAX_COMPARE = 8;
-
 /** A wire float ("NaN" / "Infinity" / "-Infinity" or a number) as a JS number; null stays null. */
 export function num(x) {
   if (x === null || x === undefined) return null;

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .protocol import ACTION_SEVERITIES
+
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the gradwatch server (dashboard + trainer endpoint)")
@@ -33,7 +35,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--webhook", default=None, metavar="URL",
                    help="POST raised and re-opened alerts here as JSON (Slack-compatible 'text'; docs/alerts.md)")
-    p.add_argument("--webhook-min-severity", default="warning", choices=["warning", "critical"],
+    p.add_argument("--webhook-min-severity", default="warning", choices=list(ACTION_SEVERITIES),
                    help="post only alerts at least this severe (default warning: all)")
     p.add_argument("--webhook-timeout", type=float, default=5.0, metavar="SECONDS",
                    help="per POST before it counts as failed and is retried with backoff (default 5)")

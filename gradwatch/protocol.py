@@ -15,6 +15,7 @@ training process and the server can import it cheaply.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
@@ -75,33 +76,71 @@ class CloseCode(IntEnum):
     #: The server cannot write its database (disk full, I/O error): nothing it acknowledged is lost; the trainer
     #: keeps what it has not sent and reconnects (refused again until the store writes again).
     STORAGE_UNAVAILABLE = 4507
+    # The standard codes gradwatch sends (RFC 6455, 7.4.1):
     SERVER_SHUTDOWN = 1001
+    #: The request broke a server policy: a Host header not allowed (DNS rebinding guard, ``server/auth.py``).
+    POLICY_VIOLATION = 1008
+    #: The server failed unexpectedly; the trainer reconnects and resends what was not acknowledged.
+    INTERNAL_ERROR = 1011
+    #: Not now: a run file's sync while that run's trainer is connected (``server/service.py``).
+    TRY_AGAIN_LATER = 1013
 
 
 # --------------------------------------------------------------------------- shared pieces
 
+#: How the trainer clips (``ClipSetting.mode``): ``global_norm`` (Keras' ``global_clipnorm``), ``norm`` (per variable,
+#: ``clipnorm``), ``value`` (per element, ``clipvalue``).
 ClipMode = Literal["global_norm", "norm", "value"]
-CLIP_MODES: tuple[str, ...] = ("global_norm", "norm", "value")
+CLIP_MODES: tuple[str, ...] = get_args(ClipMode)
+
+
+def check_clip_mode(mode: object, name: str = "clip_mode") -> str:
+    """``mode`` if it is a ``ClipMode``; else a ValueError naming ``name``'s bad value and the choices."""
+    if not isinstance(mode, str) or mode not in CLIP_MODES:
+        raise ValueError(f"{name}={mode!r} is not one of {CLIP_MODES}")
+    return mode
+
+
 #: What the trainer says its run is doing (``Status.state``): ``idle`` between two ``fit()`` calls
 #: (or ``watch()`` blocks) of one monitor, ``interrupted`` after one ended by an exception
 #: (KeyboardInterrupt, another callback's error). Both continue as ``running`` with the next fit.
 TrainerState = Literal["running", "paused", "idle", "interrupted", "finished"]
+TRAINER_STATES: tuple[str, ...] = get_args(TrainerState)
 #: A run's status on the server: the trainer's state, or ``disconnected`` when its trainer went away.
 RunStatus = Literal[TrainerState, "disconnected"]
-CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr"]
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+#: The control commands (``Command.type``). A new command is declared here, in ``CommandType`` and
+#: ``COMMAND_PARAMS`` below (its parameters); the trainer says in which of its states it applies and what it does
+#: (``trainer_hooks/control.py``, checked against ``COMMANDS`` at import); the page reads the list from the
+#: generated ``client/protocol.js``.
+CommandType = Literal["pause", "resume", "stop", "set_clip", "set_lr", "rewind"]
+COMMANDS: tuple[str, ...] = get_args(CommandType)
+#: An alert's severity, lowest first (the order ranks them): ``info`` is worth knowing and needs no action
+#: (an overflow the loss scaler handled) and never pauses a run.
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[str, ...] = get_args(Severity)
+#: The severities that call for action: what ``pause_on`` acts on and a webhook may be set to post from.
+ACTION_SEVERITIES: tuple[str, ...] = SEVERITIES[1:]
+#: The alert kinds, in the order the server evaluates them (exploding before nonfinite: growth that ends in NaN is
+#: raised as what it is first). The server declares each kind's rule, severity, parameters and texts beside its
+#: rule (``server/alerts/kinds.py`` checks that they cover exactly these).
 AlertKind = Literal[
     "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated",
     "diverging",
 ]
-ALERT_KINDS: tuple[str, ...] = (
-    "exploding_gradients",
-    "vanishing_gradients",
-    "nonfinite",
-    "dead_relu",
-    "frozen_batchnorm",
-    "clip_saturated",
-    "diverging",
-)
+ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
+#: What the page calls each kind.
+ALERT_LABELS: dict[str, str] = {
+    "exploding_gradients": "Exploding gradients",
+    "vanishing_gradients": "Vanishing gradients",
+    "nonfinite": "NaN / Inf gradients",
+    "dead_relu": "Dead ReLU units",
+    "frozen_batchnorm": "Frozen BatchNorm",
+    "clip_saturated": "Clipping saturated",
+    "diverging": "Heading for divergence",
+}
+if tuple(ALERT_LABELS) != ALERT_KINDS:
+    raise TypeError(f"ALERT_LABELS {tuple(ALERT_LABELS)} differ from AlertKind {ALERT_KINDS}")
 
 #: An alert's lifecycle (``AlertView.state``, docs/alerts.md "Lifecycle"): ``open`` while its condition holds or
 #: has been clear for fewer steps than its kind's clear steps, then ``resolved``. A condition that returns after
@@ -112,6 +151,32 @@ ALERT_STATES: tuple[str, ...] = get_args(AlertState)
 #: Upper bound on a learning rate set from the page.
 MAX_LEARNING_RATE = 1e3
 CommandState = Literal["pending", "applied", "rejected"]
+
+
+@dataclass(frozen=True)
+class CommandParams:
+    """The ``Command`` parameters a command type needs and those it may also take (it takes no others)."""
+
+    needs: tuple[str, ...] = ()
+    takes: tuple[str, ...] = ()
+    #: What a needed parameter is, with an example command (the error message's fix).
+    hint: str = ""
+
+
+#: Every command type's parameters, in ``CommandType``'s order.
+COMMAND_PARAMS: dict[str, CommandParams] = {
+    "pause": CommandParams(),
+    "resume": CommandParams(),
+    "stop": CommandParams(),
+    "set_clip": CommandParams(("threshold",), ("mode", "group"),
+                              "a finite number > 0, e.g. {'type': 'set_clip', 'threshold': 1.0}"),
+    "set_lr": CommandParams(("lr",), ("group",), "a finite number > 0, e.g. {'type': 'set_lr', 'lr': 0.001}"),
+    # every optimizer of the run is restored: no group
+    "rewind": CommandParams(("step",), ("lr", "threshold", "mode", "auto"),
+                            "a snapshot step the run holds (run.snapshots), e.g. {'type': 'rewind', 'step': 200}"),
+}
+if tuple(COMMAND_PARAMS) != COMMANDS:
+    raise TypeError(f"COMMAND_PARAMS {tuple(COMMAND_PARAMS)} differ from CommandType {COMMANDS}")
 
 
 class _Msg(BaseModel):
@@ -138,24 +203,36 @@ class Command(_Msg):
     threshold: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_CLIP_THRESHOLD, allow_inf_nan=False)] | None = None
     lr: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False)] | None = None
     group: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    #: ``rewind``: restore the newest snapshot the trainer holds taken at or before this step
+    #: (``RunState.snapshots`` lists them).
+    step: WireStep | None = None
+    #: ``rewind`` only: ``True`` when posted by the server for ``rewind_on`` (the trainer scales its learning rate
+    #: by its ``rewind_lr_factor`` unless ``lr`` is given, and counts it against ``max_rewinds``); absent otherwise.
+    auto: StrictBool | None = None
 
     @model_validator(mode="after")
     def _parameters_match_type(self) -> Command:
-        if self.type == "set_clip":
-            if self.threshold is None:
-                raise ValueError(
-                    "set_clip needs 'threshold': a finite number > 0, e.g. {'type': 'set_clip', 'threshold': 1.0}"
-                )
-            if self.lr is not None:
-                raise ValueError("set_clip takes no 'lr'; send a separate set_lr command")
-        elif self.type == "set_lr":
-            if self.lr is None:
-                raise ValueError("set_lr needs 'lr': a finite number > 0, e.g. {'type': 'set_lr', 'lr': 0.001}")
-            if self.mode is not None or self.threshold is not None:
-                raise ValueError("set_lr takes no 'mode' or 'threshold'; send a separate set_clip command")
-        elif self.mode is not None or self.threshold is not None or self.lr is not None or self.group is not None:
-            raise ValueError(f"{self.type!r} takes no parameters; only set_clip and set_lr do")
+        spec = COMMAND_PARAMS[self.type]
+        for name in spec.needs:
+            if getattr(self, name) is None:
+                raise ValueError(f"{self.type} needs {name!r}: {spec.hint}")
+        given = [n for n in _COMMAND_PARAMETERS if getattr(self, n) is not None]
+        extra = [n for n in given if n not in (*spec.needs, *spec.takes)]
+        if extra and not (spec.needs or spec.takes):
+            takers = [t for t, p in COMMAND_PARAMS.items() if p.needs or p.takes]
+            raise ValueError(f"{self.type!r} takes no parameters; only {' and '.join(takers)} do")
+        if extra:
+            owners = [t for t, p in COMMAND_PARAMS.items() if set(extra) & {*p.needs, *p.takes}]
+            raise ValueError(f"{self.type} takes no {' or '.join(map(repr, extra))}; send a separate "
+                             f"{' or '.join(owners)} command")
         return self
+
+
+#: ``Command``'s fields other than ``type``: what ``COMMAND_PARAMS`` entries may name.
+_COMMAND_PARAMETERS: tuple[str, ...] = tuple(n for n in Command.model_fields if n != "type")
+_unknown = {t: c for t, c in COMMAND_PARAMS.items() if not set(c.needs + c.takes) <= set(_COMMAND_PARAMETERS)}
+if _unknown:
+    raise TypeError(f"COMMAND_PARAMS name parameters Command does not have: {_unknown}")
 
 
 # --------------------------------------------------------------------------- trainer -> server
@@ -251,6 +328,9 @@ class TrainerHello(_Msg):
     pause_on: list[AlertKind] = Field(default_factory=list)
     #: Non-finite steps are skipped by the trainer (weights untouched).
     guard_nonfinite: StrictBool = False
+    #: Alert kinds on which the server asks this run to rewind (an ``auto`` ``rewind`` command to the step
+    #: before the alert's onset); the trainer holds the snapshots (``Snapshots``).
+    rewind_on: list[AlertKind] = Field(default_factory=list)
     #: Layer names the trainer probes for dead ReLU units (``Probe.dead_relu`` keys).
     relu_layers: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
     #: Each layer's activation function by layer path (a recurrent layer's: its cell's), e.g. ``{"rnn": "tanh"}``:
@@ -345,14 +425,24 @@ class NonfiniteOrigin(_Msg):
 
 
 class Mark(_Msg):
-    """Sent by ``gradwatch sync``: the server answers ``Marked`` once it has taken every frame before
-    this one (a refused frame closes the connection first, so the sync knows which stretch held it)."""
+    """Sent by ``gradwatch sync``, and by a live trainer every 0.2 s while it streams: the server answers
+    ``Marked`` once it has taken every frame before this one and committed their steps to its database
+    (a refused frame closes the connection first, so the sync knows which stretch held it; the trainer
+    keeps what was sent for a re-send until then)."""
 
     type: Literal["mark"]
     id: WireId
 
 
-AnyTrainerMessage = Steps | Gap | Ack | Status | Probe | NonfiniteOrigin | VariableSet | Mark
+class Snapshots(_Msg):
+    """The steps of the snapshots the trainer holds now, oldest first (sent whenever they change): what a
+    ``rewind`` command can go back to."""
+
+    type: Literal["snapshots"]
+    steps: list[WireStep] = Field(max_length=1000)
+
+
+AnyTrainerMessage = Steps | Gap | Ack | Status | Probe | NonfiniteOrigin | VariableSet | Mark | Snapshots
 TrainerMessage = Annotated[AnyTrainerMessage, Field(discriminator="type")]
 _trainer_message: TypeAdapter[AnyTrainerMessage] = TypeAdapter(TrainerMessage)
 
@@ -458,9 +548,15 @@ class VariableSetView(_View):
 
 
 class AlertCounts(_View):
+    """A run's alerts by severity: one field per ``Severity``."""
+
     info: int = 0
     warning: int = 0
     critical: int = 0
+
+
+if tuple(AlertCounts.model_fields) != SEVERITIES:
+    raise TypeError(f"AlertCounts fields {tuple(AlertCounts.model_fields)} differ from Severity {SEVERITIES}")
 
 
 class RunSummary(_View):
@@ -491,6 +587,8 @@ class RunState(RunSummary):
         default_factory=list,
         description="where the watched variables changed within the run, in step order ([]: all of them throughout)",
     )
+    snapshots: list[int] = Field(default_factory=list, description="steps the connected trainer can rewind to "
+                                 "(the newest Snapshots message; [] when none, or no trainer is connected)")
 
 
 class CommandView(_View):
@@ -501,6 +599,7 @@ class CommandView(_View):
     threshold: float | None
     lr: float | None
     group: str | None = None
+    step: int | None = None
     origin: str
     created_at: float
     state: CommandState
@@ -525,7 +624,7 @@ class AlertView(_View):
     id: int
     run_id: int
     kind: AlertKind
-    severity: Literal["info", "warning", "critical"]
+    severity: Severity
     step: int
     last_step: int
     layer: str | None

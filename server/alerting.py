@@ -21,6 +21,7 @@ from gradwatch.protocol import (
     AlertMessage,
     AlertRulesMessage,
     AlertView,
+    Command,
     NonfiniteOrigin,
     Probe,
     StepRecord,
@@ -35,7 +36,7 @@ from .alerts.engine import Alert, AlertEvent, Change, RunAlerts
 from .alerts.params import RULES, PatchError, settings, validate_patch
 from .alerts.rules import RunInfo
 from .hub import Hub
-from .store import RunRow, Store
+from .store import AUTO_ORIGIN, RunRow, Store
 
 log = logging.getLogger("gradwatch.server.alerts")
 
@@ -53,8 +54,8 @@ def _nonfinite(r: StepRecord) -> bool:
     return r.loss_nonfinite or r.weight_nonfinite > 0 or r.skipped or not math.isfinite(decode_float(r.global_norm))
 
 
-#: ``pause(run_id, origin)``: issue a pause command on behalf of an alert.
-Pause = Callable[[int, str], Awaitable[None]]
+#: ``post(run_id, command, origin)``: the server's own command to a run (``pause_on``, ``rewind_on``).
+PostCommand = Callable[[int, Command, str], Awaitable[None]]
 
 
 class UnknownKind(LookupError):
@@ -70,13 +71,15 @@ Notify = Callable[[Alert, AlertEvent], None]
 
 
 class Alerting:
-    def __init__(self, store: Store, hub: Hub, pause: Pause, notify: Notify | None = None) -> None:
+    def __init__(self, store: Store, hub: Hub, command: PostCommand, notify: Notify | None = None) -> None:
         self.store = store
         self.hub = hub
-        self.pause = pause
+        self.command = command
         self.notify = notify
         self.engines: dict[int, RunAlerts] = {}
         self.pause_on: dict[int, set[str]] = {}
+        #: What each connected trainer's hello asked to rewind on (the trainer holds the snapshots: not stored).
+        self.rewind_on: dict[int, set[str]] = {}
         #: Highest step each run's rules have seen, kept across reconnects so re-sent steps are not counted twice.
         self.seen_step: dict[int, int] = {}
         self._flushed: dict[int, float] = {}
@@ -99,6 +102,7 @@ class Alerting:
                        dict(hello.activations) if hello else {}, list(hello.bn_inference) if hello else [])
         self.engines[run.id] = RunAlerts(run.id, info, rules, existing)
         self.pause_on[run.id] = set(run.pause_on)
+        self.rewind_on[run.id] = set(hello.rewind_on) if hello else set()
 
     def _load(self, run_id: int) -> tuple[list[Alert], dict[str, Any]]:
         return persist.list_alerts(self.store.conn, run_id), persist.load_rules(self.store.conn, run_id)
@@ -210,9 +214,16 @@ class Alerting:
             if c.event is not None and self.notify is not None:
                 self.notify(c.alert, c.event)
         for c in changes:
-            if c.opened and c.alert.kind in self.pause_on.get(run_id, ()):  # never on resolving
+            if not c.opened:  # never on resolving
+                continue
+            origin = f"{AUTO_ORIGIN}{c.alert.kind} alert #{c.alert.id}"
+            if c.alert.kind in self.rewind_on.get(run_id, ()):  # rewinds instead of pausing
+                log.info("run %d: %s alert #%d raised; rewinding before step %d (rewind_on)", run_id, c.alert.kind,
+                         c.alert.id, c.alert.step)
+                await self.command(run_id, Command(type="rewind", step=max(c.alert.step - 1, 0), auto=True), origin)
+            elif c.alert.kind in self.pause_on.get(run_id, ()):
                 log.info("run %d: %s alert #%d raised; pausing (pause_on)", run_id, c.alert.kind, c.alert.id)
-                await self.pause(run_id, f"auto: {c.alert.kind} alert #{c.alert.id}")
+                await self.command(run_id, Command(type="pause"), origin)
 
     async def flush(self, run_id: int) -> None:
         """Save and push the progress of ongoing alerts now."""

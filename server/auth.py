@@ -23,6 +23,8 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from gradwatch.protocol import CloseCode
+
 COOKIE_NAME = "gradwatch_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -113,7 +115,8 @@ class HostCheckMiddleware:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
+            code = int(CloseCode.POLICY_VIOLATION)
+            await send({"type": "websocket.close", "code": code, "reason": "host not allowed"})
             return
         msg = "Invalid host header: start gradwatch serve with --allowed-host <name> to allow it"
         await PlainTextResponse(msg, status_code=400)(scope, receive, send)

@@ -32,6 +32,8 @@ class TrainerLink:
     #: What the trainer said of its model on this connection (the alert rules read it on every restart).
     hello: TrainerHello | None = None
     sent: set[int] = field(default_factory=set)
+    #: The steps the trainer can rewind to, as it last said (``Snapshots``): held by the trainer, so by the link.
+    snapshots: list[int] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def send(self, text: str) -> None:

@@ -78,6 +78,7 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("alerts", "state", "TEXT NOT NULL DEFAULT 'open'"),  # alerts stored before they could resolve: open
     ("alerts", "resolved_step", "INTEGER"),
     ("alerts", "latest", "TEXT"),
+    ("commands", "target_step", "INTEGER"),  # Command.step (rewind)
 )
 
 

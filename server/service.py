@@ -23,6 +23,8 @@ from gradwatch.protocol import (
     Command,
     Gap,
     GapMessage,
+    Mark,
+    Marked,
     NonfiniteOrigin,
     Probe,
     ProbeMessage,
@@ -30,6 +32,7 @@ from gradwatch.protocol import (
     RunMessage,
     RunsMessage,
     RunSummary,
+    Snapshots,
     Status,
     StepRecord,
     TrainerHello,
@@ -105,9 +108,11 @@ class Gradwatch:
         self.active: dict[int, RunRow] = {}
         #: Connections re-playing a session the server already has (a synced run file): news only.
         self.replays: dict[int, replay.Replay] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._marks: set[asyncio.Task[None]] = set()  # answers waiting for the writer (answer_mark)
         self._lifecycles: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self.webhooks = webhook_sender(config)
-        self.alerting = Alerting(self.store, self.hub, self._auto_pause,
+        self.alerting = Alerting(self.store, self.hub, self._auto_command,
                                  notify=self._notify if self.webhooks is not None else None)
 
     async def start(self) -> None:
@@ -127,6 +132,8 @@ class Gradwatch:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(link.websocket.close(CloseCode.SERVER_SHUTDOWN, "server shutting down"), 2)
         await self.writer.stop()
+        for task in list(self._marks):
+            task.cancel()
         for run_id in list(self.active):
             await self._transition(run_id, "disconnect")
         if self.webhooks is not None:
@@ -170,7 +177,12 @@ class Gradwatch:
         run = await self.get_run(run_id)
         gaps = await self.store.call(self.store.list_gaps, run_id)
         counts = await self.alerting.counts()
-        return run_detail(run, gaps, counts.get(run_id)).model_dump_json()
+        return run_detail(run, gaps, counts.get(run_id), self._snapshots(run_id)).model_dump_json()
+
+    def _snapshots(self, run_id: int) -> list[int]:
+        """The steps the connected trainer of ``run_id`` can rewind to ([] with none connected)."""
+        link = self.links.get(run_id)
+        return link.snapshots if link is not None else []
 
     async def metrics(self, run_id: int, since: int | None, until: int | None, max_points: int | None,
                       omit_empty: bool = False) -> str:
@@ -263,8 +275,9 @@ class Gradwatch:
                 raise ProtocolError(CloseCode.BAD_MESSAGE, f"refused: run {run.id} is finished; a sync never "
                                                            "reopens or rewrites it")
         if run is not None and run.id in self.links:
-            # 1013 "try again later", not a refusal: the file's steps are welcome once that trainer ended
-            raise ProtocolError(1013, f"run {run.id} has its trainer connected; sync the file once it has ended")
+            # "try again later", not a refusal: the file's steps are welcome once that trainer ended
+            raise ProtocolError(CloseCode.TRY_AGAIN_LATER,
+                                f"run {run.id} has its trainer connected; sync the file once it has ended")
         return run
 
     async def _run_to_continue(self, hello: TrainerHello) -> RunRow | None:
@@ -340,6 +353,19 @@ class Gradwatch:
         log.info("run %d: %d variables watched from step %d", link.run_id, len(msg.variables), msg.from_step)
         await self._broadcast_run(link.run_id)
 
+    def answer_mark(self, link: TrainerLink, mark: Mark) -> None:
+        """Answer ``mark`` once the steps of every frame before it are committed: the trainer may then
+        forget them (``trainer_hooks/outbox.py``). Waits in a task, so the frames after it go on."""
+
+        async def answer() -> None:
+            await self.writer.written()
+            with contextlib.suppress(Exception):  # the connection may have ended meanwhile
+                await link.send(Marked(id=mark.id).model_dump_json())
+
+        task = asyncio.create_task(answer(), name=f"gradwatch-mark-{link.run_id}")
+        self._marks.add(task)
+        task.add_done_callback(self._marks.discard)
+
     async def add_gap(self, link: TrainerLink, gap: Gap) -> None:
         await self.writer.flush()
         again = self.replays.get(link.run_id)
@@ -372,14 +398,33 @@ class Gradwatch:
         updated = await self.commands.resolve(link.run_id, ack)
         if updated is None:
             return
-        if updated.state == "applied" and updated.type == "set_clip":
+        if updated.state != "applied":
+            return
+        # A rewind may set the clip threshold and the learning rate too.
+        if updated.type == "set_clip" or (updated.type == "rewind" and updated.threshold is not None):
             run = self.active.get(link.run_id)
             mode = updated.mode or (run.clip_mode if run else "global_norm")
             await self._update_run(link.run_id, clip_mode=mode, clip_threshold=updated.threshold)
             await self._broadcast_run(link.run_id)
-        elif updated.state == "applied" and updated.type == "set_lr" and updated.lr is not None:
+        if updated.type in ("set_lr", "rewind") and updated.lr is not None:
             await self._update_run(link.run_id, lr=updated.lr)
             await self._broadcast_run(link.run_id)
+
+    async def snapshots(self, link: TrainerLink, msg: Snapshots) -> None:
+        """The steps the trainer can rewind to now: every page watching the run offers them.
+
+        The run is pushed in the background: the trainer's next frames (its steps) are not held behind it.
+        """
+        link.snapshots = list(msg.steps)
+        task = asyncio.create_task(self._broadcast_soon(link.run_id))
+        self._background.add(task)  # held until done (the loop keeps only a weak reference)
+        task.add_done_callback(self._background.discard)
+
+    async def _broadcast_soon(self, run_id: int) -> None:
+        try:
+            await self._broadcast_run(run_id)
+        except Exception as err:  # the server is shutting down: the page gets the run when it reconnects
+            log.info("run %d: could not push its snapshot steps (%s)", run_id, err)
 
     async def handle_status(self, link: TrainerLink, status: Status) -> None:
         run = self.active.get(link.run_id)
@@ -439,12 +484,13 @@ class Gradwatch:
             raise RunFinished(run_id)
         return await self.commands.post(run_id, command, origin, self.links.get(run_id))
 
-    async def _auto_pause(self, run_id: int, origin: str) -> None:
-        """``pause_on``: an alert pauses its run through the ordinary command path (audited with ``origin``)."""
+    async def _auto_command(self, run_id: int, command: Command, origin: str) -> None:
+        """``pause_on``, ``rewind_on``: an alert pauses or rewinds its run through the ordinary command path
+        (audited with ``origin``)."""
         try:
-            await self.post_command(run_id, Command(type="pause"), origin)
+            await self.post_command(run_id, command, origin)
         except (RunNotFound, RunFinished):
-            log.info("run %d: not pausing for %s; the run takes no commands", run_id, origin)
+            log.info("run %d: no %s for %s; the run takes no commands", run_id, command.type, origin)
 
     # ------------------------------------------------------------------ browser side
 
@@ -464,7 +510,7 @@ class Gradwatch:
             return None
         gaps = await self.store.call(self.store.list_gaps, run_id)
         counts = await self.alerting.counts()
-        return page_message_text(RunMessage(run=run_state(run, gaps, counts.get(run_id))))
+        return page_message_text(RunMessage(run=run_state(run, gaps, counts.get(run_id), self._snapshots(run_id))))
 
     async def _broadcast_run(self, run_id: int) -> None:
         text = await self.run_message(run_id)

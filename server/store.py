@@ -28,6 +28,8 @@ from .schema import create_or_upgrade
 from .stepcodec import ROW_COLUMNS, StepColumns, concat_columns, record_to_row, rows_to_columns
 
 T = TypeVar("T")
+#: How the commands the server posts itself (pause_on, rewind_on) begin their ``origin``.
+AUTO_ORIGIN = "auto: "
 
 @dataclass
 class RunRow:
@@ -78,9 +80,13 @@ class CommandRow:
     detail: str | None
     lr: float | None = None
     group: str | None = None
+    step: int | None = None  # rewind's target
 
     def to_command(self) -> Command:
-        return Command(type=self.type, mode=self.mode, threshold=self.threshold, lr=self.lr, group=self.group)
+        # The server's own rewinds (rewind_on) are the ones it posts with an "auto:" origin, as pause_on's.
+        auto = True if self.type == "rewind" and self.origin.startswith(AUTO_ORIGIN) else None
+        return Command(type=self.type, mode=self.mode, threshold=self.threshold, lr=self.lr, group=self.group,
+                       step=self.step, auto=auto)
 
 
 @dataclass
@@ -93,7 +99,7 @@ class GapRow:
 _RUN_COLS = "id, name, status, created_at, updated_at, last_step, variables, bn_layers, clip_mode, clip_threshold, " \
             "every, meta, pause_on, guard_nonfinite, relu_layers, lr, tags, note, variable_sets"
 _CMD_COLS = "id, run_id, type, mode, threshold, origin, created_at, updated_at, state, applied_step, detail, lr, " \
-            "optimizer_group"
+            "optimizer_group, target_step"
 _INSERT_STEP = f"INSERT OR REPLACE INTO steps ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 
 
@@ -262,9 +268,9 @@ class Store:
         threshold = float(command.threshold) if command.threshold is not None else None
         lr = float(command.lr) if command.lr is not None else None
         cur = self._conn.execute(
-            "INSERT INTO commands (run_id, type, mode, threshold, lr, optimizer_group, origin, created_at, updated_at,"
-            " state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
-            (run_id, command.type, command.mode, threshold, lr, command.group, origin, now, now),
+            "INSERT INTO commands (run_id, type, mode, threshold, lr, optimizer_group, target_step, origin, created_at,"
+            " updated_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+            (run_id, command.type, command.mode, threshold, lr, command.group, command.step, origin, now, now),
         )
         cmd = self.get_command(int(cur.lastrowid or 0))
         assert cmd is not None

@@ -123,21 +123,24 @@ def _gaps(gaps: list[GapRow]) -> list[GapView]:
     return [GapView(from_step=g.from_step, to_step=g.to_step, dropped=g.dropped) for g in gaps]
 
 
-def run_state(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None) -> RunState:
+def run_state(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None,
+              snapshots: list[int] | None = None) -> RunState:
     return RunState(**summary(run, alerts).model_dump(), clip=_clip(run), paused=run.status == "paused",
                     every=run.every, meta=run.meta, gaps=_gaps(gaps), lr=run.lr, pause_on=run.pause_on,
                     guard_nonfinite=run.guard_nonfinite,
-                    variable_sets=[VariableSetView(from_step=int(f), variables=list(v)) for f, v in run.variable_sets])
+                    variable_sets=[VariableSetView(from_step=int(f), variables=list(v)) for f, v in run.variable_sets],
+                    snapshots=snapshots or [])
 
 
-def run_detail(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None) -> RunDetail:
-    return RunDetail(**run_state(run, gaps, alerts).model_dump(), variables=run.variables, bn_layers=run.bn_layers,
-                     relu_layers=run.relu_layers)
+def run_detail(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None,
+               snapshots: list[int] | None = None) -> RunDetail:
+    return RunDetail(**run_state(run, gaps, alerts, snapshots).model_dump(), variables=run.variables,
+                     bn_layers=run.bn_layers, relu_layers=run.relu_layers)
 
 
 def command_view(cmd: CommandRow) -> CommandView:
     return CommandView(id=cmd.id, run_id=cmd.run_id, type=cmd.type,
-                       mode=cmd.mode, threshold=cmd.threshold, lr=cmd.lr, group=cmd.group,
+                       mode=cmd.mode, threshold=cmd.threshold, lr=cmd.lr, group=cmd.group, step=cmd.step,
                        origin=cmd.origin, created_at=cmd.created_at, state=cmd.state,
                        applied_step=cmd.applied_step, detail=cmd.detail, updated_at=cmd.updated_at)
 

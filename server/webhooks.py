@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from gradwatch.protocol import dumps
+from gradwatch.protocol import ACTION_SEVERITIES, dumps
 
 if TYPE_CHECKING:
     from .alerting import AlertEvent as Event
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gradwatch.webhooks")
 
-SEVERITIES: tuple[str, ...] = ("warning", "critical")  # in rising order
+SEVERITIES: tuple[str, ...] = ACTION_SEVERITIES  # in rising order
 USER_AGENT = "gradwatch-webhook/1"
 
 

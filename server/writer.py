@@ -59,6 +59,12 @@ class StepWriter:
         #: Steps taken out of the buffer by a write still under way (still pending for ``health``).
         self._writing = 0
         self._lock = asyncio.Lock()
+        # Frames added and frames written (or dropped as unstorable) so far: frames are written in the
+        # order they were added (a failed batch goes back to the front), so frame k is on disk once
+        # ``_written >= k``. ``written()`` waits on it.
+        self._added = 0
+        self._written = 0
+        self._progress = asyncio.Condition()
         #: Set while records wait in the buffer: wakes the commit task.
         self._waiting = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -75,6 +81,7 @@ class StepWriter:
     async def add(self, run_id: int, records: list[StepRecord], size: int = 0) -> None:
         """Buffer one frame's records (``size``: its bytes on the wire, for the byte bound)."""
         self._buffer.append((run_id, records, size))
+        self._added += 1
         self._buffered += len(records)
         self._bytes += size
         self._waiting.set()
@@ -91,11 +98,21 @@ class StepWriter:
                 await self._write(batch)
             finally:
                 self._writing = 0
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def written(self) -> None:
+        """Return once every frame added before this call is committed (or dropped as unstorable): what
+        a trainer's ``mark`` is answered after. Waits through a failing store; never forces a flush."""
+        target = self._added
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._written >= target)
 
     async def _write(self, batch: list[Frame]) -> None:
         if self.failing is None:
             try:
                 await self.store.call(self.store.insert_steps, [(r, recs) for r, recs, _ in batch])
+                self._written += len(batch)
                 return
             except _UNSTORABLE:
                 pass  # a frame the store cannot hold would fail every retry: store them one by one, drop it
@@ -110,8 +127,10 @@ class StepWriter:
         for i, (run_id, records, _) in enumerate(batch):
             try:
                 await self.store.call(self.store.insert_steps, [(run_id, records)])
+                self._written += 1
             except _UNSTORABLE as err:
                 self.dropped += len(records)
+                self._written += 1
                 self._note(f"dropped steps that cannot be stored: {err}", f"(run {run_id}, {len(records)} steps)")
             except Exception as err:
                 self._fail(err)

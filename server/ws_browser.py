@@ -77,6 +77,6 @@ async def browser_endpoint(websocket: WebSocket) -> None:
         await close(websocket, e.code, e.reason)
     except Exception:
         log.exception("internal error on a browser connection")
-        await close(websocket, 1011, "internal server error; see the server log")
+        await close(websocket, CloseCode.INTERNAL_ERROR, "internal server error; see the server log")
     finally:
         await gw.hub.remove(viewer)

@@ -14,9 +14,9 @@ from gradwatch.protocol import (
     CloseCode,
     Gap,
     Mark,
-    Marked,
     NonfiniteOrigin,
     Probe,
+    Snapshots,
     Status,
     Steps,
     TrainerHello,
@@ -63,10 +63,12 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
         await gw.add_probe(link, msg)
     elif isinstance(msg, NonfiniteOrigin):
         await gw.nonfinite_origin(link, msg)
+    elif isinstance(msg, Snapshots):
+        await gw.snapshots(link, msg)
     elif isinstance(msg, VariableSet):
         await gw.variable_set(link, msg)
     elif isinstance(msg, Mark):  # frames are handled in order: all before it were taken
-        await link.send(Marked(id=msg.id).model_dump_json())
+        gw.answer_mark(link, msg)
 
 
 async def trainer_endpoint(websocket: WebSocket) -> None:
@@ -101,7 +103,7 @@ async def trainer_endpoint(websocket: WebSocket) -> None:
                                                                "keep the reports and reconnect later")
     except Exception:
         log.exception("internal error on a trainer connection")
-        await close(websocket, 1011, "internal server error; see the server log")
+        await close(websocket, CloseCode.INTERNAL_ERROR, "internal server error; see the server log")
     finally:
         if link is not None:
             await gw.trainer_gone(link)

@@ -10,7 +10,8 @@ changes inside a branch. So each flattened input has a variable of its own dtype
 outside XLA it takes the batch whole (its shape may change); under XLA it holds
 a fixed ``rows`` examples, the batch cropped or zero-padded to that, with the
 number of real rows beside it. XLA copies a variable the step may write on every
-step, taken or not, so under XLA the rows are few (and within ``XLA_BUDGET_BYTES``).
+step, taken or not, so under XLA the rows are few (and within ``XLA_BUDGET_BYTES``); ``fit`` avoids
+that by keeping the batch after the compiled step, outside XLA (``OriginFinder.keep_outside``).
 An input needs a static per-example shape there (known while tracing); when it has
 none, nothing is kept and ``unavailable`` says why.
 """

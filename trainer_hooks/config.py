@@ -14,11 +14,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from gradwatch.protocol import ALERT_KINDS, CLIP_MODES, MAX_CLIP_THRESHOLD, trainer_ws_url
+from gradwatch.protocol import ALERT_KINDS, MAX_CLIP_THRESHOLD, check_clip_mode, trainer_ws_url
 from gradwatch.tokens import SERVER_ENV, TOKEN_ENV, TOKEN_FILE_ENV, configured_server, resolve_server
 
+from .rewind import RewindOptions
+from .snapshots import DEFAULT_EVERY, DEFAULT_KEEP, DEFAULT_MB
 from .spool import LOG_DIR_ENV, resolve_log_dir
 
 #: ``GradientMonitor(mode=...)``: stream to the server, or write a run file for ``gradwatch sync``.
@@ -38,8 +40,7 @@ ENV_VARS: dict[str, str] = {
 
 def validate_clip(mode: str, threshold: float | None) -> None:
     """The clip setting of the constructor and of the page's ``set_clip`` command."""
-    if mode not in CLIP_MODES:
-        raise ValueError(f"clip_mode={mode!r} is not one of {CLIP_MODES}")
+    check_clip_mode(mode)
     if threshold is not None and not (
         isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0 < threshold <= MAX_CLIP_THRESHOLD
     ):
@@ -85,6 +86,12 @@ class MonitorConfig:
     mode: str | None = None
     log_dir: str | os.PathLike[str] | None = None
     spool_mb: float = 1024.0
+    rewind_on: Sequence[str] = ()
+    rewind_lr_factor: float = 0.5
+    max_rewinds: int = 3
+    snapshot_every: int = DEFAULT_EVERY
+    snapshot_keep: int = DEFAULT_KEEP
+    snapshot_mb: float = DEFAULT_MB
 
     #: ``server``, else ``$GRADWATCH_SERVER``, else the default local server.
     server_url: str = field(init=False)
@@ -94,6 +101,8 @@ class MonitorConfig:
     run_mode: str = field(init=False)
     #: ``log_dir``, else ``$GRADWATCH_LOG_DIR``, else ``~/.gradwatch/runs``.
     run_dir: Path = field(init=False)
+    #: The snapshot and rewind options above, validated together.
+    rewind: RewindOptions = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         where = "mode" if self.mode is not None else f"${MODE_ENV}"
@@ -129,9 +138,17 @@ class MonitorConfig:
             raise ValueError(f"transport_options={self.transport_options!r} must be a dict of Transport arguments")
         if self.update_ratio_every is not None:
             _whole("update_ratio_every", self.update_ratio_every, 0)
+        rewind = RewindOptions(
+            # a bare string is refused there, by name
+            cast("tuple[str, ...]", self.rewind_on if isinstance(self.rewind_on, str) else tuple(self.rewind_on)),
+            self.rewind_lr_factor,
+            self.max_rewinds, self.snapshot_every, self.snapshot_keep, self.snapshot_mb,
+        )
         # Normalised and resolved: frozen, so set the way dataclasses' own __init__ does.
         for key, value in {
             "pause_on": tuple(pause_on),
+            "rewind_on": rewind.rewind_on,
+            "rewind": rewind,
             "guard_nonfinite": bool(self.guard_nonfinite),
             "server_url": server_url,
             "prove_server": not configured_server(self.server),

@@ -30,6 +30,7 @@ from .optimizer_hook import OptimizerHook, learning_rate_variable, optimizer_cli
 from .origin import OriginFinder
 from .probe import Prober
 from .session import RunSession
+from .snapshots import state_variables
 from .tuner_trial import TrialInfo
 from .update_ratio import UpdateRatio
 
@@ -195,6 +196,17 @@ class MonitorCore:
             for variable in variables:
                 variable.assign(lr)
 
+        def lr_variables() -> list[Any]:
+            now = optimizers if groups is not None else {"optimizer": self.lifecycle.optimizer or optimizer}
+            return [learning_rate_variable(o) for o in now.values()]
+
+        session_ref: list[RunSession] = []  # the rewinder sets a threshold through the session made below
+        rewinder, rewind_notes = self.config.rewind.rewinder(
+            state_variables(model, optimizers.values()), lr_variables,
+            lambda mode, threshold, group: session_ref[0].set_clip(mode, threshold, group),
+        )
+        notes.update(rewind_notes)
+
         session = RunSession(
             self.config,
             stats=stats,
@@ -219,7 +231,9 @@ class MonitorCore:
             origin=hook.origin,
             update_ratio=self._host_update_ratio(stats),
             facts=lambda: model_facts(model, stats.bn_layers),
+            rewinder=rewinder,
         )
+        session_ref.append(session)
         session.start()
         return session
 

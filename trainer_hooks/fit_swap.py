@@ -123,16 +123,35 @@ class FitSwap:
             return result
 
         # make_train_function takes model.train_step as it is now into the function it makes.
-        own = vars(model).get("train_step")  # one the user set on the instance, if any
-        model.train_step = train_step
+        patches: dict[str, Any] = {"train_step": train_step}
+        convert = getattr(model, "_autoconvert_optionals", None)
+        if isinstance(hook, OptimizerHook) and convert is not None:
+            # Keras wraps its (XLA-compiled, with jit_compile) one-step function with this, inside the
+            # function that is not compiled: what runs there after the step costs XLA nothing.
+            def autoconvert(step_function: Any) -> Any:
+                one_step = convert(step_function)
+
+                def after_step(data: Any) -> Any:
+                    outputs = one_step(data)
+                    hook.keep_outside(data)
+                    return outputs
+
+                return after_step
+
+            hook.allow_keep_outside()
+            patches["_autoconvert_optionals"] = autoconvert
+        own = {name: vars(model)[name] for name in patches if name in vars(model)}  # set on the instance
+        for name, value in patches.items():
+            setattr(model, name, value)
         try:
             model.make_train_function(force=True)
             return model.train_function
         finally:
-            if own is None:
-                del model.train_step
-            else:
-                model.train_step = own
+            for name in patches:
+                if name in own:
+                    setattr(model, name, own[name])
+                else:
+                    delattr(model, name)
             model.train_function = self._user
 
     def _call(self, iterator: Any) -> Any:

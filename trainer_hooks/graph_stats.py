@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from gradwatch.protocol import CLIP_MODES
+from gradwatch.protocol import check_clip_mode
 
 from .batch_keep import in_xla_context
 from .bn_stats import BatchNormSampler
@@ -123,8 +123,7 @@ class GradientStats:
         step: tf.Variable | None = None,
         update_ratio: bool = True,
     ) -> None:
-        if clip_mode not in CLIP_MODE_IDS:
-            raise ValueError(f"clip_mode={clip_mode!r} is not one of {CLIP_MODES}")
+        check_clip_mode(clip_mode)
         self.variables = list(variables)
         self.bn_layers = list(bn_layers)
         self.layout = Layout(len(self.variables))
@@ -156,9 +155,7 @@ class GradientStats:
 
     def set_clip(self, mode: str, threshold: float | None) -> None:
         """Change clipping from the host; the next step uses it, no retrace."""
-        if mode not in CLIP_MODE_IDS:
-            raise ValueError(f"clip mode {mode!r} is not one of {CLIP_MODES}")
-        self.clip_mode.assign(CLIP_MODE_IDS[mode])
+        self.clip_mode.assign(CLIP_MODE_IDS[check_clip_mode(mode, "mode")])
         self.clip_threshold.assign(float(threshold or 0.0))
         self.setting = (mode, threshold)
 

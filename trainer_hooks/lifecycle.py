@@ -138,8 +138,12 @@ class RunLifecycle:
         plain = isinstance(hook, OptimizerHook) and isinstance(self.hook, OptimizerHook)
         return plain and self.session is not None and model is self._model
 
-    def step(self, next_step: int, epoch: int, loss: float | None = None, rows: Any = None) -> bool:
-        """After the step ``next_step - 1`` (training thread); True when training should stop."""
+    def step(
+        self, next_step: int, epoch: int, loss: float | None = None, rows: Any = None, between_steps: bool = True
+    ) -> bool:
+        """After the step ``next_step - 1`` (training thread); True when training should stop.
+
+        ``between_steps``: False inside a compiled step's host call (``RunSession.after_steps``)."""
         if self.phase is not Phase.TRAINING:
             return False
         self._next_step = next_step
@@ -154,7 +158,7 @@ class RunLifecycle:
                 _register(self)
             elif self.hook is not None and self.hook.stats is not None and self.hook.stats is not session.stats:
                 session.switch(self.hook.stats, self.hook.origin, self._begun_at)  # the run goes on
-            return session.after_steps(next_step, epoch, loss, rows)
+            return session.after_steps(next_step, epoch, loss, rows, between_steps)
         except Exception as err:
             self.disable(f"monitoring failed ({type(err).__name__}: {err})")
             return False

@@ -21,6 +21,7 @@ from .lifecycle import Phase, RunLifecycle
 from .multi_optimizer import AnyHook, AnyStats, find_optimizers
 from .multi_worker import worker_count
 from .optimizer_hook import OptimizerHook
+from .snapshots import DEFAULT_EVERY, DEFAULT_KEEP, DEFAULT_MB
 from .tuner_trial import find_trial
 from .update_ratio import UpdateRatio
 
@@ -73,6 +74,13 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         spool_mb: disk budget of one run's spool file in online mode (0: no spooling, drop as before).
         flush_timeout: seconds the interpreter's exit (or ``close()``) waits at most to deliver
             what is still buffered; ``fit()`` itself never waits for the server.
+        rewind_on: alert kinds on which the server rewinds the run unattended: the newest snapshot taken
+            before the alert's step is restored, the learning rate multiplied by ``rewind_lr_factor``, and
+            training goes on (at most ``max_rewinds`` times per run; the next one pauses instead). Takes
+            precedence over ``pause_on`` for the same kind.
+        snapshot_every: keep a snapshot of the weights and optimizer state in host memory every N steps
+            (after a step whose gradients, loss and weights were finite), to rewind to from the page or
+            by ``rewind_on``; 0: none. ``snapshot_keep`` of them are kept, within ``snapshot_mb`` MiB.
         resume: continue a run after the process restarted (a preempted job resumed from its
             checkpoint): its id, or ``"auto"`` for the newest run of this ``run_name`` with the
             same variables. Restore the optimizer too, so that its step count goes on.
@@ -104,6 +112,12 @@ class GradientMonitor(keras.callbacks.Callback):  # type: ignore[misc]  # Keras 
         mode: str | None = None,
         log_dir: str | os.PathLike[str] | None = None,
         spool_mb: float = 1024.0,
+        rewind_on: Sequence[str] = (),
+        rewind_lr_factor: float = 0.5,
+        max_rewinds: int = 3,
+        snapshot_every: int = DEFAULT_EVERY,
+        snapshot_keep: int = DEFAULT_KEEP,
+        snapshot_mb: float = DEFAULT_MB,
         config: MonitorConfig | None = None,
     ) -> None:
         # The arguments are MonitorConfig's fields one to one (a test holds them equal): read them

@@ -112,6 +112,8 @@ class OptimizerHook:
         self._inputs: Any = None  # (x, y) of the step being traced
         #: The step number while the optimizer's own update runs (Keras calls ``_clip_gradients`` inside it).
         self._clipping_step: Any = None
+        #: Set by ``FitSwap``: ``keep_outside`` runs after each compiled step, outside XLA (origin.py).
+        self.keeps_outside = False
 
     # ------------------------------------------------------------------ install / uninstall
 
@@ -177,6 +179,21 @@ class OptimizerHook:
         if _same_graph(own_loss, [step]):
             stats.record_loss(step, own_loss)
 
+    def allow_keep_outside(self) -> None:
+        """``keep_outside`` will run after each compiled step (build eagerly: it may create variables)."""
+        self.keeps_outside = True
+        if self.origin is not None:
+            self.origin.allow_outside()
+
+    def keep_outside(self, data: Any) -> None:
+        """Traced just after an XLA-compiled step, outside it, on its batch ``data`` (see ``FitSwap``)."""
+        if self.origin is None or not self.origin.deferred:
+            return
+        # As Keras' own wrapper does (``_autoconvert_optionals``): an absent part arrives as an Optional.
+        data = tf.nest.map_structure(lambda t: None if isinstance(t, tf.experimental.Optional) else t, data)
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        self.origin.keep_outside(x)
+
     def uninstall(self) -> None:
         opt = self.optimizer
         for name in ("apply", "scale_loss"):
@@ -210,6 +227,8 @@ class OptimizerHook:
                 build_like_keras(self.optimizer, list(variables))
         with tf.init_scope():  # outside the strategy: only a single replica keeps its batch
             self.origin = self.make_origin() if self.make_origin is not None else None
+            if self.origin is not None and self.keeps_outside:
+                self.origin.allow_outside()
         self._index = {id(v): i for i, v in enumerate(self.stats.variables)}
         self._ratio_index = variable_index(self.stats.variables)
 
@@ -335,6 +354,7 @@ class OptimizerHook:
             )
 
         return apply
+
 
 def _divided(g: Any, divisor: Any) -> Any:
     """``g / divisor``, a sparse gradient kept sparse."""

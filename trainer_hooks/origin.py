@@ -62,8 +62,12 @@ def explain_nonfinite(
     """
     poisoned = int(u["weight_nonfinite"])
     if not inputs_given:
-        return ("unknown", None, "this loop passed no inputs= to apply_gradients, so the batch's features and "
-                "labels were neither checked nor replayed; pass inputs=(x, y) to find where a non-finite step starts")
+        return (
+            "unknown",
+            None,
+            "this loop passed no inputs= to apply_gradients, so the batch's features and "
+            "labels were neither checked nor replayed; pass inputs=(x, y) to find where a non-finite step starts",
+        )
     if u["origin_features"] > 0:
         return "features", None, f"{int(u['origin_features'])} non-finite values in this batch's input features"
     if u["origin_labels"] > 0:
@@ -72,15 +76,22 @@ def explain_nonfinite(
     if found.layer is not None:
         return "layer", found.layer, f"replaying the batch, {found.layer} is the first layer with a non-finite output"
     if not found.replayed and found.why_not is None:
-        return ("unknown", None, f"the step's update already wrote {poisoned} non-finite weights, so the batch "
-                "cannot be replayed with that step's weights; guard_nonfinite=True skips such updates and lets "
-                "the first non-finite layer be found")
+        return (
+            "unknown",
+            None,
+            f"the step's update already wrote {poisoned} non-finite weights, so the batch "
+            "cannot be replayed with that step's weights; guard_nonfinite=True skips such updates and lets "
+            "the first non-finite layer be found",
+        )
     if not found.replayed:
         return "unknown", None, f"inputs and labels are finite; the batch was not replayed: {found.why_not}"
     if loss_recorded and not math.isfinite(u["loss"]):
         return "loss", None, "the batch was replayed: the forward pass is finite but the loss is not"
-    return ("unknown", None, "the batch was replayed: inputs, labels and every layer's output are finite; "
-            "the backward pass overflowed")
+    return (
+        "unknown",
+        None,
+        "the batch was replayed: inputs, labels and every layer's output are finite; the backward pass overflowed",
+    )
 
 
 def count_nonfinite(structure: Any) -> tf.Tensor:
@@ -100,8 +111,9 @@ class OriginFinder:
 
     One batch is kept (batch_keep.py): the features of a non-finite step, for the replay, and with
     ``sample_every`` > 0 those of every ``sample_every``-th step too (``samples``): the training batch
-    the activation probe replays when it was given no ``probe_data``. Under XLA at most ``XLA_ROWS``
-    examples are kept: XLA copies the kept variable on every step, so its size is what each step pays.
+    the activation probe replays when it was given no ``probe_data``. Inside an XLA-compiled step at most
+    ``XLA_ROWS`` examples are kept: XLA copies the kept variable on every step, so its size is what each
+    step pays. ``fit`` keeps the whole batch after the compiled step instead (``keep_outside``).
     """
 
     XLA_ROWS = 256
@@ -114,6 +126,9 @@ class OriginFinder:
         self._kept = KeptBatch(spec, self.XLA_ROWS, "gw_kept_batch") if spec is not None else None
         self.samples = self._kept if sample_every else None
         self._before: PreStepWeights | None = None
+        #: (wanted, its step): written by an XLA-compiled step for ``keep_outside`` (``allow_outside``).
+        self._wanted: tuple[tf.Variable, tf.Variable] | None = None
+        self.deferred = False  # set while tracing: the compiled step left the copy to ``keep_outside``
         if spec is None:
             return
         try:
@@ -137,27 +152,58 @@ class OriginFinder:
         if self._replay is None or kept is None:
             return {}
         if kept.unavailable:
-            return {"origin": f"the layer replay of a non-finite step is off ({kept.unavailable}); "
-                              "non-finite features and labels are still counted"}
+            return {
+                "origin": f"the layer replay of a non-finite step is off ({kept.unavailable}); "
+                "non-finite features and labels are still counted"
+            }
         if kept.xla:
-            return {"origin": f"under XLA (jit_compile) the layer replay of a non-finite step covers the first "
-                              f"{kept.rows} examples of its batch"}
+            return {
+                "origin": f"under XLA (jit_compile) the layer replay of a non-finite step covers the first "
+                f"{kept.rows} examples of its batch"
+            }
         return {}
 
     # ------------------------------------------------------------------ graph side
 
     def keep(self, x: Any, step: tf.Tensor, healthy: tf.Tensor) -> None:
-        """Keep the features of a non-finite step (to replay) and of the steps the probe is due."""
+        """Keep the features of a non-finite step (to replay) and of the steps the probe is due.
+
+        Under XLA after ``allow_outside`` (fit: ``FitSwap``), the compiled step only notes whether and
+        for which step the batch is wanted (two scalars); ``keep_outside`` copies it after the step.
+        """
         if self._kept is None:
             return
         when = None if self._replay is None else tf.logical_not(healthy)
         if self.sample_every:  # and the first step seen, so a run resumed mid-way has a batch at once
             due = tf.equal(tf.math.floormod(step, self.sample_every), 0) | self._kept.empty()
             when = due if when is None else when | due
-        if when is not None:
+        self.deferred = self._wanted is not None and in_xla_context() and not tf.distribute.has_strategy()
+        if when is not None and self.deferred:
+            assert self._wanted is not None
+            self._wanted[0].assign(when)
+            self._wanted[1].assign(tf.cast(step, tf.int64))
+        elif when is not None:
             self._kept.keep(x, step, when)
         if self._before is not None and self._replay is not None:
             self._before.keep(step, tf.logical_not(healthy))
+
+    def allow_outside(self) -> None:
+        """The caller runs ``keep_outside`` after the compiled step (build eagerly, before the trace)."""
+        if self._kept is not None and self._wanted is None:
+            self._wanted = (
+                tf.Variable(False, trainable=False, name="gw_kept_wanted"),
+                tf.Variable(tf.constant(-1, tf.int64), trainable=False, name="gw_kept_wanted_step"),
+            )
+
+    def keep_outside(self, x: Any) -> None:
+        """Traced after an XLA-compiled step, outside it: copy its features ``x`` if the step wanted them.
+
+        XLA gives every variable the compiled step may write a fresh buffer on every step, so a batch
+        kept inside costs each healthy step a copy of it; out here the copy is made only when wanted
+        (a non-finite step, a probe's step), and the batch is kept whole.
+        """
+        if self.deferred and self._kept is not None and self._wanted is not None:
+            self._kept.keep(x, self._wanted[1].read_value(), self._wanted[0].read_value())
 
     # ------------------------------------------------------------------ host side
 
@@ -189,8 +235,10 @@ class OriginFinder:
             if not np.isfinite(keras.ops.convert_to_numpy(out)).all():
                 return Replay(replayed=True, layer=self.layer_names[i])
         if not complete:
-            return Replay(why_not=f"under XLA only the first {self._kept.rows} examples of the batch are kept, "
-                                  "and they are finite throughout")
+            return Replay(
+                why_not=f"under XLA only the first {self._kept.rows} examples of the batch are kept, "
+                "and they are finite throughout"
+            )
         return Replay(replayed=True)
 
 

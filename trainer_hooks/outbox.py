@@ -10,8 +10,10 @@ the lock that guards it and the threads that drain it.
 - With ``spill``, the records past ``max_bytes`` go to ``spilled`` instead, for the
   sender to write to a run file on disk (spool.py); what the disk budget refuses
   comes back through ``lose`` into the gap.
-- Records sent in the last ``window`` seconds (at most a quarter of
-  ``max_bytes``) are kept and queued again, first, after a reconnect.
+- Sent records are kept (at most a quarter of ``max_bytes``) and queued
+  again, first, after a reconnect, until the server confirms them: it answers
+  a ``mark`` once the frames before it are committed to its database. A server
+  that takes frames late (stalled, throttling, its disk full) is waited for.
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ class Item:
 
 
 class Outbox:
-    def __init__(self, max_bytes: int, window: float, spill: bool = False) -> None:
+    def __init__(self, max_bytes: int, spill: bool = False, keep_sent: bool = True) -> None:
         self.max_bytes = max_bytes
-        self.window = window
         self.spill = spill
+        self.keep_sent = keep_sent  # False: nothing to re-send (an offline run file is its own record)
         self.spilled: collections.deque[Item] = collections.deque()  # past max_bytes, to write to disk
         self.records: collections.deque[Item] = collections.deque()
         # Taken for the frame on the wire: out of the overflow's reach (the server may already have
@@ -55,9 +57,10 @@ class Outbox:
         self.sent = 0
         self._seq = 0
         self._bytes = 0
-        # Sent recently, kept for re-sending after a reconnect: (monotonic send time, item).
-        self._recent: collections.deque[tuple[float, Item]] = collections.deque()
+        # Sent, kept for re-sending after a reconnect: (the mark that will confirm it, item), in send order.
+        self._recent: collections.deque[tuple[int, Item]] = collections.deque()
         self._recent_bytes = 0
+        self._marks = 0  # marks sent so far; the next covers what is sent from now on
 
     @property
     def queued_bytes(self) -> int:
@@ -132,13 +135,28 @@ class Outbox:
             if self.resend and self.resend[0] is item:
                 self.resend.popleft()
         self.sending = []
-        for item in (*resend, *batch):
-            self._recent.append((now, item))
-            self._recent_bytes += item.nbytes
-        budget = max(1, self.max_bytes // 4)
-        while self._recent and (self._recent[0][0] < now - self.window or self._recent_bytes > budget):
-            self._recent_bytes -= self._recent.popleft()[1].nbytes
+        if self.keep_sent:
+            for item in (*resend, *batch):
+                self._recent.append((self._marks + 1, item))
+                self._recent_bytes += item.nbytes
+        self._trim()
         self.sent += len(batch)
+
+    def next_mark(self) -> int:
+        """The id of a ``mark`` to send now: its answer confirms everything sent before it."""
+        self._marks += 1
+        return self._marks
+
+    def confirmed(self, mark: int) -> None:
+        """The server answered ``mark``: what was sent before it is on its disk."""
+        while self._recent and self._recent[0][0] <= mark:
+            self._recent_bytes -= self._recent.popleft()[1].nbytes
+
+    def _trim(self) -> None:
+        """Past the budget, the oldest kept for a re-send are forgotten (most likely stored already)."""
+        budget = max(1, self.max_bytes // 4)
+        while self._recent and self._recent_bytes > budget:
+            self._recent_bytes -= self._recent.popleft()[1].nbytes
 
     def ready_controls(self) -> list[tuple[int, BaseModel]]:
         """Control messages whose preceding records have left the buffer."""
@@ -146,7 +164,7 @@ class Outbox:
         return [entry for entry in self.control if entry[0] < first]
 
     def reconnected(self) -> None:
-        """A new connection: what was sent shortly before the last one ended goes out again first."""
+        """A new connection: what the last one sent and the server may not have committed goes out again first."""
         again = {id(item): item for item in (*(i for _, i in self._recent), *self.resend)}
         self.resend = collections.deque(sorted(again.values(), key=lambda i: i.step))
         self._recent.clear()

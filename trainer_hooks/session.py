@@ -21,9 +21,11 @@ from gradwatch.protocol import (
     CLIP_MODES,
     PROTOCOL_VERSION,
     ClipSetting,
+    Command,
     Gap,
     NonfiniteOrigin,
     Probe,
+    Snapshots,
     Status,
     TrainerHello,
     TrainerState,
@@ -32,12 +34,13 @@ from gradwatch.protocol import (
 )
 
 from .config import MonitorConfig, validate_clip
-from .control import RunControl, RunState
+from .control import ControlState, RunControl
 from .graph_stats import SCALARS
 from .model_facts import ModelFacts
 from .multi_optimizer import AnyStats, group_stats
 from .origin import OriginFinder, Replay, explain_nonfinite
 from .probe import Prober
+from .rewind import Rewinder
 from .spool import RunFile
 from .transport import Transport
 from .update_ratio import UpdateRatio
@@ -67,6 +70,7 @@ class RunSession:
         origin: OriginFinder | None = None,
         update_ratio: UpdateRatio | None = None,
         facts: Callable[[], ModelFacts] | None = None,
+        rewinder: Rewinder | None = None,
     ) -> None:
         """``config`` says how to report; the rest are this run's facts: its statistics, its name and
         token (resolved by now), the clip in effect, the hello's ``meta`` and the host-side helpers."""
@@ -78,6 +82,10 @@ class RunSession:
         #: Unique to this session: a run file synced later continues its run on the server (spool.py).
         self.uid = uuid.uuid4().hex
         self.config = config
+        self.rewinder = rewinder
+        self._held: list[int] = []  # the snapshot steps last told to the server
+        self._between_steps = True  # the host runs between two steps now (not inside a compiled one)
+        self._last_nonfinite = -1  # the last step read whose gradients or loss were not finite
         self.prober = prober
         self.origin = origin
         self._weights_suspect = False  # after a non-finite step, until a weight scan comes back clean
@@ -116,7 +124,8 @@ class RunSession:
             prepare=self._prepare_hello,
             **{"prove_server": config.prove_server, **(config.transport_options or {})},
         )
-        self.control = RunControl(on_clip=self._set_clip, send=self.transport.put_control, on_lr=set_lr)
+        self.control = RunControl(on_clip=self.set_clip, send=self.transport.put_control, on_lr=set_lr,
+                                  on_rewind=self._rewind if rewinder is not None else None)
         self._last_seen = -1  # the last step read from the statistics ring
         self._expect_from = 0  # the first step the ring must still hold (this fit's or loop's first)
         self._warned_overrun = False
@@ -139,11 +148,14 @@ class RunSession:
     READ_INTERVAL = 0.02
 
     def after_steps(
-        self, next_step: int, epoch: int, fallback_loss: float | None = None, rows: np.ndarray | None = None
+        self, next_step: int, epoch: int, fallback_loss: float | None = None, rows: np.ndarray | None = None,
+        between_steps: bool = True,
     ) -> bool:
         """Called after the step ``next_step - 1``; returns True when training should stop.
 
-        ``rows`` is the statistics buffer when the caller already has it on the host.
+        ``rows`` is the statistics buffer when the caller already has it on the host. ``between_steps``:
+        False when the host runs inside a compiled step (a ``tf.function`` loop's host call), where no
+        snapshot may be taken nor restored.
         """
         last = next_step - 1
         self._epoch = epoch
@@ -160,17 +172,43 @@ class RunSession:
             self._last_probe_block = last // self.config.probe_every
             dead, gap = self.prober.run()
             self.transport.put_control(Probe(type="probe", step=last, dead_relu=dead, bn_gap=gap))
+        self._between_steps = between_steps
+        if self.rewinder is not None and between_steps and self.rewinder.after_step(last, lambda: self._healthy(last)):
+            self._tell_snapshots()
         if self.control.has_pending:
             # Every step so far goes out before the confirmation ("paused at N" must not
             # overtake steps still sitting in the statistics ring).
             self._report(last, None, force=True)
         self.control.apply_pending(next_step)
-        if self.control.state is RunState.PAUSED:
+        if self.control.state is ControlState.PAUSED:
             self._report(last, None, force=True)  # the page shows where it stopped
         self.control.wait_while_paused(next_step)
         if meter is not None:
             meter.keep(next_step)
         return self.control.stop_requested
+
+    def _healthy(self, last: int) -> bool:
+        """Were the gradients and loss of step ``last`` finite? (Reads the ring now if it was not read up to it.)"""
+        self._report(last, None, force=True)
+        return self._last_seen >= last and self._last_nonfinite < last
+
+    def _tell_snapshots(self) -> None:
+        assert self.rewinder is not None
+        held = self.rewinder.snapshots.steps
+        if held != self._held:
+            self._held = held
+            self.transport.put_control(Snapshots(type="snapshots", steps=held))
+
+    def _rewind(self, command: Command) -> str:
+        """A ``rewind`` command, on the training thread between two steps (``RunControl``)."""
+        if self.rewinder is None:
+            raise ValueError("the snapshots were dropped when the model was recompiled; new ones need a new run")
+        if not self._between_steps:
+            raise ValueError("this loop's host call runs inside its compiled step, where the weights cannot be "
+                             "restored; rewind works with fit() and eager or XLA watch() loops")
+        detail = self.rewinder.apply(command)
+        self._tell_snapshots()
+        return detail
 
     def switch(self, stats: AnyStats, origin: OriginFinder | None, from_step: int) -> None:
         """The same run goes on from ``from_step`` with other statistics (a recompile, a trainable flip).
@@ -179,6 +217,9 @@ class RunSession:
         variables changed, the server hears it before any step of the new set.
         """
         self.stats, self.origin = stats, origin
+        if self.rewinder is not None:  # its snapshots are of the old optimizer's variables
+            self.rewinder = None
+            self.transport.put_control(Snapshots(type="snapshots", steps=[]))
         if self.prober is not None and self.prober.samples is not None and origin is not None:
             self.prober.samples = origin.samples  # the training batches the new step keeps
         stats.set_clip(*self.clip)
@@ -245,6 +286,7 @@ class RunSession:
             return
         self._overrun(max(self._last_seen + 1, self._expect_from), min(step for step, _ in fresh))
         self._last_seen = max(step for step, _ in fresh)
+        self._last_nonfinite = max([self._last_nonfinite, *(step for step, r in fresh if _nonfinite(r))])
         new = sorted((step, r) for step, r in fresh if step % self.every == 0 or _nonfinite(r))
         if not new:
             return
@@ -320,7 +362,7 @@ class RunSession:
             return Replay(why_not="this model cannot be replayed layer by layer")
         return self.origin.replay(step, current_weights_ok)
 
-    def _set_clip(self, mode: str | None, threshold: float, group: str | None = None) -> None:
+    def set_clip(self, mode: str | None, threshold: float, group: str | None = None) -> None:
         mode = mode or self.clip[0]
         validate_clip(mode, threshold)
         if group is None:
@@ -349,6 +391,7 @@ class RunSession:
             every=self.every,
             meta=self.meta,
             pause_on=list(self.config.pause_on),
+            rewind_on=list(self.config.rewind_on),
             guard_nonfinite=self.config.guard_nonfinite,
             relu_layers=self.prober.relu_names if self.prober is not None else [],
             activations=self.facts.activations,

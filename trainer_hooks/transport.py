@@ -12,11 +12,13 @@ sent on reconnect, so the charts show the hole instead of hiding it.
 Acknowledgements and status changes are small and rare: they are never dropped.
 
 A record handed to the socket is not yet a record on the server's disk (it
-may sit in a kernel buffer, or in the server's batched writer for up to its
-flush interval when the server is killed). So the records sent in the last
-``RESEND_WINDOW`` seconds are kept (at most a quarter of ``max_buffer_bytes``)
-and sent again after every reconnect; the server replaces a step it already
-has, so this is idempotent and a crash of the server leaves no silent hole.
+may sit in a kernel buffer, in a stalled server's queue, or in its batched
+writer for up to its flush interval when the server is killed). So every
+``MARK_EVERY`` seconds the sender asks the server to confirm what it has
+committed (a ``mark``); sent records are kept (at most a quarter of
+``max_buffer_bytes``) until then, and sent again after every reconnect; the
+server replaces a step it already has, so this is idempotent and a crash of
+the server leaves no silent hole.
 See docs/reliability.md for every bound.
 
 Given a ``RunFile`` (spool.py), the records the buffer cannot hold are written
@@ -45,6 +47,8 @@ from gradwatch.protocol import (
     PROTOCOL_VERSION,
     CloseCode,
     CommandMessage,
+    Mark,
+    Marked,
     Status,
     TrainerHello,
     Welcome,
@@ -58,9 +62,8 @@ from .spool import RunFile, SpoolFull
 
 log = logging.getLogger("gradwatch.trainer")
 
-#: Seconds of already-sent records re-sent after a reconnect (covers the server's
-#: batched-writer flush interval, 0.2 s by default, plus what sat in socket buffers).
-RESEND_WINDOW = 2.0
+#: Seconds between two ``mark`` requests while records flow.
+MARK_EVERY = 0.2
 #: Records wait at most this long for company before they are sent: one frame per
 #: ~LINGER instead of one per step spares both processes (and the 2 cores they may
 #: share with training) most of the per-frame work. Commands' acks never wait.
@@ -121,7 +124,8 @@ class Transport:
         self.run_file = run_file  # the spool (online) or the whole run (offline); written on the sender thread
         self.offline = offline
         # guarded by self._cond; online with a run file, overflow spills to it instead of being dropped
-        self.outbox = Outbox(max_buffer_bytes, RESEND_WINDOW, spill=run_file is not None and not offline)
+        self.outbox = Outbox(max_buffer_bytes, spill=run_file is not None and not offline, keep_sent=not offline)
+        self._last_mark = 0.0  # monotonic time of the last mark sent (sender thread only)
         self._conn: ClientConnection | None = None  # the open connection, for close() to cut a stuck send
         self._cond = threading.Condition()
         self._stop = False  # set once close() has given up waiting, ends the sender
@@ -399,9 +403,14 @@ class Transport:
                 box.not_sent(gap)
             raise
         if items:
+            now = time.monotonic()
             with self._cond:
-                box.delivered(time.monotonic(), resend, batch)
+                box.delivered(now, resend, batch)
+                mark = box.next_mark() if not self.offline and now - self._last_mark >= MARK_EVERY else None
                 self._cond.notify_all()
+            if mark is not None:
+                self._last_mark = now
+                ws.send(Mark(type="mark", id=mark).model_dump_json())
             self._send_controls(ws)  # a status that waited for these steps
 
     def _send_controls(self, ws: _Link) -> None:
@@ -423,6 +432,9 @@ class Transport:
                     continue
                 if isinstance(message, CommandMessage):
                     self._on_command(message)
+                elif isinstance(message, Marked):
+                    with self._cond:
+                        self.outbox.confirmed(message.id)
         except Exception as err:
             log.debug("gradwatch: receiver stopped: %s", err)
         finally:

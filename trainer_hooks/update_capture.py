@@ -23,6 +23,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from .batch_keep import in_xla_context
+
 #: variable index -> (squared update norm, squared weight norm before it), as traced tensors (x 1/2: l2_loss).
 Captured = dict[int, tuple[tf.Tensor, tf.Tensor]]
 _METHODS = ("assign", "assign_add", "assign_sub")
@@ -109,6 +111,12 @@ def _wrap(
         w_sq = _squared(variable)
         delta = tf.cast(value, variable.dtype) - variable if name == "assign" else value
         d_sq = _squared(delta)
+        if in_xla_context() and not isinstance(value, (tf.IndexedSlices, int, float)):
+            # XLA orders by data, not control dependencies: to read the norm before the in-place update it
+            # copied every weight on every step. A data dependency orders them instead; never taken
+            # (a squared norm is not negative, NaN compares False), so the value is bitwise the same.
+            value = tf.convert_to_tensor(value)
+            value = tf.where(w_sq < 0, tf.zeros_like(value), value)
         with tf.control_dependencies([w_sq, d_sq]):  # the weight's norm is read before it changes
             out = original(variable, value)
         captured[i] = (d_sq, w_sq)

@@ -137,7 +137,7 @@ class Watch:
             if self._hook.sync is not None:
                 host_inputs.append(self._hook.sync.stop.read_value())  # the shared flag, after this step adopted it
             with tf.control_dependencies(moving):
-                tf.numpy_function(self._after, host_inputs, [], stateful=True)
+                tf.numpy_function(self._after_in_step, host_inputs, [], stateful=True)
 
     def _update(self, grads: list[Any], variables: list[Any], loss: Any, inputs: Any) -> None:
         assert self._hook is not None
@@ -153,7 +153,11 @@ class Watch:
             self._steps = next_step - 1  # _after counts the last one
             self._after(stats.read())
 
-    def _after(self, rows: Any = None, shared_stop: Any = None) -> None:
+    def _after_in_step(self, rows: Any, shared_stop: Any = None) -> None:
+        """The host call inside the user's compiled step: no snapshot nor rewind there."""
+        self._after(rows, shared_stop, between_steps=False)
+
+    def _after(self, rows: Any = None, shared_stop: Any = None, between_steps: bool = True) -> None:
         """Host side of one step: never raises into the loop (see GradientMonitor)."""
         assert self._hook is not None
         self._steps += 1
@@ -162,7 +166,7 @@ class Watch:
             self._stop = bool(sync.stop.numpy() if shared_stop is None else shared_stop)
             if not sync.chief:
                 return  # only the chief streams and takes commands
-        stop = self.core.lifecycle.step(self._steps, self.epoch, rows=rows)
+        stop = self.core.lifecycle.step(self._steps, self.epoch, rows=rows, between_steps=between_steps)
         if sync is None:
             self._stop = stop
         elif stop:

@@ -24,14 +24,47 @@ from itertools import pairwise
 
 import numpy as np
 
-from .params import RuleSettings
-from .rules import Evidence, Hit, Rule, RunInfo, kernel_indices
+from . import texts
+from .rules import Hit, Rule, RunInfo, kernel_indices
 from .series import StepBatch
+from .spec import Evidence, KindSpec, RuleSettings, real, whole
 
 
 class Diverging(Rule):
-    kind = "diverging"
-    clear_steps = 20  # four windows: the learning rate has stopped its steady climb
+    spec = KindSpec(
+        kind="diverging",
+        severity="warning",
+        clear_steps=20,  # four windows: the learning rate has stopped its steady climb
+        params={
+            "window": whole(
+                5, 2, 10_000, "reported steps over which the learning rate's and the update ratio's growth are measured"
+            ),
+            "lr_growth": real(
+                1.04, 1.0, 100.0, "the learning rate grew at least this much on every step of the window"
+            ),
+            "lr_steady": real(
+                0.9,
+                0.0,
+                10.0,
+                "... and its growth on the window's last step is at least this share of that "
+                "on its first (a warm-up slows down as it nears its target)",
+            ),
+            "ratio_growth": real(
+                1.02,
+                1.0,
+                100.0,
+                "the update-to-weight ratio (median over the weight matrices) grew at "
+                "least this much per step over the window",
+            ),
+            "ratio_level": real(2e-3, 0.0, 10.0, "... to at least this share of the weights per step"),
+            "sustain": whole(2, 1, 1000, "consecutive reported steps all of it holds"),
+        },
+        remedies=(
+            "Lower the learning rate (set_lr from the page), or stop the warm-up or schedule that keeps raising it.",
+            "Clip gradients (a global-norm clip threshold) to bound each update while you do.",
+        ),
+        message=texts.diverging,
+    )
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)

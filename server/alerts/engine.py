@@ -18,28 +18,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from gradwatch.protocol import AlertState, NonfiniteOrigin, Probe, StepRecord
+from gradwatch.protocol import AlertState, AlertView, NonfiniteOrigin, Probe, StepRecord
 
-from .divergence import Diverging
-from .params import RuleSettings, settings
-from .probe_rules import DeadRelu, FrozenBatchnorm
-from .rules import ClipSaturated, Evidence, ExplodingGradients, Hit, Nonfinite, Rule, RunInfo, VanishingGradients
+from .kinds import RULE_TYPES as RULE_TYPES
+from .kinds import SPECS
+from .params import settings
+from .rules import Hit, Rule, RunInfo
 from .series import StepBatch
-from .texts import SEVERITY, SEVERITY_RANK, message, remedies
-
-#: Evaluation order: exploding before nonfinite, so growth that ends in NaN is raised first.
-RULE_TYPES: dict[str, type[Rule]] = {
-    "exploding_gradients": ExplodingGradients,
-    "vanishing_gradients": VanishingGradients,
-    "nonfinite": Nonfinite,
-    "dead_relu": DeadRelu,
-    "frozen_batchnorm": FrozenBatchnorm,
-    "clip_saturated": ClipSaturated,
-    "diverging": Diverging,
-}
+from .spec import Evidence, RuleSettings
+from .texts import SEVERITY_RANK
 
 #: What a change announces (the webhook's ``event``): a first episode raised (or an open alert's severity risen),
 #: a later episode opened, or an episode resolved.
@@ -48,7 +38,7 @@ Source = Literal["steps", "probe"]
 
 
 def clear_steps(kind: str) -> int:
-    return RULE_TYPES[kind].clear_steps
+    return SPECS[kind].clear_steps
 
 
 @dataclass(eq=False)
@@ -75,12 +65,17 @@ class Alert:
     sources: set[str] = field(default_factory=set, repr=False)
 
     def view(self) -> dict[str, Any]:
-        latest = None if self.latest is None else {**self.latest, "evidence": dict(self.latest["evidence"])}
-        return {"id": self.id, "run_id": self.run_id, "kind": self.kind, "severity": self.severity,
-                "step": self.step, "last_step": self.last_step, "layer": self.layer, "layers": list(self.layers),
-                "evidence": dict(self.evidence), "message": self.message, "remedies": list(self.remedies),
-                "count": self.count, "created_at": self.created_at, "updated_at": self.updated_at,
-                "state": self.state, "resolved_step": self.resolved_step, "latest": latest}
+        """The protocol's ``AlertView`` of it: its fields, copied (lists and dicts are the alert's own)."""
+        out = {name: getattr(self, name) for name in AlertView.model_fields}
+        out.update(layers=list(self.layers), evidence=dict(self.evidence), remedies=list(self.remedies))
+        if self.latest is not None:
+            out["latest"] = {**self.latest, "evidence": dict(self.latest["evidence"])}
+        return out
+
+
+_missing = set(AlertView.model_fields) - {f.name for f in fields(Alert)}
+if _missing:
+    raise TypeError(f"Alert has no field for AlertView's {sorted(_missing)}")
 
 
 def _stored_sources(alert: Alert) -> set[str]:
@@ -101,8 +96,13 @@ class Change:
 
 
 class RunAlerts:
-    def __init__(self, run_id: int, info: RunInfo, rules: dict[str, RuleSettings] | None = None,
-                 existing: list[Alert] | None = None) -> None:
+    def __init__(
+        self,
+        run_id: int,
+        info: RunInfo,
+        rules: dict[str, RuleSettings] | None = None,
+        existing: list[Alert] | None = None,
+    ) -> None:
         self.run_id = run_id
         self.info = info
         self.settings = {k: (rules or {}).get(k) or settings(k) for k in RULE_TYPES}
@@ -172,14 +172,21 @@ class RunAlerts:
 
     def _set_origin(self, alert: Alert, msg: NonfiniteOrigin) -> None:
         # Part of what raised the alert (where its first bad step came from), so it joins the raise evidence.
-        alert.evidence.update({"origin_step": msg.step, "origin_source": msg.source, "origin_layer": msg.layer,
-                               "origin_detail": msg.detail or None})
+        alert.evidence.update(
+            {
+                "origin_step": msg.step,
+                "origin_source": msg.source,
+                "origin_layer": msg.layer,
+                "origin_detail": msg.detail or None,
+            }
+        )
         self._say(alert)
         alert.updated_at = time.time()
 
     def _say(self, alert: Alert) -> None:
-        alert.message = message(alert.kind, alert.step, alert.layer, alert.evidence)
-        alert.remedies = remedies(alert.kind, alert.evidence)
+        spec = SPECS[alert.kind]
+        alert.message = spec.message(alert.step, alert.layer, alert.evidence)
+        alert.remedies = spec.remedies_for(alert.evidence)
 
     def _link_cause(self, alert: Alert) -> None:
         """A non-finite alert names the open alert that preceded it (exploding gradients, frozen BatchNorm)."""
@@ -189,8 +196,9 @@ class RunAlerts:
             before = [a for a in self.open.values() if a.kind == kind and a.step <= alert.step]
             if before:
                 first = min(before, key=lambda a: a.step)
-                alert.evidence.update({"preceded_by": kind, "preceded_since_step": first.step,
-                                       "preceded_layer": first.layer})
+                alert.evidence.update(
+                    {"preceded_by": kind, "preceded_since_step": first.step, "preceded_layer": first.layer}
+                )
                 return
 
     # ------------------------------------------------------------------ episodes
@@ -214,8 +222,21 @@ class RunAlerts:
         key = (kind, hit.layer)
         count = self.episodes.get(key, 0) + 1
         self.episodes[key] = count
-        alert = Alert(self.run_id, kind, severity, hit.step, hit.last_step, hit.layer, list(hit.layers),
-                      dict(hit.evidence), "", [], count=count, created_at=now, updated_at=now)
+        alert = Alert(
+            self.run_id,
+            kind,
+            severity,
+            hit.step,
+            hit.last_step,
+            hit.layer,
+            list(hit.layers),
+            dict(hit.evidence),
+            "",
+            [],
+            count=count,
+            created_at=now,
+            updated_at=now,
+        )
         self.open[key] = alert
         return alert, "raised" if count == 1 else "reopened"
 
@@ -232,13 +253,16 @@ class RunAlerts:
                 if done is not None:  # clear long enough inside this batch, then back: a new episode
                     self._resolve(alert, done, now, changes)
                     alert = None
-            severity = hit.severity or SEVERITY[kind]
+            severity = hit.severity or SPECS[kind].severity
             if alert is not None and SEVERITY_RANK[severity] <= SEVERITY_RANK[alert.severity]:
                 # The episode goes on: what raised it stays as it was, the newest finding is its update.
                 alert.last_step = max(alert.last_step, hit.last_step)
                 alert.sources.add(source)
-                alert.latest = {"step": hit.step, "evidence": dict(hit.evidence),
-                                "message": message(kind, hit.step, alert.layer, hit.evidence)}
+                alert.latest = {
+                    "step": hit.step,
+                    "evidence": dict(hit.evidence),
+                    "message": SPECS[kind].message(hit.step, alert.layer, hit.evidence),
+                }
                 alert.updated_at = now
                 self.active[key] = alert
                 self.dirty.add(alert)
@@ -249,7 +273,12 @@ class RunAlerts:
                 alert, event = self._open(kind, severity, hit, now)
             else:  # what it was is not what it is: raised anew at the higher severity
                 alert.severity, alert.step, alert.evidence, alert.latest, event = (
-                    severity, hit.step, dict(hit.evidence), None, "raised")
+                    severity,
+                    hit.step,
+                    dict(hit.evidence),
+                    None,
+                    "raised",
+                )
                 alert.last_step = max(alert.last_step, hit.last_step)
                 alert.layers = list(dict.fromkeys([*alert.layers, *hit.layers]))
                 alert.updated_at = now

@@ -11,8 +11,8 @@ import numpy as np
 
 from gradwatch.protocol import Probe, decode_float
 
-from .params import RuleSettings
-from .rules import Evidence, Hit, Rule, RunInfo, kernel_indices
+from . import texts
+from .rules import Hit, Rule, RunInfo, kernel_indices
 from .series import (
     MEAN_DELTA,
     MEAN_MAX,
@@ -26,6 +26,7 @@ from .series import (
     first_at_least,
     run_lengths,
 )
+from .spec import Evidence, KindSpec, RuleSettings, real, whole
 
 
 def _layer_of(variable: str) -> str:
@@ -57,8 +58,32 @@ class DeadRelu(Rule):
     the ones before it get nothing because it passes nothing back.
     """
 
-    kind = "dead_relu"
-    clear_steps = 100
+    spec = KindSpec(
+        kind="dead_relu",
+        severity="warning",
+        clear_steps=100,
+        params={
+            "threshold": real(
+                0.5, 0.0, 1.0, "share of a layer's units dead on the probe batch above which it is dying"
+            ),
+            "sustain": whole(2, 1, 1000, "consecutive probes above the threshold"),
+            "zero_sustain": whole(
+                20,
+                1,
+                100_000,
+                "consecutive steps a hidden layer's gradients are all exactly zero "
+                "(while the output layer's are not): its units are dead",
+            ),
+        },
+        remedies=(
+            "Lower the learning rate (large updates push units into the always-negative region).",
+            "Use LeakyReLU, ELU or GELU, which keep a gradient for negative inputs.",
+            "Use He initialisation and a small positive bias initialiser.",
+            "Add BatchNormalization before the activation.",
+        ),
+        message=texts.dead_relu,
+        advise=texts.dead_relu_remedies,
+    )
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -93,14 +118,26 @@ class DeadRelu(Rule):
         cols = np.flatnonzero(reached)
         c = int(cols[-1])  # the deepest dead layer
         last_row = int(np.flatnonzero(runs[:, c] >= need)[-1])
-        evidence: Evidence = {"rule": "zero_gradients", "zero_steps": int(runs[last_row, c]),
-                              "since_step": int(batch.step[last_row]) - int(runs[last_row, c]) + 1,
-                              "output_layer": _layer_of(self.run.variables[self.last]),
-                              "output_grad_norm": float(np.nanmax(batch.grad[last_row, self.output]))}
+        evidence: Evidence = {
+            "rule": "zero_gradients",
+            "zero_steps": int(runs[last_row, c]),
+            "since_step": int(batch.step[last_row]) - int(runs[last_row, c]) + 1,
+            "output_layer": _layer_of(self.run.variables[self.last]),
+            "output_grad_norm": float(np.nanmax(batch.grad[last_row, self.output])),
+        }
         layer = self.layers[c]
         evidence["activation"] = self.run.activation(layer)  # what its units have: dead ReLUs, saturated tanh...
-        return [Hit(self.kind, int(batch.step[int(at[c])]), int(batch.step[last_row]), layer,
-                    [self.layers[i] for i in cols.tolist()], evidence, key=f"zero:{layer}")]
+        return [
+            Hit(
+                self.kind,
+                int(batch.step[int(at[c])]),
+                int(batch.step[last_row]),
+                layer,
+                [self.layers[i] for i in cols.tolist()],
+                evidence,
+                key=f"zero:{layer}",
+            )
+        ]
 
     def observe_probe(self, probe: Probe) -> list[Hit]:
         values = _probe_values(probe.dead_relu)
@@ -118,9 +155,38 @@ class DeadRelu(Rule):
 class FrozenBatchnorm(Rule):
     """Moving statistics that never move while gamma/beta train, or a probe gap that stays large."""
 
-    kind = "frozen_batchnorm"
-    clear_steps = 200  # BatchNorm statistics are sampled, not reported on every step
-
+    spec = KindSpec(
+        kind="frozen_batchnorm",
+        severity="warning",
+        clear_steps=200,  # BatchNorm statistics are sampled, not reported on every step
+        params={
+            "eps": real(1e-8, 0.0, 1.0, "moving-mean and moving-variance RMS changes below eps count as frozen"),
+            "grad_eps": real(0.0, 0.0, 1e6, "gamma/beta gradient norms above grad_eps count as training"),
+            "sustain": whole(20, 1, 100_000, "consecutive BN-reporting steps frozen while gamma/beta train"),
+            "untouched_min_step": whole(
+                1,
+                0,
+                10**9,
+                "from this step on, one sample with every moving mean exactly 0 and "
+                "variance exactly 1 (never updated) while gamma/beta train raises it",
+            ),
+            "gap_threshold": real(1.0, 0.0, 1e6, "probe bn_gap above which a layer's moving statistics are off"),
+            "gap_sustain": whole(3, 1, 1000, "consecutive probes with bn_gap above gap_threshold"),
+            "gap_min_step": whole(
+                500,
+                0,
+                10**9,
+                "probes before this step are ignored (moving statistics still warm up; "
+                "Keras' momentum 0.99 needs a few hundred steps)",
+            ),
+        },
+        remedies=(
+            texts.TRAINING_TRUE,
+            "If the layer is frozen on purpose (fine-tuning), also make gamma/beta non-trainable.",
+            "Check the BatchNormalization momentum is not 1.0.",
+        ),
+        message=texts.frozen_batchnorm,
+    )
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -135,8 +201,8 @@ class FrozenBatchnorm(Rule):
         self._param_index = np.zeros((len(run.bn_layers), 2), dtype=np.intp)
         self._param_present = np.zeros((len(run.bn_layers), 2), dtype=bool)
         for b, idx in enumerate(self.params_of):
-            self._param_index[b, :len(idx)] = idx
-            self._param_present[b, :len(idx)] = True
+            self._param_index[b, : len(idx)] = idx
+            self._param_present[b, : len(idx)] = True
         self._has_params = self._param_present.any(axis=1)
         # Layers the model runs in inference mode on purpose (fine-tuning) are never frozen by mistake.
         self._judged = np.asarray([layer not in run.bn_inference for layer in run.bn_layers], dtype=bool)
@@ -171,8 +237,13 @@ class FrozenBatchnorm(Rule):
         # steps in which gamma/beta trained: no training-mode call ever updated them. One sample says so,
         # so a run that diverges within its first steps still gets the cause named.
         with np.errstate(invalid="ignore"):
-            untouched = ((bn[:, :, MEAN_MIN] == 0) & (bn[:, :, MEAN_MAX] == 0) & (bn[:, :, VAR_MIN] == 1)
-                         & (bn[:, :, VAR_MAX] == 1) & (batch.step[rows] >= self.p["untouched_min_step"])[:, None])
+            untouched = (
+                (bn[:, :, MEAN_MIN] == 0)
+                & (bn[:, :, MEAN_MAX] == 0)
+                & (bn[:, :, VAR_MIN] == 1)
+                & (bn[:, :, VAR_MAX] == 1)
+                & (batch.step[rows] >= self.p["untouched_min_step"])[:, None]
+            )
         fires = (runs >= need) | (untouched & still & training)
         hits = []
         for b in np.flatnonzero(fires.any(axis=0)).tolist():
@@ -183,12 +254,14 @@ class FrozenBatchnorm(Rule):
                 "rule": "moving_statistics",
                 "moving_mean_delta": float(batch.bn[last, b, MEAN_DELTA]),
                 "moving_variance_delta": float(batch.bn[last, b, VAR_DELTA]),
-                "eps": eps, "sustained_steps": int(runs[:, b].max()),
+                "eps": eps,
+                "sustained_steps": int(runs[:, b].max()),
                 "gamma_beta_grad_norm": float(batch.grad[last, self.params_of[b]].max()),
                 "untouched": int(bool(untouched[:, b].any())),
             }
-            hits.append(Hit(self.kind, int(batch.step[first]), int(batch.step[last]), layer, [layer], evidence,
-                            key=layer))
+            hits.append(
+                Hit(self.kind, int(batch.step[first]), int(batch.step[last]), layer, [layer], evidence, key=layer)
+            )
         return hits
 
     def observe_probe(self, probe: Probe) -> list[Hit]:
@@ -201,7 +274,11 @@ class FrozenBatchnorm(Rule):
         hits = []
         for layer, v in values.items():
             if runs[layer] >= need:
-                evidence: Evidence = {"rule": "probe_gap", "bn_gap": round(v, 4), "gap_threshold": threshold,
-                                      "probes": runs[layer]}
+                evidence: Evidence = {
+                    "rule": "probe_gap",
+                    "bn_gap": round(v, 4),
+                    "gap_threshold": threshold,
+                    "probes": runs[layer],
+                }
                 hits.append(Hit(self.kind, probe.step, probe.step, layer, [layer], evidence, key=layer))
         return hits

@@ -18,10 +18,9 @@ import numpy as np
 
 from gradwatch.protocol import Probe
 
-from .params import RuleSettings
+from . import texts
 from .series import BoolArray, FloatArray, IntArray, Ring, StepBatch, first_at_least, run_lengths
-
-Evidence = dict[str, float | int | str | None]
+from .spec import Evidence, KindSpec, RuleSettings, real, whole
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,12 @@ class LrRise:
         ok = np.isfinite(lr) & (lr > 0)
         if not ok.any():
             return {}
-        if self.low is not None and ok.all() and float(lr.min()) >= self.low[0] \
-                and int(steps[-1]) - self.low[1] <= self.window:
+        if (
+            self.low is not None
+            and ok.all()
+            and float(lr.min()) >= self.low[0]
+            and int(steps[-1]) - self.low[1] <= self.window
+        ):
             pass  # the usual case: nothing lower, the low still recent
         else:
             for value, step in zip(lr[ok].tolist(), steps[ok].tolist(), strict=True):
@@ -86,10 +89,14 @@ class LrRise:
 
 
 class Rule:
-    kind = ""
-    #: An open alert of this kind resolves once its condition has been clear for this many steps (docs/alerts.md,
-    #: "Lifecycle"); every rule states its own, beside its kind.
-    clear_steps: ClassVar[int]
+    #: The kind this rule raises, declared once beside it: severity, clear steps, parameters, message, remedies.
+    spec: ClassVar[KindSpec]
+    kind: ClassVar[str]  # spec.kind
+    clear_steps: ClassVar[int]  # spec.clear_steps
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        cls.kind, cls.clear_steps = cls.spec.kind, cls.spec.clear_steps
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         self.run = run
@@ -141,8 +148,85 @@ class ExplodingGradients(Rule):
       a runaway learning rate while adaptive optimizers (Adam, RMSprop) keep the gradient norm bounded.
     """
 
-    kind = "exploding_gradients"
-    clear_steps = 50  # the rolling window
+    spec = KindSpec(
+        kind="exploding_gradients",
+        severity="critical",
+        clear_steps=50,  # the rolling window
+        params={
+            "warmup": whole(20, 1, 100_000, "reported steps with finite norms before the rule looks at spikes"),
+            "window": whole(50, 5, 10_000, "steps in the rolling median (and in the clip-multiple count)"),
+            "long_window": whole(
+                1000,
+                10,
+                1_000_000,
+                "steps over which the rolling medians are remembered: the usual level "
+                "is the larger of the current median and their median over this span",
+            ),
+            "spike_factor": real(10.0, 1.5, 1e6, "a norm above spike_factor x its usual level is a spike"),
+            "spike_factor_learning": real(
+                100.0,
+                1.5,
+                1e6,
+                "... while the loss is still falling (see trend_loss_floor): "
+                "healthy Adam/ResNet runs grow their norm 10x while learning",
+            ),
+            "sustain": whole(
+                4, 1, 1000, "consecutive spiking steps that raise the alert (single outlier batches are normal)"
+            ),
+            "min_share": real(
+                0.01,
+                0.0,
+                1.0,
+                "a variable's spike counts only if its norm is at least min_share x the "
+                "global norm's usual level (ignores noise in tiny variables)",
+            ),
+            "clip_multiple": real(
+                10.0,
+                1.0,
+                1e6,
+                "the norm the clip threshold bounds (the global norm; each variable's in "
+                '"norm" mode) above clip_multiple x the threshold is a hit',
+            ),
+            "min_hits": whole(3, 1, 10_000, "hits within the last window steps that raise the alert"),
+            "refresh": whole(10, 1, 1000, "steps between recomputations of the rolling medians"),
+            "var_global_factor": real(
+                5.0,
+                1.0,
+                1e6,
+                "per-variable spikes and clip_multiple hits count only while "
+                "the global norm is at least this many times its usual level",
+            ),
+            "growth_factor": real(
+                3.0, 1.01, 1e6, "growth rule: the global norm multiplied by at least this on each step"
+            ),
+            "growth_steps": whole(1, 1, 1000, "growth rule: consecutive such steps that raise the alert (no warm-up)"),
+            "growth_total": real(1000.0, 1.0, 1e30, "growth rule: ... and the global norm's rise over them"),
+            "trend_rise": real(4.0, 1.01, 1e6, "trend rule: rise of the smoothed global norm over 10 steps"),
+            "trend_rise_long": real(3.0, 1.01, 1e6, "trend rule: rise of the smoothed global norm over 20 steps"),
+            "trend_level": real(3.0, 1.0, 1e6, "trend rule: ... up to at least this many times its usual level"),
+            "trend_loss_floor": real(
+                1.0,
+                0.0,
+                10.0,
+                "trend rule: ... while the loss (5-step median) is at least this share "
+                "of its usual level (a falling loss means the model is learning)",
+            ),
+            "trend_sustain": whole(2, 1, 1000, "trend rule: consecutive steps the trend must hold"),
+            "loss_factor": real(10.0, 1.01, 1e12, "loss rule: a loss (3-step running median) this many x its usual"),
+            "loss_factor_lr": real(1.5, 1.01, 1e12, "loss rule: ... or this many x while the lr rose loss_lr_rise x"),
+            "loss_lr_rise": real(100.0, 1.0, 1e12, "loss rule: a learning rate this many times its recent low"),
+            "loss_sustain": whole(2, 1, 1000, "loss rule: consecutive steps above"),
+            "lr_rise": real(10.0, 1.0, 1e12, "a learning rate this many times its recent low counts as risen"),
+            "lr_window": whole(500, 1, 10**9, "steps over which the learning rate's low is remembered"),
+        },
+        remedies=(
+            "Clip gradients (set a global-norm clip threshold from the page, or clipnorm/global_clipnorm).",
+            "Lower the learning rate (set_lr from the page) or add warm-up.",
+            "Use He/Xavier (Glorot) initialisation instead of large random weights.",
+            "Add BatchNormalization or LayerNormalization; check the inputs are scaled.",
+        ),
+        message=texts.exploding,
+    )
     SMOOTH = 5
     TRENDS = ((10, 2), (20, 3))  # (window, parts)
 
@@ -245,14 +329,25 @@ class ExplodingGradients(Rule):
                 continue
             total = x - self.logs[-1 - min(self.growth_run, len(self.logs) - 1)] if self.growth_run else 0.0
             if self.growth_run >= steps_needed and total >= growth_total:
-                found = self._early_hit(batch, r, norms[r], "growth", {
-                    "growth_steps": self.growth_run, "rise": round(math.exp(total), 3),
-                    "since_step": int(batch.step[r]) - self.growth_run})
+                found = self._early_hit(
+                    batch,
+                    r,
+                    norms[r],
+                    "growth",
+                    {
+                        "growth_steps": self.growth_run,
+                        "rise": round(math.exp(total), 3),
+                        "since_step": int(batch.step[r]) - self.growth_run,
+                    },
+                )
                 continue
             # A norm that grows while the loss keeps falling is a model learning (gradient norms often grow
             # several-fold early in training), not one diverging.
-            falling = usual_loss > 0 and bool(self.trend_losses) \
+            falling = (
+                usual_loss > 0
+                and bool(self.trend_losses)
                 and _median(list(self.trend_losses)) < self.p["trend_loss_floor"] * usual_loss
+            )
             self.falling = falling
             if self.seen < self.p["warmup"] or x < level or falling:
                 self.trend_run = 0
@@ -261,9 +356,18 @@ class ExplodingGradients(Rule):
             self.trend_run = self.trend_run + 1 if trend is not None else 0
             if trend is not None and self.trend_run >= self.p["trend_sustain"]:
                 window, rise = trend
-                found = self._early_hit(batch, r, norms[r], "trend", {
-                    "trend_window": window, "rise": round(rise, 3), "since_step": int(batch.step[r]) - window,
-                    "global_norm_usual": float(usual) if usual is not None else None})
+                found = self._early_hit(
+                    batch,
+                    r,
+                    norms[r],
+                    "trend",
+                    {
+                        "trend_window": window,
+                        "rise": round(rise, 3),
+                        "since_step": int(batch.step[r]) - window,
+                        "global_norm_usual": float(usual) if usual is not None else None,
+                    },
+                )
         return found
 
     def _loss_rule(self, batch: StepBatch, norms: FloatArray) -> Hit | None:
@@ -285,8 +389,9 @@ class ExplodingGradients(Rule):
             if found is None and self.loss_run >= self.p["loss_sustain"]:
                 reference = self.median if self.median is not None else np.full(norms.shape[1], np.nan)
                 found = self._hit(batch, r, r, norms[r], reference, "loss")
-                found.evidence.update({"loss": loss, "loss_usual": usual, "loss_factor": factor,
-                                       "loss_steps": self.loss_run, **risen})
+                found.evidence.update(
+                    {"loss": loss, "loss_usual": usual, "loss_factor": factor, "loss_steps": self.loss_run, **risen}
+                )
         if kept:
             self.losses.extend(np.asarray(kept)[:, None])
         return found
@@ -337,8 +442,7 @@ class ExplodingGradients(Rule):
         g = float(growth[j])
         return j, g if math.isfinite(g) else 0.0
 
-    def _hit(self, batch: StepBatch, row: int, last_row: int, values: FloatArray, median: FloatArray,
-             how: str) -> Hit:
+    def _hit(self, batch: StepBatch, row: int, last_row: int, values: FloatArray, median: FloatArray, how: str) -> Hit:
         j, growth = self._grown(values, median)
         layer = self.run.variables[j] if j >= 0 else None
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -346,9 +450,12 @@ class ExplodingGradients(Rule):
         over &= values[1:] >= self.p["min_share"] * (median[0] if np.isfinite(median[0]) else values[0])
         layers = [v for v, o in zip(self.run.variables, over.tolist(), strict=True) if o] or ([layer] if layer else [])
         evidence: Evidence = {
-            "rule": how, "global_norm": float(values[0]),
+            "rule": how,
+            "global_norm": float(values[0]),
             "global_norm_usual": float(median[0]) if np.isfinite(median[0]) else None,
-            "growth": round(growth, 3), "spike_factor": self.p["spike_factor"], "window": self.window,
+            "growth": round(growth, 3),
+            "spike_factor": self.p["spike_factor"],
+            "window": self.window,
         }
         if layer is not None:
             evidence["layer_norm"] = float(values[1 + j])
@@ -362,8 +469,12 @@ class ExplodingGradients(Rule):
         bounded = np.where(batch.clip_per_variable, np.max(batch.grad, axis=1, initial=0.0), batch.global_norm)
         usual = self.median[0] if self.median is not None else np.nan
         with np.errstate(invalid="ignore"):
-            hits = (np.isfinite(bounded) & (bounded > multiple * batch.clip_threshold) & ~batch.clip_value
-                    & (batch.global_norm > self.p["var_global_factor"] * usual))
+            hits = (
+                np.isfinite(bounded)
+                & (bounded > multiple * batch.clip_threshold)
+                & ~batch.clip_value
+                & (batch.global_norm > self.p["var_global_factor"] * usual)
+            )
         history = np.concatenate([self.clip_hits, hits])
         w = self.window
         if not hits.any():  # only a hit in this batch can fire (the usual case: none)
@@ -371,17 +482,23 @@ class ExplodingGradients(Rule):
             return None
         counts = np.cumsum(history)
         lagged = np.concatenate([np.zeros(w, dtype=np.int64), counts])[: counts.size]
-        in_window = (counts - lagged)[-len(batch):] if len(batch) else counts[:0]
+        in_window = (counts - lagged)[-len(batch) :] if len(batch) else counts[:0]
         self.clip_hits = history[-w:]
         fire = np.flatnonzero(hits & (in_window >= self.p["min_hits"]))
         if not fire.size or self.median is None or self.seen < self.p["warmup"]:
             return None
         row = int(fire[0])
-        values = np.concatenate([batch.global_norm[row:row + 1], batch.grad[row]])
+        values = np.concatenate([batch.global_norm[row : row + 1], batch.grad[row]])
         hit = self._hit(batch, row, int(fire[-1]), values, self.median, "clip_multiple")
-        hit.evidence.update({"clip_threshold": float(batch.clip_threshold[row]), "clip_multiple": multiple,
-                             "hits_in_window": int(in_window[row]), "bounded_norm": float(bounded[row]),
-                             "clip_per_variable": int(bool(batch.clip_per_variable[row]))})
+        hit.evidence.update(
+            {
+                "clip_threshold": float(batch.clip_threshold[row]),
+                "clip_multiple": multiple,
+                "hits_in_window": int(in_window[row]),
+                "bounded_norm": float(bounded[row]),
+                "clip_per_variable": int(bool(batch.clip_per_variable[row])),
+            }
+        )
         return hit
 
 
@@ -396,8 +513,24 @@ class VanishingGradients(Rule):
     the last kernel's gradient too) is still seen.
     """
 
-    kind = "vanishing_gradients"
-    clear_steps = 100
+    spec = KindSpec(
+        kind="vanishing_gradients",
+        severity="warning",
+        clear_steps=100,
+        params={
+            "ratio": real(
+                1e-3, 1e-12, 1.0, "an earlier kernel's gradient norm below ratio x the last kernel's is starved"
+            ),
+            "sustain": whole(30, 1, 100_000, "consecutive reported steps a variable must stay starved"),
+        },
+        remedies=(
+            "Use He (for ReLU) or Xavier/Glorot initialisation.",
+            "Use ReLU-family activations (ReLU, LeakyReLU, ELU, GELU) instead of sigmoid/tanh in hidden layers.",
+            "Add BatchNormalization between layers.",
+            "Add residual (skip) connections, or make the network shallower.",
+        ),
+        message=texts.vanishing,
+    )
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -428,9 +561,11 @@ class VanishingGradients(Rule):
         c0 = int(cols[0])  # earliest starved kernel in model order
         ref = self.output[int(np.nanargmax(batch.grad[last_row, self.output]))]
         evidence: Evidence = {
-            "ratio": float(ratios[last_row, c0]), "threshold": self.p["ratio"],
+            "ratio": float(ratios[last_row, c0]),
+            "threshold": self.p["ratio"],
             "sustained_steps": int(runs[last_row, c0]),
-            "layer_norm": float(early[last_row, c0]), "last_layer": self.run.variables[ref],
+            "layer_norm": float(early[last_row, c0]),
+            "last_layer": self.run.variables[ref],
             "last_layer_norm": float(last[last_row]),  # the output layer's largest: kernel or bias
             "since_step": int(batch.step[row]) - need + 1,
         }
@@ -445,8 +580,36 @@ class Nonfinite(Rule):
     followed so that the alert can say when it ran away before the first bad step.
     """
 
-    kind = "nonfinite"
-    clear_steps = 50
+    spec = KindSpec(
+        kind="nonfinite",
+        severity="critical",
+        clear_steps=50,
+        params={
+            "scaler_sustain": whole(
+                6,
+                1,
+                100_000,
+                "consecutive steps the mixed-precision loss scaler skips before its "
+                "overflows are critical (fewer are information: the scaler handles them)",
+            ),
+            "lr_rise": real(
+                10.0,
+                1.0,
+                1e12,
+                "a learning rate this many times its recent low before the first bad step is named as the cause",
+            ),
+            "lr_window": whole(500, 1, 10**9, "steps over which the learning rate's low is remembered"),
+        },
+        remedies=(
+            "Check the inputs and labels for NaN/Inf (e.g. log of zero or negative values in preprocessing).",
+            "Lower the learning rate and clip gradients.",
+            "Use numerically safe ops: from_logits=True losses, epsilon in divisions, log and sqrt.",
+            "Enable the trainer's non-finite guard (guard_nonfinite) so a bad batch skips its update "
+            "instead of poisoning every weight.",
+        ),
+        message=texts.nonfinite,
+        advise=texts.nonfinite_remedies,
+    )
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -469,43 +632,95 @@ class Nonfinite(Rule):
             return []
         # The scaler's overflow: a skipped step (guard off) with finite weights and a finite loss (a NaN loss
         # is no overflow of the scaled gradients).
-        scaler = rows & batch.skipped & (batch.weight_nonfinite == 0) & ~loss_rows if not self.run.guard_nonfinite \
+        scaler = (
+            rows & batch.skipped & (batch.weight_nonfinite == 0) & ~loss_rows
+            if not self.run.guard_nonfinite
             else np.zeros_like(rows)
+        )
         self.scaler_skips += int(scaler.sum())
         runs, self.scaler_carry = run_lengths(scaler[:, None], self.scaler_carry)
         persistent = runs[:, 0] >= self.p["scaler_sustain"]
         real = np.flatnonzero(rows & (~scaler | persistent))
         if not real.size:  # only overflows the loss scaler handled: say so, quietly
             r = int(where[0])
-            evidence: Evidence = {"rule": "loss_scale", "scaler_skips": self.scaler_skips,
-                                  "scaler_sustain": self.p["scaler_sustain"]}
-            return [Hit(self.kind, int(batch.step[r]), int(batch.step[int(where[-1])]), None, [], evidence,
-                        key="loss_scale", severity="info")]
+            evidence: Evidence = {
+                "rule": "loss_scale",
+                "scaler_skips": self.scaler_skips,
+                "scaler_sustain": self.p["scaler_sustain"],
+            }
+            return [
+                Hit(
+                    self.kind,
+                    int(batch.step[r]),
+                    int(batch.step[int(where[-1])]),
+                    None,
+                    [],
+                    evidence,
+                    key="loss_scale",
+                    severity="info",
+                )
+            ]
         r = int(real[0])
         cols = np.flatnonzero(bad_grad[r]).tolist()
         if not cols:  # counts missing: fall back to the norms themselves
             cols = np.flatnonzero(~np.isfinite(batch.grad[r])).tolist()
         names = [self.run.variables[c] for c in cols]
         evidence = {
-            "grad_nan": int(batch.nan[r].sum()), "grad_inf": int(batch.inf[r].sum()),
-            "loss_nonfinite": int(bool(loss_rows[r])), "weight_nonfinite": int(batch.weight_nonfinite[r]),
-            "variables_affected": len(names), "nonfinite_steps": int(real.size),
+            "grad_nan": int(batch.nan[r].sum()),
+            "grad_inf": int(batch.inf[r].sum()),
+            "loss_nonfinite": int(bool(loss_rows[r])),
+            "weight_nonfinite": int(batch.weight_nonfinite[r]),
+            "variables_affected": len(names),
+            "nonfinite_steps": int(real.size),
         }
         evidence.update(self.lr.follow(batch, r))
         if scaler[r]:
-            evidence.update({"rule": "loss_scale_persistent", "scaler_skips": self.scaler_skips,
-                             "consecutive_skips": int(runs[r, 0])})
+            evidence.update(
+                {
+                    "rule": "loss_scale_persistent",
+                    "scaler_skips": self.scaler_skips,
+                    "consecutive_skips": int(runs[r, 0]),
+                }
+            )
         elif self.run.guard_nonfinite:
             evidence["skipped_steps"] = self.skipped
-        return [Hit(self.kind, int(batch.step[r]), int(batch.step[int(real[-1])]), names[0] if names else None,
-                    names, evidence)]
+        return [
+            Hit(
+                self.kind,
+                int(batch.step[r]),
+                int(batch.step[int(real[-1])]),
+                names[0] if names else None,
+                names,
+                evidence,
+            )
+        ]
 
 
 class ClipSaturated(Rule):
     """Nearly every recent step clipped: clipping has become a lower learning rate."""
 
-    kind = "clip_saturated"
-    clear_steps = 100  # the default window
+    spec = KindSpec(
+        kind="clip_saturated",
+        severity="warning",
+        clear_steps=100,  # the default window
+        params={
+            "fraction": real(0.9, 0.01, 1.0, "share of the last window steps that were clipped"),
+            "window": whole(100, 2, 100_000, "steps considered (the rule waits for this many)"),
+            "max_scale": real(
+                0.2,
+                0.0,
+                1.0,
+                "the median clip scale of the clipped steps must be at most this (clipping "
+                "shrinks them 5x or more); 1.0: any clipping counts",
+            ),
+        },
+        remedies=(
+            "Raise the clip threshold (set_clip) toward the typical global norm, or lower the learning rate "
+            "(set_lr) explicitly, so clipping only catches outliers.",
+            "Look for the cause of the large gradients (scale of inputs or loss, initialisation).",
+        ),
+        message=texts.clip_saturated,
+    )
 
     def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
         super().__init__(run, settings)
@@ -530,14 +745,16 @@ class ClipSaturated(Rule):
         if not fire.size:
             return []
         r, last = int(fire[0]), int(fire[-1])
-        window_scales = scales[max(0, last + 1 - w): last + 1]
+        window_scales = scales[max(0, last + 1 - w) : last + 1]
         # Clipping that trims steps a little (a deliberate clipnorm=1 on an LSTM) is the user's choice;
         # it becomes a hidden learning-rate cut when it shrinks the typical step by max_scale or more.
-        clipped_scales = window_scales[history[max(0, last + 1 - w): last + 1]]
+        clipped_scales = window_scales[history[max(0, last + 1 - w) : last + 1]]
         if clipped_scales.size and not float(np.nanmedian(clipped_scales)) <= self.p["max_scale"]:
             return []
         evidence: Evidence = {
-            "clipped_share": round(float(share[last]), 4), "fraction": self.p["fraction"], "window": w,
+            "clipped_share": round(float(share[last]), 4),
+            "fraction": self.p["fraction"],
+            "window": w,
             "median_clip_scale": float(np.nanmedian(window_scales)) if window_scales.size else None,
             "clip_threshold": float(batch.clip_threshold[last - before]),
         }

@@ -1,64 +1,22 @@
-"""What an alert says: severities, one or two plain-language sentences, and the standard remedies."""
+"""What an alert says: one or two plain-language sentences per kind, and the evidence-driven remedies.
+
+Each kind's declaration (``spec.KindSpec`` on its rule) names its message function here and its remedies.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-#: "info": worth knowing, nothing to fix (an overflow the loss scaler handled); never pauses a run.
-SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+from gradwatch.protocol import SEVERITIES
 
-SEVERITY: dict[str, str] = {
-    "exploding_gradients": "critical",
-    "vanishing_gradients": "warning",
-    "nonfinite": "critical",
-    "dead_relu": "warning",
-    "frozen_batchnorm": "warning",
-    "clip_saturated": "warning",
-    "diverging": "warning",
-}
+SEVERITY_RANK: dict[str, int] = {s: rank for rank, s in enumerate(SEVERITIES)}
 
-REMEDIES: dict[str, list[str]] = {
-    "exploding_gradients": [
-        "Clip gradients (set a global-norm clip threshold from the page, or clipnorm/global_clipnorm).",
-        "Lower the learning rate (set_lr from the page) or add warm-up.",
-        "Use He/Xavier (Glorot) initialisation instead of large random weights.",
-        "Add BatchNormalization or LayerNormalization; check the inputs are scaled.",
-    ],
-    "vanishing_gradients": [
-        "Use He (for ReLU) or Xavier/Glorot initialisation.",
-        "Use ReLU-family activations (ReLU, LeakyReLU, ELU, GELU) instead of sigmoid/tanh in hidden layers.",
-        "Add BatchNormalization between layers.",
-        "Add residual (skip) connections, or make the network shallower.",
-    ],
-    "nonfinite": [
-        "Check the inputs and labels for NaN/Inf (e.g. log of zero or negative values in preprocessing).",
-        "Lower the learning rate and clip gradients.",
-        "Use numerically safe ops: from_logits=True losses, epsilon in divisions, log and sqrt.",
-        "Enable the trainer's non-finite guard (guard_nonfinite) so a bad batch skips its update "
-        "instead of poisoning every weight.",
-    ],
-    "dead_relu": [
-        "Lower the learning rate (large updates push units into the always-negative region).",
-        "Use LeakyReLU, ELU or GELU, which keep a gradient for negative inputs.",
-        "Use He initialisation and a small positive bias initialiser.",
-        "Add BatchNormalization before the activation.",
-    ],
-    "frozen_batchnorm": [
-        "In a hand-written loop call the model with training=True for the training step "
-        "(model(x, training=True)); model.fit does this for you.",
-        "If the layer is frozen on purpose (fine-tuning), also make gamma/beta non-trainable.",
-        "Check the BatchNormalization momentum is not 1.0.",
-    ],
-    "diverging": [
-        "Lower the learning rate (set_lr from the page), or stop the warm-up or schedule that keeps raising it.",
-        "Clip gradients (a global-norm clip threshold) to bound each update while you do.",
-    ],
-    "clip_saturated": [
-        "Raise the clip threshold (set_clip) toward the typical global norm, or lower the learning rate "
-        "(set_lr) explicitly, so clipping only catches outliers.",
-        "Look for the cause of the large gradients (scale of inputs or loss, initialisation).",
-    ],
-}
+#: The first remedy for frozen BatchNorm; a non-finite alert that followed one leads with it too.
+TRAINING_TRUE = (
+    "In a hand-written loop call the model with training=True for the training step "
+    "(model(x, training=True)); model.fit does this for you."
+)
 
 
 def _g(x: Any) -> str:
@@ -69,48 +27,65 @@ def _at(layer: str | None) -> str:
     return f" in {layer}" if layer else ""
 
 
-def message(kind: str, step: int, layer: str | None, evidence: dict[str, Any]) -> str:
-    e = evidence
-    if kind == "exploding_gradients":
-        return _exploding(step, layer, e)
-    if kind == "vanishing_gradients":
-        return (f"Gradients are vanishing: since step {e.get('since_step')} the gradient norm of {layer} stays below "
-                f"{_g(e.get('threshold'))}x that of the last layer {e.get('last_layer')} (ratio {_g(e.get('ratio'))}), "
-                "so the early layers barely learn.")
-    if kind == "nonfinite":
-        return _nonfinite(step, layer, e)
-    if kind == "dead_relu" and e.get("rule") == "zero_gradients":
-        return (f"Layer {layer} is dead: every gradient of its weights has been exactly zero for {e.get('zero_steps')} "
-                f"steps (since step {e.get('since_step')}) while the output layer {e.get('output_layer')} still "
-                f"learns (gradient norm {_g(e.get('output_grad_norm'))}). {_no_gradient(e.get('activation'))}, "
-                "so it no longer learns, nor do the layers before it.")
-    if kind == "dead_relu":
-        return (f"{_g(100 * float(e.get('dead_share', 0)))}% of the ReLU units in {layer} output zero for every probe "
-                f"example (over {_g(100 * float(e.get('threshold', 0)))}% on {e.get('probes')} probes in a row, "
-                f"seen at step {step}); they no longer learn.")
-    if kind == "frozen_batchnorm":
-        if e.get("rule") == "probe_gap":
-            return (f"BatchNormalization layer {layer}: its moving statistics are far from the batch statistics "
-                    f"(gap {_g(e.get('bn_gap'))} on {e.get('probes')} probes, step {step}); inference will not match "
-                    "training.")
-        if e.get("untouched"):
-            return (f"BatchNormalization layer {layer} is frozen: at step {step} its moving means are still exactly 0 "
-                    "and its moving variances exactly 1, their initial values, while gamma/beta train (gradient "
-                    f"norm {_g(e.get('gamma_beta_grad_norm'))}): no call ever ran it in training mode — the model "
-                    "is probably called without training=True.")
-        return (f"BatchNormalization layer {layer} is frozen: its moving mean and variance have not changed for "
-                f"{e.get('sustained_steps')} steps (as of step {step}) while gamma/beta still train — the model is "
-                "probably called without training=True.")
-    if kind == "clip_saturated":
-        return (f"Clipping bites on {_g(100 * float(e.get('clipped_share', 0)))}% of the last {e.get('window')} steps "
-                f"(as of step {step}; median scale {_g(e.get('median_clip_scale'))}): the clip threshold "
-                f"{_g(e.get('clip_threshold'))} now acts as a lower learning rate.")
-    if kind == "diverging":
-        return (f"Training is heading for divergence: updates are {_pct(e.get('update_ratio'))} of the weights per "
-                f"step and growing x{_g(e.get('update_ratio_growth'))} a step, as the learning rate grows "
-                f"x{_g(e.get('lr_growth'))} a step (now {_g(e.get('lr'))}, since step {e.get('since_step')}, seen at "
-                f"step {step}): lower the learning rate or stop the warm-up.")
-    return f"{kind} at step {step}{_at(layer)}."
+def vanishing(step: int, layer: str | None, e: Mapping[str, Any]) -> str:
+    return (
+        f"Gradients are vanishing: since step {e.get('since_step')} the gradient norm of {layer} stays below "
+        f"{_g(e.get('threshold'))}x that of the last layer {e.get('last_layer')} (ratio {_g(e.get('ratio'))}), "
+        "so the early layers barely learn."
+    )
+
+
+def dead_relu(step: int, layer: str | None, e: Mapping[str, Any]) -> str:
+    if e.get("rule") == "zero_gradients":
+        return (
+            f"Layer {layer} is dead: every gradient of its weights has been exactly zero for {e.get('zero_steps')} "
+            f"steps (since step {e.get('since_step')}) while the output layer {e.get('output_layer')} still "
+            f"learns (gradient norm {_g(e.get('output_grad_norm'))}). {_no_gradient(e.get('activation'))}, "
+            "so it no longer learns, nor do the layers before it."
+        )
+    return (
+        f"{_g(100 * float(e.get('dead_share', 0)))}% of the ReLU units in {layer} output zero for every probe "
+        f"example (over {_g(100 * float(e.get('threshold', 0)))}% on {e.get('probes')} probes in a row, "
+        f"seen at step {step}); they no longer learn."
+    )
+
+
+def frozen_batchnorm(step: int, layer: str | None, e: Mapping[str, Any]) -> str:
+    if e.get("rule") == "probe_gap":
+        return (
+            f"BatchNormalization layer {layer}: its moving statistics are far from the batch statistics "
+            f"(gap {_g(e.get('bn_gap'))} on {e.get('probes')} probes, step {step}); inference will not match "
+            "training."
+        )
+    if e.get("untouched"):
+        return (
+            f"BatchNormalization layer {layer} is frozen: at step {step} its moving means are still exactly 0 "
+            "and its moving variances exactly 1, their initial values, while gamma/beta train (gradient "
+            f"norm {_g(e.get('gamma_beta_grad_norm'))}): no call ever ran it in training mode — the model "
+            "is probably called without training=True."
+        )
+    return (
+        f"BatchNormalization layer {layer} is frozen: its moving mean and variance have not changed for "
+        f"{e.get('sustained_steps')} steps (as of step {step}) while gamma/beta still train — the model is "
+        "probably called without training=True."
+    )
+
+
+def clip_saturated(step: int, layer: str | None, e: Mapping[str, Any]) -> str:
+    return (
+        f"Clipping bites on {_g(100 * float(e.get('clipped_share', 0)))}% of the last {e.get('window')} steps "
+        f"(as of step {step}; median scale {_g(e.get('median_clip_scale'))}): the clip threshold "
+        f"{_g(e.get('clip_threshold'))} now acts as a lower learning rate."
+    )
+
+
+def diverging(step: int, layer: str | None, e: Mapping[str, Any]) -> str:
+    return (
+        f"Training is heading for divergence: updates are {_pct(e.get('update_ratio'))} of the weights per "
+        f"step and growing x{_g(e.get('update_ratio_growth'))} a step, as the learning rate grows "
+        f"x{_g(e.get('lr_growth'))} a step (now {_g(e.get('lr'))}, since step {e.get('since_step')}, seen at "
+        f"step {step}): lower the learning rate or stop the warm-up."
+    )
 
 
 #: Activations whose derivative is exactly 0 in float32 once their input is large enough.
@@ -130,8 +105,10 @@ def _no_gradient(activation: Any) -> str:
     if activation in RELU:
         return "Its ReLU units output zero for every example (or it is cut off from the loss)"
     if activation in SATURATING:
-        return (f"Its {activation} units are saturated: their inputs are so large that the derivative of {activation} "
-                "is exactly zero (or it is cut off from the loss)")
+        return (
+            f"Its {activation} units are saturated: their inputs are so large that the derivative of {activation} "
+            "is exactly zero (or it is cut off from the loss)"
+        )
     what = f"{activation} " if activation else ""
     return f"Its {what}units pass no gradient: dead, saturated, or cut off from the loss"
 
@@ -140,51 +117,69 @@ def _pct(x: Any) -> str:
     return f"{100 * x:.2g} %" if isinstance(x, (int, float)) else "?"
 
 
-def _exploding(step: int, layer: str | None, e: dict[str, Any]) -> str:
+def exploding(step: int, layer: str | None, e: Mapping[str, Any]) -> str:
     rule = e.get("rule")
     usual = e.get("global_norm_usual")
     if rule == "clip_multiple":
         bound = "the largest variable's gradient norm" if e.get("clip_per_variable") else "the global gradient norm"
-        head = (f"Gradients are exploding: {bound} reached {_g(e.get('bounded_norm', e.get('global_norm')))}, over "
-                f"{_g(e.get('clip_multiple'))}x the clip threshold {_g(e.get('clip_threshold'))}, on "
-                f"{e.get('hits_in_window')} recent steps (global norm {_g(e.get('global_norm'))}, usually "
-                f"{_g(usual)})")
+        head = (
+            f"Gradients are exploding: {bound} reached {_g(e.get('bounded_norm', e.get('global_norm')))}, over "
+            f"{_g(e.get('clip_multiple'))}x the clip threshold {_g(e.get('clip_threshold'))}, on "
+            f"{e.get('hits_in_window')} recent steps (global norm {_g(e.get('global_norm'))}, usually "
+            f"{_g(usual)})"
+        )
     elif rule == "growth":
-        head = (f"Gradients are exploding: the global norm grew {_g(e.get('rise'))}x in {e.get('growth_steps')} "
-                f"steps, to {_g(e.get('global_norm'))}")
+        head = (
+            f"Gradients are exploding: the global norm grew {_g(e.get('rise'))}x in {e.get('growth_steps')} "
+            f"steps, to {_g(e.get('global_norm'))}"
+        )
     elif rule == "trend":
-        head = (f"Gradients are starting to explode: the global norm has climbed {_g(e.get('rise'))}x over the last "
-                f"{e.get('trend_window')} steps, step after step, to {_g(e.get('global_norm'))} (usually {_g(usual)})")
+        head = (
+            f"Gradients are starting to explode: the global norm has climbed {_g(e.get('rise'))}x over the last "
+            f"{e.get('trend_window')} steps, step after step, to {_g(e.get('global_norm'))} (usually {_g(usual)})"
+        )
     elif rule == "loss":
-        head = (f"Training is diverging: the loss reached {_g(e.get('loss'))}, {_g(e.get('loss_factor'))}x or more "
-                f"its usual {_g(e.get('loss_usual'))}, while the gradient norm is {_g(e.get('global_norm'))}")
+        head = (
+            f"Training is diverging: the loss reached {_g(e.get('loss'))}, {_g(e.get('loss_factor'))}x or more "
+            f"its usual {_g(e.get('loss_usual'))}, while the gradient norm is {_g(e.get('global_norm'))}"
+        )
     else:
-        head = (f"Gradients are exploding: the global norm reached {_g(e.get('global_norm'))} against a usual "
-                f"level of {_g(usual)}")
+        head = (
+            f"Gradients are exploding: the global norm reached {_g(e.get('global_norm'))} against a usual "
+            f"level of {_g(usual)}"
+        )
     where = f", growing most{_at(layer)} ({_g(e.get('growth'))}x its usual level)" if layer and rule != "loss" else ""
     text = f"{head} at step {step}{where}."
     if e.get("lr_rise"):
-        text += (f" The learning rate rose {_g(e.get('lr_rise'))}x since step {e.get('lr_since_step')} "
-                 f"(now {_g(e.get('lr'))}).")
+        text += (
+            f" The learning rate rose {_g(e.get('lr_rise'))}x since step {e.get('lr_since_step')} "
+            f"(now {_g(e.get('lr'))})."
+        )
     return text
 
 
-def _cause(e: dict[str, Any]) -> str | None:
+def _cause(e: Mapping[str, Any]) -> str | None:
     """What the evidence says preceded the first non-finite step, as a clause; None when nothing did."""
     parts = []
     if e.get("preceded_by") == "exploding_gradients":
-        parts.append(f"gradients had been exploding since step {e.get('preceded_since_step')}"
-                     + (f" (most in {e['preceded_layer']})" if e.get("preceded_layer") else ""))
+        parts.append(
+            f"gradients had been exploding since step {e.get('preceded_since_step')}"
+            + (f" (most in {e['preceded_layer']})" if e.get("preceded_layer") else "")
+        )
     elif e.get("preceded_by") == "frozen_batchnorm":
-        parts.append(f"BatchNormalization statistics were never updated (layer {e.get('preceded_layer')}, "
-                     "the model is called without training=True)")
+        parts.append(
+            f"BatchNormalization statistics were never updated (layer {e.get('preceded_layer')}, "
+            "the model is called without training=True)"
+        )
     if e.get("lr_rise"):
-        parts.append(f"the learning rate rose {_g(e.get('lr_rise'))}x since step {e.get('lr_since_step')} "
-                     f"(now {_g(e.get('lr'))})")
+        parts.append(
+            f"the learning rate rose {_g(e.get('lr_rise'))}x since step {e.get('lr_since_step')} "
+            f"(now {_g(e.get('lr'))})"
+        )
     return " and ".join(parts) or None
 
 
-def cause_of(e: dict[str, Any]) -> str:
+def cause_of(e: Mapping[str, Any]) -> str:
     """The cause a non-finite alert's remedies follow: growth, batchnorm, data or unknown."""
     if e.get("preceded_by") == "frozen_batchnorm":
         return "batchnorm"
@@ -195,11 +190,13 @@ def cause_of(e: dict[str, Any]) -> str:
     return "unknown"
 
 
-def _nonfinite(step: int, layer: str | None, e: dict[str, Any]) -> str:
+def nonfinite(step: int, layer: str | None, e: Mapping[str, Any]) -> str:
     if e.get("rule") == "loss_scale":
-        return (f"The mixed-precision loss scaler skipped {e.get('scaler_skips')} step(s) with overflowing "
-                f"gradients (first at step {step}) and lowered its scale: normal at the start of training, "
-                f"nothing to fix unless it goes on ({_g(e.get('scaler_sustain'))} skips in a row are critical).")
+        return (
+            f"The mixed-precision loss scaler skipped {e.get('scaler_skips')} step(s) with overflowing "
+            f"gradients (first at step {step}) and lowered its scale: normal at the start of training, "
+            f"nothing to fix unless it goes on ({_g(e.get('scaler_sustain'))} skips in a row are critical)."
+        )
     what = []
     if e.get("grad_nan"):
         what.append(f"{e['grad_nan']} NaN")
@@ -211,8 +208,10 @@ def _nonfinite(step: int, layer: str | None, e: dict[str, Any]) -> str:
     text += f", after {cause}" if cause else ""
     text += f", first in {layer}." if layer else "."
     if e.get("rule") == "loss_scale_persistent":
-        text += (f" The mixed-precision loss scaler has skipped {e.get('consecutive_skips')} steps in a row: "
-                 "this is no longer an overflow it can handle.")
+        text += (
+            f" The mixed-precision loss scaler has skipped {e.get('consecutive_skips')} steps in a row: "
+            "this is no longer an overflow it can handle."
+        )
     if e.get("loss_nonfinite"):
         text += " The loss is NaN/Inf."
     if e.get("weight_nonfinite"):
@@ -242,23 +241,25 @@ _NONFINITE_FIRST: dict[str, list[str]] = {
 }
 
 
-def remedies(kind: str, evidence: dict[str, Any]) -> list[str]:
-    """The kind's remedies, ordered by what the evidence says the cause is."""
-    if kind == "dead_relu" and evidence.get("activation") in SATURATING:
-        return list(SATURATED_REMEDIES)
-    if kind != "nonfinite":
-        return list(REMEDIES[kind])
+def dead_relu_remedies(base: tuple[str, ...], evidence: Mapping[str, Any]) -> list[str]:
+    """A layer whose saturated tanh/sigmoid units pass no gradient is not helped by ReLU advice."""
+    return list(SATURATED_REMEDIES) if evidence.get("activation") in SATURATING else list(base)
+
+
+def nonfinite_remedies(base: tuple[str, ...], evidence: Mapping[str, Any]) -> list[str]:
+    """The remedies ordered by what the evidence says the cause is."""
     if evidence.get("rule") == "loss_scale":
-        return ["Nothing to do while it stays occasional; if it persists, look for the step's overflow "
-                "(large activations or loss) or train in float32."]
+        return [
+            "Nothing to do while it stays occasional; if it persists, look for the step's overflow "
+            "(large activations or loss) or train in float32."
+        ]
     cause = cause_of(evidence)
-    base = list(REMEDIES[kind])
     if cause == "batchnorm":
-        return [*REMEDIES["frozen_batchnorm"][:1], *base]
+        return [TRAINING_TRUE, *base]
     first = [r for p in _NONFINITE_FIRST[cause] for r in base if r.startswith(p)]
     return first + [r for r in base if r not in first]
 
 
-def _detail(e: dict[str, Any]) -> str:
+def _detail(e: Mapping[str, Any]) -> str:
     d = e.get("origin_detail")
     return f" ({d})" if d else ""

@@ -35,7 +35,7 @@ class SimTrainer(threading.Thread):
     def __init__(self, server: Any, run_name: str, *, run_id: int | None = None, first_step: int = 0,
                  n_steps: int | None = None, nan_steps: tuple[int, ...] = (), interval: float = 0.04,
                  variables: list[str] | None = None, update_ratio: bool = False, guard_nonfinite: bool = False,
-                 probe_every: int = 0) -> None:
+                 probe_every: int = 0, bn_layers: list[str] | None = None) -> None:
         super().__init__(daemon=True, name=f"sim-trainer-{run_name[:20]}")
         self.url = server.ws_url + TRAINER_PATH
         self.headers = server.headers
@@ -46,6 +46,7 @@ class SimTrainer(threading.Thread):
         self.nan_steps = set(nan_steps)
         self.interval = interval
         self.variables = variables or VARIABLES
+        self.bn_layers = BN_LAYERS if bn_layers is None else bn_layers
         self.paused = False
         self.clip = 1.0
         self.lr = 1e-3
@@ -71,7 +72,7 @@ class SimTrainer(threading.Thread):
             "global_norm": g, "clip_mode": "global_norm", "clip_threshold": self.clip,
             "clip_scale": min(1.0, self.clip / g), "clipped": g > self.clip, "steps_per_sec": 1 / self.interval,
             "grad_norm": gn, "grad_nan": nan, "grad_inf": [0] * len(self.variables),
-            "bn": [[0.1, 0.0, 0.2, 0.01, 1.0 + 0.1 * math.sin(step / 7), 0.9, 1.1, 0.01]],
+            "bn": [[0.1, 0.0, 0.2, 0.01, 1.0 + 0.1 * math.sin(step / 7), 0.9, 1.1, 0.01] for _ in self.bn_layers],
         }
         if self.update_ratio and step not in self.nan_steps:  # a skipped update has no ratio
             rec["update_ratio"] = [self.lr * (0.5 + i) for i in range(len(gn))]
@@ -95,7 +96,7 @@ class SimTrainer(threading.Thread):
         with connect(self.url, additional_headers=self.headers, open_timeout=10) as ws:
             hello: dict[str, Any] = {
                 "type": "hello", "protocol": PROTOCOL_VERSION, "run_name": self.run_name, "variables": self.variables,
-                "bn_layers": BN_LAYERS, "clip": {"mode": "global_norm", "threshold": self.clip},
+                "bn_layers": self.bn_layers, "clip": {"mode": "global_norm", "threshold": self.clip},
             }
             if self.guard_nonfinite:
                 hello["guard_nonfinite"] = True
@@ -490,3 +491,19 @@ def test_alerts_resolve_and_reopen_shown_apart(gradwatch_server: Any, trainers: 
     assert opened.get_attribute("data-alert-id") == str(stored[1]["id"])
     assert page.gradwatch_problems == [], page.gradwatch_problems
     assert first.error is None and again.error is None
+
+
+def test_a_model_without_batchnorm_gets_a_note_not_empty_axes(gradwatch_server: Any, trainers: Any,
+                                                              browser_page: Any) -> None:
+    page = browser_page
+    srv = gradwatch_server()
+    trainer = trainers(srv, "no-bn", bn_layers=[])
+    login(page, srv)
+    page.goto(f"{srv.url}/#run={trainer.run_id}")
+    page.wait_for_function("window.gradwatch.lastStep !== null && window.gradwatch.lastStep > 5")
+    chart = "document.querySelector('[data-testid=chart-bn]')"
+    page.wait_for_function(f"!!{chart}.layout")
+    got = page.evaluate(f"(() => {{ const l = {chart}.layout; return [l.annotations.map(a => a.text),"
+                        " l.xaxis.visible, l.yaxis.visible, l.yaxis2.visible]; })()")
+    assert got == [["This model has no BatchNorm layers"], False, False, False]
+    assert page.gradwatch_problems == [], page.gradwatch_problems

@@ -1,10 +1,13 @@
 """End to end with nothing simulated: real `gradwatch serve`, real Keras `model.fit`
 with `GradientMonitor`, real Chromium. Pausing and changing the clip threshold on
-the page must act on the training run. Saves the README screenshot.
+the page must act on the training run. Takes the README screenshot: into the test's temporary
+folder, or into docs/dashboard.png with GRADWATCH_SCREENSHOT=docs/dashboard.png (a refresh on purpose;
+a test run never dirties the clone).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -19,7 +22,7 @@ from gradwatch.demo import build_model, digits_data, pace_callback
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Training(threading.Thread):
@@ -57,7 +60,9 @@ def wait_for(predicate: Any, timeout: float = 30.0, what: str = "") -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: Any) -> None:
+def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: Any, tmp_path: Path) -> None:
+    screenshot = ROOT / os.environ["GRADWATCH_SCREENSHOT"] if "GRADWATCH_SCREENSHOT" in os.environ else (
+        tmp_path / "dashboard.png")
     server = gradwatch_server()
     api = httpx.Client(base_url=server.url, headers=server.headers, timeout=10)
     training = Training(server)
@@ -65,13 +70,26 @@ def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: An
     page = browser_page
     try:
         run = wait_for(lambda: (runs := api.get("/api/runs").json()) and runs[0]["step"] is not None and runs[0],
-                       what="the run to stream")
+                       timeout=120, what="the run to stream")  # a first trace under load takes its time
         page.goto(f"{server.url}/login?token={server.token}")
         page.get_by_test_id("run-item").first.click()
         page.wait_for_function("window.gradwatch.runId !== null && window.gradwatch.steps > 40")
         first = page.evaluate("window.gradwatch.lastStep")
         page.wait_for_function(f"window.gradwatch.lastStep > {first + 20}")  # live, not just backfilled
         assert "heatmap" in page.get_by_test_id("chart-heatmap").inner_html()
+        # The update/weight ratio chart is filled on a run that trains (issue 18): one line per variable,
+        # the values the server stored for them.
+        chart = "document.querySelector('[data-testid=chart-update-ratio]')"
+        page.locator("[data-testid=chart-update-ratio]").scroll_into_view_if_needed()
+        n_vars = len(training.model.trainable_variables)
+        page.wait_for_function(f"({chart}.data || []).length === {n_vars}"
+                               f" && {chart}.data.every(t => t.y.some(v => v !== null && v > 0))")
+        shown = page.evaluate(f"{chart}.data.map(t => [t.name, Array.from(t.x), Array.from(t.y)])")
+        stored = api.get(f"/api/runs/{run['id']}/metrics").json()
+        name, xs, ys = shown[0]
+        by_step = dict(zip(stored["step"], stored["update_ratio"][name]))
+        pairs = [(by_step[x], y) for x, y in zip(xs, ys) if y is not None and x in by_step]
+        assert pairs and all(a == pytest.approx(b, rel=1e-6) for a, b in pairs)
 
         # Pause from the page: the trainer stops stepping and confirms where.
         page.get_by_test_id("btn-pause").click()
@@ -105,8 +123,8 @@ def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: An
         height = page.evaluate("document.documentElement.scrollHeight")
         page.set_viewport_size({"width": 1400, "height": height})
         page.wait_for_timeout(1500)
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        page.screenshot(path=str(screenshot), full_page=True, timeout=90_000)  # slow on a loaded machine
+        assert screenshot.stat().st_size > 10_000  # a page, not a blank
 
         page.get_by_test_id("btn-stop").click()
         training.join(60)

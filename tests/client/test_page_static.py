@@ -260,6 +260,26 @@ def alert(id_: int, kind: str, severity: str, step: int, layer: str | None, **ex
             "latest": None, **extra}
 
 
+def test_a_resolved_alert_shows_as_resolved(static_url: str, browser_page: Any) -> None:
+    """An alert the server resolves (``state``, ``resolved_step``) leaves the banner for the resolved list."""
+    page = browser_page
+    backend = FakeBackend(page)
+    backend.rules = {k: {"muted": False, "params": {}} for k in KINDS}
+    raised = alert(1, "vanishing_gradients", "warning", 4, "dense/kernel")
+    backend.alerts = [raised]
+    page.goto(static_url + "/")
+    page.wait_for_function("window.gradwatch.steps === 10")
+    page.locator("[data-testid=alert-banner]").wait_for(state="visible")
+    resolved = {**raised, "state": "resolved", "resolved_step": 9, "updated_at": raised["updated_at"] + 5}
+    backend.sockets[-1].send(json.dumps({"type": "alert", "run_id": 1, "alert": resolved}))
+    entry = page.locator("[data-testid=alert-timeline-resolved] [data-testid=alert-entry]")
+    entry.wait_for()
+    assert entry.get_attribute("data-state") == "resolved"
+    assert entry.locator("[data-testid=alert-resolved-step]").text_content() == "resolved at step 9"
+    page.locator("[data-testid=alert-banner]").wait_for(state="hidden")
+    assert page.locator("[data-testid=run-item-alerts]").count() == 0
+
+
 def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page: Any, tmp_path: Path) -> None:
     page = browser_page
     backend = FakeBackend(page)

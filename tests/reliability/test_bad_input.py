@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
 import pytest
 from fittools import get
-from simtrainer import closed_with, hello, open_browser, record, recv_until, run, send_steps, start_trainer
+from simtrainer import closed_with, hello, open_browser, record, recv_until, run, send_steps, start_trainer, taken
 
 from gradwatch.protocol import PROTOCOL_VERSION, CloseCode, dumps
 
@@ -45,7 +44,7 @@ def test_bad_trainer_frame_is_refused_and_harms_nothing(shared_server, frame, ne
         await bad.send(frame)
         code, reason = await closed_with(bad)
         await send_steps(good, [record(s) for s in range(3)])
-        await asyncio.sleep(0.3)
+        await taken(good)
         await good.close()
         return good_id, bad_id, code, reason
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fittools import get
 from readcheck import failed_reads, stored_steps
-from simtrainer import closed_with, hello, record, run, send_steps, start_trainer
+from simtrainer import closed_with, hello, record, run, send_steps, start_trainer, taken
 
 from gradwatch.protocol import MAX_STEP, CloseCode, dumps
 
@@ -36,7 +36,7 @@ def offend(srv: Any, frame: str) -> tuple[int, int, int | None, str]:
         await bad.send(frame)
         code, reason = await closed_with(bad, timeout=5)
         await send_steps(good, [record(1), record(2)])
-        await asyncio.sleep(0.3)
+        await taken(good)
         await good.close()
         return good_id, bad_id, code, reason
 
@@ -121,7 +121,7 @@ def test_the_largest_step_is_stored_and_readable(shared_server: Any) -> None:
     async def body() -> int:
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("far"))
         await send_steps(ws, [record(0), record(MAX_STEP)])
-        await asyncio.sleep(0.3)
+        await taken(ws)
         await ws.close()
         return run_id
 
@@ -141,7 +141,7 @@ def test_sync_of_a_file_with_a_nan_time_harms_no_run(gradwatch_server: Any, tmp_
     async def bystander() -> int:
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("bystander"))
         await send_steps(ws, [record(s) for s in range(100)])
-        await asyncio.sleep(0.3)
+        await taken(ws)
         return run_id
 
     async def body() -> tuple[int, subprocess.CompletedProcess[str]]:
@@ -157,7 +157,7 @@ def test_sync_of_a_file_with_a_nan_time_harms_no_run(gradwatch_server: Any, tmp_
         )
         ws, _ = await start_trainer(srv.trainer_url, srv.token, hello("bystander", run_id=run_id))
         await send_steps(ws, [record(s) for s in range(100, 200)])
-        await asyncio.sleep(0.3)
+        await taken(ws)
         await ws.close()
         return run_id, done
 

@@ -1,5 +1,10 @@
 """No ``fit()`` waits on the monitor: an absent or silent server costs ``on_train_end`` nothing, and
-what was buffered is kept across fits and delivered when the server is back (or reported at exit)."""
+what was buffered is kept across fits and delivered when the server is back (or reported at exit).
+
+The time bounds here tell waiting from not waiting: a monitor that waited would take its
+``flush_timeout`` (10 s), one that does not takes milliseconds; the bounds sit far between the two, so
+that a loaded machine cannot fail them. How little it costs is measured in bench/, not here.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from fittools import data, get, tiny_model, wait_for
 from gradwatch import GradientMonitor
 
 STEPS_PER_FIT = 256 // 32
+NOT_WAITING = 5.0  # seconds: well under the 10 s flush_timeout a waiting monitor would take
 
 
 class EndTimer(GradientMonitor):
@@ -44,7 +50,7 @@ def test_fits_with_the_server_away_return_at_once_and_are_delivered_when_it_star
     srv.stop()  # its port, token and database, with nothing listening
     mon = EndTimer(server=srv.url, token=srv.token, run_name="away", flush_timeout=10)
     three_fits(mon)
-    assert len(mon.end_times) == 3 and max(mon.end_times) < 0.1, mon.end_times
+    assert len(mon.end_times) == 3 and max(mon.end_times) < NOT_WAITING, mon.end_times
     assert mon.session is not None and mon.session.transport.undelivered >= 3 * STEPS_PER_FIT
 
     srv.start()
@@ -64,12 +70,12 @@ def test_a_silent_server_costs_fit_nothing() -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        mon = EndTimer(server=f"http://127.0.0.1:{silent.getsockname()[1]}", token="t" * 16, flush_timeout=0.2)
+        mon = EndTimer(server=f"http://127.0.0.1:{silent.getsockname()[1]}", token="t" * 16, flush_timeout=10)
         three_fits(mon)
-        assert max(mon.end_times) < 0.1, mon.end_times
+        assert max(mon.end_times) < NOT_WAITING, mon.end_times
         started = time.perf_counter()
-        assert mon.close() is False  # bounded by flush_timeout, and says nothing was delivered
-        assert time.perf_counter() - started < 3.0
+        assert mon.close(0.5) is False  # bounded by its timeout, and says nothing was delivered
+        assert time.perf_counter() - started < 0.5 + NOT_WAITING
 
 
 SCRIPT = textwrap.dedent(
@@ -121,4 +127,5 @@ def test_exit_with_the_server_away_waits_flush_timeout_and_says_what_is_lost(tmp
     # 2 fits of 8 steps, 4 statuses (idle, running for the second fit, idle, finished at exit),
     # and the activation probe of step 0 (on by default, on the training batch)
     assert f"{2 * STEPS_PER_FIT + 4 + 1} reports of run 'exit'" in lines[0]
-    assert 1.0 <= exit_took < 1.0 + 3.0  # the flush waited flush_timeout, then the interpreter ended
+    # the flush waited flush_timeout, then the interpreter ended (not the 60 s of a hang)
+    assert 1.0 <= exit_took < 1.0 + 4 * NOT_WAITING

@@ -7,13 +7,12 @@ data. Bounded: ``MAX_EXAMPLES`` per operation.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
-from simtrainer import hello, record, run, send_steps, start_trainer
+from simtrainer import hello, record, run, send_steps, start_trainer, taken
 
 MAX_EXAMPLES = 25
 
@@ -24,7 +23,7 @@ def test_no_server_errors(shared_server: Any) -> None:
     async def seed() -> None:
         ws, _ = await start_trainer(srv.trainer_url, srv.token, hello("fuzzed", bn_layers=["bn"]))
         await send_steps(ws, [record(s, n_bn=1) for s in range(20)])
-        await asyncio.sleep(0.3)
+        await taken(ws)
         await ws.close()
 
     run(seed())

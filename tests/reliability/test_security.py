@@ -3,7 +3,6 @@ bind, a trainer that only ever validates what it receives, and the command audit
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -26,7 +25,7 @@ from fittools import Pace, data, get, tiny_model
 from gradwatch.server import auth
 from gradwatch.server.app import create_app
 from gradwatch.server.config import ServerConfig
-from simtrainer import closed_with, hello, open_browser, open_trainer, recv_json, recv_until, run, start_trainer
+from simtrainer import closed_with, hello, open_browser, open_trainer, recv_json, recv_until, run, start_trainer, taken
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import InvalidStatus
@@ -302,7 +301,7 @@ def test_every_command_is_in_the_audit_log(shared_server):
                 await recv_until(ws, "command", id=ids[-1])
         await ws.send(dumps({"type": "ack", "id": ids[0], "state": "applied", "applied_step": 12}))
         await ws.send(dumps({"type": "ack", "id": ids[1], "state": "rejected", "detail": "cannot pause while paused"}))
-        await asyncio.sleep(0.3)
+        await taken(ws)
         await ws.close()
         return run_id, ids
 

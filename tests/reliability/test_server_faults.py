@@ -69,14 +69,18 @@ def test_sigkill_while_streaming_keeps_the_database_intact(gradwatch_server):
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_stalled_browsers_slow_neither_trainers_nor_other_browsers(gradwatch_server):
+    # "Never blocks", not "fast enough": no timing is asserted (that belongs in bench/). While two
+    # viewers that never read are still connected, every frame the trainers sent is taken and REST
+    # answers; a server whose ingest waited for its viewers would hang there until the bound.
     srv = gradwatch_server()
     n_vars = 2000  # ~50 KB per steps message: the stalled viewers' sockets fill within the first frames
     names = [f"layer{i}/kernel" for i in range(n_vars)]
     # The first frames carry 40 records each (~0.9 MB): they fill the stalled viewers' socket buffers at once.
-    # Then more single-record frames than viewer_queue_size (1000): their queues overflow and they are closed.
-    big, frames = 12, 1112
+    # Up to `held` frames stay below viewer_queue_size (1000): the stalled viewers are still connected there.
+    # Then more single-record frames than that: their queues overflow and they are closed.
+    big, held, frames = 12, 400, 1112
 
     async def stalled_viewer() -> ClientConnection:
         # A viewer that never reads: a tiny receive buffer, and the client stops reading once a message is queued.
@@ -84,10 +88,12 @@ def test_stalled_browsers_slow_neither_trainers_nor_other_browsers(gradwatch_ser
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", srv.port))
-        return await connect(srv.browser_url, sock=sock, max_queue=1, compression=None,
+        # No keepalive pings: their pongs wait behind the unread frames, and after 20 s the client
+        # would give up on its own (no close frame) on a slow machine.
+        return await connect(srv.browser_url, sock=sock, max_queue=1, compression=None, ping_interval=None,
                              additional_headers={"Cookie": f"gradwatch_token={srv.token}"})
 
-    async def body() -> tuple[list[int | None], int, float, float]:
+    async def body() -> tuple[list[int | None], int, list[int]]:
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("busy", variables=names))
         other, other_id = await start_trainer(srv.trainer_url, srv.token, hello("other"))
         stalled = [await stalled_viewer() for _ in range(2)]
@@ -101,42 +107,43 @@ def test_stalled_browsers_slow_neither_trainers_nor_other_browsers(gradwatch_ser
         async def read_fast() -> None:
             nonlocal got
             while got < frames:
-                if (await recv_json(fast, timeout=30))["type"] == "steps":
+                if (await recv_json(fast, timeout=60))["type"] == "steps":
                     got += 1
 
+        async def send(steps: range) -> None:
+            for step in steps:
+                # A viewer that keeps up is one within a few hundred frames of the trainer
+                # (the server drops it at viewer_queue_size = 1000): on a loaded machine this
+                # loop could otherwise outrun its own reader, which shares the loop.
+                while step - got > 200:
+                    await asyncio.sleep(0.005)
+                if step < big:
+                    await send_steps(ws, [record(step * 40 + i, n_vars=n_vars) for i in range(40)])
+                else:
+                    await send_steps(ws, [record(big * 40 + step, n_vars=n_vars)])
+                await send_steps(other, [record(step)])
+
         reader = asyncio.create_task(read_fast())
-        t0 = time.monotonic()
-        for step in range(frames):
-            # A viewer that keeps up is one within a few hundred frames of the trainer
-            # (the server drops it at viewer_queue_size = 1000): on a loaded machine this
-            # loop could otherwise outrun its own reader, which shares the loop.
-            while step - got > 200:
-                await asyncio.sleep(0.005)
-            if step < big:
-                await send_steps(ws, [record(step * 40 + i, n_vars=n_vars) for i in range(40)])
-            else:
-                await send_steps(ws, [record(big * 40 + step, n_vars=n_vars)])
-            await send_steps(other, [record(step)])
-        send_time = time.monotonic() - t0
-        await taken(other)  # every frame of the other run handled: the read below must see them all
-        # REST answers promptly while the stalled viewers are still connected or being closed
-        t1 = time.monotonic()
-        async with httpx.AsyncClient(headers=srv.headers, timeout=10) as client:
+        await send(range(held))
+        # the stalled viewers are connected (their queues hold fewer than 1000 frames): nothing waits for them
+        await taken(ws, timeout=60)
+        await taken(other, timeout=60)
+        async with httpx.AsyncClient(headers=srv.headers, timeout=60) as client:
             r = await client.get(f"{srv.url}/api/runs/{other_id}/metrics")
-        rest_time = time.monotonic() - t1
-        assert r.status_code == 200 and r.json()["step"] == list(range(frames))
-        await asyncio.wait_for(reader, 30)
-        codes = [(await closed_with(b, timeout=30))[0] for b in stalled]
+        assert r.status_code == 200
+        stored = r.json()["step"]
+        await send(range(held, frames))
+        await asyncio.wait_for(reader, 60)
+        codes = [(await closed_with(b, timeout=60))[0] for b in stalled]
         await fast.close()
         await ws.close()
         await other.close()
-        return codes, got, send_time, rest_time
+        return codes, got, stored
 
-    codes, got, send_time, rest_time = run(body(), timeout=80)
+    codes, got, stored = run(body(), timeout=140)
+    assert stored == list(range(held))
     assert codes == [CloseCode.TOO_SLOW, CloseCode.TOO_SLOW]
     assert got == frames  # the reading viewer missed nothing
-    assert send_time < 20, f"trainers took {send_time:.1f} s to send {frames} frames"
-    assert rest_time < 5
 
 
 def test_two_trainers_with_the_same_name_are_two_runs(shared_server):
@@ -147,7 +154,8 @@ def test_two_trainers_with_the_same_name_are_two_runs(shared_server):
         b, id_b = await start_trainer(srv.trainer_url, srv.token, hello("same-name"))
         await send_steps(a, [record(s, global_norm=1.0) for s in range(5)])
         await send_steps(b, [record(s, global_norm=2.0) for s in range(3)])
-        await asyncio.sleep(0.1)
+        await taken(a)
+        await taken(b)
         for ws in (a, b):
             await ws.send(dumps({"type": "status", "state": "finished", "step": 4}))
             await ws.close()
@@ -168,7 +176,7 @@ def test_reconnect_after_restart_continues_the_same_run(gradwatch_server):
     async def first() -> int:
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("continued"))
         await send_steps(ws, [record(s) for s in range(10)])
-        await asyncio.sleep(0.5)
+        await taken(ws)
         return run_id
 
     run_id = run(first())
@@ -180,7 +188,7 @@ def test_reconnect_after_restart_continues_the_same_run(gradwatch_server):
         state = get(srv, f"/api/runs/{again}")
         await send_steps(ws, [record(s) for s in range(10, 20)])
         await ws.send(dumps({"type": "status", "state": "finished", "step": 19}))
-        await asyncio.sleep(0.2)
+        await taken(ws)
         await ws.close()
         return again, state
 
@@ -198,13 +206,13 @@ def test_run_that_ends_while_paused(shared_server):
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("ends-paused"))
         await send_steps(ws, [record(s) for s in range(3)])
         await ws.send(dumps({"type": "status", "state": "paused", "step": 3}))
-        await asyncio.sleep(0.2)
+        await taken(ws)
         paused = get(srv, f"/api/runs/{run_id}")
         cmd = httpx.post(f"{srv.url}/api/runs/{run_id}/commands", json={"type": "set_clip", "threshold": 1.0},
                          headers=srv.headers, timeout=5).json()
         await recv_json(ws)  # the command reached the trainer, which ends before applying it
         await ws.send(dumps({"type": "status", "state": "finished", "step": 3}))
-        await asyncio.sleep(0.2)
+        await taken(ws)
         await ws.close()
         await asyncio.sleep(0.2)
         return run_id, cmd["id"], paused, get(srv, f"/api/runs/{run_id}")

@@ -6,6 +6,7 @@ the server, or inside an explicit gap when the trainer's buffer overflowed.
 
 from __future__ import annotations
 
+import signal
 import time
 import warnings
 from typing import Any
@@ -111,3 +112,28 @@ def test_overflow_during_outage_is_an_explicit_gap(gradwatch_server):
     assert all(g["from_step"] <= g["to_step"] for g in gaps)
     assert mon.session is not None and mon.session.transport.dropped == len(missing)
     assert get(srv, f"/api/runs/{runs[0]['id']}")["gaps"] == gaps  # what the page's charts draw
+
+
+@pytest.mark.timeout(120)
+def test_a_server_that_stalls_then_dies_loses_nothing(gradwatch_server):
+    # SIGSTOP: the server's socket keeps accepting bytes, so for the trainer every frame is "sent",
+    # but none is taken, and what it took just before may not be committed. Then SIGKILL. Nothing of
+    # that was confirmed (a mark is answered once committed): it must be sent again to the new server.
+    srv = gradwatch_server()
+
+    def script() -> None:
+        wait_for(lambda: run_id_and_step(srv), 30, "the trainer to connect and stream")
+        time.sleep(0.5)
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGSTOP)
+        time.sleep(4.0)  # ~250 steps, far fewer bytes than the socket buffers hold
+        srv.kill()
+        srv.start()
+
+    model, _, _, _ = fit_with(srv, Script(script))
+    total = int(model.optimizer.iterations.numpy())
+    runs = get(srv, "/api/runs")
+    assert len(runs) == 1, runs
+    m = get(srv, f"/api/runs/{runs[0]['id']}/metrics")
+    assert m["gaps"] == []
+    assert m["step"] == list(range(total)), sorted(set(range(total)) - set(m["step"]))[:20]

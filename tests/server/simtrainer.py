@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -90,6 +90,18 @@ async def taken(ws: ClientConnection, timeout: float = 30.0) -> None:
     ``send`` only hands a frame to the socket, so a REST read right after it may not see it yet."""
     await ws.send(dumps({"type": "mark", "id": 1}))
     await recv_until(ws, "marked", timeout=timeout, id=1)
+
+
+async def until(read: Callable[[], T], want: T, timeout: float = 30.0) -> T:
+    """Poll ``read()`` (a blocking REST read, say) until it returns ``want``; fail after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    got = read()
+    while got != want:
+        assert loop.time() < deadline, f"still {got!r} after {timeout:g} s, waiting for {want!r}"
+        await asyncio.sleep(0.05)
+        got = read()
+    return got
 
 
 async def closed_with(ws: ClientConnection, timeout: float = RECV_TIMEOUT) -> tuple[int | None, str]:

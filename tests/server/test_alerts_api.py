@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
-from simtrainer import drain, hello, open_browser, record, recv_json, recv_until, run, send_steps, start_trainer
+from simtrainer import drain, hello, open_browser, record, recv_json, recv_until, run, send_steps, start_trainer, taken
 
 from gradwatch.protocol import AlertView, dumps, parse_page_message
 
@@ -76,7 +74,7 @@ def test_rules_mute_tune_and_refusals(shared_server):
         ]
         await send_steps(ws, [nan_record(0)] + [record(s, clipped=True, clip_threshold=1.0, clip_scale=0.1)
                                                 for s in range(1, 12)])
-        await asyncio.sleep(0.3)
+        await taken(ws)
         alerts = get(srv, f"/api/runs/{run_id}/alerts")
         after = get(srv, f"/api/runs/{run_id}/alert-rules")
         await ws.close()
@@ -144,19 +142,45 @@ def test_pause_on_issues_an_audited_pause(shared_server):
     assert c["type"] == "pause" and c["origin"] == f"auto: nonfinite alert #{alerts[0]['id']}" and c["id"] == cmd["id"]
 
 
+def test_rewind_on_issues_an_audited_auto_rewind_instead_of_a_pause(shared_server):
+    srv = shared_server
+
+    async def body():
+        ws, run_id = await start_trainer(srv.trainer_url, srv.token,
+                                         hello("auto-rewind", pause_on=["nonfinite"], rewind_on=["nonfinite"]))
+        await ws.send(dumps({"type": "snapshots", "steps": [0, 4]}))
+        await send_steps(ws, [record(s) for s in range(6)] + [nan_record(6)])
+        cmd = await recv_until(ws, "command")
+        await ws.send(dumps({"type": "ack", "id": cmd["id"], "state": "applied", "applied_step": 8,
+                             "detail": "rewound to the snapshot of step 4, lr 0.05"}))
+        await taken(ws)
+        detail = get(srv, f"/api/runs/{run_id}")
+        commands = get(srv, f"/api/runs/{run_id}/commands")
+        alerts = get(srv, f"/api/runs/{run_id}/alerts")
+        await ws.close()
+        return cmd, detail, commands, alerts
+
+    cmd, detail, commands, alerts = run(body())
+    assert cmd["command"] == {"type": "rewind", "step": 5, "auto": True}  # the newest snapshot before step 6
+    assert detail["snapshots"] == [0, 4]
+    (c,) = commands  # no pause as well
+    assert c["type"] == "rewind" and c["step"] == 5 and c["origin"] == f"auto: nonfinite alert #{alerts[0]['id']}"
+    assert c["state"] == "applied" and c["applied_step"] == 8 and c["detail"].startswith("rewound to")
+
+
 def test_set_lr_round_trip(shared_server):
     srv = shared_server
 
     async def body():
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
         await send_steps(ws, [record(0, lr=0.1)])
-        await asyncio.sleep(0.3)
+        await taken(ws)
         before = get(srv, f"/api/runs/{run_id}")["lr"]
         r = httpx.post(f"{srv.url}/api/runs/{run_id}/commands", json={"type": "set_lr", "lr": 0.01},
                        headers=srv.headers, timeout=10)
         msg = await recv_json(ws)
         await ws.send(dumps({"type": "ack", "id": msg["id"], "state": "applied", "applied_step": 1}))
-        await asyncio.sleep(0.3)
+        await taken(ws)
         after = get(srv, f"/api/runs/{run_id}")["lr"]
         await send_steps(ws, [record(1, lr=0.01)])
         commands = get(srv, f"/api/runs/{run_id}/commands")
@@ -184,7 +208,7 @@ def test_probe_update_ratio_and_skipped_in_metrics_and_live(shared_server):
         await ws.send(dumps({"type": "probe", "step": 2, "dead_relu": {"dense": 0.25}, "bn_gap": {"bn": 0.5}}))
         live = await recv_until(browser, "probe")
         await ws.send(dumps({"type": "probe", "step": 3, "dead_relu": {"dense": 0.5}, "bn_gap": {}}))
-        await asyncio.sleep(0.3)
+        await taken(ws)
         metrics = get(srv, f"/api/runs/{run_id}/metrics")
         detail = get(srv, f"/api/runs/{run_id}")
         await ws.close()
@@ -210,7 +234,7 @@ def test_alerts_and_rules_survive_restart(gradwatch_server):
         assert patch(srv, f"/api/runs/{run_id}/alert-rules/dead_relu", {"params": {"threshold": 0.3}}).status_code \
             == 200
         await send_steps(ws, [record(0), nan_record(1)])
-        await asyncio.sleep(0.3)
+        await taken(ws)
         alerts = get(srv, f"/api/runs/{run_id}/alerts")
         await ws.close()
         return run_id, alerts
@@ -223,7 +247,7 @@ def test_alerts_and_rules_survive_restart(gradwatch_server):
     async def second():  # the trainer continues the run: the stored open alert goes on, not duplicated
         ws, again = await start_trainer(srv.trainer_url, srv.token, hello(run_id=run_id))
         await send_steps(ws, [record(2), nan_record(3)])
-        await asyncio.sleep(0.3)
+        await taken(ws)
         alerts = get(srv, f"/api/runs/{run_id}/alerts")
         await ws.close()
         return again, alerts

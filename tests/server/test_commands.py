@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 import pytest
-from simtrainer import hello, open_browser, recv_json, recv_until, run, start_trainer
+from simtrainer import hello, open_browser, recv_json, recv_until, run, start_trainer, taken
 
 from gradwatch.protocol import dumps
 
@@ -37,7 +37,7 @@ def test_command_round_trip(shared_server):
                                                                      "threshold": 0.5}}
         pending = commands(srv, run_id)
         await ws.send(dumps({"type": "ack", "id": cmd_id, "state": "applied", "applied_step": 42}))
-        await asyncio.sleep(0.2)
+        await taken(ws)
         done = commands(srv, run_id)
         detail = httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers).json()
         await ws.close()
@@ -64,7 +64,7 @@ def test_rejected_ack_and_repeated_ack(shared_server):
         await ws.send(dumps({"type": "ack", "id": cmd_id, "state": "rejected", "detail": "already paused"}))
         await ws.send(dumps({"type": "ack", "id": cmd_id, "state": "applied", "applied_step": 3}))  # ignored
         await ws.send(dumps({"type": "ack", "id": 999999, "state": "applied", "applied_step": 3}))  # ignored
-        await asyncio.sleep(0.2)
+        await taken(ws)
         out = commands(srv, run_id)
         await ws.close()
         return out
@@ -111,8 +111,8 @@ def test_finished_run_refuses_commands_and_rejects_pending(shared_server):
         ws2, _ = await start_trainer(srv.trainer_url, srv.token, hello(run_id=run_id))
         await recv_until(ws2, "command", id=cmd_id)
         await ws2.send(dumps({"type": "status", "state": "finished", "step": 5}))
+        await taken(ws2)
         await ws2.close()
-        await asyncio.sleep(0.3)
         return run_id, cmd_id, post(srv, run_id, {"type": "resume"}), commands(srv, run_id)
 
     _, cmd_id, r, cmds = run(body())

@@ -7,7 +7,7 @@ import math
 
 import httpx
 import pytest
-from simtrainer import hello, record, run, send_steps, start_trainer
+from simtrainer import hello, record, run, send_steps, start_trainer, taken, until
 
 from gradwatch.protocol import dumps
 
@@ -199,11 +199,11 @@ def test_gap_and_status_are_recorded(gradwatch_server):
         await ws.send(dumps({"type": "gap", "from_step": 1, "to_step": 9, "dropped": 9}))
         await send_steps(ws, [record(10)])
         await ws.send(dumps({"type": "status", "state": "paused", "step": 10}))
-        await asyncio.sleep(0.2)
+        await taken(ws)
         paused = get(srv, f"/api/runs/{run_id}").json()
         await ws.send(dumps({"type": "status", "state": "finished", "step": 10}))
+        await taken(ws)
         await ws.close()
-        await asyncio.sleep(0.3)
         finished = get(srv, f"/api/runs/{run_id}").json()
         metrics = get(srv, f"/api/runs/{run_id}/metrics").json()
         return paused, finished, metrics
@@ -223,10 +223,10 @@ def test_disconnect_marks_run_disconnected_and_reconnect_continues(gradwatch_ser
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
         await send_steps(ws, [record(i) for i in range(5)])
         await ws.close()
-        await asyncio.sleep(0.3)
-        status = get(srv, f"/api/runs/{run_id}").json()["status"]
+        status = await until(lambda: get(srv, f"/api/runs/{run_id}").json()["status"], "disconnected")
         ws2, run_id2 = await start_trainer(srv.trainer_url, srv.token, hello(run_id=run_id))
         await send_steps(ws2, [record(i) for i in range(3, 8)])  # overlap: re-sent steps replace
+        await taken(ws2)
         after = get(srv, f"/api/runs/{run_id}").json()["status"]
         data = get(srv, f"/api/runs/{run_id}/metrics").json()
         await ws2.close()

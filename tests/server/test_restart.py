@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from simtrainer import hello, record, recv_json, run, send_steps, start_trainer
+from simtrainer import hello, record, recv_json, run, send_steps, start_trainer, taken, until
 
 
 def get(srv, path: str):
@@ -54,7 +54,9 @@ def test_sigkill_loses_at_most_the_last_second(gradwatch_server):
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
         for i in range(0, 200, 20):
             await send_steps(ws, [record(s) for s in range(i, i + 20)])
-        await asyncio.sleep(1.0)  # > flush_interval: everything must be on disk now
+        await taken(ws)
+        # the writer writes on its own within its flush interval (health reads never flush it)
+        await until(lambda: get(srv, "/api/health")["store"]["pending_steps"], 0)
         srv.kill()
         return run_id
 
@@ -71,7 +73,7 @@ def test_running_run_is_disconnected_after_restart(gradwatch_server):
     async def body():
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
         await ws.send('{"type":"status","state":"paused","step":0}')
-        await asyncio.sleep(0.2)
+        await taken(ws)
         srv.kill()
         return run_id
 

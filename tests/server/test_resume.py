@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
-from simtrainer import VARS, closed_with, hello, open_trainer, record, run, send_steps, start_trainer
+from simtrainer import VARS, closed_with, hello, open_trainer, record, run, send_steps, start_trainer, taken
 
 from gradwatch.protocol import CloseCode, dumps
 
@@ -19,7 +17,7 @@ def finished_run(srv, name: str, variables=VARS, steps: int = 3) -> int:
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello(name, variables=variables))
         await send_steps(ws, [record(s, n_vars=len(variables)) for s in range(steps)])
         await ws.send(dumps({"type": "status", "state": "finished", "step": steps - 1}))
-        await asyncio.sleep(0.2)
+        await taken(ws)
         await ws.close()
         return run_id
 
@@ -34,7 +32,7 @@ def test_resume_by_id_continues_a_finished_run(shared_server):
     async def body(msg: dict) -> int:
         ws, again = await start_trainer(srv.trainer_url, srv.token, msg)
         await send_steps(ws, [record(3)])
-        await asyncio.sleep(0.2)
+        await taken(ws)
         await ws.close()
         return again
 

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from gradwatch.trainer_hooks.control import RunControl, RunState
+from gradwatch.trainer_hooks.control import ControlState, RunControl
 
 from gradwatch.protocol import Ack, Command, CommandMessage, Status
 
@@ -34,13 +34,13 @@ def acks(sent):
 @pytest.mark.parametrize(
     ("sequence", "final", "states"),
     [
-        (["pause"], RunState.PAUSED, ["applied"]),
-        (["pause", "pause"], RunState.PAUSED, ["applied", "rejected"]),
-        (["resume"], RunState.RUNNING, ["rejected"]),
-        (["pause", "resume"], RunState.RUNNING, ["applied", "applied"]),
-        (["stop", "resume"], RunState.STOPPING, ["applied", "rejected"]),
-        (["pause", "stop"], RunState.STOPPING, ["applied", "applied"]),
-        (["stop", "stop"], RunState.STOPPING, ["applied", "rejected"]),
+        (["pause"], ControlState.PAUSED, ["applied"]),
+        (["pause", "pause"], ControlState.PAUSED, ["applied", "rejected"]),
+        (["resume"], ControlState.RUNNING, ["rejected"]),
+        (["pause", "resume"], ControlState.RUNNING, ["applied", "applied"]),
+        (["stop", "resume"], ControlState.STOPPING, ["applied", "rejected"]),
+        (["pause", "stop"], ControlState.STOPPING, ["applied", "applied"]),
+        (["stop", "stop"], ControlState.STOPPING, ["applied", "rejected"]),
     ],
 )
 def test_transitions(sequence, final, states):
@@ -66,7 +66,7 @@ def test_set_clip_rejected_by_the_trainer_keeps_running():
     control, sent, clips = make_control()
     control.submit(msg(1, type="set_clip", threshold=1000))
     control.apply_pending(next_step=1)
-    assert clips == [] and control.state is RunState.RUNNING
+    assert clips == [] and control.state is ControlState.RUNNING
     ack = next(m for m in sent if isinstance(m, Ack))
     assert ack.state == "rejected" and "too large" in (ack.detail or "")
 
@@ -83,7 +83,7 @@ def test_pause_blocks_until_resume_from_another_thread():
     t = threading.Thread(target=train)
     t.start()
     time.sleep(0.3)
-    assert not released.is_set() and control.state is RunState.PAUSED
+    assert not released.is_set() and control.state is ControlState.PAUSED
     control.submit(msg(2, type="set_clip", threshold=1.0))  # applied while paused
     control.submit(msg(3, type="resume"))
     assert released.wait(5)
@@ -106,4 +106,4 @@ def test_finish_rejects_whatever_is_still_queued():
     control.submit(msg(7, type="pause"))
     control.finish()
     assert acks(sent) == [(7, "rejected", None)]
-    assert control.state is RunState.FINISHED
+    assert control.state is ControlState.FINISHED

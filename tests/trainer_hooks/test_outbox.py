@@ -7,8 +7,8 @@ from gradwatch.trainer_hooks.outbox import MAX_BATCH, Outbox
 from gradwatch.protocol import Ack, Status
 
 
-def box(max_bytes: int = 1000, window: float = 2.0) -> Outbox:
-    return Outbox(max_bytes, window)
+def box(max_bytes: int = 1000) -> Outbox:
+    return Outbox(max_bytes)
 
 
 def test_past_the_budget_the_oldest_are_dropped_into_one_gap():
@@ -66,25 +66,44 @@ def send_all(b: Outbox, now: float) -> None:
     b.delivered(now, resend, batch)
 
 
-def test_recently_sent_records_are_sent_again_first_after_a_reconnect():
-    b = box(max_bytes=400, window=2.0)  # kept for re-sending: at most a quarter, 100 bytes
-    for step in range(3):
+def test_sent_records_are_sent_again_after_a_reconnect_until_the_server_confirms_them():
+    b = box(max_bytes=400)  # kept for re-sending: at most a quarter, 100 bytes
+    for step in range(2):
         b.add_record(step, None, 30, now=0.0)
-    send_all(b, now=10.0)
-    b.add_record(3, None, 30, now=10.5)
-    send_all(b, now=11.0)
-    assert not b.pending()
+    send_all(b, now=1.0)
+    first = b.next_mark()  # covers steps 0 and 1
+    b.add_record(2, None, 30, now=1.5)
+    send_all(b, now=100.0)  # no answer yet: however long ago they were sent, they are kept
     b.reconnected()
-    assert [i.step for i in b.resend] == [1, 2, 3]  # 4 x 30 bytes is over budget: the oldest is forgotten
+    assert [i.step for i in b.resend] == [0, 1, 2]
+    send_all(b, now=101.0)  # re-sent on the new connection, kept again
+    b.confirmed(first)  # an answer from the old connection confirms nothing sent since
+    b.reconnected()
+    assert [i.step for i in b.resend] == [0, 1, 2]
+    send_all(b, now=102.0)
+    b.confirmed(b.next_mark())  # committed on the server: forgotten
+    b.add_record(3, None, 30, now=104.5)
+    send_all(b, now=104.5)
+    b.reconnected()
+    assert [i.step for i in b.resend] == [3]
     assert b.pending()
-    send_all(b, now=11.5)  # re-sent, and kept again
+
+
+def test_what_is_kept_for_a_re_send_is_bounded_confirmed_or_not():
+    b = box(max_bytes=400)
+    for step in range(5):
+        b.add_record(step, None, 30, now=0.0)
+    send_all(b, now=0.0)
     b.reconnected()
-    assert [i.step for i in b.resend] == [1, 2, 3]
-    send_all(b, now=12.0)
-    b.add_record(4, None, 30, now=20.0)
-    send_all(b, now=20.0)  # 1, 2, 3 were sent more than the window ago
+    assert [i.step for i in b.resend] == [2, 3, 4]  # 5 x 30 bytes is over the 100-byte budget: the oldest go
+
+
+def test_an_offline_outbox_keeps_nothing_for_a_re_send():
+    b = Outbox(1000, keep_sent=False)
+    b.add_record(0, None, 30, now=0.0)
+    send_all(b, now=0.0)
     b.reconnected()
-    assert [i.step for i in b.resend] == [4]
+    assert not b.resend and not b.pending()
 
 
 def test_clear_forgets_everything():
@@ -96,7 +115,7 @@ def test_clear_forgets_everything():
 
 
 def test_with_spill_the_overflow_waits_for_the_disk_and_only_what_it_refuses_is_a_gap():
-    b = Outbox(100, 2.0, spill=True)
+    b = Outbox(100, spill=True)
     wakes = [b.add_record(step, None, 30, now=0.0) for step in range(6)]
     assert wakes[3]  # the first spilled record wakes the sender, so it writes it out
     assert [i.step for i in b.spilled] == [0, 1, 2] and b.dropped == 0 and b.gap is None
