@@ -23,6 +23,7 @@ BATCH, STEPS, BAD = 8, 40, 10
 class Training(threading.Thread):
     def __init__(self, server: Any) -> None:
         super().__init__(daemon=True, name="keras-fit")
+        self.server = server
         self.monitor = GradientMonitor(
             server=server.url, token=server.token, run_name="rewind: blow-up", pause_on=("nonfinite",), snapshot_every=4
         )
@@ -39,9 +40,18 @@ class Training(threading.Thread):
         y = x[:, :1].copy()
         x[BAD * BATCH : (BAD + 1) * BATCH] = np.nan
         monitor = self.monitor
+        server = self.server
+
+        def paused_already() -> bool:
+            """The pause came before this hold and was applied (the run was paused and resumed meanwhile)."""
+            api = httpx.Client(base_url=server.url, headers=server.headers, timeout=10)
+            runs = api.get("/api/runs").json()
+            commands = api.get(f"/api/runs/{runs[0]['id']}/commands").json() if runs else []
+            return any(c["type"] == "pause" and c["state"] == "applied" for c in commands)
 
         class Hold(keras.callbacks.Callback):
-            """The fit is faster than the alert's round trip: two steps after the bad one, wait for the pause."""
+            """The fit may be faster than the alert's round trip: two steps after the bad one, wait for the
+            pause, unless it already came (a quick round trip pauses the fit at the step before)."""
 
             def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
                 session = monitor.session
@@ -50,9 +60,10 @@ class Training(threading.Thread):
                     batch == BAD + 2
                     and session is not None
                     and not session.control.has_pending
+                    and not paused_already()
                     and time.monotonic() < deadline
                 ):
-                    time.sleep(0.01)
+                    time.sleep(0.05)
 
         try:
             self.model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[monitor, Hold()])
