@@ -125,7 +125,8 @@ def test_exit_with_the_server_away_waits_flush_timeout_and_says_what_is_lost(tmp
     lines = [line for line in err.splitlines() if "could not deliver" in line]
     assert len(lines) == 1, err[-2000:]
     # 2 fits of 8 steps, 4 statuses (idle, running for the second fit, idle, finished at exit),
-    # and the activation probe of step 0 (on by default, on the training batch)
-    assert f"{2 * STEPS_PER_FIT + 4 + 1} reports of run 'exit'" in lines[0]
+    # the activation probe of step 0 (on by default, on the training batch), and the list of kept
+    # snapshots once the one of step 0 is taken (every 100 steps by default)
+    assert f"{2 * STEPS_PER_FIT + 4 + 1 + 1} reports of run 'exit'" in lines[0]
     # the flush waited flush_timeout, then the interpreter ended (not the 60 s of a hang)
     assert 1.0 <= exit_took < 1.0 + 4 * NOT_WAITING
