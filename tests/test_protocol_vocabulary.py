@@ -18,7 +18,7 @@ from gradwatch.protocol import (
     check_clip_mode,
 )
 
-VALUES: dict[str, Any] = {"threshold": 1.0, "lr": 0.01, "mode": "norm", "group": "g"}
+VALUES: dict[str, Any] = {"threshold": 1.0, "lr": 0.01, "mode": "norm", "group": "g", "step": 4, "auto": True}
 
 
 @pytest.mark.parametrize("kind", COMMANDS)
