@@ -65,8 +65,16 @@ def variables(n: int) -> list[str]:
 
 
 def hello(name: str, n_vars: int, every: int = 1) -> dict[str, Any]:
-    return {"type": "hello", "protocol": PROTOCOL_VERSION, "run_name": name, "variables": variables(n_vars),
-            "bn_layers": [], "clip": {"mode": "global_norm", "threshold": None}, "every": every, "meta": {}}
+    return {
+        "type": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "run_name": name,
+        "variables": variables(n_vars),
+        "bn_layers": [],
+        "clip": {"mode": "global_norm", "threshold": None},
+        "every": every,
+        "meta": {},
+    }
 
 
 def grad_values(n_vars: int, seed: int = 0) -> list[float]:
@@ -79,11 +87,26 @@ def record(step: int, t: float, grads: list[float]) -> dict[str, Any]:
     """One realistic ``StepRecord`` (what ``trainer_hooks.session`` encodes), stamped with ``t``."""
     n = len(grads)
     return {
-        "step": step, "epoch": step // 1000, "time": t, "loss": 0.6931471805599453, "lr": 0.0010000000474974513,
-        "global_norm": 1.2345678806304932, "clip_mode": "global_norm", "clip_threshold": None, "clip_scale": 1.0,
-        "clipped": False, "clipped_fraction": None, "steps_per_sec": 50.12345, "grad_norm": grads,
-        "grad_nan": [0] * n, "grad_inf": [0] * n, "weight_nonfinite": 0, "loss_nonfinite": False, "bn": [],
-        "update_ratio": None, "skipped": False,
+        "step": step,
+        "epoch": step // 1000,
+        "time": t,
+        "loss": 0.6931471805599453,
+        "lr": 0.0010000000474974513,
+        "global_norm": 1.2345678806304932,
+        "clip_mode": "global_norm",
+        "clip_threshold": None,
+        "clip_scale": 1.0,
+        "clipped": False,
+        "clipped_fraction": None,
+        "steps_per_sec": 50.12345,
+        "grad_norm": grads,
+        "grad_nan": [0] * n,
+        "grad_inf": [0] * n,
+        "weight_nonfinite": 0,
+        "loss_nonfinite": False,
+        "bn": [],
+        "update_ratio": None,
+        "skipped": False,
     }
 
 
@@ -95,7 +118,7 @@ class FrameMaker:
         body = dumps(rec)
         head = '{"step":0,"epoch":0,"time":0.0,'
         assert body.startswith(head), body[:60]
-        self.tail = body[len(head):]
+        self.tail = body[len(head) :]
 
     def record_text(self, step: int, t: float) -> str:
         return f'{{"step":{step},"epoch":{step // 1000},"time":{t!r},{self.tail}'
@@ -115,8 +138,14 @@ def frame_time(text: str) -> float:
 async def open_trainer(ws_url: str, token: str) -> Any:
     from websockets.asyncio.client import connect
 
-    return await connect(ws_url + "/ws/trainer", additional_headers={"Authorization": f"Bearer {token}"},
-                         max_size=MAX_FRAME_BYTES, compression=None, open_timeout=10, proxy=None)
+    return await connect(
+        ws_url + "/ws/trainer",
+        additional_headers={"Authorization": f"Bearer {token}"},
+        max_size=MAX_FRAME_BYTES,
+        compression=None,
+        open_timeout=10,
+        proxy=None,
+    )
 
 
 async def open_browser(ws_url: str, token: str, max_queue: int | None = 256) -> Any:
@@ -124,9 +153,16 @@ async def open_browser(ws_url: str, token: str, max_queue: int | None = 256) -> 
     from websockets.asyncio.client import connect
 
     origin = "http" + ws_url[2:]
-    return await connect(ws_url + "/ws/browser", additional_headers={"Cookie": f"gradwatch_token={token}"},
-                         origin=origin, compression=None, open_timeout=10, max_size=MAX_FRAME_BYTES,
-                         max_queue=max_queue, proxy=None)
+    return await connect(
+        ws_url + "/ws/browser",
+        additional_headers={"Cookie": f"gradwatch_token={token}"},
+        origin=origin,
+        compression=None,
+        open_timeout=10,
+        max_size=MAX_FRAME_BYTES,
+        max_queue=max_queue,
+        proxy=None,
+    )
 
 
 async def start_trainer(ws_url: str, token: str, msg: dict[str, Any]) -> tuple[Any, int]:

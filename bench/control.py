@@ -69,12 +69,24 @@ def transport_process(url: str, token: str, rate: float, seconds: float) -> None
     names = variables(200)
 
     def make_hello(run_id: int | None) -> TrainerHello:
-        return TrainerHello(type="hello", protocol=PROTOCOL_VERSION, run_name=RUN_NAME, run_id=run_id,
-                            variables=names, clip=ClipSetting(mode="global_norm", threshold=None), every=1)
+        return TrainerHello(
+            type="hello",
+            protocol=PROTOCOL_VERSION,
+            run_name=RUN_NAME,
+            run_id=run_id,
+            variables=names,
+            clip=ClipSetting(mode="global_norm", threshold=None),
+            every=1,
+        )
 
     control: RunControl | None = None
-    transport = Transport(url.replace("http", "ws", 1) + "/ws/trainer", token, hello=make_hello,
-                          on_command=lambda m: control.submit(m) if control else None, encode=lambda p: p)
+    transport = Transport(
+        url.replace("http", "ws", 1) + "/ws/trainer",
+        token,
+        hello=make_hello,
+        on_command=lambda m: control.submit(m) if control else None,
+        encode=lambda p: p,
+    )
     control = RunControl(on_clip=lambda mode, threshold, group: None, send=transport.put_control)
     transport.start()
     grads = grad_values(200)
@@ -117,8 +129,11 @@ async def drive(server: BenchServer, n_commands: int, deadline: float) -> dict[s
                 cid = resp.json()["id"]
                 while time.monotonic() < deadline:
                     msg = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic())))
-                    if msg["type"] == "command" and msg["command"]["id"] == cid \
-                            and msg["command"]["state"] != "pending":
+                    if (
+                        msg["type"] == "command"
+                        and msg["command"]["id"] == cid
+                        and msg["command"]["state"] != "pending"
+                    ):
                         latencies.append(time.perf_counter() - t0)
                         states[msg["command"]["state"]] = states.get(msg["command"]["state"], 0) + 1
                         break
@@ -134,8 +149,9 @@ def measure(mode: str, rate: float, n_commands: int) -> dict[str, Any]:
     seconds = 30 + n_commands * 0.25  # long enough; the run is stopped from here when done
     random.seed(0)
     with BenchServer() as server:
-        target = ctx.Process(target=fit_process if mode == "fit" else transport_process,
-                             args=(server.url, server.token, rate, seconds))
+        target = ctx.Process(
+            target=fit_process if mode == "fit" else transport_process, args=(server.url, server.token, rate, seconds)
+        )
         target.start()
         try:
             result = asyncio.run(drive(server, n_commands, time.monotonic() + seconds + 60))
@@ -145,19 +161,28 @@ def measure(mode: str, rate: float, n_commands: int) -> dict[str, Any]:
                 target.kill()
                 target.join()
     step_ms = 1e3 / rate
-    return {"mode": mode, "rate_steps_per_s": rate, "step_ms": step_ms, "commands": len(result["latencies"]),
-            "states": result["states"], "latency_ms": pcts(result["latencies"]), "target_p95_ms": step_ms + 50}
+    return {
+        "mode": mode,
+        "rate_steps_per_s": rate,
+        "step_ms": step_ms,
+        "commands": len(result["latencies"]),
+        "states": result["states"],
+        "latency_ms": pcts(result["latencies"]),
+        "target_p95_ms": step_ms + 50,
+    }
 
 
 def markdown(r: dict[str, Any]) -> str:
     ms = r["latency_ms"]
-    return "\n".join([
-        "| trainer | steps/s | commands | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | target p95 |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| {'model.fit + GradientMonitor' if r['mode'] == 'fit' else 'Transport + RunControl'} "
-        f"| {r['rate_steps_per_s']:g} | {r['commands']} | {fmt(ms['p50'])} | {fmt(ms['p95'])} | {fmt(ms['p99'])} "
-        f"| {fmt(ms['max'])} | ≤ {r['target_p95_ms']:.0f} ms |",
-    ])
+    return "\n".join(
+        [
+            "| trainer | steps/s | commands | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | target p95 |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {'model.fit + GradientMonitor' if r['mode'] == 'fit' else 'Transport + RunControl'} "
+            f"| {r['rate_steps_per_s']:g} | {r['commands']} | {fmt(ms['p50'])} | {fmt(ms['p95'])} | {fmt(ms['p99'])} "
+            f"| {fmt(ms['max'])} | ≤ {r['target_p95_ms']:.0f} ms |",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

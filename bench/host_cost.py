@@ -95,8 +95,7 @@ def measure(model_name: str, every: int, epochs: int) -> dict[str, Any]:
 
             def on_train_end(self, logs: Any = None) -> None:
                 timed.on = False
-                marks.update(server=cpu_seconds(server.pid) - marks["server"],
-                             wall=time.perf_counter() - marks["wall"])
+                marks.update(server=cpu_seconds(server.pid) - marks["server"], wall=time.perf_counter() - marks["wall"])
 
         monitor = GradientMonitor(server=server.url, token=server.token, every=every, run_name="host-cost")
         with warnings.catch_warnings():
@@ -112,8 +111,14 @@ def measure(model_name: str, every: int, epochs: int) -> dict[str, Any]:
             "median_us": float(np.median(d)) if len(d) else None,
             "p90_us": float(np.percentile(d, 90)) if len(d) else None,
         }
-    return {"model": model_name, "every": every, "steps": steps, "step_ms": 1e3 * marks["wall"] / max(steps, 1),
-            "server_cpu_us_per_step": 1e6 * marks["server"] / max(steps, 1), "parts": parts}
+    return {
+        "model": model_name,
+        "every": every,
+        "steps": steps,
+        "step_ms": 1e3 * marks["wall"] / max(steps, 1),
+        "server_cpu_us_per_step": 1e6 * marks["server"] / max(steps, 1),
+        "parts": parts,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     r = measure(args.model, args.every, args.epochs)
-    print(f"{r['model']}, every={r['every']}: {r['steps']} steps of {r['step_ms']:.2f} ms; "
-          f"server CPU {r['server_cpu_us_per_step']:.0f} µs per step\n")
+    print(
+        f"{r['model']}, every={r['every']}: {r['steps']} steps of {r['step_ms']:.2f} ms; "
+        f"server CPU {r['server_cpu_us_per_step']:.0f} µs per step\n"
+    )
     print("| part | calls | µs per step | median µs per call | p90 µs per call |\n|---|---|---|---|---|")
     for key, part in r["parts"].items():
         med, p90 = (f"{part[k]:.0f}" if part[k] is not None else "-" for k in ("median_us", "p90_us"))

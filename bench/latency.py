@@ -35,11 +35,19 @@ def trainer_process(ws_url: str, token: str, rate: float, n_vars: int, seconds: 
     names = variables(n_vars)
 
     def make_hello(run_id: int | None) -> TrainerHello:
-        return TrainerHello(type="hello", protocol=PROTOCOL_VERSION, run_name=name, run_id=run_id, variables=names,
-                            clip=ClipSetting(mode="global_norm", threshold=None), every=1)
+        return TrainerHello(
+            type="hello",
+            protocol=PROTOCOL_VERSION,
+            run_name=name,
+            run_id=run_id,
+            variables=names,
+            clip=ClipSetting(mode="global_norm", threshold=None),
+            every=1,
+        )
 
-    transport = Transport(ws_url + "/ws/trainer", token, hello=make_hello, on_command=lambda m: None,
-                          encode=lambda p: p)
+    transport = Transport(
+        ws_url + "/ws/trainer", token, hello=make_hello, on_command=lambda m: None, encode=lambda p: p
+    )
     transport.start()
     transport.connected.wait(10)
     grads = grad_values(n_vars)
@@ -113,21 +121,28 @@ def measure(rate: float, n_vars: int, seconds: float) -> dict[str, Any]:
     lat = result.get("latencies", [])
     records = len(lat)
     return {
-        "rate_steps_per_s": rate, "variables": n_vars, "seconds": seconds, "records_measured": records,
+        "rate_steps_per_s": rate,
+        "variables": n_vars,
+        "seconds": seconds,
+        "records_measured": records,
         "frames": result.get("frames", 0),
         "records_per_frame": records / max(1, result.get("frames", 0)),
-        "latency_ms": pcts(lat), "target_p95_ms": 100.0,
+        "latency_ms": pcts(lat),
+        "target_p95_ms": 100.0,
     }
 
 
 def markdown(r: dict[str, Any]) -> str:
     ms = r["latency_ms"]
-    return "\n".join([
-        "| steps/s | variables | records | records/frame | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | target p95 |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| {r['rate_steps_per_s']:g} | {r['variables']} | {r['records_measured']} | {r['records_per_frame']:.2f} "
-        f"| {fmt(ms['p50'])} | {fmt(ms['p95'])} | {fmt(ms['p99'])} | {fmt(ms['max'])} | ≤ 100 ms |",
-    ])
+    return "\n".join(
+        [
+            "| steps/s | variables | records | records/frame | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) "
+            "| target p95 |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {r['rate_steps_per_s']:g} | {r['variables']} | {r['records_measured']} | {r['records_per_frame']:.2f} "
+            f"| {fmt(ms['p50'])} | {fmt(ms['p95'])} | {fmt(ms['p99'])} | {fmt(ms['max'])} | ≤ 100 ms |",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

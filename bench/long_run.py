@@ -26,8 +26,15 @@ import numpy as np
 from bench._common import common_args, fmt, hello, write_json
 from bench._server import BenchServer
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 #: The page's first metrics request (client/run-sync.js).
 PAGE_QUERY = {"max_points": 2000, "omit_empty": "true"}
 
@@ -48,12 +55,30 @@ def generate(db: Path, steps: int, n_vars: int) -> tuple[int, float]:
         batch = []
         for i, row in enumerate(noise.astype(np.float32).tolist()):
             step = lo + i
-            batch.append(StepRecord.model_construct(
-                step=step, epoch=step // 1000, time=1.7e9 + step * 0.02, loss=1.0 / (1 + step * 1e-3),
-                lr=0.001, global_norm=float(np.sqrt(np.sum(np.square(row)))), clip_mode="global_norm",
-                clip_threshold=None, clip_scale=1.0, clipped=False, clipped_fraction=None, steps_per_sec=50.0,
-                grad_norm=row, grad_nan=zeros, grad_inf=zeros, weight_nonfinite=0, loss_nonfinite=False, bn=[],
-                update_ratio=None, skipped=False))
+            batch.append(
+                StepRecord.model_construct(
+                    step=step,
+                    epoch=step // 1000,
+                    time=1.7e9 + step * 0.02,
+                    loss=1.0 / (1 + step * 1e-3),
+                    lr=0.001,
+                    global_norm=float(np.sqrt(np.sum(np.square(row)))),
+                    clip_mode="global_norm",
+                    clip_threshold=None,
+                    clip_scale=1.0,
+                    clipped=False,
+                    clipped_fraction=None,
+                    steps_per_sec=50.0,
+                    grad_norm=row,
+                    grad_nan=zeros,
+                    grad_inf=zeros,
+                    weight_nonfinite=0,
+                    loss_nonfinite=False,
+                    bn=[],
+                    update_ratio=None,
+                    skipped=False,
+                )
+            )
         store.insert_steps([(run.id, batch)])
     elapsed = time.perf_counter() - t0
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -100,23 +125,31 @@ def measure(steps: int, n_vars: int) -> dict[str, Any]:
             size = len(r.content)
         page_s = page_load(server.url, server.token, run_id)
     return {
-        "steps": steps, "variables": n_vars, "generate_s": gen_s,
-        "metrics_first_ms": 1e3 * times[0], "metrics_repeat_median_ms": 1e3 * statistics.median(times[1:]),
-        "metrics_bytes": size, "page_interactive_ms": None if page_s is None else 1e3 * page_s,
-        "db_bytes": db_bytes, "db_bytes_per_var_sample": db_bytes / (steps * n_vars),
-        "target_metrics_ms": 1000, "target_page_ms": 2000,
+        "steps": steps,
+        "variables": n_vars,
+        "generate_s": gen_s,
+        "metrics_first_ms": 1e3 * times[0],
+        "metrics_repeat_median_ms": 1e3 * statistics.median(times[1:]),
+        "metrics_bytes": size,
+        "page_interactive_ms": None if page_s is None else 1e3 * page_s,
+        "db_bytes": db_bytes,
+        "db_bytes_per_var_sample": db_bytes / (steps * n_vars),
+        "target_metrics_ms": 1000,
+        "target_page_ms": 2000,
     }
 
 
 def markdown(r: dict[str, Any]) -> str:
-    return "\n".join([
-        "| steps x variables | first metrics (max_points=2000) | repeat (median) | response | page interactive "
-        "| DB bytes / var-sample | targets |",
-        "|---|---|---|---|---|---|---|",
-        f"| {r['steps']:,} x {r['variables']} | {fmt(r['metrics_first_ms'], 0)} ms "
-        f"| {fmt(r['metrics_repeat_median_ms'], 0)} ms | {r['metrics_bytes'] / 1e6:.2f} MB "
-        f"| {fmt(r['page_interactive_ms'], 0)} ms | {r['db_bytes_per_var_sample']:.2f} | ≤ 1000 ms, ≤ 2000 ms |",
-    ])
+    return "\n".join(
+        [
+            "| steps x variables | first metrics (max_points=2000) | repeat (median) | response | page interactive "
+            "| DB bytes / var-sample | targets |",
+            "|---|---|---|---|---|---|---|",
+            f"| {r['steps']:,} x {r['variables']} | {fmt(r['metrics_first_ms'], 0)} ms "
+            f"| {fmt(r['metrics_repeat_median_ms'], 0)} ms | {r['metrics_bytes'] / 1e6:.2f} MB "
+            f"| {fmt(r['page_interactive_ms'], 0)} ms | {r['db_bytes_per_var_sample']:.2f} | ≤ 1000 ms, ≤ 2000 ms |",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,7 +129,10 @@ def mlp() -> tuple[keras.Model, np.ndarray, np.ndarray, int]:
 
 def mobilenetv2() -> tuple[keras.Model, np.ndarray, np.ndarray, int]:
     model = keras.applications.MobileNetV2(
-        weights=None, input_shape=(64, 64, 3), classes=10, classifier_activation=None  # logits, as the loss expects
+        weights=None,
+        input_shape=(64, 64, 3),
+        classes=10,
+        classifier_activation=None,  # logits, as the loss expects
     )
     rng = np.random.default_rng(0)
     return model, rng.random((32 * 40, 64, 64, 3), np.float32), rng.integers(0, 10, 32 * 40), 32
@@ -162,8 +165,11 @@ def compiled(model_name: str, jit_compile: bool | str = "auto") -> tuple[keras.M
     """A fresh copy of a benchmark model (same seed every time), compiled the same way everywhere."""
     keras.utils.set_random_seed(0)
     model, x, y, batch = MODELS[model_name]()
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(True),
-                  jit_compile=jit_compile)
+    model.compile(
+        keras.optimizers.SGD(0.01, momentum=0.9),
+        keras.losses.SparseCategoricalCrossentropy(True),
+        jit_compile=jit_compile,
+    )
     return model, x, y, batch
 
 
@@ -197,8 +203,13 @@ def configs(
     return found
 
 
-def run_round(models: dict[str, Any], make_callbacks: dict[str, Callable[[], list[Any]]],
-              data: tuple[Any, Any, int], epochs: int, block: int) -> dict[str, list[float]]:
+def run_round(
+    models: dict[str, Any],
+    make_callbacks: dict[str, Callable[[], list[Any]]],
+    data: tuple[Any, Any, int],
+    epochs: int,
+    block: int,
+) -> dict[str, list[float]]:
     """One round: every configuration's fit in its own thread, taking turns; step periods per configuration."""
     x, y, batch = data
     datasets = {name: pipeline(x, y, batch) for name in models}
@@ -208,8 +219,7 @@ def run_round(models: dict[str, Any], make_callbacks: dict[str, Callable[[], lis
 
     def fit(name: str) -> None:
         try:
-            models[name].fit(datasets[name], epochs=epochs, verbose=0,
-                             callbacks=[*make_callbacks[name](), turns[name]])
+            models[name].fit(datasets[name], epochs=epochs, verbose=0, callbacks=[*make_callbacks[name](), turns[name]])
         except BaseException as err:  # reported below; the other fits must not wait for this one
             errors.append(err)
             relay.leave(turns[name].index)
@@ -224,8 +234,16 @@ def run_round(models: dict[str, Any], make_callbacks: dict[str, Callable[[], lis
     return {name: turn.periods for name, turn in turns.items()}
 
 
-def measure(model_name: str, rounds: int, epochs: int, block: int, server: BenchServer,
-            include_tb: bool, decompose: bool = False, jit_compile: bool | str = "auto") -> dict[str, Any]:
+def measure(
+    model_name: str,
+    rounds: int,
+    epochs: int,
+    block: int,
+    server: BenchServer,
+    include_tb: bool,
+    decompose: bool = False,
+    jit_compile: bool | str = "auto",
+) -> dict[str, Any]:
     logdir = tempfile.mkdtemp(prefix="gradwatch-bench-tb-")
     make_callbacks = configs(server, logdir, decompose)
     if not include_tb:
@@ -240,9 +258,15 @@ def measure(model_name: str, rounds: int, epochs: int, block: int, server: Bench
         for name, p in periods.items():
             medians[name].append(float(np.median(p)))
             means[name].append(float(np.mean(p)))
-    result: dict[str, Any] = {"model": model_name, "jit_compile": jit_compile,
-                              "rounds": rounds, "timed_epochs": epochs, "block": block,
-                              "steps_per_epoch": -(-len(x) // batch), "configs": {}}
+    result: dict[str, Any] = {
+        "model": model_name,
+        "jit_compile": jit_compile,
+        "rounds": rounds,
+        "timed_epochs": epochs,
+        "block": block,
+        "steps_per_epoch": -(-len(x) // batch),
+        "configs": {},
+    }
     for name in make_callbacks:
         result["configs"][name] = {
             "median_step_ms": 1e3 * statistics.median(medians[name]),
@@ -277,10 +301,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per fit (after one warm-up epoch)")
     p.add_argument("--block", type=int, default=10, help="steps a fit runs before handing over")
     p.add_argument("--models", default="mlp,mobilenetv2")
-    p.add_argument("--decompose", action="store_true",
-                   help="also every=1 with no host work between steps, and with the server unreachable")
-    p.add_argument("--jit-compile", action="store_true",
-                   help="compile every fit's step with XLA (jit_compile=True) instead of Keras' 'auto'")
+    p.add_argument(
+        "--decompose",
+        action="store_true",
+        help="also every=1 with no host work between steps, and with the server unreachable",
+    )
+    p.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="compile every fit's step with XLA (jit_compile=True) instead of Keras' 'auto'",
+    )
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     names = ["mlp"] if args.quick else args.models.split(",")

@@ -39,8 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = args.only.split(",") if args.only else list(BENCHES)
-    report: dict[str, Any] = {"quick": args.quick, "machine": machine(), "results": {}, "errors": {},
-                              "seconds": {}, "markdown": {}}
+    report: dict[str, Any] = {
+        "quick": args.quick,
+        "machine": machine(),
+        "results": {},
+        "errors": {},
+        "seconds": {},
+        "markdown": {},
+    }
     for name in names:
         path = out / f"{name}.json"
         cmd = [sys.executable, "-m", f"bench.{name}", "--json", str(path)] + (["--quick"] if args.quick else [])
@@ -63,14 +69,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
-    lines = [f"# gradwatch benchmark report{' (--quick)' if report['quick'] else ''}", "",
-             f"{m['date']}; {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}, "
-             f"load average at start {m['load_avg_at_start']}.", ""]
+    lines = [
+        f"# gradwatch benchmark report{' (--quick)' if report['quick'] else ''}",
+        "",
+        f"{m['date']}; {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}, "
+        f"load average at start {m['load_avg_at_start']}.",
+        "",
+    ]
     for name, title in BENCHES.items():
         if name not in report["results"] and name not in report["errors"]:
             continue
-        lines += [f"## {title}", "", f"`python -m bench.{name}{' --quick' if report['quick'] else ''}` "
-                  f"({report['seconds'].get(name, 0)} s)", ""]
+        lines += [
+            f"## {title}",
+            "",
+            f"`python -m bench.{name}{' --quick' if report['quick'] else ''}` ({report['seconds'].get(name, 0)} s)",
+            "",
+        ]
         if name in report["errors"]:
             lines += ["Failed:", "", "```", report["errors"][name].strip()[-1500:], "```", ""]
             continue

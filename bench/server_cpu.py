@@ -106,8 +106,16 @@ def _bn_rows(rng: np.random.Generator, n_bn: int) -> np.ndarray:
     """Healthy ``BN_FIELDS`` rows: moving mean and variance spread around their means, small positive deltas."""
     mean = rng.normal(0, 0.5, n_bn)
     var = rng.lognormal(0, 0.5, n_bn)
-    rows = [mean, mean - np.abs(rng.normal(1, 0.2, n_bn)), mean + np.abs(rng.normal(1, 0.2, n_bn)),
-            rng.lognormal(-9, 1, n_bn), var, var * 0.1, var * 5, rng.lognormal(-8, 1, n_bn)]
+    rows = [
+        mean,
+        mean - np.abs(rng.normal(1, 0.2, n_bn)),
+        mean + np.abs(rng.normal(1, 0.2, n_bn)),
+        rng.lognormal(-9, 1, n_bn),
+        var,
+        var * 0.1,
+        var * 5,
+        rng.lognormal(-8, 1, n_bn),
+    ]
     assert len(rows) == len(BN_FIELDS)
     return np.stack(rows, axis=1)
 
@@ -127,13 +135,26 @@ class Records:
             grads = level * rng.lognormal(0, 0.1, shape.n_vars)
             bn = bn_level * rng.lognormal(0, 0.01, bn_level.shape)
             rec: dict[str, Any] = {
-                "step": 0, "epoch": 0, "time": 0.0, "loss": _f32(rng.uniform(0.2, 0.7, 1))[0],
-                "lr": 0.0010000000474974513, "global_norm": _f32(np.sqrt([np.sum(grads ** 2)]))[0],
-                "clip_mode": "global_norm", "clip_threshold": None, "clip_scale": 1.0, "clipped": False,
-                "clipped_fraction": None, "steps_per_sec": float(shape.rate * rng.uniform(0.95, 1.05)),
-                "grad_norm": _f32(grads), "grad_nan": [0] * shape.n_vars, "grad_inf": [0] * shape.n_vars,
-                "weight_nonfinite": 0, "loss_nonfinite": False, "bn": [_f32(row) for row in bn],
-                "update_ratio": None, "skipped": False,
+                "step": 0,
+                "epoch": 0,
+                "time": 0.0,
+                "loss": _f32(rng.uniform(0.2, 0.7, 1))[0],
+                "lr": 0.0010000000474974513,
+                "global_norm": _f32(np.sqrt([np.sum(grads**2)]))[0],
+                "clip_mode": "global_norm",
+                "clip_threshold": None,
+                "clip_scale": 1.0,
+                "clipped": False,
+                "clipped_fraction": None,
+                "steps_per_sec": float(shape.rate * rng.uniform(0.95, 1.05)),
+                "grad_norm": _f32(grads),
+                "grad_nan": [0] * shape.n_vars,
+                "grad_inf": [0] * shape.n_vars,
+                "weight_nonfinite": 0,
+                "loss_nonfinite": False,
+                "bn": [_f32(row) for row in bn],
+                "update_ratio": None,
+                "skipped": False,
             }
             self.plain.append(self._tail(rec))
             rec["update_ratio"] = _f32(rng.lognormal(-7, 0.5, shape.n_vars))
@@ -142,7 +163,7 @@ class Records:
     def _tail(self, rec: dict[str, Any]) -> str:
         body = dumps(rec)
         assert body.startswith(self.HEAD), body[:60]
-        return body[len(self.HEAD):]
+        return body[len(self.HEAD) :]
 
     def text(self, step: int, t: float) -> str:
         bodies = self.with_ratio if step % UPDATE_RATIO_EVERY == 0 else self.plain
@@ -225,8 +246,12 @@ async def measure_idle(meter: CpuMeter, seconds: float) -> dict[str, Any]:
     await asyncio.sleep(seconds)
     used = meter.read() - before
     wall = time.perf_counter() - w0
-    return {"seconds": round(wall, 2), "cpu_ms_per_s": used.precise / wall * 1e3,
-            "psutil_cpu_ms_per_s": used.psutil / wall * 1e3, "loop_ms_per_s": used.loop / wall * 1e3}
+    return {
+        "seconds": round(wall, 2),
+        "cpu_ms_per_s": used.precise / wall * 1e3,
+        "psutil_cpu_ms_per_s": used.psutil / wall * 1e3,
+        "loop_ms_per_s": used.loop / wall * 1e3,
+    }
 
 
 async def _drain(ws: Any, counts: dict[str, int]) -> None:
@@ -236,11 +261,19 @@ async def _drain(ws: Any, counts: dict[str, int]) -> None:
             counts["records"] += len(msg["records"])
 
 
-async def run_shape(srv: BenchServer, meter: CpuMeter, shape: Shape, seconds: float, viewer: bool,
-                    idle_ms_per_s: float) -> dict[str, Any]:
-    hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "run_name": f"bench-cpu-{shape.name}",
-             "variables": shape.variables, "bn_layers": shape.bn_layers,
-             "clip": {"mode": "global_norm", "threshold": None}, "every": 1, "meta": {"model": shape.name}}
+async def run_shape(
+    srv: BenchServer, meter: CpuMeter, shape: Shape, seconds: float, viewer: bool, idle_ms_per_s: float
+) -> dict[str, Any]:
+    hello = {
+        "type": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "run_name": f"bench-cpu-{shape.name}",
+        "variables": shape.variables,
+        "bn_layers": shape.bn_layers,
+        "clip": {"mode": "global_norm", "threshold": None},
+        "every": 1,
+        "meta": {"model": shape.name},
+    }
     records = Records(shape)
     frames = schedule(shape.rate, int(seconds * shape.rate))
     n_records = sum(len(f) for _, f in frames)
@@ -277,9 +310,17 @@ async def run_shape(srv: BenchServer, meter: CpuMeter, shape: Shape, seconds: fl
         drain.cancel()
     cpu = used.precise
     return {
-        "shape": shape.name, "variables": shape.n_vars, "bn_layers": shape.bn, "rate": shape.rate,
-        "viewer": viewer, "records": n_records, "frames": len(frames), "records_per_frame": n_records / len(frames),
-        "wall_s": round(wall, 2), "stored": stored, "alerts": alerts,
+        "shape": shape.name,
+        "variables": shape.n_vars,
+        "bn_layers": shape.bn,
+        "rate": shape.rate,
+        "viewer": viewer,
+        "records": n_records,
+        "frames": len(frames),
+        "records_per_frame": n_records / len(frames),
+        "wall_s": round(wall, 2),
+        "stored": stored,
+        "alerts": alerts,
         "viewer_records": counts["records"] if viewer else None,
         "sender_late_max_ms": late * 1e3,
         "cpu_ms_per_record": cpu / n_records * 1e3,
@@ -314,26 +355,35 @@ async def bench(shapes: list[Shape], seconds: float, viewer: bool, idle: float, 
         for shape in shapes:
             runs.append(await run_shape(srv, meter, shape, seconds, viewer, idle_before["cpu_ms_per_s"]))
         idle_after = await measure_idle(meter, idle)
-    return {"machine": machine(), "seconds": seconds, "idle_before": idle_before, "idle_after": idle_after,
-            "runs": runs}
+    return {
+        "machine": machine(),
+        "seconds": seconds,
+        "idle_before": idle_before,
+        "idle_after": idle_after,
+        "runs": runs,
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
     ib, ia = result["idle_before"], result["idle_after"]
-    lines = [f"idle: {ib['cpu_ms_per_s']:.3f} ms CPU per second before the runs (psutil "
-             f"{ib['psutil_cpu_ms_per_s']:.1f}), {ia['cpu_ms_per_s']:.3f} after "
-             f"(psutil {ia['psutil_cpu_ms_per_s']:.1f})",
-             "",
-             "| shape | viewer | records | rec/frame | CPU ms/record | psutil | net of idle | event loop "
-             "| other threads | server CPU % | stored | alerts |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"idle: {ib['cpu_ms_per_s']:.3f} ms CPU per second before the runs (psutil "
+        f"{ib['psutil_cpu_ms_per_s']:.1f}), {ia['cpu_ms_per_s']:.3f} after "
+        f"(psutil {ia['psutil_cpu_ms_per_s']:.1f})",
+        "",
+        "| shape | viewer | records | rec/frame | CPU ms/record | psutil | net of idle | event loop "
+        "| other threads | server CPU % | stored | alerts |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
-        lines.append(f"| {r['shape']} ({r['variables']} vars, {r['bn_layers']} BN, {r['rate']:g}/s) | "
-                     f"{'1' if r['viewer'] else '0'} | {r['records']:,} | {r['records_per_frame']:.1f} | "
-                     f"{r['cpu_ms_per_record']:.3f} | {r['psutil_cpu_ms_per_record']:.3f} | "
-                     f"{r['net_cpu_ms_per_record']:.3f} | {r['loop_ms_per_record']:.3f} | "
-                     f"{r['other_threads_ms_per_record']:.3f} | {r['cpu_percent']:.1f} | {r['stored']:,} | "
-                     f"{r['alerts']} |")
+        lines.append(
+            f"| {r['shape']} ({r['variables']} vars, {r['bn_layers']} BN, {r['rate']:g}/s) | "
+            f"{'1' if r['viewer'] else '0'} | {r['records']:,} | {r['records_per_frame']:.1f} | "
+            f"{r['cpu_ms_per_record']:.3f} | {r['psutil_cpu_ms_per_record']:.3f} | "
+            f"{r['net_cpu_ms_per_record']:.3f} | {r['loop_ms_per_record']:.3f} | "
+            f"{r['other_threads_ms_per_record']:.3f} | {r['cpu_percent']:.1f} | {r['stored']:,} | "
+            f"{r['alerts']} |"
+        )
     return "\n".join(lines)
 
 

@@ -56,8 +56,8 @@ DRAIN = 1.0  # seconds after a phase before its stored count is read (late frame
 
 # --------------------------------------------------------------------------- trainers (load process)
 
-async def _trainers(ws_url: str, token: str, phases: list[tuple[float, float]], ready: Any, go: Any,
-                    out: Any) -> None:
+
+async def _trainers(ws_url: str, token: str, phases: list[tuple[float, float]], ready: Any, go: Any, out: Any) -> None:
     conns = []
     for i, n in enumerate(VAR_MIX):
         ws, run_id = await start_trainer(ws_url, token, hello(f"scale-{n}", n))
@@ -96,9 +96,14 @@ async def _trainers(ws_url: str, token: str, phases: list[tuple[float, float]], 
             if delay > 0:
                 await asyncio.sleep(delay)
         elapsed = time.monotonic() - start
-        sent_log.append({"offered": rate, "seconds": elapsed,
-                         "sent_var_samples": sum(s * n for s, n in zip(sent, VAR_MIX)),
-                         "last_step": list(next_step)})
+        sent_log.append(
+            {
+                "offered": rate,
+                "seconds": elapsed,
+                "sent_var_samples": sum(s * n for s, n in zip(sent, VAR_MIX)),
+                "last_step": list(next_step),
+            }
+        )
         out.put(("phase_done", len(sent_log)))
         await asyncio.sleep(DRAIN + 0.5)  # idle: the server drains, the stored count is read meanwhile
     out.put(("trainers", sent_log))
@@ -108,13 +113,13 @@ async def _trainers(ws_url: str, token: str, phases: list[tuple[float, float]], 
         t.cancel()
 
 
-def trainers_main(ws_url: str, token: str, phases: list[tuple[float, float]], ready: Any, go: Any,
-                  out: Any) -> None:
+def trainers_main(ws_url: str, token: str, phases: list[tuple[float, float]], ready: Any, go: Any, out: Any) -> None:
     pin({LOAD_CPU})
     asyncio.run(_trainers(ws_url, token, phases, ready, go, out))
 
 
 # --------------------------------------------------------------------------- viewers (load process)
+
 
 async def _viewers(ws_url: str, token: str, run_ids: list[int], n: int, ready: Any, stop: Any, out: Any) -> None:
     samples: list[tuple[float, float]] = []  # (receive time, latency)
@@ -153,6 +158,7 @@ def viewers_main(ws_url: str, token: str, run_ids: list[int], n: int, ready: Any
 
 # --------------------------------------------------------------------------- orchestration
 
+
 def _stored(url: str, token: str, run_ids: list[int]) -> int:
     """Variable-samples stored so far (the server flushes its writer before answering)."""
     runs = httpx.get(url + "/api/runs", headers={"Authorization": f"Bearer {token}"}, timeout=60).json()
@@ -164,8 +170,9 @@ def _stored(url: str, token: str, run_ids: list[int]) -> int:
     return total
 
 
-def measure(seconds: float, ramp: list[float], ramp_seconds: float, n_viewers: int,
-            profile: str | None = None) -> dict[str, Any]:
+def measure(
+    seconds: float, ramp: list[float], ramp_seconds: float, n_viewers: int, profile: str | None = None
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     phases = [(float(TARGET), seconds)] + [(r, ramp_seconds) for r in ramp]
     with BenchServer(cpus={SERVER_CPU}, profile=profile) as server:
@@ -174,8 +181,9 @@ def measure(seconds: float, ramp: list[float], ramp_seconds: float, n_viewers: i
         trainers = ctx.Process(target=trainers_main, args=(server.ws_url, server.token, phases, ready, go, out))
         trainers.start()
         run_ids = ready.get(timeout=60)
-        viewers = ctx.Process(target=viewers_main,
-                              args=(server.ws_url, server.token, run_ids, n_viewers, ready, stop, out))
+        viewers = ctx.Process(
+            target=viewers_main, args=(server.ws_url, server.token, run_ids, n_viewers, ready, stop, out)
+        )
         viewers.start()
         ready.get(timeout=60)
         proc = psutil.Process(server.pid)
@@ -209,8 +217,15 @@ def measure(seconds: float, ramp: list[float], ramp_seconds: float, n_viewers: i
                 load_cpu = sum(p.cpu_percent() for p in load)
                 time.sleep(DRAIN)
                 stored = _stored(server.url, server.token, run_ids)
-                phase_info.append({"t0": t_phase, "t1": t_end, "stored": stored - stored_before,
-                                   "server_cpu_pct": cpu, "load_cpu_pct": load_cpu})
+                phase_info.append(
+                    {
+                        "t0": t_phase,
+                        "t1": t_end,
+                        "stored": stored - stored_before,
+                        "server_cpu_pct": cpu,
+                        "load_cpu_pct": load_cpu,
+                    }
+                )
                 stored_before, t_phase = stored, time.time()
             elif kind == "trainers":
                 trainer_log = rest[0]
@@ -237,32 +252,46 @@ def measure(seconds: float, ramp: list[float], ramp_seconds: float, n_viewers: i
         t0, t1 = info["t0"], info["t1"]
         in_phase = samples[(samples[:, 0] >= t0 + 0.5) & (samples[:, 0] < t1 + DRAIN)]  # skip the first 0.5 s
         dur = tl["seconds"]
-        results.append({
-            "offered": offered, "seconds": round(dur, 2),
-            "sent_per_s": tl["sent_var_samples"] / dur,
-            "stored_per_s": info["stored"] / dur,
-            "fanout_ms": pcts(in_phase[:, 1].tolist()),
-            "server_cpu_pct": info["server_cpu_pct"], "load_cpu_pct": info["load_cpu_pct"],
-        })
+        results.append(
+            {
+                "offered": offered,
+                "seconds": round(dur, 2),
+                "sent_per_s": tl["sent_var_samples"] / dur,
+                "stored_per_s": info["stored"] / dur,
+                "fanout_ms": pcts(in_phase[:, 1].tolist()),
+                "server_cpu_pct": info["server_cpu_pct"],
+                "load_cpu_pct": info["load_cpu_pct"],
+            }
+        )
     for r in results:
-        r["keeps_up"] = bool(r["stored_per_s"] >= 0.95 * r["offered"] and r["fanout_ms"]["p99"] is not None
-                             and r["fanout_ms"]["p99"] <= KEEP_UP_P99_MS)
+        r["keeps_up"] = bool(
+            r["stored_per_s"] >= 0.95 * r["offered"]
+            and r["fanout_ms"]["p99"] is not None
+            and r["fanout_ms"]["p99"] <= KEEP_UP_P99_MS
+        )
     knee = next((r["offered"] for r in results[1:] if not r["keeps_up"]), None)
     best = max((r["stored_per_s"] for r in results if r["keeps_up"]), default=0.0)
     rss_mb = [m for _, m in rss]
     sustained_rss = [m for t, m in rss if t <= seconds]
     half = len(sustained_rss) // 2
     return {
-        "variables_per_trainer": list(VAR_MIX), "viewers": n_viewers, "target_per_s": TARGET,
-        "server_cpu": SERVER_CPU, "load_cpu": LOAD_CPU,
-        "sustained": results[0], "ramp": results[1:], "knee_offered_per_s": knee,
+        "variables_per_trainer": list(VAR_MIX),
+        "viewers": n_viewers,
+        "target_per_s": TARGET,
+        "server_cpu": SERVER_CPU,
+        "load_cpu": LOAD_CPU,
+        "sustained": results[0],
+        "ramp": results[1:],
+        "knee_offered_per_s": knee,
         "highest_kept_up_per_s": best,
         "viewer_closes": viewer_data[1] if viewer_data else [],
         "rss_mb": {
-            "start": rss_mb[0] if rss_mb else None, "max": max(rss_mb) if rss_mb else None,
+            "start": rss_mb[0] if rss_mb else None,
+            "max": max(rss_mb) if rss_mb else None,
             "sustained_first_half_max": max(sustained_rss[:half]) if half else None,
             "sustained_second_half_max": max(sustained_rss[half:]) if half else None,
-            "end": rss_mb[-1] if rss_mb else None, "samples": len(rss_mb),
+            "end": rss_mb[-1] if rss_mb else None,
+            "samples": len(rss_mb),
             "series": [[round(t, 1), round(m, 1)] for t, m in rss[::4]],
         },
         "db_bytes": db_bytes,
@@ -281,9 +310,11 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     for name, x in [("sustained", r["sustained"])] + [("ramp", x) for x in r["ramp"]]:
         f = x["fanout_ms"]
-        lines.append(f"| {name} {x['seconds']:.0f} s | {x['offered']:,.0f} | {x['sent_per_s']:,.0f} "
-                     f"| {x['stored_per_s']:,.0f} | {fmt(f['p50'])} | {fmt(f['p95'])} | {fmt(f['p99'])} "
-                     f"| {x['server_cpu_pct']:.0f} | {x['load_cpu_pct']:.0f} | {'yes' if x['keeps_up'] else 'no'} |")
+        lines.append(
+            f"| {name} {x['seconds']:.0f} s | {x['offered']:,.0f} | {x['sent_per_s']:,.0f} "
+            f"| {x['stored_per_s']:,.0f} | {fmt(f['p50'])} | {fmt(f['p95'])} | {fmt(f['p99'])} "
+            f"| {x['server_cpu_pct']:.0f} | {x['load_cpu_pct']:.0f} | {'yes' if x['keeps_up'] else 'no'} |"
+        )
     m = r["rss_mb"]
     knee = r["knee_offered_per_s"]
     lines += [
@@ -301,8 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     p = common_args("python -m bench.server_scale", __doc__)
     p.add_argument("--seconds", type=float, default=60.0, help="length of the sustained phase")
     p.add_argument("--ramp-seconds", type=float, default=8.0)
-    p.add_argument("--ramp", default="100000,200000,300000,400000,600000,800000",
-                   help="offered rates (variable-samples/s) of the ramp")
+    p.add_argument(
+        "--ramp",
+        default="100000,200000,300000,400000,600000,800000",
+        help="offered rates (variable-samples/s) of the ramp",
+    )
     p.add_argument("--viewers", type=int, default=50)
     p.add_argument("--profile", default=None, help="run the server under cProfile and write its stats here")
     args = p.parse_args(argv)

@@ -50,32 +50,46 @@ model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[monitor, Probe()])
 def run_one(steps: int, mb: float) -> dict[str, Any]:
     port = free_port()  # nothing listens there
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-c", CHILD, str(port), str(steps), str(mb)], capture_output=True,
-                         text=True, timeout=600, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(port), str(steps), str(mb)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     if not rows:
         raise RuntimeError(f"the training child reported nothing: {out.stderr[-2000:]}")
     half = rows[len(rows) // 2]
     last = rows[-1]
     return {
-        "max_buffer_mb": mb, "steps": last["step"], "queue_bytes_end": last["queue_bytes"],
-        "queue_records_end": last["queue_records"], "queue_max_bytes": max(r["queue_bytes"] for r in rows),
-        "dropped": last["dropped"], "bound_bytes": int(mb * 2**20),
-        "rss_mb_half": half["rss_mb"], "rss_mb_end": last["rss_mb"], "rss_growth_second_half_mb":
-            last["rss_mb"] - half["rss_mb"],
+        "max_buffer_mb": mb,
+        "steps": last["step"],
+        "queue_bytes_end": last["queue_bytes"],
+        "queue_records_end": last["queue_records"],
+        "queue_max_bytes": max(r["queue_bytes"] for r in rows),
+        "dropped": last["dropped"],
+        "bound_bytes": int(mb * 2**20),
+        "rss_mb_half": half["rss_mb"],
+        "rss_mb_end": last["rss_mb"],
+        "rss_growth_second_half_mb": last["rss_mb"] - half["rss_mb"],
         "series": rows[:: max(1, len(rows) // 20)],
     }
 
 
 def markdown(r: dict[str, Any]) -> str:
-    lines = ["| max_buffer_mb | steps | queue at end (bytes) | records queued | dropped | queue ≤ bound "
-             "| RSS at half (MiB) | RSS at end (MiB) | RSS growth 2nd half (MiB) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| max_buffer_mb | steps | queue at end (bytes) | records queued | dropped | queue ≤ bound "
+        "| RSS at half (MiB) | RSS at end (MiB) | RSS growth 2nd half (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for x in r["runs"]:
         ok = "yes" if x["queue_max_bytes"] <= x["bound_bytes"] else "no"
-        lines.append(f"| {x['max_buffer_mb']:g} | {x['steps']:,} | {x['queue_bytes_end']:,} | "
-                     f"{x['queue_records_end']:,} | {x['dropped']:,} | {ok} | {fmt(x['rss_mb_half'])} "
-                     f"| {fmt(x['rss_mb_end'])} | {fmt(x['rss_growth_second_half_mb'])} |")
+        lines.append(
+            f"| {x['max_buffer_mb']:g} | {x['steps']:,} | {x['queue_bytes_end']:,} | "
+            f"{x['queue_records_end']:,} | {x['dropped']:,} | {ok} | {fmt(x['rss_mb_half'])} "
+            f"| {fmt(x['rss_mb_end'])} | {fmt(x['rss_growth_second_half_mb'])} |"
+        )
     return "\n".join(lines)
 
 

@@ -31,22 +31,33 @@ def main() -> None:
     digits = load_digits()
     x = (digits.data / 16.0).astype("float32")
     y = digits.target.astype("int32")
-    model = keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.BatchNormalization(),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(10),
-    ])
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     monitor = GradientMonitor(
         server=os.environ["GRADWATCH_SERVER"],  # the token comes from $GRADWATCH_TOKEN
         run_name=os.environ.get("GRADWATCH_RUN_NAME", "digits-mlp (docker)"),
         clip_threshold=1.0,
     )
-    model.fit(x, y, batch_size=32, epochs=int(os.environ.get("EPOCHS", "200")), verbose=2,
-              callbacks=[monitor, Pace(float(os.environ.get("STEPS_PER_SECOND", "20")))])
+    model.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=int(os.environ.get("EPOCHS", "200")),
+        verbose=2,
+        callbacks=[monitor, Pace(float(os.environ.get("STEPS_PER_SECOND", "20")))],
+    )
     print("accuracy:", float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y)))
 
 

@@ -33,21 +33,39 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "(localhost, 127.0.0.1, ::1); the --host address stays allowed; '*' accepts any",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    p.add_argument("--webhook", default=None, metavar="URL",
-                   help="POST raised and re-opened alerts here as JSON (Slack-compatible 'text'; docs/alerts.md)")
-    p.add_argument("--webhook-min-severity", default="warning", choices=list(ACTION_SEVERITIES),
-                   help="post only alerts at least this severe (default warning: all)")
-    p.add_argument("--webhook-timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="per POST before it counts as failed and is retried with backoff (default 5)")
+    p.add_argument(
+        "--webhook",
+        default=None,
+        metavar="URL",
+        help="POST raised and re-opened alerts here as JSON (Slack-compatible 'text'; docs/alerts.md)",
+    )
+    p.add_argument(
+        "--webhook-min-severity",
+        default="warning",
+        choices=list(ACTION_SEVERITIES),
+        help="post only alerts at least this severe (default warning: all)",
+    )
+    p.add_argument(
+        "--webhook-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="per POST before it counts as failed and is retried with backoff (default 5)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
     from gradwatch.server.config import ServerConfig
     from gradwatch.server.serve import GradwatchServer
 
-    kwargs: dict[str, object] = {"host": args.host, "port": args.port, "log_level": args.log_level,
-                                 "webhook_url": args.webhook, "webhook_min_severity": args.webhook_min_severity,
-                                 "webhook_timeout": args.webhook_timeout}
+    kwargs: dict[str, object] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "webhook_url": args.webhook,
+        "webhook_min_severity": args.webhook_min_severity,
+        "webhook_timeout": args.webhook_timeout,
+    }
     if args.db is not None:
         kwargs["db_path"] = args.db
     if args.token_file is not None:
@@ -68,13 +86,25 @@ def _export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p = sub.add_parser("export", help="download a run's steps as Parquet or CSV (one row per step)")
     p.add_argument("run_id", type=int, metavar="RUN_ID", help="the run's id (GET /api/runs lists them)")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="file format (default parquet)")
-    p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
-                   help="where to write (default: run-<RUN_ID>.<format> in the current folder; '-' for stdout)")
-    p.add_argument("--server", default=None,
-                   help="the server (default $GRADWATCH_SERVER, else http://127.0.0.1:8765 once it proved it knows "
-                   "the token)")
-    p.add_argument("--token-file", type=Path, default=None,
-                   help="token file (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token); $GRADWATCH_TOKEN wins")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="where to write (default: run-<RUN_ID>.<format> in the current folder; '-' for stdout)",
+    )
+    p.add_argument(
+        "--server",
+        default=None,
+        help="the server (default $GRADWATCH_SERVER, else http://127.0.0.1:8765 once it proved it knows the token)",
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="token file (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token); $GRADWATCH_TOKEN wins",
+    )
 
 
 def export(args: argparse.Namespace) -> int:
@@ -92,14 +122,22 @@ def export(args: argparse.Namespace) -> int:
 
 def _sync_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sync", help="upload run files (offline runs, spooled reports) into a server")
-    p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
-                   help="run files (*.gwrun.jsonl) or folders holding them (e.g. ~/.gradwatch/runs)")
-    p.add_argument("--server", default=None,
-                   help="the server (default $GRADWATCH_SERVER, else http://127.0.0.1:8765)")
+    p.add_argument(
+        "paths",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="run files (*.gwrun.jsonl) or folders holding them (e.g. ~/.gradwatch/runs)",
+    )
+    p.add_argument("--server", default=None, help="the server (default $GRADWATCH_SERVER, else http://127.0.0.1:8765)")
     # Refused, not taken: a token on the command line is visible to every user of the machine (ps).
     p.add_argument("--token", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--token-file", type=Path, default=None,
-                   help="token file (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token); $GRADWATCH_TOKEN wins")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="token file (default $GRADWATCH_TOKEN_FILE or ~/.gradwatch/token); $GRADWATCH_TOKEN wins",
+    )
 
 
 def sync(args: argparse.Namespace) -> int:
@@ -108,8 +146,11 @@ def sync(args: argparse.Namespace) -> int:
     from gradwatch.tokens import configured_server, proves_token, resolve_server, resolve_token, untrusted
 
     if args.token is not None:
-        print("gradwatch sync: --token is not taken (any user of this machine could read it with ps); "
-              "set $GRADWATCH_TOKEN or pass --token-file FILE", file=sys.stderr)
+        print(
+            "gradwatch sync: --token is not taken (any user of this machine could read it with ps); "
+            "set $GRADWATCH_TOKEN or pass --token-file FILE",
+            file=sys.stderr,
+        )
         return 2
     server = resolve_server(args.server)
     token = resolve_token(None, args.token_file)
@@ -132,8 +173,10 @@ def sync(args: argparse.Namespace) -> int:
             print(f"gradwatch sync: {e}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{path}: run {done.run_id} ({done.run_name}): sent {done.steps} steps in {done.messages} messages "
-              "(the server adds only what it did not have)")
+        print(
+            f"{path}: run {done.run_id} ({done.run_name}): sent {done.steps} steps in {done.messages} messages "
+            "(the server adds only what it did not have)"
+        )
         for why in done.skipped:
             print(f"{path}: skipped {why}", file=sys.stderr)
     return 1 if failed else 0

@@ -125,7 +125,12 @@ ACTION_SEVERITIES: tuple[str, ...] = SEVERITIES[1:]
 #: raised as what it is first). The server declares each kind's rule, severity, parameters and texts beside its
 #: rule (``server/alerts/kinds.py`` checks that they cover exactly these).
 AlertKind = Literal[
-    "exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu", "frozen_batchnorm", "clip_saturated",
+    "exploding_gradients",
+    "vanishing_gradients",
+    "nonfinite",
+    "dead_relu",
+    "frozen_batchnorm",
+    "clip_saturated",
     "diverging",
 ]
 ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
@@ -168,12 +173,16 @@ COMMAND_PARAMS: dict[str, CommandParams] = {
     "pause": CommandParams(),
     "resume": CommandParams(),
     "stop": CommandParams(),
-    "set_clip": CommandParams(("threshold",), ("mode", "group"),
-                              "a finite number > 0, e.g. {'type': 'set_clip', 'threshold': 1.0}"),
+    "set_clip": CommandParams(
+        ("threshold",), ("mode", "group"), "a finite number > 0, e.g. {'type': 'set_clip', 'threshold': 1.0}"
+    ),
     "set_lr": CommandParams(("lr",), ("group",), "a finite number > 0, e.g. {'type': 'set_lr', 'lr': 0.001}"),
     # every optimizer of the run is restored: no group
-    "rewind": CommandParams(("step",), ("lr", "threshold", "mode", "auto"),
-                            "a snapshot step the run holds (run.snapshots), e.g. {'type': 'rewind', 'step': 200}"),
+    "rewind": CommandParams(
+        ("step",),
+        ("lr", "threshold", "mode", "auto"),
+        "a snapshot step the run holds (run.snapshots), e.g. {'type': 'rewind', 'step': 200}",
+    ),
 }
 if tuple(COMMAND_PARAMS) != COMMANDS:
     raise TypeError(f"COMMAND_PARAMS {tuple(COMMAND_PARAMS)} differ from CommandType {COMMANDS}")
@@ -223,8 +232,9 @@ class Command(_Msg):
             raise ValueError(f"{self.type!r} takes no parameters; only {' and '.join(takers)} do")
         if extra:
             owners = [t for t, p in COMMAND_PARAMS.items() if set(extra) & {*p.needs, *p.takes}]
-            raise ValueError(f"{self.type} takes no {' or '.join(map(repr, extra))}; send a separate "
-                             f"{' or '.join(owners)} command")
+            raise ValueError(
+                f"{self.type} takes no {' or '.join(map(repr, extra))}; send a separate {' or '.join(owners)} command"
+            )
         return self
 
 
@@ -336,7 +346,8 @@ class TrainerHello(_Msg):
     #: Each layer's activation function by layer path (a recurrent layer's: its cell's), e.g. ``{"rnn": "tanh"}``:
     #: a layer whose gradients are all zero is named by what it has (saturated tanh/sigmoid units, dead ReLUs).
     activations: dict[Annotated[str, Field(max_length=500)], Annotated[str, Field(max_length=100)]] = Field(
-        default_factory=dict, max_length=10_000)
+        default_factory=dict, max_length=10_000
+    )
     #: The ``bn_layers`` the model's own code runs in inference mode (a ``model(x, training=True)`` call leaves their
     #: moving statistics alone: fine-tuning with ``base(x, training=False)``); ``frozen_batchnorm`` skips them.
     bn_inference: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=10_000)
@@ -365,8 +376,9 @@ class Gap(_Msg):
     @model_validator(mode="after")
     def _ordered(self) -> Gap:
         if self.from_step > self.to_step:
-            raise ValueError(f"from_step {self.from_step} is after to_step {self.to_step}; a gap spans "
-                             "from_step..to_step inclusive")
+            raise ValueError(
+                f"from_step {self.from_step} is after to_step {self.to_step}; a gap spans from_step..to_step inclusive"
+            )
         return self
 
 
@@ -579,16 +591,21 @@ class RunState(RunSummary):
     every: int
     meta: dict[str, Any]
     gaps: list[GapView]
-    lr: float | None = Field(description="learning rate of the latest step that reported one (or of an applied "
-                                         "set_lr until the next step reports)")
+    lr: float | None = Field(
+        description="learning rate of the latest step that reported one (or of an applied "
+        "set_lr until the next step reports)"
+    )
     pause_on: list[AlertKind]
     guard_nonfinite: bool
     variable_sets: list[VariableSetView] = Field(
         default_factory=list,
         description="where the watched variables changed within the run, in step order ([]: all of them throughout)",
     )
-    snapshots: list[int] = Field(default_factory=list, description="steps the connected trainer can rewind to "
-                                 "(the newest Snapshots message; [] when none, or no trainer is connected)")
+    snapshots: list[int] = Field(
+        default_factory=list,
+        description="steps the connected trainer can rewind to "
+        "(the newest Snapshots message; [] when none, or no trainer is connected)",
+    )
 
 
 class CommandView(_View):
@@ -710,7 +727,14 @@ class AlertRulesMessage(_View):
 
 
 PageMessage = (
-    ServerHello | RunsMessage | RunMessage | StepsMessage | CommandUpdate | GapMessage | ProbeMessage | AlertMessage
+    ServerHello
+    | RunsMessage
+    | RunMessage
+    | StepsMessage
+    | CommandUpdate
+    | GapMessage
+    | ProbeMessage
+    | AlertMessage
     | AlertRulesMessage
 )
 _page_message: TypeAdapter[PageMessage] = TypeAdapter(Annotated[PageMessage, Field(discriminator="type")])

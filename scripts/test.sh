@@ -14,5 +14,6 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 "$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 "$VENV/bin/mypy"
 "$VENV/bin/python" -m pytest "$@"

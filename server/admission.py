@@ -25,8 +25,10 @@ def misfit(run: RunRow, rec: StepRecord) -> str | None:
     for name in _VARIABLE:
         value = getattr(rec, name)
         if value is not None and len(value) != want:
-            return (f"step {rec.step}: {name} has {len(value)} entries, expected {want} "
-                    "(one per variable watched at that step)")
+            return (
+                f"step {rec.step}: {name} has {len(value)} entries, expected {want} "
+                "(one per variable watched at that step)"
+            )
     layers = run.width("bn_layer")
     for name in _BN_LAYER:
         rows = getattr(rec, name)

@@ -98,8 +98,14 @@ class Alerting:
         """
         existing, rules = await self.store.call(self._load, run.id)
         watched = [run.variables[i] for i in varsets.latest(run.variables, run.variable_sets)]  # the newest set's
-        info = RunInfo(watched, run.bn_layers, run.relu_layers, run.guard_nonfinite,
-                       dict(hello.activations) if hello else {}, list(hello.bn_inference) if hello else [])
+        info = RunInfo(
+            watched,
+            run.bn_layers,
+            run.relu_layers,
+            run.guard_nonfinite,
+            dict(hello.activations) if hello else {},
+            list(hello.bn_inference) if hello else [],
+        )
         self.engines[run.id] = RunAlerts(run.id, info, rules, existing)
         self.pause_on[run.id] = set(run.pause_on)
         self.rewind_on[run.id] = set(hello.rewind_on) if hello else set()
@@ -139,8 +145,9 @@ class Alerting:
         elif wait <= 0 and run_id not in self._timers:
             await self.evaluate(run_id)
         elif run_id not in self._timers:
-            self._timers[run_id] = asyncio.create_task(self._later(run_id, max(wait, 0.0)),
-                                                       name="gradwatch-alert-rules")
+            self._timers[run_id] = asyncio.create_task(
+                self._later(run_id, max(wait, 0.0)), name="gradwatch-alert-rules"
+            )
 
     async def _later(self, run_id: int, wait: float) -> None:
         await asyncio.sleep(wait)
@@ -169,7 +176,7 @@ class Alerting:
         self._evaluated[run_id] = time.monotonic()
         for probe in sorted(due, key=lambda p: p.step):
             upto = [r for r in records if r.step <= probe.step]
-            records = records[len(upto):]
+            records = records[len(upto) :]
             await self._observe(run_id, engine.observe_steps, upto)
             await self._observe(run_id, engine.observe_probe, probe)
         await self._observe(run_id, engine.observe_steps, records)
@@ -186,8 +193,11 @@ class Alerting:
         try:
             changes = observe(what)
         except Exception:
-            log.exception("alert rules failed on run %d; these %s are not checked", run_id,
-                          "steps" if isinstance(what, list) else "probe")
+            log.exception(
+                "alert rules failed on run %d; these %s are not checked",
+                run_id,
+                "steps" if isinstance(what, list) else "probe",
+            )
             return
         await self._publish(run_id, changes)
 
@@ -218,8 +228,13 @@ class Alerting:
                 continue
             origin = f"{AUTO_ORIGIN}{c.alert.kind} alert #{c.alert.id}"
             if c.alert.kind in self.rewind_on.get(run_id, ()):  # rewinds instead of pausing
-                log.info("run %d: %s alert #%d raised; rewinding before step %d (rewind_on)", run_id, c.alert.kind,
-                         c.alert.id, c.alert.step)
+                log.info(
+                    "run %d: %s alert #%d raised; rewinding before step %d (rewind_on)",
+                    run_id,
+                    c.alert.kind,
+                    c.alert.id,
+                    c.alert.step,
+                )
                 await self.command(run_id, Command(type="rewind", step=max(c.alert.step - 1, 0), auto=True), origin)
             elif c.alert.kind in self.pause_on.get(run_id, ()):
                 log.info("run %d: %s alert #%d raised; pausing (pause_on)", run_id, c.alert.kind, c.alert.id)

@@ -82,8 +82,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     """The application for ``config``; it needs a token (``config.token`` or ``$GRADWATCH_TOKEN``)."""
     token = config.token or os.environ.get(TOKEN_ENV)
     if not token:
-        raise ValueError("create_app needs a token: pass ServerConfig(token=...) or set GRADWATCH_TOKEN "
-                         "(GradwatchServer generates one when neither is given)")
+        raise ValueError(
+            "create_app needs a token: pass ServerConfig(token=...) or set GRADWATCH_TOKEN "
+            "(GradwatchServer generates one when neither is given)"
+        )
     gw = Gradwatch(config)
 
     @asynccontextmanager
@@ -94,8 +96,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         finally:
             await gw.stop()
 
-    app = FastAPI(title="gradwatch", version="0.1.0", lifespan=lifespan,
-                  description="Live gradient-health monitoring for Keras training. See docs/api.md.")
+    app = FastAPI(
+        title="gradwatch",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Live gradient-health monitoring for Keras training. See docs/api.md.",
+    )
     app.state.token = token
     app.state.login_codes = LoginCodes()
     app.state.gradwatch = gw
@@ -114,22 +120,36 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.exception_handler(sqlite3.OperationalError)
     async def on_store_failure(request: Request, exc: sqlite3.OperationalError) -> Response:
-        return _json({"detail": f"the server cannot write its database now ({exc}); try again later "
-                                "(GET /api/health tells when it can)"}, 503)
+        return _json(
+            {
+                "detail": f"the server cannot write its database now ({exc}); try again later "
+                "(GET /api/health tells when it can)"
+            },
+            503,
+        )
 
     @app.get("/api/health", response_model=Health, response_model_exclude_none=True, tags=["api"])
     async def health(
         request: Request,
-        proof: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$", description="a client's nonce: the answer "
-                                            "proves this server knows the token (tokens.proves_token)")] = None,
+        proof: Annotated[
+            str | None,
+            Query(
+                pattern="^[0-9a-f]{32}$",
+                description="a client's nonce: the answer proves this server knows the token (tokens.proves_token)",
+            ),
+        ] = None,
     ) -> Health:
         """No token needed. ``degraded`` while the store cannot write; the store's details need the token."""
         store = gw.store_health()
         token, _ = presented_token(request.headers, request.cookies)
         shown = store if token_matches(token, app.state.token) else None
         port = int((request.scope.get("server") or ("", 0))[1] or 0)  # the socket's own port, not the Host header
-        return Health(status="ok" if store.writing else "degraded", protocol=PROTOCOL_VERSION, store=shown,
-                      proof=None if proof is None else token_proof(app.state.token, proof, port))
+        return Health(
+            status="ok" if store.writing else "degraded",
+            protocol=PROTOCOL_VERSION,
+            store=shown,
+            proof=None if proof is None else token_proof(app.state.token, proof, port),
+        )
 
     @app.get("/api/runs", response_model=list[RunSummary], responses=_ERRORS, tags=["api"])
     async def list_runs(_: Auth) -> list[RunSummary]:
@@ -139,9 +159,16 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def get_run(run_id: RunId, _: Auth) -> Response:
         return Response(await gw.run_detail_json(run_id), media_type="application/json")
 
-    @app.patch("/api/runs/{run_id}", response_model=RunSummary, tags=["api"],
-               responses={**_ERRORS, 403: {"model": ErrorBody, "description": "cross-site request"},
-                          422: {"model": ErrorBody, "description": "bad tags or note"}})
+    @app.patch(
+        "/api/runs/{run_id}",
+        response_model=RunSummary,
+        tags=["api"],
+        responses={
+            **_ERRORS,
+            403: {"model": ErrorBody, "description": "cross-site request"},
+            422: {"model": ErrorBody, "description": "bad tags or note"},
+        },
+    )
     async def label_run(run_id: RunId, labels: RunLabels, _: Auth) -> RunSummary:
         """Set the run's tags and/or note (a field left out is kept)."""
         return await gw.label_run(run_id, labels.changes())
@@ -153,29 +180,50 @@ def create_app(config: ServerConfig) -> FastAPI:
         since_step: Annotated[int | None, Query(ge=0, le=MAX_DB_INT, description="first step, inclusive")] = None,
         until_step: Annotated[int | None, Query(ge=0, le=MAX_DB_INT, description="last step, inclusive")] = None,
         max_points: Annotated[int | None, Query(ge=2, le=1_000_000, description="min/max-downsample above")] = None,
-        omit_empty: Annotated[bool, Query(description="leave out all-zero `nonfinite` and never-measured "
-                                                       "`update_ratio` series")] = False,
+        omit_empty: Annotated[
+            bool, Query(description="leave out all-zero `nonfinite` and never-measured `update_ratio` series")
+        ] = False,
     ) -> Response:
         body = await gw.metrics(run_id, since_step, until_step, max_points, omit_empty)
         return Response(body, media_type="application/json")
 
-    @app.get("/api/runs/{run_id}/export", tags=["api"], response_class=StreamingResponse,
-             responses={**_ERRORS, 200: {"description": "the run's steps, one row per step (docs/api.md)",
-                                         "content": {t: {} for t in MEDIA_TYPES.values()}},
-                        422: {"model": ErrorBody, "description": "unknown format"}})
+    @app.get(
+        "/api/runs/{run_id}/export",
+        tags=["api"],
+        response_class=StreamingResponse,
+        responses={
+            **_ERRORS,
+            200: {
+                "description": "the run's steps, one row per step (docs/api.md)",
+                "content": {t: {} for t in MEDIA_TYPES.values()},
+            },
+            422: {"model": ErrorBody, "description": "unknown format"},
+        },
+    )
     async def export_run(
         run_id: RunId,
         _: Auth,
         format: Annotated[ExportFormat, Query(description="parquet or csv")] = "parquet",
     ) -> StreamingResponse:
         run = await gw.get_run(run_id)  # 404 before anything is streamed
-        return StreamingResponse(export_stream(gw.store, run, format), media_type=MEDIA_TYPES[format],
-                                 headers={"Content-Disposition": f'attachment; filename="{export_name(run, format)}"'})
+        return StreamingResponse(
+            export_stream(gw.store, run, format),
+            media_type=MEDIA_TYPES[format],
+            headers={"Content-Disposition": f'attachment; filename="{export_name(run, format)}"'},
+        )
 
-    @app.post("/api/runs/{run_id}/commands", status_code=202, response_model=CommandAccepted, tags=["api"],
-              responses={**_ERRORS, 403: {"model": ErrorBody, "description": "cross-site request"},
-                         409: {"model": ErrorBody, "description": "run finished"},
-                         422: {"model": ErrorBody, "description": "invalid command"}})
+    @app.post(
+        "/api/runs/{run_id}/commands",
+        status_code=202,
+        response_model=CommandAccepted,
+        tags=["api"],
+        responses={
+            **_ERRORS,
+            403: {"model": ErrorBody, "description": "cross-site request"},
+            409: {"model": ErrorBody, "description": "run finished"},
+            422: {"model": ErrorBody, "description": "invalid command"},
+        },
+    )
     async def post_command(run_id: RunId, command: Command, request: Request, _: Auth) -> CommandAccepted:
         host = request.client.host if request.client else "unknown"
         agent = request.headers.get("user-agent", "")[:200]
@@ -195,15 +243,21 @@ def create_app(config: ServerConfig) -> FastAPI:
         await gw.get_run(run_id)
         return _json(await gw.alerting.list_alerts(run_id))
 
-    @app.get("/api/runs/{run_id}/alert-rules", response_model=dict[str, AlertRuleView], responses=_ERRORS,
-             tags=["api"])
+    @app.get("/api/runs/{run_id}/alert-rules", response_model=dict[str, AlertRuleView], responses=_ERRORS, tags=["api"])
     async def get_alert_rules(run_id: RunId, _: Auth) -> Response:
         await gw.get_run(run_id)
         return _json(await gw.alerting.rules(run_id))
 
-    @app.patch("/api/runs/{run_id}/alert-rules/{kind}", response_model=AlertRuleView, tags=["api"],
-               responses={**_ERRORS, 403: {"model": ErrorBody, "description": "cross-site request"},
-                          422: {"model": ErrorBody, "description": "unknown parameter or bad value"}})
+    @app.patch(
+        "/api/runs/{run_id}/alert-rules/{kind}",
+        response_model=AlertRuleView,
+        tags=["api"],
+        responses={
+            **_ERRORS,
+            403: {"model": ErrorBody, "description": "cross-site request"},
+            422: {"model": ErrorBody, "description": "unknown parameter or bad value"},
+        },
+    )
     async def patch_alert_rule(run_id: RunId, kind: str, patch: AlertRulePatch, _: Auth) -> Response:
         await gw.get_run(run_id)
         try:
@@ -211,12 +265,18 @@ def create_app(config: ServerConfig) -> FastAPI:
         except UnknownKind:
             raise HTTPException(404, f"no alert kind {kind!r}; the kinds are {', '.join(ALERT_KINDS)}") from None
         except PatchError as e:
-            return _json({"detail": f"invalid request: {e}", "errors": [{"loc": ["params"], "msg": str(e),
-                                                                          "input": None}]}, 422)
+            return _json(
+                {"detail": f"invalid request: {e}", "errors": [{"loc": ["params"], "msg": str(e), "input": None}]}, 422
+            )
         return _json(view)
 
-    @app.post("/api/login-codes", response_model=LoginCode, status_code=201, tags=["api"],
-              responses={401: _ERRORS[401], 403: {"model": ErrorBody, "description": "cross-site request"}})
+    @app.post(
+        "/api/login-codes",
+        response_model=LoginCode,
+        status_code=201,
+        tags=["api"],
+        responses={401: _ERRORS[401], 403: {"model": ErrorBody, "description": "cross-site request"}},
+    )
     async def new_login_code(_: Auth) -> LoginCode:
         """A single-use code for ``/login?code=``: what a notebook's frame carries instead of the token."""
         return LoginCode(code=app.state.login_codes.issue(), expires_in=app.state.login_codes.ttl)
@@ -231,11 +291,21 @@ def create_app(config: ServerConfig) -> FastAPI:
             if not token_matches(token, app.state.token):
                 raise HTTPException(401, "wrong token: use the login URL printed by 'gradwatch serve'")
         elif code is None or not app.state.login_codes.redeem(code):
-            raise HTTPException(401, "missing, used or expired login code: codes work once, within "
-                                     f"{app.state.login_codes.ttl:g} s; ask for a new one, or log in with ?token=")
+            raise HTTPException(
+                401,
+                "missing, used or expired login code: codes work once, within "
+                f"{app.state.login_codes.ttl:g} s; ask for a new one, or log in with ?token=",
+            )
         response = RedirectResponse("/", status_code=303)  # the browser keeps the URL's #run=ID across it
-        response.set_cookie(COOKIE_NAME, app.state.token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict",
-                            path="/", secure=request.url.scheme == "https")
+        response.set_cookie(
+            COOKIE_NAME,
+            app.state.token,
+            max_age=COOKIE_MAX_AGE,
+            httponly=True,
+            samesite="strict",
+            path="/",
+            secure=request.url.scheme == "https",
+        )
         return response
 
     app.add_api_websocket_route(TRAINER_PATH, trainer_endpoint)

@@ -62,8 +62,9 @@ def split_host(host_header: str) -> str:
 def same_origin(origin: str, host_header: str) -> bool:
     """``Origin`` (``scheme://host[:port]``) names the host:port the request was sent to."""
     parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and \
-        parts.netloc.lower() == host_header.strip().lower()
+    return (
+        parts.scheme in ("http", "https") and bool(parts.netloc) and parts.netloc.lower() == host_header.strip().lower()
+    )
 
 
 def foreign_origin(websocket: WebSocket) -> bool:
@@ -89,12 +90,14 @@ def require_token(request: Request) -> TokenSource:
         raise HTTPException(
             status_code=401,
             detail="missing or wrong token: send 'Authorization: Bearer <token>' or open /login?token=<token> "
-                   "(the token is printed by 'gradwatch serve' and stored in ~/.gradwatch/token)",
+            "(the token is printed by 'gradwatch serve' and stored in ~/.gradwatch/token)",
             headers={"WWW-Authenticate": "Bearer"},
         )
     if source == "cookie" and request.method not in SAFE_METHODS and cross_site(request.headers):
-        raise HTTPException(status_code=403, detail="cross-site request refused: send it from the gradwatch page "
-                                                    "itself or use an Authorization header")
+        raise HTTPException(
+            status_code=403,
+            detail="cross-site request refused: send it from the gradwatch page itself or use an Authorization header",
+        )
     return source
 
 

@@ -81,24 +81,40 @@ class ServerConfig:
             object.__setattr__(self, "token_file", Path(self.token_file).expanduser())
         if self.token is not None and (len(self.token) < 8 or self.token.strip() != self.token):
             # The value itself is never echoed: it is a secret.
-            raise ValueError("token is too short or has surrounding spaces; use at least 8 characters, e.g. from "
-                             "gradwatch.tokens.generate_token()")
+            raise ValueError(
+                "token is too short or has surrounding spaces; use at least 8 characters, e.g. from "
+                "gradwatch.tokens.generate_token()"
+            )
         if self.allowed_hosts is not None:
             hosts = tuple(h.strip().lower() for h in self.allowed_hosts)
             bad = [h for h in hosts if not h or "/" in h or " " in h]
             if not hosts or bad:
-                raise ValueError(f"allowed_hosts={self.allowed_hosts!r} must be non-empty host names (no scheme, "
-                                 "path or spaces), e.g. ('localhost', 'myhost.example'); '*' allows any")
+                raise ValueError(
+                    f"allowed_hosts={self.allowed_hosts!r} must be non-empty host names (no scheme, "
+                    "path or spaces), e.g. ('localhost', 'myhost.example'); '*' allows any"
+                )
             object.__setattr__(self, "allowed_hosts", hosts)
-        if not isinstance(self.flush_interval, (int, float)) or not (0 < self.flush_interval <= 1.0) \
-                or not math.isfinite(self.flush_interval):
-            raise ValueError(f"flush_interval={self.flush_interval!r} must be in (0, 1] seconds so a crash loses "
-                             "at most ~1 s of steps; the default is 0.2")
+        if (
+            not isinstance(self.flush_interval, (int, float))
+            or not (0 < self.flush_interval <= 1.0)
+            or not math.isfinite(self.flush_interval)
+        ):
+            raise ValueError(
+                f"flush_interval={self.flush_interval!r} must be in (0, 1] seconds so a crash loses "
+                "at most ~1 s of steps; the default is 0.2"
+            )
         if not isinstance(self.max_frame_bytes, int) or not 1024 <= self.max_frame_bytes <= 64 * 1024 * 1024:
-            raise ValueError(f"max_frame_bytes={self.max_frame_bytes!r} must be an integer between 1024 and 64 MiB; "
-                             f"the protocol default is {MAX_FRAME_BYTES}")
-        for name in ("viewer_queue_size", "viewer_queue_bytes", "max_buffered_records", "max_buffered_bytes",
-                     "max_request_bytes"):
+            raise ValueError(
+                f"max_frame_bytes={self.max_frame_bytes!r} must be an integer between 1024 and 64 MiB; "
+                f"the protocol default is {MAX_FRAME_BYTES}"
+            )
+        for name in (
+            "viewer_queue_size",
+            "viewer_queue_bytes",
+            "max_buffered_records",
+            "max_buffered_bytes",
+            "max_request_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
@@ -106,8 +122,11 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"{name}={value!r} must be a positive number")
-        if isinstance(self.ws_max_queue, bool) or not isinstance(self.ws_max_queue, int) \
-                or not 1 <= self.ws_max_queue <= 1024:
+        if (
+            isinstance(self.ws_max_queue, bool)
+            or not isinstance(self.ws_max_queue, int)
+            or not 1 <= self.ws_max_queue <= 1024
+        ):
             raise ValueError(f"ws_max_queue={self.ws_max_queue!r} must be an integer in 1..1024")
         if not isinstance(self.hello_timeout, (int, float)) or not 0 < self.hello_timeout <= 300:
             raise ValueError(f"hello_timeout={self.hello_timeout!r} must be in (0, 300] seconds")
@@ -115,8 +134,11 @@ class ServerConfig:
             check_url(self.webhook_url)
         if self.webhook_min_severity not in SEVERITIES:
             raise ValueError(f"webhook_min_severity={self.webhook_min_severity!r} is not one of {SEVERITIES}")
-        if isinstance(self.webhook_timeout, bool) or not isinstance(self.webhook_timeout, (int, float)) \
-                or not 0 < self.webhook_timeout <= 120:
+        if (
+            isinstance(self.webhook_timeout, bool)
+            or not isinstance(self.webhook_timeout, (int, float))
+            or not 0 < self.webhook_timeout <= 120
+        ):
             raise ValueError(f"webhook_timeout={self.webhook_timeout!r} must be in (0, 120] seconds; the default is 5")
         levels = ("critical", "error", "warning", "info", "debug")
         if self.log_level not in levels:

@@ -57,8 +57,9 @@ def probe_series(run: RunRow, probes: list[Probe]) -> dict[str, Any]:
     }
 
 
-def _bn(run: RunRow, data: StepColumns, f: Callable[[FloatArray, BoolArray], tuple[FloatArray, BoolArray]]
-        ) -> dict[str, dict[str, list[Any]]]:
+def _bn(
+    run: RunRow, data: StepColumns, f: Callable[[FloatArray, BoolArray], tuple[FloatArray, BoolArray]]
+) -> dict[str, dict[str, list[Any]]]:
     bn: dict[str, dict[str, list[Any]]] = {}
     if run.bn_layers:
         width = len(BN_FIELDS)
@@ -68,8 +69,15 @@ def _bn(run: RunRow, data: StepColumns, f: Callable[[FloatArray, BoolArray], tup
     return bn
 
 
-def build_metrics(run: RunRow, data: StepColumns, gaps: list[GapRow], max_points: int | None,
-                  probes: list[Probe] | None = None, *, omit_empty: bool = False) -> str:
+def build_metrics(
+    run: RunRow,
+    data: StepColumns,
+    gaps: list[GapRow],
+    max_points: int | None,
+    probes: list[Probe] | None = None,
+    *,
+    omit_empty: bool = False,
+) -> str:
     """The metrics body as JSON text (NaN/Inf spelt the wire way).
 
     ``omit_empty`` leaves out the ``nonfinite`` series of variables whose counts are all

@@ -12,8 +12,10 @@ from .stepcodec import STORED, sql_declaration
 def steps_table() -> str:
     """``CREATE TABLE steps``, one column per stored step field (``gradwatch.stepfields``)."""
     columns = ",\n    ".join(f"{f.stored_as} {sql_declaration(f)}" for f in STORED)
-    return (f"CREATE TABLE IF NOT EXISTS steps (\n    run_id INTEGER NOT NULL REFERENCES runs(id),\n    {columns},\n"
-            "    nan_mask INTEGER NOT NULL,\n    PRIMARY KEY (run_id, step)\n) WITHOUT ROWID;\n")
+    return (
+        f"CREATE TABLE IF NOT EXISTS steps (\n    run_id INTEGER NOT NULL REFERENCES runs(id),\n    {columns},\n"
+        "    nan_mask INTEGER NOT NULL,\n    PRIMARY KEY (run_id, step)\n) WITHOUT ROWID;\n"
+    )
 
 
 _SCHEMA = """

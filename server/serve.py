@@ -112,15 +112,23 @@ class GradwatchServer:
         config = dataclasses.replace(self.config, token=self.token)
         app = create_app(config)
         if not config.is_loopback:
-            self._print(f"gradwatch: WARNING: listening on {config.host}, not loopback: anyone who can reach this "
-                        "address can try the token and sees the page over plain HTTP (the token travels unencrypted). "
-                        "Prefer 127.0.0.1 with an SSH tunnel, or put it behind TLS. Add the names browsers use "
-                        "with --allowed-host.")
+            self._print(
+                f"gradwatch: WARNING: listening on {config.host}, not loopback: anyone who can reach this "
+                "address can try the token and sees the page over plain HTTP (the token travels unencrypted). "
+                "Prefer 127.0.0.1 with an SSH tunnel, or put it behind TLS. Add the names browsers use "
+                "with --allowed-host."
+            )
         logging.getLogger("uvicorn.access").addFilter(_RedactQuery())
         uv = uvicorn.Config(
-            app, host=config.host, port=config.port, log_level=config.log_level,
-            ws_max_size=config.max_frame_bytes, ws_max_queue=config.ws_max_queue, ws_per_message_deflate=False,
-            timeout_graceful_shutdown=5, lifespan="on",
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=config.log_level,
+            ws_max_size=config.max_frame_bytes,
+            ws_max_queue=config.ws_max_queue,
+            ws_per_message_deflate=False,
+            timeout_graceful_shutdown=5,
+            lifespan="on",
         )
         self._unredact()
         self._redact = _RedactToken(self.token)
@@ -134,8 +142,10 @@ class GradwatchServer:
         shown = f"[{host}]" if ":" in host else host
         if host in ("0.0.0.0", "::"):
             shown = "127.0.0.1"
-        self._print(f"gradwatch: serving on http://{shown}:{self.port}  open: http://{shown}:{self.port}/login?token="
-                    f"{self.token}")
+        self._print(
+            f"gradwatch: serving on http://{shown}:{self.port}  open: http://{shown}:{self.port}/login?token="
+            f"{self.token}"
+        )
 
     @property
     def url(self) -> str:
@@ -165,8 +175,10 @@ class GradwatchServer:
         while not server.started:
             if not thread.is_alive():
                 self._thread = None
-                raise RuntimeError(f"gradwatch server failed to start on {self.config.host}:{self.config.port} "
-                                   "(port in use? see the log above)")
+                raise RuntimeError(
+                    f"gradwatch server failed to start on {self.config.host}:{self.config.port} "
+                    "(port in use? see the log above)"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"gradwatch server did not start within {timeout:g} s")

@@ -81,8 +81,11 @@ def _same_names(recorded: list[str], now: list[str], loose: bool) -> bool:
     ``load_model`` drops the model's name from its variables' paths (``seq/dense/kernel`` -> ``dense/kernel``)."""
     if recorded == now:
         return True
-    return loose and len(recorded) == len(now) and all(
-        a == b or a.endswith("/" + b) or b.endswith("/" + a) for a, b in zip(recorded, now))
+    return (
+        loose
+        and len(recorded) == len(now)
+        and all(a == b or a.endswith("/" + b) or b.endswith("/" + a) for a, b in zip(recorded, now))
+    )
 
 
 def _same_layout(run: RunRow, hello: TrainerHello) -> bool:
@@ -91,16 +94,18 @@ def _same_layout(run: RunRow, hello: TrainerHello) -> bool:
     The hello names the run's first variable set; variables that joined later (``varsets.py``) follow it.
     """
     first = [run.variables[i] for i in run.variable_sets[0][1]] if run.variable_sets else run.variables
-    return (_same_names(first, hello.variables, hello.resume)
-            and _same_names(run.bn_layers, hello.bn_layers, hello.resume))
+    return _same_names(first, hello.variables, hello.resume) and _same_names(
+        run.bn_layers, hello.bn_layers, hello.resume
+    )
 
 
 class Gradwatch:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.store = Store(config.db_path)
-        self.writer = StepWriter(self.store, config.flush_interval, config.max_buffered_records,
-                                 config.max_buffered_bytes)
+        self.writer = StepWriter(
+            self.store, config.flush_interval, config.max_buffered_records, config.max_buffered_bytes
+        )
         self.hub = Hub(config.viewer_queue_size, config.viewer_queue_bytes)
         self.commands = CommandDesk(self.store, self.hub)
         self.links: dict[int, TrainerLink] = {}
@@ -112,8 +117,9 @@ class Gradwatch:
         self._marks: set[asyncio.Task[None]] = set()  # answers waiting for the writer (answer_mark)
         self._lifecycles: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self.webhooks = webhook_sender(config)
-        self.alerting = Alerting(self.store, self.hub, self._auto_command,
-                                 notify=self._notify if self.webhooks is not None else None)
+        self.alerting = Alerting(
+            self.store, self.hub, self._auto_command, notify=self._notify if self.webhooks is not None else None
+        )
 
     async def start(self) -> None:
         await self.store.call(self.store.mark_stale_runs_disconnected)
@@ -149,8 +155,13 @@ class Gradwatch:
             free: int | None = shutil.disk_usage(self.config.db_path.parent).free
         except OSError:
             free = None
-        return StoreHealth(writing=w.failing is None, error=w.failing, pending_steps=w.pending_steps,
-                           dropped_steps=w.dropped_steps, disk_free_bytes=free)
+        return StoreHealth(
+            writing=w.failing is None,
+            error=w.failing,
+            pending_steps=w.pending_steps,
+            dropped_steps=w.dropped_steps,
+            disk_free_bytes=free,
+        )
 
     async def get_run(self, run_id: int) -> RunRow:
         await self.writer.flush()
@@ -184,8 +195,9 @@ class Gradwatch:
         link = self.links.get(run_id)
         return link.snapshots if link is not None else []
 
-    async def metrics(self, run_id: int, since: int | None, until: int | None, max_points: int | None,
-                      omit_empty: bool = False) -> str:
+    async def metrics(
+        self, run_id: int, since: int | None, until: int | None, max_points: int | None, omit_empty: bool = False
+    ) -> str:
         run = await self.get_run(run_id)
         data = await self.store.call(self.store.read_steps, run, since, until)
         gaps = await self.store.call(self.store.list_gaps, run_id)
@@ -209,8 +221,11 @@ class Gradwatch:
             run = await self.store.call(self.store.get_run, run.id)
             assert run is not None  # runs are never deleted
             if not _same_layout(run, hello):
-                raise ProtocolError(CloseCode.BAD_MESSAGE, f"run {run.id} was recorded with other variables or BN "
-                                                           "layers; reconnect without run_id to start a new run")
+                raise ProtocolError(
+                    CloseCode.BAD_MESSAGE,
+                    f"run {run.id} was recorded with other variables or BN "
+                    "layers; reconnect without run_id to start a new run",
+                )
             old = self.links.pop(run.id, None)  # never a replay's target (_replay_target refused it)
             if old is not None:
                 with contextlib.suppress(Exception):
@@ -218,11 +233,17 @@ class Gradwatch:
             self.active[run.id] = run
             if not (hello.replay and run.status == "finished"):  # a re-synced finished run stays as it was
                 await self._transition(run.id, "resume" if hello.resume and not hello.replay else "reconnect")
-                run = await self.store.call(self.store.update_run, run.id, clip_mode=hello.clip.mode,
-                                            clip_threshold=hello.clip.threshold, every=hello.every,
-                                            meta=hello.meta or run.meta, pause_on=list(hello.pause_on),
-                                            guard_nonfinite=int(hello.guard_nonfinite),
-                                            relu_layers=hello.relu_layers)
+                run = await self.store.call(
+                    self.store.update_run,
+                    run.id,
+                    clip_mode=hello.clip.mode,
+                    clip_threshold=hello.clip.threshold,
+                    every=hello.every,
+                    meta=hello.meta or run.meta,
+                    pause_on=list(hello.pause_on),
+                    guard_nonfinite=int(hello.guard_nonfinite),
+                    relu_layers=hello.relu_layers,
+                )
                 assert run is not None
             return await self._link(run, hello, websocket)
 
@@ -261,23 +282,29 @@ class Gradwatch:
         own = await self.store.call(replay.run_for_uid, self.store.conn, hello.uid)
         if own is not None:
             if hello.run_id is not None and hello.run_id != own:
-                raise ProtocolError(CloseCode.BAD_MESSAGE, f"refused: the file names run {hello.run_id} but its "
-                                                           f"session recorded run {own}")
+                raise ProtocolError(
+                    CloseCode.BAD_MESSAGE,
+                    f"refused: the file names run {hello.run_id} but its session recorded run {own}",
+                )
             run = await self.store.call(self.store.get_run, own)
         elif hello.run_id is not None and not hello.resume:
             run = await self.store.call(self.store.get_run, hello.run_id)
             if run is not None:
-                raise ProtocolError(CloseCode.BAD_MESSAGE, f"refused: the file names run {hello.run_id}, another "
-                                                           "session's run; a sync never writes into it")
+                raise ProtocolError(
+                    CloseCode.BAD_MESSAGE,
+                    f"refused: the file names run {hello.run_id}, another session's run; a sync never writes into it",
+                )
         else:
             run = await self._run_to_continue(hello)
             if run is not None and run.status == "finished":
-                raise ProtocolError(CloseCode.BAD_MESSAGE, f"refused: run {run.id} is finished; a sync never "
-                                                           "reopens or rewrites it")
+                raise ProtocolError(
+                    CloseCode.BAD_MESSAGE, f"refused: run {run.id} is finished; a sync never reopens or rewrites it"
+                )
         if run is not None and run.id in self.links:
             # "try again later", not a refusal: the file's steps are welcome once that trainer ended
-            raise ProtocolError(CloseCode.TRY_AGAIN_LATER,
-                                f"run {run.id} has its trainer connected; sync the file once it has ended")
+            raise ProtocolError(
+                CloseCode.TRY_AGAIN_LATER, f"run {run.id} has its trainer connected; sync the file once it has ended"
+            )
         return run
 
     async def _run_to_continue(self, hello: TrainerHello) -> RunRow | None:
@@ -292,8 +319,11 @@ class Gradwatch:
         if hello.run_id is not None:
             run = await self.store.call(self.store.get_run, hello.run_id)
             if run is None and hello.resume:
-                raise ProtocolError(CloseCode.BAD_MESSAGE, f"resume: there is no run {hello.run_id} on this server; "
-                                                           "pass resume='auto' or a run id from the dashboard")
+                raise ProtocolError(
+                    CloseCode.BAD_MESSAGE,
+                    f"resume: there is no run {hello.run_id} on this server; "
+                    "pass resume='auto' or a run id from the dashboard",
+                )
             if run is not None and run.status == "finished" and not hello.resume:
                 log.info("run %d is finished; trainer %r starts a new run", run.id, hello.run_name)
                 return None
@@ -307,8 +337,10 @@ class Gradwatch:
         """Refuse a trainer's frame (or hello) while the writer cannot write: the trainer keeps it and retries."""
         failing = self.writer.failing
         if failing is not None:
-            raise ProtocolError(CloseCode.STORAGE_UNAVAILABLE, f"the server cannot store steps now ({failing}); "
-                                                               "keep them and reconnect later")
+            raise ProtocolError(
+                CloseCode.STORAGE_UNAVAILABLE,
+                f"the server cannot store steps now ({failing}); keep them and reconnect later",
+            )
 
     async def ingest_steps(self, link: TrainerLink, records: list[StepRecord], size: int = 0) -> None:
         """Store and publish one ``steps`` frame (``size``: its bytes on the wire)."""
@@ -372,8 +404,12 @@ class Gradwatch:
         if again is not None and not await self.store.call(again.new_gap, self.store.conn, gap):
             return
         await self.store.call(self.store.add_gap, link.run_id, gap.from_step, gap.to_step, gap.dropped)
-        self.hub.publish(link.run_id, page_message_text(GapMessage(
-            run_id=link.run_id, from_step=gap.from_step, to_step=gap.to_step, dropped=gap.dropped)))
+        self.hub.publish(
+            link.run_id,
+            page_message_text(
+                GapMessage(run_id=link.run_id, from_step=gap.from_step, to_step=gap.to_step, dropped=gap.dropped)
+            ),
+        )
         await self._broadcast_run(link.run_id)
 
     async def add_probe(self, link: TrainerLink, probe: Probe) -> None:
@@ -383,8 +419,10 @@ class Gradwatch:
         dead = {k: decode_float(v) for k, v in probe.dead_relu.items()}
         gap = {k: decode_float(v) for k, v in probe.bn_gap.items()}
         await self.store.call(self.store.add_probe, link.run_id, probe.step, dead, gap)
-        self.hub.publish(link.run_id, page_message_text(ProbeMessage(
-            run_id=link.run_id, probe=ProbeView(**probe.model_dump(exclude={"type"})))))
+        self.hub.publish(
+            link.run_id,
+            page_message_text(ProbeMessage(run_id=link.run_id, probe=ProbeView(**probe.model_dump(exclude={"type"})))),
+        )
         await self.alerting.probe(link.run_id, probe)
 
     async def nonfinite_origin(self, link: TrainerLink, msg: NonfiniteOrigin) -> None:

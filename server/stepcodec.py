@@ -40,8 +40,16 @@ IntArray = npt.NDArray[np.int64]
 
 def sql_declaration(f: StepField) -> str:
     """The column's SQL type and constraints (``server/schema.py`` builds the table from these)."""
-    base = {"key": "INTEGER", "integer": "INTEGER", "real": "REAL", "masked_real": "REAL", "text": "TEXT",
-            "f32_blob": "BLOB", "u32_sum_blob": "BLOB", "bn_blob": "BLOB"}[f.storage]
+    base = {
+        "key": "INTEGER",
+        "integer": "INTEGER",
+        "real": "REAL",
+        "masked_real": "REAL",
+        "text": "TEXT",
+        "f32_blob": "BLOB",
+        "u32_sum_blob": "BLOB",
+        "bn_blob": "BLOB",
+    }[f.storage]
     # A masked REAL holds NaN as NULL; the count and BN blobs are NULL when empty.
     may_be_null = f.nullable or f.storage in ("masked_real", "u32_sum_blob", "bn_blob")
     decl = base if may_be_null else f"{base} NOT NULL"
@@ -211,8 +219,11 @@ def rows_to_columns(rows: list[tuple[Any, ...]], n_vars: int, n_bn: int) -> Step
     n = len(rows)
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in ROW_COLUMNS[1:]]
     nan_mask = np.array(cols[_INDEX["nan_mask"]], dtype=np.int64)
-    out = StepColumns(step=np.array(cols[_INDEX["step"]], dtype=np.int64),
-                      time=np.array(cols[_INDEX["time"]], dtype=np.float64), clip_mode=list(cols[_INDEX["clip_mode"]]))
+    out = StepColumns(
+        step=np.array(cols[_INDEX["step"]], dtype=np.int64),
+        time=np.array(cols[_INDEX["time"]], dtype=np.float64),
+        clip_mode=list(cols[_INDEX["clip_mode"]]),
+    )
     for i, name in enumerate(FLOAT_COLUMNS):
         raw = cols[_INDEX[name]]
         out.floats[name] = np.array(raw, dtype=np.float64) if n else np.zeros(0)
@@ -223,7 +234,8 @@ def rows_to_columns(rows: list[tuple[Any, ...]], n_vars: int, n_bn: int) -> Step
     for f in STORED:
         if f.shape != "scalar":
             out.vectors[f.stored_as], out.vector_missing[f.stored_as] = _decode_vector(
-                f, cols[_INDEX[f.stored_as]], n_vars, n_bn)
+                f, cols[_INDEX[f.stored_as]], n_vars, n_bn
+            )
     return out
 
 
@@ -235,8 +247,11 @@ def concat_columns(parts: list[StepColumns], n_vars: int, n_bn: int) -> StepColu
     def cat(arrays: list[Any]) -> Any:
         return np.concatenate(arrays)
 
-    out = StepColumns(step=cat([p.step for p in parts]), time=cat([p.time for p in parts]),
-                      clip_mode=[m for p in parts for m in p.clip_mode])
+    out = StepColumns(
+        step=cat([p.step for p in parts]),
+        time=cat([p.time for p in parts]),
+        clip_mode=[m for p in parts for m in p.clip_mode],
+    )
     for name in FLOAT_COLUMNS:
         out.floats[name] = cat([p.floats[name] for p in parts])
         out.missing[name] = cat([p.missing[name] for p in parts])
@@ -244,8 +259,9 @@ def concat_columns(parts: list[StepColumns], n_vars: int, n_bn: int) -> StepColu
         out.ints[name] = cat([p.ints[name] for p in parts])
     n = len(out)
     if any(p.inactive is not None for p in parts):
-        out.inactive = cat([p.inactive if p.inactive is not None else np.zeros((len(p), n_vars), dtype=bool)
-                            for p in parts])
+        out.inactive = cat(
+            [p.inactive if p.inactive is not None else np.zeros((len(p), n_vars), dtype=bool) for p in parts]
+        )
     for name in VECTOR_COLUMNS:
         out.vector_missing[name] = cat([p.vector_missing[name] for p in parts])
         first = parts[0].vectors[name]

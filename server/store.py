@@ -31,6 +31,7 @@ T = TypeVar("T")
 #: How the commands the server posts itself (pause_on, rewind_on) begin their ``origin``.
 AUTO_ORIGIN = "auto: "
 
+
 @dataclass
 class RunRow:
     id: int
@@ -85,8 +86,15 @@ class CommandRow:
     def to_command(self) -> Command:
         # The server's own rewinds (rewind_on) are the ones it posts with an "auto:" origin, as pause_on's.
         auto = True if self.type == "rewind" and self.origin.startswith(AUTO_ORIGIN) else None
-        return Command(type=self.type, mode=self.mode, threshold=self.threshold, lr=self.lr, group=self.group,
-                       step=self.step, auto=auto)
+        return Command(
+            type=self.type,
+            mode=self.mode,
+            threshold=self.threshold,
+            lr=self.lr,
+            group=self.group,
+            step=self.step,
+            auto=auto,
+        )
 
 
 @dataclass
@@ -96,17 +104,39 @@ class GapRow:
     dropped: int
 
 
-_RUN_COLS = "id, name, status, created_at, updated_at, last_step, variables, bn_layers, clip_mode, clip_threshold, " \
-            "every, meta, pause_on, guard_nonfinite, relu_layers, lr, tags, note, variable_sets"
-_CMD_COLS = "id, run_id, type, mode, threshold, origin, created_at, updated_at, state, applied_step, detail, lr, " \
-            "optimizer_group, target_step"
+_RUN_COLS = (
+    "id, name, status, created_at, updated_at, last_step, variables, bn_layers, clip_mode, clip_threshold, "
+    "every, meta, pause_on, guard_nonfinite, relu_layers, lr, tags, note, variable_sets"
+)
+_CMD_COLS = (
+    "id, run_id, type, mode, threshold, origin, created_at, updated_at, state, applied_step, detail, lr, "
+    "optimizer_group, target_step"
+)
 _INSERT_STEP = f"INSERT OR REPLACE INTO steps ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 
 
 def _run(row: Sequence[Any]) -> RunRow:
-    return RunRow(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), json.loads(row[7]),
-                  row[8], row[9], row[10], json.loads(row[11]), json.loads(row[12]), bool(row[13]),
-                  json.loads(row[14]), row[15], json.loads(row[16]), row[17], json.loads(row[18]))
+    return RunRow(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        json.loads(row[6]),
+        json.loads(row[7]),
+        row[8],
+        row[9],
+        row[10],
+        json.loads(row[11]),
+        json.loads(row[12]),
+        bool(row[13]),
+        json.loads(row[14]),
+        row[15],
+        json.loads(row[16]),
+        row[17],
+        json.loads(row[18]),
+    )
 
 
 class Store:
@@ -148,9 +178,20 @@ class Store:
             "INSERT INTO runs (name, status, created_at, updated_at, last_step, variables, bn_layers, clip_mode, "
             "clip_threshold, every, meta, pause_on, guard_nonfinite, relu_layers) "
             "VALUES (?, 'running', ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (hello.run_name, now, now, json.dumps(hello.variables), json.dumps(hello.bn_layers), hello.clip.mode,
-             hello.clip.threshold, hello.every, json.dumps(hello.meta), json.dumps(list(hello.pause_on)),
-             int(hello.guard_nonfinite), json.dumps(hello.relu_layers)),
+            (
+                hello.run_name,
+                now,
+                now,
+                json.dumps(hello.variables),
+                json.dumps(hello.bn_layers),
+                hello.clip.mode,
+                hello.clip.threshold,
+                hello.every,
+                json.dumps(hello.meta),
+                json.dumps(list(hello.pause_on)),
+                int(hello.guard_nonfinite),
+                json.dumps(hello.relu_layers),
+            ),
         )
         run = self.get_run(int(cur.lastrowid or 0))
         assert run is not None
@@ -165,8 +206,22 @@ class Store:
 
     def update_run(self, run_id: int, *, touch: bool = True, **fields: Any) -> RunRow | None:
         """Set ``fields``; ``touch=False`` keeps ``updated_at`` (the user's labels are not the run's activity)."""
-        allowed = {"status", "clip_mode", "clip_threshold", "every", "meta", "name", "pause_on", "guard_nonfinite",
-                   "relu_layers", "lr", "tags", "note", "variables", "variable_sets"}
+        allowed = {
+            "status",
+            "clip_mode",
+            "clip_threshold",
+            "every",
+            "meta",
+            "name",
+            "pause_on",
+            "guard_nonfinite",
+            "relu_layers",
+            "lr",
+            "tags",
+            "note",
+            "variables",
+            "variable_sets",
+        }
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update run fields {sorted(unknown)}")
@@ -216,7 +271,8 @@ class Store:
         """At most ``limit`` steps in ``(after_step, until_step]``, in order (an export reads a run page by page)."""
         rows = self._conn.execute(
             f"SELECT {', '.join(ROW_COLUMNS[1:])} FROM steps WHERE run_id=? AND step > ? AND step <= ? "
-            "ORDER BY step LIMIT ?", (run.id, after_step, until_step, limit),
+            "ORDER BY step LIMIT ?",
+            (run.id, after_step, until_step, limit),
         ).fetchall()
         return concat_columns(self._decode(run, rows), len(run.variables), len(run.bn_layers))
 
@@ -239,8 +295,10 @@ class Store:
     # ------------------------------------------------------------------ gaps
 
     def add_gap(self, run_id: int, from_step: int, to_step: int, dropped: int) -> None:
-        self._conn.execute("INSERT INTO gaps (run_id, from_step, to_step, dropped, created_at) VALUES (?, ?, ?, ?, ?)",
-                           (run_id, from_step, to_step, dropped, time.time()))
+        self._conn.execute(
+            "INSERT INTO gaps (run_id, from_step, to_step, dropped, created_at) VALUES (?, ?, ?, ?, ?)",
+            (run_id, from_step, to_step, dropped, time.time()),
+        )
 
     def list_gaps(self, run_id: int) -> list[GapRow]:
         rows = self._conn.execute("SELECT from_step, to_step, dropped FROM gaps WHERE run_id=? ORDER BY id", (run_id,))
@@ -250,15 +308,20 @@ class Store:
 
     def add_probe(self, run_id: int, step: int, dead_relu: dict[str, float], bn_gap: dict[str, float]) -> None:
         """A probe at a step already stored is replaced (a trainer re-sends after a reconnect)."""
-        self._conn.execute("INSERT OR REPLACE INTO probes (run_id, step, dead_relu, bn_gap) VALUES (?, ?, ?, ?)",
-                           (run_id, step, json.dumps(dead_relu), json.dumps(bn_gap)))
+        self._conn.execute(
+            "INSERT OR REPLACE INTO probes (run_id, step, dead_relu, bn_gap) VALUES (?, ?, ?, ?)",
+            (run_id, step, json.dumps(dead_relu), json.dumps(bn_gap)),
+        )
 
-    def read_probes(self, run_id: int, since_step: int | None,
-                    until_step: int | None) -> list[tuple[int, dict[str, float], dict[str, float]]]:
+    def read_probes(
+        self, run_id: int, since_step: int | None, until_step: int | None
+    ) -> list[tuple[int, dict[str, float], dict[str, float]]]:
         lo = since_step if since_step is not None else -1
         hi = until_step if until_step is not None else MAX_STEP
-        rows = self._conn.execute("SELECT step, dead_relu, bn_gap FROM probes WHERE run_id=? AND step BETWEEN ? AND ? "
-                                  "ORDER BY step", (run_id, lo, hi))
+        rows = self._conn.execute(
+            "SELECT step, dead_relu, bn_gap FROM probes WHERE run_id=? AND step BETWEEN ? AND ? ORDER BY step",
+            (run_id, lo, hi),
+        )
         return [(step, json.loads(dead), json.loads(gap)) for step, dead, gap in rows]
 
     # ------------------------------------------------------------------ commands
@@ -284,12 +347,14 @@ class Store:
         if state is None:
             rows = self._conn.execute(f"SELECT {_CMD_COLS} FROM commands WHERE run_id=? ORDER BY id", (run_id,))
         else:
-            rows = self._conn.execute(f"SELECT {_CMD_COLS} FROM commands WHERE run_id=? AND state=? ORDER BY id",
-                                      (run_id, state))
+            rows = self._conn.execute(
+                f"SELECT {_CMD_COLS} FROM commands WHERE run_id=? AND state=? ORDER BY id", (run_id, state)
+            )
         return [CommandRow(*r) for r in rows]
 
-    def resolve_command(self, command_id: int, state: CommandState, applied_step: int | None,
-                        detail: str | None) -> CommandRow | None:
+    def resolve_command(
+        self, command_id: int, state: CommandState, applied_step: int | None, detail: str | None
+    ) -> CommandRow | None:
         """pending -> applied/rejected; returns None when the command was not pending (guarded transition)."""
         cur = self._conn.execute(
             "UPDATE commands SET state=?, applied_step=?, detail=?, updated_at=? WHERE id=? AND state='pending'",

@@ -68,8 +68,7 @@ class ErrorBody(BaseModel):
 
 
 #: One series per ``BN_FIELDS`` column, under its metrics key (``metrics.BN_KEYS``).
-BnSeries: type[BaseModel] = create_model(
-    "BnSeries", **{key: (list[WireFloat | None], ...) for key in BN_KEYS})  # type: ignore[call-overload]
+BnSeries: type[BaseModel] = create_model("BnSeries", **{key: (list[WireFloat | None], ...) for key in BN_KEYS})  # type: ignore[call-overload]
 
 
 class ProbeSeries(BaseModel):
@@ -97,8 +96,11 @@ def _series_type(f: StepField) -> Any:
 
 #: Column-wise series of one run; every list has one entry per returned step (derived from the step fields).
 Metrics: type[BaseModel] = create_model(  # type: ignore[call-overload]
-    "Metrics", __base__=_MetricsBase, __doc__="Column-wise series of one run; every list has one entry per "
-    "returned step.", **{f.stored_as: (_series_type(f), ...) for f in STORED})
+    "Metrics",
+    __base__=_MetricsBase,
+    __doc__="Column-wise series of one run; every list has one entry per returned step.",
+    **{f.stored_as: (_series_type(f), ...) for f in STORED},
+)
 
 
 class AlertRulePatch(BaseModel):
@@ -109,9 +111,17 @@ class AlertRulePatch(BaseModel):
 
 
 def summary(run: RunRow, alerts: dict[str, int] | None = None) -> RunSummary:
-    return RunSummary(id=run.id, name=run.name, status=run.status, step=run.last_step,
-                      created_at=run.created_at, updated_at=run.updated_at, alerts=AlertCounts(**(alerts or {})),
-                      tags=run.tags, note=run.note)
+    return RunSummary(
+        id=run.id,
+        name=run.name,
+        status=run.status,
+        step=run.last_step,
+        created_at=run.created_at,
+        updated_at=run.updated_at,
+        alerts=AlertCounts(**(alerts or {})),
+        tags=run.tags,
+        note=run.note,
+    )
 
 
 def _clip(run: RunRow) -> ClipView:
@@ -123,26 +133,52 @@ def _gaps(gaps: list[GapRow]) -> list[GapView]:
     return [GapView(from_step=g.from_step, to_step=g.to_step, dropped=g.dropped) for g in gaps]
 
 
-def run_state(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None,
-              snapshots: list[int] | None = None) -> RunState:
-    return RunState(**summary(run, alerts).model_dump(), clip=_clip(run), paused=run.status == "paused",
-                    every=run.every, meta=run.meta, gaps=_gaps(gaps), lr=run.lr, pause_on=run.pause_on,
-                    guard_nonfinite=run.guard_nonfinite,
-                    variable_sets=[VariableSetView(from_step=int(f), variables=list(v)) for f, v in run.variable_sets],
-                    snapshots=snapshots or [])
+def run_state(
+    run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None, snapshots: list[int] | None = None
+) -> RunState:
+    return RunState(
+        **summary(run, alerts).model_dump(),
+        clip=_clip(run),
+        paused=run.status == "paused",
+        every=run.every,
+        meta=run.meta,
+        gaps=_gaps(gaps),
+        lr=run.lr,
+        pause_on=run.pause_on,
+        guard_nonfinite=run.guard_nonfinite,
+        variable_sets=[VariableSetView(from_step=int(f), variables=list(v)) for f, v in run.variable_sets],
+        snapshots=snapshots or [],
+    )
 
 
-def run_detail(run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None,
-               snapshots: list[int] | None = None) -> RunDetail:
-    return RunDetail(**run_state(run, gaps, alerts, snapshots).model_dump(), variables=run.variables,
-                     bn_layers=run.bn_layers, relu_layers=run.relu_layers)
+def run_detail(
+    run: RunRow, gaps: list[GapRow], alerts: dict[str, int] | None = None, snapshots: list[int] | None = None
+) -> RunDetail:
+    return RunDetail(
+        **run_state(run, gaps, alerts, snapshots).model_dump(),
+        variables=run.variables,
+        bn_layers=run.bn_layers,
+        relu_layers=run.relu_layers,
+    )
 
 
 def command_view(cmd: CommandRow) -> CommandView:
-    return CommandView(id=cmd.id, run_id=cmd.run_id, type=cmd.type,
-                       mode=cmd.mode, threshold=cmd.threshold, lr=cmd.lr, group=cmd.group, step=cmd.step,
-                       origin=cmd.origin, created_at=cmd.created_at, state=cmd.state,
-                       applied_step=cmd.applied_step, detail=cmd.detail, updated_at=cmd.updated_at)
+    return CommandView(
+        id=cmd.id,
+        run_id=cmd.run_id,
+        type=cmd.type,
+        mode=cmd.mode,
+        threshold=cmd.threshold,
+        lr=cmd.lr,
+        group=cmd.group,
+        step=cmd.step,
+        origin=cmd.origin,
+        created_at=cmd.created_at,
+        state=cmd.state,
+        applied_step=cmd.applied_step,
+        detail=cmd.detail,
+        updated_at=cmd.updated_at,
+    )
 
 
 _RECORDS = TypeAdapter(list[StepRecord])

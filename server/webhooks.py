@@ -43,8 +43,9 @@ def check_url(url: str) -> str:
         shown = f"{parts.scheme}://{parts.netloc}/..." if parts.netloc else repr(url[:40])
         raise ValueError(f"webhook_url {shown} is not an http(s) URL; use e.g. https://hooks.slack.com/services/...")
     if any(ord(c) < 33 or ord(c) == 127 for c in url):  # CR/LF would split the request line (header injection)
-        raise ValueError(f"webhook_url {redacted(url)} holds spaces or control characters (CR, LF, ...); "
-                         "percent-encode them")
+        raise ValueError(
+            f"webhook_url {redacted(url)} holds spaces or control characters (CR, LF, ...); percent-encode them"
+        )
     return url
 
 

@@ -33,6 +33,7 @@ from .wsutil import Disconnected, check_handshake, close, describe, receive_text
 
 log = logging.getLogger("gradwatch.server.trainer")
 
+
 async def _hello(websocket: WebSocket, timeout: float) -> TrainerHello:
     try:
         text = await receive_text(websocket, timeout)
@@ -97,10 +98,14 @@ async def trainer_endpoint(websocket: WebSocket) -> None:
         log.warning("closing trainer connection%s: %s", f" of run {link.run_id}" if link else "", e.reason)
         await close(websocket, e.code, e.reason)
     except sqlite3.OperationalError as e:  # the store itself failed (disk full, I/O): the trainer retries later
-        log.warning("closing trainer connection%s: the database failed: %s", f" of run {link.run_id}" if link
-                    else "", e)
-        await close(websocket, CloseCode.STORAGE_UNAVAILABLE, f"the server cannot write its database ({e}); "
-                                                               "keep the reports and reconnect later")
+        log.warning(
+            "closing trainer connection%s: the database failed: %s", f" of run {link.run_id}" if link else "", e
+        )
+        await close(
+            websocket,
+            CloseCode.STORAGE_UNAVAILABLE,
+            f"the server cannot write its database ({e}); keep the reports and reconnect later",
+        )
     except Exception:
         log.exception("internal error on a trainer connection")
         await close(websocket, CloseCode.INTERNAL_ERROR, "internal server error; see the server log")

@@ -62,8 +62,13 @@ def free_port() -> int:
 class ServerProcess:
     """A ``gradwatch serve`` subprocess on 127.0.0.1 (see the module docstring)."""
 
-    def __init__(self, workdir: Path, db: Path | None = None, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        db: Path | None = None,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.db = db or workdir / "x.db"
@@ -71,8 +76,13 @@ class ServerProcess:
         self.token_file = workdir / "token"
         self.log_path = workdir / "server.log"
         self.extra_args = list(extra_args or [])
-        self.env = {**os.environ, "GRADWATCH_TOKEN": self.token, "GRADWATCH_TOKEN_FILE": str(self.token_file),
-                    "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {
+            **os.environ,
+            "GRADWATCH_TOKEN": self.token,
+            "GRADWATCH_TOKEN_FILE": str(self.token_file),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -111,11 +121,23 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         if self.running:
             raise RuntimeError("already running")
-        cmd = [sys.executable, "-m", "gradwatch.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--db", str(self.db), *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gradwatch.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db),
+            *self.extra_args,
+        ]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

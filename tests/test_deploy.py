@@ -29,8 +29,9 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def serve_help() -> str:
-    r = subprocess.run([sys.executable, "-m", "gradwatch.cli", "serve", "--help"], capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "gradwatch.cli", "serve", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0
     return r.stdout
 
@@ -39,7 +40,7 @@ def dockerfile_instruction(name: str) -> str:
     text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
     lines = [line.strip() for line in text.splitlines() if line.strip().upper().startswith(name + " ")]
     assert len(lines) == 1, (name, lines)
-    return lines[0][len(name) + 1:].strip()
+    return lines[0][len(name) + 1 :].strip()
 
 
 def parse_serve(args: list[str]) -> argparse.Namespace:
@@ -118,7 +119,6 @@ def test_compose_command_is_a_valid_server_config(compose, tmp_path):
     from gradwatch.server.config import ServerConfig
 
     ns = parse_serve(compose["services"]["server"]["command"])
-    config = ServerConfig(host=ns.host, port=ns.port, db_path=tmp_path / "x.db",
-                          allowed_hosts=tuple(ns.allowed_host))
+    config = ServerConfig(host=ns.host, port=ns.port, db_path=tmp_path / "x.db", allowed_hosts=tuple(ns.allowed_host))
     assert not config.is_loopback and "server" in config.effective_allowed_hosts
     assert shlex.join(compose["services"]["server"]["command"])  # plain strings only

@@ -42,8 +42,18 @@ def test_other_strings_are_not_floats(s):
 
 
 def _record(step, norm):
-    return {"step": step, "epoch": 0, "time": 1.0, "global_norm": norm, "clip_mode": "global_norm",
-            "clip_scale": 1.0, "clipped": False, "grad_norm": [norm], "grad_nan": [0], "grad_inf": [0]}
+    return {
+        "step": step,
+        "epoch": 0,
+        "time": 1.0,
+        "global_norm": norm,
+        "clip_mode": "global_norm",
+        "clip_scale": 1.0,
+        "clipped": False,
+        "grad_norm": [norm],
+        "grad_nan": [0],
+        "grad_inf": [0],
+    }
 
 
 @settings(max_examples=100, deadline=None)
@@ -57,11 +67,18 @@ def test_steps_round_trip(step, norm):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(st.none(), st.booleans(), st.integers(), any_float, st.text(max_size=8),
-                 st.lists(st.integers(), max_size=3)))
+@given(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), any_float, st.text(max_size=8), st.lists(st.integers(), max_size=3)
+    )
+)
 def test_trainer_decoder_never_crashes(value):
-    for msg in ({"type": "steps", "records": [_record(value, 1.0)]}, {"type": "ack", "id": value, "state": "applied"},
-                {"type": value}, {"type": "status", "state": "running", "step": value}):
+    for msg in (
+        {"type": "steps", "records": [_record(value, 1.0)]},
+        {"type": "ack", "id": value, "state": "applied"},
+        {"type": value},
+        {"type": "status", "state": "running", "step": value},
+    ):
         with contextlib.suppress(ValidationError):
             parse_trainer_message(json.dumps(msg))
 
@@ -91,8 +108,18 @@ def test_step_record_floats_follow_their_declared_kind():
     from gradwatch.protocol import StepRecord
     from gradwatch.stepfields import STEP_FIELDS
 
-    base = {"step": 1, "epoch": 0, "time": 1.0, "global_norm": 1.0, "clip_mode": "global_norm", "clip_scale": 1.0,
-            "clipped": False, "grad_norm": [1.0], "grad_nan": [0], "grad_inf": [0]}
+    base = {
+        "step": 1,
+        "epoch": 0,
+        "time": 1.0,
+        "global_norm": 1.0,
+        "clip_mode": "global_norm",
+        "clip_scale": 1.0,
+        "clipped": False,
+        "grad_norm": [1.0],
+        "grad_nan": [0],
+        "grad_inf": [0],
+    }
     for f in STEP_FIELDS:
         if f.kind not in ("float", "wire_float"):
             continue

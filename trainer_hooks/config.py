@@ -142,7 +142,10 @@ class MonitorConfig:
             # a bare string is refused there, by name
             cast("tuple[str, ...]", self.rewind_on if isinstance(self.rewind_on, str) else tuple(self.rewind_on)),
             self.rewind_lr_factor,
-            self.max_rewinds, self.snapshot_every, self.snapshot_keep, self.snapshot_mb,
+            self.max_rewinds,
+            self.snapshot_every,
+            self.snapshot_keep,
+            self.snapshot_mb,
         )
         # Normalised and resolved: frozen, so set the way dataclasses' own __init__ does.
         for key, value in {

@@ -202,7 +202,8 @@ class MonitorCore:
 
         session_ref: list[RunSession] = []  # the rewinder sets a threshold through the session made below
         rewinder, rewind_notes = self.config.rewind.rewinder(
-            state_variables(model, optimizers.values()), lr_variables,
+            state_variables(model, optimizers.values()),
+            lr_variables,
             lambda mode, threshold, group: session_ref[0].set_clip(mode, threshold, group),
         )
         notes.update(rewind_notes)

@@ -100,9 +100,7 @@ class RunLifecycle:
 
     # ------------------------------------------------------------------ transitions
 
-    def begin(
-        self, hook: AnyHook, model: Any, optimizer: Any, next_step: int, on_leave: Callable[[], None]
-    ) -> None:
+    def begin(self, hook: AnyHook, model: Any, optimizer: Any, next_step: int, on_leave: Callable[[], None]) -> None:
         """A fit or loop starts at ``next_step``; ``on_leave`` undoes what its door installed."""
         with self._lock:
             if self.phase is Phase.TRAINING:

@@ -124,8 +124,12 @@ class RunSession:
             prepare=self._prepare_hello,
             **{"prove_server": config.prove_server, **(config.transport_options or {})},
         )
-        self.control = RunControl(on_clip=self.set_clip, send=self.transport.put_control, on_lr=set_lr,
-                                  on_rewind=self._rewind if rewinder is not None else None)
+        self.control = RunControl(
+            on_clip=self.set_clip,
+            send=self.transport.put_control,
+            on_lr=set_lr,
+            on_rewind=self._rewind if rewinder is not None else None,
+        )
         self._last_seen = -1  # the last step read from the statistics ring
         self._expect_from = 0  # the first step the ring must still hold (this fit's or loop's first)
         self._warned_overrun = False
@@ -148,7 +152,11 @@ class RunSession:
     READ_INTERVAL = 0.02
 
     def after_steps(
-        self, next_step: int, epoch: int, fallback_loss: float | None = None, rows: np.ndarray | None = None,
+        self,
+        next_step: int,
+        epoch: int,
+        fallback_loss: float | None = None,
+        rows: np.ndarray | None = None,
         between_steps: bool = True,
     ) -> bool:
         """Called after the step ``next_step - 1``; returns True when training should stop.
@@ -204,8 +212,10 @@ class RunSession:
         if self.rewinder is None:
             raise ValueError("the snapshots were dropped when the model was recompiled; new ones need a new run")
         if not self._between_steps:
-            raise ValueError("this loop's host call runs inside its compiled step, where the weights cannot be "
-                             "restored; rewind works with fit() and eager or XLA watch() loops")
+            raise ValueError(
+                "this loop's host call runs inside its compiled step, where the weights cannot be "
+                "restored; rewind works with fit() and eager or XLA watch() loops"
+            )
         detail = self.rewinder.apply(command)
         self._tell_snapshots()
         return detail

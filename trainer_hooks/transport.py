@@ -274,8 +274,9 @@ class Transport:
             wake = time.monotonic() + backoff
             while not self._stop and time.monotonic() < wake:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._stop or bool(self.outbox.spilled),
-                                        timeout=max(0.0, wake - time.monotonic()))
+                    self._cond.wait_for(
+                        lambda: self._stop or bool(self.outbox.spilled), timeout=max(0.0, wake - time.monotonic())
+                    )
                 self._write_spilled()
             backoff = min(backoff * 2, BACKOFF_MAX)
 
@@ -315,8 +316,10 @@ class Transport:
                 lost = items
             except Exception as err:
                 lost = items
-                self._warn(f"gradwatch: cannot write the spool file {run_file.path} ({err}); "
-                           "reports the buffer cannot hold are dropped")
+                self._warn(
+                    f"gradwatch: cannot write the spool file {run_file.path} ({err}); "
+                    "reports the buffer cannot hold are dropped"
+                )
             with self._cond:
                 for item in lost:
                     self.outbox.lose(item)
@@ -326,8 +329,10 @@ class Transport:
     def _open(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         if self._token and self._prove_server and not proves_token(self.url, self._token, self._connect_timeout):
-            raise ConnectionError("it did not prove it knows the token, so the token was not sent; pass server=... "
-                                  "to name the server to trust")
+            raise ConnectionError(
+                "it did not prove it knows the token, so the token was not sent; pass server=... "
+                "to name the server to trust"
+            )
         try:
             return self._connect_fn(
                 self.url,

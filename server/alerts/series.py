@@ -76,10 +76,12 @@ class StepBatch:
         # fields are converted in groups (numpy reads None as NaN and parses the wire's "NaN"/"Infinity"),
         # and the NaN/Inf counts, all zero on healthy steps, are only converted when one is not.
         n = len(records)
-        ints = np.array([(r.step, r.weight_nonfinite, r.clipped, r.skipped) for r in records],
-                        dtype=np.int64).reshape(n, 4)
-        floats = np.array([(r.global_norm, r.clip_threshold, r.clip_scale, r.lr, r.loss) for r in records],
-                          dtype=np.float64).reshape(n, 5)
+        ints = np.array([(r.step, r.weight_nonfinite, r.clipped, r.skipped) for r in records], dtype=np.int64).reshape(
+            n, 4
+        )
+        floats = np.array(
+            [(r.global_norm, r.clip_threshold, r.clip_scale, r.lr, r.loss) for r in records], dtype=np.float64
+        ).reshape(n, 5)
         if any(any(r.grad_nan) or any(r.grad_inf) for r in records):
             nan = np.asarray([r.grad_nan for r in records], dtype=np.int64).reshape(n, n_vars)
             inf = np.asarray([r.grad_inf for r in records], dtype=np.int64).reshape(n, n_vars)
@@ -150,22 +152,22 @@ class Ring:
 
     def extend(self, rows: FloatArray) -> None:
         if rows.shape[0] >= self.size:
-            self.data[:] = rows[-self.size:]
+            self.data[:] = rows[-self.size :]
             self.pos, self.filled = 0, self.size
             return
         k = rows.shape[0]
         end = self.pos + k
         if end <= self.size:
-            self.data[self.pos:end] = rows
+            self.data[self.pos : end] = rows
         else:
             cut = self.size - self.pos
-            self.data[self.pos:] = rows[:cut]
-            self.data[:k - cut] = rows[cut:]
+            self.data[self.pos :] = rows[:cut]
+            self.data[: k - cut] = rows[cut:]
         self.pos = end % self.size
         self.filled = min(self.size, self.filled + k)
 
     def rows(self) -> FloatArray:
-        return self.data if self.filled == self.size else self.data[:self.filled]
+        return self.data if self.filled == self.size else self.data[: self.filled]
 
     def median(self) -> FloatArray:
         return column_median(self.rows())

@@ -30,8 +30,14 @@ def _numbers(section: object) -> list[float]:
 @pytest.mark.timeout(600)
 def test_run_all_quick_writes_every_section(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "bench.run_all", "--quick", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run_all", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     md = (out / "report.md").read_text()
@@ -50,6 +56,13 @@ def test_run_all_quick_writes_every_section(tmp_path: Path) -> None:
     assert [e["format"] for e in r["export"]["exports"]] == ["parquet", "csv"]
     assert all(e["bytes"] > 0 and e["seconds"] > 0 for e in r["export"]["exports"])
     assert all(c["step_ratio"] > 0 for c in r["overhead"][0]["configs"].values())
-    for title in ("Training overhead", "Live latency", "Control latency", "Server scale", "Long runs",
-                  "Trainer memory", "Export"):
+    for title in (
+        "Training overhead",
+        "Live latency",
+        "Control latency",
+        "Server scale",
+        "Long runs",
+        "Trainer memory",
+        "Export",
+    ):
         assert title in md

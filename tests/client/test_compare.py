@@ -144,8 +144,11 @@ def test_compare_overlays_runs_and_keeps_updating_incrementally(
     assert page.gradwatch_problems == []
 
 
-def test_compare_survives_a_server_restart_every_step_once(gradwatch_server: Any, trainers: Any,  # noqa: F811
-                                                           browser_page: Any) -> None:
+def test_compare_survives_a_server_restart_every_step_once(
+    gradwatch_server: Any,
+    trainers: Any,  # noqa: F811
+    browser_page: Any,
+) -> None:
     page = browser_page
     srv = gradwatch_server()
     first = [trainers(srv, f"restart-{i}", n_steps=40, interval=0.02) for i in range(2)]
@@ -162,8 +165,9 @@ def test_compare_survives_a_server_restart_every_step_once(gradwatch_server: Any
     for i, rid in enumerate(ids):
         trainers(srv, f"restart-{i}", run_id=rid, first_step=40, n_steps=60, interval=0.02)
     page.wait_for_function("window.gradwatch.connected === true", timeout=30_000)
-    page.wait_for_function("(ids) => ids.every(id => window.gradwatch.compare.lastSteps[id] === 99)", arg=ids,
-                           timeout=30_000)
+    page.wait_for_function(
+        "(ids) => ids.every(id => window.gradwatch.compare.lastSteps[id] === 99)", arg=ids, timeout=30_000
+    )
     page.wait_for_timeout(100)  # the frame that draws them
     xs = page.evaluate("document.querySelector('[data-testid=cmp-gnorm]').data.map(t => t.x)")
     assert xs == [list(range(100))] * 2, "every step of both runs exactly once after the reconnect"

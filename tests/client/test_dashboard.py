@@ -32,10 +32,22 @@ BN_LAYERS = ["mlp/bn"]
 class SimTrainer(threading.Thread):
     """A stand-in for the Keras callback: hello, steps, acks, status."""
 
-    def __init__(self, server: Any, run_name: str, *, run_id: int | None = None, first_step: int = 0,
-                 n_steps: int | None = None, nan_steps: tuple[int, ...] = (), interval: float = 0.04,
-                 variables: list[str] | None = None, update_ratio: bool = False, guard_nonfinite: bool = False,
-                 probe_every: int = 0, bn_layers: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        server: Any,
+        run_name: str,
+        *,
+        run_id: int | None = None,
+        first_step: int = 0,
+        n_steps: int | None = None,
+        nan_steps: tuple[int, ...] = (),
+        interval: float = 0.04,
+        variables: list[str] | None = None,
+        update_ratio: bool = False,
+        guard_nonfinite: bool = False,
+        probe_every: int = 0,
+        bn_layers: list[str] | None = None,
+    ) -> None:
         super().__init__(daemon=True, name=f"sim-trainer-{run_name[:20]}")
         self.url = server.ws_url + TRAINER_PATH
         self.headers = server.headers
@@ -68,10 +80,20 @@ class SimTrainer(threading.Thread):
             gn[2] = math.nan
         g = math.sqrt(sum(x * x for x in gn if math.isfinite(x)))
         rec: dict[str, Any] = {
-            "step": step, "epoch": step // 50, "time": time.time(), "loss": 2.0 * math.exp(-step / 80), "lr": self.lr,
-            "global_norm": g, "clip_mode": "global_norm", "clip_threshold": self.clip,
-            "clip_scale": min(1.0, self.clip / g), "clipped": g > self.clip, "steps_per_sec": 1 / self.interval,
-            "grad_norm": gn, "grad_nan": nan, "grad_inf": [0] * len(self.variables),
+            "step": step,
+            "epoch": step // 50,
+            "time": time.time(),
+            "loss": 2.0 * math.exp(-step / 80),
+            "lr": self.lr,
+            "global_norm": g,
+            "clip_mode": "global_norm",
+            "clip_threshold": self.clip,
+            "clip_scale": min(1.0, self.clip / g),
+            "clipped": g > self.clip,
+            "steps_per_sec": 1 / self.interval,
+            "grad_norm": gn,
+            "grad_nan": nan,
+            "grad_inf": [0] * len(self.variables),
             "bn": [[0.1, 0.0, 0.2, 0.01, 1.0 + 0.1 * math.sin(step / 7), 0.9, 1.1, 0.01] for _ in self.bn_layers],
         }
         if self.update_ratio and step not in self.nan_steps:  # a skipped update has no ratio
@@ -81,8 +103,12 @@ class SimTrainer(threading.Thread):
         return rec
 
     def probe(self, step: int) -> dict[str, Any]:
-        return {"type": "probe", "step": step, "dead_relu": {"mlp/dense": min(1.0, 0.05 + step / 400)},
-                "bn_gap": {"mlp/bn": 0.2 + 0.1 * math.sin(step / 20)}}
+        return {
+            "type": "probe",
+            "step": step,
+            "dead_relu": {"mlp/dense": min(1.0, 0.05 + step / 400)},
+            "bn_gap": {"mlp/bn": 0.2 + 0.1 * math.sin(step / 20)},
+        }
 
     def run(self) -> None:
         try:
@@ -95,8 +121,12 @@ class SimTrainer(threading.Thread):
     def _run(self) -> None:
         with connect(self.url, additional_headers=self.headers, open_timeout=10) as ws:
             hello: dict[str, Any] = {
-                "type": "hello", "protocol": PROTOCOL_VERSION, "run_name": self.run_name, "variables": self.variables,
-                "bn_layers": self.bn_layers, "clip": {"mode": "global_norm", "threshold": self.clip},
+                "type": "hello",
+                "protocol": PROTOCOL_VERSION,
+                "run_name": self.run_name,
+                "variables": self.variables,
+                "bn_layers": self.bn_layers,
+                "clip": {"mode": "global_norm", "threshold": self.clip},
             }
             if self.guard_nonfinite:
                 hello["guard_nonfinite"] = True
@@ -258,8 +288,7 @@ def test_live_dashboard_controls_nan_and_xss(gradwatch_server: Any, trainers: An
     assert trainer.error is None, trainer.error
 
 
-def test_reconnects_after_server_restart_and_backfills(gradwatch_server: Any, trainers: Any,
-                                                       browser_page: Any) -> None:
+def test_reconnects_after_server_restart_and_backfills(gradwatch_server: Any, trainers: Any, browser_page: Any) -> None:
     page = browser_page
     srv = gradwatch_server()
     first = trainers(srv, "restart-me", n_steps=40, interval=0.02)
@@ -287,17 +316,20 @@ def test_reconnects_after_server_restart_and_backfills(gradwatch_server: Any, tr
 
 
 def chart_len(page: Any, testid: str, trace: int = 0) -> int:
-    return int(page.evaluate(
-        f"(() => {{ const d = document.querySelector('[data-testid={testid}]');"
-        f" return d && d.data && d.data[{trace}] ? d.data[{trace}].x.length : -1; }})()"))
+    return int(
+        page.evaluate(
+            f"(() => {{ const d = document.querySelector('[data-testid={testid}]');"
+            f" return d && d.data && d.data[{trace}] ? d.data[{trace}].x.length : -1; }})()"
+        )
+    )
 
 
-def test_set_lr_update_ratio_skipped_and_probe(gradwatch_server: Any, trainers: Any, browser_page: Any,
-                                               tmp_path: Any) -> None:
+def test_set_lr_update_ratio_skipped_and_probe(
+    gradwatch_server: Any, trainers: Any, browser_page: Any, tmp_path: Any
+) -> None:
     page = browser_page
     srv = gradwatch_server()
-    trainer = trainers(srv, "lr-and-ratios", nan_steps=(20,), update_ratio=True, guard_nonfinite=True,
-                       probe_every=10)
+    trainer = trainers(srv, "lr-and-ratios", nan_steps=(20,), update_ratio=True, guard_nonfinite=True, probe_every=10)
     login(page, srv)
     page.goto(f"{srv.url}/#run={trainer.run_id}")
     page.wait_for_function("window.gradwatch.lastStep !== null && window.gradwatch.lastStep > 25")
@@ -324,11 +356,15 @@ def test_set_lr_update_ratio_skipped_and_probe(gradwatch_server: Any, trainers: 
     page.locator("[data-testid=chart-update-ratio]").scroll_into_view_if_needed()
     page.wait_for_function("(document.querySelector('[data-testid=chart-update-ratio]').data || []).length === 6")
     # a step after the set_lr may reach the chart a moment later on a busy machine: wait for it, bounded
-    page.wait_for_function("Math.min(...document.querySelector('[data-testid=chart-update-ratio]').data[0].y"
-                           ".filter(v => v !== null)) < 0.0004")
-    info = page.evaluate("(() => { const d = document.querySelector('[data-testid=chart-update-ratio]');"
-                         " return {type: d.layout.yaxis.type, ref: d.layout.shapes[0].y0,"
-                         " ys: d.data[0].y.filter(v => v !== null)}; })()")
+    page.wait_for_function(
+        "Math.min(...document.querySelector('[data-testid=chart-update-ratio]').data[0].y"
+        ".filter(v => v !== null)) < 0.0004"
+    )
+    info = page.evaluate(
+        "(() => { const d = document.querySelector('[data-testid=chart-update-ratio]');"
+        " return {type: d.layout.yaxis.type, ref: d.layout.shapes[0].y0,"
+        " ys: d.data[0].y.filter(v => v !== null)}; })()"
+    )
     assert info["type"] == "log" and info["ref"] == 1e-3
     # the first variable's ratio follows the learning rate (stored as float32 by the server)
     assert min(info["ys"]) == pytest.approx(0.0005 * 0.5, rel=1e-6)
@@ -336,16 +372,19 @@ def test_set_lr_update_ratio_skipped_and_probe(gradwatch_server: Any, trainers: 
 
     # the skipped NaN step is marked on the global-norm chart
     page.locator("[data-testid=chart-global-norm]").scroll_into_view_if_needed()
-    page.wait_for_function("(() => { const d = document.querySelector('[data-testid=chart-global-norm]');"
-                           " return !!d.data && d.data[4].x.includes(20); })()")
+    page.wait_for_function(
+        "(() => { const d = document.querySelector('[data-testid=chart-global-norm]');"
+        " return !!d.data && d.data[4].x.includes(20); })()"
+    )
 
     # probe data (every 10 steps) appears in its own chart
     page.locator("[data-testid=chart-probe]").wait_for(state="visible")
     page.locator("[data-testid=chart-probe]").scroll_into_view_if_needed()
     page.wait_for_function("(document.querySelector('[data-testid=chart-probe]').data || []).length === 2")
     n = chart_len(page, "chart-probe")
-    page.wait_for_function(f"document.querySelector('[data-testid=chart-probe]').data[0].x.length > {n}",
-                           timeout=20_000)
+    page.wait_for_function(
+        f"document.querySelector('[data-testid=chart-probe]').data[0].x.length > {n}", timeout=20_000
+    )
 
     # after a reload everything comes back from REST
     page.reload()
@@ -370,12 +409,14 @@ def shot(page: Any, tmp_path: Any, name: str) -> None:
 
 
 def highlighted(page: Any) -> list[str]:
-    return list(page.evaluate(
-        "JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted || '[]')"))
+    return list(
+        page.evaluate("JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted || '[]')")
+    )
 
 
-def test_nonfinite_alert_banner_highlight_badge_and_mute(gradwatch_server: Any, trainers: Any, browser_page: Any,
-                                                         tmp_path: Any) -> None:
+def test_nonfinite_alert_banner_highlight_badge_and_mute(
+    gradwatch_server: Any, trainers: Any, browser_page: Any, tmp_path: Any
+) -> None:
     page = browser_page
     srv = gradwatch_server()
     trainer = trainers(srv, "nan-in-gamma", nan_steps=tuple(range(25, 100_000)))  # stays open
@@ -402,8 +443,10 @@ def test_nonfinite_alert_banner_highlight_badge_and_mute(gradwatch_server: Any, 
     assert entry.get_attribute("data-layer") == "mlp/bn/gamma"
 
     # the affected variable is highlighted on the heatmap (rectangle from step 25, emphasised label)
-    page.wait_for_function("(() => { const d = document.querySelector('[data-testid=chart-heatmap]');"
-                           " return !!d.layout && d.layout.shapes.length >= 1; })()")
+    page.wait_for_function(
+        "(() => { const d = document.querySelector('[data-testid=chart-heatmap]');"
+        " return !!d.layout && d.layout.shapes.length >= 1; })()"
+    )
     assert highlighted(page) == ["mlp/bn/gamma"]
     chip = page.locator("[data-testid=heatmap-highlight]")
     assert chip.count() == 1 and chip.get_attribute("data-variable") == "mlp/bn/gamma"
@@ -435,8 +478,9 @@ def test_nonfinite_alert_banner_highlight_badge_and_mute(gradwatch_server: Any, 
     assert rules["nonfinite"]["muted"] is True
     assert rules["exploding_gradients"]["muted"] is False
     banner.wait_for(state="hidden")
-    page.wait_for_function("JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted)"
-                           ".length === 0")
+    page.wait_for_function(
+        "JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted).length === 0"
+    )
     assert page.locator("[data-testid=alert-entry][data-kind=nonfinite]").count() == 1  # still listed, dimmed
 
     # the mute survives a reload (the page reads the rules back); unmuting brings the banner back
@@ -452,8 +496,9 @@ def test_nonfinite_alert_banner_highlight_badge_and_mute(gradwatch_server: Any, 
     assert rules["nonfinite"]["muted"] is False
 
     # a mute made elsewhere (another page, or the API) shows here live, without a reload
-    r = httpx.patch(f"{srv.url}/api/runs/{run_id}/alert-rules/nonfinite", json={"muted": True},
-                    headers=srv.headers, timeout=10)
+    r = httpx.patch(
+        f"{srv.url}/api/runs/{run_id}/alert-rules/nonfinite", json={"muted": True}, headers=srv.headers, timeout=10
+    )
     assert r.status_code == 200, r.text
     page.wait_for_selector("[data-testid=alert-mute-nonfinite][data-muted=true]")
     banner.wait_for(state="hidden")
@@ -493,8 +538,9 @@ def test_alerts_resolve_and_reopen_shown_apart(gradwatch_server: Any, trainers: 
     assert first.error is None and again.error is None
 
 
-def test_a_model_without_batchnorm_gets_a_note_not_empty_axes(gradwatch_server: Any, trainers: Any,
-                                                              browser_page: Any) -> None:
+def test_a_model_without_batchnorm_gets_a_note_not_empty_axes(
+    gradwatch_server: Any, trainers: Any, browser_page: Any
+) -> None:
     page = browser_page
     srv = gradwatch_server()
     trainer = trainers(srv, "no-bn", bn_layers=[])
@@ -503,7 +549,9 @@ def test_a_model_without_batchnorm_gets_a_note_not_empty_axes(gradwatch_server: 
     page.wait_for_function("window.gradwatch.lastStep !== null && window.gradwatch.lastStep > 5")
     chart = "document.querySelector('[data-testid=chart-bn]')"
     page.wait_for_function(f"!!{chart}.layout")
-    got = page.evaluate(f"(() => {{ const l = {chart}.layout; return [l.annotations.map(a => a.text),"
-                        " l.xaxis.visible, l.yaxis.visible, l.yaxis2.visible]; })()")
+    got = page.evaluate(
+        f"(() => {{ const l = {chart}.layout; return [l.annotations.map(a => a.text),"
+        " l.xaxis.visible, l.yaxis.visible, l.yaxis2.visible]; })()"
+    )
     assert got == [["This model has no BatchNorm layers"], False, False, False]
     assert page.gradwatch_problems == [], page.gradwatch_problems

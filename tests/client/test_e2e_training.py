@@ -30,16 +30,16 @@ class Training(threading.Thread):
 
     def __init__(self, server: Any) -> None:
         super().__init__(daemon=True, name="keras-fit")
-        self.monitor = GradientMonitor(server=server.url, token=server.token, run_name="e2e: digits MLP",
-                                       clip_threshold=1.0)
+        self.monitor = GradientMonitor(
+            server=server.url, token=server.token, run_name="e2e: digits MLP", clip_threshold=1.0
+        )
         self.model = build_model()
         self.error: BaseException | None = None
 
     def run(self) -> None:
         x, y = digits_data()
         try:
-            self.model.fit(x, y, batch_size=32, epochs=10_000, verbose=0,
-                           callbacks=[self.monitor, pace_callback(40.0)])
+            self.model.fit(x, y, batch_size=32, epochs=10_000, verbose=0, callbacks=[self.monitor, pace_callback(40.0)])
         except BaseException as e:  # surfaced by the test
             self.error = e
 
@@ -61,16 +61,22 @@ def wait_for(predicate: Any, timeout: float = 30.0, what: str = "") -> Any:
 
 
 def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: Any, tmp_path: Path) -> None:
-    screenshot = ROOT / os.environ["GRADWATCH_SCREENSHOT"] if "GRADWATCH_SCREENSHOT" in os.environ else (
-        tmp_path / "dashboard.png")
+    screenshot = (
+        ROOT / os.environ["GRADWATCH_SCREENSHOT"]
+        if "GRADWATCH_SCREENSHOT" in os.environ
+        else (tmp_path / "dashboard.png")
+    )
     server = gradwatch_server()
     api = httpx.Client(base_url=server.url, headers=server.headers, timeout=10)
     training = Training(server)
     training.start()
     page = browser_page
     try:
-        run = wait_for(lambda: (runs := api.get("/api/runs").json()) and runs[0]["step"] is not None and runs[0],
-                       timeout=120, what="the run to stream")  # a first trace under load takes its time
+        run = wait_for(
+            lambda: (runs := api.get("/api/runs").json()) and runs[0]["step"] is not None and runs[0],
+            timeout=120,
+            what="the run to stream",
+        )  # a first trace under load takes its time
         page.goto(f"{server.url}/login?token={server.token}")
         page.get_by_test_id("run-item").first.click()
         page.wait_for_function("window.gradwatch.runId !== null && window.gradwatch.steps > 40")
@@ -82,8 +88,9 @@ def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: An
         chart = "document.querySelector('[data-testid=chart-update-ratio]')"
         page.locator("[data-testid=chart-update-ratio]").scroll_into_view_if_needed()
         n_vars = len(training.model.trainable_variables)
-        page.wait_for_function(f"({chart}.data || []).length === {n_vars}"
-                               f" && {chart}.data.every(t => t.y.some(v => v !== null && v > 0))")
+        page.wait_for_function(
+            f"({chart}.data || []).length === {n_vars} && {chart}.data.every(t => t.y.some(v => v !== null && v > 0))"
+        )
         shown = page.evaluate(f"{chart}.data.map(t => [t.name, Array.from(t.x), Array.from(t.y)])")
         stored = api.get(f"/api/runs/{run['id']}/metrics").json()
         name, xs, ys = shown[0]

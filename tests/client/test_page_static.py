@@ -43,8 +43,8 @@ class _Handler(SimpleHTTPRequestHandler):
             return str(CLIENT / "index.html")
         if p == "/static/plotly.min.js":
             return str(plotly_js())
-        if p.startswith("/static/") and "/" not in p[len("/static/"):]:
-            return str(CLIENT / p[len("/static/"):])
+        if p.startswith("/static/") and "/" not in p[len("/static/") :]:
+            return str(CLIENT / p[len("/static/") :])
         return str(CLIENT / "__missing__")
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -66,26 +66,53 @@ def static_url() -> Iterator[str]:
 
 def record(step: int, nan: bool = False) -> dict[str, Any]:
     return {
-        "update_ratio": [None, None] if nan else [1e-3 * (1 + step / 10), 2e-4], "skipped": nan,
-        "step": step, "epoch": 0, "time": 1.7e9 + step, "loss": 1.0 / (step + 1), "lr": 0.01,
-        "global_norm": "NaN" if nan else 0.5 + step / 100, "clip_mode": "global_norm", "clip_threshold": 1.0,
-        "clip_scale": 1.0, "clipped": False, "clipped_fraction": None, "steps_per_sec": 10.0,
+        "update_ratio": [None, None] if nan else [1e-3 * (1 + step / 10), 2e-4],
+        "skipped": nan,
+        "step": step,
+        "epoch": 0,
+        "time": 1.7e9 + step,
+        "loss": 1.0 / (step + 1),
+        "lr": 0.01,
+        "global_norm": "NaN" if nan else 0.5 + step / 100,
+        "clip_mode": "global_norm",
+        "clip_threshold": 1.0,
+        "clip_scale": 1.0,
+        "clipped": False,
+        "clipped_fraction": None,
+        "steps_per_sec": 10.0,
         "grad_norm": [0.1, "Infinity" if nan else 0.01],
-        "grad_nan": [0, 2 if nan else 0], "grad_inf": [0, 1 if nan else 0],
-        "weight_nonfinite": 0, "loss_nonfinite": False, "bn": [[0.0, -1, 1, 0.1, 1.0, 0.5, 1.5, 0.1]],
+        "grad_nan": [0, 2 if nan else 0],
+        "grad_inf": [0, 1 if nan else 0],
+        "weight_nonfinite": 0,
+        "loss_nonfinite": False,
+        "bn": [[0.0, -1, 1, 0.1, 1.0, 0.5, 1.5, 0.1]],
     }
 
 
 def columns(records: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ["step", "epoch", "time", "loss", "lr", "global_norm", "clip_threshold", "clip_scale", "clipped",
-            "clipped_fraction", "steps_per_sec", "weight_nonfinite", "loss_nonfinite"]
+    keys = [
+        "step",
+        "epoch",
+        "time",
+        "loss",
+        "lr",
+        "global_norm",
+        "clip_threshold",
+        "clip_scale",
+        "clipped",
+        "clipped_fraction",
+        "steps_per_sec",
+        "weight_nonfinite",
+        "loss_nonfinite",
+    ]
     out: dict[str, Any] = {k: [r[k] for r in records] for k in keys}
     out["grad_norm"] = {v: [r["grad_norm"][i] for r in records] for i, v in enumerate(VARS)}
     out["nonfinite"] = {v: [r["grad_nan"][i] + r["grad_inf"][i] for r in records] for i, v in enumerate(VARS)}
     out["update_ratio"] = {v: [r["update_ratio"][i] for r in records] for i, v in enumerate(VARS)}
     out["skipped"] = [r["skipped"] for r in records]
-    out["bn"] = {"bn": {"moving_mean": [r["bn"][0][0] for r in records],
-                        "moving_variance": [r["bn"][0][4] for r in records]}}
+    out["bn"] = {
+        "bn": {"moving_mean": [r["bn"][0][0] for r in records], "moving_variance": [r["bn"][0][4] for r in records]}
+    }
     out.update(run_id=1, gaps=[], downsampled=False)
     return out
 
@@ -103,14 +130,21 @@ class FakeBackend:
         self.rules: dict[str, Any] | None = None  # None: the server has no alert-rules route
         self.patches: list[tuple[str, Any]] = []
         self.probe: dict[str, Any] = {"step": [], "dead_relu": {}, "bn_gap": {}}
-        self.summary = {"id": 1, "name": XSS, "status": "running", "step": 9, "created_at": 1.7e9,
-                        "updated_at": 1.7e9}
+        self.summary = {"id": 1, "name": XSS, "status": "running", "step": 9, "created_at": 1.7e9, "updated_at": 1.7e9}
         page.route("**/api/**", self.rest)
         page.route_web_socket("**/ws/browser", self.websocket)
 
     def detail(self) -> dict[str, Any]:
-        return {**self.summary, "variables": VARS, "bn_layers": BN, "clip": {"mode": "global_norm", "threshold": 1.0},
-                "paused": False, "every": 1, "meta": {}, "gaps": []}
+        return {
+            **self.summary,
+            "variables": VARS,
+            "bn_layers": BN,
+            "clip": {"mode": "global_norm", "threshold": 1.0},
+            "paused": False,
+            "every": 1,
+            "meta": {},
+            "gaps": [],
+        }
 
     def rest(self, route: Any) -> None:
         url = urlparse(route.request.url)
@@ -141,8 +175,11 @@ class FakeBackend:
             body = self.rules[kind]
         elif path == "/api/runs/1/commands":
             assert route.request.headers["content-type"] == "application/json"
-            route.fulfill(status=409, content_type="application/json",
-                          body=json.dumps({"detail": "run 1 is finished; it takes no more commands"}))
+            route.fulfill(
+                status=409,
+                content_type="application/json",
+                body=json.dumps({"detail": "run 1 is finished; it takes no more commands"}),
+            )
             return
         else:
             route.fulfill(status=404, content_type="application/json", body=json.dumps({"detail": "no such thing"}))
@@ -173,8 +210,9 @@ def test_page_merges_live_and_rest_and_renders_text(static_url: str, browser_pag
     page = browser_page
     backend = FakeBackend(page)
     page.goto(static_url + "/")
-    page.wait_for_function("window.gradwatch.connected && window.gradwatch.runId === 1"
-                           " && window.gradwatch.steps === 10")
+    page.wait_for_function(
+        "window.gradwatch.connected && window.gradwatch.runId === 1 && window.gradwatch.steps === 10"
+    )
     assert page.evaluate("location.hash") == "#run=1"
     # subscribe went out before the REST fetch of the run
     assert backend.events.index("subscribe 1") < backend.events.index("GET run")
@@ -200,9 +238,7 @@ def test_page_merges_live_and_rest_and_renders_text(static_url: str, browser_pag
     banner.wait_for(state="visible")
     assert "<b>dense</b>/bias" in banner.text_content()
     assert "13" in banner.text_content()
-    page.wait_for_function(
-        "document.querySelector('[data-testid=chart-heatmap]').data[0].x.length === 14"
-    )
+    page.wait_for_function("document.querySelector('[data-testid=chart-heatmap]').data[0].x.length === 14")
 
     # a 4xx is shown with the server's detail
     page.locator("[data-testid=btn-stop]").click()
@@ -237,11 +273,33 @@ def test_hooks_exist(static_url: str, browser_page: Any) -> None:
     FakeBackend(page)
     page.goto(static_url + "/")
     page.wait_for_function("window.gradwatch.steps === 10")
-    for testid in ("connection-status", "run-list", "run-item", "btn-pause", "btn-resume", "btn-stop", "clip-mode",
-                   "clip-threshold", "clip-apply", "command-log", "run-status", "run-clip", "nan-banner",
-                   "chart-heatmap", "chart-global-norm", "chart-nonfinite", "chart-bn", "chart-loss-lr",
-                   "alert-banner", "lr-input", "lr-apply", "chart-update-ratio", "chart-probe", "alert-timeline",
-                   *(f"alert-mute-{k}" for k in KINDS)):
+    for testid in (
+        "connection-status",
+        "run-list",
+        "run-item",
+        "btn-pause",
+        "btn-resume",
+        "btn-stop",
+        "clip-mode",
+        "clip-threshold",
+        "clip-apply",
+        "command-log",
+        "run-status",
+        "run-clip",
+        "nan-banner",
+        "chart-heatmap",
+        "chart-global-norm",
+        "chart-nonfinite",
+        "chart-bn",
+        "chart-loss-lr",
+        "alert-banner",
+        "lr-input",
+        "lr-apply",
+        "chart-update-ratio",
+        "chart-probe",
+        "alert-timeline",
+        *(f"alert-mute-{k}" for k in KINDS),
+    ):
         assert page.locator(f"[data-testid={testid}]").count() >= 1, testid
     assert page.locator("[data-testid=run-status]").text_content() == "running"
     assert page.locator("[data-testid=clip-mode]").input_value() == "global_norm"
@@ -253,11 +311,26 @@ KINDS = list(ALERT_KINDS)
 
 
 def alert(id_: int, kind: str, severity: str, step: int, layer: str | None, **extra: Any) -> dict[str, Any]:
-    return {"id": id_, "run_id": 1, "kind": kind, "severity": severity, "step": step, "last_step": step,
-            "layer": layer, "layers": [layer] if layer else [], "evidence": {"ratio": 1e-9, "note": XSS},
-            "message": f"{kind} at {XSS}", "remedies": ["Lower the learning rate", XSS], "count": 1,
-            "created_at": 1.7e9 + step, "updated_at": 1.7e9 + step, "state": "open", "resolved_step": None,
-            "latest": None, **extra}
+    return {
+        "id": id_,
+        "run_id": 1,
+        "kind": kind,
+        "severity": severity,
+        "step": step,
+        "last_step": step,
+        "layer": layer,
+        "layers": [layer] if layer else [],
+        "evidence": {"ratio": 1e-9, "note": XSS},
+        "message": f"{kind} at {XSS}",
+        "remedies": ["Lower the learning rate", XSS],
+        "count": 1,
+        "created_at": 1.7e9 + step,
+        "updated_at": 1.7e9 + step,
+        "state": "open",
+        "resolved_step": None,
+        "latest": None,
+        **extra,
+    }
 
 
 def test_a_resolved_alert_shows_as_resolved(static_url: str, browser_page: Any) -> None:
@@ -301,8 +374,9 @@ def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page:
     assert entry.get_attribute("data-layer") == "dense/kernel"
     assert entry.get_attribute("data-severity") == "warning"
     heat = page.locator("[data-testid=chart-heatmap]")
-    page.wait_for_function("JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted)"
-                           ".includes('dense/kernel')")
+    page.wait_for_function(
+        "JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted).includes('dense/kernel')"
+    )
     page.wait_for_function("document.querySelector('[data-testid=chart-heatmap]').layout.shapes.length >= 1")
     badge = page.locator("[data-testid=run-item-alerts]")
     assert badge.text_content() == "▲ 1" and badge.get_attribute("data-severity") == "warning"
@@ -318,17 +392,30 @@ def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page:
     kinds = page.locator("[data-testid=alert-entry]").evaluate_all("es => es.map(e => e.dataset.kind)")
     assert kinds == ["nonfinite", "vanishing_gradients"], "newest first"
     page.wait_for_function(
-        "JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted).length === 2")
+        "JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted).length === 2"
+    )
     assert page.locator("[data-testid=heatmap-highlight]").count() == 2
     ticks = heat.locator(".ytick text").all_text_contents()
     assert any("<b>dense</b>/bias" in t for t in ticks), ticks  # still literal text, emphasised
     assert badge.get_attribute("data-severity") == "critical" and badge.text_content() == "▲ 2"
     # an update of the same alert (last_step, latest) replaces it in place; what raised it stays shown
-    backend.sockets[-1].send(json.dumps({"type": "alert", "run_id": 1, "alert": {
-        **crit, "last_step": 14, "latest": {"step": 14, "evidence": {}, "message": "still NaN"},
-        "updated_at": crit["updated_at"] + 2}}))
-    page.wait_for_function("document.querySelector('[data-testid=alert-banner-latest]').textContent"
-                           " === 'Update at step 14: still NaN'")
+    backend.sockets[-1].send(
+        json.dumps(
+            {
+                "type": "alert",
+                "run_id": 1,
+                "alert": {
+                    **crit,
+                    "last_step": 14,
+                    "latest": {"step": 14, "evidence": {}, "message": "still NaN"},
+                    "updated_at": crit["updated_at"] + 2,
+                },
+            }
+        )
+    )
+    page.wait_for_function(
+        "document.querySelector('[data-testid=alert-banner-latest]').textContent === 'Update at step 14: still NaN'"
+    )
     assert crit["message"] in banner.text_content()
     assert page.locator("[data-testid=alert-entry]").count() == 2
 
@@ -339,9 +426,11 @@ def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page:
     page.wait_for_selector("[data-testid=alert-mute-nonfinite][data-muted=true]")
     assert backend.patches == [("nonfinite", {"muted": True})]
     page.wait_for_function(
-        "document.querySelector('[data-testid=alert-banner]').dataset.kind === 'vanishing_gradients'")
+        "document.querySelector('[data-testid=alert-banner]').dataset.kind === 'vanishing_gradients'"
+    )
     page.wait_for_function(
-        "JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted).length === 1")
+        "JSON.parse(document.querySelector('[data-testid=chart-heatmap]').dataset.highlighted).length === 1"
+    )
     page.locator("[data-testid=alert-mute-nonfinite]").click()
     page.wait_for_selector("[data-testid=alert-mute-nonfinite][data-muted=false]")
     page.wait_for_function("document.querySelector('[data-testid=alert-banner]').dataset.kind === 'nonfinite'")
@@ -349,16 +438,23 @@ def test_alerts_highlights_mute_lr_and_new_charts(static_url: str, browser_page:
     # update ratio chart (log, 1e-3 reference), skipped steps on the global chart, probe chart
     page.locator("[data-testid=chart-update-ratio]").scroll_into_view_if_needed()
     page.wait_for_function("document.querySelector('[data-testid=chart-update-ratio]').data")
-    ratio = page.evaluate("(() => { const d = document.querySelector('[data-testid=chart-update-ratio]');"
-                          " return {n: d.data.length, type: d.layout.yaxis.type, y0: d.layout.shapes[0].y0}; })()")
+    ratio = page.evaluate(
+        "(() => { const d = document.querySelector('[data-testid=chart-update-ratio]');"
+        " return {n: d.data.length, type: d.layout.yaxis.type, y0: d.layout.shapes[0].y0}; })()"
+    )
     assert ratio == {"n": 2, "type": "log", "y0": 1e-3}
     backend.push(13, nan=True)
-    page.wait_for_function("(() => { const d = document.querySelector('[data-testid=chart-global-norm]');"
-                           " return !!d.data && d.data[4].x.includes(13); })()")
+    page.wait_for_function(
+        "(() => { const d = document.querySelector('[data-testid=chart-global-norm]');"
+        " return !!d.data && d.data[4].x.includes(13); })()"
+    )
     page.locator("[data-testid=chart-probe]").wait_for(state="visible")
     page.locator("[data-testid=chart-probe]").scroll_into_view_if_needed()  # off-screen charts are not drawn
-    backend.sockets[-1].send(json.dumps({"type": "probe", "run_id": 1,
-                                         "probe": {"step": 10, "dead_relu": {"dense": 0.5}, "bn_gap": {"bn": 0.3}}}))
+    backend.sockets[-1].send(
+        json.dumps(
+            {"type": "probe", "run_id": 1, "probe": {"step": 10, "dead_relu": {"dense": 0.5}, "bn_gap": {"bn": 0.3}}}
+        )
+    )
     page.wait_for_function("(document.querySelector('[data-testid=chart-probe]').data || [])[0]?.x.length === 3")
 
     # learning rate: validated on the page, then posted

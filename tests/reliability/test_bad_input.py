@@ -57,13 +57,16 @@ def test_bad_trainer_frame_is_refused_and_harms_nothing(shared_server, frame, ne
     assert get(srv, f"/api/runs/{bad_id}")["status"] == "disconnected"
 
 
-@pytest.mark.parametrize(("first", "code"), [
-    ({"protocol": PROTOCOL_VERSION + 1}, CloseCode.PROTOCOL_MISMATCH),
-    ({"protocol": "1"}, CloseCode.PROTOCOL_MISMATCH),
-    ({"run_id": BIG}, CloseCode.BAD_MESSAGE),
-    ({"variables": [1, 2]}, CloseCode.BAD_MESSAGE),
-    ({"meta": {"x": {"nested": "object"}}}, CloseCode.BAD_MESSAGE),
-])
+@pytest.mark.parametrize(
+    ("first", "code"),
+    [
+        ({"protocol": PROTOCOL_VERSION + 1}, CloseCode.PROTOCOL_MISMATCH),
+        ({"protocol": "1"}, CloseCode.PROTOCOL_MISMATCH),
+        ({"run_id": BIG}, CloseCode.BAD_MESSAGE),
+        ({"variables": [1, 2]}, CloseCode.BAD_MESSAGE),
+        ({"meta": {"x": {"nested": "object"}}}, CloseCode.BAD_MESSAGE),
+    ],
+)
 def test_bad_hello_is_refused_with_a_reason(shared_server, first, code):
     srv = shared_server
     before = len(get(srv, "/api/runs"))
@@ -87,9 +90,23 @@ def test_nan_and_inf_round_trip_exactly(shared_server):
 
     async def body() -> int:
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("nonfinite", bn_layers=["bn"]))
-        await send_steps(ws, [record(i, loss=v, lr=v, global_norm=v, clip_scale=v, steps_per_sec=v,
-                                     grad_norm=[v, v, v], bn=[[v] * 8], grad_nan=[1, 0, 0]) for i, v in
-                              enumerate(specials)])
+        await send_steps(
+            ws,
+            [
+                record(
+                    i,
+                    loss=v,
+                    lr=v,
+                    global_norm=v,
+                    clip_scale=v,
+                    steps_per_sec=v,
+                    grad_norm=[v, v, v],
+                    bn=[[v] * 8],
+                    grad_nan=[1, 0, 0],
+                )
+                for i, v in enumerate(specials)
+            ],
+        )
         b = await open_browser(srv.browser_url, srv.token)
         await recv_until(b, "runs")
         await b.close()
@@ -137,8 +154,9 @@ def test_five_thousand_variables(shared_server):
 
 
 @pytest.mark.parametrize("path", ["/api/runs/{id}", "/api/runs/{id}/metrics", "/api/runs/{id}/commands"])
-@pytest.mark.parametrize(("run_id", "status"), [(987654321, 404), (2**63 - 1, 404), (2**63, 422), (-1, 422),
-                                                ("abc", 422), (1.5, 422)])
+@pytest.mark.parametrize(
+    ("run_id", "status"), [(987654321, 404), (2**63 - 1, 404), (2**63, 422), (-1, 422), ("abc", 422), (1.5, 422)]
+)
 def test_unknown_or_impossible_run_ids(shared_server, path, run_id, status):
     r = httpx.get(shared_server.url + path.format(id=run_id), headers=shared_server.headers, timeout=5)
     assert r.status_code == status, r.text
@@ -146,32 +164,39 @@ def test_unknown_or_impossible_run_ids(shared_server, path, run_id, status):
 
 
 def test_command_for_impossible_run_id(shared_server):
-    r = httpx.post(f"{shared_server.url}/api/runs/{2**64}/commands", json={"type": "pause"},
-                   headers=shared_server.headers, timeout=5)
+    r = httpx.post(
+        f"{shared_server.url}/api/runs/{2**64}/commands",
+        json={"type": "pause"},
+        headers=shared_server.headers,
+        timeout=5,
+    )
     assert r.status_code == 422 and "run_id" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("body", [
-    '{"type": "set_clip", "threshold": -1}',
-    '{"type": "set_clip", "threshold": 0}',
-    '{"type": "set_clip", "threshold": -0.0}',
-    '{"type": "set_clip", "threshold": NaN}',
-    '{"type": "set_clip", "threshold": "NaN"}',
-    '{"type": "set_clip", "threshold": Infinity}',
-    '{"type": "set_clip", "threshold": 1e999}',
-    '{"type": "set_clip", "threshold": 1000000000.5}',
-    '{"type": "set_clip", "threshold": 1e308}',
-    '{"type": "set_clip", "threshold": true}',
-    '{"type": "set_clip", "threshold": "1.0"}',
-    '{"type": "set_clip", "threshold": [1]}',
-    '{"type": "set_clip"}',
-    '{"type": "set_clip", "threshold": 1, "mode": "eval"}',
-    '{"type": "set_clip", "threshold": 1, "__class__": "x"}',
-    '{"type": "pause", "threshold": 1}',
-    '{"type": "__import__(\'os\')"}',
-    '[]',
-    '',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"type": "set_clip", "threshold": -1}',
+        '{"type": "set_clip", "threshold": 0}',
+        '{"type": "set_clip", "threshold": -0.0}',
+        '{"type": "set_clip", "threshold": NaN}',
+        '{"type": "set_clip", "threshold": "NaN"}',
+        '{"type": "set_clip", "threshold": Infinity}',
+        '{"type": "set_clip", "threshold": 1e999}',
+        '{"type": "set_clip", "threshold": 1000000000.5}',
+        '{"type": "set_clip", "threshold": 1e308}',
+        '{"type": "set_clip", "threshold": true}',
+        '{"type": "set_clip", "threshold": "1.0"}',
+        '{"type": "set_clip", "threshold": [1]}',
+        '{"type": "set_clip"}',
+        '{"type": "set_clip", "threshold": 1, "mode": "eval"}',
+        '{"type": "set_clip", "threshold": 1, "__class__": "x"}',
+        '{"type": "pause", "threshold": 1}',
+        '{"type": "__import__(\'os\')"}',
+        "[]",
+        "",
+    ],
+)
 def test_bad_commands_are_422_and_never_stored(shared_server, body):
     srv = shared_server
 
@@ -181,8 +206,12 @@ def test_bad_commands_are_422_and_never_stored(shared_server, body):
         return run_id
 
     run_id = run(make_run())
-    r = httpx.post(f"{srv.url}/api/runs/{run_id}/commands", content=body, timeout=5,
-                   headers={**srv.headers, "Content-Type": "application/json"})
+    r = httpx.post(
+        f"{srv.url}/api/runs/{run_id}/commands",
+        content=body,
+        timeout=5,
+        headers={**srv.headers, "Content-Type": "application/json"},
+    )
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     assert detail.startswith("invalid request:"), detail

@@ -37,8 +37,18 @@ from gradwatch.protocol import CloseCode, Welcome, dumps
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s" * 40
 #: Routes that carry no data and are reachable without the token, on purpose (see SECURITY.md).
-PUBLIC = {"/api/health", "/login", "/", "/static/{path:path}", "/static/{name:path}", "/static/plotly.min.js",
-          "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+PUBLIC = {
+    "/api/health",
+    "/login",
+    "/",
+    "/static/{path:path}",
+    "/static/{name:path}",
+    "/static/plotly.min.js",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+}
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +151,12 @@ def test_websocket_with_a_foreign_host_is_refused(shared_server):
         sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
         sock.setblocking(False)
         with pytest.raises(InvalidStatus) as info:  # URL host = the Host header the server sees
-            await async_connect("ws://evil.example/ws/browser", sock=sock, open_timeout=5,
-                                additional_headers={"Cookie": f"gradwatch_token={srv.token}"})
+            await async_connect(
+                "ws://evil.example/ws/browser",
+                sock=sock,
+                open_timeout=5,
+                additional_headers={"Cookie": f"gradwatch_token={srv.token}"},
+            )
         return info.value.response.status_code
 
     assert run(body()) == 403
@@ -159,9 +173,13 @@ def test_cross_site_cookie_post_is_refused(shared_server):
 
     async def body() -> tuple[int, list[Any]]:
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("csrf"))
-        r = httpx.post(f"{srv.url}/api/runs/{run_id}/commands", json={"type": "stop"},
-                       headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
-                       cookies={"gradwatch_token": srv.token}, timeout=5)
+        r = httpx.post(
+            f"{srv.url}/api/runs/{run_id}/commands",
+            json={"type": "stop"},
+            headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
+            cookies={"gradwatch_token": srv.token},
+            timeout=5,
+        )
         await ws.close()
         return r.status_code, get(srv, f"/api/runs/{run_id}/commands")
 
@@ -170,18 +188,36 @@ def test_cross_site_cookie_post_is_refused(shared_server):
 
 
 def test_loopback_by_default_and_a_warning_elsewhere(tmp_path):
-    help_text = subprocess.run([sys.executable, "-m", "gradwatch.cli", "serve", "--help"], capture_output=True,
-                               text=True, timeout=60).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "gradwatch.cli", "serve", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
     assert "default 127.0.0.1" in help_text
     assert ServerConfig().host == "127.0.0.1"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "GRADWATCH_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "gradwatch.cli", "serve", "--host", "0.0.0.0", "--port", str(port),
-                             "--db", str(tmp_path / "w.db"), "--log-level", "warning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gradwatch.cli",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+            "--db",
+            str(tmp_path / "w.db"),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     out: list[str] = []
     try:
         deadline = time.monotonic() + 30
@@ -210,14 +246,17 @@ def test_names_are_rendered_as_text_in_the_page():
     tests = (REPO / "tests" / "client" / "test_dashboard.py").read_text()
     assert "<img" in tests or "onerror" in tests
     for js in (REPO / "client").glob("*.js"):
-        assert ".innerHTML =" not in js.read_text().replace("innerHTML = \"\"", ""), js.name
+        assert ".innerHTML =" not in js.read_text().replace('innerHTML = ""', ""), js.name
 
 
 def test_trainer_code_never_evaluates_or_unpickles():
     forbidden = re.compile(r"\b(eval|exec|pickle|marshal|importlib|__import__|yaml\.load|shelve)\b")
     for path in (REPO / "trainer_hooks").glob("*.py"):
-        hits = [line for line in path.read_text().splitlines() if forbidden.search(line)
-                and not line.lstrip().startswith("#")]
+        hits = [
+            line
+            for line in path.read_text().splitlines()
+            if forbidden.search(line) and not line.lstrip().startswith("#")
+        ]
         assert not hits, (path.name, hits)
 
 
@@ -272,16 +311,23 @@ def test_hostile_command_frames_reach_a_real_monitor_and_do_nothing(tmp_path):
         mon = GradientMonitor(server=f"http://127.0.0.1:{sock.getsockname()[1]}", token=TOKEN, flush_timeout=5)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            model.fit(x, y, batch_size=8, epochs=1000, verbose=0,
-                      callbacks=[mon, Pace(0.01, lambda: done.is_set(), max_seconds=30)])
+            model.fit(
+                x,
+                y,
+                batch_size=8,
+                epochs=1000,
+                verbose=0,
+                callbacks=[mon, Pace(0.01, lambda: done.is_set(), max_seconds=30)],
+            )
         time.sleep(0.3)
     finally:
         server.shutdown()
         thread.join(5)
     assert not marker.exists()
     acks = [m for m in received if m["type"] == "ack"]
-    assert acks == [{"type": "ack", "id": 9, "state": "applied", "applied_step": acks[0]["applied_step"],
-                     "detail": None}], acks  # only the valid command was acted on
+    assert acks == [
+        {"type": "ack", "id": 9, "state": "applied", "applied_step": acks[0]["applied_step"], "detail": None}
+    ], acks  # only the valid command was acted on
     assert mon.session is not None and mon.session.clip[1] == 0.25
     statuses = [m["state"] for m in received if m["type"] == "status"]
     assert statuses == ["idle"]  # fit ended; no pause or stop from the hostile frames
@@ -313,7 +359,12 @@ def test_every_command_is_in_the_audit_log(shared_server):
         assert c["origin"] == "127.0.0.1 (audit-test/1)"
         assert started - 5 <= c["created_at"] <= c["updated_at"] <= time.time() + 5
     clip, pause, stop = (log[i] for i in ids)
-    assert (clip["type"], clip["mode"], clip["threshold"], clip["state"], clip["applied_step"]) == \
-        ("set_clip", "norm", 0.5, "applied", 12)
+    assert (clip["type"], clip["mode"], clip["threshold"], clip["state"], clip["applied_step"]) == (
+        "set_clip",
+        "norm",
+        0.5,
+        "applied",
+        12,
+    )
     assert (pause["state"], pause["detail"]) == ("rejected", "cannot pause while paused")
     assert stop["state"] == "pending" and stop["applied_step"] is None

@@ -90,8 +90,14 @@ def test_stalled_browsers_slow_neither_trainers_nor_other_browsers(gradwatch_ser
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", srv.port))
         # No keepalive pings: their pongs wait behind the unread frames, and after 20 s the client
         # would give up on its own (no close frame) on a slow machine.
-        return await connect(srv.browser_url, sock=sock, max_queue=1, compression=None, ping_interval=None,
-                             additional_headers={"Cookie": f"gradwatch_token={srv.token}"})
+        return await connect(
+            srv.browser_url,
+            sock=sock,
+            max_queue=1,
+            compression=None,
+            ping_interval=None,
+            additional_headers={"Cookie": f"gradwatch_token={srv.token}"},
+        )
 
     async def body() -> tuple[list[int | None], int, list[int]]:
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("busy", variables=names))
@@ -208,8 +214,12 @@ def test_run_that_ends_while_paused(shared_server):
         await ws.send(dumps({"type": "status", "state": "paused", "step": 3}))
         await taken(ws)
         paused = get(srv, f"/api/runs/{run_id}")
-        cmd = httpx.post(f"{srv.url}/api/runs/{run_id}/commands", json={"type": "set_clip", "threshold": 1.0},
-                         headers=srv.headers, timeout=5).json()
+        cmd = httpx.post(
+            f"{srv.url}/api/runs/{run_id}/commands",
+            json={"type": "set_clip", "threshold": 1.0},
+            headers=srv.headers,
+            timeout=5,
+        ).json()
         await recv_json(ws)  # the command reached the trainer, which ends before applying it
         await ws.send(dumps({"type": "status", "state": "finished", "step": 3}))
         await taken(ws)

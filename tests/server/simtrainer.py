@@ -34,11 +34,24 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         return pool.submit(asyncio.run, asyncio.wait_for(coro, timeout)).result()
 
 
-def hello(name: str = "sim", variables: Sequence[str] = VARS, bn_layers: Sequence[str] = (),
-          run_id: int | None = None, threshold: float | None = None, **extra: Any) -> dict[str, Any]:
-    msg: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL_VERSION, "run_name": name,
-                           "variables": list(variables), "bn_layers": list(bn_layers),
-                           "clip": {"mode": "global_norm", "threshold": threshold}, "every": 1, "meta": {}}
+def hello(
+    name: str = "sim",
+    variables: Sequence[str] = VARS,
+    bn_layers: Sequence[str] = (),
+    run_id: int | None = None,
+    threshold: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        "type": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "run_name": name,
+        "variables": list(variables),
+        "bn_layers": list(bn_layers),
+        "clip": {"mode": "global_norm", "threshold": threshold},
+        "every": 1,
+        "meta": {},
+    }
     if run_id is not None:
         msg["run_id"] = run_id
     msg.update(extra)
@@ -48,11 +61,23 @@ def hello(name: str = "sim", variables: Sequence[str] = VARS, bn_layers: Sequenc
 def record(step: int, n_vars: int = len(VARS), n_bn: int = 0, **overrides: Any) -> dict[str, Any]:
     """A plausible StepRecord whose values are simple functions of ``step`` (easy to check)."""
     rec: dict[str, Any] = {
-        "step": step, "epoch": step // 100, "time": 1_700_000_000.0 + step, "loss": 1.0 / (step + 1),
-        "lr": 0.001, "global_norm": float(step) + 0.5, "clip_mode": "global_norm", "clip_threshold": None,
-        "clip_scale": 1.0, "clipped": False, "clipped_fraction": None, "steps_per_sec": 10.0,
-        "grad_norm": [float(step) + i for i in range(n_vars)], "grad_nan": [0] * n_vars, "grad_inf": [0] * n_vars,
-        "weight_nonfinite": 0, "loss_nonfinite": False,
+        "step": step,
+        "epoch": step // 100,
+        "time": 1_700_000_000.0 + step,
+        "loss": 1.0 / (step + 1),
+        "lr": 0.001,
+        "global_norm": float(step) + 0.5,
+        "clip_mode": "global_norm",
+        "clip_threshold": None,
+        "clip_scale": 1.0,
+        "clipped": False,
+        "clipped_fraction": None,
+        "steps_per_sec": 10.0,
+        "grad_norm": [float(step) + i for i in range(n_vars)],
+        "grad_nan": [0] * n_vars,
+        "grad_inf": [0] * n_vars,
+        "weight_nonfinite": 0,
+        "loss_nonfinite": False,
         "bn": [[float(step)] * 8 for _ in range(n_bn)],
     }
     rec.update(overrides)
@@ -74,8 +99,7 @@ async def drain(ws: ClientConnection, quiet: float = 0.5) -> list[dict[str, Any]
     return out
 
 
-async def recv_until(ws: ClientConnection, type_: str, timeout: float = RECV_TIMEOUT,
-                     **match: Any) -> dict[str, Any]:
+async def recv_until(ws: ClientConnection, type_: str, timeout: float = RECV_TIMEOUT, **match: Any) -> dict[str, Any]:
     """The next message of ``type_`` whose fields equal ``match`` (others are skipped)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -119,8 +143,9 @@ async def open_trainer(url: str, token: str | None, **headers: str) -> ClientCon
     hdrs = dict(headers)
     if token is not None:
         hdrs["Authorization"] = f"Bearer {token}"
-    return await connect(url, additional_headers=hdrs, max_size=MAX_FRAME_BYTES, compression=None,
-                         open_timeout=RECV_TIMEOUT)
+    return await connect(
+        url, additional_headers=hdrs, max_size=MAX_FRAME_BYTES, compression=None, open_timeout=RECV_TIMEOUT
+    )
 
 
 async def start_trainer(url: str, token: str, msg: dict[str, Any] | None = None) -> tuple[ClientConnection, int]:
@@ -137,8 +162,9 @@ async def send_steps(ws: ClientConnection, records: list[dict[str, Any]]) -> Non
     await ws.send(dumps({"type": "steps", "records": records}))
 
 
-async def open_browser(url: str, token: str | None, origin: str | None = None,
-                       cookie: bool = True, max_queue: int | None = 16) -> ClientConnection:
+async def open_browser(
+    url: str, token: str | None, origin: str | None = None, cookie: bool = True, max_queue: int | None = 16
+) -> ClientConnection:
     """Browser-like connection: token in the ``gradwatch_token`` cookie, optional Origin.
 
     ``max_queue=None`` reads every frame off the socket as soon as the loop runs,
@@ -147,5 +173,11 @@ async def open_browser(url: str, token: str | None, origin: str | None = None,
     hdrs = {}
     if token is not None:
         hdrs["Cookie" if cookie else "Authorization"] = f"gradwatch_token={token}" if cookie else f"Bearer {token}"
-    return await connect(url, additional_headers=hdrs, origin=origin, compression=None,  # type: ignore[arg-type]
-                         open_timeout=RECV_TIMEOUT, max_queue=max_queue)
+    return await connect(
+        url,
+        additional_headers=hdrs,
+        origin=origin,
+        compression=None,  # type: ignore[arg-type]
+        open_timeout=RECV_TIMEOUT,
+        max_queue=max_queue,
+    )

@@ -36,7 +36,7 @@ def healthy(rng: np.random.Generator, n_vars: int = len(VARS)) -> np.ndarray:
 def feed(engine: RunAlerts, records: list[StepRecord], batch: int = 7) -> list[Any]:
     out = []
     for i in range(0, len(records), batch):
-        out += engine.observe_steps(records[i:i + batch])
+        out += engine.observe_steps(records[i : i + batch])
     return out
 
 
@@ -55,8 +55,9 @@ def test_healthy_noisy_run_raises_nothing():
         if s % 57 == 56:  # a small last batch of each epoch: one big outlier step
             norms = norms * 60
         clipped = bool(rng.random() < 0.5)
-        recs.append(rec(s, norms, clipped=clipped, clip_threshold=1.0, clip_scale=0.5 if clipped else 1.0,
-                        bn=[], lr=0.01))
+        recs.append(
+            rec(s, norms, clipped=clipped, clip_threshold=1.0, clip_scale=0.5 if clipped else 1.0, bn=[], lr=0.01)
+        )
     assert feed(engine(), recs) == []
 
 
@@ -120,8 +121,9 @@ def test_exploding_global_norm_far_above_clip_threshold(hits, fires):
         if s in (100, 110, 120)[:hits]:
             norms = norms * 0 + 5.0  # global norm ~12 > 10 x 1.0 on a single step, no sustained spike
         recs.append(rec(s, norms, clip_threshold=1.0, clipped=True, clip_scale=0.1))
-    changes = [c for c in feed(engine(exploding_gradients={"sustain": 50}), recs)
-               if c.alert.kind == "exploding_gradients"]
+    changes = [
+        c for c in feed(engine(exploding_gradients={"sustain": 50}), recs) if c.alert.kind == "exploding_gradients"
+    ]
     assert [c.alert.step for c in changes] == ([120] if fires else [])
     if fires:
         assert changes[0].alert.evidence["rule"] == "clip_multiple"
@@ -204,8 +206,12 @@ def test_an_alert_resolves_after_its_clear_steps_and_a_return_is_its_next_episod
     assert Nonfinite.clear_steps == 50
     e = engine()
     changes = feed(e, nan_loss_run({5, 6, 100}, 200), batch=batch)
-    assert events(changes) == [("raised", 1, 5, "resolved", 56), ("resolved", 1, 5, "resolved", 56),
-                               ("reopened", 2, 100, "resolved", 150), ("resolved", 2, 100, "resolved", 150)]
+    assert events(changes) == [
+        ("raised", 1, 5, "resolved", 56),
+        ("resolved", 1, 5, "resolved", 56),
+        ("reopened", 2, 100, "resolved", 150),
+        ("resolved", 2, 100, "resolved", 150),
+    ]
     first, second = changes[0].alert, changes[2].alert
     assert first is not second and (first.layer, first.kind) == (second.layer, second.kind)
     assert e.open == {} and [c.opened for c in changes] == [True, False, True, False]
@@ -253,8 +259,9 @@ def probe(step: int, dead: dict[str, float] | None = None, gap: dict[str, float]
     return Probe(type="probe", step=step, dead_relu=dead or {}, bn_gap=gap or {})
 
 
-@pytest.mark.parametrize("shares, fires_at", [((0.6, 0.6), 200), ((0.6, 0.4, 0.6), None), ((0.5, 0.5), None),
-                                              ((0.1, 0.7, 0.9, 0.9), 300)])
+@pytest.mark.parametrize(
+    "shares, fires_at", [((0.6, 0.6), 200), ((0.6, 0.4, 0.6), None), ((0.5, 0.5), None), ((0.1, 0.7, 0.9, 0.9), 300)]
+)
 def test_dead_relu_sustained_share(shares, fires_at):
     e = engine()
     changes = []
@@ -299,8 +306,10 @@ def test_frozen_batchnorm_steps_without_bn_report_do_not_break_the_run():
     assert c.alert.step == 38  # the 20th BN-reporting step
 
 
-@pytest.mark.parametrize("gaps, start, fires_at", [((2.0, 2.0, 2.0), 600, 800), ((2.0, 2.0, 2.0), 100, None),
-                                                   ((2.0, 0.5, 2.0, 2.0), 600, None)])
+@pytest.mark.parametrize(
+    "gaps, start, fires_at",
+    [((2.0, 2.0, 2.0), 600, 800), ((2.0, 2.0, 2.0), 100, None), ((2.0, 0.5, 2.0, 2.0), 600, None)],
+)
 def test_frozen_batchnorm_probe_gap(gaps, start, fires_at):
     e = engine(BN_VARS, ["m/bn"])
     changes = []
@@ -315,8 +324,16 @@ def test_frozen_batchnorm_probe_gap(gaps, start, fires_at):
 @pytest.mark.parametrize("clipped_every, steps, fires", [(20, 150, True), (5, 300, False), (1000, 99, False)])
 def test_clip_saturated(clipped_every, steps, fires):
     e = engine()
-    recs = [rec(s, [0.5] * len(VARS), clip_threshold=0.5, clipped=s % clipped_every != 0,
-                clip_scale=0.1 if s % clipped_every else 1.0) for s in range(steps)]
+    recs = [
+        rec(
+            s,
+            [0.5] * len(VARS),
+            clip_threshold=0.5,
+            clipped=s % clipped_every != 0,
+            clip_scale=0.1 if s % clipped_every else 1.0,
+        )
+        for s in range(steps)
+    ]
     changes = feed(e, recs, batch=9)
     if not fires:
         assert changes == []
@@ -345,8 +362,7 @@ def test_a_wide_healthy_run_in_small_frames_raises_nothing():
     rng = np.random.default_rng(7)
     n_vars = 200
     variables = [f"m/l{i}/kernel" if i % 2 == 0 else f"m/l{i}/bias" for i in range(n_vars)]
-    recs = [rec(s, healthy(rng, n_vars), clip_threshold=20.0, clipped=bool(s % 2), clip_scale=0.7)
-            for s in range(1000)]
+    recs = [rec(s, healthy(rng, n_vars), clip_threshold=20.0, clipped=bool(s % 2), clip_scale=0.7) for s in range(1000)]
     e = engine(variables)
     assert feed(e, recs, batch=10) == []
 
@@ -413,7 +429,7 @@ def test_a_gradual_explosion_is_flagged_by_its_trend_well_before_it_is_10x():
     rng = np.random.default_rng(22)
     recs = [rec(s, healthy(rng), loss=1.0) for s in range(100)]
     for k in range(80):  # x1.06 a step: 10x the usual level after ~40 steps; the loss stops falling
-        recs.append(rec(100 + k, healthy(rng) * 1.06 ** k, loss=1.0 + 0.01 * k))
+        recs.append(rec(100 + k, healthy(rng) * 1.06**k, loss=1.0 + 0.01 * k))
     changes = [c for c in feed(engine(), recs) if c.alert.kind == "exploding_gradients"]
     assert changes and changes[0].alert.evidence["rule"] == "trend"
     assert changes[0].alert.step <= 100 + 32, changes[0].alert.step  # before the 10x spike rule could
@@ -427,7 +443,7 @@ def test_norms_growing_tenfold_while_the_loss_falls_are_a_model_learning():
     """Healthy Adam/ResNet runs: the global norm grows 10x over a few dozen steps while the loss falls."""
     rng = np.random.default_rng(26)
     recs = [rec(s, healthy(rng), loss=2.3) for s in range(60)]
-    recs += [rec(60 + k, healthy(rng) * min(1.15 ** k, 20.0), loss=2.3 - 0.02 * k) for k in range(60)]
+    recs += [rec(60 + k, healthy(rng) * min(1.15**k, 20.0), loss=2.3 - 0.02 * k) for k in range(60)]
     assert [c for c in feed(engine(), recs) if c.alert.kind == "exploding_gradients"] == []
 
 
@@ -489,7 +505,7 @@ def test_a_loss_running_away_with_the_learning_rate_is_exploding_though_the_norm
     """Adam/RMSprop under a runaway learning rate: the updates, not the gradients, grow."""
     rng = np.random.default_rng(25)
     recs = [rec(s, healthy(rng), loss=2.3, lr=1e-3) for s in range(100)]
-    recs += [rec(100 + k, healthy(rng), loss=2.3 * 1.5 ** k, lr=1e-3 * 10 ** k) for k in range(12)]
+    recs += [rec(100 + k, healthy(rng), loss=2.3 * 1.5**k, lr=1e-3 * 10**k) for k in range(12)]
     (c,) = [c for c in feed(engine(), recs) if c.alert.kind == "exploding_gradients"]
     assert c.alert.evidence["rule"] == "loss" and c.alert.evidence["lr_rise"] >= 10
     assert c.alert.step < 100 + 6  # before the loss is 10x (k = 6)
@@ -509,6 +525,6 @@ def test_batchnorm_statistics_never_updated_are_frozen_from_the_first_sample():
 
 def test_docs_state_each_kinds_clear_steps_as_declared():
     text = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text()
-    table = text[text.index("| kind | clear steps |"):].split("\n\n", 1)[0]
+    table = text[text.index("| kind | clear steps |") :].split("\n\n", 1)[0]
     rows = dict(re.findall(r"^\| `(\w+)` \| (\d+) \|", table, re.M))
     assert {k: int(v) for k, v in rows.items()} == {k: r.clear_steps for k, r in RULE_TYPES.items()}

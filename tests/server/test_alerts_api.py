@@ -19,8 +19,15 @@ def patch(srv, path: str, body) -> httpx.Response:
 
 
 def nan_record(step: int) -> dict:
-    return record(step, global_norm="NaN", grad_norm=[1.0, "NaN", "NaN"], grad_nan=[0, 3, 1], loss="NaN",
-                  loss_nonfinite=True, skipped=True)
+    return record(
+        step,
+        global_norm="NaN",
+        grad_norm=[1.0, "NaN", "NaN"],
+        grad_nan=[0, 3, 1],
+        loss="NaN",
+        loss_nonfinite=True,
+        skipped=True,
+    )
 
 
 def test_alert_pushed_to_every_viewer_stored_and_origin_attached(shared_server):
@@ -32,8 +39,9 @@ def test_alert_pushed_to_every_viewer_stored_and_origin_attached(shared_server):
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("nan-run", guard_nonfinite=True))
         await send_steps(ws, [record(s) for s in range(5)] + [nan_record(5), nan_record(6)])
         pushed = await recv_until(browser, "alert", run_id=run_id)
-        await ws.send(dumps({"type": "nonfinite_origin", "step": 5, "source": "labels", "layer": None,
-                             "detail": "2 NaN labels"}))
+        await ws.send(
+            dumps({"type": "nonfinite_origin", "step": 5, "source": "labels", "layer": None, "detail": "2 NaN labels"})
+        )
         updated = await recv_until(browser, "alert", run_id=run_id)
         alerts = get(srv, f"/api/runs/{run_id}/alerts")
         runs = get(srv, "/api/runs")
@@ -45,8 +53,13 @@ def test_alert_pushed_to_every_viewer_stored_and_origin_attached(shared_server):
     assert parse_page_message(dumps(updated)).type == "alert"  # a typed page message
     a = pushed["alert"]
     assert set(a) == set(AlertView.model_fields) and (a["state"], a["resolved_step"]) == ("open", None)
-    assert (a["kind"], a["severity"], a["step"], a["layer"], a["count"]) == ("nonfinite", "critical", 5,
-                                                                           "dense/bias", 1)
+    assert (a["kind"], a["severity"], a["step"], a["layer"], a["count"]) == (
+        "nonfinite",
+        "critical",
+        5,
+        "dense/bias",
+        1,
+    )
     assert a["layers"] == ["dense/bias", "out/kernel"] and a["last_step"] == 6
     assert "skipped 2 steps" in a["message"] and a["remedies"]
     u = updated["alert"]
@@ -62,8 +75,9 @@ def test_rules_mute_tune_and_refusals(shared_server):
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
         rules = get(srv, f"/api/runs/{run_id}/alert-rules")
         muted = patch(srv, f"/api/runs/{run_id}/alert-rules/nonfinite", {"muted": True})
-        tuned = patch(srv, f"/api/runs/{run_id}/alert-rules/clip_saturated", {"params": {"window": 10,
-                                                                                          "fraction": 0.5}})
+        tuned = patch(
+            srv, f"/api/runs/{run_id}/alert-rules/clip_saturated", {"params": {"window": 10, "fraction": 0.5}}
+        )
         refusals = [
             patch(srv, f"/api/runs/{run_id}/alert-rules/explosions", {"muted": True}),
             patch(srv, f"/api/runs/{run_id}/alert-rules/clip_saturated", {"params": {"windows": 3}}),
@@ -72,8 +86,9 @@ def test_rules_mute_tune_and_refusals(shared_server):
             patch(srv, f"/api/runs/{run_id}/alert-rules/clip_saturated", {"muted": "yes"}),
             patch(srv, "/api/runs/999999/alert-rules/clip_saturated", {"muted": True}),
         ]
-        await send_steps(ws, [nan_record(0)] + [record(s, clipped=True, clip_threshold=1.0, clip_scale=0.1)
-                                                for s in range(1, 12)])
+        await send_steps(
+            ws, [nan_record(0)] + [record(s, clipped=True, clip_threshold=1.0, clip_scale=0.1) for s in range(1, 12)]
+        )
         await taken(ws)
         alerts = get(srv, f"/api/runs/{run_id}/alerts")
         after = get(srv, f"/api/runs/{run_id}/alert-rules")
@@ -81,8 +96,15 @@ def test_rules_mute_tune_and_refusals(shared_server):
         return rules, muted, tuned, refusals, alerts, after
 
     rules, muted, tuned, refusals, alerts, after = run(body())
-    assert set(rules) == {"exploding_gradients", "vanishing_gradients", "nonfinite", "dead_relu",
-                          "frozen_batchnorm", "clip_saturated", "diverging"}
+    assert set(rules) == {
+        "exploding_gradients",
+        "vanishing_gradients",
+        "nonfinite",
+        "dead_relu",
+        "frozen_batchnorm",
+        "clip_saturated",
+        "diverging",
+    }
     assert rules["clip_saturated"] == {"muted": False, "params": {"fraction": 0.9, "window": 100, "max_scale": 0.2}}
     assert rules["exploding_gradients"]["params"]["spike_factor"] == 10.0
     assert muted.status_code == 200 and muted.json()["muted"] is True
@@ -106,8 +128,9 @@ def test_rule_change_reaches_every_page_watching_the_run(shared_server):
             await recv_until(b, "runs")
         await watching.send(dumps({"type": "subscribe", "run_id": run_id}))
         await recv_until(watching, "run")  # the subscription is in effect
-        assert patch(srv, f"/api/runs/{run_id}/alert-rules/dead_relu", {"params": {"threshold": 0.3}}).status_code \
-            == 200
+        assert (
+            patch(srv, f"/api/runs/{run_id}/alert-rules/dead_relu", {"params": {"threshold": 0.3}}).status_code == 200
+        )
         pushed = await recv_until(watching, "alert_rules")
         stray = [m["type"] for m in await drain(elsewhere)]
         for c in (ws, watching, elsewhere):
@@ -116,9 +139,11 @@ def test_rule_change_reaches_every_page_watching_the_run(shared_server):
 
     run_id, pushed, stray = run(body())
     assert parse_page_message(dumps(pushed)).type == "alert_rules"
-    assert pushed == {"type": "alert_rules", "run_id": run_id,
-                      "rules": {"dead_relu": {"muted": False,
-                                              "params": {"sustain": 2, "threshold": 0.3, "zero_sustain": 20}}}}
+    assert pushed == {
+        "type": "alert_rules",
+        "run_id": run_id,
+        "rules": {"dead_relu": {"muted": False, "params": {"sustain": 2, "threshold": 0.3, "zero_sustain": 20}}},
+    }
     assert "alert_rules" not in stray  # only pages watching that run
 
 
@@ -146,13 +171,23 @@ def test_rewind_on_issues_an_audited_auto_rewind_instead_of_a_pause(shared_serve
     srv = shared_server
 
     async def body():
-        ws, run_id = await start_trainer(srv.trainer_url, srv.token,
-                                         hello("auto-rewind", pause_on=["nonfinite"], rewind_on=["nonfinite"]))
+        ws, run_id = await start_trainer(
+            srv.trainer_url, srv.token, hello("auto-rewind", pause_on=["nonfinite"], rewind_on=["nonfinite"])
+        )
         await ws.send(dumps({"type": "snapshots", "steps": [0, 4]}))
         await send_steps(ws, [record(s) for s in range(6)] + [nan_record(6)])
         cmd = await recv_until(ws, "command")
-        await ws.send(dumps({"type": "ack", "id": cmd["id"], "state": "applied", "applied_step": 8,
-                             "detail": "rewound to the snapshot of step 4, lr 0.05"}))
+        await ws.send(
+            dumps(
+                {
+                    "type": "ack",
+                    "id": cmd["id"],
+                    "state": "applied",
+                    "applied_step": 8,
+                    "detail": "rewound to the snapshot of step 4, lr 0.05",
+                }
+            )
+        )
         await taken(ws)
         detail = get(srv, f"/api/runs/{run_id}")
         commands = get(srv, f"/api/runs/{run_id}/commands")
@@ -176,8 +211,12 @@ def test_set_lr_round_trip(shared_server):
         await send_steps(ws, [record(0, lr=0.1)])
         await taken(ws)
         before = get(srv, f"/api/runs/{run_id}")["lr"]
-        r = httpx.post(f"{srv.url}/api/runs/{run_id}/commands", json={"type": "set_lr", "lr": 0.01},
-                       headers=srv.headers, timeout=10)
+        r = httpx.post(
+            f"{srv.url}/api/runs/{run_id}/commands",
+            json={"type": "set_lr", "lr": 0.01},
+            headers=srv.headers,
+            timeout=10,
+        )
         msg = await recv_json(ws)
         await ws.send(dumps({"type": "ack", "id": msg["id"], "state": "applied", "applied_step": 1}))
         await taken(ws)
@@ -198,13 +237,20 @@ def test_probe_update_ratio_and_skipped_in_metrics_and_live(shared_server):
     srv = shared_server
 
     async def body():
-        ws, run_id = await start_trainer(srv.trainer_url, srv.token,
-                                         hello("probed", bn_layers=["bn"], relu_layers=["dense"]))
+        ws, run_id = await start_trainer(
+            srv.trainer_url, srv.token, hello("probed", bn_layers=["bn"], relu_layers=["dense"])
+        )
         browser = await open_browser(srv.browser_url, srv.token)
         await browser.send(dumps({"type": "subscribe", "run_id": run_id}))
         await recv_until(browser, "run")
-        await send_steps(ws, [record(0, n_bn=1, update_ratio=[1e-3, "NaN", 2e-3]), record(1, n_bn=1),
-                              record(2, n_bn=1, skipped=True, update_ratio=[0.5, 0.25, 0.125])])
+        await send_steps(
+            ws,
+            [
+                record(0, n_bn=1, update_ratio=[1e-3, "NaN", 2e-3]),
+                record(1, n_bn=1),
+                record(2, n_bn=1, skipped=True, update_ratio=[0.5, 0.25, 0.125]),
+            ],
+        )
         await ws.send(dumps({"type": "probe", "step": 2, "dead_relu": {"dense": 0.25}, "bn_gap": {"bn": 0.5}}))
         live = await recv_until(browser, "probe")
         await ws.send(dumps({"type": "probe", "step": 3, "dead_relu": {"dense": 0.5}, "bn_gap": {}}))
@@ -216,8 +262,11 @@ def test_probe_update_ratio_and_skipped_in_metrics_and_live(shared_server):
         return run_id, live, metrics, detail
 
     run_id, live, m, detail = run(body())
-    assert live == {"type": "probe", "run_id": run_id,
-                    "probe": {"step": 2, "dead_relu": {"dense": 0.25}, "bn_gap": {"bn": 0.5}}}
+    assert live == {
+        "type": "probe",
+        "run_id": run_id,
+        "probe": {"step": 2, "dead_relu": {"dense": 0.25}, "bn_gap": {"bn": 0.5}},
+    }
     ratio = m["update_ratio"]
     assert abs(ratio["dense/kernel"][0] - 1e-3) < 1e-9  # stored as float32
     assert ratio["dense/bias"] == ["NaN", None, 0.25] and ratio["out/kernel"][1] is None
@@ -231,8 +280,9 @@ def test_alerts_and_rules_survive_restart(gradwatch_server):
 
     async def first():
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
-        assert patch(srv, f"/api/runs/{run_id}/alert-rules/dead_relu", {"params": {"threshold": 0.3}}).status_code \
-            == 200
+        assert (
+            patch(srv, f"/api/runs/{run_id}/alert-rules/dead_relu", {"params": {"threshold": 0.3}}).status_code == 200
+        )
         await send_steps(ws, [record(0), nan_record(1)])
         await taken(ws)
         alerts = get(srv, f"/api/runs/{run_id}/alerts")
@@ -285,7 +335,11 @@ def test_lifecycle_resolves_reopens_keeps_history_and_pauses_on_opening_only(gra
     _, first, resolved, paused_after_resolve, second, alerts, commands = run(body())
     assert first["command"] == second["command"] == {"type": "pause"}
     assert (resolved["state"], resolved["resolved_step"], resolved["step"], resolved["last_step"]) == (
-        "resolved", 51, 1, 1)
+        "resolved",
+        51,
+        1,
+        1,
+    )
     assert paused_after_resolve == 1  # resolving never pauses
     old, new = alerts  # history: the resolved episode and the open one, apart
     assert (old["id"], old["state"], old["count"]) == (resolved["id"], "resolved", 1)

@@ -16,8 +16,15 @@ ROUTES = ["/api/runs", "/api/runs/1", "/api/runs/1/metrics", "/api/runs/1/comman
 
 
 @pytest.mark.parametrize("path", ROUTES)
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Basic abc"},
-                                     {"Cookie": "gradwatch_token=wrong-token"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": "Basic abc"},
+        {"Cookie": "gradwatch_token=wrong-token"},
+    ],
+)
 def test_rest_needs_the_token(shared_server, path, headers):
     r = httpx.get(shared_server.url + path, headers=headers, timeout=5)
     assert r.status_code == 401
@@ -46,8 +53,12 @@ def test_login_code_works_once_and_needs_the_token(shared_server):
     srv = shared_server
     assert httpx.post(srv.url + "/api/login-codes", timeout=5).status_code == 401
     # A cookie-authenticated POST from another site is refused, as for every state-changing route.
-    cross = httpx.post(srv.url + "/api/login-codes", cookies={"gradwatch_token": srv.token},
-                       headers={"Sec-Fetch-Site": "cross-site"}, timeout=5)
+    cross = httpx.post(
+        srv.url + "/api/login-codes",
+        cookies={"gradwatch_token": srv.token},
+        headers={"Sec-Fetch-Site": "cross-site"},
+        timeout=5,
+    )
     assert cross.status_code == 403
     made = httpx.post(srv.url + "/api/login-codes", headers=srv.headers, timeout=5)
     assert made.status_code == 201 and made.json()["expires_in"] == 60
@@ -74,21 +85,29 @@ def test_login_codes_expire_and_are_bounded():
     assert not codes.redeem("斓Æ\udc80")  # any text, compared as bytes (schemathesis found a 500 here)
 
 
-@pytest.mark.parametrize(("extra", "status"), [
-    ({}, 202),  # no browser headers at all (curl-like)
-    ({"Origin": "ORIGIN", "Sec-Fetch-Site": "same-origin"}, 202),
-    ({"Sec-Fetch-Site": "cross-site"}, 403),
-    ({"Sec-Fetch-Site": "same-site"}, 403),
-    ({"Origin": "http://evil.example"}, 403),
-])
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        ({}, 202),  # no browser headers at all (curl-like)
+        ({"Origin": "ORIGIN", "Sec-Fetch-Site": "same-origin"}, 202),
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Sec-Fetch-Site": "same-site"}, 403),
+        ({"Origin": "http://evil.example"}, 403),
+    ],
+)
 def test_cookie_post_refused_cross_site(shared_server, extra, status):
     srv = shared_server
 
     async def body():
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
         hdrs = {k: (srv.url if v == "ORIGIN" else v) for k, v in extra.items()}
-        r = httpx.post(f"{srv.url}/api/runs/{run_id}/commands", json={"type": "pause"}, headers=hdrs,
-                       cookies={"gradwatch_token": srv.token}, timeout=5)
+        r = httpx.post(
+            f"{srv.url}/api/runs/{run_id}/commands",
+            json={"type": "pause"},
+            headers=hdrs,
+            cookies={"gradwatch_token": srv.token},
+            timeout=5,
+        )
         await ws.close()
         return r
 
@@ -101,8 +120,12 @@ def test_bearer_post_is_not_subject_to_cookie_rules(shared_server):
 
     async def body():
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
-        r = httpx.post(f"{srv.url}/api/runs/{run_id}/commands", json={"type": "pause"},
-                       headers={**srv.headers, "Origin": "http://elsewhere.example"}, timeout=5)
+        r = httpx.post(
+            f"{srv.url}/api/runs/{run_id}/commands",
+            json={"type": "pause"},
+            headers={**srv.headers, "Origin": "http://elsewhere.example"},
+            timeout=5,
+        )
         await ws.close()
         return r
 
@@ -132,10 +155,13 @@ def test_trainer_ws_ignores_cookie(shared_server):
     assert run(body())[0] == CloseCode.UNAUTHORIZED
 
 
-@pytest.mark.parametrize(("token", "origin", "code"), [
-    (None, None, CloseCode.UNAUTHORIZED),
-    ("wrong-token", None, CloseCode.UNAUTHORIZED),
-])
+@pytest.mark.parametrize(
+    ("token", "origin", "code"),
+    [
+        (None, None, CloseCode.UNAUTHORIZED),
+        ("wrong-token", None, CloseCode.UNAUTHORIZED),
+    ],
+)
 def test_browser_ws_refusals(shared_server, token, origin, code):
     srv = shared_server
 

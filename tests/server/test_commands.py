@@ -27,14 +27,21 @@ def test_command_round_trip(shared_server):
 
     async def body():
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
-        r = post(srv, run_id, {"type": "set_clip", "threshold": 0.5, "mode": "norm"},
-                 headers={**srv.headers, "User-Agent": "pytest-agent"})
+        r = post(
+            srv,
+            run_id,
+            {"type": "set_clip", "threshold": 0.5, "mode": "norm"},
+            headers={**srv.headers, "User-Agent": "pytest-agent"},
+        )
         assert r.status_code == 202, r.text
         cmd_id = r.json()["id"]
         assert r.json() == {"id": cmd_id, "state": "pending"}
         msg = await recv_json(ws)
-        assert msg == {"type": "command", "id": cmd_id, "command": {"type": "set_clip", "mode": "norm",
-                                                                     "threshold": 0.5}}
+        assert msg == {
+            "type": "command",
+            "id": cmd_id,
+            "command": {"type": "set_clip", "mode": "norm", "threshold": 0.5},
+        }
         pending = commands(srv, run_id)
         await ws.send(dumps({"type": "ack", "id": cmd_id, "state": "applied", "applied_step": 42}))
         await taken(ws)
@@ -127,24 +134,27 @@ def test_command_for_unknown_run_is_404(shared_server):
     assert "987654" in r.json()["detail"]
 
 
-@pytest.mark.parametrize(("body", "needle"), [
-    ({"type": "set_clip", "threshold": -1.0}, "threshold"),
-    ({"type": "set_clip", "threshold": 0}, "greater than 0"),
-    ({"type": "set_clip", "threshold": 0.0}, "threshold"),
-    ({"type": "set_clip", "threshold": 1e10}, "1000000000"),
-    ({"type": "set_clip", "threshold": "1.0"}, "threshold"),
-    ({"type": "set_clip", "threshold": "NaN"}, "threshold"),
-    ('{"type": "set_clip", "threshold": NaN}', "threshold: must be a finite number"),
-    ('{"type": "set_clip", "threshold": Infinity}', "threshold"),
-    ({"type": "set_clip"}, "set_clip needs 'threshold'"),
-    ({"type": "set_clip", "threshold": 1.0, "mode": "sideways"}, "mode"),
-    ({"type": "pause", "threshold": 1.0}, "takes no parameters"),
-    ({"type": "explode"}, "explode"),
-    ({"type": "pause", "extra": 1}, "extra"),
-    ({}, "type"),
-    ("not json", "not valid JSON"),
-    ([1, 2], "object"),
-])
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"type": "set_clip", "threshold": -1.0}, "threshold"),
+        ({"type": "set_clip", "threshold": 0}, "greater than 0"),
+        ({"type": "set_clip", "threshold": 0.0}, "threshold"),
+        ({"type": "set_clip", "threshold": 1e10}, "1000000000"),
+        ({"type": "set_clip", "threshold": "1.0"}, "threshold"),
+        ({"type": "set_clip", "threshold": "NaN"}, "threshold"),
+        ('{"type": "set_clip", "threshold": NaN}', "threshold: must be a finite number"),
+        ('{"type": "set_clip", "threshold": Infinity}', "threshold"),
+        ({"type": "set_clip"}, "set_clip needs 'threshold'"),
+        ({"type": "set_clip", "threshold": 1.0, "mode": "sideways"}, "mode"),
+        ({"type": "pause", "threshold": 1.0}, "takes no parameters"),
+        ({"type": "explode"}, "explode"),
+        ({"type": "pause", "extra": 1}, "extra"),
+        ({}, "type"),
+        ("not json", "not valid JSON"),
+        ([1, 2], "object"),
+    ],
+)
 def test_invalid_command_is_422_with_clear_message(shared_server, body, needle):
     srv = shared_server
 

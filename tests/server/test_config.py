@@ -23,21 +23,24 @@ def test_bind_host_is_allowed_and_not_loopback():
     assert c.effective_allowed_hosts == ("gw.example", "10.0.0.5")
 
 
-@pytest.mark.parametrize(("kwargs", "needle"), [
-    ({"port": -1}, "port=-1"),
-    ({"port": 70000}, "port=70000"),
-    ({"port": True}, "port=True"),
-    ({"host": ""}, "host=''"),
-    ({"flush_interval": 0}, "flush_interval=0"),
-    ({"flush_interval": 5.0}, "flush_interval=5.0"),
-    ({"flush_interval": float("nan")}, "flush_interval=nan"),
-    ({"viewer_queue_size": 0}, "viewer_queue_size=0"),
-    ({"max_frame_bytes": 10}, "max_frame_bytes=10"),
-    ({"allowed_hosts": ()}, "allowed_hosts=()"),
-    ({"allowed_hosts": ("http://x",)}, "allowed_hosts"),
-    ({"log_level": "loud"}, "log_level='loud'"),
-    ({"hello_timeout": 0}, "hello_timeout=0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"port": -1}, "port=-1"),
+        ({"port": 70000}, "port=70000"),
+        ({"port": True}, "port=True"),
+        ({"host": ""}, "host=''"),
+        ({"flush_interval": 0}, "flush_interval=0"),
+        ({"flush_interval": 5.0}, "flush_interval=5.0"),
+        ({"flush_interval": float("nan")}, "flush_interval=nan"),
+        ({"viewer_queue_size": 0}, "viewer_queue_size=0"),
+        ({"max_frame_bytes": 10}, "max_frame_bytes=10"),
+        ({"allowed_hosts": ()}, "allowed_hosts=()"),
+        ({"allowed_hosts": ("http://x",)}, "allowed_hosts"),
+        ({"log_level": "loud"}, "log_level='loud'"),
+        ({"hello_timeout": 0}, "hello_timeout=0"),
+    ],
+)
 def test_bad_values_are_named(kwargs, needle):
     with pytest.raises(ValueError, match=None) as exc:
         ServerConfig(**kwargs)

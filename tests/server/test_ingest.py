@@ -33,7 +33,7 @@ def test_steps_are_stored_and_read_back(gradwatch_server):
         records[10] = record(10, n_bn=1, global_norm="NaN", loss="Infinity", grad_nan=[1, 0, 2], grad_inf=[0, 3, 0])
         records[11] = record(11, n_bn=1, global_norm="-Infinity", lr=None, bn=[])
         for i in range(0, 50, 10):
-            await send_steps(ws, records[i:i + 10])
+            await send_steps(ws, records[i : i + 10])
         await asyncio.sleep(0)  # no wait for the writer: REST reads must see what was received
         m = get(srv, f"/api/runs/{run_id}/metrics")
         assert m.status_code == 200, m.text
@@ -45,8 +45,20 @@ def test_steps_are_stored_and_read_back(gradwatch_server):
     assert data["run_id"] == run_id
     assert data["step"] == list(range(50))
     assert data["downsampled"] is False
-    for key in ("epoch", "time", "loss", "lr", "global_norm", "clip_threshold", "clip_scale", "clipped",
-                "clipped_fraction", "steps_per_sec", "weight_nonfinite", "loss_nonfinite"):
+    for key in (
+        "epoch",
+        "time",
+        "loss",
+        "lr",
+        "global_norm",
+        "clip_threshold",
+        "clip_scale",
+        "clipped",
+        "clipped_fraction",
+        "steps_per_sec",
+        "weight_nonfinite",
+        "loss_nonfinite",
+    ):
         assert len(data[key]) == 50, key
     assert data["global_norm"][10] == "NaN"
     assert data["global_norm"][11] == "-Infinity"
@@ -61,8 +73,16 @@ def test_steps_are_stored_and_read_back(gradwatch_server):
     assert data["nonfinite"]["out/kernel"][10] == 2
     assert data["nonfinite"]["out/kernel"][9] == 0
     bn = data["bn"]["bn1"]
-    assert set(bn) == {"moving_mean", "moving_variance", "moving_mean_min", "moving_mean_max", "moving_mean_delta",
-                       "moving_variance_min", "moving_variance_max", "moving_variance_delta"}
+    assert set(bn) == {
+        "moving_mean",
+        "moving_variance",
+        "moving_mean_min",
+        "moving_mean_max",
+        "moving_mean_delta",
+        "moving_variance_min",
+        "moving_variance_max",
+        "moving_variance_delta",
+    }
     assert bn["moving_mean"][5] == pytest.approx(5.0)
     assert bn["moving_variance_delta"][11] is None  # that step carried no BN rows
 
@@ -77,13 +97,16 @@ def test_omit_empty_leaves_out_only_empty_series(gradwatch_server, max_points):
         records = [record(i) for i in range(20)]
         records[6] = record(6, grad_nan=[0, 2, 0])
         await send_steps(ws, records)
-        await send_steps(healthy, [record(i, update_ratio=[1e-3, "NaN", 2e-3]) if i == 3 else record(i)
-                                   for i in range(20)])
+        await send_steps(
+            healthy, [record(i, update_ratio=[1e-3, "NaN", 2e-3]) if i == 3 else record(i) for i in range(20)]
+        )
         params = {} if max_points is None else {"max_points": max_points}
         out = {}
         for rid in (run_id, healthy_id):
-            out[rid] = (get(srv, f"/api/runs/{rid}/metrics", **params).json(),
-                        get(srv, f"/api/runs/{rid}/metrics", omit_empty="true", **params).json())
+            out[rid] = (
+                get(srv, f"/api/runs/{rid}/metrics", **params).json(),
+                get(srv, f"/api/runs/{rid}/metrics", omit_empty="true", **params).json(),
+            )
         await ws.close()
         await healthy.close()
         return run_id, healthy_id, out
@@ -94,21 +117,25 @@ def test_omit_empty_leaves_out_only_empty_series(gradwatch_server, max_points):
     assert sparse["nonfinite"] == {"dense/bias": full["nonfinite"]["dense/bias"]}  # only the variable with NaN
     assert max(sparse["nonfinite"]["dense/bias"]) == 2
     assert sparse["update_ratio"] == {}  # never measured in this run
-    assert {k: v for k, v in sparse.items() if k not in ("nonfinite", "update_ratio")} == \
-        {k: v for k, v in full.items() if k not in ("nonfinite", "update_ratio")}
+    assert {k: v for k, v in sparse.items() if k not in ("nonfinite", "update_ratio")} == {
+        k: v for k, v in full.items() if k not in ("nonfinite", "update_ratio")
+    }
     full, sparse = out[healthy_id]
     assert sparse["nonfinite"] == {}
     assert sparse["update_ratio"] == full["update_ratio"]  # measured once: kept whole, nulls and all
 
 
-@pytest.mark.parametrize(("since", "until", "expected"), [
-    (None, None, list(range(20))),
-    (5, None, list(range(5, 20))),
-    (None, 4, list(range(5))),
-    (7, 7, [7]),
-    (15, 100, list(range(15, 20))),
-    (30, None, []),
-])
+@pytest.mark.parametrize(
+    ("since", "until", "expected"),
+    [
+        (None, None, list(range(20))),
+        (5, None, list(range(5, 20))),
+        (None, 4, list(range(5))),
+        (7, 7, [7]),
+        (15, 100, list(range(15, 20))),
+        (30, None, []),
+    ],
+)
 def test_step_range_is_inclusive(gradwatch_server, since, until, expected):
     srv = gradwatch_server()
 
@@ -134,7 +161,7 @@ def test_downsampling_keeps_spike_and_nan(gradwatch_server):
         recs[537] = record(537, global_norm=1e6, grad_norm=[1.0, 5e5, 1.0])
         recs[800] = record(800, global_norm="NaN", grad_norm=[1.0, 1.0, "NaN"])
         for i in range(0, 1000, 250):
-            await send_steps(ws, recs[i:i + 250])
+            await send_steps(ws, recs[i : i + 250])
         data = get(srv, f"/api/runs/{run_id}/metrics", max_points=100).json()
         await ws.close()
         return data

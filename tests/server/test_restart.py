@@ -21,8 +21,12 @@ def test_restart_keeps_history_and_pending_commands(gradwatch_server):
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("kept", bn_layers=["bn"]))
         await send_steps(ws, [record(i, n_bn=1) for i in range(30)] + [record(30, n_bn=1, loss="NaN")])
         await ws.send('{"type":"gap","from_step":31,"to_step":40,"dropped":10}')
-        cmd = httpx.post(f"{srv.url}/api/runs/{run_id}/commands", json={"type": "set_clip", "threshold": 2.0},
-                         headers=srv.headers, timeout=5).json()
+        cmd = httpx.post(
+            f"{srv.url}/api/runs/{run_id}/commands",
+            json={"type": "set_clip", "threshold": 2.0},
+            headers=srv.headers,
+            timeout=5,
+        ).json()
         await recv_json(ws)  # delivered, never acknowledged
         await ws.close()
         await asyncio.sleep(0.2)

@@ -6,35 +6,44 @@ import pytest
 from gradwatch.server.runstate import InvalidTransition, accepts_commands, next_status
 
 
-@pytest.mark.parametrize(("current", "event", "expected"), [
-    ("running", "paused", "paused"),
-    ("paused", "running", "running"),
-    ("running", "finished", "finished"),
-    ("paused", "finished", "finished"),
-    ("running", "disconnect", "disconnected"),
-    ("paused", "disconnect", "disconnected"),
-    ("disconnected", "reconnect", "running"),
-    ("disconnected", "paused", "paused"),
-    ("finished", "disconnect", "finished"),
-    ("running", "idle", "idle"),  # a fit() ended; the monitor may train on
-    ("idle", "running", "running"),  # the next fit() continues the run
-    ("running", "interrupted", "interrupted"),
-    ("interrupted", "running", "running"),
-    ("interrupted", "disconnect", "interrupted"),  # what happened last stays visible
-    ("idle", "disconnect", "disconnected"),
-    ("idle", "reconnect", "idle"),
-    ("idle", "finished", "finished"),
-    ("interrupted", "finished", "finished"),
-    ("disconnected", "idle", "idle"),  # the trainer says what it is after a reconnect
-])
+@pytest.mark.parametrize(
+    ("current", "event", "expected"),
+    [
+        ("running", "paused", "paused"),
+        ("paused", "running", "running"),
+        ("running", "finished", "finished"),
+        ("paused", "finished", "finished"),
+        ("running", "disconnect", "disconnected"),
+        ("paused", "disconnect", "disconnected"),
+        ("disconnected", "reconnect", "running"),
+        ("disconnected", "paused", "paused"),
+        ("finished", "disconnect", "finished"),
+        ("running", "idle", "idle"),  # a fit() ended; the monitor may train on
+        ("idle", "running", "running"),  # the next fit() continues the run
+        ("running", "interrupted", "interrupted"),
+        ("interrupted", "running", "running"),
+        ("interrupted", "disconnect", "interrupted"),  # what happened last stays visible
+        ("idle", "disconnect", "disconnected"),
+        ("idle", "reconnect", "idle"),
+        ("idle", "finished", "finished"),
+        ("interrupted", "finished", "finished"),
+        ("disconnected", "idle", "idle"),  # the trainer says what it is after a reconnect
+    ],
+)
 def test_allowed(current, event, expected):
     assert next_status(current, event) == expected
 
 
-@pytest.mark.parametrize(("current", "event"), [
-    ("finished", "running"), ("finished", "paused"), ("finished", "reconnect"),
-    ("finished", "idle"), ("finished", "interrupted"),
-])
+@pytest.mark.parametrize(
+    ("current", "event"),
+    [
+        ("finished", "running"),
+        ("finished", "paused"),
+        ("finished", "reconnect"),
+        ("finished", "idle"),
+        ("finished", "interrupted"),
+    ],
+)
 def test_refused(current, event):
     with pytest.raises(InvalidTransition, match=current):
         next_status(current, event)

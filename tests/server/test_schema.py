@@ -33,7 +33,13 @@ def test_an_older_database_gains_the_added_columns_and_keeps_its_runs(tmp_path: 
         old = store.get_run(run.id)
         assert old is not None and old.name == "before-the-upgrade"
         assert (old.pause_on, old.guard_nonfinite, old.relu_layers, old.lr, old.tags, old.note) == (
-            [], False, [], None, [], "")  # the defaults
+            [],
+            False,
+            [],
+            None,
+            [],
+            "",
+        )  # the defaults
     finally:
         store.close()
 
@@ -80,8 +86,9 @@ def test_a_first_release_steps_table_gains_the_step_fields_added_since(tmp_path:
     try:
         assert set(ROW_COLUMNS) <= columns(path, "steps")
         run = store.create_run(TrainerHello.model_validate(hello()))
-        store.insert_steps([(run.id, [StepRecord.model_validate(record(0, update_ratio=[1.0, 2.0, 3.0],
-                                                                         skipped=True))])])
+        store.insert_steps(
+            [(run.id, [StepRecord.model_validate(record(0, update_ratio=[1.0, 2.0, 3.0], skipped=True))])]
+        )
         data = store.read_steps(run, None, None)
         assert data.skipped.tolist() == [1] and data.update_ratio.tolist() == [[1.0, 2.0, 3.0]]
     finally:

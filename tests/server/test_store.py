@@ -15,9 +15,17 @@ from gradwatch.protocol import StepRecord, TrainerHello
 
 
 def fields(c: StepColumns) -> dict[str, Any]:
-    out: dict[str, Any] = {"step": c.step, "time": c.time, "grad_norm": c.grad_norm, "nonfinite": c.nonfinite,
-                           "bn": c.bn, "bn_missing": c.bn_missing, "update_ratio": c.update_ratio,
-                           "update_ratio_missing": c.update_ratio_missing, "skipped": c.skipped}
+    out: dict[str, Any] = {
+        "step": c.step,
+        "time": c.time,
+        "grad_norm": c.grad_norm,
+        "nonfinite": c.nonfinite,
+        "bn": c.bn,
+        "bn_missing": c.bn_missing,
+        "update_ratio": c.update_ratio,
+        "update_ratio_missing": c.update_ratio_missing,
+        "skipped": c.skipped,
+    }
     out.update({f"float:{k}": c.floats[k] for k in FLOAT_COLUMNS})
     out.update({f"missing:{k}": c.missing[k] for k in FLOAT_COLUMNS})
     out.update({f"int:{k}": c.ints[k] for k in INT_COLUMNS})

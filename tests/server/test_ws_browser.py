@@ -90,15 +90,21 @@ def test_gap_reaches_subscribed_browser(shared_server):
     assert gap == {"type": "gap", "run_id": run_id, "from_step": 3, "to_step": 7, "dropped": 5}
 
 
-@pytest.mark.parametrize(("message", "code", "needle"), [
-    ({"type": "hello", "protocol": PROTOCOL_VERSION + 1}, CloseCode.PROTOCOL_MISMATCH,
-     f"protocol version {PROTOCOL_VERSION + 1}"),
-    ({"type": "hello", "protocol": "1"}, CloseCode.PROTOCOL_MISMATCH, "'1'"),
-    ({"type": "subscribe"}, CloseCode.BAD_MESSAGE, "run_id"),
-    ({"type": "subscribe", "run_id": "one"}, CloseCode.BAD_MESSAGE, "run_id"),
-    ({"type": "dance"}, CloseCode.BAD_MESSAGE, "dance"),
-    ("{not json", CloseCode.BAD_MESSAGE, "malformed JSON"),
-])
+@pytest.mark.parametrize(
+    ("message", "code", "needle"),
+    [
+        (
+            {"type": "hello", "protocol": PROTOCOL_VERSION + 1},
+            CloseCode.PROTOCOL_MISMATCH,
+            f"protocol version {PROTOCOL_VERSION + 1}",
+        ),
+        ({"type": "hello", "protocol": "1"}, CloseCode.PROTOCOL_MISMATCH, "'1'"),
+        ({"type": "subscribe"}, CloseCode.BAD_MESSAGE, "run_id"),
+        ({"type": "subscribe", "run_id": "one"}, CloseCode.BAD_MESSAGE, "run_id"),
+        ({"type": "dance"}, CloseCode.BAD_MESSAGE, "dance"),
+        ("{not json", CloseCode.BAD_MESSAGE, "malformed JSON"),
+    ],
+)
 def test_bad_browser_messages_close_with_code(shared_server, message, code, needle):
     srv = shared_server
 
@@ -113,8 +119,13 @@ def test_bad_browser_messages_close_with_code(shared_server, message, code, need
     assert needle in reason
 
 
-@pytest.mark.parametrize("limit", [{"viewer_queue_size": 50},  # messages
-                                   {"viewer_queue_size": 100_000, "viewer_queue_bytes": 2 << 20}])  # bytes
+@pytest.mark.parametrize(
+    "limit",
+    [
+        {"viewer_queue_size": 50},  # messages
+        {"viewer_queue_size": 100_000, "viewer_queue_bytes": 2 << 20},
+    ],
+)  # bytes
 def test_slow_viewer_is_closed_without_slowing_others(tmp_path, limit):
     config = ServerConfig(port=0, db_path=tmp_path / "slow.db", token="t" * 32, log_level="warning", **limit)
     n_vars = 4000
@@ -123,8 +134,12 @@ def test_slow_viewer_is_closed_without_slowing_others(tmp_path, limit):
     async def body(url: str, token: str) -> tuple[int | None, int]:
         ws_url = url.replace("http://", "ws://")
         ws, run_id = await start_trainer(ws_url + "/ws/trainer", token, hello(variables=names))
-        slow = await connect(ws_url + "/ws/browser", max_queue=1, compression=None,
-                             additional_headers={"Cookie": f"gradwatch_token={token}"})
+        slow = await connect(
+            ws_url + "/ws/browser",
+            max_queue=1,
+            compression=None,
+            additional_headers={"Cookie": f"gradwatch_token={token}"},
+        )
         fast = await open_browser(ws_url + "/ws/browser", token)
         for b in (slow, fast):
             await b.send(dumps({"type": "subscribe", "run_id": run_id}))

@@ -16,19 +16,22 @@ def runs(srv) -> list[dict]:
     return httpx.get(srv.url + "/api/runs", headers=srv.headers, timeout=5).json()
 
 
-@pytest.mark.parametrize(("first", "code", "needle"), [
-    (hello(protocol=PROTOCOL_VERSION + 1), CloseCode.PROTOCOL_MISMATCH, f"protocol version {PROTOCOL_VERSION + 1}"),
-    (hello(protocol=0), CloseCode.PROTOCOL_MISMATCH, f"this server speaks {PROTOCOL_VERSION}"),
-    ({"type": "hello", "protocol": 99, "whatever": True}, CloseCode.PROTOCOL_MISMATCH, "99"),
-    ({"type": "hello"}, CloseCode.PROTOCOL_MISMATCH, "None"),
-    ("{this is not json", CloseCode.BAD_MESSAGE, "malformed JSON"),
-    ("[1, 2, 3]", CloseCode.BAD_MESSAGE, "hello"),
-    ({"type": "steps", "records": [record(0)]}, CloseCode.BAD_MESSAGE, "'steps'"),
-    ({**hello(), "variables": "dense"}, CloseCode.BAD_MESSAGE, "variables"),
-    (hello(run_name=""), CloseCode.BAD_MESSAGE, "run_name"),
-    (hello(clip={"mode": "sideways"}), CloseCode.BAD_MESSAGE, "clip.mode"),
-    (hello(surprise=1), CloseCode.BAD_MESSAGE, "surprise"),
-])
+@pytest.mark.parametrize(
+    ("first", "code", "needle"),
+    [
+        (hello(protocol=PROTOCOL_VERSION + 1), CloseCode.PROTOCOL_MISMATCH, f"protocol version {PROTOCOL_VERSION + 1}"),
+        (hello(protocol=0), CloseCode.PROTOCOL_MISMATCH, f"this server speaks {PROTOCOL_VERSION}"),
+        ({"type": "hello", "protocol": 99, "whatever": True}, CloseCode.PROTOCOL_MISMATCH, "99"),
+        ({"type": "hello"}, CloseCode.PROTOCOL_MISMATCH, "None"),
+        ("{this is not json", CloseCode.BAD_MESSAGE, "malformed JSON"),
+        ("[1, 2, 3]", CloseCode.BAD_MESSAGE, "hello"),
+        ({"type": "steps", "records": [record(0)]}, CloseCode.BAD_MESSAGE, "'steps'"),
+        ({**hello(), "variables": "dense"}, CloseCode.BAD_MESSAGE, "variables"),
+        (hello(run_name=""), CloseCode.BAD_MESSAGE, "run_name"),
+        (hello(clip={"mode": "sideways"}), CloseCode.BAD_MESSAGE, "clip.mode"),
+        (hello(surprise=1), CloseCode.BAD_MESSAGE, "surprise"),
+    ],
+)
 def test_bad_hello(shared_server, first, code, needle):
     srv = shared_server
 
@@ -46,23 +49,26 @@ def test_bad_hello(shared_server, first, code, needle):
     assert len(runs(srv)) == before  # no run created
 
 
-@pytest.mark.parametrize(("frame", "needle"), [
-    ("{nope", "bad message"),
-    ('{"type": "explode"}', "explode"),
-    (dumps({"type": "steps", "records": []}), "records"),
-    (dumps({"type": "steps", "records": [{**record(5), "step": "five"}]}), "step"),
-    (dumps({"type": "steps", "records": [{**record(5), "step": -1}]}), "step"),
-    (dumps({"type": "steps", "records": [record(5, global_norm="nan")]}), "global_norm"),
-    (dumps({"type": "steps", "records": [record(5, grad_norm=[1.0])]}), "grad_norm has 1 entries, expected 3"),
-    (dumps({"type": "steps", "records": [record(5, grad_nan=[0, 0, 0, 0])]}), "grad_nan"),
-    (dumps({"type": "steps", "records": [record(5, bn=[[1.0] * 8])]}), "bn must be 0 rows"),
-    (dumps({"type": "steps", "records": [record(5), record(6, clipped="yes")]}), "clipped"),
-    (dumps({"type": "ack", "id": 1, "state": "maybe"}), "state"),
-    (dumps({"type": "status", "state": "sleeping", "step": 1}), "state"),
-    (dumps({"type": "gap", "from_step": 1}), "to_step"),
-    (dumps(hello()), "hello"),
-    (b"\x00\x01binary", "binary"),
-])
+@pytest.mark.parametrize(
+    ("frame", "needle"),
+    [
+        ("{nope", "bad message"),
+        ('{"type": "explode"}', "explode"),
+        (dumps({"type": "steps", "records": []}), "records"),
+        (dumps({"type": "steps", "records": [{**record(5), "step": "five"}]}), "step"),
+        (dumps({"type": "steps", "records": [{**record(5), "step": -1}]}), "step"),
+        (dumps({"type": "steps", "records": [record(5, global_norm="nan")]}), "global_norm"),
+        (dumps({"type": "steps", "records": [record(5, grad_norm=[1.0])]}), "grad_norm has 1 entries, expected 3"),
+        (dumps({"type": "steps", "records": [record(5, grad_nan=[0, 0, 0, 0])]}), "grad_nan"),
+        (dumps({"type": "steps", "records": [record(5, bn=[[1.0] * 8])]}), "bn must be 0 rows"),
+        (dumps({"type": "steps", "records": [record(5), record(6, clipped="yes")]}), "clipped"),
+        (dumps({"type": "ack", "id": 1, "state": "maybe"}), "state"),
+        (dumps({"type": "status", "state": "sleeping", "step": 1}), "state"),
+        (dumps({"type": "gap", "from_step": 1}), "to_step"),
+        (dumps(hello()), "hello"),
+        (b"\x00\x01binary", "binary"),
+    ],
+)
 def test_bad_frame_after_hello(shared_server, frame, needle):
     srv = shared_server
 
@@ -108,8 +114,9 @@ def test_silent_trainer_is_closed_after_hello_timeout(tmp_path):
     from gradwatch.server.config import ServerConfig
     from gradwatch.server.serve import GradwatchServer
 
-    server = GradwatchServer(ServerConfig(port=0, db_path=tmp_path / "t.db", token="t" * 32, hello_timeout=0.3,
-                                          log_level="warning")).start()
+    server = GradwatchServer(
+        ServerConfig(port=0, db_path=tmp_path / "t.db", token="t" * 32, hello_timeout=0.3, log_level="warning")
+    ).start()
 
     async def body():
         ws = await open_trainer(server.url.replace("http://", "ws://") + "/ws/trainer", "t" * 32)
@@ -144,8 +151,9 @@ def test_newer_connection_replaces_older_one(shared_server):
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
         ws2, again = await start_trainer(srv.trainer_url, srv.token, hello(run_id=run_id))
         code, _ = await closed_with(ws)
-        cmd = httpx.post(f"{srv.url}/api/runs/{run_id}/commands", json={"type": "pause"}, headers=srv.headers,
-                         timeout=5).json()
+        cmd = httpx.post(
+            f"{srv.url}/api/runs/{run_id}/commands", json={"type": "pause"}, headers=srv.headers, timeout=5
+        ).json()
         msg = await recv_json(ws2)
         await ws2.close()
         return run_id, again, code, cmd, msg

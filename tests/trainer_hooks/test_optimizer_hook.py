@@ -43,8 +43,12 @@ def test_a_schedule_has_no_learning_rate_variable(make: Callable[[], Any]) -> No
 
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
-    [({}, None), ({"global_clipnorm": 1.5}, ("global_norm", 1.5)), ({"clipnorm": 2.0}, ("norm", 2.0)),
-     ({"clipvalue": 0.5}, ("value", 0.5))],
+    [
+        ({}, None),
+        ({"global_clipnorm": 1.5}, ("global_norm", 1.5)),
+        ({"clipnorm": 2.0}, ("norm", 2.0)),
+        ({"clipvalue": 0.5}, ("value", 0.5)),
+    ],
 )
 def test_optimizer_clipping_names_mode_and_threshold(kwargs: dict[str, float], expected: Any) -> None:
     assert optimizer_clipping(keras.optimizers.SGD(0.1, **kwargs)) == expected

@@ -8,8 +8,13 @@ from typing import Any
 import pytest
 from gradwatch.trainer_hooks.origin import Replay, explain_nonfinite
 
-CLEAN: dict[str, Any] = {"origin_features": 0.0, "origin_labels": 0.0, "weight_nonfinite": 0.0, "skipped": 0.0,
-                         "loss": 1.0}
+CLEAN: dict[str, Any] = {
+    "origin_features": 0.0,
+    "origin_labels": 0.0,
+    "weight_nonfinite": 0.0,
+    "skipped": 0.0,
+    "loss": 1.0,
+}
 
 
 @pytest.mark.parametrize(
