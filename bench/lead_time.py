@@ -1,6 +1,7 @@
 """Lead-time benchmark: how many steps before a runaway learning rate diverges does gradwatch warn?
 
-    python -m bench.diagnosis --lead [--quick] [--seed 2026] [--seeds 2] [--json PATH]
+    python -m bench.diagnosis --lead [--quick] [--seed 2026] [--seeds 2] [--healthy 3]
+                                     [--only runaway|healthy] [--json PATH]
 
 Diverging runs: for each architecture (MLP, small CNN, BatchNorm CNN, LSTM, a token Embedding + attention
 model, all on scikit-learn's digits) x optimizer (SGD with momentum, Adam, RMSprop) x seed, a healthy
@@ -12,7 +13,10 @@ computes the loss on one fixed batch; the run diverged at the first step whose l
 times the best so far. Lead: that step minus the step of the first warning or critical alert (any kind).
 
 Healthy runs with alarming-looking schedules (linear warm-up, cosine with warm-up, one-cycle ramp,
-ReduceLROnPlateau, cosine with restarts) score the false alarms: any warning or critical alert there is one.
+ReduceLROnPlateau, cosine with restarts) score the false alarms: any warning or critical alert there is one,
+but for a ``dead_relu`` on a layer the benchmark itself measured dying: after training, the share of its
+units that output zero for every training example (``dead_shares``) is above ``DEAD``. A drawn "healthy"
+run can kill most of a layer while its loss still falls; naming that is the alert's job.
 
 Every run uses a default ``GradientMonitor`` against one real ``gradwatch serve``; alerts are read from REST.
 """
@@ -45,6 +49,9 @@ DIVERGED = 3.0
 FIXED = 64
 #: Steps trained past divergence (the alerts that come after it do not count, nor cost time).
 AFTER = 5
+#: A healthy run's ReLU layer with more than this share of its units outputting zero for every training
+#: example, measured by the benchmark after training, has a dying ReLU: a ``dead_relu`` alert on it is right.
+DEAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -264,7 +271,25 @@ def train(run: LeadRun, server: str, token: str) -> dict[str, Any]:
         )
     finally:
         monitor.close()
-    return {"diverged_at": truth["diverged_at"], "steps_trained": truth["steps"]}
+    out = {"diverged_at": truth["diverged_at"], "steps_trained": truth["steps"]}
+    if run.schedule != "runaway":
+        out["dead_shares"] = dead_shares(model, x)
+    return out
+
+
+def dead_shares(model: Any, x: np.ndarray) -> dict[str, float]:
+    """Per ReLU layer: the share of its units whose output is zero for every example of ``x`` (ground truth)."""
+    import keras
+
+    layers = [layer for layer in model.layers if getattr(getattr(layer, "activation", None), "__name__", "") == "relu"]
+    if not layers:
+        return {}
+    outputs = keras.Model(model.inputs, [layer.output for layer in layers])(x, training=False)
+    shares = {}
+    for layer, out in zip(layers, outputs if isinstance(outputs, (list, tuple)) else [outputs], strict=True):
+        alive = np.asarray(out).reshape(-1, out.shape[-1]).max(axis=0) > 0
+        shares[layer.name] = round(float(1.0 - alive.mean()), 4)
+    return shares
 
 
 def run_one(run: LeadRun, srv: BenchServer, api: httpx.Client, keep_series: bool = False) -> dict[str, Any]:
@@ -310,9 +335,14 @@ def score(results: list[dict[str, Any]]) -> dict[str, Any]:
     bound = statistics.median([r["diverged_at"] - r["onset"] for r in diverged]) if diverged else None
     unwarned = [r["name"] for r in diverged if r["lead"] is None or r["lead"] <= 0]
     healthy = [r for r in results if r["schedule"] != "runaway" and not r.get("error")]
-    false = [(r["name"], a) for r in healthy for a in r["alerts"] if a["severity"] in LOUD]
+    false = [(r["name"], a) for r in healthy for a in r["alerts"] if a["severity"] in LOUD and not _dying(r, a)]
+    dying = [(r["name"], a) for r in healthy for a in r["alerts"] if a["severity"] in LOUD and _dying(r, a)]
     per_schedule = {
-        s: {"runs": sum(1 for r in healthy if r["schedule"] == s), "loud": sum(1 for n, _ in false if f" {s} " in n)}
+        s: {
+            "runs": sum(1 for r in healthy if r["schedule"] == s),
+            "loud": len({n for n, _ in false if f" {s} " in n}),
+            "dying": len({n for n, _ in dying if f" {s} " in n}),
+        }
         for s in HEALTHY_SCHEDULES
     }
     by_arch = {a: [r["lead"] if r["lead"] is not None else None for r in diverged if r["arch"] == a] for a in ARCHS}
@@ -328,6 +358,7 @@ def score(results: list[dict[str, Any]]) -> dict[str, Any]:
         "healthy_runs": len(healthy),
         "healthy_false_alarm_runs": len({n for n, _ in false}),
         "false_alarms": [f"{n}: {a['severity']} {a['kind']} at step {a['step']}: {a['message']}" for n, a in false],
+        "dying_relu_found": [f"{n}: {a['kind']} on {a['layer']} at step {a['step']}: {a['message']}" for n, a in dying],
         "per_schedule": per_schedule,
         "lead_by_arch": by_arch,
         "lead_by_optimizer": by_opt,
@@ -338,6 +369,12 @@ def score(results: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "errors": [f"{r['name']}: {r['error']}" for r in results if r.get("error")],
     }
+
+
+def _dying(run: dict[str, Any], alert: dict[str, Any]) -> bool:
+    """A ``dead_relu`` alert on a layer the benchmark measured dying (``DEAD``) is a finding, not a false alarm."""
+    share = run.get("dead_shares", {}).get(alert["layer"])
+    return alert["kind"] == "dead_relu" and share is not None and share > DEAD
 
 
 def _lead_cell(leads: list[int | None]) -> str:
@@ -362,11 +399,11 @@ def markdown(s: dict[str, Any], command: str) -> str:
         f"median {s['median_onset_to_divergence']} steps, the most any warning could lead by); not warned "
         f"before divergence: {len(s['unwarned'])}.",
         "",
-        "| healthy schedule | runs | runs with a warning/critical alert |",
-        "|---|---|---|",
+        "| healthy schedule | runs | runs with a false warning/critical alert | measured dying ReLU named |",
+        "|---|---|---|---|",
     ]
     for name, v in s["per_schedule"].items():
-        lines.append(f"| {name} | {v['runs']} | {v['loud']} |")
+        lines.append(f"| {name} | {v['runs']} | {v['loud']} | {v.get('dying', 0)} |")
     lines += ["", "Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in s["targets"].items())]
     return "\n".join(lines)
 
@@ -383,6 +420,10 @@ def main(args: Any) -> int:
     from bench._common import machine, write_json
 
     runs = quick_runs() if args.quick else draw_runs(args.seed, args.seeds, args.healthy)
+    if args.only:  # the same draw, one half of it
+        if args.only not in ("runaway", "healthy"):
+            raise SystemExit(f"--lead --only {args.only!r}: give 'runaway' or 'healthy'")
+        runs = [r for r in runs if (r.schedule == "runaway") == (args.only == "runaway")]
     if args.limit:
         runs = runs[: args.limit]
     t0 = time.monotonic()
@@ -400,16 +441,20 @@ def main(args: Any) -> int:
             print(
                 f"{r['name']:<55} {r['seconds']:>5}s diverged_at={r.get('diverged_at')} "
                 f"first_alert={r['first_alert']} ({r['first_alert_kind']}) lead={r['lead']}"
+                + (f" dead={r['dead_shares']}" if r.get("dead_shares") else "")
                 + (f" ERROR {r['error']}" if r.get("error") else ""),
                 flush=True,
             )
     s = score(results)
     s["cells"] = cells(results)
     command = "python -m bench.diagnosis --lead" + (
-        " --quick" if args.quick else f" --seed {args.seed} --seeds {args.seeds}"
+        " --quick"
+        if args.quick
+        else f" --seed {args.seed} --seeds {args.seeds} --healthy {args.healthy}"
+        + (f" --only {args.only}" if args.only else "")
     )
     print(markdown(s, command))
-    for line in s["false_alarms"] + [f"UNWARNED {n}" for n in s["unwarned"]] + s["errors"]:
+    for line in s["false_alarms"] + s["dying_relu_found"] + [f"UNWARNED {n}" for n in s["unwarned"]] + s["errors"]:
         print(line)
     write_json(
         args.json,

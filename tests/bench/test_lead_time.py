@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.lead_time import score  # noqa: E402
+from bench.lead_time import dead_shares, score  # noqa: E402
 
 
 def result(name: str, schedule: str, diverged_at: int | None, alert_step: int | None) -> dict[str, Any]:
@@ -52,6 +52,33 @@ def test_the_scorer_counts_leads_misses_and_false_alarms() -> None:
     assert s["healthy_false_alarm_runs"] == 1 and s["per_schedule"]["linear_warmup"]["loud"] == 1
     assert s["median_onset_to_divergence"] == 30
     assert not any(s["targets"].values())
+
+
+def test_a_dead_relu_on_a_layer_measured_dying_is_a_finding_not_a_false_alarm() -> None:
+    dying = result("healthy cosine_warmup x", "cosine_warmup", None, 50)
+    dying["alerts"][0].update(kind="dead_relu", layer="ffn")
+    dying["dead_shares"] = {"ffn": 0.84}
+    alive = result("healthy cosine_warmup y", "cosine_warmup", None, 60)
+    alive["alerts"][0].update(kind="dead_relu", layer="ffn")
+    alive["dead_shares"] = {"ffn": 0.2}  # the benchmark's own measure says most units live: a false alarm
+    s = score([dying, alive])
+    assert s["healthy_false_alarm_runs"] == 1 and s["false_alarms"][0].startswith("healthy cosine_warmup y")
+    assert s["per_schedule"]["cosine_warmup"] == {"runs": 2, "loud": 1, "dying": 1}
+    assert len(s["dying_relu_found"]) == 1
+
+
+def test_dead_shares_measures_units_that_never_fire() -> None:
+    import keras
+    import numpy as np
+
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(8, activation="relu", name="half", bias_initializer="zeros")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    kernel = np.ones((4, 8), "float32")
+    kernel[:, :4] = -1.0  # these four units see only negative sums of positive inputs
+    model.get_layer("half").kernel.assign(kernel)
+    x = np.random.default_rng(0).uniform(0.1, 1.0, (32, 4)).astype("float32")
+    assert dead_shares(model, x) == {"half": 0.5}  # "out" has no ReLU: not measured
 
 
 @pytest.mark.timeout(400)
