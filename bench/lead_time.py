@@ -363,9 +363,10 @@ def score(results: list[dict[str, Any]]) -> dict[str, Any]:
         "lead_by_arch": by_arch,
         "lead_by_optimizer": by_opt,
         "targets": {
-            "median_lead_at_least_15": median is not None and median >= 15,
-            "no_divergence_without_a_prior_warning": not unwarned,
-            "no_warning_or_critical_on_healthy_runs": not false,
+            # None: that half of the benchmark was not run (--only)
+            "median_lead_at_least_15": None if median is None else median >= 15,
+            "no_divergence_without_a_prior_warning": None if not diverged else not unwarned,
+            "no_warning_or_critical_on_healthy_runs": None if not healthy else not false,
         },
         "errors": [f"{r['name']}: {r['error']}" for r in results if r.get("error")],
     }
@@ -404,7 +405,8 @@ def markdown(s: dict[str, Any], command: str) -> str:
     ]
     for name, v in s["per_schedule"].items():
         lines.append(f"| {name} | {v['runs']} | {v['loud']} | {v.get('dying', 0)} |")
-    lines += ["", "Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in s["targets"].items())]
+    verdict = {True: "met", False: "NOT met", None: "not run"}
+    lines += ["", "Targets: " + ", ".join(f"{k}: {verdict[v]}" for k, v in s["targets"].items())]
     return "\n".join(lines)
 
 
