@@ -27,6 +27,7 @@ passes its dead tensors through), so the step keeps to:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from gradwatch.protocol import check_clip_mode
+from gradwatch.protocol import CLIP_MODES, check_clip_mode
+from gradwatch.stepfields import STEP_FIELDS, StepField
 
 from .batch_keep import in_xla_context
 from .bn_stats import BatchNormSampler
@@ -42,23 +44,26 @@ from .clipping import CLIP_MODE_IDS, VALUE, clip_gradients, count, densify_spars
 from .origin import OriginFinder, count_nonfinite
 from .readback import host_array
 
-#: Scalars at the start of every buffer row, in this order (raw: ``Layout.unpack`` derives the rest).
-SCALARS: tuple[str, ...] = (
-    "step",
-    "loss",
-    "lr",
-    "clip_mode",
-    "clip_threshold",
-    "clip_scale",  # post-clip global norm / pre-clip global norm
-    "clipped_fraction",  # value mode: share of elements bounded
-    "unhealthy",  # the step's gradients or loss were not finite (as judged in the step)
-    "skipped",  # written by record_skipped
-    "weight_nonfinite",  # written by the host's weight scan
-    "origin_features",  # non-finite elements in the step's input features (non-finite steps only)
-    "origin_labels",  # ... in its labels
-    "micro_step",  # gradient accumulation: this step's gradient was only accumulated (no update)
-    "accumulated_norm",  # gradient accumulation, update step: global norm of the averaged gradient (else NaN)
+#: Step fields the host derives from the row's raw values (``Layout.unpack``) instead of reading a column.
+DERIVED: tuple[str, ...] = ("global_norm", "clipped")
+#: Host fields kept in the row anyway: the host's weight scan after a bad step writes its count there.
+HOST_WRITTEN: tuple[str, ...] = ("weight_nonfinite",)
+#: Columns that are no step field: the step's own verdict on its health (written in the step), and the
+#: non-finite elements of a bad step's input features and labels (read by origin.py).
+RING_ONLY: tuple[str, ...] = ("unhealthy", "origin_features", "origin_labels")
+#: The step fields a buffer row holds, in declaration order (``gradwatch/stepfields.py``).
+RING_FIELDS: tuple[StepField, ...] = tuple(
+    f for f in STEP_FIELDS if (f.writer == "device" or f.name in HOST_WRITTEN) and f.name not in DERIVED
 )
+#: Scalars at the start of every buffer row, in this order (raw: ``Layout.unpack`` derives the rest).
+SCALARS: tuple[str, ...] = (*(f.name for f in RING_FIELDS if f.shape == "scalar"), *RING_ONLY)
+#: Then one block per vector, ``n_vars`` wide each (``grad_norm`` holds squared norms: the host takes the root).
+VECTORS: tuple[str, ...] = tuple(f.name for f in RING_FIELDS if f.shape == "variable")
+#: A row that was never written is all -1; the step (float64, exact to 2**53) comes first.
+if SCALARS[0] != "step" or any(f.shape == "bn_layer" for f in RING_FIELDS):
+    raise TypeError(f"the statistics ring cannot hold {SCALARS}, {VECTORS}: it needs 'step' first and no BN rows")
+#: Ring values that mean "not measured": ``None`` on the wire (see ``Layout.step_values``).
+_UNMEASURED_NAN: tuple[str, ...] = ("clipped_fraction", "update_ratio", "accumulated_norm")
 
 
 @dataclass(frozen=True)
@@ -69,21 +74,24 @@ class Layout:
 
     @property
     def width(self) -> int:
-        return len(SCALARS) + 4 * self.n_vars
+        return len(SCALARS) + len(VECTORS) * self.n_vars
+
+    def offset(self, vector: str) -> int:
+        """The first column of ``vector``'s block."""
+        return len(SCALARS) + VECTORS.index(vector) * self.n_vars
 
     @property
     def update_ratio_offset(self) -> int:
-        return len(SCALARS) + 3 * self.n_vars
+        return self.offset("update_ratio")
 
     def unpack(self, row: np.ndarray) -> dict[str, Any]:
         """One host-side row as named scalars and vectors, with the derived statistics."""
-        s, n = len(SCALARS), self.n_vars
+        n = self.n_vars
         out: dict[str, Any] = {name: float(row[i]) for i, name in enumerate(SCALARS)}
-        sq = row[s : s + n]
+        for name in VECTORS:
+            out[name] = row[self.offset(name) : self.offset(name) + n]
+        sq = out["grad_norm"]
         out["grad_norm"] = np.sqrt(sq)
-        out["grad_nan"] = row[s + n : s + 2 * n]
-        out["grad_inf"] = row[s + 2 * n : s + 3 * n]
-        out["update_ratio"] = row[s + 3 * n : s + 4 * n]
         out["global_norm"] = float(np.sqrt(sq.sum()))
         clipping = out["clip_threshold"] > 0
         value_mode = int(out["clip_mode"]) == VALUE
@@ -92,6 +100,47 @@ class Layout:
         applies = value_mode and clipping and not out["micro_step"]
         out["clipped_fraction"] = out["clipped_fraction"] if applies else float("nan")
         return out
+
+    def step_values(self, row: np.ndarray) -> dict[str, Any]:
+        """The step fields a row holds or derives, as the wire has them (``None``: not measured, no threshold)."""
+        u = self.unpack(row)
+        out: dict[str, Any] = {}
+        for f in STEP_FIELDS:
+            if f.name not in u:
+                continue
+            v = u[f.name]
+            if f.name in _UNMEASURED_NAN and np.isnan(v).all():
+                out[f.name] = None
+            elif f.name == "clip_threshold":
+                out[f.name] = v if v > 0 else None  # the variable holds <= 0 for "clip nothing"
+            elif f.kind == "clip_mode":
+                out[f.name] = CLIP_MODES[int(v)]
+            elif f.shape == "variable":
+                out[f.name] = v.astype(np.int64).tolist() if f.kind == "count" else v.tolist()
+            else:
+                out[f.name] = {"count": int, "bool": bool}.get(f.kind, float)(v)
+        return out
+
+
+def _joined(values: Sequence[Any]) -> list[Any]:
+    """Row values in column order as few tensors as possible: each run of constants (floats, numpy arrays) one
+    constant, each run of scalar tensors one stack (every op costs on the hot path: see the module's docstring)."""
+
+    def kind(v: Any) -> str:
+        if isinstance(v, (float, np.ndarray)):
+            return "constant"
+        return "scalar" if v.shape.rank == 0 else "vector"
+
+    out: list[Any] = []
+    for k, run in itertools.groupby(values, kind):
+        items = list(run)
+        if k == "constant":
+            out.append(tf.constant(np.concatenate([np.atleast_1d(np.asarray(v, np.float32)) for v in items])))
+        elif k == "scalar":
+            out.append(tf.stack(items))
+        else:
+            out += items
+    return out
 
 
 def monitor_variable(initial: Any, dtype: Any, name: str) -> tf.Variable:
@@ -232,18 +281,29 @@ class GradientStats:
         if inputs is not None and origin is not None:
             origin.keep(inputs[0], step, healthy)  # for the replay of a non-finite step, and for the probe
 
+        nan_at, inf_at = self.layout.offset("grad_nan"), self.layout.offset("grad_inf")
         trouble_cols = [SCALARS.index(k) for k in ("unhealthy", "origin_features", "origin_labels")]
-        trouble_cols += range(len(SCALARS) + n, len(SCALARS) + 3 * n)
+        trouble_cols += [*range(nan_at, nan_at + n), *range(inf_at, inf_at + n)]
         row = tf.math.floormod(step, self.ring)
         # The row of a healthy step. Its inputs are ready early except ``sq``: after the
         # last gradient only a few ops remain, which is what the step's wall time sees.
-        head = tf.stack([loss, tf.cast(lr, tf.float32), tf.cast(mode, tf.float32), t, scale, frac])
-        rest_init = np.zeros(len(SCALARS) - SCALARS.index("unhealthy"), np.float32)  # unhealthy...: 0
-        rest_init[SCALARS.index("micro_step") - SCALARS.index("unhealthy")] = 0.0 if clip else 1.0  # see clip_applied
-        rest_init[SCALARS.index("accumulated_norm") - SCALARS.index("unhealthy")] = np.nan
-        rest = tf.constant(rest_init)
-        counts_and_ratios = tf.constant(np.r_[np.zeros(2 * n), np.full(n, np.nan)].astype(np.float32))
-        values = tf.cast(tf.concat([head, rest, sq, counts_and_ratios], 0), tf.float64)
+        measured = {
+            "loss": loss,
+            "lr": tf.cast(lr, tf.float32),
+            "clip_mode": tf.cast(mode, tf.float32),
+            "clip_threshold": t,
+            "clip_scale": scale,
+            "clipped_fraction": frac,
+            "micro_step": 0.0 if clip else 1.0,  # see clip_applied
+            "accumulated_norm": float("nan"),
+            "grad_norm": sq,
+            "update_ratio": np.full(n, np.nan),
+        }
+        if unknown := set(measured) - {*SCALARS, *VECTORS}:
+            raise TypeError(f"the statistics ring has no column {sorted(unknown)}")  # a renamed step field
+        zero = np.zeros(n)
+        head = [measured.get(k, 0.0) for k in SCALARS[1:]]  # the rest (counts, flags) start at 0
+        values = tf.cast(tf.concat(_joined([*head, *(measured.get(k, zero) for k in VECTORS)]), 0), tf.float64)
         values = tf.concat([tf.reshape(tf.cast(step, tf.float64), [1]), values], 0)
         if tf.distribute.has_strategy() or in_xla_context():
             # A mirrored buffer may not be written inside a branch: fold the branch's values in. XLA
