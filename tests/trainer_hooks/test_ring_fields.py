@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from gradwatch.trainer_hooks.graph_stats import DERIVED, RING_FIELDS, RING_ONLY, SCALARS, VECTORS, Layout
+from gradwatch.trainer_hooks.ring_layout import DERIVED, RING_FIELDS, RING_ONLY, SCALARS, VECTORS, Layout
 
 from gradwatch.stepfields import FIELDS_BY_NAME, STEP_FIELDS
 
