@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 from .tokens import TOKEN_ENV, configured_server, proves_token, resolve_server, resolve_token, untrusted
 
-FORMATS = ("parquet", "csv")
+#: The export formats ``GET /api/runs/{id}/export`` serves (``server/export.py`` takes them from here).
+FORMATS: tuple[str, ...] = ("parquet", "csv")
 
 
 class ExportError(RuntimeError):

@@ -14,20 +14,22 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from gradwatch.export_client import FORMATS as FORMATS  # declared where `gradwatch export` checks them
 from gradwatch.stepfields import BN_FIELDS, StepField
 
 from .stepcodec import STORED, StepColumns
 from .store import RunRow, Store
 
 ExportFormat = Literal["parquet", "csv"]
-FORMATS: tuple[str, ...] = ("parquet", "csv")
+if get_args(ExportFormat) != FORMATS:  # the query parameter's type (app.py) spells the formats for FastAPI
+    raise TypeError(f"ExportFormat {get_args(ExportFormat)} differs from export_client.FORMATS {FORMATS}")
 MEDIA_TYPES: dict[str, str] = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv; charset=utf-8"}
 #: Per-page budget of table cells: a page of a 200-variable run is ~4,900 steps (~30 MB in flight).
 PAGE_CELLS = 3_000_000

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from gradwatch.records import GAP_TABLE, create_table
+
 from .alerts import persist as alert_persist
 from .replay import RUN_UIDS
 from .stepcodec import STORED, sql_declaration
@@ -18,7 +20,8 @@ def steps_table() -> str:
     )
 
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -47,15 +50,9 @@ CREATE TABLE IF NOT EXISTS commands (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS commands_run ON commands(run_id, id);
-CREATE TABLE IF NOT EXISTS gaps (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    from_step INTEGER NOT NULL,
-    to_step INTEGER NOT NULL,
-    dropped INTEGER NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS gaps_run ON gaps(run_id, id);
+"""
+    + create_table("gaps", GAP_TABLE)  # gradwatch/records.py
+    + """CREATE INDEX IF NOT EXISTS gaps_run ON gaps(run_id, id);
 CREATE TABLE IF NOT EXISTS probes (
     run_id INTEGER NOT NULL REFERENCES runs(id),
     step INTEGER NOT NULL,
@@ -64,6 +61,7 @@ CREATE TABLE IF NOT EXISTS probes (
     PRIMARY KEY (run_id, step)
 ) WITHOUT ROWID;
 """
+)
 
 #: Columns added after the first release: (table, column, declaration). Added to older databases at open.
 #: (The steps table's come from the step fields: any stored field missing from an older file.)
@@ -77,10 +75,8 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("runs", "note", "TEXT NOT NULL DEFAULT ''"),
     ("commands", "optimizer_group", "TEXT"),  # Command.group ("group" is an SQL keyword)
     ("runs", "variable_sets", "TEXT NOT NULL DEFAULT '[]'"),  # server/varsets.py
-    ("alerts", "state", "TEXT NOT NULL DEFAULT 'open'"),  # alerts stored before they could resolve: open
-    ("alerts", "resolved_step", "INTEGER"),
-    ("alerts", "latest", "TEXT"),
     ("commands", "target_step", "INTEGER"),  # Command.step (rewind)
+    *alert_persist.ADDED_COLUMNS,  # the alert record's (gradwatch/records.py)
 )
 
 

@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gradwatch.protocol import MAX_STEP, Command, CommandState, RunStatus, StepRecord, TrainerHello, decode_float
+from gradwatch.records import GAP_FIELDS, GAP_NAMES, check_model_fields
 from gradwatch.stepfields import Shape
 
 from . import varsets
@@ -99,10 +101,14 @@ class CommandRow:
 
 @dataclass
 class GapRow:
+    """A stored gap: the fields of ``gradwatch.records.GAP_FIELDS`` (checked below)."""
+
     from_step: int
     to_step: int
     dropped: int
 
+
+check_model_fields("GapRow", tuple(f.name for f in dataclass_fields(GapRow)), GAP_FIELDS)
 
 _RUN_COLS = (
     "id, name, status, created_at, updated_at, last_step, variables, bn_layers, clip_mode, clip_threshold, "
@@ -112,6 +118,8 @@ _CMD_COLS = (
     "id, run_id, type, mode, threshold, origin, created_at, updated_at, state, applied_step, detail, lr, "
     "optimizer_group, target_step"
 )
+_GAP_COLS = ", ".join(GAP_NAMES)
+_INSERT_GAP = f"INSERT INTO gaps (run_id, {_GAP_COLS}, created_at) VALUES (?, {', '.join('?' * len(GAP_NAMES))}, ?)"
 _INSERT_STEP = f"INSERT OR REPLACE INTO steps ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 
 
@@ -295,13 +303,10 @@ class Store:
     # ------------------------------------------------------------------ gaps
 
     def add_gap(self, run_id: int, from_step: int, to_step: int, dropped: int) -> None:
-        self._conn.execute(
-            "INSERT INTO gaps (run_id, from_step, to_step, dropped, created_at) VALUES (?, ?, ?, ?, ?)",
-            (run_id, from_step, to_step, dropped, time.time()),
-        )
+        self._conn.execute(_INSERT_GAP, (run_id, from_step, to_step, dropped, time.time()))
 
     def list_gaps(self, run_id: int) -> list[GapRow]:
-        rows = self._conn.execute("SELECT from_step, to_step, dropped FROM gaps WHERE run_id=? ORDER BY id", (run_id,))
+        rows = self._conn.execute(f"SELECT {_GAP_COLS} FROM gaps WHERE run_id=? ORDER BY id", (run_id,))
         return [GapRow(*r) for r in rows]
 
     # ------------------------------------------------------------------ probes

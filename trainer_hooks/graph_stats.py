@@ -5,7 +5,7 @@ the optimizer is about to apply. It clips them under a mode and threshold held
 in ``tf.Variable``s (so a change applies on the next step without retracing) and
 writes the step's raw statistics into one row of a small ``tf.Variable`` ring
 buffer. The host reads that buffer in one transfer and derives the rest
-(``Layout.unpack``): norms, the global norm, the clip scale and flags.
+(``ring_layout.Layout.unpack``): norms, the global norm, the clip scale and flags.
 
 Cost control, because this is on the hot path of every step: on a CPU every op
 costs about a microsecond per variable, run or not (an untaken branch still
@@ -27,8 +27,8 @@ passes its dead tensors through), so the step keeps to:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,60 +38,33 @@ from gradwatch.protocol import check_clip_mode
 
 from .batch_keep import in_xla_context
 from .bn_stats import BatchNormSampler
-from .clipping import CLIP_MODE_IDS, VALUE, clip_gradients, count, densify_sparse, exact, sq_norms
+from .clipping import CLIP_MODE_IDS, clip_gradients, count, densify_sparse, exact, sq_norms
 from .origin import OriginFinder, count_nonfinite
 from .readback import host_array
-
-#: Scalars at the start of every buffer row, in this order (raw: ``Layout.unpack`` derives the rest).
-SCALARS: tuple[str, ...] = (
-    "step",
-    "loss",
-    "lr",
-    "clip_mode",
-    "clip_threshold",
-    "clip_scale",  # post-clip global norm / pre-clip global norm
-    "clipped_fraction",  # value mode: share of elements bounded
-    "unhealthy",  # the step's gradients or loss were not finite (as judged in the step)
-    "skipped",  # written by record_skipped
-    "weight_nonfinite",  # written by the host's weight scan
-    "origin_features",  # non-finite elements in the step's input features (non-finite steps only)
-    "origin_labels",  # ... in its labels
-    "micro_step",  # gradient accumulation: this step's gradient was only accumulated (no update)
-    "accumulated_norm",  # gradient accumulation, update step: global norm of the averaged gradient (else NaN)
-)
+from .ring_layout import SCALARS as SCALARS  # re-exported: session.py, multi_optimizer.py
+from .ring_layout import VECTORS
+from .ring_layout import Layout as Layout
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where each statistic sits in a buffer row."""
+def _joined(values: Sequence[Any]) -> list[Any]:
+    """Row values in column order as few tensors as possible: each run of constants (floats, numpy arrays) one
+    constant, each run of scalar tensors one stack (every op costs on the hot path: see the module's docstring)."""
 
-    n_vars: int
+    def kind(v: Any) -> str:
+        if isinstance(v, (float, np.ndarray)):
+            return "constant"
+        return "scalar" if v.shape.rank == 0 else "vector"
 
-    @property
-    def width(self) -> int:
-        return len(SCALARS) + 4 * self.n_vars
-
-    @property
-    def update_ratio_offset(self) -> int:
-        return len(SCALARS) + 3 * self.n_vars
-
-    def unpack(self, row: np.ndarray) -> dict[str, Any]:
-        """One host-side row as named scalars and vectors, with the derived statistics."""
-        s, n = len(SCALARS), self.n_vars
-        out: dict[str, Any] = {name: float(row[i]) for i, name in enumerate(SCALARS)}
-        sq = row[s : s + n]
-        out["grad_norm"] = np.sqrt(sq)
-        out["grad_nan"] = row[s + n : s + 2 * n]
-        out["grad_inf"] = row[s + 2 * n : s + 3 * n]
-        out["update_ratio"] = row[s + 3 * n : s + 4 * n]
-        out["global_norm"] = float(np.sqrt(sq.sum()))
-        clipping = out["clip_threshold"] > 0
-        value_mode = int(out["clip_mode"]) == VALUE
-        out["clipped"] = clipping and (out["clip_scale"] < 1.0 or (value_mode and out["clipped_fraction"] > 0))
-        # A micro-step of gradient accumulation clips nothing: its update step clips the average.
-        applies = value_mode and clipping and not out["micro_step"]
-        out["clipped_fraction"] = out["clipped_fraction"] if applies else float("nan")
-        return out
+    out: list[Any] = []
+    for k, run in itertools.groupby(values, kind):
+        items = list(run)
+        if k == "constant":
+            out.append(tf.constant(np.concatenate([np.atleast_1d(np.asarray(v, np.float32)) for v in items])))
+        elif k == "scalar":
+            out.append(tf.stack(items))
+        else:
+            out += items
+    return out
 
 
 def monitor_variable(initial: Any, dtype: Any, name: str) -> tf.Variable:
@@ -232,18 +205,29 @@ class GradientStats:
         if inputs is not None and origin is not None:
             origin.keep(inputs[0], step, healthy)  # for the replay of a non-finite step, and for the probe
 
+        nan_at, inf_at = self.layout.offset("grad_nan"), self.layout.offset("grad_inf")
         trouble_cols = [SCALARS.index(k) for k in ("unhealthy", "origin_features", "origin_labels")]
-        trouble_cols += range(len(SCALARS) + n, len(SCALARS) + 3 * n)
+        trouble_cols += [*range(nan_at, nan_at + n), *range(inf_at, inf_at + n)]
         row = tf.math.floormod(step, self.ring)
         # The row of a healthy step. Its inputs are ready early except ``sq``: after the
         # last gradient only a few ops remain, which is what the step's wall time sees.
-        head = tf.stack([loss, tf.cast(lr, tf.float32), tf.cast(mode, tf.float32), t, scale, frac])
-        rest_init = np.zeros(len(SCALARS) - SCALARS.index("unhealthy"), np.float32)  # unhealthy...: 0
-        rest_init[SCALARS.index("micro_step") - SCALARS.index("unhealthy")] = 0.0 if clip else 1.0  # see clip_applied
-        rest_init[SCALARS.index("accumulated_norm") - SCALARS.index("unhealthy")] = np.nan
-        rest = tf.constant(rest_init)
-        counts_and_ratios = tf.constant(np.r_[np.zeros(2 * n), np.full(n, np.nan)].astype(np.float32))
-        values = tf.cast(tf.concat([head, rest, sq, counts_and_ratios], 0), tf.float64)
+        measured = {
+            "loss": loss,
+            "lr": tf.cast(lr, tf.float32),
+            "clip_mode": tf.cast(mode, tf.float32),
+            "clip_threshold": t,
+            "clip_scale": scale,
+            "clipped_fraction": frac,
+            "micro_step": 0.0 if clip else 1.0,  # see clip_applied
+            "accumulated_norm": float("nan"),
+            "grad_norm": sq,
+            "update_ratio": np.full(n, np.nan),
+        }
+        if unknown := set(measured) - {*SCALARS, *VECTORS}:
+            raise TypeError(f"the statistics ring has no column {sorted(unknown)}")  # a renamed step field
+        zero = np.zeros(n)
+        head = [measured.get(k, 0.0) for k in SCALARS[1:]]  # the rest (counts, flags) start at 0
+        values = tf.cast(tf.concat(_joined([*head, *(measured.get(k, zero) for k in VECTORS)]), 0), tf.float64)
         values = tf.concat([tf.reshape(tf.cast(step, tf.float64), [1]), values], 0)
         if tf.distribute.has_strategy() or in_xla_context():
             # A mirrored buffer may not be written inside a branch: fold the branch's values in. XLA

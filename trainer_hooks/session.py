@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from gradwatch.protocol import (
-    CLIP_MODES,
     PROTOCOL_VERSION,
     ClipSetting,
     Command,
@@ -32,6 +31,7 @@ from gradwatch.protocol import (
     VariableSet,
     trainer_ws_url,
 )
+from gradwatch.stepfields import STEP_FIELDS
 
 from .config import MonitorConfig, validate_clip
 from .control import ControlState, RunControl
@@ -414,32 +414,16 @@ class RunSession:
     ) -> dict[str, Any]:
         # The statistics the row was read from: a later fit of the run may watch other variables.
         row, stats, epoch, t, sps, mean_loss, bn = payload
-        u = stats.layout.unpack(row)
+        ring = stats.layout.step_values(row)  # what the compiled step measured (and the host's weight scan)
         is_mean = not stats.loss_recorded and mean_loss is not None
-        loss = mean_loss if is_mean else u["loss"] if stats.loss_recorded else None
-        threshold = u["clip_threshold"]
-        return {
-            "step": int(u["step"]),
+        loss = ring["loss"]
+        host = {  # the host's own fields, and the loss it knows better (Keras' running mean, or none)
             "epoch": epoch,
             "time": t,
-            "loss": loss,
-            "lr": u["lr"],
-            "global_norm": u["global_norm"],
-            "clip_mode": CLIP_MODES[int(u["clip_mode"])],
-            "clip_threshold": threshold if threshold > 0 else None,
-            "clip_scale": u["clip_scale"],
-            "clipped": bool(u["clipped"]),
-            "clipped_fraction": None if math.isnan(u["clipped_fraction"]) else u["clipped_fraction"],
+            "loss": mean_loss if is_mean else loss if stats.loss_recorded else None,
             "steps_per_sec": sps,
-            "grad_norm": u["grad_norm"].tolist(),
-            "grad_nan": u["grad_nan"].astype(np.int64).tolist(),
-            "grad_inf": u["grad_inf"].astype(np.int64).tolist(),
-            "weight_nonfinite": int(u["weight_nonfinite"]),
-            "loss_nonfinite": stats.loss_recorded and not math.isfinite(u["loss"]),
+            "loss_nonfinite": stats.loss_recorded and not math.isfinite(loss),
             "bn": bn or [],
-            "update_ratio": None if np.isnan(u["update_ratio"]).all() else u["update_ratio"].tolist(),
-            "skipped": bool(u["skipped"]),
             "loss_is_mean": is_mean,
-            "micro_step": bool(u["micro_step"]),
-            "accumulated_norm": None if math.isnan(u["accumulated_norm"]) else u["accumulated_norm"],
         }
+        return {f.name: host[f.name] if f.name in host else ring[f.name] for f in STEP_FIELDS}

@@ -7,32 +7,15 @@ import sqlite3
 from typing import Any
 
 from gradwatch.protocol import SEVERITIES
+from gradwatch.records import ALERT_FIELDS, ALERT_NAMES, RecordField, added_columns, create_table
 
 from .engine import Alert
 from .params import RULES, settings
 from .spec import RuleSettings
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    kind TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    last_step INTEGER NOT NULL,
-    layer TEXT,
-    layers TEXT NOT NULL,
-    evidence TEXT NOT NULL,
-    message TEXT NOT NULL,
-    remedies TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'open',
-    resolved_step INTEGER,
-    latest TEXT
-);
-CREATE INDEX IF NOT EXISTS alerts_run ON alerts(run_id, id);
+SCHEMA = (
+    create_table("alerts", ALERT_FIELDS)
+    + """CREATE INDEX IF NOT EXISTS alerts_run ON alerts(run_id, id);
 CREATE TABLE IF NOT EXISTS alert_rules (
     run_id INTEGER NOT NULL REFERENCES runs(id),
     kind TEXT NOT NULL,
@@ -41,32 +24,25 @@ CREATE TABLE IF NOT EXISTS alert_rules (
     PRIMARY KEY (run_id, kind)
 );
 """
-
-_COLS = (
-    "id, run_id, kind, severity, step, last_step, layer, layers, evidence, message, remedies, count, "
-    "created_at, updated_at, state, resolved_step, latest"
 )
+#: The alert columns an older file gains at open (``schema.create_or_upgrade``).
+ADDED_COLUMNS = added_columns("alerts", ALERT_FIELDS)
+
+_COLS = ", ".join(ALERT_NAMES)
+#: What an update rewrites; an insert also writes the fixed fields (all but ``id``, which SQLite assigns).
+_UPDATED = tuple(f for f in ALERT_FIELDS if not f.fixed)
+_INSERTED = (*_UPDATED, *(f for f in ALERT_FIELDS if f.fixed and f.name != "id"))
+_UPDATE = f"UPDATE alerts SET {', '.join(f'{f.name}=?' for f in _UPDATED)} WHERE id=?"
+_INSERT = f"INSERT INTO alerts ({', '.join(f.name for f in _INSERTED)}) VALUES ({', '.join('?' * len(_INSERTED))})"
+
+
+def _encode(f: RecordField, value: Any) -> Any:
+    return json.dumps(value) if f.json and value is not None else value
 
 
 def _alert(row: tuple[Any, ...]) -> Alert:
     return Alert(
-        id=row[0],
-        run_id=row[1],
-        kind=row[2],
-        severity=row[3],
-        step=row[4],
-        last_step=row[5],
-        layer=row[6],
-        layers=json.loads(row[7]),
-        evidence=json.loads(row[8]),
-        message=row[9],
-        remedies=json.loads(row[10]),
-        count=row[11],
-        created_at=row[12],
-        updated_at=row[13],
-        state=row[14],
-        resolved_step=row[15],
-        latest=json.loads(row[16]) if row[16] is not None else None,
+        **{f.name: json.loads(v) if f.json and v is not None else v for f, v in zip(ALERT_FIELDS, row, strict=True)}
     )
 
 
@@ -75,36 +51,10 @@ def save_alerts(conn: sqlite3.Connection, alerts: list[Alert]) -> None:
     with conn:
         conn.execute("BEGIN")
         for a in alerts:
-            latest = json.dumps(a.latest) if a.latest is not None else None
-            values = (
-                a.step,
-                a.last_step,
-                a.layer,
-                json.dumps(a.layers),
-                json.dumps(a.evidence),
-                a.message,
-                json.dumps(a.remedies),
-                a.count,
-                a.updated_at,
-                a.severity,
-                a.state,
-                a.resolved_step,
-                latest,
-            )
             if a.id:
-                conn.execute(
-                    "UPDATE alerts SET step=?, last_step=?, layer=?, layers=?, evidence=?, message=?, "
-                    "remedies=?, count=?, updated_at=?, severity=?, state=?, resolved_step=?, latest=? "
-                    "WHERE id=?",
-                    (*values, a.id),
-                )
+                conn.execute(_UPDATE, (*(_encode(f, getattr(a, f.name)) for f in _UPDATED), a.id))
             else:
-                cur = conn.execute(
-                    "INSERT INTO alerts (step, last_step, layer, layers, evidence, message, remedies, count, "
-                    "updated_at, severity, state, resolved_step, latest, run_id, kind, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*values, a.run_id, a.kind, a.created_at),
-                )
+                cur = conn.execute(_INSERT, tuple(_encode(f, getattr(a, f.name)) for f in _INSERTED))
                 a.id = int(cur.lastrowid or 0)
 
 
