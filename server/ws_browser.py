@@ -20,8 +20,9 @@ from gradwatch.protocol import (
 )
 
 from .auth import foreign_origin, presented_token, token_matches
+from .errors import ProtocolError
 from .hub import Viewer
-from .service import Gradwatch, ProtocolError
+from .service import Gradwatch
 from .wsutil import Disconnected, check_handshake, close, describe, receive_text
 
 log = logging.getLogger("gradwatch.server.browser")
@@ -41,7 +42,7 @@ async def _handle(gw: Gradwatch, viewer: Viewer, text: str) -> None:
     if isinstance(msg, Subscribe):
         viewer.run_id = msg.run_id
         if msg.run_id is not None:
-            run = await gw.run_message(msg.run_id)
+            run = await gw.queries.run_message(msg.run_id)
             if run is not None:
                 viewer.offer(run)
     elif isinstance(msg, Compare):
@@ -62,7 +63,7 @@ async def browser_endpoint(websocket: WebSocket) -> None:
         return
     # Snapshot first, then register and queue hello + runs with no await in
     # between, so no broadcast can overtake the greeting the protocol promises.
-    snapshot = await gw.runs_message()
+    snapshot = await gw.queries.runs_message()
     viewer = gw.hub.add(websocket)
     try:
         viewer.offer(page_message_text(ServerHello()))

@@ -27,7 +27,8 @@ from gradwatch.protocol import (
 
 from .auth import foreign_origin, presented_token, token_matches
 from .commands import TrainerLink
-from .service import Gradwatch, ProtocolError
+from .errors import ProtocolError
+from .service import Gradwatch
 from .throttle import Throttle
 from .wsutil import Disconnected, check_handshake, close, describe, receive_text
 
@@ -53,23 +54,23 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
     except ValidationError as e:
         raise ProtocolError(CloseCode.BAD_MESSAGE, f"bad message: {describe(e)}") from None
     if isinstance(msg, Steps):
-        await gw.ingest_steps(link, msg.records, len(text))
+        await gw.ingest.steps(link, msg.records, len(text))
     elif isinstance(msg, Gap):
-        await gw.add_gap(link, msg)
+        await gw.ingest.add_gap(link, msg)
     elif isinstance(msg, Ack):
-        await gw.handle_ack(link, msg)
+        await gw.ingest.handle_ack(link, msg)
     elif isinstance(msg, Status):
-        await gw.handle_status(link, msg)
+        await gw.ingest.handle_status(link, msg)
     elif isinstance(msg, Probe):
-        await gw.add_probe(link, msg)
+        await gw.ingest.add_probe(link, msg)
     elif isinstance(msg, NonfiniteOrigin):
-        await gw.nonfinite_origin(link, msg)
+        await gw.ingest.nonfinite_origin(link, msg)
     elif isinstance(msg, Snapshots):
-        await gw.snapshots(link, msg)
+        await gw.ingest.snapshots(link, msg)
     elif isinstance(msg, VariableSet):
-        await gw.variable_set(link, msg)
+        await gw.ingest.variable_set(link, msg)
     elif isinstance(msg, Mark):  # frames are handled in order: all before it were taken
-        gw.answer_mark(link, msg)
+        gw.ingest.answer_mark(link, msg)
 
 
 async def trainer_endpoint(websocket: WebSocket) -> None:
@@ -85,7 +86,7 @@ async def trainer_endpoint(websocket: WebSocket) -> None:
     link: TrainerLink | None = None
     try:
         hello = await _hello(websocket, gw.config.hello_timeout)
-        link = await gw.open_run(hello, websocket)
+        link = await gw.ingest.open_run(hello, websocket)
         log.info("trainer connected: run %d (%s)", link.run_id, hello.run_name)
         throttle = Throttle(gw.config.trainer_frames_per_sec, gw.config.trainer_bytes_per_sec)
         while True:
@@ -111,5 +112,5 @@ async def trainer_endpoint(websocket: WebSocket) -> None:
         await close(websocket, CloseCode.INTERNAL_ERROR, "internal server error; see the server log")
     finally:
         if link is not None:
-            await gw.trainer_gone(link)
+            await gw.ingest.trainer_gone(link)
             log.info("trainer of run %d disconnected", link.run_id)
