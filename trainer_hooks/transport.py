@@ -44,12 +44,10 @@ from gradwatch.protocol import CommandMessage, Mark, Status, TrainerHello, dumps
 
 from .link import Link
 from .link_offline import OfflineLink
-from .link_ws import PermanentError, WebsocketLink
+from .link_ws import WebsocketLink
 from .outbox import MAX_BATCH, Outbox
 from .spill import Spill
 from .spool import RunFile
-
-__all__ = ["PermanentError", "Transport"]
 
 log = logging.getLogger("gradwatch.trainer")
 
@@ -269,7 +267,7 @@ class Transport:
             self._write_spilled()
 
     def _write_spilled(self) -> None:
-        if self._spill is not None:
+        if self._spill is not None:  # online with a run file
             self._spill.write()
 
     def pump(self, ws: Link) -> None:
