@@ -30,13 +30,14 @@ from gradwatch.tokens import TOKEN_ENV, token_proof
 from .alerting import PatchError, UnknownKind
 from .auth import COOKIE_NAME, HostCheckMiddleware, presented_token, require_token, token_matches
 from .config import ServerConfig
+from .errors import RunFinished, RunNotFound
 from .export import MEDIA_TYPES, ExportFormat
 from .export import filename as export_name
 from .export import stream as export_stream
 from .guard import RequestGuardMiddleware
 from .labels import RunLabels
 from .login_codes import LoginCodes
-from .service import Gradwatch, RunFinished, RunNotFound
+from .service import Gradwatch
 from .static import add_static_routes
 from .views import AlertRulePatch, CommandAccepted, ErrorBody, Health, LoginCode, Metrics, RunDetail, command_view
 from .ws_browser import browser_endpoint
@@ -140,7 +141,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         ] = None,
     ) -> Health:
         """No token needed. ``degraded`` while the store cannot write; the store's details need the token."""
-        store = gw.store_health()
+        store = gw.queries.store_health()
         token, _ = presented_token(request.headers, request.cookies)
         shown = store if token_matches(token, app.state.token) else None
         port = int((request.scope.get("server") or ("", 0))[1] or 0)  # the socket's own port, not the Host header
@@ -153,11 +154,11 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/api/runs", response_model=list[RunSummary], responses=_ERRORS, tags=["api"])
     async def list_runs(_: Auth) -> list[RunSummary]:
-        return await gw.list_runs()
+        return await gw.queries.list_runs()
 
     @app.get("/api/runs/{run_id}", response_model=RunDetail, responses=_ERRORS, tags=["api"])
     async def get_run(run_id: RunId, _: Auth) -> Response:
-        return Response(await gw.run_detail_json(run_id), media_type="application/json")
+        return Response(await gw.queries.run_detail_json(run_id), media_type="application/json")
 
     @app.patch(
         "/api/runs/{run_id}",
@@ -184,7 +185,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             bool, Query(description="leave out all-zero `nonfinite` and never-measured `update_ratio` series")
         ] = False,
     ) -> Response:
-        body = await gw.metrics(run_id, since_step, until_step, max_points, omit_empty)
+        body = await gw.queries.metrics(run_id, since_step, until_step, max_points, omit_empty)
         return Response(body, media_type="application/json")
 
     @app.get(
@@ -205,7 +206,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         _: Auth,
         format: Annotated[ExportFormat, Query(description="parquet or csv")] = "parquet",
     ) -> StreamingResponse:
-        run = await gw.get_run(run_id)  # 404 before anything is streamed
+        run = await gw.queries.get_run(run_id)  # 404 before anything is streamed
         return StreamingResponse(
             export_stream(gw.store, run, format),
             media_type=MEDIA_TYPES[format],
@@ -236,16 +237,16 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/api/runs/{run_id}/commands", response_model=list[CommandView], responses=_ERRORS, tags=["api"])
     async def list_commands(run_id: RunId, _: Auth) -> list[CommandView]:
-        return [command_view(c) for c in await gw.list_commands(run_id)]
+        return [command_view(c) for c in await gw.queries.list_commands(run_id)]
 
     @app.get("/api/runs/{run_id}/alerts", response_model=list[AlertView], responses=_ERRORS, tags=["api"])
     async def list_alerts(run_id: RunId, _: Auth) -> Response:
-        await gw.get_run(run_id)
+        await gw.queries.get_run(run_id)
         return _json(await gw.alerting.list_alerts(run_id))
 
     @app.get("/api/runs/{run_id}/alert-rules", response_model=dict[str, AlertRuleView], responses=_ERRORS, tags=["api"])
     async def get_alert_rules(run_id: RunId, _: Auth) -> Response:
-        await gw.get_run(run_id)
+        await gw.queries.get_run(run_id)
         return _json(await gw.alerting.rules(run_id))
 
     @app.patch(
@@ -259,7 +260,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         },
     )
     async def patch_alert_rule(run_id: RunId, kind: str, patch: AlertRulePatch, _: Auth) -> Response:
-        await gw.get_run(run_id)
+        await gw.queries.get_run(run_id)
         try:
             view = await gw.alerting.patch_rule(run_id, kind, patch.model_dump(exclude_none=True))
         except UnknownKind:

@@ -19,10 +19,11 @@ from gradwatch.protocol import (
     parse_browser_message,
 )
 
-from .auth import foreign_origin, presented_token, token_matches
+from .errors import ProtocolError
 from .hub import Viewer
-from .service import Gradwatch, ProtocolError
-from .wsutil import Disconnected, check_handshake, close, describe, receive_text
+from .service import Gradwatch
+from .wsendpoint import authenticated_endpoint
+from .wsutil import check_handshake, describe, receive_text
 
 log = logging.getLogger("gradwatch.server.browser")
 
@@ -41,7 +42,7 @@ async def _handle(gw: Gradwatch, viewer: Viewer, text: str) -> None:
     if isinstance(msg, Subscribe):
         viewer.run_id = msg.run_id
         if msg.run_id is not None:
-            run = await gw.run_message(msg.run_id)
+            run = await gw.queries.run_message(msg.run_id)
             if run is not None:
                 viewer.offer(run)
     elif isinstance(msg, Compare):
@@ -50,33 +51,34 @@ async def _handle(gw: Gradwatch, viewer: Viewer, text: str) -> None:
         pass  # version already checked
 
 
-async def browser_endpoint(websocket: WebSocket) -> None:
-    gw: Gradwatch = websocket.app.state.gradwatch
-    if foreign_origin(websocket):
-        await websocket.close()  # before accept: the handshake is answered HTTP 403, no socket is opened
-        return
-    await websocket.accept()
-    token, source = presented_token(websocket.headers, websocket.cookies)
-    if source is None or not token_matches(token, websocket.app.state.token):
-        await close(websocket, CloseCode.UNAUTHORIZED, "missing or wrong token: open /login?token=<token> first")
-        return
-    # Snapshot first, then register and queue hello + runs with no await in
-    # between, so no broadcast can overtake the greeting the protocol promises.
-    snapshot = await gw.runs_message()
-    viewer = gw.hub.add(websocket)
-    try:
+class _Page:
+    """One page's connection: a viewer of the hub, and the page's subscribe/compare messages."""
+
+    def __init__(self, gw: Gradwatch, websocket: WebSocket, viewer: Viewer, snapshot: str) -> None:
+        self.gw, self.websocket, self.viewer, self.snapshot = gw, websocket, viewer, snapshot
+
+    async def run(self) -> None:
+        viewer = self.viewer
         viewer.offer(page_message_text(ServerHello()))
-        viewer.offer(snapshot)
+        viewer.offer(self.snapshot)
         while not viewer.closed:
-            await _handle(gw, viewer, await receive_text(websocket))
-    except Disconnected:
-        pass
-    except ProtocolError as e:
-        log.info("closing browser connection: %s", e.reason)
-        await gw.hub.remove(viewer)
-        await close(websocket, e.code, e.reason)
-    except Exception:
-        log.exception("internal error on a browser connection")
-        await close(websocket, CloseCode.INTERNAL_ERROR, "internal server error; see the server log")
-    finally:
-        await gw.hub.remove(viewer)
+            await _handle(self.gw, viewer, await receive_text(self.websocket))
+
+    async def refusing(self, error: ProtocolError) -> None:
+        log.info("closing browser connection: %s", error.reason)
+        await self.gw.hub.remove(self.viewer)
+
+    async def end(self) -> None:
+        await self.gw.hub.remove(self.viewer)
+
+
+async def _start(gw: Gradwatch, websocket: WebSocket) -> _Page:
+    # Snapshot first, then register and queue hello + runs (``_Page.run``) with no await in
+    # between, so no broadcast can overtake the greeting the protocol promises.
+    snapshot = await gw.queries.runs_message()
+    return _Page(gw, websocket, gw.hub.add(websocket), snapshot)
+
+
+browser_endpoint = authenticated_endpoint(
+    "browser", _start, unauthorized="missing or wrong token: open /login?token=<token> first", cookie=True
+)

@@ -25,11 +25,12 @@ from gradwatch.protocol import (
     parse_trainer_message,
 )
 
-from .auth import foreign_origin, presented_token, token_matches
 from .commands import TrainerLink
-from .service import Gradwatch, ProtocolError
+from .errors import ProtocolError
+from .service import Gradwatch
 from .throttle import Throttle
-from .wsutil import Disconnected, check_handshake, close, describe, receive_text
+from .wsendpoint import authenticated_endpoint
+from .wsutil import check_handshake, describe, receive_text
 
 log = logging.getLogger("gradwatch.server.trainer")
 
@@ -53,63 +54,66 @@ async def _dispatch(gw: Gradwatch, link: TrainerLink, text: str) -> None:
     except ValidationError as e:
         raise ProtocolError(CloseCode.BAD_MESSAGE, f"bad message: {describe(e)}") from None
     if isinstance(msg, Steps):
-        await gw.ingest_steps(link, msg.records, len(text))
+        await gw.ingest.steps(link, msg.records, len(text))
     elif isinstance(msg, Gap):
-        await gw.add_gap(link, msg)
+        await gw.ingest.add_gap(link, msg)
     elif isinstance(msg, Ack):
-        await gw.handle_ack(link, msg)
+        await gw.ingest.handle_ack(link, msg)
     elif isinstance(msg, Status):
-        await gw.handle_status(link, msg)
+        await gw.ingest.handle_status(link, msg)
     elif isinstance(msg, Probe):
-        await gw.add_probe(link, msg)
+        await gw.ingest.add_probe(link, msg)
     elif isinstance(msg, NonfiniteOrigin):
-        await gw.nonfinite_origin(link, msg)
+        await gw.ingest.nonfinite_origin(link, msg)
     elif isinstance(msg, Snapshots):
-        await gw.snapshots(link, msg)
+        await gw.ingest.snapshots(link, msg)
     elif isinstance(msg, VariableSet):
-        await gw.variable_set(link, msg)
+        await gw.ingest.variable_set(link, msg)
     elif isinstance(msg, Mark):  # frames are handled in order: all before it were taken
-        gw.answer_mark(link, msg)
+        gw.ingest.answer_mark(link, msg)
 
 
-async def trainer_endpoint(websocket: WebSocket) -> None:
-    gw: Gradwatch = websocket.app.state.gradwatch
-    if foreign_origin(websocket):
-        await websocket.close()  # before accept: the handshake is answered HTTP 403, no socket is opened
-        return
-    await websocket.accept()
-    token, source = presented_token(websocket.headers, {})  # trainers use the header, never the cookie
-    if source is None or not token_matches(token, websocket.app.state.token):
-        await close(websocket, CloseCode.UNAUTHORIZED, "missing or wrong token: send 'Authorization: Bearer <token>'")
-        return
-    link: TrainerLink | None = None
-    try:
-        hello = await _hello(websocket, gw.config.hello_timeout)
-        link = await gw.open_run(hello, websocket)
-        log.info("trainer connected: run %d (%s)", link.run_id, hello.run_name)
-        throttle = Throttle(gw.config.trainer_frames_per_sec, gw.config.trainer_bytes_per_sec)
-        while True:
-            text = await receive_text(websocket)
-            await throttle.take(len(text))
-            await _dispatch(gw, link, text)
-    except Disconnected:
-        pass
-    except ProtocolError as e:
-        log.warning("closing trainer connection%s: %s", f" of run {link.run_id}" if link else "", e.reason)
-        await close(websocket, e.code, e.reason)
-    except sqlite3.OperationalError as e:  # the store itself failed (disk full, I/O): the trainer retries later
-        log.warning(
-            "closing trainer connection%s: the database failed: %s", f" of run {link.run_id}" if link else "", e
-        )
-        await close(
-            websocket,
-            CloseCode.STORAGE_UNAVAILABLE,
-            f"the server cannot write its database ({e}); keep the reports and reconnect later",
-        )
-    except Exception:
-        log.exception("internal error on a trainer connection")
-        await close(websocket, CloseCode.INTERNAL_ERROR, "internal server error; see the server log")
-    finally:
-        if link is not None:
-            await gw.trainer_gone(link)
-            log.info("trainer of run %d disconnected", link.run_id)
+class _Trainer:
+    """One trainer's connection: its hello opens the link of its run, then its frames, in order."""
+
+    def __init__(self, gw: Gradwatch, websocket: WebSocket) -> None:
+        self.gw, self.websocket = gw, websocket
+        self.link: TrainerLink | None = None
+
+    async def run(self) -> None:
+        gw = self.gw
+        try:
+            hello = await _hello(self.websocket, gw.config.hello_timeout)
+            self.link = link = await gw.ingest.open_run(hello, self.websocket)
+            log.info("trainer connected: run %d (%s)", link.run_id, hello.run_name)
+            throttle = Throttle(gw.config.trainer_frames_per_sec, gw.config.trainer_bytes_per_sec)
+            while True:
+                text = await receive_text(self.websocket)
+                await throttle.take(len(text))
+                await _dispatch(gw, link, text)
+        except sqlite3.OperationalError as e:  # the store itself failed (disk full, I/O): the trainer retries later
+            raise ProtocolError(
+                CloseCode.STORAGE_UNAVAILABLE,
+                f"the server cannot write its database ({e}); keep the reports and reconnect later",
+            ) from e
+
+    async def refusing(self, error: ProtocolError) -> None:
+        where = f" of run {self.link.run_id}" if self.link else ""
+        log.warning("closing trainer connection%s: %s", where, error.reason)
+
+    async def end(self) -> None:
+        if self.link is not None:
+            await self.gw.ingest.trainer_gone(self.link)
+            log.info("trainer of run %d disconnected", self.link.run_id)
+
+
+async def _start(gw: Gradwatch, websocket: WebSocket) -> _Trainer:
+    return _Trainer(gw, websocket)
+
+
+trainer_endpoint = authenticated_endpoint(
+    "trainer",
+    _start,
+    unauthorized="missing or wrong token: send 'Authorization: Bearer <token>'",
+    cookie=False,  # trainers use the header, never the cookie
+)

@@ -12,7 +12,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from gradwatch.protocol import PROTOCOL_VERSION, CloseCode, version_mismatch_reason
 
-from .service import ProtocolError
+from .errors import ProtocolError
 
 #: RFC 6455 limits a close reason to 123 bytes of UTF-8.
 MAX_REASON_BYTES = 123

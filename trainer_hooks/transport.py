@@ -1,10 +1,11 @@
-"""The trainer's link to the server: one websocket, run by background threads.
+"""The trainer's link to the server: a buffer, and a sender thread that drives one link strategy.
 
 The training thread only ever calls ``put_record`` / ``put_control``, which
 append to an in-memory buffer under a lock and return: no I/O, no waiting,
-nothing that can raise. A sender thread owns the connection: it connects
-(with backoff), says hello, sends batches, and reconnects after any failure;
-a receiver thread per connection turns server frames into commands.
+nothing that can raise. A sender thread owns the link: the websocket
+(``link_ws.py``: connects with backoff, says hello, reconnects after any
+failure) or, in offline mode, the run file (``link_offline.py``); this module
+chooses it and sends the buffer into it (``pump``).
 
 When the server is away the buffer holds up to ``max_buffer_bytes`` of
 records; past that the oldest are dropped and an explicit ``gap`` message is
@@ -22,9 +23,7 @@ the server leaves no silent hole.
 See docs/reliability.md for every bound.
 
 Given a ``RunFile`` (spool.py), the records the buffer cannot hold are written
-to it instead of being dropped (up to its disk budget, then the gap as before);
-``gradwatch sync`` uploads them later. In offline mode the file is the link
-itself: the same sender writes every message to it and never opens a socket.
+to it instead of being dropped (``spill.py``).
 """
 
 from __future__ import annotations
@@ -36,29 +35,19 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from pydantic import BaseModel
 from websockets.sync.client import ClientConnection, connect
 
-from gradwatch.protocol import (
-    MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
-    CloseCode,
-    CommandMessage,
-    Mark,
-    Marked,
-    Status,
-    TrainerHello,
-    Welcome,
-    dumps,
-    parse_server_message,
-)
-from gradwatch.tokens import proves_token
+from gradwatch.protocol import CommandMessage, Mark, Status, TrainerHello, dumps
 
-from .outbox import MAX_BATCH, Item, Outbox
-from .spool import RunFile, SpoolFull
+from .link import Link
+from .link_offline import OfflineLink
+from .link_ws import WebsocketLink
+from .outbox import MAX_BATCH, Outbox
+from .spill import Spill
+from .spool import RunFile
 
 log = logging.getLogger("gradwatch.trainer")
 
@@ -68,19 +57,6 @@ MARK_EVERY = 0.2
 #: ~LINGER instead of one per step spares both processes (and the 2 cores they may
 #: share with training) most of the per-frame work. Commands' acks never wait.
 LINGER = 0.03
-#: First and largest wait between connection attempts (doubling in between).
-BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
-_PERMANENT_CLOSE = {CloseCode.UNAUTHORIZED, CloseCode.PROTOCOL_MISMATCH, CloseCode.BAD_MESSAGE}
-
-
-class _Link(Protocol):
-    """Where the sender's messages go: the websocket, or the run file in offline mode."""
-
-    def send(self, message: str, /) -> None: ...
-
-
-class PermanentError(Exception):
-    """The server refused us for a reason retrying cannot fix (token, protocol)."""
 
 
 class Transport:
@@ -88,7 +64,7 @@ class Transport:
 
     ``encode`` turns a buffered payload into a ``StepRecord`` dict on the
     sender thread, so the training thread never serialises anything.
-    ``connect_fn`` is injectable for tests of the transport alone.
+    ``connect_fn`` is injectable for tests of the transport alone (``link_ws.py``).
     """
 
     def __init__(
@@ -108,17 +84,10 @@ class Transport:
         prepare: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
-        #: The default local server, not one the user named: the token goes only to one that proves it knows it.
-        self._prove_server = prove_server
         self._prepare = prepare  # run on the sender thread before the first hello (must not raise)
         self.linger = linger
-        self._token = token
-        self._hello = hello
-        self._on_command = on_command
         self._encode = encode
         self.max_buffer_bytes = max_buffer_bytes
-        self._connect_timeout = connect_timeout
-        self._connect_fn = connect_fn
         if offline and run_file is None:
             raise ValueError("an offline transport needs the run_file it writes to")
         self.run_file = run_file  # the spool (online) or the whole run (offline); written on the sender thread
@@ -130,13 +99,21 @@ class Transport:
         self._cond = threading.Condition()
         self._stop = False  # set once close() has given up waiting, ends the sender
         self._thread: threading.Thread | None = None
-        self._ws: _Link | None = None
+        self._ws: Link | None = None
         self.run_id: int | None = None
         self.connected = threading.Event()
         self._warned = False
         self._failed: str | None = None
-        self._spooled = 0
         self._status: Status | None = None  # the last state the trainer reported, re-sent after a reconnect
+        self._spill = (
+            None if run_file is None or offline else Spill(run_file, self.outbox, self._cond, hello, encode, self.warn)
+        )
+        self._link: WebsocketLink | OfflineLink
+        if offline and run_file is not None:
+            self._link = OfflineLink(self, hello, run_file)
+        else:
+            spool = None if run_file is None else str(run_file.path)
+            self._link = WebsocketLink(self, hello, on_command, token, connect_timeout, connect_fn, prove_server, spool)
 
     @property
     def dropped(self) -> int:
@@ -150,7 +127,7 @@ class Transport:
     @property
     def spooled(self) -> int:
         """Records written to the spool file because the buffer could not hold them."""
-        return self._spooled
+        return 0 if self._spill is None else self._spill.spooled
 
     # ------------------------------------------------------------------ training thread
 
@@ -233,153 +210,67 @@ class Transport:
         try:
             if self._prepare is not None:
                 self._prepare()
-            if self.offline:
-                self._run_offline()
-            else:
-                self._run_online()
+            self._link.run()
         finally:
             if self.run_file is not None:
                 self._write_spilled()  # what overflowed last still goes to disk
                 self.run_file.close()
 
-    def _run_online(self) -> None:
-        backoff = BACKOFF_MIN
-        while not self._stop:
-            handshake_done = False
-            try:
-                with self._open() as ws:
-                    with self._cond:
-                        self._conn = ws
-                    self._handshake(ws)
-                    handshake_done, backoff = True, BACKOFF_MIN
-                    while not self._stop:
-                        self._send_pending(ws)
-            except PermanentError as err:
-                self._fail(str(err))
-                return
-            except Exception as err:
-                if handshake_done:
-                    log.info("gradwatch: connection to %s lost (%s); reconnecting", self.url, err)
-                else:
-                    spool = "" if self.run_file is None else f", then spooled to {self.run_file.path} (gradwatch sync)"
-                    self._warn(
-                        f"gradwatch: cannot reach the server at {self.url} ({err}); training continues, reports are "
-                        f"buffered (up to {self.max_buffer_bytes // 2**20} MiB, across fits) and sent when it is back"
-                        + spool
-                    )
-            finally:
-                with self._cond:
-                    self._ws = self._conn = None
-                    self.connected.clear()
-            wake = time.monotonic() + backoff
-            while not self._stop and time.monotonic() < wake:
-                with self._cond:
-                    self._cond.wait_for(
-                        lambda: self._stop or bool(self.outbox.spilled), timeout=max(0.0, wake - time.monotonic())
-                    )
-                self._write_spilled()
-            backoff = min(backoff * 2, BACKOFF_MAX)
+    # ------------------------------------------------------------------ for the link strategies (``link.LinkHost``)
 
-    def _run_offline(self) -> None:
-        """Offline mode: the run file is the link; it never fails over to anything."""
-        run_file = self.run_file
-        assert run_file is not None
-        try:
-            run_file.open(self._hello(None).model_dump_json())
-            with self._cond:
-                self._ws = run_file
-            self.connected.set()
-            while not self._stop:
-                self._send_pending(run_file)
-        except Exception as err:
-            self._fail(f"cannot write the offline run file {run_file.path} ({err})")
-        finally:
-            with self._cond:
+    @property
+    def stopping(self) -> bool:
+        return self._stop
+
+    def hold(self, conn: ClientConnection) -> None:
+        with self._cond:
+            self._conn = conn
+
+    def attach(self, link: Link, run_id: int | None = None) -> None:
+        with self._cond:
+            self._ws = link
+            if run_id is not None:
+                reconnect = self.run_id is not None
+                self.run_id = run_id
+                # Whatever was sent shortly before the last connection ended may not have reached the
+                # server's disk: send it again first (the server replaces steps it already has).
+                self.outbox.reconnected()
+                # The server calls a reconnected run "running"; unless a newer status is on its way,
+                # say again what it is (idle between two fits, paused, interrupted).
+                if reconnect and self._status is not None and not self.outbox.has_status():
+                    self.outbox.add_control(self._status)
+        self.connected.set()
+
+    def detach(self) -> None:
+        with self._cond:
+            self._ws = self._conn = None
+            self.connected.clear()
+
+    def lost(self, link: Link) -> None:
+        with self._cond:
+            if self._ws is link:
                 self._ws = None
                 self.connected.clear()
+            self._cond.notify_all()
+
+    def confirmed(self, mark_id: int) -> None:
+        with self._cond:
+            self.outbox.confirmed(mark_id)
+
+    def wait_retry(self, seconds: float) -> None:
+        wake = time.monotonic() + seconds
+        while not self._stop and time.monotonic() < wake:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._stop or bool(self.outbox.spilled), timeout=max(0.0, wake - time.monotonic())
+                )
+            self._write_spilled()
 
     def _write_spilled(self) -> None:
-        """Write the records the buffer could not hold to the spool file; past its budget they are lost."""
-        run_file = self.run_file
-        if run_file is None or self.offline:
-            return
-        while True:
-            with self._cond:
-                items = self.outbox.take_spilled()
-            if not items:
-                return
-            lost: list[Item] = []
-            try:
-                run_file.open(self._hello(None).model_dump_json())
-                run_file.send(dumps({"type": "steps", "records": [self._encode(item.payload) for item in items]}))
-            except SpoolFull:
-                lost = items
-            except Exception as err:
-                lost = items
-                self._warn(
-                    f"gradwatch: cannot write the spool file {run_file.path} ({err}); "
-                    "reports the buffer cannot hold are dropped"
-                )
-            with self._cond:
-                for item in lost:
-                    self.outbox.lose(item)
-                if not lost:
-                    self._spooled += len(items)
+        if self._spill is not None:  # online with a run file
+            self._spill.write()
 
-    def _open(self) -> ClientConnection:
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        if self._token and self._prove_server and not proves_token(self.url, self._token, self._connect_timeout):
-            raise ConnectionError(
-                "it did not prove it knows the token, so the token was not sent; pass server=... "
-                "to name the server to trust"
-            )
-        try:
-            return self._connect_fn(
-                self.url,
-                additional_headers=headers,
-                open_timeout=self._connect_timeout,
-                close_timeout=1.0,
-                max_size=MAX_FRAME_BYTES,
-                compression=None,
-                proxy=None,
-            )
-        except InvalidStatus as err:
-            code = err.response.status_code
-            if code in (401, 403):
-                raise PermanentError(
-                    f"the server at {self.url} refused the token (HTTP {code}); pass token=... or set GRADWATCH_TOKEN "
-                    "to the token `gradwatch serve` printed"
-                ) from err
-            raise
-
-    def _handshake(self, ws: ClientConnection) -> None:
-        try:
-            ws.send(self._hello(self.run_id).model_dump_json())
-            reply = parse_server_message(ws.recv(timeout=self._connect_timeout))
-        except ConnectionClosed as err:
-            rcvd = err.rcvd
-            if rcvd is not None and rcvd.code in _PERMANENT_CLOSE:
-                raise PermanentError(f"the server refused this trainer: {rcvd.reason} (code {rcvd.code})") from err
-            raise
-        if not isinstance(reply, Welcome) or reply.protocol != PROTOCOL_VERSION:
-            raise PermanentError(f"unexpected handshake reply from {self.url}: {reply!r}")
-        reconnect = self.run_id is not None
-        if reconnect:
-            log.warning("gradwatch: reconnected to %s", self.url)
-        self.run_id = reply.run_id
-        with self._cond:
-            self._ws = ws
-            # Whatever was sent shortly before the last connection ended may not have reached the
-            # server's disk: send it again first (the server replaces steps it already has).
-            self.outbox.reconnected()
-            # The server calls a reconnected run "running"; unless a newer status is on its way,
-            # say again what it is (idle between two fits, paused, interrupted).
-            if reconnect and self._status is not None and not self.outbox.has_status():
-                self.outbox.add_control(self._status)
-        self.connected.set()
-        threading.Thread(target=self._receive, args=(ws,), name="gradwatch-receiver", daemon=True).start()
-
-    def _send_pending(self, ws: _Link) -> None:
+    def pump(self, ws: Link) -> None:
         self._write_spilled()
         box = self.outbox
         with self._cond:
@@ -418,7 +309,7 @@ class Transport:
                 ws.send(Mark(type="mark", id=mark).model_dump_json())
             self._send_controls(ws)  # a status that waited for these steps
 
-    def _send_controls(self, ws: _Link) -> None:
+    def _send_controls(self, ws: Link) -> None:
         """Send every queued control message whose preceding steps have left the buffer."""
         with self._cond:
             ready = self.outbox.ready_controls()
@@ -427,36 +318,14 @@ class Transport:
             with self._cond:
                 self.outbox.control.remove(entry)
 
-    def _receive(self, ws: ClientConnection) -> None:
-        try:
-            for raw in ws:
-                try:
-                    message = parse_server_message(raw)
-                except ValidationError as err:
-                    log.warning("gradwatch: ignoring a malformed server message: %s", err.errors()[:1])
-                    continue
-                if isinstance(message, CommandMessage):
-                    self._on_command(message)
-                elif isinstance(message, Marked):
-                    with self._cond:
-                        self.outbox.confirmed(message.id)
-        except Exception as err:
-            log.debug("gradwatch: receiver stopped: %s", err)
-        finally:
-            with self._cond:
-                if self._ws is ws:
-                    self._ws = None
-                    self.connected.clear()
-                self._cond.notify_all()
-
-    def _fail(self, reason: str) -> None:
-        self._warn(f"gradwatch: {reason}; monitoring is off for this run, training continues")
+    def fail(self, reason: str) -> None:
+        self.warn(f"gradwatch: {reason}; monitoring is off for this run, training continues")
         with self._cond:
             self._failed = reason
             self.outbox.clear()
             self._cond.notify_all()
 
-    def _warn(self, message: str) -> None:
+    def warn(self, message: str) -> None:
         if not self._warned:
             self._warned = True
             warnings.warn(message, RuntimeWarning, stacklevel=2)
