@@ -10,7 +10,9 @@
 //   nan-banner.js   NaN/Inf banner and per-variable list
 //   status.js       connection indicator, fatal error, run notice
 //   charts.js       the live charts (chart-*.js, one per chart)
-//   state.js        shared state and the window.gradwatch test hook
+//   run-model.js    the one writer of the run state; views subscribe to its changes
+//   follow.js       load-then-follow of one run (run view and comparison)
+//   state.js        the state the views read, and the window.gradwatch test hook
 
 import { initAlertPanel } from "./alert-panel.js";
 import { Charts } from "./charts.js";
@@ -26,6 +28,8 @@ import { connected, initRunSync, restFallback, runIdFromHash, selectRun, syncRun
 import { gw, state } from "./state.js";
 import { setConn, showFatal } from "./status.js";
 import { $, errorDetail } from "./util.js";
+
+window.gradwatch = gw; // the test/automation hook
 
 const charts = new Charts(
   {

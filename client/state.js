@@ -2,9 +2,8 @@
 // about the selected one. The run model (run-model.js) writes the runs and the
 // selected run's fields. Also the test/automation hook window.gradwatch.
 
-// Test/automation hook, kept current.
+// Test/automation hook, kept current (app.js puts it on window.gradwatch: no DOM here at import).
 export const gw = { steps: 0, lastStep: null, runId: null, connected: false };
-window.gradwatch = gw;
 
 export const state = {
   runs: new Map(), // id -> RunSummary (+ detail fields from `run` messages)
