@@ -43,8 +43,8 @@ const charts = new Charts(
   },
   {
     onStats: renderStats,
-    onProbe: (has) => {
-      $("card-probe").hidden = !has;
+    onProbe: (shown) => {
+      $("card-probe").hidden = !shown;
     },
   },
 );

@@ -69,3 +69,14 @@ test("appending new records gives the same window as rebuilding it", () => {
   assert.deepEqual(w.z, fresh.z);
   assert.deepEqual(w.nanX, fresh.nanX);
 });
+
+test("an empty probe panel says what it waits for", async () => {
+  const { emptyNote } = await import("../../../client/chart-probe.js");
+  const s = new RunStore({ id: 1, variables: ["v"], relu_layers: ["dense"] });
+  assert.match(emptyNote(s), /^Waiting for the first probe/);
+  s.addProbe({ step: 100, dead_relu: { dense: 0.2 } });
+  assert.equal(emptyNote(s), null);
+  const none = new RunStore({ id: 1, variables: ["v"] });
+  none.addProbe({ step: 100 });
+  assert.match(emptyNote(none), /no ReLU or BatchNorm layers/);
+});
