@@ -4,7 +4,7 @@
 
 import { onAlert, prefetchRunAlerts, scheduleAlerts } from "./alert-panel.js";
 import { onCompareSteps } from "./compare.js";
-import { mergeCommand, renderCommands, rewindSteps } from "./controls.js";
+import { renderCommands, rewindSteps } from "./controls.js";
 import { renderRunHead, updateProgress } from "./run-head.js";
 import { runModel } from "./run-model.js";
 import { maybeAutoSelect, upsertRun } from "./run-sync.js";
@@ -43,7 +43,7 @@ export function messageHandler(charts) {
       }
       case "command":
         if (msg.run_id !== state.selected || !msg.command) break;
-        mergeCommand(msg.command);
+        runModel.mergeCommand(msg.command);
         renderCommands();
         if (msg.command.type === "rewind" && state.store) {
           runModel.setRewinds(rewindSteps());

@@ -10,6 +10,7 @@ import { RunFeed } from "./follow.js";
 import { gw, state } from "./state.js";
 
 const listeners = new Map(); // topic -> [fn]
+const COMMAND_STATE_RANK = { pending: 0, applied: 1, rejected: 1 };
 
 /** Call fn(...args) on every notify(topic, ...args); returns the unsubscribe function. */
 export function subscribe(topic, fn) {
@@ -102,11 +103,62 @@ export const runModel = {
     return state.feed.merge(detail, metrics);
   },
 
-  /** The selected run's alerts as loaded (merged one by one with `merge`), also kept for its run list badge. */
-  loadedAlerts(alerts, merge) {
+  /** The selected run's alerts as loaded, also kept for its run list badge. */
+  loadedAlerts(alerts) {
     state.alerts.clear();
-    for (const a of alerts) merge(a);
+    for (const a of alerts) runModel.mergeAlert(a);
     state.runAlerts.set(state.selected, new Map(state.alerts));
+  },
+
+  /** Merge one alert of the selected run; false when it is older than the one held. */
+  mergeAlert(a) {
+    if (!a || typeof a.id !== "number") return false;
+    const old = state.alerts.get(a.id);
+    if (old && (old.updated_at || 0) > (a.updated_at || 0)) return false; // an older update arrived late
+    state.alerts.set(a.id, { ...(old || {}), ...a });
+    return true;
+  },
+
+  /** A live alert of any run: kept for its run list badge. Returns true when the selected run's alerts changed. */
+  alertSeen(runId, a) {
+    let m = state.runAlerts.get(runId);
+    if (!m) state.runAlerts.set(runId, (m = new Map()));
+    m.set(a.id, { ...(m.get(a.id) || {}), ...a });
+    notify("runs");
+    return runId === state.selected && runModel.mergeAlert(a);
+  },
+
+  /** Alerts fetched for a run that is not selected (its badge); live ones that came meanwhile are kept. */
+  runAlertsFetched(runId, list) {
+    const m = new Map();
+    for (const a of list || []) if (a && typeof a.id === "number") m.set(a.id, a);
+    for (const [k, v] of state.runAlerts.get(runId) || []) if (!m.has(k)) m.set(k, v);
+    state.runAlerts.set(runId, m);
+    notify("runs");
+  },
+
+  /** This server has no alerts route: the page stops asking. */
+  noAlertsRoute() {
+    state.alertsRouteMissing = true;
+  },
+
+  /** A rule's PATCH is (or is no longer) in flight. */
+  setRuleBusy(kind, busy) {
+    if (busy) state.rulesBusy.add(kind);
+    else state.rulesBusy.delete(kind);
+  },
+
+  /** One rule as the server confirmed it, over the one held. */
+  mergeRule(kind, rule) {
+    state.rules = { ...(state.rules || {}), [kind]: { ...((state.rules || {})[kind] || {}), ...rule } };
+  },
+
+  /** Merge one command of the selected run; a command never goes back to pending. */
+  mergeCommand(c) {
+    if (!c || typeof c.id !== "number") return;
+    const old = state.commands.get(c.id);
+    if (old && (COMMAND_STATE_RANK[old.state] ?? 0) > (COMMAND_STATE_RANK[c.state] ?? 0)) return;
+    state.commands.set(c.id, { ...(old || {}), ...c });
   },
 
   /** The selected run's alert rules as loaded (`available`: the server has the route; `rules` null: none sent). */

@@ -8,9 +8,9 @@
 // After that live records go straight into the RunStore (messages.js) and the
 // charts render them once per animation frame.
 
-import { mergeAlert, renderAlertsNow, scheduleAlerts } from "./alert-panel.js";
+import { renderAlertsNow, scheduleAlerts } from "./alert-panel.js";
 import { setExportLinks } from "./export-links.js";
-import { fillClipForm, fillLr, mergeCommand, renderCommands, resetControls, rewindSteps } from "./controls.js";
+import { fillClipForm, fillLr, renderCommands, resetControls, rewindSteps } from "./controls.js";
 import { renderNanBanner } from "./nan-banner.js";
 import { resetRunLabels } from "./run-labels.js";
 import { lastLr, renderRunHead, updateProgress } from "./run-head.js";
@@ -98,9 +98,9 @@ export async function syncRun() {
     const [commands, alerts, rules] = got.extra;
     const fresh = runModel.loaded(detail, metrics);
     const store = state.store;
-    for (const c of commands || []) mergeCommand(c);
+    for (const c of commands || []) runModel.mergeCommand(c);
     runModel.setRewinds(rewindSteps());
-    if (alerts.ok && Array.isArray(alerts.body)) runModel.loadedAlerts(alerts.body, mergeAlert);
+    if (alerts.ok && Array.isArray(alerts.body)) runModel.loadedAlerts(alerts.body);
     runModel.loadedRules(rules.ok, rules.ok && rules.body && typeof rules.body === "object" ? rules.body : null);
     if (fresh) {
       fillClipForm(detail.clip);

@@ -52,6 +52,19 @@ def test_the_parser_sees_the_page_imports() -> None:
             assert dep in graph, f"{dep} is imported but not in client/"
 
 
+_NAMED = re.compile(r"""^\s*import\s*\{([^}]*)\}\s*from\s*["']\./([\w.-]+\.js)["']""", re.M)
+_EXPORT = re.compile(r"^export\s+(?:async\s+)?(?:function\*?|class|const|let)\s+([\w$]+)", re.M)
+
+
+def test_every_imported_name_is_exported() -> None:
+    """A name imported but not exported stops the whole page at link time, before any module runs."""
+    exports = {p.name: set(_EXPORT.findall(p.read_text(encoding="utf-8"))) for p in CLIENT.glob("*.js")}
+    for path in sorted(CLIENT.glob("*.js")):
+        for names, target in _NAMED.findall(path.read_text(encoding="utf-8")):
+            for name in (n.split(" as ")[0].strip() for n in names.split(",")):
+                assert not name or name in exports[target], f"{path.name} imports {name} that {target} does not export"
+
+
 def test_a_cycle_is_found() -> None:
     assert find_cycle({"a.js": ["b.js"], "b.js": ["c.js"], "c.js": ["a.js"]}) == ["a.js", "b.js", "c.js", "a.js"]
     assert find_cycle({"a.js": ["b.js", "c.js"], "b.js": ["c.js"], "c.js": []}) is None
