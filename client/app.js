@@ -2,7 +2,7 @@
 //   run-list.js     the runs in the sidebar (run-filter.js: name, status, tag)
 //   run-labels.js   the selected run's tags and note
 //   compare.js      the comparison view of 2-8 runs (chart-compare.js)
-//   run-sync.js     selecting a run (also via #run=ID), REST sync + live buffering
+//   run-sync.js     selecting a run (also via #run=ID), load-then-follow (follow.js)
 //   messages.js     live websocket messages into the page state
 //   run-head.js     the selected run's header and card stats
 //   controls.js     training controls and the command log

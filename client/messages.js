@@ -7,7 +7,7 @@ import { onCompareSteps } from "./compare.js";
 import { renderCommands, rewindSteps } from "./controls.js";
 import { renderRunHead, updateProgress } from "./run-head.js";
 import { runModel } from "./run-model.js";
-import { maybeAutoSelect, upsertRun } from "./run-sync.js";
+import { maybeAutoSelect } from "./run-sync.js";
 import { state } from "./state.js";
 
 /** The onMessage handler of the LiveSocket, drawing with `charts`. */
@@ -19,7 +19,7 @@ export function messageHandler(charts) {
         const seen = new Set();
         for (const r of runs) {
           seen.add(r.id);
-          upsertRun(r);
+          runModel.upsertRun(r);
         }
         runModel.keepRuns(seen);
         maybeAutoSelect();
@@ -27,7 +27,7 @@ export function messageHandler(charts) {
         break;
       }
       case "run":
-        upsertRun(msg.run);
+        runModel.upsertRun(msg.run);
         if (msg.run && msg.run.id === state.selected && msg.run.clip && state.detail) renderRunHead();
         maybeAutoSelect();
         break;

@@ -4,7 +4,7 @@
 //   1. send {"type":"subscribe"} and hold live `steps` for that run (follow.js),
 //   2. fetch /api/runs/{id}, /api/runs/{id}/metrics (since the last step we
 //      already have) and /api/runs/{id}/commands,
-//   3. merge REST data, then the buffer; duplicates (by step) are dropped.
+//   3. merge REST data, then the records held; duplicates (by step) are dropped.
 // After that live records go straight into the RunStore (messages.js) and the
 // charts render them once per animation frame.
 
@@ -36,11 +36,6 @@ export function initRunSync(theCharts, theLive) {
 export function runIdFromHash() {
   const m = /(?:^#|&)run=(\d+)/.exec(location.hash);
   return m ? Number(m[1]) : null;
-}
-
-/** A RunSummary (REST or a `run`/`runs` message): the run model keeps it. */
-export function upsertRun(r) {
-  runModel.upsertRun(r);
 }
 
 export function selectRun(id) {
@@ -143,7 +138,7 @@ export function restFallback() {
   if (state.selected !== null && !state.store) syncRun();
   if (state.runs.size === 0) {
     getJSON("/api/runs").then((runs) => {
-      for (const r of runs || []) upsertRun(r);
+      for (const r of runs || []) runModel.upsertRun(r);
       maybeAutoSelect();
     }).catch((e) => {
       if (isAuthError(e)) {
