@@ -7,7 +7,8 @@ import {
   alertLayers, bannerAlert, isOpen, kindLabel, matchVariables, mergeHighlights, noAlertsText, renderBanner, renderRules, renderTimeline,
   severityClass,
 } from "./alerts.js";
-import { scheduleRunList, sortedRuns } from "./run-list.js";
+import { runModel } from "./run-model.js";
+import { sortedRuns } from "./run-list.js";
 import { state } from "./state.js";
 import { $, el, fmtInt, frameBatched, getJSON, isAuthError, patchJSON } from "./util.js";
 
@@ -18,23 +19,10 @@ export function initAlertPanel(theCharts) {
   $("alerts-empty").textContent = noAlertsText();
 }
 
-/** Merge one alert of the selected run; false when it is older than the one we hold. */
-export function mergeAlert(a) {
-  if (!a || typeof a.id !== "number") return false;
-  const old = state.alerts.get(a.id);
-  if (old && (old.updated_at || 0) > (a.updated_at || 0)) return false; // an older update arrived late
-  state.alerts.set(a.id, { ...(old || {}), ...a });
-  return true;
-}
-
 /** A live `alert` message, of any run. */
 export function onAlert(runId, a) {
   if (typeof runId !== "number" || !a || typeof a.id !== "number") return;
-  let m = state.runAlerts.get(runId);
-  if (!m) state.runAlerts.set(runId, (m = new Map()));
-  m.set(a.id, { ...(m.get(a.id) || {}), ...a });
-  scheduleRunList();
-  if (runId === state.selected && mergeAlert(a)) scheduleAlerts();
+  if (runModel.alertSeen(runId, a)) scheduleAlerts();
 }
 
 function isMuted(kind) {
@@ -101,7 +89,7 @@ async function setMuted(kind, muted) {
   const id = state.selected;
   if (id === null || state.rulesBusy.has(kind)) return;
   const note = $("rules-note");
-  state.rulesBusy.add(kind);
+  runModel.setRuleBusy(kind, true);
   scheduleAlerts();
   try {
     const res = await patchJSON(`/api/runs/${id}/alert-rules/${encodeURIComponent(kind)}`, { muted });
@@ -110,7 +98,7 @@ async function setMuted(kind, muted) {
     if (res && typeof res === "object" && typeof res.muted === "boolean") rule = res;
     else if (res && res[kind] && typeof res[kind] === "object") rule = res[kind];
     else if (res && res.rule && typeof res.rule === "object") rule = res.rule;
-    state.rules = { ...(state.rules || {}), [kind]: { ...((state.rules || {})[kind] || {}), ...(rule || { muted }) } };
+    runModel.mergeRule(kind, rule || { muted });
     delete note.dataset.error;
   } catch (e) {
     if (id !== state.selected) return;
@@ -118,7 +106,7 @@ async function setMuted(kind, muted) {
     note.hidden = false;
     note.textContent = `Could not ${muted ? "mute" : "unmute"} ${kindLabel(kind)} — ${e.status ? `${e.status}: ` : ""}${e.message}`;
   } finally {
-    state.rulesBusy.delete(kind);
+    runModel.setRuleBusy(kind, false);
     scheduleAlerts();
   }
 }
@@ -134,14 +122,9 @@ export async function prefetchRunAlerts() {
     if (r.id === state.selected || (r.alerts && typeof r.alerts === "object")) continue; // counts come with the run
     try {
       const list = await getJSON(`/api/runs/${r.id}/alerts`);
-      const m = new Map();
-      for (const a of list || []) if (a && typeof a.id === "number") m.set(a.id, a);
-      // keep live alerts that may have arrived meanwhile
-      for (const [k, v] of state.runAlerts.get(r.id) || []) if (!m.has(k)) m.set(k, v);
-      state.runAlerts.set(r.id, m);
-      scheduleRunList();
+      runModel.runAlertsFetched(r.id, list);
     } catch (e) {
-      if (e.status === 404 && !/does not exist/.test(e.message)) state.alertsRouteMissing = true; // no such route
+      if (e.status === 404 && !/does not exist/.test(e.message)) runModel.noAlertsRoute();
       if (isAuthError(e)) return;
     }
   }

@@ -2,7 +2,7 @@
 //   run-list.js     the runs in the sidebar (run-filter.js: name, status, tag)
 //   run-labels.js   the selected run's tags and note
 //   compare.js      the comparison view of 2-8 runs (chart-compare.js)
-//   run-sync.js     selecting a run (also via #run=ID), REST sync + live buffering
+//   run-sync.js     selecting a run (also via #run=ID), load-then-follow (follow.js)
 //   messages.js     live websocket messages into the page state
 //   run-head.js     the selected run's header and card stats
 //   controls.js     training controls and the command log
@@ -10,7 +10,9 @@
 //   nan-banner.js   NaN/Inf banner and per-variable list
 //   status.js       connection indicator, fatal error, run notice
 //   charts.js       the live charts (chart-*.js, one per chart)
-//   state.js        shared state and the window.gradwatch test hook
+//   run-model.js    the one writer of the run state; views subscribe to its changes
+//   follow.js       load-then-follow of one run (run view and comparison)
+//   state.js        the state the views read, and the window.gradwatch test hook
 
 import { initAlertPanel } from "./alert-panel.js";
 import { Charts } from "./charts.js";
@@ -27,6 +29,8 @@ import { gw, state } from "./state.js";
 import { setConn, showFatal } from "./status.js";
 import { $, errorDetail } from "./util.js";
 
+window.gradwatch = gw; // the test/automation hook
+
 const charts = new Charts(
   {
     heatmap: $("chart-heatmap"),
@@ -39,8 +43,8 @@ const charts = new Charts(
   },
   {
     onStats: renderStats,
-    onProbe: (has) => {
-      $("card-probe").hidden = !has;
+    onProbe: (shown) => {
+      $("card-probe").hidden = !shown;
     },
   },
 );

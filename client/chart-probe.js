@@ -9,7 +9,8 @@ export function emptyNote(s) {
   const p = s.probe;
   if (p.dead_relu.size || p.bn_gap.size) return null;
   if (p.step.length || (!s.reluLayers.length && !s.L)) return "This model has no ReLU or BatchNorm layers to probe";
-  return "Waiting for the first probe: it runs every 100 steps by default (GradientMonitor(probe_every=…))";
+  // two lines: one does not fit a half-width card (Plotly breaks lines only at <br>)
+  return "Waiting for the first probe batch:<br>it runs every 100 steps by default (GradientMonitor(probe_every=…))";
 }
 
 export function draw(div, s) {

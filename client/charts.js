@@ -26,7 +26,7 @@ export class Charts {
     this.divs = divs; // {heatmap, global, nonfinite, bn, losslr, ratio, probe}
     this.heatmap = new Heatmap(divs.heatmap);
     this.probeRendered = -1;
-    this.hooks = hooks; // {onStats(store), onProbe(hasProbe)}
+    this.hooks = hooks; // {onStats(store), onProbe(shown): whether the probe card is shown}
     this.store = null;
     this.raf = 0;
     this.timer = 0;
@@ -176,9 +176,10 @@ export class Charts {
   maybeDrawProbe() {
     const s = this.store;
     if (!s || !this.divs.probe || s.probeVersion === this.probeRendered) return;
-    if (this.hooks.onProbe) this.hooks.onProbe(s.hasProbe);
-    if (!s.hasProbe) return;
-    if (!this.visible.probe) return;
+    // A run with layers to probe shows its card at once: empty, it says what it waits for (chart-probe.js).
+    const shown = s.hasProbe || s.reluLayers.length > 0 || s.L > 0;
+    if (this.hooks.onProbe) this.hooks.onProbe(shown);
+    if (!shown || !this.visible.probe) return;
     this.probeRendered = s.probeVersion;
     probe.draw(this.divs.probe, s);
   }

@@ -2,7 +2,7 @@
 //
 // Opening it (and every websocket reconnect while it is open):
 //   1. send {"type":"compare","run_ids":[...]} so the server pushes each run's
-//      live `steps` too, and hold those records per run,
+//      live `steps` too, and hold those records per run (follow.js, as the run view),
 //   2. fetch each run's detail (once) and its metrics since the last step held,
 //   3. merge REST data, then the held records, into that run's RunStore.
 // After that live records go straight into the stores and the charts append
@@ -10,17 +10,13 @@
 
 import { draw, extend } from "./chart-compare.js";
 import { PALETTE, Plotly } from "./chart-base.js";
+import { RunFeed } from "./follow.js";
 import { gw, state } from "./state.js";
-import { RunStore } from "./store.js";
-import { $, el, frameBatched, getJSON, isAuthError } from "./util.js";
-
-const METRICS_MAX_POINTS = 2000;
-const MAX_HELD = 50000; // live records held per run while its REST load runs
+import { $, el, frameBatched, isAuthError } from "./util.js";
 
 const cmp = {
   open: false,
-  seq: 0, // bumps on every open and resync: late answers of an older one are dropped
-  runs: [], // [{id, name, store: RunStore | null, held: [] | null}], in the order ticked
+  runs: [], // [{id, name, feed: RunFeed, store}], in the order ticked
   vars: [], // chosen variables (per-variable norm chart)
   rendered: new Map(), // run id -> absolute store index drawn
   needsFull: true,
@@ -49,8 +45,9 @@ export function initCompare(theLive) {
 
 export function openCompare(ids) {
   if (ids.length < 2) return;
+  for (const run of cmp.runs) run.feed.close(); // a comparison already open: its loads are dropped
   cmp.open = true;
-  cmp.runs = ids.map((id) => ({ id, name: (state.runs.get(id) || {}).name || `run ${id}`, store: null, held: [] }));
+  cmp.runs = ids.map((id) => compared(id, (state.runs.get(id) || {}).name || `run ${id}`));
   cmp.vars = [];
   cmp.rendered = new Map();
   cmp.needsFull = true;
@@ -68,7 +65,7 @@ export function openCompare(ids) {
 export function closeCompare() {
   if (!cmp.open) return;
   cmp.open = false;
-  cmp.seq += 1;
+  for (const run of cmp.runs) run.feed.close();
   cmp.runs = [];
   live.send({ type: "compare", run_ids: [] });
   for (const d of Object.values(divs)) {
@@ -85,35 +82,32 @@ export function closeCompare() {
 /** (Re)subscribe and backfill every compared run from REST since its last step (a new socket, or opening). */
 export function resyncCompare() {
   if (!cmp.open) return;
-  const seq = ++cmp.seq;
   live.send({ type: "compare", run_ids: cmp.runs.map((r) => r.id) }); // FIRST, so nothing falls in between
-  for (const run of cmp.runs) {
-    run.held = [];
-    load(run, seq);
-  }
+  for (const run of cmp.runs) load(run);
 }
 
-async function load(run, seq) {
+/** One compared run: its feed, and its store once loaded (chart-compare.js reads `store`). */
+function compared(id, name) {
+  const feed = new RunFeed(id);
+  return { id, name, feed, get store() { return feed.store; } };
+}
+
+async function load(run) {
+  const token = run.feed.begin();
   try {
-    const detail = run.store ? null : await getJSON(`/api/runs/${run.id}`);
-    if (seq !== cmp.seq) return;
-    const since = run.store && run.store.lastStep !== null ? `&since_step=${run.store.lastStep + 1}` : "";
-    const metrics = await getJSON(`/api/runs/${run.id}/metrics?max_points=${METRICS_MAX_POINTS}&omit_empty=true${since}`);
-    if (seq !== cmp.seq) return;
-    if (detail) {
-      run.store = new RunStore(detail);
+    const got = await run.feed.load(token);
+    if (!got) return;
+    const { detail, metrics } = got;
+    if (run.feed.merge(detail, metrics)) {
       run.name = detail.name;
       cmp.needsFull = true;
       renderVarChoices();
       renderLegend();
     }
-    run.store.addColumns(metrics);
-    for (const r of run.held) run.store.addRecord(r);
-    run.held = null;
     render();
   } catch (e) {
-    if (seq !== cmp.seq) return;
-    run.held = null;
+    if (!run.feed.current(token)) return;
+    run.feed.failed();
     const why = isAuthError(e) ? "not signed in" : e.message;
     showNotice(`Could not load run ${run.id}: ${why}. Retrying on reconnect.`);
   }
@@ -124,15 +118,7 @@ export function onCompareSteps(msg) {
   if (!cmp.open) return;
   const run = cmp.runs.find((r) => r.id === msg.run_id);
   if (!run || !Array.isArray(msg.records)) return;
-  if (run.held !== null || !run.store) {
-    if (run.held === null) run.held = [];
-    run.held.push(...msg.records);
-    if (run.held.length > MAX_HELD) run.held.splice(0, run.held.length - MAX_HELD);
-    return;
-  }
-  let kept = 0;
-  for (const r of msg.records) if (run.store.addRecord(r)) kept += 1;
-  if (kept) render();
+  if (run.feed.offer(msg.records)) render(); // held while it loads
 }
 
 const render = frameBatched(() => {

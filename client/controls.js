@@ -4,6 +4,7 @@
 
 import { kindLabel } from "./alerts.js";
 import { CLIP_MODES, COMMANDS } from "./protocol.js";
+import { runModel } from "./run-model.js";
 import { selectedRun, state } from "./state.js";
 import { optimizerGroups } from "./store.js";
 import { $, el, fmtLr, fmtNum, num, postJSON, setText } from "./util.js";
@@ -110,7 +111,7 @@ async function sendCommand(cmd, button) {
   try {
     const res = await postJSON(`/api/runs/${id}/commands`, cmd);
     if (id === state.selected && res && typeof res.id === "number") {
-      mergeCommand({
+      runModel.mergeCommand({
         id: res.id, run_id: id, type: cmd.type, mode: cmd.mode ?? null, threshold: cmd.threshold ?? null, lr: cmd.lr ?? null, group: cmd.group ?? null, step: cmd.step ?? null,
         origin: "browser", created_at: Date.now() / 1000, state: res.state || "pending", applied_step: null,
         detail: null, updated_at: Date.now() / 1000,
@@ -181,19 +182,10 @@ export function initControls() {
 
 // ------------------------------------------------------------------ command log
 
-const STATE_RANK = { pending: 0, applied: 1, rejected: 1 };
-
 /** The steps at which the run's applied rewinds took effect (the charts mark them). */
 export function rewindSteps() {
   return [...state.commands.values()].filter((c) => c.type === "rewind" && c.state === "applied"
     && Number.isInteger(c.applied_step)).map((c) => c.applied_step);
-}
-
-export function mergeCommand(c) {
-  if (!c || typeof c.id !== "number") return;
-  const old = state.commands.get(c.id);
-  if (old && (STATE_RANK[old.state] ?? 0) > (STATE_RANK[c.state] ?? 0)) return; // never go back to pending
-  state.commands.set(c.id, { ...(old || {}), ...c });
 }
 
 function describeCommand(c) {

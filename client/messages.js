@@ -4,13 +4,11 @@
 
 import { onAlert, prefetchRunAlerts, scheduleAlerts } from "./alert-panel.js";
 import { onCompareSteps } from "./compare.js";
-import { mergeCommand, renderCommands, rewindSteps } from "./controls.js";
+import { renderCommands, rewindSteps } from "./controls.js";
 import { renderRunHead, updateProgress } from "./run-head.js";
-import { scheduleRunList } from "./run-list.js";
-import { maybeAutoSelect, upsertRun } from "./run-sync.js";
+import { runModel } from "./run-model.js";
+import { maybeAutoSelect } from "./run-sync.js";
 import { state } from "./state.js";
-
-const MAX_BUFFERED = 50000;
 
 /** The onMessage handler of the LiveSocket, drawing with `charts`. */
 export function messageHandler(charts) {
@@ -21,31 +19,23 @@ export function messageHandler(charts) {
         const seen = new Set();
         for (const r of runs) {
           seen.add(r.id);
-          upsertRun(r);
+          runModel.upsertRun(r);
         }
-        for (const id of [...state.runs.keys()]) if (!seen.has(id) && id !== state.selected) state.runs.delete(id);
-        scheduleRunList();
+        runModel.keepRuns(seen);
         maybeAutoSelect();
         prefetchRunAlerts();
         break;
       }
       case "run":
-        upsertRun(msg.run);
+        runModel.upsertRun(msg.run);
         if (msg.run && msg.run.id === state.selected && msg.run.clip && state.detail) renderRunHead();
         maybeAutoSelect();
         break;
       case "steps": {
         onCompareSteps(msg);
         if (msg.run_id !== state.selected || !Array.isArray(msg.records)) break;
-        if (state.buffering || !state.store) {
-          state.buffer.push(...msg.records);
-          // bound memory if REST never answers; the next sync backfills from REST anyway
-          if (state.buffer.length > MAX_BUFFERED) state.buffer.splice(0, state.buffer.length - MAX_BUFFERED);
-          break;
-        }
-        let kept = 0;
-        for (const r of msg.records) if (state.store.addRecord(r)) kept += 1;
-        if (kept) {
+        // Held while the run loads (follow.js), else into its store.
+        if (state.feed.offer(msg.records)) {
           updateProgress();
           charts.schedule();
         }
@@ -53,10 +43,10 @@ export function messageHandler(charts) {
       }
       case "command":
         if (msg.run_id !== state.selected || !msg.command) break;
-        mergeCommand(msg.command);
+        runModel.mergeCommand(msg.command);
         renderCommands();
         if (msg.command.type === "rewind" && state.store) {
-          state.store.rewinds = rewindSteps();
+          runModel.setRewinds(rewindSteps());
           charts.refreshGaps();
         }
         break;
@@ -65,17 +55,13 @@ export function messageHandler(charts) {
         break;
       case "alert_rules":
         if (msg.run_id === state.selected && msg.rules && typeof msg.rules === "object") {
-          state.rules = { ...(state.rules || {}), ...msg.rules };
+          runModel.mergeRules(msg.rules);
           scheduleAlerts();
         }
         break;
       case "probe":
         if (msg.run_id !== state.selected || !msg.probe) break;
-        if (state.buffering || !state.store) {
-          state.probeBuffer.push(msg.probe);
-          break;
-        }
-        if (state.store.addProbe(msg.probe)) charts.schedule();
+        if (state.feed.offerProbe(msg.probe)) charts.schedule();
         break;
       case "gap":
         if (msg.run_id !== state.selected || !state.store) break;

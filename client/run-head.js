@@ -6,10 +6,12 @@ import { Charts } from "./charts.js";
 import { renderControls } from "./controls.js";
 import { renderNanBanner } from "./nan-banner.js";
 import { renderRunLabels } from "./run-labels.js";
-import { scheduleRunList } from "./run-list.js";
+import { runModel, subscribe } from "./run-model.js";
 import { gw, selectedRun, state } from "./state.js";
 import { runStatusTitle } from "./status.js";
 import { $, fmtClip, fmtInt, fmtLr, fmtNum, num, setText, statusBadgeClass } from "./util.js";
+
+subscribe("head", () => renderRunHead()); // the run model changed the selected run's detail
 
 export function renderRunHead() {
   const d = selectedRun();
@@ -51,11 +53,7 @@ export function updateProgress() {
   gw.steps = s.received;
   gw.lastStep = s.lastStep;
   $("run-points").textContent = fmtInt(s.received);
-  const r = state.runs.get(state.selected);
-  if (r && s.lastStep !== null && (r.step === null || r.step === undefined || s.lastStep > r.step)) {
-    r.step = s.lastStep;
-    scheduleRunList();
-  }
+  runModel.noteStep(s.lastStep);
 }
 
 /** The learning rate of the newest of the last 50 steps that reported one, else null. */

@@ -2,7 +2,7 @@
 // saved with PATCH /api/runs/{id} (the server's answer, and the `run` message
 // it pushes to every page, update the run list).
 
-import { upsertRun } from "./run-sync.js";
+import { runModel } from "./run-model.js";
 import { selectedRun, state } from "./state.js";
 import { $, el, patchJSON, setText } from "./util.js";
 
@@ -24,7 +24,7 @@ export function initRunLabels() {
     const tags = $("labels-tags").value.split(/[\s,]+/).filter(Boolean);
     try {
       const saved = await patchJSON(`/api/runs/${id}`, { tags, note: $("labels-note").value });
-      upsertRun(saved);
+      runModel.upsertRun(saved);
       if (id === state.selected) closeForm();
     } catch (err) {
       const box = $("labels-error");

@@ -4,6 +4,7 @@
 
 import { kindLabel, severityClass, summarize } from "./alerts.js";
 import { filterActive, renderTagOptions, runMatches } from "./run-filter.js";
+import { subscribe } from "./run-model.js";
 import { state } from "./state.js";
 import { runStatusTitle } from "./status.js";
 import { MAX_COMPARE } from "./protocol.js";
@@ -11,6 +12,7 @@ import { $, el, fmtAgo, fmtInt, frameBatched, plural, setText, statusBadgeClass 
 
 /** Render the run list on the next animation frame (coalesces any number of calls). */
 export const scheduleRunList = frameBatched(renderRunList);
+subscribe("runs", scheduleRunList); // the run model changed a run's data
 
 export function sortedRuns() {
   return [...state.runs.values()].sort((a, b) => (b.created_at || 0) - (a.created_at || 0) || b.id - a.id);

@@ -1,26 +1,24 @@
 // Selecting a run (also via #run=ID) and keeping it in sync with the server.
 //
 // Selecting a run (and every websocket reconnect while a run is selected):
-//   1. send {"type":"subscribe"} and buffer live `steps` for that run,
+//   1. send {"type":"subscribe"} and hold live `steps` for that run (follow.js),
 //   2. fetch /api/runs/{id}, /api/runs/{id}/metrics (since the last step we
 //      already have) and /api/runs/{id}/commands,
-//   3. merge REST data, then the buffer; duplicates (by step) are dropped.
+//   3. merge REST data, then the records held; duplicates (by step) are dropped.
 // After that live records go straight into the RunStore (messages.js) and the
 // charts render them once per animation frame.
 
-import { mergeAlert, renderAlertsNow, scheduleAlerts } from "./alert-panel.js";
+import { renderAlertsNow, scheduleAlerts } from "./alert-panel.js";
 import { setExportLinks } from "./export-links.js";
-import { fillClipForm, fillLr, mergeCommand, renderCommands, resetControls, rewindSteps } from "./controls.js";
+import { fillClipForm, fillLr, renderCommands, resetControls, rewindSteps } from "./controls.js";
 import { renderNanBanner } from "./nan-banner.js";
 import { resetRunLabels } from "./run-labels.js";
 import { lastLr, renderRunHead, updateProgress } from "./run-head.js";
 import { renderRunList, scheduleRunList, sortedRuns } from "./run-list.js";
-import { gw, state } from "./state.js";
+import { runModel, subscribe } from "./run-model.js";
+import { state } from "./state.js";
 import { setNotice } from "./status.js";
-import { RunStore } from "./store.js";
 import { $, getJSON, isAuthError } from "./util.js";
-
-const METRICS_MAX_POINTS = 2000;
 
 let charts = null;
 let live = null;
@@ -32,6 +30,7 @@ export function initRunSync(theCharts, theLive) {
     const id = runIdFromHash();
     if (id !== null && id !== state.selected) selectRun(id);
   });
+  subscribe("reload", selectRun); // the model dropped the selected run's store: select it afresh
 }
 
 export function runIdFromHash() {
@@ -39,47 +38,12 @@ export function runIdFromHash() {
   return m ? Number(m[1]) : null;
 }
 
-/** A RunSummary (REST or a `run`/`runs` message): keep it, and the selected run's header, current. */
-export function upsertRun(r) {
-  if (!r || typeof r.id !== "number") return;
-  const old = state.runs.get(r.id) || {};
-  state.runs.set(r.id, { ...old, ...r });
-  if (r.id === state.selected && state.detail) {
-    const before = state.detail.variable_sets || [];
-    if (Array.isArray(r.variable_sets) && r.variable_sets.length !== before.length) {
-      // The run's watched variables changed (a recompile): load it afresh, with its new variables.
-      state.store = null;
-      selectRun(r.id);
-      return;
-    }
-    const { variables, bn_layers, ...rest } = r; // a `run` message has neither; keep ours
-    void variables;
-    void bn_layers;
-    state.detail = { ...state.detail, ...rest };
-    renderRunHead();
-  }
-  scheduleRunList();
-}
-
 export function selectRun(id) {
   if (state.selected === id && state.store) return;
-  state.selected = id;
-  state.selectSeq += 1;
-  state.detail = null;
-  state.store = null;
-  state.commands.clear();
-  state.alerts.clear();
-  state.rules = null;
-  state.rulesBusy.clear();
-  state.buffer = [];
-  state.probeBuffer = []; // the previous run's, not this one's
-  state.buffering = true;
+  runModel.select(id);
   charts.reset();
   charts.setHighlights([]);
   $("card-probe").hidden = true;
-  gw.runId = id;
-  gw.steps = 0;
-  gw.lastStep = null;
   if (runIdFromHash() !== id) history.replaceState(null, "", `#run=${id}`);
   resetControls();
   resetRunLabels();
@@ -102,58 +66,37 @@ export function maybeAutoSelect() {
   if (state.selected !== null || state.autoSelected || runIdFromHash() !== null) return;
   const first = sortedRuns()[0];
   if (!first) return;
-  state.autoSelected = true;
+  runModel.markAutoSelected();
   selectRun(first.id);
 }
 
 /**
  * Subscribe (when connected), fetch the run, its metrics since our last step
- * and its commands, then merge the live records buffered meanwhile.
+ * and its commands, then merge the live records held meanwhile (follow.js).
  */
 export async function syncRun() {
   const id = state.selected;
   if (id === null) return;
-  const selectSeq = state.selectSeq;
-  const seq = ++state.syncSeq;
-  state.buffering = true;
-  state.buffer = [];
+  const { feed, token } = runModel.beginLoad();
   // While the first connection is being made, wait for it: onOpen subscribes
   // and then fetches. If it fails, onState falls back to REST alone.
   if (!live.connected && live.firstAttemptPending) return;
   live.send({ type: "subscribe", run_id: id }); // FIRST, so nothing falls between REST and live
   try {
-    const detail = await getJSON(`/api/runs/${id}`);
-    if (seq !== state.syncSeq || selectSeq !== state.selectSeq) return;
-    const since = state.store && state.store.lastStep !== null ? state.store.lastStep + 1 : null;
-    // omit_empty: all-zero NaN/Inf counts and unmeasured update ratios stay off the wire (absent = 0 / null).
-    let url = `/api/runs/${id}/metrics?max_points=${METRICS_MAX_POINTS}&omit_empty=true`;
-    if (since !== null) url += `&since_step=${since}`;
-    const [metrics, commands, alerts, rules] = await Promise.all([
-      getJSON(url), getJSON(`/api/runs/${id}/commands`), optionalJSON(`/api/runs/${id}/alerts`),
-      optionalJSON(`/api/runs/${id}/alert-rules`),
-    ]);
-    if (seq !== state.syncSeq || selectSeq !== state.selectSeq) return;
-
-    const fresh = !state.store;
-    if (fresh) state.store = new RunStore(detail);
-    state.detail = detail;
-    state.runs.set(id, { ...(state.runs.get(id) || {}), ...summaryOf(detail) });
+    const got = await feed.load(token, {
+      refreshDetail: true,
+      extra: () => [getJSON(`/api/runs/${id}/commands`), optionalJSON(`/api/runs/${id}/alerts`),
+        optionalJSON(`/api/runs/${id}/alert-rules`)],
+    });
+    if (!got || feed !== state.feed) return;
+    const { detail, metrics } = got;
+    const [commands, alerts, rules] = got.extra;
+    const fresh = runModel.loaded(detail, metrics);
     const store = state.store;
-    store.addColumns(metrics);
-    for (const rec of state.buffer) store.addRecord(rec);
-    state.buffer = [];
-    for (const p of state.probeBuffer) store.addProbe(p);
-    state.probeBuffer = [];
-    state.buffering = false;
-    for (const c of commands || []) mergeCommand(c);
-    store.rewinds = rewindSteps();
-    if (alerts.ok && Array.isArray(alerts.body)) {
-      state.alerts.clear();
-      for (const a of alerts.body) mergeAlert(a);
-      state.runAlerts.set(id, new Map(state.alerts));
-    }
-    state.rulesAvailable = rules.ok;
-    if (rules.ok && rules.body && typeof rules.body === "object") state.rules = { ...rules.body };
+    for (const c of commands || []) runModel.mergeCommand(c);
+    runModel.setRewinds(rewindSteps());
+    if (alerts.ok && Array.isArray(alerts.body)) runModel.loadedAlerts(alerts.body);
+    runModel.loadedRules(rules.ok, rules.ok && rules.body && typeof rules.body === "object" ? rules.body : null);
     if (fresh) {
       fillClipForm(detail.clip);
       fillLr(detail.lr ?? lastLr(store));
@@ -168,8 +111,8 @@ export async function syncRun() {
     scheduleAlerts();
     scheduleRunList();
   } catch (e) {
-    if (seq !== state.syncSeq || selectSeq !== state.selectSeq) return;
-    state.buffering = false;
+    if (!feed.current(token) || feed !== state.feed) return;
+    feed.failed();
     if (e.status === 404) setNotice(`Run ${id} does not exist (it may have been deleted).`, "error");
     else if (isAuthError(e)) setNotice(`Not signed in: open the login link printed by \`gradwatch serve\`. (${e.message})`, "error");
     else setNotice(`Could not load run ${id}: ${e.message}. Retrying on reconnect.`, "error");
@@ -186,11 +129,6 @@ async function optionalJSON(url) {
   }
 }
 
-function summaryOf(d) {
-  const { id, name, status, step, created_at, updated_at } = d;
-  return { id, name, status, step, created_at, updated_at };
-}
-
 // The websocket is down: show what REST has meanwhile (once per outage).
 let restFallbackDone = false;
 
@@ -200,7 +138,7 @@ export function restFallback() {
   if (state.selected !== null && !state.store) syncRun();
   if (state.runs.size === 0) {
     getJSON("/api/runs").then((runs) => {
-      for (const r of runs || []) upsertRun(r);
+      for (const r of runs || []) runModel.upsertRun(r);
       maybeAutoSelect();
     }).catch((e) => {
       if (isAuthError(e)) {

@@ -1,21 +1,20 @@
-// The page's state, shared by its modules: every run seen, and everything
-// about the selected one. Also the test/automation hook window.gradwatch.
+// The page's state, read by its modules: every run seen, and everything
+// about the selected one. The run model (run-model.js) writes the runs and the
+// selected run's fields. Also the test/automation hook window.gradwatch.
 
-// Test/automation hook, kept current.
+// Test/automation hook, kept current (app.js puts it on window.gradwatch: no DOM here at import).
 export const gw = { steps: 0, lastStep: null, runId: null, connected: false };
-window.gradwatch = gw;
 
 export const state = {
   runs: new Map(), // id -> RunSummary (+ detail fields from `run` messages)
   selected: null, // run id
   detail: null, // RunDetail of the selected run
-  store: null, // RunStore of the selected run
+  feed: null, // RunFeed of the selected run (follow.js): its store, and live data held while it loads
+  /** The RunStore of the selected run, null until loaded. */
+  get store() {
+    return this.feed ? this.feed.store : null;
+  },
   commands: new Map(), // id -> CommandView (selected run)
-  buffering: false,
-  buffer: [], // live step records held while REST loads
-  probeBuffer: [], // live probe batches held while REST loads
-  selectSeq: 0, // bumps on every run selection
-  syncSeq: 0, // bumps on every (re)sync
   fatal: false,
   autoSelected: false,
   alerts: new Map(), // id -> AlertView (selected run)

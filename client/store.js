@@ -3,7 +3,7 @@
 // step is not after the last one kept is a duplicate (REST backfill and live
 // stream overlap by design) and is dropped.
 
-import { BN_FIELDS, BN_SERIES_KEYS, field } from "./stepfields.js";
+import { BN_FIELDS, BN_SERIES_KEYS, STEP_FIELDS, field } from "./stepfields.js";
 import { num } from "./util.js";
 
 // Names come from the step fields (stepfields.js, generated from gradwatch/stepfields.py):
@@ -12,13 +12,21 @@ const BN_MEAN = BN_FIELDS.indexOf("moving_mean_mean");
 const BN_VAR = BN_FIELDS.indexOf("moving_variance_mean");
 const BN_MEAN_KEY = BN_SERIES_KEYS[BN_MEAN];
 const BN_VAR_KEY = BN_SERIES_KEYS[BN_VAR];
-// The scalars kept per point: store key -> step field; `bool` ones are kept as flags.
-const SCALARS = Object.entries({
-  epoch: "epoch", time: "time", loss: "loss", lr: "lr", gnorm: "global_norm", thr: "clip_threshold",
-  scale: "clip_scale", clipped: "clipped", clipfrac: "clipped_fraction", sps: "steps_per_sec",
-  wnf: "weight_nonfinite", lnf: "loss_nonfinite", skipped: "skipped", lossMean: "loss_is_mean",
-  micro: "micro_step", accnorm: "accumulated_norm",
-}).map(([key, name]) => [key, field(name)]);
+// The scalars kept per point: every scalar number of the step record (stepfields.js), one
+// column each, under the short name the charts use where they have one; `bool` ones are kept as
+// 0/1 flags. A scalar field added to gradwatch/stepfields.py becomes a column under its own name.
+const SHORT = {
+  global_norm: "gnorm", clip_threshold: "thr", clip_scale: "scale", clipped_fraction: "clipfrac",
+  steps_per_sec: "sps", weight_nonfinite: "wnf", loss_nonfinite: "lnf", loss_is_mean: "lossMean",
+  micro_step: "micro", accumulated_norm: "accnorm",
+};
+for (const name of Object.keys(SHORT)) field(name); // a renamed field that no longer exists fails at load
+const NOT_SCALARS = new Set(["step", "clip_mode"]); // the axis itself; a string (RunDetail.clip has it)
+/** [store key, step field] of each scalar kept. */
+export const SCALARS = STEP_FIELDS.filter((f) => f.shape === "scalar" && !NOT_SCALARS.has(f.name))
+  .map((f) => [SHORT[f.name] || f.name, f]);
+/** Columns the store derives from the scalars. */
+const DERIVED = ["step", "clipShare", "nfTotal"];
 const GRAD_NORM = field("grad_norm");
 const GRAD_NAN = field("grad_nan");
 const GRAD_INF = field("grad_inf");
@@ -75,11 +83,7 @@ export class RunStore {
     this.L = this.bnLayers.length;
     // Keep at most this many steps in memory (charts show a window of it).
     this.cap = Math.max(2000, Math.min(20000, Math.floor(MAX_CELLS / Math.max(1, this.V))));
-    this.c = {
-      step: [], epoch: [], time: [], loss: [], lr: [], gnorm: [], thr: [], scale: [],
-      clipped: [], clipShare: [], clipfrac: [], sps: [], wnf: [], lnf: [], nfTotal: [], skipped: [],
-      micro: [], accnorm: [],
-    };
+    this.c = Object.fromEntries([...DERIVED, ...SCALARS.map(([key]) => key)].map((key) => [key, []]));
     this.ur = this.variables.map(() => []); // update-to-weight ratio per variable (null: not measured)
     this.urSeen = false; // any update ratio received
     this.skippedCount = 0;
@@ -121,28 +125,13 @@ export class RunStore {
   _pushCommon(step, f) {
     const c = this.c;
     c.step.push(step);
-    c.epoch.push(f.epoch);
-    c.time.push(f.time);
-    c.loss.push(f.loss);
-    c.lr.push(f.lr);
-    c.gnorm.push(f.gnorm);
-    c.thr.push(f.thr);
-    c.scale.push(f.scale);
-    const clipped = f.clipped ? 1 : 0;
-    c.clipped.push(clipped);
-    this.clippedCount += clipped;
-    this._recentClipped.push(clipped);
+    for (const [key] of SCALARS) c[key].push(f[key]);
+    this.clippedCount += f.clipped;
+    this._recentClipped.push(f.clipped);
     if (this._recentClipped.length > CLIP_SHARE_WINDOW) this._recentClipped.shift();
     c.clipShare.push(this._recentClipped.reduce((a, b) => a + b, 0) / this._recentClipped.length);
-    c.clipfrac.push(f.clipfrac);
-    c.sps.push(f.sps);
-    c.wnf.push(f.wnf);
-    c.lnf.push(f.lnf);
-    c.skipped.push(f.skipped ? 1 : 0);
     if (f.skipped) this.skippedCount += 1;
     // Gradient accumulation: micro-steps only accumulate; an update step's averaged gradient is clipped.
-    c.micro.push(f.micro ? 1 : 0);
-    c.accnorm.push(f.accnorm);
     if (f.accnorm !== null) this.accumulating = true;
     if (f.wnf > 0) this.weightNonfinite += 1;
     if (f.lnf) this.lossNonfinite += 1;

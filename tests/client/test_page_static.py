@@ -227,6 +227,15 @@ def test_page_merges_live_and_rest_and_renders_text(static_url: str, browser_pag
     )
     assert "<b>dense</b>/bias" in ticks
 
+    # a run with a BatchNorm layer to probe and no probe yet: its probe panel says what it waits for
+    probe = page.locator("[data-testid=chart-probe]")
+    probe.wait_for(state="visible")
+    probe.scroll_into_view_if_needed()  # off-screen charts are not drawn
+    page.wait_for_function("!!document.querySelector('[data-testid=chart-probe]').layout")
+    notes = page.evaluate("document.querySelector('[data-testid=chart-probe]').layout.annotations.map(a => a.text)")
+    assert len(notes) == 1 and notes[0].startswith("Waiting for the first probe"), notes
+    page.locator("[data-testid=chart-heatmap]").scroll_into_view_if_needed()
+
     # live records, duplicates dropped, wire NaN/Infinity decoded and flagged
     backend.push(10, 11)
     backend.push(11, 12)
