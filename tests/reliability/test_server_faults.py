@@ -50,7 +50,7 @@ def test_sigkill_while_streaming_keeps_the_database_intact(gradwatch_server):
             for s in range(step, step + 5):
                 sent_at[s] = time.monotonic()
             step += 5
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a trainer's pace
         return run_id, killed_at
 
     run_id, killed_at = run(body())
