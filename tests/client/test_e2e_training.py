@@ -120,7 +120,7 @@ def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: An
         # Charts below the fold are only redrawn when visible: show the whole page first.
         height = page.evaluate("document.documentElement.scrollHeight")
         page.set_viewport_size({"width": 1400, "height": height})
-        page.wait_for_timeout(1500)
+        page.wait_for_timeout(1500)  # stays: the charts below the fold redraw once visible (looks only)
         page.screenshot(path=str(screenshot), full_page=True, timeout=90_000)  # slow on a loaded machine
         assert screenshot.stat().st_size > 10_000  # a page, not a blank
 
