@@ -49,6 +49,11 @@ import pytest
 
 from gradwatch.protocol import BROWSER_PATH, TRAINER_PATH
 
+# pytest runs in importlib mode (see pyproject): this folder goes on sys.path so every test can
+# `from waiting import wait_until`, the one way tests wait for a condition.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 

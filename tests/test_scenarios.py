@@ -6,12 +6,12 @@ import math
 import os
 import subprocess
 import sys
-import time
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from gradwatch.protocol import decode_float
 from gradwatch.scenarios import SCENARIOS
@@ -30,11 +30,9 @@ def run_scenario(server: Any, name: str, **overrides: Any) -> tuple[dict[str, An
     kwargs = {"server": server.url, "token": server.token, "run_name": f"test {name}", **overrides}
     model = SCENARIOS[name].run(kwargs, SCENARIOS[name].default_steps)
     (run,) = [r for r in api.get("/api/runs").json() if r["id"] not in before]
-    deadline = time.monotonic() + 30  # the finished status may still be on its way on a loaded machine
-    while run["status"] != "finished" and time.monotonic() < deadline:
-        time.sleep(0.05)
-        run = api.get(f"/api/runs/{run['id']}").json()
-    assert run["status"] == "finished"
+    wait_until(  # the finished status may still be on its way on a loaded machine
+        lambda: api.get(f"/api/runs/{run['id']}").json()["status"] == "finished", message=f"run {run['id']} finished"
+    )
     metrics = api.get(f"/api/runs/{run['id']}/metrics").json()
     alerts = api.get(f"/api/runs/{run['id']}/alerts").json()
     return metrics, alerts, model

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from waiting import wait_until
 
 from .test_dashboard import VARIABLES, login, trainers  # noqa: F401  (the fixture)
 
@@ -115,8 +116,12 @@ def test_compare_overlays_runs_and_keeps_updating_incrementally(
         "(start) => Object.entries(start).every(([id, s]) => window.gradwatch.compare.lastSteps[id] >= s + 20)",
         arg=live_start,
     )
-    page.wait_for_timeout(100)  # the frame that draws them
-    grown = traces(page, "cmp-gnorm")
+
+    def drawn() -> list[dict[str, Any]]:  # once the frame that draws them has run
+        g = traces(page, "cmp-gnorm")
+        return g if g and all(t["last"] >= start[str(ids[i])] + 20 for i, t in enumerate(g[:3])) else []
+
+    grown = wait_until(drawn, 10, message="the grown traces drawn")
     for i, t in enumerate(grown[:3]):
         assert t["last"] >= start[str(ids[i])] + 20, (t, start)
     assert grown[3]["n"] == 30  # the finished run gets nothing new
@@ -168,9 +173,14 @@ def test_compare_survives_a_server_restart_every_step_once(
     page.wait_for_function(
         "(ids) => ids.every(id => window.gradwatch.compare.lastSteps[id] === 99)", arg=ids, timeout=30_000
     )
-    page.wait_for_timeout(100)  # the frame that draws them
-    xs = page.evaluate("document.querySelector('[data-testid=cmp-gnorm]').data.map(t => t.x)")
-    assert xs == [list(range(100))] * 2, "every step of both runs exactly once after the reconnect"
+    wait_until(  # once the frame that draws them has run
+        lambda: (
+            page.evaluate("document.querySelector('[data-testid=cmp-gnorm]').data.map(t => t.x)")
+            == [list(range(100))] * 2
+        ),
+        10,
+        message="every step of both runs drawn exactly once after the reconnect",
+    )
     problems = [p for p in page.gradwatch_problems if "ERR_CONNECTION_REFUSED" not in p]
     assert problems == [], problems
 

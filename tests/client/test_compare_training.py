@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import pytest
+from waiting import wait_until
 
 from gradwatch import GradientMonitor
 from gradwatch.demo import digits_data, pace_callback
@@ -60,7 +61,11 @@ def test_compare_a_finished_and_a_live_keras_run(gradwatch_server: Any, browser_
         page.wait_for_function("Object.keys(window.gradwatch.compare.lastSteps).length === 2")
         start = page.evaluate("window.gradwatch.compare.lastSteps")
         page.wait_for_function(f"window.gradwatch.compare.lastSteps[{ids[1]}] >= {start[str(ids[1])]} + 30")
-        page.wait_for_timeout(100)
+        wait_until(  # the frame that draws them
+            lambda: len(g := traces(page, "cmp-gnorm")) > 1 and g[1]["last"] >= start[str(ids[1])] + 30,
+            10,
+            message="the live run's trace drawn",
+        )
 
         lr = page.evaluate("document.querySelector('[data-testid=cmp-lr]').data.map(t => [t.name, [...new Set(t.y)]])")
         assert lr == [["adam 1e-3", [pytest.approx(1e-3)]], ["sgd 0.05", [pytest.approx(0.05)]]]

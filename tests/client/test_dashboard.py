@@ -150,7 +150,7 @@ class SimTrainer(threading.Thread):
                     sent += 1
                     if self.n_steps is not None and sent >= self.n_steps:
                         break
-                time.sleep(self.interval)
+                time.sleep(self.interval)  # the simulated trainer's pace
 
     def _handle_commands(self, ws: Any) -> None:
         while True:

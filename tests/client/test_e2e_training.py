@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from waiting import wait_until
 
 from gradwatch import GradientMonitor
 from gradwatch.demo import build_model, digits_data, pace_callback
@@ -50,16 +51,6 @@ class Training(threading.Thread):
         self.join(60)
 
 
-def wait_for(predicate: Any, timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: Any, tmp_path: Path) -> None:
     screenshot = (
         ROOT / os.environ["GRADWATCH_SCREENSHOT"]
@@ -72,10 +63,10 @@ def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: An
     training.start()
     page = browser_page
     try:
-        run = wait_for(
+        run = wait_until(
             lambda: (runs := api.get("/api/runs").json()) and runs[0]["step"] is not None and runs[0],
             timeout=120,
-            what="the run to stream",
+            message="the run to stream",
         )  # a first trace under load takes its time
         page.goto(f"{server.url}/login?token={server.token}")
         page.get_by_test_id("run-item").first.click()
@@ -102,9 +93,9 @@ def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: An
         page.get_by_test_id("btn-pause").click()
         entry = page.get_by_test_id("command-entry").filter(has_text="pause")
         entry.get_by_text(re.compile(r"applied at step \d+")).wait_for()
-        wait_for(lambda: api.get(f"/api/runs/{run['id']}").json()["status"] == "paused", what="paused status")
+        wait_until(lambda: api.get(f"/api/runs/{run['id']}").json()["status"] == "paused", message="paused status")
         held = api.get(f"/api/runs/{run['id']}").json()["step"]
-        time.sleep(1.0)
+        time.sleep(1.0)  # stays: an absence (no step) needs time to pass in which a step could have come
         assert api.get(f"/api/runs/{run['id']}").json()["step"] == held
         page.get_by_test_id("run-status").get_by_text("paused").wait_for()
 
@@ -129,14 +120,14 @@ def test_page_drives_a_real_training_run(gradwatch_server: Any, browser_page: An
         # Charts below the fold are only redrawn when visible: show the whole page first.
         height = page.evaluate("document.documentElement.scrollHeight")
         page.set_viewport_size({"width": 1400, "height": height})
-        page.wait_for_timeout(1500)
+        page.wait_for_timeout(1500)  # stays: the charts below the fold redraw once visible (looks only)
         page.screenshot(path=str(screenshot), full_page=True, timeout=90_000)  # slow on a loaded machine
         assert screenshot.stat().st_size > 10_000  # a page, not a blank
 
         page.get_by_test_id("btn-stop").click()
         training.join(60)
         assert not training.is_alive() and training.error is None
-        wait_for(lambda: api.get(f"/api/runs/{run['id']}").json()["status"] == "finished", what="finished status")
+        wait_until(lambda: api.get(f"/api/runs/{run['id']}").json()["status"] == "finished", message="finished status")
     finally:
         if training.is_alive():
             training.halt()

@@ -42,7 +42,9 @@ def send_run(server: Any, name: str, variables: list[str], meta: dict[str, Any])
         welcome = json.loads(ws.recv(timeout=10))
         ws.send(dumps({"type": "steps", "records": [record(s, len(variables)) for s in range(5)]}))
         ws.send(json.dumps({"type": "status", "state": "idle", "step": 4}))
-        time.sleep(0.3)
+        ws.send(json.dumps({"type": "mark", "id": 1}))  # answered once the server has handled every frame above
+        while json.loads(ws.recv(timeout=10))["type"] != "marked":
+            pass
         return int(welcome["run_id"])
 
 

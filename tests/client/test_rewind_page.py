@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from typing import Any
 
 import httpx
 import keras
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from gradwatch import GradientMonitor
 
@@ -55,30 +55,15 @@ class Training(threading.Thread):
 
             def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
                 session = monitor.session
-                deadline = time.monotonic() + 60
-                while (
-                    batch == BAD + 2
-                    and session is not None
-                    and not session.control.has_pending
-                    and not paused_already()
-                    and time.monotonic() < deadline
-                ):
-                    time.sleep(0.05)
+                if batch == BAD + 2 and session is not None:
+                    wait_until(
+                        lambda: session.control.has_pending or paused_already(), 60, message="the pause to arrive"
+                    )
 
         try:
             self.model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[monitor, Hold()])
         except BaseException as e:  # surfaced by the test
             self.error = e
-
-
-def wait_for(predicate: Any, timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_page_rewinds_a_blown_up_run_which_then_finishes_healthy(gradwatch_server: Any, browser_page: Any) -> None:
@@ -88,9 +73,9 @@ def test_page_rewinds_a_blown_up_run_which_then_finishes_healthy(gradwatch_serve
     training.start()
     page = browser_page
     try:
-        run = wait_for(
+        run = wait_until(
             lambda: (r := api.get("/api/runs").json()) and r[0]["status"] == "paused" and r[0],
-            what="the run to blow up and pause",
+            message="the run to blow up and pause",
         )
         page.goto(f"{server.url}/login?token={server.token}")
         page.get_by_test_id("run-item").first.click()
@@ -118,8 +103,8 @@ def test_page_rewinds_a_blown_up_run_which_then_finishes_healthy(gradwatch_serve
         assert not training.is_alive() and training.error is None, api.get(f"/api/runs/{run['id']}/commands").json()
         assert all(np.isfinite(w).all() for w in training.model.get_weights())
         assert float(training.model.optimizer.learning_rate.numpy()) == np.float32(0.005)
-        detail = wait_for(
-            lambda: (d := api.get(f"/api/runs/{run['id']}").json())["status"] == "idle" and d, what="the fit to end"
+        detail = wait_until(
+            lambda: (d := api.get(f"/api/runs/{run['id']}").json())["status"] == "idle" and d, message="the fit to end"
         )
         assert detail["clip"]["threshold"] == 5.0 and detail["lr"] == pytest.approx(0.005)  # float32 on the steps
         assert not page.gradwatch_problems, page.gradwatch_problems

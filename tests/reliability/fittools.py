@@ -62,7 +62,7 @@ class Pace(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.steps += 1
-        time.sleep(self.seconds)
+        time.sleep(self.seconds)  # the pace is the point: a run slow enough for the faults to land mid-run
         if self.done() or time.monotonic() > self.deadline:
             self.model.stop_training = True
 
@@ -89,19 +89,6 @@ def get(srv: Any, path: str, **params: Any) -> Any:
     r = httpx.get(srv.url + path, headers=srv.headers, params=params, timeout=10)
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def wait_for(what: Callable[[], Any], timeout: float, desc: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = what()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {desc}")
 
 
 def covered(steps: list[int], gaps: list[dict[str, int]]) -> set[int]:

@@ -29,7 +29,7 @@ x[nan_batch * 16 : (nan_batch + 1) * 16] = np.nan
 class Slow(keras.callbacks.Callback):  # type: ignore[misc]
     def on_train_batch_end(self, batch: int, logs: object = None) -> None:
         print(f"step {batch}", flush=True)
-        time.sleep(0.02)
+        time.sleep(0.02)  # a paced run: the test kills it mid-run
 
 
 monitor = GradientMonitor(mode=mode, log_dir=log_dir, run_name="offline-test", guard_nonfinite=True)

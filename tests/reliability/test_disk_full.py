@@ -7,11 +7,9 @@ backlog on its own and takes trainers again; nothing it accepted is lost, also a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from readcheck import failed_reads, stored_steps
-from simtrainer import closed_with, hello, open_trainer, record, run, send_steps, start_trainer
+from simtrainer import closed_with, hang_up, hello, open_trainer, record, run, send_steps, start_trainer, until
+from waiting import async_wait_until, wait_until
 
 from gradwatch.protocol import CloseCode, dumps
 
@@ -61,13 +60,9 @@ def health(srv: Any) -> dict[str, Any]:
 
 
 def wait_health(srv: Any, want: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        h = health(srv)
-        if h["status"] == want:
-            return h
-        time.sleep(0.1)
-    raise AssertionError(f"/api/health did not become {want!r} in {timeout} s: {h}")
+    return wait_until(
+        lambda: (h := health(srv))["status"] == want and h, timeout, interval=0.1, message=f"/api/health {want!r}"
+    )
 
 
 def wide(step: int) -> dict[str, Any]:
@@ -87,16 +82,14 @@ def body(srv: Any, disk: Path) -> None:
     async def while_full() -> tuple[int, int, Path, tuple[int | None, str], tuple[int | None, str]]:
         a, a_id = await start_trainer(srv.trainer_url, srv.token, hello("bystander"))
         await send_steps(a, [record(s) for s in range(100)])
-        await a.close()
+        await hang_up(srv, a, a_id)
         b, b_id = await start_trainer(srv.trainer_url, srv.token, hello("wide", variables=VARS))
-        await asyncio.sleep(0.5)
+        await until(lambda: health(srv)["store"]["pending_steps"], 0)  # the bystander's rows are on disk
         assert health(srv)["status"] == "ok"
         ballast = fill(disk)
         for first in range(0, 500, 50):  # about 4 MB of rows: more than SQLite's WAL holds already
             await send_steps(b, [wide(s) for s in range(first, first + 50)])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and health(srv)["status"] == "ok":
-            await asyncio.sleep(0.1)
+        await async_wait_until(lambda: health(srv)["status"] != "ok", 30, interval=0.1, message="the disk full")
         await send_steps(b, [wide(1000)])  # accepted no more
         steps_refused = await closed_with(b)
         newcomer = await open_trainer(srv.trainer_url, srv.token)

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fittools import data, get, tiny_model, wait_for
+import httpx
+from fittools import data, get, tiny_model
+from waiting import wait_until
 
 from gradwatch import GradientMonitor
 
@@ -55,9 +57,19 @@ def test_fits_with_the_server_away_return_at_once_and_are_delivered_when_it_star
 
     srv.start()
     total = 3 * STEPS_PER_FIT
-    runs = wait_for(lambda: (r := get(srv, "/api/runs")) and r[0]["step"] == total - 1 and r, 20, "all steps")
+    runs = wait_until(
+        lambda: (r := get(srv, "/api/runs")) and r[0]["step"] == total - 1 and r,
+        20,
+        message="all steps",
+        ignore=(httpx.HTTPError,),
+    )
     assert len(runs) == 1, runs  # one run for the three fits
-    run = wait_for(lambda: (d := get(srv, f"/api/runs/{runs[0]['id']}"))["status"] == "idle" and d, 10, "idle")
+    run = wait_until(
+        lambda: (d := get(srv, f"/api/runs/{runs[0]['id']}"))["status"] == "idle" and d,
+        10,
+        message="idle",
+        ignore=(httpx.HTTPError,),
+    )
     metrics = get(srv, f"/api/runs/{run['id']}/metrics")
     assert metrics["step"] == list(range(total))  # continuous, none lost, none twice
     assert get(srv, f"/api/runs/{run['id']}")["gaps"] == []

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from readcheck import failed_reads, stored_steps
 from schema_strategies import HOSTILE, from_schema, leaf_paths, spliced
-from simtrainer import hello, record, run, send_steps, start_trainer
+from simtrainer import hello, record, run, run_status, send_steps, start_trainer
+from waiting import wait_until
 from websockets.exceptions import ConnectionClosed
 
 from gradwatch.protocol import BN_FIELDS, CloseCode, dumps
@@ -143,16 +144,11 @@ def test_fuzzed_trainers_never_harm_the_server(shared_server: Any) -> None:
     assert httpx.get(srv.url + "/api/runs", headers=srv.headers, timeout=30).status_code == 200
 
 
-def run_status(srv: Any, run_id: int) -> str:
-    return str(httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers, timeout=10).json()["status"])
-
-
 def wait_ended(srv: Any, run_id: int, timeout: float = 10) -> None:
     """The server has worked through the connection (it marks the run when the trainer is gone)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = run_status(srv, run_id)
-        if status not in ("running", "paused", "idle"):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"run {run_id} still {status!r} {timeout} s after its trainer closed")
+    wait_until(
+        lambda: run_status(srv, run_id) not in ("running", "paused", "idle"),
+        timeout,
+        interval=0.02,
+        message=f"run {run_id} to end after its trainer closed",
+    )

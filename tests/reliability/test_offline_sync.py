@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from fittools import data, tiny_model
+from waiting import wait_until
 
 from gradwatch import GradientMonitor
 from gradwatch.protocol import RUN_FILE_SUFFIX
@@ -71,15 +71,15 @@ def killed_offline_run(log_dir: Path, min_steps: int) -> Path:
         env=env,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+
+        def written() -> bool:
             files = list(log_dir.glob(f"*{RUN_FILE_SUFFIX}"))
             if files and len(file_steps(files[0])) >= min_steps:
-                break
+                return True
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            time.sleep(0.1)
-        else:
-            pytest.fail("the offline trainer wrote too few steps in 120 s")
+            return False
+
+        wait_until(written, 120, interval=0.1, message=f"the offline trainer to write {min_steps} steps")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -95,12 +95,14 @@ def killed_offline_run(log_dir: Path, min_steps: int) -> Path:
 
 
 def wait_alerts(srv: Any, run_id: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 10
-    while True:
-        alerts = httpx.get(f"{srv.url}/api/runs/{run_id}/alerts", headers=srv.headers, timeout=10).json()
-        if alerts or time.monotonic() > deadline:
-            return list(alerts)
-        time.sleep(0.1)
+    return list(
+        wait_until(
+            lambda: httpx.get(f"{srv.url}/api/runs/{run_id}/alerts", headers=srv.headers, timeout=10).json(),
+            10,
+            interval=0.1,
+            message=f"run {run_id}'s alerts",
+        )
+    )
 
 
 def test_killed_offline_run_syncs_exactly_once(gradwatch_server: Any, tmp_path: Path) -> None:
@@ -164,9 +166,9 @@ def test_online_spools_undeliverable_reports_then_syncs(gradwatch_server: Any, t
     )
     with pytest.warns(RuntimeWarning, match="cannot reach the server"):
         model.fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
-        time.sleep(0.5)  # the sender writes the overflow within its backoff wait
+        transport = monitor.session.transport  # type: ignore[union-attr]
+        wait_until(lambda: transport.spooled > 40, message="the sender to spool the overflow")  # in its backoff
         monitor.close(timeout=0.0)
-    transport = monitor.session.transport  # type: ignore[union-attr]
     (path,) = tmp_path.glob(f"*-spool{RUN_FILE_SUFFIX}")
     spooled = file_steps(path)
     assert transport.spooled == len(spooled) > 40 and transport.dropped == 0
@@ -188,9 +190,9 @@ def test_spool_budget_bounds_the_file_then_gaps(gradwatch_server: Any, tmp_path:
     )
     with pytest.warns(RuntimeWarning, match="cannot reach the server"):
         tiny_model().fit(x, y, batch_size=8, epochs=1, callbacks=[monitor], verbose=0)
-        time.sleep(0.5)
+        transport = monitor.session.transport  # type: ignore[union-attr]
+        wait_until(lambda: transport.spooled and transport.dropped, message="the spool budget to be reached")
         monitor.close(timeout=0.0)
-    transport = monitor.session.transport  # type: ignore[union-attr]
     (path,) = tmp_path.glob(f"*-spool{RUN_FILE_SUFFIX}")
     assert path.stat().st_size <= 0.01 * 2**20
     assert transport.spooled > 0 and transport.dropped > 0  # past the budget: dropped, as a gap
@@ -228,9 +230,7 @@ def test_spool_file_fills_the_hole_of_the_live_run(gradwatch_server: Any, tmp_pa
     with pytest.warns(RuntimeWarning, match="cannot reach the server") as seen:
         model.fit(x, y, batch_size=8, epochs=2, callbacks=[monitor], verbose=0)  # steps 32..95, server away
         # The sender notices the server is gone in its own time (later on a busy machine): wait for it, bounded.
-        deadline = time.monotonic() + 60
-        while not any("cannot reach the server" in str(w.message) for w in seen) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: any("cannot reach the server" in str(w.message) for w in seen), 60, message="the warning")
     srv.restart()
     assert monitor.close(timeout=15.0)  # reconnects, delivers what memory held, finishes
     (path,) = tmp_path.glob(f"*-spool{RUN_FILE_SUFFIX}")

@@ -27,6 +27,7 @@ from gradwatch.server.app import create_app
 from gradwatch.server.config import ServerConfig
 from simtrainer import closed_with, hello, open_browser, open_trainer, recv_json, recv_until, run, start_trainer, taken
 from starlette.websockets import WebSocketDisconnect
+from waiting import wait_until
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.server import ServerConnection, serve
@@ -319,7 +320,7 @@ def test_hostile_command_frames_reach_a_real_monitor_and_do_nothing(tmp_path):
                 verbose=0,
                 callbacks=[mon, Pace(0.01, lambda: done.is_set(), max_seconds=30)],
             )
-        time.sleep(0.3)
+        wait_until(lambda: any(m["type"] == "status" for m in received), 10, message="the status at the fit's end")
     finally:
         server.shutdown()
         thread.join(5)

@@ -22,6 +22,7 @@ from simtrainer import (
     start_trainer,
     taken,
 )
+from waiting import async_wait_until
 from websockets.asyncio.client import ClientConnection, connect
 
 from gradwatch.protocol import CloseCode, dumps
@@ -49,7 +50,7 @@ def test_sigkill_while_streaming_keeps_the_database_intact(gradwatch_server):
             for s in range(step, step + 5):
                 sent_at[s] = time.monotonic()
             step += 5
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a trainer's pace
         return run_id, killed_at
 
     run_id, killed_at = run(body())
@@ -224,8 +225,10 @@ def test_run_that_ends_while_paused(shared_server):
         await ws.send(dumps({"type": "status", "state": "finished", "step": 3}))
         await taken(ws)
         await ws.close()
-        await asyncio.sleep(0.2)
-        return run_id, cmd["id"], paused, get(srv, f"/api/runs/{run_id}")
+        ended = await async_wait_until(  # a run that ends is no longer paused
+            lambda: (d := get(srv, f"/api/runs/{run_id}"))["paused"] is False and d, message="the run unpaused"
+        )
+        return run_id, cmd["id"], paused, ended
 
     run_id, cmd_id, paused, ended = run(body())
     assert paused["status"] == "paused" and paused["paused"] is True

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from fittools import data, tiny_model
 from simtrainer import hello, record, run, send_steps, start_trainer
+from waiting import wait_until
 
 from gradwatch import GradientMonitor
 from gradwatch.protocol import RUN_FILE_SUFFIX, dumps
@@ -78,11 +79,11 @@ def live_run(srv: Any, steps: range, finish: bool = False, **hello_fields: Any) 
         return run_id
 
     run_id = run(body())
-    deadline = time.monotonic() + 10
-    while (
-        get_run(srv, run_id)["status"] in ("running", "paused") or len(metrics(srv, run_id)) < len(steps)
-    ) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(
+        lambda: get_run(srv, run_id)["status"] not in ("running", "paused") and len(metrics(srv, run_id)) >= len(steps),
+        10,
+        message=f"run {run_id} ended and stored",
+    )
     return run_id
 
 
@@ -119,9 +120,7 @@ def test_a_genuine_offline_resume_file_never_rewrites_the_finished_run(gradwatch
     tiny_model().fit(x, y, batch_size=16, epochs=1, callbacks=[live], verbose=0)
     assert live.close(timeout=10.0)
     (run_id,) = run_ids(srv)
-    deadline = time.monotonic() + 10
-    while get_run(srv, run_id)["status"] != "finished" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: get_run(srv, run_id)["status"] == "finished", 10, message=f"run {run_id} finished")
     before = metrics(srv, run_id)
     assert sorted(before) == [0, 1, 2, 3]
     offline = GradientMonitor(mode="offline", resume=run_id, log_dir=tmp_path / "off", run_name="genuine")
@@ -172,9 +171,7 @@ def test_a_live_trainer_is_never_displaced(gradwatch_server: Any, tmp_path: Path
     for done in (first, second):
         assert done.returncode == 1, done.stderr
         assert "has its trainer connected" in done.stderr and "1013" in done.stderr, done.stderr
-    deadline = time.monotonic() + 10
-    while len(metrics(srv, run_id)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(metrics(srv, run_id)) >= 4, 10, message="the live trainer's 4 steps")
     assert metrics(srv, run_id) == {s: s + 0.5 for s in range(4)}  # the live trainer's, nothing of the files
     assert get_run(srv, run_id)["status"] == "finished"
 

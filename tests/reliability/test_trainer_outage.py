@@ -11,8 +11,10 @@ import time
 import warnings
 from typing import Any
 
+import httpx
 import pytest
-from fittools import Pace, Script, TimedMonitor, covered, data, get, tiny_model, wait_for
+from fittools import Pace, Script, TimedMonitor, covered, data, get, tiny_model
+from waiting import wait_until
 
 PACE = 0.015  # seconds per step: a 5 s outage covers ~300 steps
 HANG = 0.5  # seconds: a per-step callback cost above this means something blocked the training thread
@@ -51,6 +53,12 @@ def fit_with(srv: Any, script: Script, **monitor_kwargs: Any) -> tuple[Any, Time
     return model, mon, pace, elapsed
 
 
+def streaming(srv: Any, timeout: float) -> Any:
+    return wait_until(
+        lambda: run_id_and_step(srv), timeout, message="the trainer to connect and stream", ignore=(httpx.HTTPError,)
+    )
+
+
 @pytest.mark.timeout(120)
 def test_absent_at_start_then_killed_and_restarted_loses_nothing(gradwatch_server):
     srv = gradwatch_server()
@@ -58,13 +66,13 @@ def test_absent_at_start_then_killed_and_restarted_loses_nothing(gradwatch_serve
     outage: dict[str, float] = {}
 
     def script() -> None:
-        time.sleep(2.0)
+        time.sleep(2.0)  # the scenario: the fit runs a while with no server at all
         srv.start()
-        wait_for(lambda: run_id_and_step(srv), 20, "the trainer to connect and stream")
-        time.sleep(1.0)
+        streaming(srv, 20)
+        time.sleep(1.0)  # the scenario: a second of live streaming before the fault
         srv.kill()  # SIGKILL mid-run: no shutdown code runs
         t0 = time.monotonic()
-        time.sleep(5.0)
+        time.sleep(5.0)  # the outage itself: its length is what the test is about
         srv.start()
         outage["seconds"] = time.monotonic() - t0
 
@@ -90,8 +98,8 @@ def test_overflow_during_outage_is_an_explicit_gap(gradwatch_server):
     srv = gradwatch_server()
 
     def script() -> None:
-        wait_for(lambda: run_id_and_step(srv), 30, "the trainer to connect and stream")
-        time.sleep(0.5)
+        streaming(srv, 30)
+        time.sleep(0.5)  # the scenario: some live streaming before the fault
         srv.kill()
         time.sleep(4.0)  # ~250 steps; the buffer below holds ~60 of them
         srv.start()
@@ -122,8 +130,8 @@ def test_a_server_that_stalls_then_dies_loses_nothing(gradwatch_server):
     srv = gradwatch_server()
 
     def script() -> None:
-        wait_for(lambda: run_id_and_step(srv), 30, "the trainer to connect and stream")
-        time.sleep(0.5)
+        streaming(srv, 30)
+        time.sleep(0.5)  # the scenario: some live streaming before the fault
         assert srv.proc is not None
         srv.proc.send_signal(signal.SIGSTOP)
         time.sleep(4.0)  # ~250 steps, far fewer bytes than the socket buffers hold

@@ -13,6 +13,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import httpx
+from waiting import async_wait_until
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -118,14 +120,19 @@ async def taken(ws: ClientConnection, timeout: float = 30.0) -> None:
 
 async def until(read: Callable[[], T], want: T, timeout: float = 30.0) -> T:
     """Poll ``read()`` (a blocking REST read, say) until it returns ``want``; fail after ``timeout`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    got = read()
-    while got != want:
-        assert loop.time() < deadline, f"still {got!r} after {timeout:g} s, waiting for {want!r}"
-        await asyncio.sleep(0.05)
-        got = read()
-    return got
+    await async_wait_until(lambda: read() == want, timeout, message=f"{want!r}")
+    return want
+
+
+def run_status(srv: Any, run_id: int) -> str:
+    return str(httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers, timeout=10).json()["status"])
+
+
+async def hang_up(srv: Any, ws: ClientConnection, run_id: int) -> None:
+    """Close the trainer's connection and return once the server has recorded it (the run reads
+    "disconnected"): what is sent or posted next meets a run with no trainer, not the closing link."""
+    await ws.close()
+    await until(lambda: run_status(srv, run_id), "disconnected")
 
 
 async def closed_with(ws: ClientConnection, timeout: float = RECV_TIMEOUT) -> tuple[int | None, str]:

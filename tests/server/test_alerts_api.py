@@ -147,6 +147,12 @@ def test_rule_change_reaches_every_page_watching_the_run(shared_server):
     assert "alert_rules" not in stray  # only pages watching that run
 
 
+def audit_of(srv, run_id: int) -> tuple[dict, list[dict], list[dict]]:
+    """What an automatic command leaves to audit: the run, its commands, its alerts."""
+    base = f"/api/runs/{run_id}"
+    return get(srv, base), get(srv, f"{base}/commands"), get(srv, f"{base}/alerts")
+
+
 def test_pause_on_issues_an_audited_pause(shared_server):
     srv = shared_server
 
@@ -154,11 +160,9 @@ def test_pause_on_issues_an_audited_pause(shared_server):
         ws, run_id = await start_trainer(srv.trainer_url, srv.token, hello("auto-pause", pause_on=["nonfinite"]))
         await send_steps(ws, [record(0), nan_record(1)])
         cmd = await recv_until(ws, "command")
-        detail = get(srv, f"/api/runs/{run_id}")
-        commands = get(srv, f"/api/runs/{run_id}/commands")
-        alerts = get(srv, f"/api/runs/{run_id}/alerts")
+        audit = audit_of(srv, run_id)
         await ws.close()
-        return cmd, detail, commands, alerts
+        return cmd, *audit
 
     cmd, detail, commands, alerts = run(body())
     assert cmd["command"] == {"type": "pause"}
@@ -189,11 +193,9 @@ def test_rewind_on_issues_an_audited_auto_rewind_instead_of_a_pause(shared_serve
             )
         )
         await taken(ws)
-        detail = get(srv, f"/api/runs/{run_id}")
-        commands = get(srv, f"/api/runs/{run_id}/commands")
-        alerts = get(srv, f"/api/runs/{run_id}/alerts")
+        audit = audit_of(srv, run_id)
         await ws.close()
-        return cmd, detail, commands, alerts
+        return cmd, *audit
 
     cmd, detail, commands, alerts = run(body())
     assert cmd["command"] == {"type": "rewind", "step": 5, "auto": True}  # the newest snapshot before step 6

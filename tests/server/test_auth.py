@@ -76,7 +76,7 @@ def test_login_codes_expire_and_are_bounded():
 
     codes = LoginCodes(ttl=0.05, limit=3)
     old = codes.issue()
-    time.sleep(0.1)
+    time.sleep(0.1)  # stays: the code must outlive its 0.05 s ttl
     assert not codes.redeem(old)  # expired
     made = [codes.issue() for _ in range(5)]
     assert [codes.redeem(c) for c in made] == [False, False, True, True, True]  # the oldest made room

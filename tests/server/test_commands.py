@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
-from simtrainer import hello, open_browser, recv_json, recv_until, run, start_trainer, taken
+from simtrainer import hang_up, hello, open_browser, recv_json, recv_until, run, start_trainer, taken
 
 from gradwatch.protocol import dumps
 
@@ -85,16 +83,14 @@ def test_pending_command_delivered_on_reconnect(shared_server):
 
     async def body():
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
-        await ws.close()
-        await asyncio.sleep(0.2)
+        await hang_up(srv, ws, run_id)
         first = post(srv, run_id, {"type": "pause"}).json()["id"]
         second = post(srv, run_id, {"type": "set_clip", "threshold": 3}).json()["id"]
         ws2, again = await start_trainer(srv.trainer_url, srv.token, hello(run_id=run_id))
         assert again == run_id
         got = [await recv_json(ws2), await recv_json(ws2)]
         await ws2.send(dumps({"type": "ack", "id": first, "state": "applied", "applied_step": 0}))
-        await ws2.close()
-        await asyncio.sleep(0.2)
+        await hang_up(srv, ws2, run_id)
         # Still pending after that disconnect: sent again on the next reconnect.
         ws3, _ = await start_trainer(srv.trainer_url, srv.token, hello(run_id=run_id))
         third = await recv_json(ws3)
@@ -112,8 +108,7 @@ def test_finished_run_refuses_commands_and_rejects_pending(shared_server):
 
     async def body():
         ws, run_id = await start_trainer(srv.trainer_url, srv.token)
-        await ws.close()
-        await asyncio.sleep(0.2)
+        await hang_up(srv, ws, run_id)
         cmd_id = post(srv, run_id, {"type": "stop"}).json()["id"]
         ws2, _ = await start_trainer(srv.trainer_url, srv.token, hello(run_id=run_id))
         await recv_until(ws2, "command", id=cmd_id)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
-from simtrainer import hello, record, recv_json, run, send_steps, start_trainer, taken, until
+from simtrainer import hang_up, hello, record, recv_json, run, send_steps, start_trainer, taken, until
 
 
 def get(srv, path: str):
@@ -28,8 +26,8 @@ def test_restart_keeps_history_and_pending_commands(gradwatch_server):
             timeout=5,
         ).json()
         await recv_json(ws)  # delivered, never acknowledged
-        await ws.close()
-        await asyncio.sleep(0.2)
+        await taken(ws)
+        await hang_up(srv, ws, run_id)
         return run_id, cmd["id"], get(srv, f"/api/runs/{run_id}/metrics")
 
     run_id, cmd_id, before = run(first())

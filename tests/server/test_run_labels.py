@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 from simtrainer import closed_with, drain, hello, open_browser, record, recv_until, run, send_steps, start_trainer
+from waiting import wait_until
 
 from gradwatch.protocol import MAX_COMPARE, CloseCode, dumps
 
@@ -27,12 +26,15 @@ def new_run(srv, name: str = "labelled") -> int:
 
 def settled(srv, run_id: int) -> dict:
     """The run once its trainer's disconnect is recorded (that moves ``updated_at``)."""
-    deadline = time.monotonic() + 10
-    while True:
-        detail = httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers, timeout=10).json()
-        if detail["status"] == "disconnected" or time.monotonic() > deadline:
-            return detail
-        time.sleep(0.05)
+    return wait_until(
+        lambda: (
+            (d := httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers, timeout=10).json())["status"]
+            == "disconnected"
+            and d
+        ),
+        10,
+        message=f"run {run_id} disconnected",
+    )
 
 
 def test_tags_and_note_are_stored_listed_and_pushed_to_pages(shared_server):

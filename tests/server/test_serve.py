@@ -131,7 +131,7 @@ def test_idle_server_sends_date_header_and_stops_promptly(tmp_path):
     )
     with server:
         first = httpx.get(server.url + "/api/health", timeout=5)
-        time.sleep(1.2)
+        time.sleep(1.2)  # stays: the Date header moves on only when a second has passed
         second = httpx.get(server.url + "/api/health", timeout=5)
         assert first.headers["server"] == "uvicorn"
         dates = [email.utils.parsedate_to_datetime(r.headers["date"]).timestamp() for r in (first, second)]

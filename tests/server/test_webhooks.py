@@ -18,6 +18,7 @@ from gradwatch.server.alerts.engine import Alert
 from gradwatch.server.config import ServerConfig
 from gradwatch.server.webhooks import RetryPolicy, WebhookSender
 from simtrainer import hello, record, run, send_steps, start_trainer
+from waiting import async_wait_until, wait_until
 
 WAIT = 30.0  # upper bound for anything to happen; never a speed claim
 
@@ -64,12 +65,8 @@ class Receiver:
         with self.lock:
             return [body for body, answer in self.got if answer in (200, "stall")]
 
-    def wait_for(self, n: int) -> list[Any]:
-        deadline = time.monotonic() + WAIT
-        while len(self.delivered()) < n:
-            assert time.monotonic() < deadline, f"only {self.got} after {WAIT} s"
-            time.sleep(0.05)
-        return self.delivered()
+    def wait_delivered(self, n: int) -> list[Any]:
+        return wait_until(lambda: len(d := self.delivered()) >= n and d, WAIT, message=f"{n} webhook posts delivered")
 
     def close(self) -> None:
         self.release()
@@ -96,6 +93,11 @@ def nan(step: int) -> dict[str, Any]:
     )
 
 
+def nonfinite_states(srv: Any, run_id: int) -> list[str]:
+    r = httpx.get(f"{srv.url}/api/runs/{run_id}/alerts", headers=srv.headers, timeout=10)
+    return [a["state"] for a in r.json() if a["kind"] == "nonfinite"]
+
+
 def last_step(srv: Any, run_id: int) -> int | None:
     r = httpx.get(f"{srv.url}/api/runs/{run_id}", headers=srv.headers, timeout=10)
     return r.json()["step"]
@@ -111,7 +113,9 @@ def test_fails_stalls_recovers_without_blocking_ingest(gradwatch_server: Any, re
         assert await asyncio.to_thread(hook.stalled.wait, WAIT), hook.got
         # The receiver holds the third attempt open: ingest and the rules go on regardless.
         await send_steps(ws, [record(s) for s in range(7, 60)])  # clear 50 steps after step 6: resolved at 56
-        await asyncio.sleep(0.6)  # the healthy batch is evaluated alone
+        await asyncio.to_thread(  # the healthy batch is evaluated alone: episode 1 is resolved before the NaN
+            wait_until, lambda: nonfinite_states(srv, run_id) == ["resolved"], WAIT, message="episode 1 resolved"
+        )
         await send_steps(ws, [nan(60)])  # the condition returns: episode 2 opens (resolved again at 110)
         for s in range(61, 300, 40):
             await send_steps(ws, [record(t) for t in range(s, min(s + 40, 300))])
@@ -123,7 +127,7 @@ def test_fails_stalls_recovers_without_blocking_ingest(gradwatch_server: Any, re
 
     run_id, stored, during = run(body())
     assert stored == 299 and during == 3  # everything stored while the POST hung; nothing else sent yet
-    raised, resolved, reopened, resolved_again = hook.wait_for(4)
+    raised, resolved, reopened, resolved_again = hook.wait_delivered(4)
     assert [b["alert"]["kind"] for b, _ in hook.got[:3]] == ["nonfinite"] * 3  # the same body, retried
     assert (raised["event"], raised["alert"]["count"], raised["run_name"], raised["run_id"]) == (
         "raised",
@@ -166,9 +170,9 @@ def test_min_severity_critical_posts_only_critical_alerts(gradwatch_server: Any,
         return run_id
 
     run_id = run(body())
-    hook.wait_for(1)
+    hook.wait_delivered(1)
     alerts = httpx.get(f"{srv.url}/api/runs/{run_id}/alerts", headers=srv.headers, timeout=10).json()
-    time.sleep(0.5)  # anything else queued has gone out by now
+    time.sleep(0.5)  # stays: an absence (no warning posted) needs time in which a post could have come
     posted = {b["alert"]["kind"]: b["alert"]["severity"] for b, _ in hook.got}
     assert "clip_saturated" in {a["kind"] for a in alerts}  # the warning was raised ...
     assert "clip_saturated" not in posted and posted["nonfinite"] == "critical"  # ... but not posted
@@ -190,9 +194,7 @@ def test_a_full_queue_drops_the_oldest_and_a_refusal_is_final(receiver: Any) -> 
         for i in range(2, 7):  # 5 more into a queue of 3 (one of them the stalled one): the oldest go
             sender.offer(alert(i), "raised", "r")
         hook.release()
-        deadline = time.monotonic() + WAIT
-        while sender.pending and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await async_wait_until(lambda: not sender.pending, WAIT, message="the queue sent")
         await sender.stop()
         return sender
 
@@ -226,9 +228,7 @@ def _deliver_one(url: str, policy: RetryPolicy) -> WebhookSender:
         sender = WebhookSender(url, retry=policy)
         sender.start()
         sender.offer(_alert(0), "raised", None)
-        deadline = time.monotonic() + WAIT
-        while sender.delivered + sender.failed == 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await async_wait_until(lambda: sender.delivered + sender.failed, WAIT, message="one attempt's outcome")
         await sender.stop(grace=0.0)
         return sender
 
@@ -261,7 +261,7 @@ class _Raw:
                                 if time.monotonic() > end:
                                     break
                                 conn.sendall(bytes([byte]))
-                                time.sleep(0.2)
+                                time.sleep(0.2)  # the drip is the scenario: a peer that answers slowly
                         else:
                             conn.sendall(answer)
                     except OSError:

@@ -57,7 +57,7 @@ def test_writer_commits_within_an_interval_and_sleeps_while_empty(tmp_path):
         writer = StepWriter(store, flush_interval=0.05, max_buffered=10_000, max_buffered_bytes=2**26)
         writer.start()
         try:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # stays: counting store calls per stretch of time (idle, one, idle)
             idle_calls = len(calls)
             await writer.add(run_row.id, [StepRecord.model_validate(record(0))])
             await asyncio.sleep(0.3)

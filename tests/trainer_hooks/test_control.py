@@ -82,7 +82,7 @@ def test_pause_blocks_until_resume_from_another_thread():
 
     t = threading.Thread(target=train)
     t.start()
-    time.sleep(0.3)
+    time.sleep(0.3)  # stays: an absence (the thread not released) needs time in which it could have been
     assert not released.is_set() and control.state is ControlState.PAUSED
     control.submit(msg(2, type="set_clip", threshold=1.0))  # applied while paused
     control.submit(msg(3, type="resume"))

@@ -13,6 +13,7 @@ import httpx
 import keras
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from gradwatch import GradientMonitor
 from gradwatch.protocol import decode_float
@@ -88,13 +89,7 @@ class Api:
         return runs[0]
 
     def wait(self, what: Callable[[], Any], timeout: float = 30.0, desc: str = "") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = what()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {desc or what}")
+        return wait_until(what, timeout, message=desc or repr(what))
 
     def command(self, run_id: int, command_id: int) -> dict[str, Any]:
         return next(c for c in self.get(f"/api/runs/{run_id}/commands") if c["id"] == command_id)
@@ -293,7 +288,7 @@ def test_pause_resume_and_live_clip_change(server: Any) -> None:
         assert paused["state"] == "applied"
         api.wait(lambda: api.get(f"/api/runs/{run_id}")["status"] == "paused", desc="paused status")
         step_at_pause = api.get(f"/api/runs/{run_id}")["step"]
-        time.sleep(1.0)
+        time.sleep(1.0)  # stays: an absence (no step) needs time to pass in which a step could have come
         assert api.get(f"/api/runs/{run_id}")["step"] == step_at_pause  # no step while paused
         assert step_at_pause == paused["applied_step"] - 1
 

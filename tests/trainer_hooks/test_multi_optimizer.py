@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import keras
@@ -23,6 +22,7 @@ from gradwatch.trainer_hooks.clipping import CLIP_MODE_IDS
 from gradwatch.trainer_hooks.graph_stats import GradientStats
 from gradwatch.trainer_hooks.multi_optimizer import GroupedStats, find_optimizers, group_name, group_stats
 from sklearn.datasets import load_digits
+from waiting import wait_until
 
 from gradwatch import GradientMonitor
 from gradwatch.protocol import Command
@@ -95,13 +95,12 @@ class Api(BaseApi):
         return dict(self.get(f"/api/runs/{run['id']}"))
 
     def wait_status(self, name: str, status: str) -> dict[str, Any]:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            runs = [r for r in self.get("/api/runs") if r["name"] == name]
-            if runs and runs[0]["status"] == status:
-                return self.run(name)
-            time.sleep(0.05)
-        raise AssertionError(f"run {name} never became {status}")
+        wait_until(
+            lambda: [r for r in self.get("/api/runs") if r["name"] == name and r["status"] == status],
+            15,
+            message=f"run {name} to become {status}",
+        )
+        return self.run(name)
 
 
 @pytest.fixture(scope="module")
@@ -120,18 +119,19 @@ class ClipAt(keras.callbacks.Callback):  # type: ignore[misc]
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         if batch != self.at:
             return
-        deadline = time.monotonic() + 10
-        while not any(r["name"] == self.name for r in self.api.get("/api/runs")) and time.monotonic() < deadline:
-            time.sleep(0.02)  # the hello is sent in the background
+        wait_until(  # the hello is sent in the background
+            lambda: any(r["name"] == self.name for r in self.api.get("/api/runs")),
+            10,
+            interval=0.02,
+            message=f"run {self.name} to be listed",
+        )
         run_id = self.api.run(self.name)["id"]
         for command in self.commands:
             r = self.api.client.post(f"/api/runs/{run_id}/commands", json=command)
             assert r.status_code == 202, r.text
-        deadline = time.monotonic() + 10
         session = self.monitor.session
         assert session is not None
-        while not session.control.has_pending and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: session.control.has_pending, 10, interval=0.01, message="the commands to reach the trainer")
         self.posted.set()
 
 

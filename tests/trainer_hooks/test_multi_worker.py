@@ -80,7 +80,7 @@ def test_chief_streams_and_every_worker_follows_commands_at_the_same_step(gradwa
         paused = api.wait_applied(run_id, api.post_command(run_id, type="pause"))
         api.wait(lambda: api.get(f"/api/runs/{run_id}")["status"] == "paused", desc="paused status")
         at_pause = api.get(f"/api/runs/{run_id}")["step"]
-        time.sleep(1.5)  # the other worker waits in the next all-reduce meanwhile
+        time.sleep(1.5)  # stays, an absence (no step): the other worker waits in the next all-reduce meanwhile
         assert api.get(f"/api/runs/{run_id}")["step"] == at_pause
         resumed = api.wait_applied(run_id, api.post_command(run_id, type="resume"))
 

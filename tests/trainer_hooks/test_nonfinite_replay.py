@@ -16,20 +16,7 @@ import tensorflow as tf
 from gradwatch import GradientMonitor
 
 from .test_monitor_integration import BATCH, Api, data
-from .test_xla import overflowing, run_named
-
-
-def origin_evidence(api: Api, name: str) -> dict[str, Any]:
-    run = run_named(api, name)
-    alerts = api.wait(
-        lambda: [
-            a
-            for a in api.get(f"/api/runs/{run['id']}/alerts")
-            if a["kind"] == "nonfinite" and a["evidence"].get("origin_source")
-        ],
-        desc="the nonfinite alert's origin",
-    )
-    return dict(alerts[0]["evidence"])
+from .test_xla import origin_evidence, overflowing
 
 
 def fit(server: Any, model: keras.Model, x: Any, y: Any, name: str, **kwargs: Any) -> list[str]:

@@ -3,7 +3,6 @@ and a run driven into NaN is rewound unattended and finishes healthy. Real Keras
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from gradwatch.trainer_hooks.control import ControlState, RunControl
 from gradwatch.trainer_hooks.rewind import Rewinder
 from gradwatch.trainer_hooks.snapshots import Snapshots, SnapshotTooLarge, state_variables
 from tensorflow.python.framework import config as tf_config
+from waiting import wait_until
 
 from gradwatch import GradientMonitor
 from gradwatch.protocol import Ack, Command, CommandMessage, Status
@@ -53,15 +53,6 @@ def assert_bitwise(a: list[np.ndarray], b: list[np.ndarray]) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
         assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
-
-
-def wait_for(what: Any, desc: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := what():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {desc}")
 
 
 def test_a_restore_is_bitwise_also_the_loss_scale_and_budget_is_enforced() -> None:
@@ -127,31 +118,22 @@ class Recorder(keras.callbacks.Callback):
             self.post()
             session = self.monitor.session
             assert session is not None
-            deadline = time.monotonic() + 30
-            while not session.control.has_pending and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: session.control.has_pending, interval=0.01, message="the command to reach the trainer")
 
 
 def run_id_of(api: httpx.Client) -> int:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        runs = api.get("/api/runs").json()
-        if runs:
-            return int(runs[0]["id"])
-        time.sleep(0.02)
-    raise AssertionError("no run")
+    runs = wait_until(lambda: api.get("/api/runs").json(), interval=0.02, message="a run")
+    return int(runs[0]["id"])
 
 
 def wait_command(api: httpx.Client, run_id: int, kind: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        done = [
+    done = wait_until(
+        lambda: [
             c for c in api.get(f"/api/runs/{run_id}/commands").json() if c["type"] == kind and c["state"] != "pending"
-        ]
-        if done:
-            return dict(done[0])
-        time.sleep(0.05)
-    raise AssertionError(f"no {kind} acknowledged")
+        ],
+        message=f"a {kind} acknowledged",
+    )
+    return dict(done[0])
 
 
 @pytest.fixture
@@ -184,7 +166,7 @@ def test_rewind_from_the_api_equals_a_restart_from_the_same_state(gradwatch_serv
     assert k == 14  # monitored at the end of step 13, the batch after the one that posted it
     assert_bitwise(recorder.states[k - 1], recorder.states[8])  # restored bitwise at the end of step k - 1
     # The snapshot of step 12 belonged to the discarded stretch; 16 and 20 were taken after the rewind.
-    wait_for(lambda: api.get(f"/api/runs/{run_id}").json()["snapshots"] == [8, 16, 20], "the snapshot steps")
+    wait_until(lambda: api.get(f"/api/runs/{run_id}").json()["snapshots"] == [8, 16, 20], message="the snapshot steps")
     # The reference: the same model restarted from the state after step 8, trained on the batches k.. that the
     # rewound run trained on after the rewind, with the same learning rate.
     ref = mlp()
@@ -194,8 +176,9 @@ def test_rewind_from_the_api_equals_a_restart_from_the_same_state(gradwatch_serv
     ref.fit(x[k * BATCH :], y[k * BATCH :], batch_size=BATCH, shuffle=False, verbose=0)
     assert_bitwise(state(ref), state(model))
     # Step numbering goes on after a rewind: the monitor reported every step 0..STEPS-1 once.
-    metrics = wait_for(
-        lambda: (m := api.get(f"/api/runs/{run_id}/metrics").json())["step"][-1:] == [STEPS - 1] and m, "every step"
+    metrics = wait_until(
+        lambda: (m := api.get(f"/api/runs/{run_id}/metrics").json())["step"][-1:] == [STEPS - 1] and m,
+        message="every step",
     )
     assert metrics["step"] == list(range(STEPS))
 
@@ -227,9 +210,7 @@ def test_a_nan_blow_up_is_rewound_unattended_and_the_run_finishes_healthy(
             session = monitor.session
             if batch >= 12 and not self.held and session is not None:
                 self.held = True
-                deadline = time.monotonic() + 30
-                while not session.control.has_pending and time.monotonic() < deadline:
-                    time.sleep(0.01)
+                wait_until(lambda: session.control.has_pending, interval=0.01, message="the rewind to arrive")
 
     model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[monitor, Hold()])
     assert model.jit_compile is compile_args.get("jit_compile", False)  # XLA did compile the step there
@@ -271,7 +252,7 @@ def test_watch_loops_rewind_between_steps_and_refuse_inside_a_compiled_step(
                 assert r.status_code == 202, r.text
                 session = monitor.session
                 assert session is not None
-                wait_for(lambda s=session: s.control.has_pending, "the rewind to reach the trainer")
+                wait_until(lambda s=session: s.control.has_pending, message="the rewind to reach the trainer")
     ack = wait_command(api, run_id_of(api), "rewind")
     if compiled:
         assert ack["state"] == "rejected" and "inside its compiled step" in ack["detail"], ack

@@ -54,7 +54,7 @@ def test_unreachable_server_warns_once_and_close_is_bounded():
         t.start()
         for step in range(5):
             t.put_record(step, {"step": step}, nbytes=10)
-        time.sleep(1.5)  # several reconnect attempts happen here
+        time.sleep(1.5)  # stays, the scenario: several reconnect attempts happen here
         started = time.monotonic()
         delivered = t.close(timeout=0.5)
         elapsed = time.monotonic() - started

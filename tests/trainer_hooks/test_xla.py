@@ -103,6 +103,20 @@ def overflowing() -> keras.Model:
     )
 
 
+def origin_evidence(api: Api, run_name: str) -> dict[str, Any]:
+    """The evidence of the run's nonfinite alert, once the origin of the first bad step is in it."""
+    run = run_named(api, run_name)
+    alerts = api.wait(
+        lambda: [
+            a
+            for a in api.get(f"/api/runs/{run['id']}/alerts")
+            if a["kind"] == "nonfinite" and a["evidence"].get("origin_source")
+        ],
+        desc="the nonfinite alert's origin",
+    )
+    return dict(alerts[0]["evidence"])
+
+
 @pytest.mark.parametrize(
     ("poison", "source", "layer"),
     [("nan", "features", None), ("huge", "layer", "exp_overflow")],
@@ -121,17 +135,7 @@ def test_the_origin_of_a_nonfinite_step_is_found_under_xla(
     build.__name__ = name
     _, caught = fit_run(shared_server, build, jit=True, x=x, y=y, guard_nonfinite=True)
     assert caught == []
-    api = Api(shared_server)
-    run = run_named(api, f"{name}-jitTrue")
-    alerts = api.wait(
-        lambda: [
-            a
-            for a in api.get(f"/api/runs/{run['id']}/alerts")
-            if a["kind"] == "nonfinite" and a["evidence"].get("origin_source")
-        ],
-        desc="the nonfinite alert's origin",
-    )
-    evidence = alerts[0]["evidence"]
+    evidence = origin_evidence(Api(shared_server), f"{name}-jitTrue")
     assert evidence["origin_step"] == 3
     assert evidence["origin_source"] == source
     assert evidence["origin_layer"] == layer
@@ -161,17 +165,7 @@ def test_the_origin_past_the_256th_example_of_a_batch_is_found_under_xla(
         guard_nonfinite=True,
     )
     assert caught == []
-    api = Api(shared_server)
-    run = run_named(api, f"{name}-jitTrue")
-    alerts = api.wait(
-        lambda: [
-            a
-            for a in api.get(f"/api/runs/{run['id']}/alerts")
-            if a["kind"] == "nonfinite" and a["evidence"].get("origin_source")
-        ],
-        desc="the nonfinite alert's origin",
-    )
-    evidence = alerts[0]["evidence"]
+    evidence = origin_evidence(Api(shared_server), f"{name}-jitTrue")
     assert (evidence["origin_step"], evidence["origin_source"], evidence["origin_layer"]) == (
         1,
         "layer",
