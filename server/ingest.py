@@ -223,9 +223,7 @@ class Ingest:
         await gw.store.call(gw.store.add_gap, link.run_id, gap.from_step, gap.to_step, gap.dropped)
         gw.hub.publish(
             link.run_id,
-            page_message_text(
-                GapMessage(run_id=link.run_id, from_step=gap.from_step, to_step=gap.to_step, dropped=gap.dropped)
-            ),
+            page_message_text(GapMessage(run_id=link.run_id, **gap.model_dump(exclude={"type"}))),
         )
         await gw.broadcast_run(link.run_id)
 

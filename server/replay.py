@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from gradwatch.protocol import Gap, Probe, StepRecord
+from gradwatch.records import GAP_NAMES
 
 #: One row per trainer session that said hello with a uid (a resumed run has several).
 RUN_UIDS = """
@@ -43,9 +44,9 @@ def _has_probe(conn: sqlite3.Connection, run_id: int, step: int) -> bool:
 
 
 def _has_gap(conn: sqlite3.Connection, run_id: int, gap: Gap) -> bool:
+    where = " AND ".join(f"{name}=?" for name in GAP_NAMES)
     row = conn.execute(
-        "SELECT 1 FROM gaps WHERE run_id=? AND from_step=? AND to_step=? AND dropped=?",
-        (run_id, gap.from_step, gap.to_step, gap.dropped),
+        f"SELECT 1 FROM gaps WHERE run_id=? AND {where}", (run_id, *(getattr(gap, n) for n in GAP_NAMES))
     ).fetchone()
     return row is not None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, create_model
@@ -130,7 +131,7 @@ def _clip(run: RunRow) -> ClipView:
 
 
 def _gaps(gaps: list[GapRow]) -> list[GapView]:
-    return [GapView(from_step=g.from_step, to_step=g.to_step, dropped=g.dropped) for g in gaps]
+    return [GapView(**dataclasses.asdict(g)) for g in gaps]
 
 
 def run_state(

@@ -41,6 +41,7 @@ from pydantic import BaseModel
 from websockets.sync.client import ClientConnection, connect
 
 from gradwatch.protocol import CommandMessage, Mark, Status, TrainerHello, dumps
+from gradwatch.records import GAP_NAMES
 
 from .link import Link
 from .link_offline import OfflineLink
@@ -289,7 +290,7 @@ class Transport:
         try:
             self._send_controls(ws)
             if gap is not None:
-                ws.send(dumps({"type": "gap", "from_step": gap[0], "to_step": gap[1], "dropped": gap[2]}))
+                ws.send(dumps({"type": "gap", **dict(zip(GAP_NAMES, gap, strict=True))}))
                 gap = None
             items = resend + batch
             if items:
