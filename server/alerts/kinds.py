@@ -1,17 +1,24 @@
 """Every alert kind's rule, in evaluation order: the one list the engine, the parameter API and the docs read.
 
 Adding a kind: name it (and its label) in ``gradwatch.protocol.AlertKind`` / ``ALERT_LABELS``, write its rule
-with its ``KindSpec`` and add the class here; docs/alerts.md gets its section (tests/server/test_alert_kinds.py
-says what is missing).
+with its ``KindSpec`` in its own module of ``rules/`` and add the class here; docs/alerts.md gets its section
+(tests/server/test_alert_kinds.py says what is missing).
 """
 
 from __future__ import annotations
 
 from gradwatch.protocol import ALERT_KINDS
 
-from .divergence import Diverging
-from .probe_rules import DeadRelu, FrozenBatchnorm
-from .rules import ClipSaturated, ExplodingGradients, Nonfinite, Rule, VanishingGradients
+from .rules import (
+    ClipSaturated,
+    DeadRelu,
+    Diverging,
+    ExplodingGradients,
+    FrozenBatchnorm,
+    Nonfinite,
+    Rule,
+    VanishingGradients,
+)
 from .spec import KindSpec
 
 RULE_TYPES: dict[str, type[Rule]] = {

@@ -1,155 +1,16 @@
-"""The layer rules: dead ReLU units (from probes) and frozen BatchNormalization (steps and probes).
-
-Both raise one alert per affected layer, so a hit's ``key`` is its layer.
-"""
+"""The ``frozen_batchnorm`` rule: BatchNormalization moving statistics that never move, or a probe gap that stays."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
-from gradwatch.protocol import Probe, decode_float
+from gradwatch.protocol import Probe
 
-from . import texts
-from .rules import Hit, Rule, RunInfo, kernel_indices
-from .series import (
-    MEAN_DELTA,
-    MEAN_MAX,
-    MEAN_MIN,
-    VAR_DELTA,
-    VAR_MAX,
-    VAR_MIN,
-    BoolArray,
-    IntArray,
-    StepBatch,
-    first_at_least,
-    run_lengths,
-)
-from .spec import Evidence, KindSpec, RuleSettings, real, whole
-
-
-def _layer_of(variable: str) -> str:
-    return variable.rsplit("/", 1)[0]
-
-
-def _probe_values(values: Mapping[str, float | str]) -> dict[str, float]:
-    return {k: decode_float(v) for k, v in values.items()}
-
-
-class _ProbeCounter:
-    """Consecutive probes above a threshold, per layer."""
-
-    def __init__(self) -> None:
-        self.runs: dict[str, int] = {}
-
-    def update(self, values: dict[str, float], above: float) -> dict[str, int]:
-        for layer, v in values.items():
-            self.runs[layer] = self.runs.get(layer, 0) + 1 if v > above else 0
-        return self.runs
-
-
-class DeadRelu(Rule):
-    """ReLU units that output zero for every probe example, or a layer whose gradients are exactly zero.
-
-    The probe needs data; without it the gradients still show a layer whose units all died: every one of
-    its variables' gradient norms exactly 0, step after step, while the output layer's are not (a ReLU
-    passes no gradient below zero, so nothing reaches its kernel or bias). The deepest such layer is named:
-    the ones before it get nothing because it passes nothing back.
-    """
-
-    spec = KindSpec(
-        kind="dead_relu",
-        severity="warning",
-        clear_steps=100,
-        params={
-            "threshold": real(
-                0.5, 0.0, 1.0, "share of a layer's units dead on the probe batch above which it is dying"
-            ),
-            "sustain": whole(2, 1, 1000, "consecutive probes above the threshold"),
-            "zero_sustain": whole(
-                20,
-                1,
-                100_000,
-                "consecutive steps a hidden layer's gradients are all exactly zero "
-                "(while the output layer's are not): its units are dead",
-            ),
-        },
-        remedies=(
-            "Lower the learning rate (large updates push units into the always-negative region).",
-            "Use LeakyReLU, ELU or GELU, which keep a gradient for negative inputs.",
-            "Use He initialisation and a small positive bias initialiser.",
-            "Add BatchNormalization before the activation.",
-        ),
-        message=texts.dead_relu,
-        advise=texts.dead_relu_remedies,
-    )
-
-    def __init__(self, run: RunInfo, settings: RuleSettings) -> None:
-        super().__init__(run, settings)
-        self.counter = _ProbeCounter()
-        kernels = kernel_indices(run.variables)
-        last_layer = _layer_of(run.variables[kernels[-1]]) if kernels else None
-        layers: dict[str, list[int]] = {}
-        for i, v in enumerate(run.variables):
-            layers.setdefault(_layer_of(v), []).append(i)
-        with_kernel = {_layer_of(run.variables[i]) for i in kernels}  # layers with weights (not BN's gamma/beta)
-        self.layers = [name for name in layers if name != last_layer and name in with_kernel]
-        self.columns = [layers[name] for name in self.layers]
-        self.output = layers.get(last_layer, []) if last_layer is not None else []
-        self.last = kernels[-1] if kernels else -1
-        self.carry = np.zeros(len(self.layers), dtype=np.int64)
-
-    def observe(self, batch: StepBatch) -> list[Hit]:
-        if not self.layers or not self.output or not len(batch):
-            return []
-        zero: BoolArray = np.asarray(batch.grad == 0.0)
-        if not zero.any():  # the usual case
-            self.carry[:] = 0
-            return []
-        out = batch.grad[:, self.output]
-        alive_out = np.asarray((np.isfinite(out) & (out > 0)).any(axis=1))  # the output layer still learns
-        dead = np.stack([zero[:, cols].all(axis=1) for cols in self.columns], axis=1) & alive_out[:, None]
-        runs, self.carry = run_lengths(dead, self.carry)
-        need = int(self.p["zero_sustain"])
-        reached, at = first_at_least(runs, need)
-        if not reached.any():
-            return []
-        cols = np.flatnonzero(reached)
-        c = int(cols[-1])  # the deepest dead layer
-        last_row = int(np.flatnonzero(runs[:, c] >= need)[-1])
-        evidence: Evidence = {
-            "rule": "zero_gradients",
-            "zero_steps": int(runs[last_row, c]),
-            "since_step": int(batch.step[last_row]) - int(runs[last_row, c]) + 1,
-            "output_layer": _layer_of(self.run.variables[self.last]),
-            "output_grad_norm": float(np.nanmax(batch.grad[last_row, self.output])),
-        }
-        layer = self.layers[c]
-        evidence["activation"] = self.run.activation(layer)  # what its units have: dead ReLUs, saturated tanh...
-        return [
-            Hit(
-                self.kind,
-                int(batch.step[int(at[c])]),
-                int(batch.step[last_row]),
-                layer,
-                [self.layers[i] for i in cols.tolist()],
-                evidence,
-                key=f"zero:{layer}",
-            )
-        ]
-
-    def observe_probe(self, probe: Probe) -> list[Hit]:
-        values = _probe_values(probe.dead_relu)
-        threshold = self.p["threshold"]
-        runs = self.counter.update(values, threshold)
-        need = int(self.p["sustain"])
-        hits = []
-        for layer, v in values.items():
-            if runs[layer] >= need:
-                evidence: Evidence = {"dead_share": round(v, 4), "threshold": threshold, "probes": runs[layer]}
-                hits.append(Hit(self.kind, probe.step, probe.step, layer, [layer], evidence, key=layer))
-        return hits
+from .. import texts
+from ..series import MEAN_DELTA, MEAN_MAX, MEAN_MIN, VAR_DELTA, VAR_MAX, VAR_MIN, IntArray, StepBatch, run_lengths
+from ..spec import Evidence, KindSpec, RuleSettings, real, whole
+from .base import Hit, Rule, RunInfo
+from .probe import ProbeCounter, probe_values
 
 
 class FrozenBatchnorm(Rule):
@@ -207,7 +68,7 @@ class FrozenBatchnorm(Rule):
         # Layers the model runs in inference mode on purpose (fine-tuning) are never frozen by mistake.
         self._judged = np.asarray([layer not in run.bn_inference for layer in run.bn_layers], dtype=bool)
         self.carry = np.zeros(len(run.bn_layers), dtype=np.int64)
-        self.gaps = _ProbeCounter()
+        self.gaps = ProbeCounter()
 
     def checked_steps(self, batch: StepBatch) -> IntArray:
         return batch.step[batch.bn_present]  # moving statistics are judged where they were sampled
@@ -267,7 +128,7 @@ class FrozenBatchnorm(Rule):
     def observe_probe(self, probe: Probe) -> list[Hit]:
         if probe.step < self.p["gap_min_step"]:
             return []
-        values = {k: v for k, v in _probe_values(probe.bn_gap).items() if k not in self.run.bn_inference}
+        values = {k: v for k, v in probe_values(probe.bn_gap).items() if k not in self.run.bn_inference}
         threshold = self.p["gap_threshold"]
         runs = self.gaps.update(values, threshold)
         need = int(self.p["gap_sustain"])

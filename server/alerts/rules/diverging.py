@@ -24,10 +24,10 @@ from itertools import pairwise
 
 import numpy as np
 
-from . import texts
-from .rules import Hit, Rule, RunInfo, kernel_indices
-from .series import StepBatch
-from .spec import Evidence, KindSpec, RuleSettings, real, whole
+from .. import texts
+from ..series import StepBatch
+from ..spec import Evidence, KindSpec, RuleSettings, real, whole
+from .base import Hit, Rule, RunInfo, kernel_indices
 
 
 class Diverging(Rule):
