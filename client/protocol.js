@@ -1,4 +1,4 @@
-// Generated from gradwatch/protocol.py by `python -m gradwatch.pagecontract`; do not edit.
+// Generated from gradwatch/protocol/ by `python -m gradwatch.pagecontract`; do not edit.
 // tests/test_page_contract.py fails when this file and the protocol differ.
 
 /** The version both sides' hello carries. */

@@ -1,4 +1,4 @@
-"""The page's copy of the protocol: ``client/protocol.js``, generated from ``gradwatch/protocol.py``.
+"""The page's copy of the protocol: ``client/protocol.js``, generated from ``gradwatch/protocol/``.
 
 The page cannot import Python, so every constant it shares with the server (the version, limits, close
 codes and each vocabulary: run statuses, severities, commands, clip modes, alert kinds and labels, alert
@@ -93,7 +93,7 @@ def typedefs() -> list[str]:
 def javascript() -> str:
     """The text of ``client/protocol.js``."""
     lines = [
-        "// Generated from gradwatch/protocol.py by `python -m gradwatch.pagecontract`; do not edit.",
+        "// Generated from gradwatch/protocol/ by `python -m gradwatch.pagecontract`; do not edit.",
         "// tests/test_page_contract.py fails when this file and the protocol differ.",
         "",
     ]

@@ -3,7 +3,7 @@
 The SQLite tables and their reads and writes (``server/alerts/persist.py``, ``server/schema.py``,
 ``server/store.py``), and the checks of the wire views (``protocol.AlertView``, whose fields the
 webhook's ``alert`` and the page's ``alert`` message carry; ``protocol.Gap``, ``GapView``,
-``GapMessage``) derive from these tuples; ``tests/test_records.py`` fails when one drifts.
+``GapMessage``) derive from these tuples; ``tests/server/test_records.py`` fails when one drifts.
 The step record has its own, richer table: ``gradwatch/stepfields.py``.
 
 Standard library only: the server and the protocol import it.

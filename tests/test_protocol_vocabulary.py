@@ -1,4 +1,4 @@
-"""Each shared vocabulary is declared once in gradwatch/protocol.py; what derives from it agrees."""
+"""Each shared vocabulary is declared once in gradwatch/protocol/; what derives from it agrees."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
     #: The server failed unexpectedly; the trainer reconnects and resends what was not acknowledged.
     INTERNAL_ERROR = 1011
-    #: Not now: a run file's sync while that run's trainer is connected (``server/service.py``).
+    #: Not now: a run file's sync while that run's trainer is connected (``server/matching.py``).
     TRY_AGAIN_LATER = 1013
 
 

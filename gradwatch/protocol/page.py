@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictInt, TypeAdapter
 
+from ..records import GAP_FIELDS
+from ..records import check_model_fields as _check_record_fields
 from ..wirejson import WireCount, dumps
 from .common import PROTOCOL_VERSION, _Msg, _View
 from .trainer import StepRecord
@@ -81,6 +83,9 @@ class GapMessage(_View):
     from_step: WireCount
     to_step: WireCount
     dropped: WireCount
+
+
+_check_record_fields("GapMessage", tuple(n for n in GapMessage.model_fields if n not in ("type", "run_id")), GAP_FIELDS)
 
 
 class ProbeMessage(_View):

@@ -6,6 +6,8 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import Field, StrictBool, StrictInt, TypeAdapter, model_validator
 
+from ..records import GAP_FIELDS
+from ..records import check_model_fields as _check_record_fields
 from ..stepfields import check_model_fields as _check_step_fields
 from ..wirejson import FiniteFloat, WireCount, WireElementCount, WireFloat, WireId, WireStep
 from .commands import ClipSetting, Command
@@ -123,6 +125,9 @@ class Gap(_Msg):
                 f"from_step {self.from_step} is after to_step {self.to_step}; a gap spans from_step..to_step inclusive"
             )
         return self
+
+
+_check_record_fields("Gap", tuple(n for n in Gap.model_fields if n != "type"), GAP_FIELDS)
 
 
 class Ack(_Msg):

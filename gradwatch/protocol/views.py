@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import Field
 
+from ..records import ALERT_FIELDS, GAP_FIELDS
+from ..records import check_model_fields as _check_record_fields
 from ..wirejson import ServerFloat, WireCount, WireFloat
 from .common import _View
 from .vocabulary import SEVERITIES, AlertKind, AlertState, ClipMode, CommandState, CommandType, RunStatus, Severity
@@ -20,6 +22,9 @@ class GapView(_View):
     from_step: int
     to_step: int
     dropped: int
+
+
+_check_record_fields("GapView", tuple(GapView.model_fields), GAP_FIELDS)
 
 
 class VariableSetView(_View):
@@ -126,6 +131,9 @@ class AlertView(_View):
     #: The first step at which the condition had been clear for its kind's clear steps (``None`` while open).
     resolved_step: int | None
     latest: AlertUpdate | None
+
+
+_check_record_fields("AlertView", tuple(AlertView.model_fields), ALERT_FIELDS)
 
 
 class AlertRuleView(_View):
