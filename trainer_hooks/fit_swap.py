@@ -50,12 +50,19 @@ def _fit_frame(model: Any) -> types.FrameType | None:
     return None
 
 
-def _on_stack(frame: types.FrameType, thread_id: int) -> bool:
-    top = sys._current_frames().get(thread_id)
-    while top is not None:
-        if top is frame:
-            return True
-        top = top.f_back
+def _executing(frame: types.FrameType) -> bool:
+    """Is ``frame`` (of another thread) still executing?
+
+    Walking the training thread's stack from ``sys._current_frames()`` (``f_back`` after ``f_back`` while that
+    thread runs on) crashed the interpreter once in a full test run under CPython 3.11. ``frame.clear()``
+    reads only the frame's own state: it refuses an executing frame (RuntimeError, nothing changed) and on a
+    finished one releases the locals of a fit that is over anyway (Keras' ``fit`` frame, held by the
+    traceback of the error that ended it).
+    """
+    try:
+        frame.clear()
+    except RuntimeError:
+        return True
     return False
 
 
@@ -70,7 +77,6 @@ class FitSwap:
         self._user: Any = None  # the user's train function, restored at leave
         self._monitored: Any = None
         self._frame: types.FrameType | None = None
-        self._thread = 0
         self._active = False
         self._stop_watch = threading.Event()
         self.function = self._call  # one bound method, so that `model.train_function is self.function`
@@ -83,7 +89,6 @@ class FitSwap:
             self._user = current  # first fit, or the user rebuilt it (compile() again)
             self._monitored = self._build()
         self._frame = _fit_frame(model)
-        self._thread = threading.get_ident()
         self._active = True
         model.train_function = self.function
         if self._frame is not None:
@@ -171,9 +176,8 @@ class FitSwap:
         return result
 
     def _watch(self, frame: types.FrameType, stop: threading.Event) -> None:
-        thread = self._thread
         while not stop.wait(WATCH_INTERVAL):
-            if not _on_stack(frame, thread):
+            if not _executing(frame):
                 # Decided under the lifecycle's lock: a new fit may have begun meanwhile.
                 self._on_abandoned(lambda: self._frame is frame)
                 return
